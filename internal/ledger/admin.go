@@ -1,0 +1,192 @@
+package ledger
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// adminPlatform is the platform recorded for entries made by operators.
+const adminPlatform = "admin"
+
+// TopUp is an operator's credit to a wallet.
+type TopUp struct {
+	UserID string
+	Amount int64
+	// Key is the operator's idempotency key: one key, one credit.
+	Key  string
+	Note string
+}
+
+// Credit is the result of a top-up or a reversal.
+type Credit struct {
+	UserID  string
+	Amount  int64
+	Balance int64 // the balance right after the credit
+	EntryID int64
+	Replay  bool // the stored result of an earlier call with the same key
+}
+
+// TopUp credits t.Amount to the wallet, creating it on first use, once per
+// key: a call with a used key and the same user and amount replays the first
+// result; with another user or amount it returns ErrKeyReused. A balance that
+// would pass the int64 range returns ErrBalanceOverflow.
+func (s *Store) TopUp(ctx context.Context, t TopUp) (Credit, error) {
+	c := Credit{UserID: t.UserID, Amount: t.Amount}
+	// One statement: the wallet credit and its entry commit together, and a
+	// used key makes the entry's unique index refuse the whole statement.
+	err := s.pool.QueryRow(ctx, `
+		WITH w AS (
+			INSERT INTO wallets AS w (user_id, gold) VALUES ($1, $2)
+			ON CONFLICT (user_id) DO UPDATE SET gold = w.gold + excluded.gold, updated_at = now()
+			RETURNING gold
+		)
+		INSERT INTO ledger_entries (user_id, kind, amount, balance_after, platform, ref, details)
+		SELECT $1, 'topup', $2, gold, $3, $4, jsonb_build_object('note', $5::text) FROM w
+		RETURNING id, balance_after`,
+		t.UserID, t.Amount, adminPlatform, t.Key, t.Note,
+	).Scan(&c.EntryID, &c.Balance)
+	switch {
+	case isUniqueViolation(err, "ledger_entries_key"):
+		var prev Credit
+		err := s.pool.QueryRow(ctx, `
+			SELECT user_id, amount, balance_after, id FROM ledger_entries
+			WHERE kind = 'topup' AND platform = $1 AND app_id = '' AND ref = $2`,
+			adminPlatform, t.Key,
+		).Scan(&prev.UserID, &prev.Amount, &prev.Balance, &prev.EntryID)
+		if err != nil {
+			return Credit{}, fmt.Errorf("top-up %s: find earlier use of key: %w", t.Key, err)
+		}
+		if prev.UserID != t.UserID || prev.Amount != t.Amount {
+			return Credit{}, fmt.Errorf("top-up %s: %w", t.Key, ErrKeyReused)
+		}
+		prev.Replay = true
+		return prev, nil
+	case isOverflow(err):
+		return Credit{}, fmt.Errorf("top-up %s: %w", t.Key, ErrBalanceOverflow)
+	case err != nil:
+		return Credit{}, fmt.Errorf("top-up %s: %w", t.Key, err)
+	}
+	return c, nil
+}
+
+// Reversal asks to give a debit's gold back.
+type Reversal struct {
+	Debit DebitKey
+	// Key is the operator's idempotency key: one key, one reversal.
+	Key  string
+	Note string
+}
+
+// Reverse credits back the gold of the debit r.Debit, at most once per
+// debit: the same key replays the first result; another key for an already
+// reversed debit returns ErrAlreadyReversed; a key already used for another
+// debit returns ErrKeyReused; a debit that never happened (or was answered
+// 402) returns ErrNotFound.
+func (s *Store) Reverse(ctx context.Context, r Reversal) (Credit, error) {
+	var c Credit
+	err := s.pool.QueryRow(ctx, `
+		WITH d AS (
+			SELECT id, user_id, -amount AS amount FROM ledger_entries
+			WHERE kind = 'debit' AND platform = $1 AND app_id = $2 AND ref = $3
+		), w AS (
+			UPDATE wallets SET gold = wallets.gold + d.amount, updated_at = now()
+			FROM d WHERE wallets.user_id = d.user_id
+			RETURNING wallets.user_id, wallets.gold, d.id, d.amount
+		)
+		INSERT INTO ledger_entries (user_id, kind, amount, balance_after, platform, ref, reverses, details)
+		SELECT user_id, 'reversal', amount, gold, $4, $5, id,
+			jsonb_build_object('platform', $1::text, 'app_id', $2::text, 'request_id', $3::text, 'note', $6::text)
+		FROM w
+		RETURNING user_id, amount, balance_after, id`,
+		r.Debit.Platform, r.Debit.AppID, r.Debit.RequestID, adminPlatform, r.Key, r.Note,
+	).Scan(&c.UserID, &c.Amount, &c.Balance, &c.EntryID)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return Credit{}, fmt.Errorf("reverse %s: debit %w", r.Debit, ErrNotFound)
+	case isUniqueViolation(err, "ledger_entries_key"), isUniqueViolation(err, "ledger_entries_reverses_key"):
+		return s.reversed(ctx, r)
+	case isOverflow(err):
+		return Credit{}, fmt.Errorf("reverse %s: %w", r.Debit, ErrBalanceOverflow)
+	case err != nil:
+		return Credit{}, fmt.Errorf("reverse %s: %w", r.Debit, err)
+	}
+	return c, nil
+}
+
+// reversed explains why a reversal hit a unique index: a replay of the same
+// key and debit, the key used for another debit, or the debit reversed under
+// another key.
+func (s *Store) reversed(ctx context.Context, r Reversal) (Credit, error) {
+	var prev Credit
+	var debit DebitKey
+	err := s.pool.QueryRow(ctx, `
+		SELECT r.user_id, r.amount, r.balance_after, r.id, d.platform, d.app_id, d.ref
+		FROM ledger_entries r JOIN ledger_entries d ON d.id = r.reverses
+		WHERE r.kind = 'reversal' AND r.platform = $1 AND r.app_id = '' AND r.ref = $2`,
+		adminPlatform, r.Key,
+	).Scan(&prev.UserID, &prev.Amount, &prev.Balance, &prev.EntryID, &debit.Platform, &debit.AppID, &debit.RequestID)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return Credit{}, fmt.Errorf("reverse %s: %w", r.Debit, ErrAlreadyReversed)
+	case err != nil:
+		return Credit{}, fmt.Errorf("reverse %s: find earlier use of key: %w", r.Debit, err)
+	case debit != r.Debit:
+		return Credit{}, fmt.Errorf("reverse %s: %w", r.Debit, ErrKeyReused)
+	}
+	prev.Replay = true
+	return prev, nil
+}
+
+// Entry is one ledger entry.
+type Entry struct {
+	ID           int64           `json:"id"`
+	UserID       string          `json:"user_id"`
+	Kind         string          `json:"kind"`
+	Amount       int64           `json:"amount"`
+	BalanceAfter int64           `json:"balance_after"`
+	Platform     string          `json:"platform"`
+	AppID        string          `json:"app_id,omitempty"`
+	Ref          string          `json:"ref"`
+	Reverses     *int64          `json:"reverses,omitempty"`
+	Details      json.RawMessage `json:"details"`
+	CreatedAt    time.Time       `json:"created_at"`
+}
+
+// Entries returns up to limit entries of userID's wallet, newest first,
+// starting below entry id before (0: from the newest). It returns ErrNotFound
+// for a wallet that never existed.
+func (s *Store) Entries(ctx context.Context, userID string, before int64, limit int) ([]Entry, error) {
+	if before <= 0 {
+		before = 1<<63 - 1
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT id, user_id, kind, amount, balance_after, platform, app_id, ref, reverses, details, created_at
+		FROM ledger_entries
+		WHERE user_id = $1 AND id < $2
+		ORDER BY id DESC
+		LIMIT $3`,
+		userID, before, limit)
+	if err != nil {
+		return nil, fmt.Errorf("ledger of %s: %w", userID, err)
+	}
+	entries, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Entry, error) {
+		var e Entry
+		err := row.Scan(&e.ID, &e.UserID, &e.Kind, &e.Amount, &e.BalanceAfter, &e.Platform, &e.AppID,
+			&e.Ref, &e.Reverses, &e.Details, &e.CreatedAt)
+		return e, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger of %s: %w", userID, err)
+	}
+	if len(entries) == 0 {
+		if _, err := s.Wallet(ctx, userID); err != nil {
+			return nil, err
+		}
+	}
+	return entries, nil
+}
