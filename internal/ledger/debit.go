@@ -69,6 +69,9 @@ func (s *Store) Debit(ctx context.Context, d Debit) (DebitResult, error) {
 }
 
 func (s *Store) debit(ctx context.Context, d Debit) (DebitResult, error) {
+	if d.Details == nil {
+		d.Details = map[string]string{} // the column is NOT NULL
+	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return DebitResult{}, err
