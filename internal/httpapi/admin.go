@@ -1,0 +1,270 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"giftd/internal/ledger"
+	"giftd/internal/linkv"
+)
+
+const (
+	maxAmount   = 1_000_000_000_000 // 10^12, as for a debit's gold
+	maxKeyLen   = 128
+	maxNoteLen  = 1024
+	maxPageSize = 500
+)
+
+// adminTimeout bounds the database work of one admin request.
+const adminTimeout = 5 * time.Second
+
+func handleHealthz() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	}
+}
+
+// handleReadyz answers 200 while the database is reachable and migrated.
+// The reason for 503 goes to the log, not to the (possibly public) caller.
+func handleReadyz(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+		defer cancel()
+		if err := store.Ready(ctx); err != nil {
+			log.Warn("not ready", "error", err.Error())
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	}
+}
+
+type creditAnswer struct {
+	UserID  string `json:"user_id"`
+	Gold    int64  `json:"gold"`
+	EntryID int64  `json:"entry_id"`
+}
+
+func handleTopUp(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		userID := chi.URLParam(r, "user_id")
+		var body struct {
+			Amount         json.RawMessage `json:"amount"`
+			IdempotencyKey string          `json:"idempotency_key"`
+			Note           string          `json:"note"`
+		}
+		if !decode(w, r, &body) || !validUserID(w, userID) || !validKeyAndNote(w, body.IdempotencyKey, body.Note) {
+			return
+		}
+		amount, err := parseAmount(body.Amount)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "bad_request", "amount: "+err.Error())
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
+		defer cancel()
+		c, err := store.TopUp(ctx, ledger.TopUp{UserID: userID, Amount: amount, Key: body.IdempotencyKey, Note: body.Note})
+		if err != nil {
+			writeLedgerError(w, log, err)
+			return
+		}
+		log.Info("top-up", "user_id", userID, "amount", amount, "gold", c.Balance, "entry_id", c.EntryID, "replay", c.Replay)
+		writeJSON(w, http.StatusOK, creditAnswer{UserID: c.UserID, Gold: c.Balance, EntryID: c.EntryID})
+	}
+}
+
+func handleWallet(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		userID := chi.URLParam(r, "user_id")
+		if !validUserID(w, userID) {
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
+		defer cancel()
+		wallet, err := store.Wallet(ctx, userID)
+		if err != nil {
+			writeLedgerError(w, log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{
+			"user_id": wallet.UserID, "gold": wallet.Gold, "updated_at": wallet.UpdatedAt.UTC(),
+		})
+	}
+}
+
+func handleLedger(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		userID := chi.URLParam(r, "user_id")
+		if !validUserID(w, userID) {
+			return
+		}
+		limit, before := 50, int64(0)
+		q := r.URL.Query()
+		if s := q.Get("limit"); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 1 || n > maxPageSize {
+				writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("limit: must be an integer from 1 to %d", maxPageSize))
+				return
+			}
+			limit = n
+		}
+		if s := q.Get("before"); s != "" {
+			n, err := strconv.ParseInt(s, 10, 64)
+			if err != nil || n < 1 {
+				writeError(w, http.StatusBadRequest, "bad_request", "before: must be a positive entry id")
+				return
+			}
+			before = n
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
+		defer cancel()
+		entries, err := store.Entries(ctx, userID, before, limit)
+		if err != nil {
+			writeLedgerError(w, log, err)
+			return
+		}
+		page := map[string]any{"user_id": userID, "entries": entries, "next_before": nil}
+		if len(entries) == limit {
+			page["next_before"] = entries[len(entries)-1].ID
+		}
+		writeJSON(w, http.StatusOK, page)
+	}
+}
+
+func handleReversal(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		requestID := chi.URLParam(r, "request_id")
+		var body struct {
+			AppID          string `json:"app_id"`
+			IdempotencyKey string `json:"idempotency_key"`
+			Note           string `json:"note"`
+		}
+		if !decode(w, r, &body) || !validKeyAndNote(w, body.IdempotencyKey, body.Note) {
+			return
+		}
+		if body.AppID == "" {
+			writeError(w, http.StatusBadRequest, "bad_request", "app_id: required")
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
+		defer cancel()
+		debit := ledger.DebitKey{Platform: linkv.Platform, AppID: body.AppID, RequestID: requestID}
+		c, err := store.Reverse(ctx, ledger.Reversal{Debit: debit, Key: body.IdempotencyKey, Note: body.Note})
+		if err != nil {
+			writeLedgerError(w, log, err)
+			return
+		}
+		log.Info("reversal", "app_id", body.AppID, "request_id", requestID, "user_id", c.UserID,
+			"amount", c.Amount, "gold", c.Balance, "entry_id", c.EntryID, "replay", c.Replay)
+		writeJSON(w, http.StatusOK, map[string]any{
+			"app_id": body.AppID, "request_id": requestID, "user_id": c.UserID,
+			"amount": c.Amount, "gold": c.Balance, "entry_id": c.EntryID,
+		})
+	}
+}
+
+// parseAmount accepts a JSON integer from 1 to 10^12: not a string, not a
+// float, not an exponent.
+func parseAmount(raw json.RawMessage) (int64, error) {
+	if len(raw) == 0 {
+		return 0, errors.New("required")
+	}
+	for _, c := range raw {
+		if c < '0' || c > '9' {
+			return 0, errors.New("must be a JSON integer from 1 to 10^12")
+		}
+	}
+	n, err := strconv.ParseInt(string(raw), 10, 64)
+	if err != nil || n < 1 || n > maxAmount {
+		return 0, errors.New("must be a JSON integer from 1 to 10^12")
+	}
+	return n, nil
+}
+
+// decode reads a JSON object into v, refusing unknown fields and trailing
+// data; on failure it writes the 400 and returns false.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil && dec.Decode(&struct{}{}) != io.EOF {
+		err = errors.New("trailing data after the JSON object")
+	}
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body: larger than %d bytes", tooBig.Limit))
+			return false
+		}
+		writeError(w, http.StatusBadRequest, "bad_request", "body: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func validUserID(w http.ResponseWriter, userID string) bool {
+	if !linkv.ValidUserID(userID) {
+		writeError(w, http.StatusBadRequest, "bad_request", "user_id: must be 1-64 characters of [0-9A-Za-z+=_-]")
+		return false
+	}
+	return true
+}
+
+func validKeyAndNote(w http.ResponseWriter, key, note string) bool {
+	switch {
+	case key == "" || len(key) > maxKeyLen:
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("idempotency_key: must be 1-%d bytes", maxKeyLen))
+	case len(note) > maxNoteLen:
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("note: longer than %d bytes", maxNoteLen))
+	default:
+		return true
+	}
+	return false
+}
+
+// writeLedgerError maps the ledger's errors to admin answers.
+func writeLedgerError(w http.ResponseWriter, log *slog.Logger, err error) {
+	switch {
+	case errors.Is(err, ledger.ErrNotFound):
+		writeError(w, http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, ledger.ErrKeyReused):
+		writeError(w, http.StatusConflict, "idempotency_key_reused", err.Error())
+	case errors.Is(err, ledger.ErrAlreadyReversed):
+		writeError(w, http.StatusConflict, "already_reversed", err.Error())
+	case errors.Is(err, ledger.ErrBalanceOverflow):
+		writeError(w, http.StatusUnprocessableEntity, "balance_overflow", err.Error())
+	default:
+		log.Error("admin request failed", "error", err.Error())
+		writeError(w, http.StatusInternalServerError, "internal", "database error; retry with the same idempotency key")
+	}
+}
+
+func writeError(w http.ResponseWriter, status int, code, message string) {
+	type detail struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	writeJSON(w, status, map[string]detail{"error": {Code: code, Message: message}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(v); err != nil {
+		status = http.StatusInternalServerError
+		buf.Reset()
+		buf.WriteString(`{"error":{"code":"internal","message":"encode answer"}}` + "\n")
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(buf.Bytes()) //nolint:errcheck // the client is gone
+}

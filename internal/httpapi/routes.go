@@ -1,0 +1,60 @@
+// Package httpapi puts giftd on HTTP: the routes of both listeners, the admin
+// API, and the middleware every route shares (metrics, recovery, auth).
+package httpapi
+
+import (
+	"log/slog"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"giftd/internal/ledger"
+)
+
+// Deps is what the listeners need.
+type Deps struct {
+	Store *ledger.Store
+	// Debit is the LinkV callback handler, mounted at DebitPath.
+	Debit     http.Handler
+	DebitPath string
+	// AdminToken authorises /admin/ routes as a bearer token.
+	AdminToken string
+	Metrics    *Metrics
+	// Gatherer serves /metrics.
+	Gatherer prometheus.Gatherer
+	Log      *slog.Logger
+}
+
+// NewPublic returns the public listener's handler: the debit callback and
+// the health probes LinkV's side of the network may see.
+func NewPublic(d Deps) http.Handler {
+	r := chi.NewRouter()
+	r.Use(d.Metrics.instrument("public"), recoverer(d.Log))
+	r.Method(http.MethodPost, d.DebitPath, d.Debit)
+	r.Get("/healthz", handleHealthz())
+	r.Get("/readyz", handleReadyz(d.Store, d.Log))
+	return r
+}
+
+// NewAdmin returns the admin listener's handler: the operators' API behind
+// the bearer token, and metrics and probes without it.
+func NewAdmin(d Deps) http.Handler {
+	r := chi.NewRouter()
+	r.Use(d.Metrics.instrument("admin"), recoverer(d.Log))
+	r.Get("/healthz", handleHealthz())
+	r.Get("/readyz", handleReadyz(d.Store, d.Log))
+	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{}))
+	r.Route("/admin", func(r chi.Router) {
+		r.Use(requireToken(d.AdminToken), limitBody(64<<10))
+		r.Post("/v1/wallets/{user_id}/topups", handleTopUp(d.Store, d.Log))
+		r.Get("/v1/wallets/{user_id}", handleWallet(d.Store, d.Log))
+		r.Get("/v1/wallets/{user_id}/ledger", handleLedger(d.Store, d.Log))
+		r.Post("/v1/debits/{request_id}/reversal", handleReversal(d.Store, d.Log))
+		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, http.StatusNotFound, "not_found", "no such admin route")
+		})
+	})
+	return r
+}
