@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"giftd/internal/ledger"
+	"giftd/internal/linkv"
+	"giftd/internal/pgcluster"
+)
+
+const (
+	devAppID    = "dev-app"
+	demoUser    = "demo-user"
+	demoBalance = 100000
+)
+
+// runDev runs giftd for a newcomer: a throwaway PostgreSQL when DATABASE_URL
+// is unset, a made-up app and admin token when none are configured, a demo
+// wallet with gold, and ready-to-paste curl commands.
+func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		return fmt.Errorf("dev: takes no arguments, got %q (use the environment, see README)", args)
+	}
+	s, err := readSettings(getenv, true)
+	if err != nil {
+		return err
+	}
+	// Only made-up credentials are printed; configured ones stay secret.
+	var shown devCredentials
+	if s.LinkVApps == nil {
+		shown.apps = devAppID + ":" + randomHex(16)
+		s.LinkVApps, _ = parseApps(shown.apps)
+	}
+	if s.AdminToken == "" {
+		shown.token = randomHex(16)
+		s.AdminToken = shown.token
+	}
+	log := newLogger(s.LogFormat, stderr)
+
+	if s.DatabaseURL == "" {
+		fmt.Fprintln(stdout, "starting a throwaway PostgreSQL (set DATABASE_URL to use your own)…")
+		cluster, err := pgcluster.Start(ctx, pgcluster.Options{})
+		if err != nil {
+			return fmt.Errorf("dev: %w", err)
+		}
+		defer func() {
+			if err := cluster.Stop(); err != nil {
+				log.Error("stop throwaway PostgreSQL", "error", err.Error())
+			}
+		}()
+		s.DatabaseURL = cluster.URL
+	}
+	if err := ledger.Migrate(s.DatabaseURL); err != nil {
+		return err
+	}
+	s.Migrate = false
+	store, err := ledger.Open(ctx, s.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	_, err = store.TopUp(ctx, ledger.TopUp{UserID: demoUser, Amount: demoBalance, Key: "giftd-dev-demo-topup", Note: "giftd dev"})
+	store.Close()
+	if err != nil {
+		return err
+	}
+
+	return serve(ctx, s, log, func(public, admin string) {
+		printDevHelp(stdout, s, shown, public, admin)
+	})
+}
+
+// devCredentials are the ones giftd dev made up, and so may print.
+type devCredentials struct{ apps, token string }
+
+// printDevHelp prints what a newcomer needs: the settings in force and a
+// signed debit to paste.
+func printDevHelp(w io.Writer, s settings, shown devCredentials, public, admin string) {
+	var appID, secret string
+	for id, secrets := range s.LinkVApps {
+		if appID == "" || id < appID {
+			appID, secret = id, secrets[0]
+		}
+	}
+	now := time.Now()
+	expriation := strconv.FormatInt(now.Add(91*24*time.Hour).Unix(), 10)
+	fields := map[string]string{
+		"app_id":     appID,
+		"request_id": randomHex(16),
+		"nonce":      randomHex(4) + strconv.FormatInt(now.Unix(), 10) + randomHex(4),
+		"user_id":    demoUser,
+		"gold":       "5",
+		"expriation": expriation,
+		"type":       "1",
+		"reason":     `{"gift_id":"10620","send_num":1,"resource_id":"16302940574638332063","vtype":"1","receiver_id":"1431136630483329025"}`,
+	}
+	fields["sign"] = linkv.Sign(fields, secret)
+	form := url.Values{}
+	for k, v := range fields {
+		form.Set(k, v)
+	}
+	apps, token, auth := "(as configured)", "(as configured)", "$GIFTD_ADMIN_TOKEN"
+	if shown.apps != "" {
+		apps = "GIFTD_LINKV_APPS=" + shown.apps
+	}
+	if shown.token != "" {
+		token, auth = "GIFTD_ADMIN_TOKEN="+shown.token, shown.token
+	}
+	publicURL := "http://" + hostPort(public)
+	adminURL := "http://" + hostPort(admin)
+	fmt.Fprintf(w, `
+giftd dev is running (Ctrl-C stops it and its throwaway database).
+
+  database      %s
+  public        %s  (debit callback at %s)
+  admin         %s
+  app           %s
+  admin token   %s
+  demo wallet   %s with %d gold
+
+A signed debit of 5 gold (run it twice: the second answer is a replay):
+
+  curl -sS -X POST %s%s -H 'Content-Type: application/x-www-form-urlencoded' --data '%s'
+
+The demo wallet and its ledger:
+
+  curl -sS -H 'Authorization: Bearer %s' %s/admin/v1/wallets/%s
+  curl -sS -H 'Authorization: Bearer %s' %s/admin/v1/wallets/%s/ledger
+
+A load of signed debits (in another shell):
+
+  %s %s go run ./cmd/giftd load -url %s%s -admin-url %s
+
+`, redactURL(s.DatabaseURL), publicURL, s.DebitPath, adminURL, apps, token, demoUser, demoBalance,
+		publicURL, s.DebitPath, form.Encode(),
+		auth, adminURL, demoUser, auth, adminURL, demoUser,
+		or(strings.TrimPrefix(apps, "(as configured)"), "GIFTD_LINKV_APPS=..."), or(strings.TrimPrefix(token, "(as configured)"), "GIFTD_ADMIN_TOKEN=..."),
+		publicURL, s.DebitPath, adminURL)
+}
+
+// hostPort turns a listener address like [::]:8080 into one curl can reach.
+func hostPort(addr string) string {
+	if strings.HasPrefix(addr, "[::]:") || strings.HasPrefix(addr, "0.0.0.0:") {
+		return "127.0.0.1:" + addr[strings.LastIndex(addr, ":")+1:]
+	}
+	return addr
+}
+
+// redactURL hides the password of a database URL.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return u.Redacted()
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b) //nolint:errcheck // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"giftd/internal/linkv"
+)
+
+// runLoad plays LinkV against a running giftd: conns connections sending
+// signed debits with fresh request ids over a set of wallets for a while,
+// then prints throughput, latency quantiles and every non-200 answer.
+func runLoad(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	debitURL := fs.String("url", "http://127.0.0.1:8080/linkv/debit", "the debit callback URL")
+	adminURL := fs.String("admin-url", "http://127.0.0.1:8081", "the admin listener, to top up the load's wallets first")
+	conns := fs.Int("c", 64, "concurrent connections")
+	wallets := fs.Int("wallets", 1000, "wallets to spread debits over (1 = one hot wallet)")
+	duration := fs.Duration("d", 10*time.Second, "how long to send")
+	gold := fs.Int64("gold", 1, "gold per debit")
+	app := fs.String("app", "", "app_id:secret to sign with (default: the first of GIFTD_LINKV_APPS)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *conns < 1 || *wallets < 1 || *duration <= 0 || *gold < 0 {
+		return errors.New("load: -c and -wallets must be at least 1, -d positive, -gold not negative")
+	}
+	if *app == "" {
+		*app, _, _ = strings.Cut(getenv("GIFTD_LINKV_APPS"), ",")
+	}
+	appID, secret, ok := strings.Cut(*app, ":")
+	if !ok || appID == "" || secret == "" {
+		return errors.New("load: give -app app_id:secret or set GIFTD_LINKV_APPS")
+	}
+	token := getenv("GIFTD_ADMIN_TOKEN")
+	if token == "" {
+		return errors.New("load: set GIFTD_ADMIN_TOKEN so the load can top up its wallets")
+	}
+
+	client := &http.Client{
+		Timeout:   30 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: *conns, MaxConnsPerHost: *conns},
+	}
+	users := make([]string, *wallets)
+	prefix := "load-" + randomHex(4) + "-"
+	for i := range users {
+		users[i] = prefix + strconv.Itoa(i)
+	}
+	perWallet := min(int64(1e12), max(1, *gold)*1e7)
+	if err := topUpAll(ctx, client, *adminURL, token, users, perWallet, *conns); err != nil {
+		return err
+	}
+
+	fmt.Fprintf(stdout, "giftd load: %d connections, %d wallets, %s, %d gold per debit, against %s\n",
+		*conns, *wallets, *duration, *gold, *debitURL)
+	type result struct {
+		latencies []time.Duration
+		statuses  map[int]int
+		errors    map[string]int
+	}
+	results := make([]result, *conns)
+	deadline := time.Now().Add(*duration)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range *conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res := result{statuses: map[int]int{}, errors: map[string]int{}}
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				body := signedDebit(appID, secret, users[rand.IntN(len(users))], *gold)
+				t0 := time.Now()
+				resp, err := client.Post(*debitURL, "application/x-www-form-urlencoded", strings.NewReader(body))
+				if err != nil {
+					res.errors[shortError(err)]++
+					continue
+				}
+				io.Copy(io.Discard, resp.Body) //nolint:errcheck // only the status matters
+				resp.Body.Close()
+				res.latencies = append(res.latencies, time.Since(t0))
+				res.statuses[resp.StatusCode]++
+			}
+			results[w] = res
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+
+	var all []time.Duration
+	statuses, errs := map[int]int{}, map[string]int{}
+	for _, r := range results {
+		all = append(all, r.latencies...)
+		for k, v := range r.statuses {
+			statuses[k] += v
+		}
+		for k, v := range r.errors {
+			errs[k] += v
+		}
+	}
+	slices.Sort(all)
+	q := func(p float64) time.Duration {
+		if len(all) == 0 {
+			return 0
+		}
+		return all[min(len(all)-1, int(p*float64(len(all))))]
+	}
+	fmt.Fprintf(stdout, "debits ok: %d in %.1fs = %.0f debits/s\n", statuses[200], elapsed.Seconds(), float64(statuses[200])/elapsed.Seconds())
+	fmt.Fprintf(stdout, "latency:   p50 %s  p90 %s  p99 %s  max %s  (%d answers)\n",
+		ms(q(.50)), ms(q(.90)), ms(q(.99)), ms(q(1)), len(all))
+	codes := make([]int, 0, len(statuses))
+	for c := range statuses {
+		if c != 200 {
+			codes = append(codes, c)
+		}
+	}
+	sort.Ints(codes)
+	if len(codes) == 0 && len(errs) == 0 {
+		fmt.Fprintln(stdout, "non-200:   none")
+	}
+	for _, c := range codes {
+		fmt.Fprintf(stdout, "non-200:   %d × %d\n", statuses[c], c)
+	}
+	for e, n := range errs {
+		fmt.Fprintf(stdout, "error:     %d × %s\n", n, e)
+	}
+	return nil
+}
+
+// signedDebit builds one LinkV callback body with a fresh request id.
+func signedDebit(appID, secret, user string, gold int64) string {
+	now := time.Now().Unix()
+	f := map[string]string{
+		"app_id":     appID,
+		"request_id": randomHex(16),
+		"nonce":      randomHex(4) + strconv.FormatInt(now, 10) + randomHex(4),
+		"user_id":    user,
+		"gold":       strconv.FormatInt(gold, 10),
+		"expriation": strconv.FormatInt(now+91*86400, 10),
+		"type":       "1",
+		"reason":     `{"gift_id":"1","send_num":1,"resource_id":"load-room","vtype":"1","receiver_id":"load-host"}`,
+	}
+	f["sign"] = linkv.Sign(f, secret)
+	v := url.Values{}
+	for k, s := range f {
+		v.Set(k, s)
+	}
+	return v.Encode()
+}
+
+// topUpAll gives every wallet amount gold through the admin API.
+func topUpAll(ctx context.Context, client *http.Client, adminURL, token string, users []string, amount int64, conns int) error {
+	work := make(chan string)
+	errc := make(chan error, conns)
+	var wg sync.WaitGroup
+	for range min(conns, len(users)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for u := range work {
+				body, _ := json.Marshal(map[string]any{"amount": amount, "idempotency_key": "load-topup-" + u})
+				req, err := http.NewRequestWithContext(ctx, http.MethodPost,
+					adminURL+"/admin/v1/wallets/"+u+"/topups", bytes.NewReader(body))
+				if err != nil {
+					errc <- err
+					return
+				}
+				req.Header.Set("Authorization", "Bearer "+token)
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := client.Do(req)
+				if err != nil {
+					errc <- fmt.Errorf("load: top up %s: %w", u, err)
+					return
+				}
+				msg, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					errc <- fmt.Errorf("load: top up %s: %s %s", u, resp.Status, bytes.TrimSpace(msg))
+					return
+				}
+			}
+		}()
+	}
+	var err error
+	for _, u := range users {
+		select {
+		case work <- u:
+			continue
+		case err = <-errc:
+		}
+		break
+	}
+	close(work)
+	wg.Wait()
+	if err == nil {
+		select {
+		case err = <-errc:
+		default:
+		}
+	}
+	return err
+}
+
+func shortError(err error) string {
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		err = uerr.Err
+	}
+	return err.Error()
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d.Microseconds())/1000) }

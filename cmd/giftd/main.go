@@ -1,0 +1,207 @@
+// Command giftd is the merchant-side debit server for LinkV's gift
+// callbacks. Run "giftd help" for its subcommands.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"giftd/internal/httpapi"
+	"giftd/internal/ledger"
+	"giftd/internal/linkv"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "giftd:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `giftd: the merchant-side debit server for LinkV gift callbacks
+
+Usage:
+  giftd serve [-migrate=false]   run the server (settings from the environment, see README)
+  giftd dev                      run it with a throwaway PostgreSQL, a dev app and a demo wallet
+  giftd migrate up|down|version  manage the schema of DATABASE_URL
+  giftd load [flags]             play LinkV against a running giftd and report debits/s and latency
+`
+
+// run is the whole program; main only gives it the process's surroundings.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) < 2 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no subcommand given")
+	}
+	switch cmd, rest := args[1], args[2:]; cmd {
+	case "serve":
+		return runServe(ctx, rest, getenv, stderr)
+	case "dev":
+		return runDev(ctx, rest, getenv, stdout, stderr)
+	case "migrate":
+		return runMigrate(rest, getenv, stdout)
+	case "load":
+		return runLoad(ctx, rest, getenv, stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown subcommand %q", cmd)
+	}
+}
+
+func runServe(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	s, err := readSettings(getenv, false)
+	if err != nil {
+		return err
+	}
+	if s.DatabaseURL == "" {
+		return &settingsError{"DATABASE_URL", "required, a PostgreSQL URL like postgres://user:pass@host:5432/giftd"}
+	}
+	for _, a := range args {
+		switch a {
+		case "-migrate=false", "--migrate=false":
+			s.Migrate = false
+		case "-migrate", "-migrate=true", "--migrate", "--migrate=true":
+			s.Migrate = true
+		default:
+			return fmt.Errorf("serve: unknown flag %q", a)
+		}
+	}
+	return serve(ctx, s, newLogger(s.LogFormat, stderr), nil)
+}
+
+func runMigrate(args []string, getenv func(string) string, stdout io.Writer) error {
+	url := getenv("DATABASE_URL")
+	if url == "" {
+		return &settingsError{"DATABASE_URL", "required"}
+	}
+	if len(args) != 1 {
+		return errors.New("usage: giftd migrate up|down|version")
+	}
+	switch args[0] {
+	case "up":
+		if err := ledger.Migrate(url); err != nil {
+			return err
+		}
+	case "down":
+		if err := ledger.MigrateDown(url); err != nil {
+			return err
+		}
+	case "version":
+	default:
+		return fmt.Errorf("migrate: unknown action %q, want up, down or version", args[0])
+	}
+	v, dirty, err := ledger.MigrationVersion(url)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "schema version %d (dirty: %t)\n", v, dirty)
+	return nil
+}
+
+func newLogger(format string, w io.Writer) *slog.Logger {
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, nil))
+	}
+	return slog.New(slog.NewJSONHandler(w, nil))
+}
+
+// serve runs both listeners until ctx ends, then shuts down: it stops
+// accepting, lets requests in flight finish within s.ShutdownTimeout, and
+// closes the pool. onListen, if set, is told the bound addresses.
+func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(public, admin string)) error {
+	if s.Migrate {
+		if err := ledger.Migrate(s.DatabaseURL); err != nil {
+			return err
+		}
+	}
+	store, err := ledger.Open(ctx, s.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	reg := prometheus.NewRegistry()
+	deps := httpapi.Deps{
+		Store: store,
+		Debit: linkv.NewHandler(store, linkv.Config{
+			Apps: s.LinkVApps, MaxExpiry: s.MaxExpiry, NonceMaxAge: s.NonceMaxAge, DBTimeout: s.DBTimeout,
+		}, linkv.NewMetrics(reg), log),
+		DebitPath:  s.DebitPath,
+		AdminToken: s.AdminToken,
+		Metrics:    httpapi.NewMetrics(reg, store.Pool()),
+		Gatherer:   reg,
+		Log:        log,
+	}
+
+	publicLn, err := net.Listen("tcp", s.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("GIFTD_HTTP_ADDR: %w", err)
+	}
+	adminLn, err := net.Listen("tcp", s.AdminAddr)
+	if err != nil {
+		publicLn.Close()
+		return fmt.Errorf("GIFTD_ADMIN_ADDR: %w", err)
+	}
+	servers := []*http.Server{newServer(httpapi.NewPublic(deps), s), newServer(httpapi.NewAdmin(deps), s)}
+	log.Info("giftd listening", "public", publicLn.Addr().String(), "admin", adminLn.Addr().String(),
+		"debit_path", s.DebitPath, "apps", len(s.LinkVApps))
+	if onListen != nil {
+		onListen(publicLn.Addr().String(), adminLn.Addr().String())
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	for i, ln := range []net.Listener{publicLn, adminLn} {
+		srv := servers[i]
+		g.Go(func() error {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		log.Info("shutting down", "timeout", s.ShutdownTimeout.String())
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.ShutdownTimeout)
+		defer cancel()
+		var errs []error
+		for _, srv := range servers {
+			errs = append(errs, srv.Shutdown(sctx))
+		}
+		return errors.Join(errs...)
+	})
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func newServer(h http.Handler, s settings) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      s.DBTimeout + 10*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+	}
+}

@@ -1,0 +1,274 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"giftd/internal/linkv"
+	"giftd/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger and the test at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func waitHealthy(t *testing.T, base string, errc <-chan error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-errc:
+			t.Fatalf("run ended early: %v", err)
+		default:
+		}
+		if resp, err := http.Get(base + "/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("giftd did not become healthy")
+}
+
+const (
+	e2eToken  = "e2e-admin-token-0123456789"
+	e2eSecret = "e2e-secret-value-42"
+)
+
+func TestRun_ServeEndToEnd(t *testing.T) {
+	public, admin := freeAddr(t), freeAddr(t)
+	env := map[string]string{
+		"DATABASE_URL":      pgtest.URL(t),
+		"GIFTD_HTTP_ADDR":   public,
+		"GIFTD_ADMIN_ADDR":  admin,
+		"GIFTD_ADMIN_TOKEN": e2eToken,
+		"GIFTD_LINKV_APPS":  "app1:" + e2eSecret,
+		"GIFTD_DEBIT_PATH":  "/cb/debit",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var logs syncBuffer
+	errc := make(chan error, 1)
+	go func() {
+		errc <- run(ctx, []string{"giftd", "serve"}, func(k string) string { return env[k] }, io.Discard, &logs)
+	}()
+	waitHealthy(t, "http://"+admin, errc)
+
+	for _, u := range []string{"http://" + public + "/readyz", "http://" + admin + "/readyz"} {
+		resp, err := http.Get(u)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%s: %v %v", u, resp, err)
+		}
+		resp.Body.Close()
+	}
+
+	req, _ := http.NewRequest(http.MethodPost, "http://"+admin+"/admin/v1/wallets/viewer-1/topups",
+		strings.NewReader(`{"amount":50,"idempotency_key":"e2e"}`))
+	req.Header.Set("Authorization", "Bearer "+e2eToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("top-up: %v %v", resp, err)
+	}
+	resp.Body.Close()
+
+	now := time.Now().Unix()
+	f := map[string]string{
+		"app_id": "app1", "request_id": "e2e-1", "nonce": "abcdefgh" + strconv.FormatInt(now, 10) + "ijklmnop",
+		"user_id": "viewer-1", "gold": "20", "expriation": strconv.FormatInt(now+86400, 10), "type": "1",
+		"reason": `{"gift_id":"7","send_num":2,"resource_id":"room","vtype":"1","receiver_id":"host"}`,
+	}
+	f["sign"] = linkv.Sign(f, e2eSecret)
+	form := url.Values{}
+	for k, v := range f {
+		form.Set(k, v)
+	}
+	resp, err = http.PostForm("http://"+public+"/cb/debit", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != `{"status":200,"msg":"","gold":30,"data":{"gold":30}}`+"\n" {
+		t.Fatalf("debit: %d %s", resp.StatusCode, body)
+	}
+
+	resp, err = http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`route="/cb/debit"`, `giftd_debit_outcomes_total{outcome="ok",platform="linkv"} 1`} {
+		if !bytes.Contains(metrics, []byte(want)) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	cancel()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Errorf("run returned %v after shutdown", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not stop")
+	}
+	out := logs.String()
+	for _, secret := range []string{e2eSecret, e2eToken, f["sign"]} {
+		if strings.Contains(out, secret) {
+			t.Errorf("logs carry a secret or sign: %q", secret)
+		}
+	}
+	if !strings.Contains(out, `"request_id":"e2e-1"`) || !strings.Contains(out, `"outcome":"ok"`) {
+		t.Errorf("no callback log line in:\n%s", out)
+	}
+}
+
+func TestRun_BadSettingsNamed(t *testing.T) {
+	good := map[string]string{
+		"DATABASE_URL":      "postgres://localhost/giftd",
+		"GIFTD_ADMIN_TOKEN": "0123456789abcdef",
+		"GIFTD_LINKV_APPS":  "a:s",
+	}
+	cases := []struct{ name, value string }{
+		{"DATABASE_URL", ""},
+		{"GIFTD_ADMIN_TOKEN", ""},
+		{"GIFTD_ADMIN_TOKEN", "short"},
+		{"GIFTD_LINKV_APPS", ""},
+		{"GIFTD_LINKV_APPS", "no-secret"},
+		{"GIFTD_LINKV_APPS", "a:s,:s2"},
+		{"GIFTD_MAX_EXPIRY", "forever"},
+		{"GIFTD_MAX_EXPIRY", "0"},
+		{"GIFTD_NONCE_MAX_AGE", "-1s"},
+		{"GIFTD_DB_TIMEOUT", "0"},
+		{"GIFTD_SHUTDOWN_TIMEOUT", "x"},
+		{"GIFTD_MIGRATE", "maybe"},
+		{"GIFTD_LOG_FORMAT", "xml"},
+		{"GIFTD_DEBIT_PATH", "linkv"},
+		{"GIFTD_DEBIT_PATH", "/healthz"},
+		{"GIFTD_HTTP_ADDR", "8080"},
+		{"GIFTD_ADMIN_ADDR", ":8080"},
+	}
+	for _, c := range cases {
+		t.Run(fmt.Sprintf("%s=%q", c.name, c.value), func(t *testing.T) {
+			env := map[string]string{}
+			for k, v := range good {
+				env[k] = v
+			}
+			env[c.name] = c.value
+			if c.name == "GIFTD_ADMIN_ADDR" {
+				env["GIFTD_HTTP_ADDR"] = ":8080"
+			}
+			err := run(context.Background(), []string{"giftd", "serve"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
+			if err == nil || !strings.HasPrefix(err.Error(), c.name+":") {
+				t.Errorf("err = %v, want one naming %s", err, c.name)
+			}
+			if err != nil && c.value != "" && c.name == "GIFTD_LINKV_APPS" && strings.Contains(err.Error(), "s2") {
+				t.Errorf("error quotes a secret: %v", err)
+			}
+		})
+	}
+}
+
+func TestRun_MigrateUpDownVersion(t *testing.T) {
+	env := map[string]string{"DATABASE_URL": pgtest.URL(t)}
+	getenv := func(k string) string { return env[k] }
+	var out bytes.Buffer
+	for _, step := range []struct{ action, want string }{
+		{"version", "schema version 1 (dirty: false)"},
+		{"down", "schema version 0 (dirty: false)"},
+		{"up", "schema version 1 (dirty: false)"},
+	} {
+		out.Reset()
+		if err := run(context.Background(), []string{"giftd", "migrate", step.action}, getenv, &out, io.Discard); err != nil {
+			t.Fatalf("migrate %s: %v", step.action, err)
+		}
+		if !strings.Contains(out.String(), step.want) {
+			t.Errorf("migrate %s printed %q, want %q", step.action, out.String(), step.want)
+		}
+	}
+}
+
+func TestRun_LoadAgainstServe(t *testing.T) {
+	public, admin, dbURL := freeAddr(t), freeAddr(t), pgtest.URL(t)
+	env := map[string]string{
+		"DATABASE_URL":      dbURL,
+		"GIFTD_HTTP_ADDR":   public,
+		"GIFTD_ADMIN_ADDR":  admin,
+		"GIFTD_ADMIN_TOKEN": e2eToken,
+		"GIFTD_LINKV_APPS":  "app1:" + e2eSecret,
+	}
+	getenv := func(k string) string { return env[k] }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx, []string{"giftd", "serve"}, getenv, io.Discard, io.Discard) }()
+	waitHealthy(t, "http://"+admin, errc)
+
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"giftd", "load", "-url", "http://" + public + "/linkv/debit",
+		"-admin-url", "http://" + admin, "-c", "4", "-wallets", "3", "-d", "500ms"}, getenv, &out, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`debits ok: (\d+) `).FindStringSubmatch(out.String())
+	if m == nil || m[1] == "0" || !strings.Contains(out.String(), "non-200:   none") {
+		t.Fatalf("load output:\n%s", out.String())
+	}
+	cancel()
+	<-errc
+	// Every 200 the load counted is one debit in the ledger, and no more.
+	conn, err := pgx.Connect(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var debits string
+	if err := conn.QueryRow(context.Background(), `SELECT count(*)::text FROM ledger_entries WHERE kind = 'debit'`).Scan(&debits); err != nil {
+		t.Fatal(err)
+	}
+	if debits != m[1] {
+		t.Errorf("load counted %s debits, the ledger holds %s", m[1], debits)
+	}
+}

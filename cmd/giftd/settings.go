@@ -1,0 +1,119 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// settings are giftd's configuration, read once from the environment.
+type settings struct {
+	DatabaseURL     string
+	HTTPAddr        string
+	AdminAddr       string
+	AdminToken      string
+	LinkVApps       map[string][]string
+	DebitPath       string
+	MaxExpiry       time.Duration
+	NonceMaxAge     time.Duration
+	DBTimeout       time.Duration
+	ShutdownTimeout time.Duration
+	Migrate         bool
+	LogFormat       string
+}
+
+// settingsError names the variable that is missing or wrong and the form it
+// must take. It never quotes a secret's value.
+type settingsError struct{ name, problem string }
+
+func (e *settingsError) Error() string { return e.name + ": " + e.problem }
+
+// readSettings reads every setting from getenv. With dev set, the admin
+// token and apps may be missing (giftd dev makes them up) and the token may
+// be short.
+func readSettings(getenv func(string) string, dev bool) (settings, error) {
+	s := settings{
+		DatabaseURL: getenv("DATABASE_URL"),
+		HTTPAddr:    or(getenv("GIFTD_HTTP_ADDR"), ":8080"),
+		AdminAddr:   or(getenv("GIFTD_ADMIN_ADDR"), "127.0.0.1:8081"),
+		AdminToken:  getenv("GIFTD_ADMIN_TOKEN"),
+		DebitPath:   or(getenv("GIFTD_DEBIT_PATH"), "/linkv/debit"),
+		LogFormat:   or(getenv("GIFTD_LOG_FORMAT"), "json"),
+	}
+	if dev {
+		s.HTTPAddr = or(getenv("GIFTD_HTTP_ADDR"), "127.0.0.1:8080")
+		s.LogFormat = or(getenv("GIFTD_LOG_FORMAT"), "text")
+	}
+	var err error
+	durations := []struct {
+		name, def string
+		min       time.Duration
+		dst       *time.Duration
+	}{
+		{"GIFTD_MAX_EXPIRY", "2400h", time.Second, &s.MaxExpiry},
+		{"GIFTD_NONCE_MAX_AGE", "0", 0, &s.NonceMaxAge},
+		{"GIFTD_DB_TIMEOUT", "2s", time.Millisecond, &s.DBTimeout},
+		{"GIFTD_SHUTDOWN_TIMEOUT", "15s", 0, &s.ShutdownTimeout},
+	}
+	for _, d := range durations {
+		v := or(getenv(d.name), d.def)
+		*d.dst, err = time.ParseDuration(v)
+		if err != nil || *d.dst < d.min {
+			return settings{}, &settingsError{d.name, fmt.Sprintf("must be a duration of at least %s like 2s or 2400h, got %q", d.min, v)}
+		}
+	}
+	if s.Migrate, err = strconv.ParseBool(or(getenv("GIFTD_MIGRATE"), "true")); err != nil {
+		return settings{}, &settingsError{"GIFTD_MIGRATE", "must be true or false"}
+	}
+	if s.LogFormat != "json" && s.LogFormat != "text" {
+		return settings{}, &settingsError{"GIFTD_LOG_FORMAT", "must be json or text"}
+	}
+	if !strings.HasPrefix(s.DebitPath, "/") || s.DebitPath == "/healthz" || s.DebitPath == "/readyz" ||
+		strings.ContainsAny(s.DebitPath, "{}*? ") {
+		return settings{}, &settingsError{"GIFTD_DEBIT_PATH", "must be a plain path starting with / other than /healthz and /readyz"}
+	}
+	for name, addr := range map[string]string{"GIFTD_HTTP_ADDR": s.HTTPAddr, "GIFTD_ADMIN_ADDR": s.AdminAddr} {
+		if !strings.Contains(addr, ":") {
+			return settings{}, &settingsError{name, fmt.Sprintf("must be host:port or :port, got %q", addr)}
+		}
+	}
+	if s.HTTPAddr == s.AdminAddr {
+		return settings{}, &settingsError{"GIFTD_ADMIN_ADDR", "must differ from GIFTD_HTTP_ADDR"}
+	}
+	if apps := getenv("GIFTD_LINKV_APPS"); apps != "" || !dev {
+		if s.LinkVApps, err = parseApps(apps); err != nil {
+			return settings{}, &settingsError{"GIFTD_LINKV_APPS", err.Error()}
+		}
+	}
+	if s.AdminToken != "" || !dev {
+		if len(s.AdminToken) < 16 {
+			return settings{}, &settingsError{"GIFTD_ADMIN_TOKEN", "required, at least 16 characters"}
+		}
+	}
+	return s, nil
+}
+
+// parseApps reads "app1:secret1,app1:secret2,app2:secret3".
+func parseApps(v string) (map[string][]string, error) {
+	if v == "" {
+		return nil, fmt.Errorf("required, as app_id:secret[,app_id:secret...]")
+	}
+	apps := map[string][]string{}
+	for i, pair := range strings.Split(v, ",") {
+		app, secret, ok := strings.Cut(strings.TrimSpace(pair), ":")
+		if !ok || app == "" || secret == "" {
+			// Say which entry, never what it holds: it may be a secret.
+			return nil, fmt.Errorf("entry %d is not app_id:secret", i+1)
+		}
+		apps[app] = append(apps[app], secret)
+	}
+	return apps, nil
+}
+
+func or(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
