@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -270,5 +271,57 @@ func TestRun_LoadAgainstServe(t *testing.T) {
 	}
 	if debits != m[1] {
 		t.Errorf("load counted %s debits, the ledger holds %s", m[1], debits)
+	}
+}
+
+// TestRun_DevPrintsWorkingCurl runs the README's first command as a newcomer
+// would, with no DATABASE_URL, and pastes the debit it prints.
+func TestRun_DevPrintsWorkingCurl(t *testing.T) {
+	public, admin := freeAddr(t), freeAddr(t)
+	env := map[string]string{"GIFTD_HTTP_ADDR": public, "GIFTD_ADMIN_ADDR": admin, "CI": os.Getenv("CI")}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out syncBuffer
+	errc := make(chan error, 1)
+	go func() {
+		errc <- run(ctx, []string{"giftd", "dev"}, func(k string) string { return env[k] }, &out, io.Discard)
+	}()
+	waitHealthy(t, "http://"+admin, errc)
+
+	m := regexp.MustCompile(`curl -sS -X POST (\S+) -H '[^']+' --data '([^']+)'`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no signed debit printed:\n%s", out.String())
+	}
+	for _, want := range []string{`{"status":200,"msg":"","gold":99995,"data":{"gold":99995}}`, // debited
+		`{"status":200,"msg":"","gold":99995,"data":{"gold":99995}}`} { // replayed
+		resp, err := http.Post(m[1], "application/x-www-form-urlencoded", strings.NewReader(m[2]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.TrimSpace(string(body)) != want {
+			t.Errorf("printed curl answered %s, want %s", body, want)
+		}
+	}
+	cancel()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Errorf("dev returned %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("dev did not stop")
+	}
+	// Its PostgreSQL is gone with it.
+	db := regexp.MustCompile(`database\s+(\S+)`).FindStringSubmatch(out.String())
+	if db == nil {
+		t.Fatalf("no database printed:\n%s", out.String())
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel2()
+	if conn, err := pgx.Connect(ctx2, db[1]); err == nil {
+		conn.Close(ctx2)
+		t.Error("the throwaway PostgreSQL still answers after dev stopped")
 	}
 }
