@@ -106,12 +106,15 @@ func printDevHelp(w io.Writer, s settings, shown devCredentials, public, admin s
 	for k, v := range fields {
 		form.Set(k, v)
 	}
-	apps, token, auth := "(as configured)", "(as configured)", "$GIFTD_ADMIN_TOKEN"
+	// Configured credentials are already in the user's environment.
+	apps, token, auth, loadEnv := "(from GIFTD_LINKV_APPS)", "(from GIFTD_ADMIN_TOKEN)", "$GIFTD_ADMIN_TOKEN", ""
 	if shown.apps != "" {
 		apps = "GIFTD_LINKV_APPS=" + shown.apps
+		loadEnv += apps + " "
 	}
 	if shown.token != "" {
 		token, auth = "GIFTD_ADMIN_TOKEN="+shown.token, shown.token
+		loadEnv += token + " "
 	}
 	publicURL := "http://" + hostPort(public)
 	adminURL := "http://" + hostPort(admin)
@@ -136,13 +139,12 @@ The demo wallet and its ledger:
 
 A load of signed debits (in another shell):
 
-  %s %s go run ./cmd/giftd load -url %s%s -admin-url %s
+  %sgo run ./cmd/giftd load -url %s%s -admin-url %s
 
 `, redactURL(s.DatabaseURL), publicURL, s.DebitPath, adminURL, apps, token, demoUser, demoBalance,
 		publicURL, s.DebitPath, form.Encode(),
 		auth, adminURL, demoUser, auth, adminURL, demoUser,
-		or(strings.TrimPrefix(apps, "(as configured)"), "GIFTD_LINKV_APPS=..."), or(strings.TrimPrefix(token, "(as configured)"), "GIFTD_ADMIN_TOKEN=..."),
-		publicURL, s.DebitPath, adminURL)
+		loadEnv, publicURL, s.DebitPath, adminURL)
 }
 
 // hostPort turns a listener address like [::]:8080 into one curl can reach.

@@ -544,3 +544,32 @@ func TestDebit_DatabaseDownAnswers500(t *testing.T) {
 		t.Errorf("error outcomes %v", f.outcome("error"))
 	}
 }
+
+func TestDebit_LockWaitPastDeadlineAnswers500AndDebitsNothing(t *testing.T) {
+	f := newFixture(t, func(c *linkv.Config) { c.DBTimeout = 300 * time.Millisecond })
+	f.topUp(t, "u1", 100)
+	ctx := context.Background()
+	// Another session holds the wallet's row: the debit waits past its deadline.
+	blocker, err := f.store.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := blocker.Exec(ctx, `SELECT gold FROM wallets WHERE user_id = 'u1' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	r := f.debit(t, fields("slow", "u1", 10))
+	if took := time.Since(start); r.code != 500 || took > 5*time.Second {
+		t.Errorf("answer %d %s after %s, want 500 soon after the 300ms deadline", r.code, r.raw, took)
+	}
+	if err := blocker.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing was recorded: LinkV's retry executes the debit, once.
+	if r := f.debit(t, fields("slow", "u1", 10)); r.code != 200 || r.body.Data == nil || r.body.Data.Gold != 90 {
+		t.Errorf("retry: %d %s, want 200 gold 90", r.code, r.raw)
+	}
+	if got := f.balance(t, "u1"); got != 90 || f.debitEntries(t) != 1 {
+		t.Errorf("balance %d with %d debits, want 90 and 1", got, f.debitEntries(t))
+	}
+}
