@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"giftd/internal/callback"
 	"giftd/internal/httpapi"
 	"giftd/internal/ledger"
 	"giftd/internal/linkv"
@@ -143,7 +144,7 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 		Store: store,
 		Debit: linkv.NewHandler(store, linkv.Config{
 			Apps: s.LinkVApps, MaxExpiry: s.MaxExpiry, NonceMaxAge: s.NonceMaxAge, DBTimeout: s.DBTimeout,
-		}, linkv.NewMetrics(reg), log),
+		}, linkv.NewMetrics(reg), callback.NewObserver(reg, log)),
 		DebitPath:  s.DebitPath,
 		AdminToken: s.AdminToken,
 		Metrics:    httpapi.NewMetrics(reg, store.Pool()),

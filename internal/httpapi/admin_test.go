@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"giftd/internal/callback"
 	"giftd/internal/httpapi"
 	"giftd/internal/ledger"
 	"giftd/internal/linkv"
@@ -43,7 +44,7 @@ func newEnv(t *testing.T) *env {
 		Store: store,
 		Debit: linkv.NewHandler(store, linkv.Config{
 			Apps: map[string][]string{"app": {"secret"}}, MaxExpiry: time.Hour, DBTimeout: 5 * time.Second,
-		}, linkv.NewMetrics(reg), log),
+		}, linkv.NewMetrics(reg), callback.NewObserver(reg, log)),
 		DebitPath:  "/linkv/debit",
 		AdminToken: token,
 		Metrics:    httpapi.NewMetrics(reg, store.Pool()),

@@ -1,7 +1,6 @@
 package linkv
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -11,47 +10,28 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"giftd/internal/callback"
 	"giftd/internal/ledger"
 )
 
 // Platform is the name LinkV's debits carry in the ledger and in metrics.
 const Platform = "linkv"
 
-// Outcomes of a debit callback, as counted in giftd_debit_outcomes_total.
-const (
-	OutcomeOK           = "ok"
-	OutcomeReplay       = "replay"
-	OutcomeInsufficient = "insufficient"
-	OutcomeBadRequest   = "bad_request"
-	OutcomeExpired      = "expired"
-	OutcomeBadSign      = "bad_sign"
-	OutcomeConflict     = "conflict"
-	OutcomeError        = "error"
-)
-
-// Metrics are the callback's counters. Create them once per registry.
+// Metrics are LinkV's own counters; outcomes are counted by the shared
+// callback.Observer.
 type Metrics struct {
-	outcomes  *prometheus.CounterVec
 	signForms *prometheus.CounterVec
 }
 
-// NewMetrics registers the callback's counters on reg.
+// NewMetrics registers LinkV's counters on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "giftd_debit_outcomes_total",
-			Help: "Debit callbacks answered, by platform and outcome.",
-		}, []string{"platform", "outcome"}),
 		signForms: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "giftd_linkv_sign_forms_total",
 			Help: "LinkV callbacks whose signature matched, by the field set it covered: all (every field) or eight (the PHP SDK's eight fields).",
 		}, []string{"form"}),
 	}
-	reg.MustRegister(m.outcomes, m.signForms)
-	for _, o := range []string{OutcomeOK, OutcomeReplay, OutcomeInsufficient, OutcomeBadRequest,
-		OutcomeExpired, OutcomeBadSign, OutcomeConflict, OutcomeError} {
-		m.outcomes.WithLabelValues(Platform, o)
-	}
+	reg.MustRegister(m.signForms)
 	for _, f := range []SignForm{SignAllFields, SignEightField} {
 		m.signForms.WithLabelValues(string(f))
 	}
@@ -78,15 +58,16 @@ type Handler struct {
 	store   *ledger.Store
 	cfg     Config
 	metrics *Metrics
-	log     *slog.Logger
+	obs     *callback.Observer
 }
 
 // NewHandler returns the debit callback handler.
-func NewHandler(store *ledger.Store, cfg Config, m *Metrics, log *slog.Logger) *Handler {
+func NewHandler(store *ledger.Store, cfg Config, m *Metrics, obs *callback.Observer) *Handler {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Handler{store: store, cfg: cfg, metrics: m, log: log}
+	obs.AddPlatform(Platform)
+	return &Handler{store: store, cfg: cfg, metrics: m, obs: obs}
 }
 
 // answer is the callback's JSON answer; Status is also the HTTP status.
@@ -112,28 +93,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(a.Status)
 	json.NewEncoder(w).Encode(a) //nolint:errcheck // the client is gone; nothing to do
 
-	h.metrics.outcomes.WithLabelValues(Platform, a.out).Inc()
-	attrs := []slog.Attr{
-		slog.String("platform", Platform),
-		slog.String("outcome", a.out),
-		slog.Int("status", a.Status),
-		slog.Duration("latency", time.Since(start)),
-	}
+	rec := callback.Record{Platform: Platform, Outcome: a.out, Status: a.Status, Latency: time.Since(start), Err: a.err}
 	if a.req != nil {
-		attrs = append(attrs, slog.String("app_id", a.req.AppID), slog.String("request_id", a.req.RequestID),
-			slog.String("user_id", a.req.UserID), slog.Int64("gold", a.req.Gold))
+		rec.AppID, rec.RequestID, rec.UserID, rec.Gold = a.req.AppID, a.req.RequestID, a.req.UserID, a.req.Gold
 	}
 	if a.form != "" {
-		attrs = append(attrs, slog.String("sign_form", string(a.form)))
+		rec.Attrs = []slog.Attr{slog.String("sign_form", string(a.form))}
 	}
-	level := slog.LevelInfo
-	if a.err != nil {
-		level = slog.LevelError
-		attrs = append(attrs, slog.String("error", a.err.Error()))
-	} else if a.Status != http.StatusOK {
-		attrs = append(attrs, slog.String("msg", a.Msg))
+	if a.Status != http.StatusOK {
+		rec.Msg = a.Msg
 	}
-	h.log.LogAttrs(r.Context(), level, "debit callback", attrs...)
+	h.obs.Observe(r.Context(), rec)
 }
 
 func (h *Handler) serve(r *http.Request) answer {
@@ -149,11 +119,11 @@ func (h *Handler) serve(r *http.Request) answer {
 	}
 	secrets, ok := h.cfg.Apps[fields["app_id"]]
 	if !ok {
-		return answer{Status: http.StatusForbidden, Msg: "sign err", out: OutcomeBadSign}
+		return answer{Status: http.StatusForbidden, Msg: "sign err", out: callback.BadSign}
 	}
 	form, ok := Verify(fields, fields["sign"], secrets)
 	if !ok {
-		return answer{Status: http.StatusForbidden, Msg: "sign err", out: OutcomeBadSign}
+		return answer{Status: http.StatusForbidden, Msg: "sign err", out: callback.BadSign}
 	}
 	h.metrics.signForms.WithLabelValues(string(form)).Inc()
 
@@ -163,15 +133,13 @@ func (h *Handler) serve(r *http.Request) answer {
 		a := badRequest(err)
 		var fe *FieldError
 		if errors.As(err, &fe) && fe.Field == "expriation" && strings.Contains(fe.Reason, "expired") {
-			a.out = OutcomeExpired
+			a.out = callback.Expired
 		}
 		a.form = form
 		return a
 	}
 
-	// The database work runs to its own deadline: LinkV hanging up must not
-	// cut a debit short, and shutdown lets it finish.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.cfg.DBTimeout)
+	ctx, cancel := callback.DBContext(r.Context(), h.cfg.DBTimeout)
 	defer cancel()
 	key := ledger.DebitKey{Platform: Platform, AppID: req.AppID, RequestID: req.RequestID}
 	fp := req.Fingerprint()
@@ -182,7 +150,7 @@ func (h *Handler) serve(r *http.Request) answer {
 		res, err = h.store.Recorded(ctx, key, fp)
 		if errors.Is(err, ledger.ErrNotFound) {
 			a := badRequest(&FieldError{Field: "nonce", Reason: "older than " + h.cfg.NonceMaxAge.String()})
-			a.out, a.form, a.req = OutcomeExpired, form, &req
+			a.out, a.form, a.req = callback.Expired, form, &req
 			return a
 		}
 	} else {
@@ -209,26 +177,24 @@ func (h *Handler) nonceFresh(nonce string, now time.Time) bool {
 
 // result maps the ledger's answer to LinkV's.
 func (h *Handler) result(res ledger.DebitResult, err error) answer {
-	switch {
-	case errors.Is(err, ledger.ErrRequestReused):
-		return answer{Status: http.StatusConflict, Msg: "request_id reused with different parameters", out: OutcomeConflict}
-	case err != nil:
-		return answer{Status: http.StatusInternalServerError, Msg: "system error", out: OutcomeError, err: err}
-	}
-	gold := res.Balance
-	a := answer{Status: int(res.Status), Gold: &gold}
-	switch res.Status {
-	case ledger.Debited:
-		a.Data, a.out = &goldOnly{Gold: gold}, OutcomeOK
-	case ledger.Insufficient:
-		a.Msg, a.out = "insufficient gold", OutcomeInsufficient
-	}
-	if res.Replay {
-		a.out = OutcomeReplay
+	a := answer{out: callback.OutcomeOf(res, err)}
+	switch a.out {
+	case callback.Conflict:
+		a.Status, a.Msg = http.StatusConflict, "request_id reused with different parameters"
+	case callback.Error:
+		a.Status, a.Msg, a.err = http.StatusInternalServerError, "system error", err
+	default:
+		gold := res.Balance
+		a.Status, a.Gold = int(res.Status), &gold
+		if res.Status == ledger.Debited {
+			a.Data = &goldOnly{Gold: gold}
+		} else {
+			a.Msg = "insufficient gold"
+		}
 	}
 	return a
 }
 
 func badRequest(err error) answer {
-	return answer{Status: http.StatusBadRequest, Msg: err.Error(), out: OutcomeBadRequest}
+	return answer{Status: http.StatusBadRequest, Msg: err.Error(), out: callback.BadRequest}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"giftd/internal/callback"
 	"giftd/internal/ledger"
 	"giftd/internal/linkv"
 	"giftd/internal/pgtest"
@@ -62,7 +63,7 @@ func newFixture(t *testing.T, mutate ...func(*linkv.Config)) *fixture {
 	reg := prometheus.NewRegistry()
 	m := linkv.NewMetrics(reg)
 	return &fixture{store: store, metrics: m, reg: reg,
-		handler: linkv.NewHandler(store, cfg, m, slog.New(slog.NewTextHandler(io.Discard, nil)))}
+		handler: linkv.NewHandler(store, cfg, m, callback.NewObserver(reg, slog.New(slog.NewTextHandler(io.Discard, nil))))}
 }
 
 // docFields is the document's example request without its sign.

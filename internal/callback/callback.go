@@ -1,0 +1,119 @@
+// Package callback holds what every partner platform's debit callback
+// shares above the ledger: the outcomes it counts, the metric that counts
+// them, the one log line per callback, and the database deadline. Platform
+// adapters (linkv, and others beside it) use it; it knows none of them.
+package callback
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"giftd/internal/ledger"
+)
+
+// Outcomes of a debit callback, as counted in giftd_debit_outcomes_total.
+const (
+	OK           = "ok"
+	Replay       = "replay"
+	Insufficient = "insufficient"
+	BadRequest   = "bad_request"
+	Expired      = "expired"
+	BadSign      = "bad_sign"
+	Conflict     = "conflict"
+	Error        = "error"
+)
+
+var outcomes = []string{OK, Replay, Insufficient, BadRequest, Expired, BadSign, Conflict, Error}
+
+// Observer counts and logs every callback of every platform.
+type Observer struct {
+	outcomes *prometheus.CounterVec
+	log      *slog.Logger
+}
+
+// NewObserver registers giftd_debit_outcomes_total on reg and logs to log.
+func NewObserver(reg prometheus.Registerer, log *slog.Logger) *Observer {
+	o := &Observer{
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "giftd_debit_outcomes_total",
+			Help: "Debit callbacks answered, by platform and outcome.",
+		}, []string{"platform", "outcome"}),
+		log: log,
+	}
+	reg.MustRegister(o.outcomes)
+	return o
+}
+
+// AddPlatform makes every outcome of platform visible, at zero, before its
+// first callback, so that rates and alerts see a series from the start.
+func (o *Observer) AddPlatform(platform string) {
+	for _, out := range outcomes {
+		o.outcomes.WithLabelValues(platform, out)
+	}
+}
+
+// Record is what one callback did. Only ids and amounts: never a secret,
+// a sign, a token or the whole form.
+type Record struct {
+	Platform  string
+	Outcome   string
+	Status    int
+	Latency   time.Duration
+	AppID     string
+	RequestID string
+	UserID    string
+	Gold      int64
+	Msg       string // the answer's message, for refusals
+	Err       error  // a system error behind an Error outcome
+	Attrs     []slog.Attr
+}
+
+// Observe counts rec's outcome and writes its log line.
+func (o *Observer) Observe(ctx context.Context, rec Record) {
+	o.outcomes.WithLabelValues(rec.Platform, rec.Outcome).Inc()
+	attrs := append([]slog.Attr{
+		slog.String("platform", rec.Platform),
+		slog.String("outcome", rec.Outcome),
+		slog.Int("status", rec.Status),
+		slog.Duration("latency", rec.Latency),
+	}, rec.Attrs...)
+	if rec.RequestID != "" {
+		attrs = append(attrs, slog.String("app_id", rec.AppID), slog.String("request_id", rec.RequestID),
+			slog.String("user_id", rec.UserID), slog.Int64("gold", rec.Gold))
+	}
+	level := slog.LevelInfo
+	switch {
+	case rec.Err != nil:
+		level = slog.LevelError
+		attrs = append(attrs, slog.String("error", rec.Err.Error()))
+	case rec.Msg != "":
+		attrs = append(attrs, slog.String("msg", rec.Msg))
+	}
+	o.log.LogAttrs(ctx, level, "debit callback", attrs...)
+}
+
+// DBContext is the context of a callback's database work: its own deadline,
+// and not cancelled when the caller hangs up, so that a debit is never cut
+// short by a client and shutdown lets it finish.
+func DBContext(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), timeout)
+}
+
+// OutcomeOf names the outcome of a ledger debit's result.
+func OutcomeOf(res ledger.DebitResult, err error) string {
+	switch {
+	case errors.Is(err, ledger.ErrRequestReused):
+		return Conflict
+	case err != nil:
+		return Error
+	case res.Replay:
+		return Replay
+	case res.Status == ledger.Insufficient:
+		return Insufficient
+	}
+	return OK
+}
