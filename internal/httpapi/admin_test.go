@@ -33,7 +33,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	store, err := ledger.Open(context.Background(), pgtest.URL(t))
+	store, err := ledger.Open(context.Background(), pgtest.URL(t), pgtest.StoreOptions()...)
 	if err != nil {
 		t.Fatal(err)
 	}

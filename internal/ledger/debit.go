@@ -3,6 +3,7 @@ package ledger
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -59,110 +60,105 @@ type DebitResult struct {
 // with the same fingerprint gets the stored result with Replay set, whatever
 // happened to the wallet since; with another fingerprint it gets
 // ErrRequestReused. Concurrent copies wait for the first and replay it.
-// Any other error means nothing was recorded and the request may be retried.
+// Any other error means the outcome was not recorded (or, if the connection
+// died during commit, may have been): a retry with the same key is always
+// safe and gets the true outcome.
+//
+// With batching on, concurrent debits are executed together, several per
+// transaction, each keeping exactly these semantics.
 func (s *Store) Debit(ctx context.Context, d Debit) (DebitResult, error) {
-	res, err := s.debit(ctx, d)
+	var res DebitResult
+	var err error
+	if s.batcher != nil {
+		res, err = s.batcher.debit(ctx, d)
+	} else {
+		res, err = s.debitOne(ctx, d)
+	}
 	if err != nil {
 		return DebitResult{}, fmt.Errorf("debit %s: %w", d.Key, err)
 	}
 	return res, nil
 }
 
-func (s *Store) debit(ctx context.Context, d Debit) (DebitResult, error) {
-	if d.Details == nil {
-		d.Details = map[string]string{} // the column is NOT NULL
-	}
-	tx, err := s.pool.Begin(ctx)
+// debitOne executes one debit in a transaction of its own.
+func (s *Store) debitOne(ctx context.Context, d Debit) (DebitResult, error) {
+	res, errs, err := s.execute(ctx, []Debit{d})
 	if err != nil {
 		return DebitResult{}, err
 	}
-	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
+	return res[0], errs[0]
+}
 
-	// Claim the key first: a concurrent copy blocks here until this
-	// transaction ends, then finds the record and replays it.
-	var claimed bool
-	err = tx.QueryRow(ctx, `
-		INSERT INTO debit_requests (platform, app_id, request_id, fingerprint, user_id, gold, status, expires_at)
-		VALUES ($1, $2, $3, $4, $5, $6, 0, $7)
-		ON CONFLICT DO NOTHING
-		RETURNING true`,
-		d.Key.Platform, d.Key.AppID, d.Key.RequestID, d.Fingerprint[:], d.UserID, d.Gold, d.ExpiresAt,
-	).Scan(&claimed)
-	if errors.Is(err, pgx.ErrNoRows) {
-		if err := tx.Rollback(ctx); err != nil {
-			return DebitResult{}, err
+// execute runs debits, whose keys must be distinct, in one statement (one
+// round trip, one transaction, one commit) through giftd_debit. A non-nil
+// err means none of them was applied; otherwise each has its result or its
+// own error (ErrRequestReused, or a record that vanished).
+func (s *Store) execute(ctx context.Context, debits []Debit) ([]DebitResult, []error, error) {
+	n := len(debits)
+	platforms, apps, ids, users := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	fps, golds, expires, details := make([][]byte, n), make([]int64, n), make([]time.Time, n), make([]string, n)
+	for i, d := range debits {
+		platforms[i], apps[i], ids[i], users[i] = d.Key.Platform, d.Key.AppID, d.Key.RequestID, d.UserID
+		fps[i], golds[i], expires[i] = d.Fingerprint[:], d.Gold, d.ExpiresAt
+		det, err := json.Marshal(d.Details)
+		if err != nil {
+			return nil, nil, err
 		}
-		return s.recorded(ctx, d.Key, d.Fingerprint)
+		if d.Details == nil {
+			det = []byte("{}")
+		}
+		details[i] = string(det)
 	}
+	rows, err := s.pool.Query(ctx, `SELECT status, balance, replay, reused FROM giftd_debit($1, $2, $3, $4, $5, $6, $7, $8::jsonb[])`,
+		platforms, apps, ids, fps, users, golds, expires, details)
 	if err != nil {
-		return DebitResult{}, err
+		return nil, nil, err
 	}
-
-	res := DebitResult{Status: Debited}
-	err = tx.QueryRow(ctx, `
-		WITH w AS (
-			UPDATE wallets SET gold = gold - $5, updated_at = now()
-			WHERE user_id = $4 AND gold >= $5
-			RETURNING gold
-		), e AS (
-			INSERT INTO ledger_entries (user_id, kind, amount, balance_after, platform, app_id, ref, details)
-			SELECT $4, 'debit', -$5, gold, $1, $2, $3, $6 FROM w
-			RETURNING id, balance_after
-		)
-		UPDATE debit_requests r SET status = 200, balance = e.balance_after, entry_id = e.id
-		FROM e
-		WHERE r.platform = $1 AND r.app_id = $2 AND r.request_id = $3
-		RETURNING r.balance`,
-		d.Key.Platform, d.Key.AppID, d.Key.RequestID, d.UserID, d.Gold, d.Details,
-	).Scan(&res.Balance)
-	if errors.Is(err, pgx.ErrNoRows) {
-		// Not enough gold, or no wallet. A fresh statement sees the latest
-		// committed balance, which is the one worth reporting.
-		res.Status = Insufficient
-		err = tx.QueryRow(ctx, `
-			UPDATE debit_requests SET status = 402,
-				balance = coalesce((SELECT gold FROM wallets WHERE user_id = $4), 0)
-			WHERE platform = $1 AND app_id = $2 AND request_id = $3
-			RETURNING balance`,
-			d.Key.Platform, d.Key.AppID, d.Key.RequestID, d.UserID,
-		).Scan(&res.Balance)
+	results, errs := make([]DebitResult, 0, n), make([]error, 0, n)
+	for rows.Next() {
+		var r DebitResult
+		var reused bool
+		if err := rows.Scan(&r.Status, &r.Balance, &r.Replay, &reused); err != nil {
+			rows.Close()
+			return nil, nil, err
+		}
+		var e error
+		switch {
+		case reused:
+			r, e = DebitResult{}, ErrRequestReused
+		case r.Status != Debited && r.Status != Insufficient:
+			r, e = DebitResult{}, errors.New("debit record vanished while replaying it (pruned?); retry")
+		}
+		results, errs = append(results, r), append(errs, e)
 	}
-	if err != nil {
-		return DebitResult{}, err
+	// rows.Err reports a failed statement or commit: then nothing was applied.
+	if err := rows.Err(); err != nil {
+		return nil, nil, err
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return DebitResult{}, err
+	if len(results) != n {
+		return nil, nil, fmt.Errorf("giftd_debit answered %d rows for %d debits", len(results), n)
 	}
-	return res, nil
+	return results, errs, nil
 }
 
 // Recorded returns the stored outcome of the debit key as a replay, provided
 // fingerprint matches the one recorded; ErrRequestReused when it does not,
 // ErrNotFound when the key was never executed (or its record was pruned).
 func (s *Store) Recorded(ctx context.Context, key DebitKey, fingerprint [32]byte) (DebitResult, error) {
-	res, err := s.recorded(ctx, key, fingerprint)
-	if err != nil {
-		return DebitResult{}, fmt.Errorf("debit %s: %w", key, err)
-	}
-	return res, nil
-}
-
-func (s *Store) recorded(ctx context.Context, key DebitKey, fingerprint [32]byte) (DebitResult, error) {
 	var fp []byte
 	res := DebitResult{Replay: true}
 	err := s.pool.QueryRow(ctx, `
 		SELECT fingerprint, status, balance FROM debit_requests
-		WHERE platform = $1 AND app_id = $2 AND request_id = $3`,
+		WHERE platform = $1 AND app_id = $2 AND request_id = $3 AND status <> 0`,
 		key.Platform, key.AppID, key.RequestID,
 	).Scan(&fp, &res.Status, &res.Balance)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return DebitResult{}, ErrNotFound
-	}
-	if err != nil {
-		return DebitResult{}, err
-	}
-	if !bytes.Equal(fp, fingerprint[:]) {
-		return DebitResult{}, ErrRequestReused
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return DebitResult{}, fmt.Errorf("debit %s: %w", key, ErrNotFound)
+	case err != nil:
+		return DebitResult{}, fmt.Errorf("debit %s: %w", key, err)
+	case !bytes.Equal(fp, fingerprint[:]):
+		return DebitResult{}, fmt.Errorf("debit %s: %w", key, ErrRequestReused)
 	}
 	return res, nil
 }

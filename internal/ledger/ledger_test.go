@@ -17,7 +17,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func openStore(t *testing.T) *ledger.Store {
 	t.Helper()
-	s, err := ledger.Open(context.Background(), pgtest.URL(t))
+	s, err := ledger.Open(context.Background(), pgtest.URL(t), pgtest.StoreOptions()...)
 	if err != nil {
 		t.Fatal(err)
 	}

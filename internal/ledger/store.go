@@ -4,6 +4,7 @@
 package ledger
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -43,11 +44,14 @@ const DefaultMaxConns = 16
 type Store struct {
 	pool          *pgxpool.Pool
 	latestVersion uint
+	batching      Batching
+	batcher       *batcher // nil when batching is off
 }
 
-// Open connects a pool to databaseURL. It does not wait for the database to
-// be reachable; Ready tells whether it is.
-func Open(ctx context.Context, databaseURL string) (*Store, error) {
+// Open connects a pool to databaseURL, with DefaultBatching unless an option
+// says otherwise. It does not wait for the database to be reachable; Ready
+// tells whether it is.
+func Open(ctx context.Context, databaseURL string, opts ...Option) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		// pgx's parse errors can quote the URL, password included.
@@ -65,11 +69,26 @@ func Open(ctx context.Context, databaseURL string) (*Store, error) {
 		pool.Close()
 		return nil, err
 	}
-	return &Store{pool: pool, latestVersion: latest}, nil
+	s := &Store{pool: pool, latestVersion: latest, batching: DefaultBatching}
+	for _, opt := range opts {
+		opt(s)
+	}
+	if s.batching.MaxBatch > 1 {
+		s.batching.Workers = max(1, s.batching.Workers)
+		s.batching.Timeout = cmp.Or(s.batching.Timeout, DefaultBatching.Timeout)
+		s.batcher = startBatcher(s, s.batching)
+	}
+	return s, nil
 }
 
-// Close closes the pool, waiting for connections in use to be released.
-func (s *Store) Close() { s.pool.Close() }
+// Close stops batching after the batches in flight, then closes the pool,
+// waiting for connections in use to be released.
+func (s *Store) Close() {
+	if s.batcher != nil {
+		s.batcher.close()
+	}
+	s.pool.Close()
+}
 
 // Pool returns the connection pool, for its statistics.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }

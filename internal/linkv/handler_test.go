@@ -43,7 +43,7 @@ type fixture struct {
 
 func newFixture(t *testing.T, mutate ...func(*linkv.Config)) *fixture {
 	t.Helper()
-	store, err := ledger.Open(context.Background(), pgtest.URL(t))
+	store, err := ledger.Open(context.Background(), pgtest.URL(t), pgtest.StoreOptions()...)
 	if err != nil {
 		t.Fatal(err)
 	}

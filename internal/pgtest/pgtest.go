@@ -284,3 +284,13 @@ func randomHex() string {
 	_, _ = rand.Read(b) // crypto/rand.Read never fails; it crashes the program instead
 	return hex.EncodeToString(b)
 }
+
+// StoreOptions are the ledger options tests open stores with: the default
+// (batching on) unless GIFTD_TEST_BATCH=off, so that the whole suite can run
+// in both modes.
+func StoreOptions() []ledger.Option {
+	if os.Getenv("GIFTD_TEST_BATCH") == "off" {
+		return []ledger.Option{ledger.WithBatching(ledger.Batching{MaxBatch: 1})}
+	}
+	return nil
+}

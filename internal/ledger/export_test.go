@@ -1,0 +1,28 @@
+package ledger
+
+import "context"
+
+// RunBatch executes debits as one batch, exactly as the batcher would had
+// they arrived together, and returns each one's answer.
+func RunBatch(s *Store, debits []Debit) ([]DebitResult, []error) {
+	b := &batcher{store: s, cfg: DefaultBatching}
+	batch := make([]*pending, len(debits))
+	for i, d := range debits {
+		batch[i] = &pending{ctx: context.Background(), d: d, done: make(chan outcome, 1)}
+		batch[i].state.Store(taken)
+	}
+	b.run(batch)
+	b.wg.Wait()
+	results, errs := make([]DebitResult, len(debits)), make([]error, len(debits))
+	for i, p := range batch {
+		o := <-p.done
+		results[i], errs[i] = o.res, o.err
+	}
+	return results, errs
+}
+
+// Execute runs debits (distinct keys) in one statement, with no fallback.
+func Execute(s *Store, debits []Debit) error {
+	_, _, err := s.execute(context.Background(), debits)
+	return err
+}
