@@ -133,7 +133,7 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 			return err
 		}
 	}
-	store, err := ledger.Open(ctx, s.DatabaseURL)
+	store, err := ledger.Open(ctx, s.DatabaseURL, ledger.WithBatching(s.Batching))
 	if err != nil {
 		return err
 	}

@@ -190,6 +190,11 @@ func TestRun_BadSettingsNamed(t *testing.T) {
 		{"GIFTD_DEBIT_PATH", "/healthz"},
 		{"GIFTD_HTTP_ADDR", "8080"},
 		{"GIFTD_ADMIN_ADDR", ":8080"},
+		{"GIFTD_BATCH_MAX", "0"},
+		{"GIFTD_BATCH_MAX", "many"},
+		{"GIFTD_BATCH_WORKERS", "0"},
+		{"GIFTD_BATCH_WINDOW", "-1ms"},
+		{"GIFTD_BATCH_WINDOW", "5s"},
 	}
 	for _, c := range cases {
 		t.Run(fmt.Sprintf("%s=%q", c.name, c.value), func(t *testing.T) {

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"giftd/internal/ledger"
 )
 
 // settings are giftd's configuration, read once from the environment.
@@ -21,6 +23,7 @@ type settings struct {
 	ShutdownTimeout time.Duration
 	Migrate         bool
 	LogFormat       string
+	Batching        ledger.Batching
 }
 
 // settingsError names the variable that is missing or wrong and the form it
@@ -63,6 +66,9 @@ func readSettings(getenv func(string) string, dev bool) (settings, error) {
 			return settings{}, &settingsError{d.name, fmt.Sprintf("must be a duration of at least %s like 2s or 2400h, got %q", d.min, v)}
 		}
 	}
+	if s.Batching, err = readBatching(getenv, s.DBTimeout); err != nil {
+		return settings{}, err
+	}
 	if s.Migrate, err = strconv.ParseBool(or(getenv("GIFTD_MIGRATE"), "true")); err != nil {
 		return settings{}, &settingsError{"GIFTD_MIGRATE", "must be true or false"}
 	}
@@ -92,6 +98,38 @@ func readSettings(getenv func(string) string, dev bool) (settings, error) {
 		}
 	}
 	return s, nil
+}
+
+// readBatching reads the group-commit settings; a batch is bounded by the
+// same deadline as one debit.
+func readBatching(getenv func(string) string, timeout time.Duration) (ledger.Batching, error) {
+	b := ledger.DefaultBatching
+	b.Timeout = timeout
+	ints := []struct {
+		name     string
+		min, max int
+		dst      *int
+	}{
+		{"GIFTD_BATCH_MAX", 1, 1000, &b.MaxBatch},
+		{"GIFTD_BATCH_WORKERS", 1, 64, &b.Workers},
+	}
+	for _, v := range ints {
+		if raw := getenv(v.name); raw != "" {
+			n, err := strconv.Atoi(raw)
+			if err != nil || n < v.min || n > v.max {
+				return b, &settingsError{v.name, fmt.Sprintf("must be an integer from %d to %d, got %q", v.min, v.max, raw)}
+			}
+			*v.dst = n
+		}
+	}
+	if raw := getenv("GIFTD_BATCH_WINDOW"); raw != "" {
+		d, err := time.ParseDuration(raw)
+		if err != nil || d < 0 || d > time.Second {
+			return b, &settingsError{"GIFTD_BATCH_WINDOW", fmt.Sprintf("must be a duration from 0 to 1s, got %q", raw)}
+		}
+		b.Window = d
+	}
+	return b, nil
 }
 
 // parseApps reads "app1:secret1,app1:secret2,app2:secret3".
