@@ -1,14 +1,14 @@
 -- giftd_debit executes a batch of debits (one or many) in the caller's
 -- transaction, with exactly the semantics of one debit at a time in arrival
--- order: each request's key is claimed first (a concurrent copy waits, then
--- replays the stored answer), each debit takes gold only if the wallet holds
--- enough at that point, and each outcome is recorded with its debit. Keys in
--- one call must be distinct (the caller folds duplicates).
+-- order: a key executed before replays its recorded answer; each new debit
+-- takes gold only if the wallet holds enough after its predecessors; each
+-- outcome is recorded with its debit. Keys in one call must be distinct (the
+-- caller folds copies). The work is set-based: a handful of statements per
+-- batch, whatever its size, and one write per wallet.
 --
--- It returns one row per input, in input order: the status (200 debited, 402
--- insufficient, 0 when a replayed record vanished under a concurrent prune),
--- the balance to answer, whether it is the replay of an earlier execution,
--- and whether that earlier execution had another fingerprint.
+-- It returns one row per input, in input order: the status to answer (200
+-- debited, 402 insufficient), the balance to answer, whether it replays an
+-- earlier execution, and whether that execution had another fingerprint.
 CREATE FUNCTION giftd_debit(
     p_platform    text[],
     p_app_id      text[],
@@ -22,68 +22,91 @@ CREATE FUNCTION giftd_debit(
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    n    int := cardinality(p_request_id);
-    st   smallint[] := array_fill(0::smallint, ARRAY[n]);
-    bal  bigint[] := array_fill(0::bigint, ARRAY[n]);
-    rep  boolean[] := array_fill(false, ARRAY[n]);
-    reu  boolean[] := array_fill(false, ARRAY[n]);
-    i    int;
-    s    smallint;
-    b    bigint;
-    fp   bytea;
-    eid  bigint;
+    n     int := cardinality(p_request_id);
+    st    smallint[] := array_fill(0::smallint, ARRAY[n]);
+    bal   bigint[] := array_fill(0::bigint, ARRAY[n]);
+    rep   boolean[] := array_fill(false, ARRAY[n]);
+    reu   boolean[] := array_fill(false, ARRAY[n]);
+    users text[];
+    golds bigint[];
+    h     bigint;
+    i     int;
+    k     int;
+    r     record;
 BEGIN
-    -- 1. Claim every key, in key order: two batches sharing keys then wait on
-    --    each other in one direction only, never in a cycle.
-    FOR i IN
-        SELECT k.o FROM unnest(p_platform, p_app_id, p_request_id) WITH ORDINALITY AS k(pl, a, r, o)
-        ORDER BY k.pl, k.a, k.r
+    -- 1. One execution per key at a time, across transactions and replicas:
+    --    a transaction-scoped lock per key, taken in a fixed order so that two
+    --    batches never wait on each other in a cycle. A concurrent copy waits
+    --    here until the first commits, then finds its record below.
+    FOR h IN
+        SELECT DISTINCT hashtextextended(p_platform[j] || '/' || p_app_id[j] || '/' || p_request_id[j], 0)
+        FROM generate_subscripts(p_request_id, 1) AS j ORDER BY 1
     LOOP
-        INSERT INTO debit_requests (platform, app_id, request_id, fingerprint, user_id, gold, status, expires_at)
-        VALUES (p_platform[i], p_app_id[i], p_request_id[i], p_fingerprint[i], p_user_id[i], p_gold[i], 0, p_expires_at[i])
-        ON CONFLICT DO NOTHING;
-        IF NOT FOUND THEN
-            -- Executed before (this statement sees the committed record).
-            s := 0; b := 0; fp := NULL;
-            SELECT d.fingerprint, d.status, d.balance INTO fp, s, b
-            FROM debit_requests d
-            WHERE d.platform = p_platform[i] AND d.app_id = p_app_id[i] AND d.request_id = p_request_id[i];
-            rep[i] := true;
-            st[i] := s;
-            bal[i] := b;
-            reu[i] := fp IS DISTINCT FROM p_fingerprint[i];
-        END IF;
+        PERFORM pg_advisory_xact_lock(h);
     END LOOP;
 
-    -- 2. Lock the wallets to debit, in user order, for the same reason.
-    IF n > 1 THEN
-        PERFORM 1 FROM wallets w
-        WHERE w.user_id IN (SELECT p_user_id[j] FROM generate_subscripts(p_user_id, 1) AS j WHERE NOT rep[j])
-        ORDER BY w.user_id
-        FOR UPDATE;
-    END IF;
+    -- 2. Keys executed before replay their record (this statement's snapshot
+    --    is taken after the locks, so it sees every committed record).
+    --    (LATERAL … LIMIT 1 keeps each look-up on the primary key, whatever
+    --    the planner guesses of the batch's size.)
+    FOR r IN
+        SELECT j, d.fingerprint, d.status, d.balance
+        FROM generate_subscripts(p_request_id, 1) AS j,
+        LATERAL (SELECT x.fingerprint, x.status, x.balance FROM debit_requests x
+                 WHERE x.platform = p_platform[j] AND x.app_id = p_app_id[j] AND x.request_id = p_request_id[j]
+                 LIMIT 1) AS d
+    LOOP
+        rep[r.j] := true;
+        st[r.j] := r.status;
+        bal[r.j] := r.balance;
+        reu[r.j] := r.fingerprint IS DISTINCT FROM p_fingerprint[r.j];
+    END LOOP;
 
-    -- 3. Debit in arrival order, each against the balance its predecessors left.
+    -- 3. Lock the wallets to debit, in user order (after the key locks, as
+    --    every debit does: no cycle), and read their balances.
+    SELECT array_agg(p_user_id[j]) INTO users FROM generate_subscripts(p_user_id, 1) AS j WHERE NOT rep[j];
+    SELECT array_agg(w.user_id ORDER BY w.user_id), array_agg(w.gold ORDER BY w.user_id)
+    INTO users, golds
+    FROM (SELECT wallets.user_id, wallets.gold FROM wallets
+          WHERE wallets.user_id = ANY (users)
+          ORDER BY wallets.user_id
+          FOR UPDATE) AS w;
+
+    -- 4. Decide each debit in arrival order against what its predecessors left.
     FOR i IN 1 .. n LOOP
         CONTINUE WHEN rep[i];
-        b := NULL;
-        eid := NULL;
-        UPDATE wallets w SET gold = w.gold - p_gold[i], updated_at = now()
-        WHERE w.user_id = p_user_id[i] AND w.gold >= p_gold[i]
-        RETURNING w.gold INTO b;
-        IF FOUND THEN
-            INSERT INTO ledger_entries (user_id, kind, amount, balance_after, platform, app_id, ref, details)
-            VALUES (p_user_id[i], 'debit', -p_gold[i], b, p_platform[i], p_app_id[i], p_request_id[i], p_details[i])
-            RETURNING id INTO eid;
+        k := array_position(users, p_user_id[i]);
+        IF k IS NOT NULL AND golds[k] >= p_gold[i] THEN
+            golds[k] := golds[k] - p_gold[i];
             st[i] := 200;
+            bal[i] := golds[k];
         ELSE
-            b := coalesce((SELECT w.gold FROM wallets w WHERE w.user_id = p_user_id[i]), 0);
             st[i] := 402;
+            bal[i] := coalesce(golds[k], 0);
         END IF;
-        bal[i] := b;
-        UPDATE debit_requests d SET status = st[i], balance = b, entry_id = eid
-        WHERE d.platform = p_platform[i] AND d.app_id = p_app_id[i] AND d.request_id = p_request_id[i];
     END LOOP;
+
+    -- 5. One write per wallet, then the entries (ids in arrival order) and
+    --    the records; the CHECK on wallets and the unique keys on entries and
+    --    records refuse anything this logic could get wrong.
+    FOR k IN 1 .. coalesce(cardinality(users), 0) LOOP
+        UPDATE wallets SET gold = golds[k], updated_at = now()
+        WHERE wallets.user_id = users[k] AND wallets.gold <> golds[k];
+    END LOOP;
+
+    WITH e AS (
+        INSERT INTO ledger_entries (user_id, kind, amount, balance_after, platform, app_id, ref, details)
+        SELECT p_user_id[j], 'debit', -p_gold[j], bal[j], p_platform[j], p_app_id[j], p_request_id[j], p_details[j]
+        FROM generate_subscripts(p_request_id, 1) AS j
+        WHERE NOT rep[j] AND st[j] = 200
+        ORDER BY j
+        RETURNING id, platform, app_id, ref
+    )
+    INSERT INTO debit_requests (platform, app_id, request_id, fingerprint, user_id, gold, status, balance, entry_id, expires_at)
+    SELECT p_platform[j], p_app_id[j], p_request_id[j], p_fingerprint[j], p_user_id[j], p_gold[j], st[j], bal[j], e.id, p_expires_at[j]
+    FROM generate_subscripts(p_request_id, 1) AS j
+    LEFT JOIN e ON e.platform = p_platform[j] AND e.app_id = p_app_id[j] AND e.ref = p_request_id[j]
+    WHERE NOT rep[j];
 
     RETURN QUERY SELECT st[j], bal[j], rep[j], reu[j] FROM generate_subscripts(p_request_id, 1) AS j ORDER BY j;
 END

@@ -25,7 +25,7 @@ type Batching struct {
 }
 
 // DefaultBatching is what measured best on a 2-core machine (see README).
-var DefaultBatching = Batching{MaxBatch: 64, Window: 0, Workers: 4, Timeout: 2 * time.Second}
+var DefaultBatching = Batching{MaxBatch: 64, Window: 0, Workers: 2, Timeout: 2 * time.Second}
 
 // Option configures a Store at Open.
 type Option func(*Store)
