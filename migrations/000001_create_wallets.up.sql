@@ -52,7 +52,7 @@ CREATE TRIGGER ledger_entries_no_truncate
 -- The recorded outcome of every executed debit request, keyed by the
 -- platform's idempotency key, kept until the request's own expiry so that a
 -- retry replays the first answer. A row is written in the same transaction as
--- the debit it records; status 0 exists only inside that transaction.
+-- the debit it records.
 CREATE TABLE debit_requests (
     platform    text        NOT NULL,
     app_id      text        NOT NULL,
@@ -60,8 +60,8 @@ CREATE TABLE debit_requests (
     fingerprint bytea       NOT NULL,
     user_id     text        NOT NULL,
     gold        bigint      NOT NULL CHECK (gold >= 0),
-    status      smallint    NOT NULL CHECK (status IN (0, 200, 402)),
-    balance     bigint      NOT NULL DEFAULT 0,
+    status      smallint    NOT NULL CHECK (status IN (200, 402)),
+    balance     bigint      NOT NULL,
     entry_id    bigint,
     expires_at  timestamptz NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),

@@ -9,6 +9,7 @@
 -- It returns one row per input, in input order: the status to answer (200
 -- debited, 402 insufficient), the balance to answer, whether it replays an
 -- earlier execution, and whether that execution had another fingerprint.
+-- Callers run it alone in a statement: one batch, one transaction.
 CREATE FUNCTION giftd_debit(
     p_platform    text[],
     p_app_id      text[],

@@ -91,8 +91,8 @@ func (s *Store) debitOne(ctx context.Context, d Debit) (DebitResult, error) {
 
 // execute runs debits, whose keys must be distinct, in one statement (one
 // round trip, one transaction, one commit) through giftd_debit. A non-nil
-// err means none of them was applied; otherwise each has its result or its
-// own error (ErrRequestReused, or a record that vanished).
+// err means none of them was applied; otherwise each has its result or
+// ErrRequestReused.
 func (s *Store) execute(ctx context.Context, debits []Debit) ([]DebitResult, []error, error) {
 	n := len(debits)
 	platforms, apps, ids, users := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
@@ -123,11 +123,8 @@ func (s *Store) execute(ctx context.Context, debits []Debit) ([]DebitResult, []e
 			return nil, nil, err
 		}
 		var e error
-		switch {
-		case reused:
+		if reused {
 			r, e = DebitResult{}, ErrRequestReused
-		case r.Status != Debited && r.Status != Insufficient:
-			r, e = DebitResult{}, errors.New("debit record vanished while replaying it (pruned?); retry")
 		}
 		results, errs = append(results, r), append(errs, e)
 	}
@@ -149,7 +146,7 @@ func (s *Store) Recorded(ctx context.Context, key DebitKey, fingerprint [32]byte
 	res := DebitResult{Replay: true}
 	err := s.pool.QueryRow(ctx, `
 		SELECT fingerprint, status, balance FROM debit_requests
-		WHERE platform = $1 AND app_id = $2 AND request_id = $3 AND status <> 0`,
+		WHERE platform = $1 AND app_id = $2 AND request_id = $3`,
 		key.Platform, key.AppID, key.RequestID,
 	).Scan(&fp, &res.Status, &res.Balance)
 	switch {
