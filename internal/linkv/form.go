@@ -23,6 +23,8 @@ type FieldError struct{ Field, Reason string }
 func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
 
 const (
+	// reasonExpired is the FieldError reason of a request past its expriation.
+	reasonExpired = "request expired"
 	// MaxBodyBytes is the largest callback body accepted.
 	MaxBodyBytes = 16 << 10
 	maxReason    = 4 << 10
@@ -118,7 +120,7 @@ func Validate(fields map[string]string, lim Limits) (Request, error) {
 	}
 	r.Expriation = time.Unix(exp, 0)
 	if lim.Now.After(r.Expriation) {
-		return Request{}, &FieldError{"expriation", "request expired"}
+		return Request{}, &FieldError{"expriation", reasonExpired}
 	}
 	if r.Expriation.After(lim.Now.Add(lim.MaxExpiry)) {
 		return Request{}, &FieldError{"expriation", "more than " + lim.MaxExpiry.String() + " ahead"}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -132,7 +131,7 @@ func (h *Handler) serve(r *http.Request) answer {
 	if err != nil {
 		a := badRequest(err)
 		var fe *FieldError
-		if errors.As(err, &fe) && fe.Field == "expriation" && strings.Contains(fe.Reason, "expired") {
+		if errors.As(err, &fe) && fe.Reason == reasonExpired {
 			a.out = callback.Expired
 		}
 		a.form = form
