@@ -17,8 +17,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"giftd/internal/linkv"
 )
 
 // runLoad plays LinkV against a running giftd: conns connections sending
@@ -66,6 +64,10 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 		return err
 	}
 
+	target, err := newLoadConn(*debitURL)
+	if err != nil {
+		return err
+	}
 	fmt.Fprintf(stdout, "giftd load: %d connections, %d wallets, %s, %d gold per debit, against %s\n",
 		*conns, *wallets, *duration, *gold, *debitURL)
 	type result struct {
@@ -82,18 +84,20 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 		go func() {
 			defer wg.Done()
 			res := result{statuses: map[int]int{}, errors: map[string]int{}}
+			conn := *target
 			for time.Now().Before(deadline) && ctx.Err() == nil {
 				body := signedDebit(appID, secret, users[rand.IntN(len(users))], *gold)
 				t0 := time.Now()
-				resp, err := client.Post(*debitURL, "application/x-www-form-urlencoded", strings.NewReader(body))
+				status, err := conn.post(body)
 				if err != nil {
 					res.errors[shortError(err)]++
 					continue
 				}
-				io.Copy(io.Discard, resp.Body) //nolint:errcheck // only the status matters
-				resp.Body.Close()
 				res.latencies = append(res.latencies, time.Since(t0))
-				res.statuses[resp.StatusCode]++
+				res.statuses[status]++
+			}
+			if conn.conn != nil {
+				conn.conn.Close()
 			}
 			results[w] = res
 		}()
@@ -139,27 +143,6 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 		fmt.Fprintf(stdout, "error:     %d × %s\n", n, e)
 	}
 	return nil
-}
-
-// signedDebit builds one LinkV callback body with a fresh request id.
-func signedDebit(appID, secret, user string, gold int64) string {
-	now := time.Now().Unix()
-	f := map[string]string{
-		"app_id":     appID,
-		"request_id": randomHex(16),
-		"nonce":      randomHex(4) + strconv.FormatInt(now, 10) + randomHex(4),
-		"user_id":    user,
-		"gold":       strconv.FormatInt(gold, 10),
-		"expriation": strconv.FormatInt(now+91*86400, 10),
-		"type":       "1",
-		"reason":     `{"gift_id":"1","send_num":1,"resource_id":"load-room","vtype":"1","receiver_id":"load-host"}`,
-	}
-	f["sign"] = linkv.Sign(f, secret)
-	v := url.Values{}
-	for k, s := range f {
-		v.Set(k, s)
-	}
-	return v.Encode()
 }
 
 // topUpAll gives every wallet amount gold through the admin API.
