@@ -65,6 +65,8 @@ type batcher struct {
 	stop  chan struct{}
 	once  sync.Once
 	wg    sync.WaitGroup
+	// busy counts executions in progress, batches and lone debits alike.
+	busy atomic.Int32
 }
 
 func startBatcher(s *Store, cfg Batching) *batcher {
@@ -97,6 +99,13 @@ func (b *batcher) close() {
 // caller may give up (ctx); once taken, the caller waits for the batch,
 // which is bounded by cfg.Timeout, so that an answer is never lost.
 func (b *batcher) debit(ctx context.Context, d Debit) (DebitResult, error) {
+	// A debit that finds nothing executing and nobody waiting has no one to
+	// batch with: it goes at once, on its caller's goroutine, sparing the
+	// hand-off to a worker. Debits arriving meanwhile queue and batch.
+	if len(b.queue) == 0 && b.busy.CompareAndSwap(0, 1) {
+		defer b.busy.Add(-1)
+		return b.store.debitOne(ctx, d)
+	}
 	p := &pending{ctx: ctx, d: d, done: make(chan outcome, 1)}
 	select {
 	case b.queue <- p:
@@ -174,6 +183,8 @@ func (b *batcher) fill(batch []*pending) []*pending {
 
 // run executes one batch and answers each of its debits.
 func (b *batcher) run(batch []*pending) {
+	b.busy.Add(1)
+	defer b.busy.Add(-1)
 	// Fold copies of one key: the first executes, later copies with the same
 	// fingerprint share its answer as a replay; copies with another
 	// fingerprint go round again and meet the first one's record.
