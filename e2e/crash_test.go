@@ -1,0 +1,165 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"giftd/internal/ledger"
+	"giftd/internal/pgtest"
+)
+
+// linkvClient plays LinkV: it sends one request until it gets an answer
+// other than 500 (or no answer), with the same request_id and sign, as
+// LinkV's SDK does.
+type linkvClient struct {
+	http *http.Client
+}
+
+// send returns the final status and whether any attempt got a 200.
+func (c linkvClient) send(ctx context.Context, s *server, body string) (final int, got200 bool) {
+	for ctx.Err() == nil {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.public+"/linkv/debit", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := c.http.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body) //nolint:errcheck // only the status matters
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				got200 = true
+			}
+			if resp.StatusCode != http.StatusInternalServerError {
+				return resp.StatusCode, got200
+			}
+		}
+		time.Sleep(time.Duration(10+rand.IntN(40)) * time.Millisecond)
+	}
+	return 0, got200
+}
+
+type request struct {
+	id, user, body string
+	final          int
+	got200         bool
+}
+
+// TestCrash_KillNineNeverLosesOrDoublesADebit kills giftd with SIGKILL at
+// random moments under load while LinkV-like clients retry, then checks
+// every request against the ledger.
+func TestCrash_KillNineNeverLosesOrDoublesADebit(t *testing.T) {
+	dbURL := pgtest.URL(t)
+	ctx := waitCtx(t, 2*time.Minute)
+	store, err := ledger.Open(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	const wallets, perWallet, n = 20, 90, 3000 // 1800 gold for 3000 debits of 1: 1200 must be refused
+	for w := range wallets {
+		if _, err := store.TopUp(ctx, ledger.TopUp{UserID: fmt.Sprint("w", w), Amount: perWallet, Key: fmt.Sprint("seed", w)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reqs := make([]*request, n)
+	for i := range reqs {
+		r := &request{id: fmt.Sprintf("crash-%04d", i), user: fmt.Sprint("w", rand.IntN(wallets))}
+		r.body = signedForm(r.id, r.user, 1)
+		reqs[i] = r
+	}
+
+	srv := newServer(t, dbURL)
+	client := linkvClient{&http.Client{Timeout: 5 * time.Second}}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 24 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := next.Add(1) - 1; i < n; i = next.Add(1) - 1 {
+				r := reqs[i]
+				r.final, r.got200 = client.send(ctx, srv, r.body)
+			}
+		}()
+	}
+	// Crash it three times while the clients work.
+	kills := 0
+	for kills < 3 && next.Load() < n {
+		time.Sleep(time.Duration(80+rand.IntN(150)) * time.Millisecond)
+		srv.kill()
+		kills++
+		srv.start()
+	}
+	wg.Wait()
+	if kills < 3 {
+		t.Fatalf("only %d crashes happened before the load ended; make the load longer", kills)
+	}
+	checkRequests(t, ctx, store, reqs)
+	checkBooks(t, ctx, store)
+}
+
+// checkRequests holds every request's final answer against the ledger:
+// debited at most once; exactly once when a 200 was ever seen; not at all
+// when the final answer was 402.
+func checkRequests(t *testing.T, ctx context.Context, store *ledger.Store, reqs []*request) {
+	t.Helper()
+	entries := map[string]int{}
+	rows, err := store.Pool().Query(ctx, `SELECT ref, count(*) FROM ledger_entries WHERE kind = 'debit' GROUP BY ref`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var ref string
+		var c int
+		if err := rows.Scan(&ref, &c); err != nil {
+			t.Fatal(err)
+		}
+		entries[ref] = c
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	counts := map[int]int{}
+	for _, r := range reqs {
+		counts[r.final]++
+		e := entries[r.id]
+		switch {
+		case e > 1:
+			t.Errorf("%s debited %d times", r.id, e)
+		case r.got200 && e != 1:
+			t.Errorf("%s got a 200 but has %d debits", r.id, e)
+		case r.final == http.StatusPaymentRequired && e != 0:
+			t.Errorf("%s was finally refused (402) but has %d debits", r.id, e)
+		case r.final != http.StatusOK && r.final != http.StatusPaymentRequired:
+			t.Errorf("%s ended with %d, want 200 or 402", r.id, r.final)
+		}
+	}
+	t.Logf("final answers: %v", counts)
+}
+
+// checkBooks asserts money is conserved: top-ups − debits + reversals =
+// balances, every balance equals its entries' sum, none is negative.
+func checkBooks(t *testing.T, ctx context.Context, store *ledger.Store) {
+	t.Helper()
+	var credits, debits, balances, mismatched, negative int64
+	err := store.Pool().QueryRow(ctx, `
+		SELECT
+			(SELECT coalesce(sum(amount), 0) FROM ledger_entries WHERE kind IN ('topup', 'reversal')),
+			(SELECT coalesce(-sum(amount), 0) FROM ledger_entries WHERE kind = 'debit'),
+			(SELECT coalesce(sum(gold), 0) FROM wallets),
+			(SELECT count(*) FROM wallets w WHERE w.gold <> (SELECT coalesce(sum(amount), 0) FROM ledger_entries e WHERE e.user_id = w.user_id)),
+			(SELECT count(*) FROM wallets WHERE gold < 0)`).Scan(&credits, &debits, &balances, &mismatched, &negative)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if credits-debits != balances || mismatched != 0 || negative != 0 {
+		t.Errorf("books: credits %d − debits %d ≠ balances %d, or %d wallets off their ledger, %d negative",
+			credits, debits, balances, mismatched, negative)
+	}
+}

@@ -1,0 +1,164 @@
+// Package e2e tests giftd as real processes on real PostgreSQL: crashes,
+// restarts, replicas. Each test is bounded in time and talks to loopback only.
+package e2e
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"giftd/internal/linkv"
+	"giftd/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+const (
+	appID  = "e2e-app"
+	secret = "e2e-secret-0123456789"
+	token  = "e2e-admin-token-0123456789"
+)
+
+var (
+	buildOnce sync.Once
+	binary    string
+	buildErr  error
+)
+
+// giftdBinary builds cmd/giftd once per test process.
+func giftdBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "giftd-e2e-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binary = filepath.Join(dir, "giftd")
+		out, err := exec.Command("go", "build", "-o", binary, "giftd/cmd/giftd").CombinedOutput()
+		if err != nil {
+			buildErr = &buildError{err, string(out)}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binary
+}
+
+type buildError struct {
+	err error
+	out string
+}
+
+func (e *buildError) Error() string { return "go build: " + e.err.Error() + "\n" + e.out }
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// server is one giftd process that can be killed and started again on the
+// same addresses.
+type server struct {
+	t             *testing.T
+	env           []string
+	public, admin string
+	log           *os.File
+	cmd           *exec.Cmd
+	exited        chan struct{}
+}
+
+func newServer(t *testing.T, databaseURL string, extra ...string) *server {
+	t.Helper()
+	log, err := os.Create(filepath.Join(t.TempDir(), "giftd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &server{t: t, public: freeAddr(t), admin: freeAddr(t), log: log}
+	s.env = append(os.Environ(),
+		"DATABASE_URL="+databaseURL,
+		"GIFTD_HTTP_ADDR="+s.public,
+		"GIFTD_ADMIN_ADDR="+s.admin,
+		"GIFTD_LINKV_APPS="+appID+":"+secret,
+		"GIFTD_ADMIN_TOKEN="+token,
+	)
+	s.env = append(s.env, extra...)
+	s.start()
+	t.Cleanup(func() { s.kill(); log.Close() })
+	return s
+}
+
+// start runs giftd and waits until it is ready.
+func (s *server) start() {
+	s.t.Helper()
+	s.cmd = exec.Command(giftdBinary(s.t), "serve")
+	s.cmd.Env, s.cmd.Stdout, s.cmd.Stderr = s.env, s.log, s.log
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, exited chan struct{}) { cmd.Wait(); close(exited) }(s.cmd, s.exited) //nolint:errcheck // killed on purpose
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get("http://" + s.admin + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case <-s.exited:
+			s.t.Fatalf("giftd exited at start; see %s", s.log.Name())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	s.t.Fatal("giftd not ready in 30s")
+}
+
+// kill ends giftd with SIGKILL: no shutdown, no cleanup, as a crash would.
+func (s *server) kill() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	s.cmd.Process.Signal(syscall.SIGKILL) //nolint:errcheck // it may be gone already
+	<-s.exited
+}
+
+// signedForm is a LinkV debit of gold from user with the given request id.
+func signedForm(requestID, user string, gold int64) string {
+	now := time.Now().Unix()
+	f := map[string]string{
+		"app_id": appID, "request_id": requestID, "user_id": user, "type": "1",
+		"nonce":      "abcdefgh" + strconv.FormatInt(now, 10) + "ijklmnop",
+		"gold":       strconv.FormatInt(gold, 10),
+		"expriation": strconv.FormatInt(now+86400, 10),
+		"reason":     `{"gift_id":"1","send_num":1,"resource_id":"room","vtype":"1","receiver_id":"host"}`,
+	}
+	f["sign"] = linkv.Sign(f, secret)
+	v := url.Values{}
+	for k, s := range f {
+		v.Set(k, s)
+	}
+	return v.Encode()
+}
+
+func waitCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
