@@ -30,7 +30,7 @@ const (
 
 var (
 	buildOnce sync.Once
-	binary    string
+	giftdBin  string
 	buildErr  error
 )
 
@@ -43,8 +43,8 @@ func giftdBinary(t *testing.T) string {
 			buildErr = err
 			return
 		}
-		binary = filepath.Join(dir, "giftd")
-		out, err := exec.Command("go", "build", "-o", binary, "giftd/cmd/giftd").CombinedOutput()
+		giftdBin = filepath.Join(dir, "giftd")
+		out, err := exec.Command("go", "build", "-o", giftdBin, "giftd/cmd/giftd").CombinedOutput()
 		if err != nil {
 			buildErr = &buildError{err, string(out)}
 		}
@@ -52,7 +52,7 @@ func giftdBinary(t *testing.T) string {
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
-	return binary
+	return giftdBin
 }
 
 type buildError struct {
