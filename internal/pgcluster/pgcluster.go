@@ -57,6 +57,7 @@ type Cluster struct {
 	socketDir string
 	logPath   string
 	port      int
+	opts      string // the server options it was started with, for Restart
 	log       io.Writer
 
 	removeDir       bool // Start made dir, so Stop removes it
@@ -435,8 +436,8 @@ func (c *Cluster) start(ctx context.Context, settings []string) error {
 		for _, s := range settings {
 			opts = append(opts, "-c", shellQuote(s))
 		}
-		err = c.run(ctx, "pg_ctl", "-D", c.dataDir, "-l", c.logPath, "-w", "-t", "60",
-			"-o", strings.Join(opts, " "), "start")
+		c.opts = strings.Join(opts, " ")
+		err = c.run(ctx, "pg_ctl", "-D", c.dataDir, "-l", c.logPath, "-w", "-t", "60", "-o", c.opts, "start")
 		if err == nil {
 			c.URL = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port)
 			return nil
@@ -452,6 +453,24 @@ func (c *Cluster) start(ctx context.Context, settings []string) error {
 		}
 	}
 	return err
+}
+
+// Restart stops the server in mode ("fast" or "immediate", the latter a
+// crash as far as the database is concerned), waits down, and starts it again
+// on the same port: for tests of database outages.
+func (c *Cluster) Restart(ctx context.Context, mode string, down time.Duration) error {
+	if err := c.pgctlStop(mode, 30*time.Second); err != nil {
+		return err
+	}
+	select {
+	case <-time.After(down):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err := c.run(ctx, "pg_ctl", "-D", c.dataDir, "-l", c.logPath, "-w", "-t", "60", "-o", c.opts, "start"); err != nil {
+		return fmt.Errorf("pgcluster: restart server: %w", err)
+	}
+	return c.ping(ctx)
 }
 
 func (c *Cluster) ping(ctx context.Context) error {
