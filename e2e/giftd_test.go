@@ -123,7 +123,8 @@ func (s *server) start() {
 		}
 		select {
 		case <-s.exited:
-			s.t.Fatalf("giftd exited at start; see %s", s.log.Name())
+			out, _ := os.ReadFile(s.log.Name())
+			s.t.Fatalf("giftd exited at start:\n%s", out)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

@@ -3,6 +3,7 @@ package ledger
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 
 	"github.com/golang-migrate/migrate/v4"
@@ -18,14 +19,21 @@ func newMigrate(databaseURL string) (*migrate.Migrate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open embedded migrations: %w", err)
 	}
-	// golang-migrate's pgx/v5 driver registers only the pgx5:// scheme.
-	u := databaseURL
-	for _, scheme := range []string{"postgres://", "postgresql://"} {
-		if strings.HasPrefix(u, scheme) {
-			u = "pgx5://" + strings.TrimPrefix(u, scheme)
+	u, err := url.Parse(databaseURL)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return nil, errors.New("DATABASE_URL: not a postgres:// URL")
+	}
+	// golang-migrate's pgx/v5 driver registers only the pgx5:// scheme, and
+	// passes the query to the server, which refuses pgxpool's own settings.
+	u.Scheme = "pgx5"
+	q := u.Query()
+	for k := range q {
+		if strings.HasPrefix(k, "pool_") {
+			q.Del(k)
 		}
 	}
-	m, err := migrate.NewWithSourceInstance("iofs", src, u)
+	u.RawQuery = q.Encode()
+	m, err := migrate.NewWithSourceInstance("iofs", src, u.String())
 	if err != nil {
 		return nil, fmt.Errorf("open migrations on database: %w", err)
 	}
