@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -134,6 +135,14 @@ func newLogger(format string, w io.Writer) *slog.Logger {
 // accepting, lets requests in flight finish within s.ShutdownTimeout, and
 // closes the pool. onListen, if set, is told the bound addresses.
 func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(public, admin string)) error {
+	var tlsConfig *tls.Config
+	if s.TLSCert != "" {
+		pair, err := tls.LoadX509KeyPair(s.TLSCert, s.TLSKey)
+		if err != nil {
+			return &settingsError{"GIFTD_TLS_CERT", "cannot load it with GIFTD_TLS_KEY: " + err.Error()}
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	}
 	if s.Migrate {
 		if err := ledger.Migrate(s.DatabaseURL); err != nil {
 			return err
@@ -152,6 +161,7 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 			Apps: s.LinkVApps, MaxExpiry: s.MaxExpiry, NonceMaxAge: s.NonceMaxAge, DBTimeout: s.DBTimeout,
 		}, linkv.NewMetrics(reg), callback.NewObserver(reg, log)),
 		DebitPath:  s.DebitPath,
+		Sources:    httpapi.NewSourceFilter(s.AllowedCIDRs, s.TrustedProxies),
 		AdminToken: s.AdminToken,
 		Metrics:    httpapi.NewMetrics(reg, store.Pool()),
 		Gatherer:   reg,
@@ -161,6 +171,9 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 	publicLn, err := net.Listen("tcp", s.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("GIFTD_HTTP_ADDR: %w", err)
+	}
+	if tlsConfig != nil {
+		publicLn = tls.NewListener(publicLn, tlsConfig)
 	}
 	adminLn, err := net.Listen("tcp", s.AdminAddr)
 	if err != nil {
@@ -202,13 +215,18 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 	return nil
 }
 
+// newServer bounds every phase of a connection, so that a slow or idle
+// client (a slow-loris) cannot hold giftd: headers and body must arrive
+// within GIFTD_HTTP_READ_TIMEOUT, the answer may take the database deadline
+// plus that, and an idle keep-alive connection is closed after
+// GIFTD_HTTP_IDLE_TIMEOUT.
 func newServer(h http.Handler, s settings) *http.Server {
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      s.DBTimeout + 10*time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: s.ReadTimeout,
+		ReadTimeout:       s.ReadTimeout,
+		WriteTimeout:      s.ReadTimeout + s.DBTimeout + 5*time.Second,
+		IdleTimeout:       s.IdleTimeout,
 		MaxHeaderBytes:    16 << 10,
 	}
 }

@@ -195,6 +195,11 @@ func TestRun_BadSettingsNamed(t *testing.T) {
 		{"GIFTD_BATCH_WORKERS", "0"},
 		{"GIFTD_BATCH_WINDOW", "-1ms"},
 		{"GIFTD_BATCH_WINDOW", "5s"},
+		{"GIFTD_ALLOWED_CIDRS", "10.0.0.0/33"},
+		{"GIFTD_TRUSTED_PROXIES", "proxy.local"},
+		{"GIFTD_TLS_CERT", "/nonexistent/cert.pem"},
+		{"GIFTD_HTTP_READ_TIMEOUT", "1ms"},
+		{"GIFTD_HTTP_IDLE_TIMEOUT", "x"},
 	}
 	for _, c := range cases {
 		t.Run(fmt.Sprintf("%s=%q", c.name, c.value), func(t *testing.T) {

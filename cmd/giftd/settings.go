@@ -2,10 +2,12 @@ package main
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
+	"giftd/internal/httpapi"
 	"giftd/internal/ledger"
 )
 
@@ -24,6 +26,11 @@ type settings struct {
 	Migrate         bool
 	LogFormat       string
 	Batching        ledger.Batching
+	AllowedCIDRs    []netip.Prefix
+	TrustedProxies  []netip.Prefix
+	TLSCert, TLSKey string
+	ReadTimeout     time.Duration
+	IdleTimeout     time.Duration
 }
 
 // settingsError names the variable that is missing or wrong and the form it
@@ -58,6 +65,8 @@ func readSettings(getenv func(string) string, dev bool) (settings, error) {
 		{"GIFTD_NONCE_MAX_AGE", "0", 0, &s.NonceMaxAge},
 		{"GIFTD_DB_TIMEOUT", "2s", time.Millisecond, &s.DBTimeout},
 		{"GIFTD_SHUTDOWN_TIMEOUT", "15s", 0, &s.ShutdownTimeout},
+		{"GIFTD_HTTP_READ_TIMEOUT", "5s", 100 * time.Millisecond, &s.ReadTimeout},
+		{"GIFTD_HTTP_IDLE_TIMEOUT", "60s", time.Second, &s.IdleTimeout},
 	}
 	for _, d := range durations {
 		v := or(getenv(d.name), d.def)
@@ -65,6 +74,18 @@ func readSettings(getenv func(string) string, dev bool) (settings, error) {
 		if err != nil || *d.dst < d.min {
 			return settings{}, &settingsError{d.name, fmt.Sprintf("must be a duration of at least %s like 2s or 2400h, got %q", d.min, v)}
 		}
+	}
+	for _, p := range []struct {
+		name string
+		dst  *[]netip.Prefix
+	}{{"GIFTD_ALLOWED_CIDRS", &s.AllowedCIDRs}, {"GIFTD_TRUSTED_PROXIES", &s.TrustedProxies}} {
+		if *p.dst, err = httpapi.ParsePrefixes(getenv(p.name)); err != nil {
+			return settings{}, &settingsError{p.name, err.Error() + "; want comma-separated CIDRs like 203.0.113.0/24"}
+		}
+	}
+	s.TLSCert, s.TLSKey = getenv("GIFTD_TLS_CERT"), getenv("GIFTD_TLS_KEY")
+	if (s.TLSCert == "") != (s.TLSKey == "") {
+		return settings{}, &settingsError{"GIFTD_TLS_CERT", "GIFTD_TLS_CERT and GIFTD_TLS_KEY must be given together"}
 	}
 	if s.Batching, err = readBatching(getenv, s.DBTimeout); err != nil {
 		return settings{}, err

@@ -19,6 +19,8 @@ type Deps struct {
 	// Debit is the LinkV callback handler, mounted at DebitPath.
 	Debit     http.Handler
 	DebitPath string
+	// Sources, if set, admits callbacks only from allowed networks.
+	Sources *SourceFilter
 	// AdminToken authorises /admin/ routes as a bearer token.
 	AdminToken string
 	Metrics    *Metrics
@@ -32,7 +34,7 @@ type Deps struct {
 func NewPublic(d Deps) http.Handler {
 	r := chi.NewRouter()
 	r.Use(d.Metrics.instrument("public"), recoverer(d.Log))
-	r.Method(http.MethodPost, d.DebitPath, d.Debit)
+	r.Method(http.MethodPost, d.DebitPath, d.Sources.Wrap(d.Debit))
 	r.Get("/healthz", handleHealthz())
 	r.Get("/readyz", handleReadyz(d.Store, d.Log))
 	return r
