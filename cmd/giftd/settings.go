@@ -124,7 +124,7 @@ func readSettings(getenv func(string) string, dev bool) (settings, error) {
 // readBatching reads the group-commit settings; a batch is bounded by the
 // same deadline as one debit.
 func readBatching(getenv func(string) string, timeout time.Duration) (ledger.Batching, error) {
-	b := ledger.DefaultBatching
+	b := ledger.DefaultBatching()
 	b.Timeout = timeout
 	ints := []struct {
 		name     string

@@ -24,8 +24,10 @@ type Batching struct {
 	Timeout time.Duration
 }
 
-// DefaultBatching is what measured best on a 2-core machine (see README).
-var DefaultBatching = Batching{MaxBatch: 64, Window: 0, Workers: 2, Timeout: 2 * time.Second}
+// DefaultBatching returns what measured best on a 2-core machine (see README).
+func DefaultBatching() Batching {
+	return Batching{MaxBatch: 64, Window: 0, Workers: 2, Timeout: 2 * time.Second}
+}
 
 // Option configures a Store at Open.
 type Option func(*Store)

@@ -69,13 +69,13 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*Store, erro
 		pool.Close()
 		return nil, err
 	}
-	s := &Store{pool: pool, latestVersion: latest, batching: DefaultBatching}
+	s := &Store{pool: pool, latestVersion: latest, batching: DefaultBatching()}
 	for _, opt := range opts {
 		opt(s)
 	}
 	if s.batching.MaxBatch > 1 {
 		s.batching.Workers = max(1, s.batching.Workers)
-		s.batching.Timeout = cmp.Or(s.batching.Timeout, DefaultBatching.Timeout)
+		s.batching.Timeout = cmp.Or(s.batching.Timeout, DefaultBatching().Timeout)
 		s.batcher = startBatcher(s, s.batching)
 	}
 	return s, nil
