@@ -1,7 +1,6 @@
 package linkv
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
@@ -10,39 +9,52 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
-// FieldError rejects one field of a callback; the handler answers 400 with
-// Error() as msg.
+// FieldError is the rejection of one field of a callback; the handler answers
+// 400 with Error() as msg.
 type FieldError struct{ Field, Reason string }
 
+// Error returns "<field>: <reason>", e.g. "gold: must be digits only".
 func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
 
 const (
-	// reasonExpired is the FieldError reason of a request past its expriation.
-	reasonExpired = "request expired"
-	// MaxBodyBytes is the largest callback body accepted.
+	// MaxBodyBytes is the largest callback body accepted (16 KiB).
 	MaxBodyBytes = 16 << 10
-	maxReason    = 4 << 10
-	maxGold      = 1_000_000_000_000 // 10^12
-	maxSendNum   = 1_000_000_000
+
+	// reasonExpired is the FieldError reason of a request past its
+	// expriation; the handler counts it as its own outcome.
+	reasonExpired = "request expired"
+
+	maxReasonBytes = 4 << 10
+	maxGold        = 1_000_000_000_000 // 10^12
+	maxSendNum     = 1_000_000_000     // 10^9
+	maxGiftValue   = 128               // bytes of each gift field
 )
 
-// ReadForm reads the callback's form from r's body (never its URL query): the
-// content type must be application/x-www-form-urlencoded, the body at most
-// MaxBodyBytes, and no field may be given twice. Errors are *FieldError.
+// ReadForm reads the callback's form from r's body, never from its URL query.
+// It returns a *FieldError when the content type is not
+// application/x-www-form-urlencoded (parameters such as charset are allowed),
+// when the body is larger than MaxBodyBytes or not a valid url-encoded form
+// (Field "body"), or when a field is given more than once (Field = its name).
 func ReadForm(r *http.Request) (map[string]string, error) {
 	mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mediaType != "application/x-www-form-urlencoded" {
 		return nil, &FieldError{"content-type", "must be application/x-www-form-urlencoded"}
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
-	if err != nil {
-		return nil, &FieldError{"body", "could not be read"}
+	var body []byte
+	if r.Body != nil {
+		// One byte more than allowed tells "exactly the limit" from "too big".
+		body, err = io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
+		if err != nil {
+			return nil, &FieldError{"body", "could not be read"}
+		}
 	}
 	if len(body) > MaxBodyBytes {
 		return nil, &FieldError{"body", fmt.Sprintf("larger than %d bytes", MaxBodyBytes)}
@@ -51,12 +63,20 @@ func ReadForm(r *http.Request) (map[string]string, error) {
 	if err != nil {
 		return nil, &FieldError{"body", "not a valid url-encoded form"}
 	}
+	// Sorted so that a body with several repeated fields always names the same one.
+	names := make([]string, 0, len(values))
+	for k := range values {
+		names = append(names, k)
+	}
+	slices.Sort(names)
 	fields := make(map[string]string, len(values))
-	for k, vs := range values {
-		if len(vs) > 1 {
+	for _, k := range names {
+		// A repeated field is refused rather than resolved: the signer and
+		// giftd could pick different copies.
+		if len(values[k]) > 1 {
 			return nil, &FieldError{k, "given more than once"}
 		}
-		fields[k] = vs[0]
+		fields[k] = values[k][0]
 	}
 	return fields, nil
 }
@@ -65,22 +85,34 @@ func ReadForm(r *http.Request) (map[string]string, error) {
 type Request struct {
 	AppID, RequestID, Nonce, UserID string
 	Gold                            int64
-	Expriation                      time.Time // when the request becomes void
+	Expriation                      time.Time // from the unix seconds field; the request is void after it
 	Type                            string
-	Reason                          string // the JSON text as received
-	GiftID, SendNum, ReceiverID     string // from the top-level fields or from reason
-	VType, ResourceID               string
+	Reason                          string // the raw JSON text as received
+	// The gift fields, as text, from the top-level fields or from reason.
+	GiftID, SendNum, ReceiverID, VType, ResourceID string
 }
 
 // Limits are the time rules of validation.
 type Limits struct {
-	Now       time.Time
-	MaxExpiry time.Duration // refuse an expriation further ahead than Now+MaxExpiry
+	Now time.Time
+	// MaxExpiry refuses an expriation later than Now+MaxExpiry.
+	MaxExpiry time.Duration
+	// NonceMaxAge is the oldest nonce timestamp (see NonceTime) accepted for
+	// a new request; 0 turns the check off. Validate does not check it: the
+	// handler does, after it has looked for the request's record, so that a
+	// late retry of a known request still gets its original answer (spec §2).
+	NonceMaxAge time.Duration
 }
 
-// Validate checks every field rule of spec §1 except app_id membership and
-// the signature, which the caller checks first, and returns the request or a
-// *FieldError naming the first bad field.
+// giftFieldNames are the gift fields, accepted top-level or inside reason.
+func giftFieldNames() []string {
+	return []string{"gift_id", "send_num", "receiver_id", "vtype", "resource_id"}
+}
+
+// Validate checks every field rule of spec §1, except app_id membership and
+// the signature, which the caller checks first, and returns the request. The
+// error is a *FieldError naming the first bad field; a request past its
+// expriation gets the reason "request expired".
 func Validate(fields map[string]string, lim Limits) (Request, error) {
 	for _, f := range []string{"app_id", "request_id", "nonce", "user_id", "gold", "expriation", "type", "reason", "sign"} {
 		if fields[f] == "" {
@@ -96,29 +128,31 @@ func Validate(fields map[string]string, lim Limits) (Request, error) {
 		Reason:    fields["reason"],
 	}
 	switch {
-	case len(r.AppID) > 64 || !printable(r.AppID):
+	case len(r.AppID) > 64 || !printableASCII(r.AppID):
 		return Request{}, &FieldError{"app_id", "must be at most 64 printable ASCII characters"}
 	case len(r.RequestID) > 64 || !only(r.RequestID, "_-"):
 		return Request{}, &FieldError{"request_id", "must be 1-64 characters of [0-9A-Za-z_-]"}
-	case len(r.Nonce) > 64 || !printable(r.Nonce):
+	case len(r.Nonce) > 64 || !printableASCII(r.Nonce):
 		return Request{}, &FieldError{"nonce", "must be 1-64 printable ASCII characters"}
 	case !ValidUserID(r.UserID):
 		return Request{}, &FieldError{"user_id", "must be 1-64 characters of [0-9A-Za-z+=_-]"}
-	case r.Type != "1":
-		return Request{}, &FieldError{"type", "only 1 (gift) is accepted"}
 	}
 
-	gold, ok := parseDigits(fields["gold"], 13)
-	if !ok || gold > maxGold {
-		return Request{}, &FieldError{"gold", "must be digits only, from 0 to 10^12"}
+	gold := fields["gold"]
+	if !allDigits(gold) {
+		return Request{}, &FieldError{"gold", "must be digits only"}
 	}
-	r.Gold = gold
+	var ok bool
+	if r.Gold, ok = parseDigits(gold, maxGold); !ok {
+		return Request{}, &FieldError{"gold", "must be at most 10^12"}
+	}
 
-	exp, ok := parseDigits(fields["expriation"], 12)
-	if !ok {
-		return Request{}, &FieldError{"expriation", "must be unix seconds, digits only"}
+	exp := fields["expriation"]
+	if !allDigits(exp) || len(exp) > 12 {
+		return Request{}, &FieldError{"expriation", "must be unix seconds, at most 12 digits"}
 	}
-	r.Expriation = time.Unix(exp, 0)
+	secs, _ := parseDigits(exp, 999_999_999_999)
+	r.Expriation = time.Unix(secs, 0)
 	if lim.Now.After(r.Expriation) {
 		return Request{}, &FieldError{"expriation", reasonExpired}
 	}
@@ -126,72 +160,92 @@ func Validate(fields map[string]string, lim Limits) (Request, error) {
 		return Request{}, &FieldError{"expriation", "more than " + lim.MaxExpiry.String() + " ahead"}
 	}
 
-	if len(r.Reason) > maxReason {
-		return Request{}, &FieldError{"reason", fmt.Sprintf("longer than %d bytes", maxReason)}
+	if r.Type != "1" {
+		return Request{}, &FieldError{"type", "only 1 (gift) is accepted"}
 	}
-	inReason, err := reasonFields(r.Reason)
+
+	inReason, err := reasonGiftFields(r.Reason)
 	if err != nil {
 		return Request{}, err
 	}
-	for _, g := range []struct {
-		name string
-		dst  *string
-	}{
-		{"gift_id", &r.GiftID}, {"send_num", &r.SendNum}, {"receiver_id", &r.ReceiverID},
-		{"vtype", &r.VType}, {"resource_id", &r.ResourceID},
-	} {
-		top, fromReason := fields[g.name], inReason[g.name]
+	gift := map[string]*string{
+		"gift_id": &r.GiftID, "send_num": &r.SendNum, "receiver_id": &r.ReceiverID,
+		"vtype": &r.VType, "resource_id": &r.ResourceID,
+	}
+	for _, name := range giftFieldNames() {
+		top := fields[name]
+		fromReason, inR := inReason[name]
 		v := top
 		switch {
-		case top != "" && fromReason != "" && top != fromReason:
-			return Request{}, &FieldError{g.name, "disagrees with reason"}
+		case top != "" && inR && top != fromReason:
+			// With sign form (b) the top-level copy is unsigned; only the
+			// signed reason may decide.
+			return Request{}, &FieldError{name, "disagrees with reason"}
 		case top == "":
 			v = fromReason
 		}
 		if v == "" {
-			return Request{}, &FieldError{g.name, "required, as a field or inside reason"}
+			return Request{}, &FieldError{name, "required"}
 		}
-		if len(v) > 128 || !utf8.ValidString(v) || strings.ContainsFunc(v, isControl) {
-			return Request{}, &FieldError{g.name, "must be 1-128 bytes of text without control characters"}
+		if len(v) > maxGiftValue || !utf8.ValidString(v) || strings.ContainsFunc(v, unicode.IsControl) {
+			return Request{}, &FieldError{name, "must be 1-128 bytes of UTF-8 text without control characters"}
 		}
-		*g.dst = v
+		*gift[name] = v
 	}
-	if n, ok := parseDigits(r.SendNum, 10); !ok || n < 1 || n > maxSendNum {
+	if n, ok := parseDigits(r.SendNum, maxSendNum); !allDigits(r.SendNum) || !ok || n < 1 {
 		return Request{}, &FieldError{"send_num", "must be a positive integer"}
 	}
 	return r, nil
 }
 
-// reasonFields reads the gift fields out of the reason JSON object, as text:
-// a string gives its value, a number its literal.
-func reasonFields(reason string) (map[string]string, error) {
-	var obj map[string]json.RawMessage
-	dec := json.NewDecoder(strings.NewReader(reason))
-	if err := dec.Decode(&obj); err != nil || obj == nil {
+// reasonGiftFields checks that reason is UTF-8 JSON text of at most 4 KiB
+// whose top level is an object, and returns the gift fields found in it, as
+// text: a JSON string gives its value, a JSON number its literal. Any other
+// JSON type, or a gift field given twice, is a *FieldError on
+// "reason.<field>"; anything else wrong is one on "reason".
+func reasonGiftFields(reason string) (map[string]string, error) {
+	switch {
+	case len(reason) > maxReasonBytes:
+		return nil, &FieldError{"reason", fmt.Sprintf("longer than %d bytes", maxReasonBytes)}
+	case !utf8.ValidString(reason) || !json.Valid([]byte(reason)):
+		return nil, &FieldError{"reason", "must be valid JSON"}
+	case !strings.HasPrefix(strings.TrimLeft(reason, " \t\r\n"), "{"):
 		return nil, &FieldError{"reason", "must be a JSON object"}
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, &FieldError{"reason", "must be a JSON object"}
+	// reason is known to be a valid JSON object now, so the decoder's errors
+	// below cannot happen; they are still not ignored.
+	notObject := &FieldError{"reason", "must be a JSON object"}
+	dec := json.NewDecoder(strings.NewReader(reason))
+	dec.UseNumber() // a number decodes to its literal text, not to a float64
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, notObject
 	}
 	out := map[string]string{}
-	for _, name := range []string{"gift_id", "send_num", "receiver_id", "vtype", "resource_id"} {
-		raw, ok := obj[name]
-		if !ok {
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, notObject
+		}
+		key, _ := tok.(string)
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			return nil, notObject
+		}
+		if !slices.Contains(giftFieldNames(), key) {
 			continue
 		}
-		raw = bytes.TrimSpace(raw)
-		var s string
-		switch {
-		case len(raw) > 0 && raw[0] == '"':
-			if err := json.Unmarshal(raw, &s); err != nil {
-				return nil, &FieldError{"reason." + name, "must be a string or a number"}
-			}
-		case len(raw) > 0 && (raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9'):
-			s = string(raw)
-		default:
-			return nil, &FieldError{"reason." + name, "must be a string or a number"}
+		// Decoders differ on which copy of a repeated key wins; refuse it.
+		if _, dup := out[key]; dup {
+			return nil, &FieldError{"reason." + key, "given more than once"}
 		}
-		out[name] = s
+		switch v := v.(type) {
+		case string:
+			out[key] = v
+		case json.Number:
+			out[key] = v.String()
+		default:
+			return nil, &FieldError{"reason." + key, "must be a string or a number"}
+		}
 	}
 	return out, nil
 }
@@ -215,7 +269,8 @@ func only(s, extra string) bool {
 	return true
 }
 
-func printable(s string) bool {
+// printableASCII reports whether s holds only bytes 0x20-0x7E.
+func printableASCII(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] < 0x20 || s[i] > 0x7e {
 			return false
@@ -224,39 +279,52 @@ func printable(s string) bool {
 	return true
 }
 
-func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
-
-// parseDigits parses a non-empty string of at most maxLen ASCII digits.
-func parseDigits(s string, maxLen int) (int64, bool) {
-	if s == "" || len(s) > maxLen {
-		return 0, false
+// allDigits reports whether s is non-empty and holds only ASCII digits: no
+// sign, space, dot or exponent.
+func allDigits(s string) bool {
+	if s == "" {
+		return false
 	}
 	for i := 0; i < len(s); i++ {
 		if s[i] < '0' || s[i] > '9' {
-			return 0, false
+			return false
 		}
 	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	return n, err == nil
+	return true
 }
 
-// NonceTime extracts the unix seconds LinkV puts in a nonce between its first
-// and last eight random characters; ok is false for any other shape.
-func NonceTime(nonce string) (time.Time, bool) {
+// parseDigits returns the value of s, a string for which allDigits holds,
+// and whether it is at most limit. Leading zeros are accepted, any number of
+// them ("007" is 7), and a value too big for an int64 is simply above limit.
+func parseDigits(s string, limit int64) (int64, bool) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n > limit {
+		return 0, false
+	}
+	return n, true
+}
+
+// NonceTime extracts the unix seconds LinkV embeds in a nonce: 8 random
+// characters, the seconds, 8 random characters. ok is false when the nonce
+// does not have that shape (the middle is not 1-12 digits).
+func NonceTime(nonce string) (t time.Time, ok bool) {
 	if len(nonce) < 17 {
 		return time.Time{}, false
 	}
-	secs, ok := parseDigits(nonce[8:len(nonce)-8], 12)
-	if !ok {
+	mid := nonce[8 : len(nonce)-8]
+	if !allDigits(mid) || len(mid) > 12 {
 		return time.Time{}, false
 	}
+	secs, _ := parseDigits(mid, 999_999_999_999)
 	return time.Unix(secs, 0), true
 }
 
-// Fingerprint is the SHA-256 of the request's business fields (user_id, gold,
-// type, the gift fields, reason), each length-prefixed so that no two
-// different requests share an encoding. It leaves out nonce, sign and
-// expriation, which a retry may change, and the key itself.
+// Fingerprint returns the SHA-256 of the request's business fields (user_id,
+// gold, type, gift_id, send_num, receiver_id, vtype, resource_id, reason),
+// each prefixed with its length so that no bytes can move from one field to
+// the next without changing the hash. It leaves out nonce, sign and
+// expriation, which a retry may change, and app_id and request_id, the key
+// the fingerprint is stored under.
 func (r Request) Fingerprint() [32]byte {
 	h := sha256.New()
 	var n [8]byte
@@ -271,10 +339,12 @@ func (r Request) Fingerprint() [32]byte {
 	return sum
 }
 
-// Details are the gift's fields as stored with its ledger entry.
+// Details returns the gift's fields as stored with its ledger entry:
+// gift_id, send_num, receiver_id, vtype, resource_id, type, and reason (its
+// raw JSON text, as a string).
 func (r Request) Details() map[string]string {
 	return map[string]string{
-		"type": r.Type, "gift_id": r.GiftID, "send_num": r.SendNum, "receiver_id": r.ReceiverID,
-		"vtype": r.VType, "resource_id": r.ResourceID, "reason": r.Reason,
+		"gift_id": r.GiftID, "send_num": r.SendNum, "receiver_id": r.ReceiverID,
+		"vtype": r.VType, "resource_id": r.ResourceID, "type": r.Type, "reason": r.Reason,
 	}
 }

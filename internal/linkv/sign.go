@@ -14,29 +14,33 @@ type SignForm string
 const (
 	// SignAllFields is form (a): every received non-empty field except sign.
 	SignAllFields SignForm = "all"
-	// SignEightField is form (b): the eight fields LinkV's PHP merchant SDK signs.
+	// SignEightField is form (b): app_id, expriation, gold, nonce, reason,
+	// request_id, type and user_id, the fields LinkV's PHP merchant SDK
+	// (linkv-io/shop-php-sdk, VerifyDeductionRequest) signs.
 	SignEightField SignForm = "eight"
 )
 
-// eightFields are the fields of form (b), as linkv-io/shop-php-sdk signs them.
-var eightFields = []string{"app_id", "expriation", "gold", "nonce", "reason", "request_id", "type", "user_id"}
+// eightFieldNames are the fields of form (b).
+func eightFieldNames() []string {
+	return []string{"app_id", "expriation", "gold", "nonce", "reason", "request_id", "type", "user_id"}
+}
 
 // Sign returns the lowercase hex MD5 signature of fields under secret, as in
-// step "3. 计算签名值" of LinkV's signature page: drop sign and empty values,
-// sort the names by byte order, join name=value with &, append
-// "&key=<secret>", and hash. Values are used as received, not re-encoded.
+// step "3. 计算签名值" of LinkV's signature page (spec §2): drop "sign" and
+// the fields whose value is empty, sort the names in byte order, join
+// name=value with &, append "&key=" and the secret, and hash. Values are used
+// as received (form-decoded), never re-encoded.
 func Sign(fields map[string]string, secret string) string {
-	sum := digest(fields, nil, secret)
+	names := make([]string, 0, len(fields))
+	for k := range fields {
+		names = append(names, k)
+	}
+	sum := digest(fields, names, secret)
 	return hex.EncodeToString(sum[:])
 }
 
-// digest is Sign's MD5 over the named fields only (all of them when names is nil).
+// digest is the MD5 of Sign over those of names that are in fields.
 func digest(fields map[string]string, names []string, secret string) [md5.Size]byte {
-	if names == nil {
-		for k := range fields {
-			names = append(names, k)
-		}
-	}
 	names = slices.Clone(names)
 	slices.Sort(names)
 	var b strings.Builder
@@ -56,9 +60,11 @@ func digest(fields map[string]string, names []string, secret string) [md5.Size]b
 }
 
 // Verify reports whether sign (32 hex digits, either case) matches fields
-// under any of secrets, over every field (form a) or over the eight fields
-// (form b), and which form matched, preferring SignAllFields. Every candidate
-// is computed and compared in constant time.
+// under any of secrets, computed over every field (form a) or over the eight
+// fields of form b, and which form matched; when both match it reports
+// SignAllFields. A sign that is not 32 hex digits never matches. Every
+// secret is tried and each comparison takes constant time, so the answer's
+// timing does not tell which secret came close.
 func Verify(fields map[string]string, sign string, secrets []string) (SignForm, bool) {
 	var given [md5.Size]byte
 	if len(sign) != hex.EncodedLen(md5.Size) {
@@ -67,27 +73,33 @@ func Verify(fields map[string]string, sign string, secrets []string) (SignForm, 
 	if _, err := hex.Decode(given[:], []byte(sign)); err != nil {
 		return "", false
 	}
-	// When no field beyond the eight is signed, both forms are one string.
-	onlyEight := true
+	all := make([]string, 0, len(fields))
+	for k := range fields {
+		all = append(all, k)
+	}
+	eight := eightFieldNames()
+	// When no non-empty field beyond the eight was sent, both forms sign
+	// the same string: compute it once.
+	same := true
 	for k, v := range fields {
-		if k != "sign" && v != "" && !slices.Contains(eightFields, k) {
-			onlyEight = false
+		if k != "sign" && v != "" && !slices.Contains(eight, k) {
+			same = false
 			break
 		}
 	}
-	var all, eight int
+	var allOK, eightOK int
 	for _, secret := range secrets {
-		a := digest(fields, nil, secret)
-		all |= subtle.ConstantTimeCompare(a[:], given[:])
-		if !onlyEight {
-			e := digest(fields, eightFields, secret)
-			eight |= subtle.ConstantTimeCompare(e[:], given[:])
+		a := digest(fields, all, secret)
+		allOK |= subtle.ConstantTimeCompare(a[:], given[:])
+		if !same {
+			e := digest(fields, eight, secret)
+			eightOK |= subtle.ConstantTimeCompare(e[:], given[:])
 		}
 	}
 	switch {
-	case all == 1:
+	case allOK == 1:
 		return SignAllFields, true
-	case eight == 1:
+	case eightOK == 1:
 		return SignEightField, true
 	}
 	return "", false
