@@ -36,6 +36,7 @@ type Credit struct {
 // result; with another user or amount it returns ErrKeyReused. A balance that
 // would pass the int64 range returns ErrBalanceOverflow.
 func (s *Store) TopUp(ctx context.Context, t TopUp) (Credit, error) {
+	defer s.observe(OpTopUp, time.Now())
 	c := Credit{UserID: t.UserID, Amount: t.Amount}
 	// One statement: the wallet credit and its entry commit together, and a
 	// used key makes the entry's unique index refuse the whole statement.
@@ -88,6 +89,7 @@ type Reversal struct {
 // debit returns ErrKeyReused; a debit that never happened (or was answered
 // 402) returns ErrNotFound.
 func (s *Store) Reverse(ctx context.Context, r Reversal) (Credit, error) {
+	defer s.observe(OpReversal, time.Now())
 	var c Credit
 	err := s.pool.QueryRow(ctx, `
 		WITH d AS (
@@ -161,6 +163,7 @@ type Entry struct {
 // starting below entry id before (0: from the newest). It returns ErrNotFound
 // for a wallet that never existed.
 func (s *Store) Entries(ctx context.Context, userID string, before int64, limit int) ([]Entry, error) {
+	defer s.observe(OpEntries, time.Now())
 	if before <= 0 {
 		before = 1<<63 - 1
 	}

@@ -67,6 +67,7 @@ type DebitResult struct {
 // With batching on, concurrent debits are executed together, several per
 // transaction, each keeping exactly these semantics.
 func (s *Store) Debit(ctx context.Context, d Debit) (DebitResult, error) {
+	defer s.observe(OpDebit, time.Now())
 	var res DebitResult
 	var err error
 	if s.batcher != nil {

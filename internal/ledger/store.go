@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -46,6 +47,7 @@ type Store struct {
 	latestVersion uint
 	batching      Batching
 	batcher       *batcher // nil when batching is off
+	observer      atomic.Pointer[Observer]
 }
 
 // Open connects a pool to databaseURL, with DefaultBatching unless an option
@@ -137,6 +139,7 @@ type Wallet struct {
 
 // Wallet returns the wallet of userID, or ErrNotFound if it never existed.
 func (s *Store) Wallet(ctx context.Context, userID string) (Wallet, error) {
+	defer s.observe(OpWallet, time.Now())
 	w := Wallet{UserID: userID}
 	err := s.pool.QueryRow(ctx, `SELECT gold, updated_at FROM wallets WHERE user_id = $1`, userID).
 		Scan(&w.Gold, &w.UpdatedAt)

@@ -1,0 +1,43 @@
+package ledger
+
+import "time"
+
+// The operations a Store reports to its Observer, as the op label of
+// giftd_db_duration_seconds.
+const (
+	OpDebit    = "debit"
+	OpTopUp    = "topup"
+	OpReversal = "reversal"
+	OpWallet   = "wallet"
+	OpEntries  = "entries"
+	OpAudit    = "audit"
+	OpPrune    = "prune"
+)
+
+// Ops returns every operation an Observer may be told about, so that a
+// metric can show each one at zero before it first happens.
+func Ops() []string {
+	return []string{OpDebit, OpTopUp, OpReversal, OpWallet, OpEntries, OpAudit, OpPrune}
+}
+
+// Observer is told how long one Store operation took, whatever its result.
+// It is called on the operation's goroutine and must be quick.
+type Observer func(op string, d time.Duration)
+
+// SetObserver makes s report the duration of each exported operation to obs
+// (nil stops it). It may be called at any time, also while s is in use.
+func (s *Store) SetObserver(obs Observer) {
+	if obs == nil {
+		s.observer.Store(nil)
+		return
+	}
+	s.observer.Store(&obs)
+}
+
+// observe reports an operation that started at start to the observer, if
+// any. Use it as: defer s.observe(OpWallet, time.Now()).
+func (s *Store) observe(op string, start time.Time) {
+	if obs := s.observer.Load(); obs != nil {
+		(*obs)(op, time.Since(start))
+	}
+}
