@@ -32,19 +32,25 @@ var outcomes = []string{OK, Replay, Insufficient, BadRequest, Expired, BadSign, 
 // Observer counts and logs every callback of every platform.
 type Observer struct {
 	outcomes *prometheus.CounterVec
+	debited  *prometheus.CounterVec
 	log      *slog.Logger
 }
 
-// NewObserver registers giftd_debit_outcomes_total on reg and logs to log.
+// NewObserver registers giftd_debit_outcomes_total and
+// giftd_gold_debited_total on reg and logs to log.
 func NewObserver(reg prometheus.Registerer, log *slog.Logger) *Observer {
 	o := &Observer{
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "giftd_debit_outcomes_total",
 			Help: "Debit callbacks answered, by platform and outcome.",
 		}, []string{"platform", "outcome"}),
+		debited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "giftd_gold_debited_total",
+			Help: "Gold debited from wallets by callbacks, by platform. Replays count once.",
+		}, []string{"platform"}),
 		log: log,
 	}
-	reg.MustRegister(o.outcomes)
+	reg.MustRegister(o.outcomes, o.debited)
 	return o
 }
 
@@ -54,6 +60,7 @@ func (o *Observer) AddPlatform(platform string) {
 	for _, out := range outcomes {
 		o.outcomes.WithLabelValues(platform, out)
 	}
+	o.debited.WithLabelValues(platform)
 }
 
 // Record is what one callback did. Only ids and amounts: never a secret,
@@ -75,6 +82,9 @@ type Record struct {
 // Observe counts rec's outcome and writes its log line.
 func (o *Observer) Observe(ctx context.Context, rec Record) {
 	o.outcomes.WithLabelValues(rec.Platform, rec.Outcome).Inc()
+	if rec.Outcome == OK {
+		o.debited.WithLabelValues(rec.Platform).Add(float64(rec.Gold))
+	}
 	attrs := append([]slog.Attr{
 		slog.String("platform", rec.Platform),
 		slog.String("outcome", rec.Outcome),
@@ -91,7 +101,8 @@ func (o *Observer) Observe(ctx context.Context, rec Record) {
 		level = slog.LevelError
 		attrs = append(attrs, slog.String("error", rec.Err.Error()))
 	case rec.Msg != "":
-		attrs = append(attrs, slog.String("msg", rec.Msg))
+		// Not "msg": that key is the log line's own message.
+		attrs = append(attrs, slog.String("answer", rec.Msg))
 	}
 	o.log.LogAttrs(ctx, level, "debit callback", attrs...)
 }

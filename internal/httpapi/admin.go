@@ -34,28 +34,13 @@ func handleHealthz() http.HandlerFunc {
 	}
 }
 
-// handleReadyz answers 200 while the database is reachable and migrated.
-// The reason for 503 goes to the log, not to the (possibly public) caller.
-func handleReadyz(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
-		defer cancel()
-		if err := store.Ready(ctx); err != nil {
-			log.Warn("not ready", "error", err.Error())
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
-	}
-}
-
 type creditAnswer struct {
 	UserID  string `json:"user_id"`
 	Gold    int64  `json:"gold"`
 	EntryID int64  `json:"entry_id"`
 }
 
-func handleTopUp(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
+func handleTopUp(store *ledger.Store, log *slog.Logger, m *Metrics) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		userID := chi.URLParam(r, "user_id")
 		var body struct {
@@ -78,6 +63,7 @@ func handleTopUp(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
 			writeLedgerError(w, log, err)
 			return
 		}
+		m.countCredit(creditTopUp, c)
 		log.Info("top-up", "user_id", userID, "amount", amount, "gold", c.Balance, "entry_id", c.EntryID, "replay", c.Replay)
 		writeJSON(w, http.StatusOK, creditAnswer{UserID: c.UserID, Gold: c.Balance, EntryID: c.EntryID})
 	}
@@ -141,7 +127,7 @@ func handleLedger(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
 	}
 }
 
-func handleReversal(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
+func handleReversal(store *ledger.Store, log *slog.Logger, m *Metrics) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		requestID := chi.URLParam(r, "request_id")
 		var body struct {
@@ -164,6 +150,7 @@ func handleReversal(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
 			writeLedgerError(w, log, err)
 			return
 		}
+		m.countCredit(creditReversal, c)
 		log.Info("reversal", "app_id", body.AppID, "request_id", requestID, "user_id", c.UserID,
 			"amount", c.Amount, "gold", c.Balance, "entry_id", c.EntryID, "replay", c.Replay)
 		writeJSON(w, http.StatusOK, map[string]any{

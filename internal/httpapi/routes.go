@@ -24,6 +24,8 @@ type Deps struct {
 	// AdminToken authorises /admin/ routes as a bearer token.
 	AdminToken string
 	Metrics    *Metrics
+	// Ready answers /readyz on both listeners; nil: a Readiness of Store's.
+	Ready *Readiness
 	// Gatherer serves /metrics.
 	Gatherer prometheus.Gatherer
 	Log      *slog.Logger
@@ -36,7 +38,7 @@ func NewPublic(d Deps) http.Handler {
 	r.Use(d.Metrics.instrument("public"), recoverer(d.Log))
 	r.Method(http.MethodPost, d.DebitPath, d.Sources.Wrap(d.Debit))
 	r.Get("/healthz", handleHealthz())
-	r.Get("/readyz", handleReadyz(d.Store, d.Log))
+	r.Get("/readyz", handleReadyz(d.readiness()))
 	return r
 }
 
@@ -46,14 +48,16 @@ func NewAdmin(d Deps) http.Handler {
 	r := chi.NewRouter()
 	r.Use(d.Metrics.instrument("admin"), recoverer(d.Log))
 	r.Get("/healthz", handleHealthz())
-	r.Get("/readyz", handleReadyz(d.Store, d.Log))
+	r.Get("/readyz", handleReadyz(d.readiness()))
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{}))
+	r.Get("/openapi.json", handleOpenAPI(d.DebitPath))
 	r.Route("/admin", func(r chi.Router) {
 		r.Use(requireToken(d.AdminToken), limitBody(64<<10))
-		r.Post("/v1/wallets/{user_id}/topups", handleTopUp(d.Store, d.Log))
+		r.Post("/v1/wallets/{user_id}/topups", handleTopUp(d.Store, d.Log, d.Metrics))
 		r.Get("/v1/wallets/{user_id}", handleWallet(d.Store, d.Log))
 		r.Get("/v1/wallets/{user_id}/ledger", handleLedger(d.Store, d.Log))
-		r.Post("/v1/debits/{request_id}/reversal", handleReversal(d.Store, d.Log))
+		r.Post("/v1/debits/{request_id}/reversal", handleReversal(d.Store, d.Log, d.Metrics))
+		r.Get("/v1/audit", handleAudit(d.Store, d.Log))
 		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, "not_found", "no such admin route")
 		})

@@ -1,0 +1,218 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"giftd/internal/ledger"
+)
+
+// Kinds of credit counted in giftd_gold_credited_total.
+const (
+	creditTopUp    = "topup"
+	creditReversal = "reversal"
+)
+
+func newLedgerMetrics() (credited *prometheus.CounterVec, db *prometheus.HistogramVec) {
+	credited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "giftd_gold_credited_total",
+		Help: "Gold credited to wallets through the admin API, by kind: topup or reversal. Replays count once.",
+	}, []string{"kind"})
+	for _, k := range []string{creditTopUp, creditReversal} {
+		credited.WithLabelValues(k)
+	}
+	db = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "giftd_db_duration_seconds",
+		Help: "Time of one ledger operation (its transaction or statement, pool wait included), by operation.",
+		// Milliseconds for a debit; seconds for an audit or a prune.
+		Buckets:                         []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10, 30},
+		NativeHistogramBucketFactor:     1.1,
+		NativeHistogramMaxBucketNumber:  160,
+		NativeHistogramMinResetDuration: time.Hour,
+	}, []string{"op"})
+	for _, op := range ledger.Ops() {
+		db.WithLabelValues(op)
+	}
+	return credited, db
+}
+
+// ObserveDB records one ledger operation's duration; it is a
+// ledger.Observer, for Store.SetObserver.
+func (m *Metrics) ObserveDB(op string, d time.Duration) {
+	m.db.WithLabelValues(op).Observe(d.Seconds())
+}
+
+// countCredit counts gold credited by a top-up or reversal; a replay
+// credited nothing.
+func (m *Metrics) countCredit(kind string, c ledger.Credit) {
+	if m != nil && !c.Replay {
+		m.credited.WithLabelValues(kind).Add(float64(c.Amount))
+	}
+}
+
+// newBuildInfo is giftd_build_info: always 1, its labels say which build
+// this is. The revision is the VCS commit Go stamped into the binary, or
+// "unknown" when built without VCS information (-buildvcs=false).
+func newBuildInfo() prometheus.Collector {
+	version, revision := "unknown", "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" {
+			version = bi.Main.Version
+		}
+		modified := false
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				revision = s.Value
+			case "vcs.modified":
+				modified = s.Value == "true"
+			}
+		}
+		if modified && revision != "unknown" {
+			revision += "-dirty"
+		}
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "giftd_build_info",
+		Help:        "Always 1; the labels name giftd's version, VCS revision and Go version.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": runtime.Version()},
+	})
+	g.Set(1)
+	return g
+}
+
+// ErrDraining is why a giftd that is shutting down is not ready.
+var ErrDraining = errors.New("shutting down")
+
+// Readiness is whether giftd should get traffic: its database is reachable
+// and migrated, and it is not shutting down. /readyz asks it, so does a
+// background probe (Run), and giftd_ready shows the latest answer.
+type Readiness struct {
+	store    *ledger.Store
+	log      *slog.Logger
+	gauge    prometheus.Gauge
+	mu       sync.Mutex // orders Drain against a Check setting the gauge
+	draining atomic.Bool
+	last     atomic.Int32 // 0 unknown, 1 ready, 2 not ready: to log changes only
+}
+
+// NewReadiness returns the readiness of store, registering giftd_ready on
+// reg (nil: not registered).
+func NewReadiness(reg prometheus.Registerer, store *ledger.Store, log *slog.Logger) *Readiness {
+	r := &Readiness{store: store, log: log, gauge: prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "giftd_ready",
+		Help: "1 when giftd is ready for traffic (database reachable and migrated, not shutting down), else 0; updated by /readyz and a background probe.",
+	})}
+	if reg != nil {
+		reg.MustRegister(r.gauge)
+	}
+	return r
+}
+
+// Check returns nil when giftd is ready, ErrDraining while it shuts down,
+// or why its database is not ready. It logs changes, not every failure.
+func (r *Readiness) Check(ctx context.Context) error {
+	err := ErrDraining
+	if !r.draining.Load() {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		err = r.store.Ready(ctx)
+		cancel()
+	}
+	r.mu.Lock()
+	if r.draining.Load() { // Drain may have run meanwhile: it wins
+		err = ErrDraining
+	}
+	state := int32(1)
+	if err != nil {
+		state = 2
+		r.gauge.Set(0)
+	} else {
+		r.gauge.Set(1)
+	}
+	r.mu.Unlock()
+	if r.last.Swap(state) != state {
+		if err != nil {
+			r.log.Warn("not ready", "error", err.Error())
+		} else {
+			r.log.Info("ready")
+		}
+	}
+	return err
+}
+
+// Drain makes giftd not ready from now on, so that load balancers stop
+// sending it traffic before it stops accepting.
+func (r *Readiness) Drain() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.draining.Store(true)
+	r.gauge.Set(0)
+}
+
+// Run checks readiness every interval until ctx ends, so that giftd_ready
+// is fresh even when nothing calls /readyz.
+func (r *Readiness) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		r.Check(ctx) //nolint:errcheck // the gauge and the log carry the result
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// readiness is d.Ready, or one of its own for a Deps that has none.
+func (d Deps) readiness() *Readiness {
+	if d.Ready != nil {
+		return d.Ready
+	}
+	return NewReadiness(nil, d.Store, d.Log)
+}
+
+// handleReadyz answers 200 while giftd is ready, else 503. The reason goes
+// to the log, not to the (possibly public) caller.
+func handleReadyz(ready *Readiness) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := ready.Check(r.Context()); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	}
+}
+
+// auditTimeout bounds an audit, which reads every wallet and entry.
+const auditTimeout = time.Minute
+
+// handleAudit runs the read-only audit: 200 with the report, whose "ok"
+// says whether every balance equals its ledger and none is negative.
+func handleAudit(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), auditTimeout)
+		defer cancel()
+		rep, err := store.Audit(ctx)
+		if err != nil {
+			writeLedgerError(w, log, err)
+			return
+		}
+		if !rep.OK() {
+			log.Error("audit failed", "mismatched", rep.Mismatched, "negative", rep.Negative)
+		}
+		writeJSON(w, http.StatusOK, struct {
+			OK bool `json:"ok"`
+			ledger.AuditReport
+		}{rep.OK(), rep})
+	}
+}
