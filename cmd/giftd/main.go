@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -48,6 +49,9 @@ Usage:
   giftd dev                      run it with a throwaway PostgreSQL, a dev app and a demo wallet
   giftd migrate up|down|version  manage the schema of DATABASE_URL
   giftd load [flags]             play LinkV against a running giftd and report debits/s and latency
+  giftd audit                    check every balance against the ledger; exit 1 on any mismatch
+  giftd prune                    delete debit records expired more than GIFTD_PRUNE_MARGIN ago
+  giftd healthcheck [-url URL]   exit 0 when giftd's /readyz (default: on GIFTD_ADMIN_ADDR) answers 200
 `
 
 // run is the whole program; main only gives it the process's surroundings.
@@ -65,6 +69,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runMigrate(rest, getenv, stdout)
 	case "load":
 		return runLoad(ctx, rest, getenv, stdout, stderr)
+	case "audit":
+		return runAudit(ctx, rest, getenv, stdout, stderr)
+	case "prune":
+		return runPrune(ctx, rest, getenv, stdout, stderr)
+	case "healthcheck":
+		return runHealthcheck(ctx, rest, getenv, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -131,9 +141,11 @@ func newLogger(format string, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, nil))
 }
 
-// serve runs both listeners until ctx ends, then shuts down: it stops
-// accepting, lets requests in flight finish within s.ShutdownTimeout, and
-// closes the pool. onListen, if set, is told the bound addresses.
+// serve runs both listeners, a readiness probe and the pruning of expired
+// debit records until ctx ends, then shuts down: /readyz turns 503 (for
+// s.ShutdownDelay while giftd still serves), then it stops accepting, lets
+// requests in flight finish within s.ShutdownTimeout, and closes the pool.
+// onListen, if set, is told the bound addresses.
 func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(public, admin string)) error {
 	var tlsConfig *tls.Config
 	if s.TLSCert != "" {
@@ -155,6 +167,9 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 	defer store.Close()
 
 	reg := prometheus.NewRegistry()
+	metrics := httpapi.NewMetrics(reg, store.Pool())
+	store.SetObserver(metrics.ObserveDB)
+	ready := httpapi.NewReadiness(reg, store, log)
 	deps := httpapi.Deps{
 		Store: store,
 		Debit: linkv.NewHandler(store, linkv.Config{
@@ -163,7 +178,8 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 		DebitPath:  s.DebitPath,
 		Sources:    httpapi.NewSourceFilter(s.AllowedCIDRs, s.TrustedProxies),
 		AdminToken: s.AdminToken,
-		Metrics:    httpapi.NewMetrics(reg, store.Pool()),
+		Metrics:    metrics,
+		Ready:      ready,
 		Gatherer:   reg,
 		Log:        log,
 	}
@@ -197,15 +213,27 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 			return nil
 		})
 	}
+	g.Go(func() error { ready.Run(gctx, readyProbeInterval); return nil })
+	if s.PruneInterval > 0 {
+		g.Go(func() error { pruneLoop(gctx, store, s, log, newPruneMetrics(reg)); return nil })
+	}
 	g.Go(func() error {
 		<-gctx.Done()
-		log.Info("shutting down", "timeout", s.ShutdownTimeout.String())
+		// Not ready first, so that load balancers stop sending traffic while
+		// giftd still answers it; then stop accepting and drain.
+		ready.Drain()
+		log.Info("shutting down", "delay", s.ShutdownDelay.String(), "timeout", s.ShutdownTimeout.String())
+		time.Sleep(s.ShutdownDelay)
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.ShutdownTimeout)
 		defer cancel()
-		var errs []error
-		for _, srv := range servers {
-			errs = append(errs, srv.Shutdown(sctx))
+		// Both listeners at once: one draining a slow debit must not keep
+		// the other accepting.
+		errs := make([]error, len(servers))
+		var wg sync.WaitGroup
+		for i, srv := range servers {
+			wg.Go(func() { errs[i] = srv.Shutdown(sctx) })
 		}
+		wg.Wait()
 		return errors.Join(errs...)
 	})
 	if err := g.Wait(); err != nil {

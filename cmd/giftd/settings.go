@@ -31,6 +31,14 @@ type settings struct {
 	TLSCert, TLSKey string
 	ReadTimeout     time.Duration
 	IdleTimeout     time.Duration
+	// ShutdownDelay is how long giftd stays up, answering /readyz with
+	// 503, between SIGTERM and closing its listeners.
+	ShutdownDelay time.Duration
+	// PruneInterval is the period of the background pruning of expired
+	// debit records (0: off); PruneMargin how long past its expiry a
+	// record is kept.
+	PruneInterval time.Duration
+	PruneMargin   time.Duration
 }
 
 // settingsError names the variable that is missing or wrong and the form it
@@ -67,6 +75,9 @@ func readSettings(getenv func(string) string, dev bool) (settings, error) {
 		{"GIFTD_SHUTDOWN_TIMEOUT", "15s", 0, &s.ShutdownTimeout},
 		{"GIFTD_HTTP_READ_TIMEOUT", "5s", 100 * time.Millisecond, &s.ReadTimeout},
 		{"GIFTD_HTTP_IDLE_TIMEOUT", "60s", time.Second, &s.IdleTimeout},
+		{"GIFTD_SHUTDOWN_DELAY", "0", 0, &s.ShutdownDelay},
+		{"GIFTD_PRUNE_INTERVAL", "10m", 0, &s.PruneInterval},
+		{"GIFTD_PRUNE_MARGIN", "24h", 0, &s.PruneMargin},
 	}
 	for _, d := range durations {
 		v := or(getenv(d.name), d.def)
@@ -82,6 +93,9 @@ func readSettings(getenv func(string) string, dev bool) (settings, error) {
 		if *p.dst, err = httpapi.ParsePrefixes(getenv(p.name)); err != nil {
 			return settings{}, &settingsError{p.name, err.Error() + "; want comma-separated CIDRs like 203.0.113.0/24"}
 		}
+	}
+	if s.PruneInterval != 0 && s.PruneInterval < 100*time.Millisecond {
+		return settings{}, &settingsError{"GIFTD_PRUNE_INTERVAL", fmt.Sprintf("must be 0 (off) or a duration of at least 100ms like 10m, got %q", getenv("GIFTD_PRUNE_INTERVAL"))}
 	}
 	s.TLSCert, s.TLSKey = getenv("GIFTD_TLS_CERT"), getenv("GIFTD_TLS_KEY")
 	if (s.TLSCert == "") != (s.TLSKey == "") {
