@@ -6,6 +6,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -102,6 +104,18 @@ func TestCrash_KillNineNeverLosesOrDoublesADebit(t *testing.T) {
 	}
 	checkRequests(t, ctx, store, reqs)
 	checkBooks(t, ctx, store)
+	auditPasses(t, dbURL)
+}
+
+// auditPasses runs `giftd audit` on the database, as an operator would.
+func auditPasses(t *testing.T, dbURL string) {
+	t.Helper()
+	cmd := exec.Command(giftdBinary(t), "audit")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Errorf("giftd audit: %v\n%s", err, out)
+	}
 }
 
 // checkRequests holds every request's final answer against the ledger:

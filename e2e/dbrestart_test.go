@@ -113,6 +113,7 @@ func TestDatabaseRestart_FastAndImmediate(t *testing.T) {
 	}
 	checkRequests(t, ctx, store, reqs)
 	checkBooks(t, ctx, store)
+	auditPasses(t, cluster.URL)
 }
 
 func ready(s *server) int {

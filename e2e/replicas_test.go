@@ -71,4 +71,5 @@ func TestReplicas_SameRequestsToThreeProcesses(t *testing.T) {
 	}
 	checkRequests(t, ctx, store, reqs)
 	checkBooks(t, ctx, store)
+	auditPasses(t, dbURL)
 }

@@ -89,4 +89,5 @@ func TestSlowDatabase_LockWaitsCutAndPoolKeepsMoving(t *testing.T) {
 	}
 	checkRequests(t, ctx, store, reqs)
 	checkBooks(t, ctx, store)
+	auditPasses(t, dbURL)
 }
