@@ -58,17 +58,8 @@ type request struct {
 func TestCrash_KillNineNeverLosesOrDoublesADebit(t *testing.T) {
 	dbURL := pgtest.URL(t)
 	ctx := waitCtx(t, 2*time.Minute)
-	store, err := ledger.Open(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
 	const wallets, perWallet, n = 20, 90, 3000 // 1800 gold for 3000 debits of 1: 1200 must be refused
-	for w := range wallets {
-		if _, err := store.TopUp(ctx, ledger.TopUp{UserID: fmt.Sprint("w", w), Amount: perWallet, Key: fmt.Sprint("seed", w)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	store := seededStore(t, ctx, dbURL, wallets, perWallet)
 	reqs := make([]*request, n)
 	for i := range reqs {
 		r := &request{id: fmt.Sprintf("crash-%04d", i), user: fmt.Sprint("w", rand.IntN(wallets))}

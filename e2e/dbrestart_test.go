@@ -34,17 +34,8 @@ func TestDatabaseRestart_FastAndImmediate(t *testing.T) {
 	if err := ledger.Migrate(cluster.URL); err != nil {
 		t.Fatal(err)
 	}
-	store, err := ledger.Open(ctx, cluster.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
 	const wallets = 10
-	for w := range wallets {
-		if _, err := store.TopUp(ctx, ledger.TopUp{UserID: fmt.Sprint("w", w), Amount: 1000, Key: fmt.Sprint("seed", w)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	store := seededStore(t, ctx, cluster.URL, wallets, 1000)
 	const dbTimeout = time.Second
 	srv := newServer(t, cluster.URL, "GIFTD_DB_TIMEOUT="+dbTimeout.String())
 

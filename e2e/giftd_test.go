@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"giftd/internal/ledger"
 	"giftd/internal/linkv"
 	"giftd/internal/pgtest"
 )
@@ -162,4 +164,21 @@ func waitCtx(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// seededStore opens the ledger at databaseURL (closed when the test ends)
+// and tops up wallets w0…w<n-1> with gold each.
+func seededStore(t *testing.T, ctx context.Context, databaseURL string, n int, gold int64) *ledger.Store {
+	t.Helper()
+	store, err := ledger.Open(ctx, databaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(store.Close)
+	for w := range n {
+		if _, err := store.TopUp(ctx, ledger.TopUp{UserID: fmt.Sprint("w", w), Amount: gold, Key: fmt.Sprint("seed", w)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return store
 }

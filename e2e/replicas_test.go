@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"giftd/internal/ledger"
 	"giftd/internal/pgtest"
 )
 
@@ -19,17 +18,8 @@ import (
 func TestReplicas_SameRequestsToThreeProcesses(t *testing.T) {
 	dbURL := pgtest.URL(t)
 	ctx := waitCtx(t, 2*time.Minute)
-	store, err := ledger.Open(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
 	const wallets, perWallet, n = 4, 100, 600
-	for w := range wallets {
-		if _, err := store.TopUp(ctx, ledger.TopUp{UserID: fmt.Sprint("w", w), Amount: perWallet, Key: fmt.Sprint("seed", w)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	store := seededStore(t, ctx, dbURL, wallets, perWallet)
 	replicas := []*server{newServer(t, dbURL), newServer(t, dbURL), newServer(t, dbURL)}
 	client := linkvClient{&http.Client{Timeout: 10 * time.Second}}
 	reqs := make([]*request, n)

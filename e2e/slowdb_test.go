@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"giftd/internal/ledger"
 	"giftd/internal/pgtest"
 )
 
@@ -21,17 +20,8 @@ import (
 func TestSlowDatabase_LockWaitsCutAndPoolKeepsMoving(t *testing.T) {
 	dbURL := pgtest.URL(t)
 	ctx := waitCtx(t, 2*time.Minute)
-	store, err := ledger.Open(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
 	const wallets = 10
-	for w := range wallets {
-		if _, err := store.TopUp(ctx, ledger.TopUp{UserID: fmt.Sprint("w", w), Amount: 1000, Key: fmt.Sprint("seed", w)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	store := seededStore(t, ctx, dbURL, wallets, 1000)
 	sep := "?"
 	if strings.Contains(dbURL, "?") {
 		sep = "&"
