@@ -14,12 +14,14 @@ import (
 	"giftd/internal/ledger"
 	"giftd/internal/linkv"
 	"giftd/internal/pgcluster"
+	"giftd/internal/polyv"
 )
 
 const (
-	devAppID    = "dev-app"
-	demoUser    = "demo-user"
-	demoBalance = 100000
+	devAppID      = "dev-app"
+	devPolyvAppID = "dev-polyv-app"
+	demoUser      = "demo-user"
+	demoBalance   = 100000
 )
 
 // runDev runs giftd for a newcomer: a throwaway PostgreSQL when DATABASE_URL
@@ -38,6 +40,10 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	if s.LinkVApps == nil {
 		shown.apps = devAppID + ":" + randomHex(16)
 		s.LinkVApps, _ = parseApps(shown.apps)
+	}
+	if s.PolyvApps == nil {
+		shown.polyvApps = devPolyvAppID + ":" + randomHex(16)
+		s.PolyvApps, _ = parseApps(shown.polyvApps)
 	}
 	if s.AdminToken == "" {
 		shown.token = randomHex(16)
@@ -78,7 +84,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 }
 
 // devCredentials are the ones giftd dev made up, and so may print.
-type devCredentials struct{ apps, token string }
+type devCredentials struct{ apps, polyvApps, token string }
 
 // printDevHelp prints what a newcomer needs: the settings in force and a
 // signed debit to paste.
@@ -145,6 +151,56 @@ A load of signed debits (in another shell):
 		publicURL, s.DebitPath, form.Encode(),
 		auth, adminURL, demoUser, auth, adminURL, demoUser,
 		loadEnv, publicURL, s.DebitPath, adminURL)
+	printPolyvHelp(w, s, shown, publicURL, adminURL)
+}
+
+// printPolyvHelp prints a signed Polyv donation and points query: both
+// carry the current ts, so they are good for GIFTD_POLYV_MAX_SKEW.
+func printPolyvHelp(w io.Writer, s settings, shown devCredentials, publicURL, adminURL string) {
+	var appID, secret string
+	for id, secrets := range s.PolyvApps {
+		if appID == "" || id < appID {
+			appID, secret = id, secrets[0]
+		}
+	}
+	ts := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	points := s.PolyvScale.Points(5)
+	donation := map[string]string{
+		"appId": appID, "channelId": "2114561", "viewerId": demoUser, "sessionId": randomHex(8), "ts": ts,
+		"goodName": "鲜花", "goodPrice": points, "goodNum": "1", "count": points,
+	}
+	query := map[string]string{"appId": appID, "channelId": "2114561", "viewerId": demoUser, "viewerName": "demo", "ts": ts}
+	signed := func(p map[string]string) string {
+		p["sign"] = polyv.Sign(p, secret)
+		v := url.Values{}
+		for k, val := range p {
+			v.Set(k, val)
+		}
+		return v.Encode()
+	}
+	apps, loadEnv := "(from GIFTD_POLYV_APPS)", ""
+	if shown.polyvApps != "" {
+		apps = "GIFTD_POLYV_APPS=" + shown.polyvApps
+		loadEnv = apps + " "
+	}
+	if shown.token != "" {
+		loadEnv += "GIFTD_ADMIN_TOKEN=" + shown.token + " "
+	}
+	fmt.Fprintf(w, `Polyv point donations (%s, %d coins per point):
+a signed donation of 5 coins (%s points; run it twice: the second answer is a replay) and the
+viewer's points. Their ts is now: paste them within %s (GIFTD_POLYV_MAX_SKEW).
+
+  curl -sS -X POST %s%s -H 'Content-Type: application/x-www-form-urlencoded' --data '%s'
+  curl -sS '%s%s?%s'
+
+A load of signed donations (in another shell):
+
+  %sgo run ./cmd/giftd load -platform polyv -url %s%s -admin-url %s
+
+`, apps, s.PolyvScale.CoinsPerPoint(), points, s.PolyvMaxSkew,
+		publicURL, s.PolyvUpdatePath, signed(donation),
+		publicURL, s.PolyvQueryPath, signed(query),
+		loadEnv, publicURL, s.PolyvUpdatePath, adminURL)
 }
 
 // hostPort turns a listener address like [::]:8080 into one curl can reach.

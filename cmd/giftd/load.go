@@ -17,33 +17,62 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"giftd/internal/polyv"
 )
 
-// runLoad plays LinkV against a running giftd: conns connections sending
-// signed debits with fresh request ids over a set of wallets for a while,
-// then prints throughput, latency quantiles and every non-200 answer.
+// runLoad plays LinkV (or with -platform polyv, Polyv) against a running
+// giftd: conns connections sending signed debits with fresh request ids (for
+// Polyv: a fresh ts and sessionId) over a set of wallets for a while, then
+// prints throughput, latency quantiles and every non-200 answer.
 func runLoad(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	debitURL := fs.String("url", "http://127.0.0.1:8080/linkv/debit", "the debit callback URL")
+	platform := fs.String("platform", "linkv", "whose callbacks to play: linkv or polyv")
+	debitURL := fs.String("url", "", "the debit callback URL (default: http://127.0.0.1:8080/linkv/debit, or /polyv/points/donate with -platform polyv)")
 	adminURL := fs.String("admin-url", "http://127.0.0.1:8081", "the admin listener, to top up the load's wallets first")
 	conns := fs.Int("c", 64, "concurrent connections")
 	wallets := fs.Int("wallets", 1000, "wallets to spread debits over (1 = one hot wallet)")
 	duration := fs.Duration("d", 10*time.Second, "how long to send")
 	gold := fs.Int64("gold", 1, "gold per debit")
-	app := fs.String("app", "", "app_id:secret to sign with (default: the first of GIFTD_LINKV_APPS)")
+	app := fs.String("app", "", "app_id:secret to sign with (default: the first of GIFTD_LINKV_APPS, or of GIFTD_POLYV_APPS with -platform polyv)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *conns < 1 || *wallets < 1 || *duration <= 0 || *gold < 0 {
 		return errors.New("load: -c and -wallets must be at least 1, -d positive, -gold not negative")
 	}
+	appsVar, defaultURL := "GIFTD_LINKV_APPS", "http://127.0.0.1:8080/linkv/debit"
+	var scale polyv.Scale
+	switch *platform {
+	case "linkv":
+	case "polyv":
+		appsVar, defaultURL = "GIFTD_POLYV_APPS", "http://127.0.0.1:8080/polyv/points/donate"
+		// Amounts are sent in points: the server's scale says how many coins each is.
+		raw := or(getenv("GIFTD_POLYV_POINT_SCALE"), "1")
+		n, err := strconv.ParseInt(raw, 10, 64)
+		if err == nil {
+			scale, err = polyv.NewScale(n)
+		}
+		if err != nil || *gold < 1 {
+			return errors.New("load: with -platform polyv, -gold must be at least 1 and GIFTD_POLYV_POINT_SCALE a power of ten from 1 to 1000000")
+		}
+	default:
+		return fmt.Errorf("load: -platform must be linkv or polyv, got %q", *platform)
+	}
+	if *debitURL == "" {
+		*debitURL = defaultURL
+	}
 	if *app == "" {
-		*app, _, _ = strings.Cut(getenv("GIFTD_LINKV_APPS"), ",")
+		*app, _, _ = strings.Cut(getenv(appsVar), ",")
 	}
 	appID, secret, ok := strings.Cut(*app, ":")
 	if !ok || appID == "" || secret == "" {
-		return errors.New("load: give -app app_id:secret or set GIFTD_LINKV_APPS")
+		return errors.New("load: give -app app_id:secret or set " + appsVar)
+	}
+	body := func(user string) string { return signedDebit(appID, secret, user, *gold) }
+	if *platform == "polyv" {
+		body = func(user string) string { return signedDonation(appID, secret, user, *gold, scale) }
 	}
 	token := getenv("GIFTD_ADMIN_TOKEN")
 	if token == "" {
@@ -68,8 +97,8 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "giftd load: %d connections, %d wallets, %s, %d gold per debit, against %s\n",
-		*conns, *wallets, *duration, *gold, *debitURL)
+	fmt.Fprintf(stdout, "giftd load: %s, %d connections, %d wallets, %s, %d gold per debit, against %s\n",
+		*platform, *conns, *wallets, *duration, *gold, *debitURL)
 	type result struct {
 		latencies []time.Duration
 		statuses  map[int]int
@@ -86,9 +115,9 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 			res := result{statuses: map[int]int{}, errors: map[string]int{}}
 			conn := *target
 			for time.Now().Before(deadline) && ctx.Err() == nil {
-				body := signedDebit(appID, secret, users[rand.IntN(len(users))], *gold)
+				b := body(users[rand.IntN(len(users))])
 				t0 := time.Now()
-				status, err := conn.post(body)
+				status, err := conn.post(b)
 				if err != nil {
 					res.errors[shortError(err)]++
 					continue
@@ -196,6 +225,24 @@ func topUpAll(ctx context.Context, client *http.Client, adminURL, token string, 
 		}
 	}
 	return err
+}
+
+// signedDonation builds one Polyv donation body of gold coins (one good of
+// that price) with a fresh ts and a random sessionId, so that each is a new
+// request, signed by polyv.Sign.
+func signedDonation(appID, secret, user string, gold int64, scale polyv.Scale) string {
+	points := scale.Points(gold)
+	p := map[string]string{
+		"appId": appID, "channelId": "1", "viewerId": user, "sessionId": randomHex(8),
+		"ts": strconv.FormatInt(time.Now().UnixMilli(), 10), "goodName": "load", "goodPrice": points,
+		"goodNum": "1", "count": points,
+	}
+	p["sign"] = polyv.Sign(p, secret)
+	v := make(url.Values, len(p))
+	for k, s := range p {
+		v.Set(k, s)
+	}
+	return v.Encode()
 }
 
 func shortError(err error) string {

@@ -25,6 +25,7 @@ import (
 	"giftd/internal/httpapi"
 	"giftd/internal/ledger"
 	"giftd/internal/linkv"
+	"giftd/internal/polyv"
 )
 
 func main() {
@@ -42,13 +43,13 @@ func main() {
 	}
 }
 
-const usage = `giftd: the merchant-side debit server for LinkV gift callbacks
+const usage = `giftd: the merchant-side debit server for LinkV gift and Polyv point-donation callbacks
 
 Usage:
   giftd serve [-migrate=false]   run the server (settings from the environment, see README)
   giftd dev                      run it with a throwaway PostgreSQL, a dev app and a demo wallet
   giftd migrate up|down|version  manage the schema of DATABASE_URL
-  giftd load [flags]             play LinkV against a running giftd and report debits/s and latency
+  giftd load [flags]             play LinkV (or Polyv: -platform polyv) against a running giftd and report debits/s and latency
   giftd audit                    check every balance against the ledger; exit 1 on any mismatch
   giftd prune                    delete debit records expired more than GIFTD_PRUNE_MARGIN ago
   giftd healthcheck [-url URL]   exit 0 when giftd's /readyz (default: on GIFTD_ADMIN_ADDR) answers 200
@@ -170,11 +171,12 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 	metrics := httpapi.NewMetrics(reg, store.Pool())
 	store.SetObserver(metrics.ObserveDB)
 	ready := httpapi.NewReadiness(reg, store, log)
+	obs := callback.NewObserver(reg, log)
 	deps := httpapi.Deps{
 		Store: store,
 		Debit: linkv.NewHandler(store, linkv.Config{
 			Apps: s.LinkVApps, MaxExpiry: s.MaxExpiry, NonceMaxAge: s.NonceMaxAge, DBTimeout: s.DBTimeout,
-		}, linkv.NewMetrics(reg), callback.NewObserver(reg, log)),
+		}, linkv.NewMetrics(reg), obs),
 		DebitPath:  s.DebitPath,
 		Sources:    httpapi.NewSourceFilter(s.AllowedCIDRs, s.TrustedProxies),
 		AdminToken: s.AdminToken,
@@ -182,6 +184,15 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 		Ready:      ready,
 		Gatherer:   reg,
 		Log:        log,
+	}
+	if s.PolyvApps != nil {
+		pv := polyv.NewHandlers(store, polyv.Config{
+			Apps: s.PolyvApps, Scale: s.PolyvScale, MaxSkew: s.PolyvMaxSkew, DBTimeout: s.DBTimeout,
+		}, obs)
+		deps.Callbacks = []httpapi.Callback{
+			{Method: http.MethodGet, Path: s.PolyvQueryPath, Handler: pv.Query},
+			{Method: http.MethodPost, Path: s.PolyvUpdatePath, Handler: pv.Donate},
+		}
 	}
 
 	publicLn, err := net.Listen("tcp", s.HTTPAddr)
@@ -198,7 +209,7 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 	}
 	servers := []*http.Server{newServer(httpapi.NewPublic(deps), s), newServer(httpapi.NewAdmin(deps), s)}
 	log.Info("giftd listening", "public", publicLn.Addr().String(), "admin", adminLn.Addr().String(),
-		"debit_path", s.DebitPath, "apps", len(s.LinkVApps))
+		"debit_path", s.DebitPath, "apps", len(s.LinkVApps), "polyv_apps", len(s.PolyvApps))
 	if onListen != nil {
 		onListen(publicLn.Addr().String(), adminLn.Addr().String())
 	}

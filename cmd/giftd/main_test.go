@@ -171,6 +171,7 @@ func TestRun_BadSettingsNamed(t *testing.T) {
 		"DATABASE_URL":      "postgres://localhost/giftd",
 		"GIFTD_ADMIN_TOKEN": "0123456789abcdef",
 		"GIFTD_LINKV_APPS":  "a:s",
+		"GIFTD_POLYV_APPS":  "p:s",
 	}
 	cases := []struct{ name, value string }{
 		{"DATABASE_URL", ""},
@@ -200,6 +201,20 @@ func TestRun_BadSettingsNamed(t *testing.T) {
 		{"GIFTD_TLS_CERT", "/nonexistent/cert.pem"},
 		{"GIFTD_HTTP_READ_TIMEOUT", "1ms"},
 		{"GIFTD_HTTP_IDLE_TIMEOUT", "x"},
+		{"GIFTD_POLYV_APPS", "no-secret"},
+		{"GIFTD_POLYV_APPS", "p:s,:s2"},
+		{"GIFTD_POLYV_POINT_SCALE", "0"},
+		{"GIFTD_POLYV_POINT_SCALE", "3"},
+		{"GIFTD_POLYV_POINT_SCALE", "10000000"},
+		{"GIFTD_POLYV_POINT_SCALE", "1e2"},
+		{"GIFTD_POLYV_MAX_SKEW", "0"},
+		{"GIFTD_POLYV_MAX_SKEW", "soon"},
+		{"GIFTD_POLYV_QUERY_PATH", "polyv"},
+		{"GIFTD_POLYV_QUERY_PATH", "/healthz"},
+		{"GIFTD_POLYV_QUERY_PATH", "/linkv/debit"},
+		{"GIFTD_POLYV_UPDATE_PATH", "/readyz"},
+		{"GIFTD_POLYV_UPDATE_PATH", "/polyv/points"},
+		{"GIFTD_POLYV_UPDATE_PATH", "/polyv/{x}"},
 	}
 	for _, c := range cases {
 		t.Run(fmt.Sprintf("%s=%q", c.name, c.value), func(t *testing.T) {
@@ -215,7 +230,7 @@ func TestRun_BadSettingsNamed(t *testing.T) {
 			if err == nil || !strings.HasPrefix(err.Error(), c.name+":") {
 				t.Errorf("err = %v, want one naming %s", err, c.name)
 			}
-			if err != nil && c.value != "" && c.name == "GIFTD_LINKV_APPS" && strings.Contains(err.Error(), "s2") {
+			if err != nil && c.value != "" && strings.HasSuffix(c.name, "_APPS") && strings.Contains(err.Error(), "s2") {
 				t.Errorf("error quotes a secret: %v", err)
 			}
 		})
@@ -312,6 +327,33 @@ func TestRun_DevPrintsWorkingCurl(t *testing.T) {
 		resp.Body.Close()
 		if strings.TrimSpace(string(body)) != want {
 			t.Errorf("printed curl answered %s, want %s", body, want)
+		}
+	}
+	// Polyv's donation, twice (the second a replay), and its points query.
+	pv := regexp.MustCompile(`curl -sS -X POST (\S+/polyv/\S+) -H '[^']+' --data '([^']+)'`).FindStringSubmatch(out.String())
+	pq := regexp.MustCompile(`curl -sS '(\S+/polyv/points\?[^']+)'`).FindStringSubmatch(out.String())
+	if pv == nil || pq == nil {
+		t.Fatalf("no signed Polyv donation or query printed:\n%s", out.String())
+	}
+	want := `{"code":200,"status":"success","message":"","data":99990}`
+	for range 2 {
+		resp, err := http.Post(pv[1], "application/x-www-form-urlencoded", strings.NewReader(pv[2]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.TrimSpace(string(body)) != want {
+			t.Errorf("printed Polyv curl answered %s, want %s", body, want)
+		}
+	}
+	if resp, err := http.Get(pq[1]); err != nil {
+		t.Error(err)
+	} else {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.TrimSpace(string(body)) != want {
+			t.Errorf("printed Polyv query answered %s, want %s", body, want)
 		}
 	}
 	cancel()

@@ -3,12 +3,14 @@ package main
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"giftd/internal/httpapi"
 	"giftd/internal/ledger"
+	"giftd/internal/polyv"
 )
 
 // settings are giftd's configuration, read once from the environment.
@@ -39,6 +41,12 @@ type settings struct {
 	// record is kept.
 	PruneInterval time.Duration
 	PruneMargin   time.Duration
+	// Polyv's callbacks are served only when PolyvApps is set.
+	PolyvApps       map[string][]string
+	PolyvQueryPath  string
+	PolyvUpdatePath string
+	PolyvScale      polyv.Scale
+	PolyvMaxSkew    time.Duration
 }
 
 // settingsError names the variable that is missing or wrong and the form it
@@ -58,6 +66,9 @@ func readSettings(getenv func(string) string, dev bool) (settings, error) {
 		AdminToken:  getenv("GIFTD_ADMIN_TOKEN"),
 		DebitPath:   or(getenv("GIFTD_DEBIT_PATH"), "/linkv/debit"),
 		LogFormat:   or(getenv("GIFTD_LOG_FORMAT"), "json"),
+
+		PolyvQueryPath:  or(getenv("GIFTD_POLYV_QUERY_PATH"), "/polyv/points"),
+		PolyvUpdatePath: or(getenv("GIFTD_POLYV_UPDATE_PATH"), "/polyv/points/donate"),
 	}
 	if dev {
 		s.HTTPAddr = or(getenv("GIFTD_HTTP_ADDR"), "127.0.0.1:8080")
@@ -78,6 +89,7 @@ func readSettings(getenv func(string) string, dev bool) (settings, error) {
 		{"GIFTD_SHUTDOWN_DELAY", "0", 0, &s.ShutdownDelay},
 		{"GIFTD_PRUNE_INTERVAL", "10m", 0, &s.PruneInterval},
 		{"GIFTD_PRUNE_MARGIN", "24h", 0, &s.PruneMargin},
+		{"GIFTD_POLYV_MAX_SKEW", "5m", time.Second, &s.PolyvMaxSkew},
 	}
 	for _, d := range durations {
 		v := or(getenv(d.name), d.def)
@@ -127,6 +139,9 @@ func readSettings(getenv func(string) string, dev bool) (settings, error) {
 			return settings{}, &settingsError{"GIFTD_LINKV_APPS", err.Error()}
 		}
 	}
+	if err := readPolyv(getenv, dev, &s); err != nil {
+		return settings{}, err
+	}
 	if s.AdminToken != "" || !dev {
 		if len(s.AdminToken) < 16 {
 			return settings{}, &settingsError{"GIFTD_ADMIN_TOKEN", "required, at least 16 characters"}
@@ -165,6 +180,40 @@ func readBatching(getenv func(string) string, timeout time.Duration) (ledger.Bat
 		b.Window = d
 	}
 	return b, nil
+}
+
+// readPolyv reads Polyv's settings into s. Polyv is on when GIFTD_POLYV_APPS
+// is set (giftd dev makes an app up otherwise); then its two paths must
+// differ from each other and from the public listener's other routes.
+func readPolyv(getenv func(string) string, dev bool, s *settings) error {
+	if apps := getenv("GIFTD_POLYV_APPS"); apps != "" {
+		var err error
+		if s.PolyvApps, err = parseApps(apps); err != nil {
+			return &settingsError{"GIFTD_POLYV_APPS", err.Error()}
+		}
+	}
+	raw := or(getenv("GIFTD_POLYV_POINT_SCALE"), "1")
+	n, err := strconv.ParseInt(raw, 10, 64)
+	if err == nil {
+		s.PolyvScale, err = polyv.NewScale(n)
+	}
+	if err != nil {
+		return &settingsError{"GIFTD_POLYV_POINT_SCALE", fmt.Sprintf("must be a power of ten from 1 to 1000000 (coins per point), got %q", raw)}
+	}
+	taken := []string{"/healthz", "/readyz", s.DebitPath}
+	for _, p := range []struct{ name, path string }{
+		{"GIFTD_POLYV_QUERY_PATH", s.PolyvQueryPath},
+		{"GIFTD_POLYV_UPDATE_PATH", s.PolyvUpdatePath},
+	} {
+		if !strings.HasPrefix(p.path, "/") || strings.ContainsAny(p.path, "{}*? ") {
+			return &settingsError{p.name, fmt.Sprintf("must be a plain path starting with /, got %q", p.path)}
+		}
+		if (s.PolyvApps != nil || dev) && slices.Contains(taken, p.path) {
+			return &settingsError{p.name, fmt.Sprintf("must differ from /healthz, /readyz, GIFTD_DEBIT_PATH and the other Polyv path, got %q", p.path)}
+		}
+		taken = append(taken, p.path)
+	}
+	return nil
 }
 
 // parseApps reads "app1:secret1,app1:secret2,app2:secret3".

@@ -85,6 +85,12 @@ func (o *Observer) Observe(ctx context.Context, rec Record) {
 	if rec.Outcome == OK {
 		o.debited.WithLabelValues(rec.Platform).Add(float64(rec.Gold))
 	}
+	o.Log(ctx, "debit callback", rec)
+}
+
+// Log writes rec's log line under msg without counting it: for a callback
+// that debits nothing, such as Polyv's points query.
+func (o *Observer) Log(ctx context.Context, msg string, rec Record) {
 	attrs := append([]slog.Attr{
 		slog.String("platform", rec.Platform),
 		slog.String("outcome", rec.Outcome),
@@ -104,7 +110,7 @@ func (o *Observer) Observe(ctx context.Context, rec Record) {
 		// Not "msg": that key is the log line's own message.
 		attrs = append(attrs, slog.String("answer", rec.Msg))
 	}
-	o.log.LogAttrs(ctx, level, "debit callback", attrs...)
+	o.log.LogAttrs(ctx, level, msg, attrs...)
 }
 
 // DBContext is the context of a callback's database work: its own deadline,

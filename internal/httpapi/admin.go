@@ -16,6 +16,7 @@ import (
 
 	"giftd/internal/ledger"
 	"giftd/internal/linkv"
+	"giftd/internal/polyv"
 )
 
 const (
@@ -131,6 +132,7 @@ func handleReversal(store *ledger.Store, log *slog.Logger, m *Metrics) http.Hand
 	return func(w http.ResponseWriter, r *http.Request) {
 		requestID := chi.URLParam(r, "request_id")
 		var body struct {
+			Platform       string `json:"platform"`
 			AppID          string `json:"app_id"`
 			IdempotencyKey string `json:"idempotency_key"`
 			Note           string `json:"note"`
@@ -142,19 +144,26 @@ func handleReversal(store *ledger.Store, log *slog.Logger, m *Metrics) http.Hand
 			writeError(w, http.StatusBadRequest, "bad_request", "app_id: required")
 			return
 		}
+		if body.Platform == "" {
+			body.Platform = linkv.Platform
+		}
+		if body.Platform != linkv.Platform && body.Platform != polyv.Platform {
+			writeError(w, http.StatusBadRequest, "bad_request", "platform: must be linkv (the default) or polyv")
+			return
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
 		defer cancel()
-		debit := ledger.DebitKey{Platform: linkv.Platform, AppID: body.AppID, RequestID: requestID}
+		debit := ledger.DebitKey{Platform: body.Platform, AppID: body.AppID, RequestID: requestID}
 		c, err := store.Reverse(ctx, ledger.Reversal{Debit: debit, Key: body.IdempotencyKey, Note: body.Note})
 		if err != nil {
 			writeLedgerError(w, log, err)
 			return
 		}
 		m.countCredit(creditReversal, c)
-		log.Info("reversal", "app_id", body.AppID, "request_id", requestID, "user_id", c.UserID,
+		log.Info("reversal", "platform", body.Platform, "app_id", body.AppID, "request_id", requestID, "user_id", c.UserID,
 			"amount", c.Amount, "gold", c.Balance, "entry_id", c.EntryID, "replay", c.Replay)
 		writeJSON(w, http.StatusOK, map[string]any{
-			"app_id": body.AppID, "request_id": requestID, "user_id": c.UserID,
+			"platform": body.Platform, "app_id": body.AppID, "request_id": requestID, "user_id": c.UserID,
 			"amount": c.Amount, "gold": c.Balance, "entry_id": c.EntryID,
 		})
 	}

@@ -19,6 +19,7 @@ import (
 	"giftd/internal/ledger"
 	"giftd/internal/linkv"
 	"giftd/internal/pgtest"
+	"giftd/internal/polyv"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -257,6 +258,48 @@ func TestAdmin_ReversalOnce(t *testing.T) {
 	}
 	if w, _ := e.store.Wallet(ctx, "u1"); w.Gold != 100 {
 		t.Errorf("balance %d, want 100", w.Gold)
+	}
+}
+
+func TestAdmin_ReversalOfAPolyvDebitNamesItsPlatform(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.adm(t, http.MethodPost, "/admin/v1/wallets/u1/topups", `{"amount":100,"idempotency_key":"seed"}`)
+	// A LinkV debit and a Polyv debit under the same app id and request id:
+	// the platform tells them apart.
+	for _, d := range []struct {
+		platform string
+		gold     int64
+	}{{linkv.Platform, 10}, {polyv.Platform, 30}} {
+		_, err := e.store.Debit(ctx, ledger.Debit{
+			Key: ledger.DebitKey{Platform: d.platform, AppID: "app", RequestID: "same"}, UserID: "u1", Gold: d.gold,
+			ExpiresAt: time.Now().Add(time.Hour),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a := e.adm(t, http.MethodPost, "/admin/v1/debits/same/reversal", `{"platform":"other","app_id":"app","idempotency_key":"p0"}`); a.code != 400 || a.errCode() != "bad_request" {
+		t.Errorf("unknown platform: %d %s, want 400", a.code, a.raw)
+	}
+	a := e.adm(t, http.MethodPost, "/admin/v1/debits/same/reversal", `{"platform":"polyv","app_id":"app","idempotency_key":"p1"}`)
+	if a.code != 200 || a.m["amount"] != 30.0 || a.m["gold"] != 90.0 || a.m["platform"] != "polyv" {
+		t.Fatalf("polyv reversal: %d %s, want 30 back, gold 90", a.code, a.raw)
+	}
+	// Without platform it is LinkV's.
+	a = e.adm(t, http.MethodPost, "/admin/v1/debits/same/reversal", `{"app_id":"app","idempotency_key":"p2"}`)
+	if a.code != 200 || a.m["amount"] != 10.0 || a.m["gold"] != 100.0 || a.m["platform"] != "linkv" {
+		t.Fatalf("default reversal: %d %s, want LinkV's 10 back, gold 100", a.code, a.raw)
+	}
+	if a := e.adm(t, http.MethodPost, "/admin/v1/debits/same/reversal", `{"platform":"polyv","app_id":"app","idempotency_key":"p3"}`); a.code != 409 || a.errCode() != "already_reversed" {
+		t.Errorf("second polyv reversal: %d %s, want 409 already_reversed", a.code, a.raw)
+	}
+	var details map[string]string
+	if err := e.store.Pool().QueryRow(ctx, `SELECT details FROM ledger_entries WHERE kind = 'reversal' AND ref = 'p1'`).Scan(&details); err != nil {
+		t.Fatal(err)
+	}
+	if details["platform"] != "polyv" || details["request_id"] != "same" {
+		t.Errorf("reversal entry details %v, want the polyv debit named", details)
 	}
 }
 

@@ -19,6 +19,9 @@ type Deps struct {
 	// Debit is the LinkV callback handler, mounted at DebitPath.
 	Debit     http.Handler
 	DebitPath string
+	// Callbacks are the other platforms' callback routes (Polyv's, when
+	// it is on), mounted like Debit.
+	Callbacks []Callback
 	// Sources, if set, admits callbacks only from allowed networks.
 	Sources *SourceFilter
 	// AdminToken authorises /admin/ routes as a bearer token.
@@ -31,12 +34,22 @@ type Deps struct {
 	Log      *slog.Logger
 }
 
+// Callback is one route of a partner platform's callback on the public
+// listener.
+type Callback struct {
+	Method, Path string
+	Handler      http.Handler
+}
+
 // NewPublic returns the public listener's handler: the debit callback and
 // the health probes LinkV's side of the network may see.
 func NewPublic(d Deps) http.Handler {
 	r := chi.NewRouter()
 	r.Use(d.Metrics.instrument("public"), recoverer(d.Log))
 	r.Method(http.MethodPost, d.DebitPath, d.Sources.Wrap(d.Debit))
+	for _, c := range d.Callbacks {
+		r.Method(c.Method, c.Path, d.Sources.Wrap(c.Handler))
+	}
 	r.Get("/healthz", handleHealthz())
 	r.Get("/readyz", handleReadyz(d.readiness()))
 	return r

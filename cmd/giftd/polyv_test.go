@@ -1,0 +1,188 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"giftd/internal/pgtest"
+	"giftd/internal/polyv"
+)
+
+const polyvSecret = "e2e-polyv-secret-7"
+
+// polyvCall sends a Polyv callback: a GET with params in the query, or a
+// POST with them as a form body. It returns the status and the body.
+func polyvCall(t *testing.T, method, rawURL string, params map[string]string) (int, string) {
+	t.Helper()
+	form := url.Values{}
+	for k, v := range params {
+		form.Set(k, v)
+	}
+	var resp *http.Response
+	var err error
+	if method == http.MethodGet {
+		resp, err = http.Get(rawURL + "?" + form.Encode())
+	} else {
+		resp, err = http.PostForm(rawURL, form)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(body))
+}
+
+func polyvSigned(p map[string]string) map[string]string {
+	p["sign"] = polyv.Sign(p, polyvSecret)
+	return p
+}
+
+func TestServe_PolyvOffHasNoRoutes(t *testing.T) {
+	public, _ := serveFor(t, nil)
+	for _, c := range []struct{ method, path string }{
+		{http.MethodGet, "/polyv/points"}, {http.MethodPost, "/polyv/points/donate"},
+	} {
+		req, _ := http.NewRequest(c.method, "http://"+public+c.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s %s with Polyv off: %d, want 404", c.method, c.path, resp.StatusCode)
+		}
+	}
+}
+
+// TestServe_PolyvEndToEnd switches Polyv on beside LinkV with its settings,
+// donates, queries, debits the same wallet through LinkV, reverses the
+// donation through the admin API and runs the load in Polyv mode.
+func TestServe_PolyvEndToEnd(t *testing.T) {
+	public, admin, dbURL := freeAddr(t), freeAddr(t), pgtest.URL(t)
+	env := map[string]string{
+		"DATABASE_URL":            dbURL,
+		"GIFTD_HTTP_ADDR":         public,
+		"GIFTD_ADMIN_ADDR":        admin,
+		"GIFTD_ADMIN_TOKEN":       e2eToken,
+		"GIFTD_LINKV_APPS":        "app1:" + e2eSecret,
+		"GIFTD_POLYV_APPS":        "pv1:" + polyvSecret,
+		"GIFTD_POLYV_POINT_SCALE": "100",
+		"GIFTD_POLYV_QUERY_PATH":  "/cb/pv/points",
+		"GIFTD_POLYV_UPDATE_PATH": "/cb/pv/donate",
+	}
+	getenv := func(k string) string { return env[k] }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var logs syncBuffer
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx, []string{"giftd", "serve"}, getenv, io.Discard, &logs) }()
+	waitHealthy(t, "http://"+admin, errc)
+	topUpWallet(t, admin, "viewer-1", 5000)
+
+	ts := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	donation := polyvSigned(map[string]string{
+		"appId": "pv1", "channelId": "2114561", "viewerId": "viewer-1", "sessionId": "s1", "ts": ts,
+		"goodName": "鲜花", "goodPrice": "6.17", "goodNum": "2", "count": "12.34",
+	})
+	query := func() (int, string) {
+		return polyvCall(t, http.MethodGet, "http://"+public+"/cb/pv/points", polyvSigned(map[string]string{
+			"appId": "pv1", "channelId": "2114561", "viewerId": "viewer-1", "viewerName": "小明",
+			"ts": strconv.FormatInt(time.Now().UnixMilli(), 10),
+		}))
+	}
+	for i := range 2 { // the second is a byte-identical copy: a replay
+		if code, body := polyvCall(t, http.MethodPost, "http://"+public+"/cb/pv/donate", donation); code != 200 ||
+			body != `{"code":200,"status":"success","message":"","data":37.66}` {
+			t.Fatalf("donation %d: %d %s", i, code, body)
+		}
+	}
+	if code, body := query(); code != 200 || body != `{"code":200,"status":"success","message":"","data":37.66}` {
+		t.Errorf("points: %d %s, want 37.66", code, body)
+	}
+	// LinkV debits the same wallet.
+	if code, body := postDebit(t, public, debitFields("lv-1", "viewer-1", 1000, time.Now().Unix()+3600, e2eSecret)); code != 200 {
+		t.Fatalf("LinkV debit: %d %s", code, body)
+	}
+	if code, body := query(); code != 200 || !strings.Contains(body, `"data":27.66`) {
+		t.Errorf("points after the LinkV debit: %d %s, want 27.66", code, body)
+	}
+	// The default paths are not served: these are configured.
+	if code, _ := polyvCall(t, http.MethodPost, "http://"+public+"/polyv/points/donate", donation); code != 404 {
+		t.Errorf("default donate path: %d, want 404", code)
+	}
+
+	// The ledger shows the donation under platform polyv; the admin API
+	// reverses it by the request id giftd derived.
+	code, page := adminCall(t, admin, http.MethodGet, "/admin/v1/wallets/viewer-1/ledger", e2eToken, "")
+	var ref string
+	entries, _ := page["entries"].([]any)
+	for _, e := range entries {
+		if m, _ := e.(map[string]any); m["platform"] == "polyv" && m["kind"] == "debit" {
+			ref, _ = m["ref"].(string)
+		}
+	}
+	if code != 200 || len(ref) != 64 {
+		t.Fatalf("ledger: %d %v; want a polyv debit", code, page)
+	}
+	code, m := adminCall(t, admin, http.MethodPost, "/admin/v1/debits/"+ref+"/reversal", e2eToken,
+		`{"platform":"polyv","app_id":"pv1","idempotency_key":"refund-pv"}`)
+	if code != 200 || m["amount"] != 1234.0 || m["gold"] != 4000.0 {
+		t.Errorf("reversal: %d %v, want 1234 back and gold 4000", code, m)
+	}
+
+	metrics := scrape(t, admin)
+	for _, want := range []string{
+		`giftd_debit_outcomes_total{outcome="ok",platform="polyv"} 1`,
+		`giftd_debit_outcomes_total{outcome="replay",platform="polyv"} 1`,
+		`giftd_debit_outcomes_total{outcome="ok",platform="linkv"} 1`,
+		`giftd_gold_debited_total{platform="polyv"} 1234`,
+		`route="/cb/pv/donate"`, `route="/cb/pv/points"`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	// The load in Polyv mode: fresh ts and sessionId per donation.
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"giftd", "load", "-platform", "polyv", "-url", "http://" + public + "/cb/pv/donate",
+		"-admin-url", "http://" + admin, "-c", "4", "-wallets", "3", "-d", "500ms"}, getenv, &out, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := regexp.MustCompile(`debits ok: (\d+) `).FindStringSubmatch(out.String())
+	if ok == nil || ok[1] == "0" || !strings.Contains(out.String(), "non-200:   none") {
+		t.Fatalf("load output:\n%s", out.String())
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Errorf("serve: %v", err)
+	}
+	conn, err := pgx.Connect(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var debits string
+	if err := conn.QueryRow(context.Background(),
+		`SELECT count(*)::text FROM ledger_entries WHERE kind = 'debit' AND platform = 'polyv' AND user_id LIKE 'load-%'`).Scan(&debits); err != nil {
+		t.Fatal(err)
+	}
+	if debits != ok[1] {
+		t.Errorf("load counted %s donations, the ledger holds %s", ok[1], debits)
+	}
+	if out := logs.String(); strings.Contains(out, polyvSecret) || strings.Contains(out, donation["sign"]) {
+		t.Error("logs carry the Polyv secret or a sign")
+	}
+}

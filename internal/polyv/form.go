@@ -1,0 +1,325 @@
+// Package polyv is Polyv's (保利威) point-donation protocol: the parameters
+// of its points query and donation callbacks, their signature, the answers,
+// and the two handlers. It debits the same wallets as every other platform,
+// through package ledger.
+package polyv
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"giftd/internal/linkv"
+)
+
+// FieldError is the rejection of one parameter of a callback; the handler
+// answers 422 with Error() as message.
+type FieldError struct{ Field, Reason string }
+
+// Error returns "<field>: <reason>", e.g. "count: must be positive".
+func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+
+const (
+	// MaxBodyBytes is the largest donation body accepted (16 KiB).
+	MaxBodyBytes = 16 << 10
+
+	maxCoins    = 1_000_000_000_000 // 10^12, as for a LinkV debit's gold
+	maxGoodNum  = 1_000_000_000     // 10^9
+	maxText     = 128               // bytes of goodName and sessionId
+	maxAppID    = 64
+	maxChannel  = 20 // digits of channelId
+	maxScaleExp = 6
+)
+
+// ReadParams returns the parameters of a callback: those of its URL query
+// (where Polyv puts the configured URL's own parameters) and, with withBody,
+// those of its form body. Every one takes part in the sign. It returns a
+// *FieldError when the query (Field "query") or the body (Field "body") is
+// not valid url-encoding, when a non-empty body is not
+// application/x-www-form-urlencoded (Field "content-type") or is larger than
+// MaxBodyBytes, or when a name is given more than once, in either place or
+// in both (Field = the name).
+func ReadParams(r *http.Request, withBody bool) (map[string]string, error) {
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, &FieldError{"query", "not a valid url-encoded query"}
+	}
+	var body url.Values
+	if withBody && r.Body != nil {
+		// One byte more than allowed tells "exactly the limit" from "too big".
+		raw, err := io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
+		if err != nil {
+			return nil, &FieldError{"body", "could not be read"}
+		}
+		if len(raw) > MaxBodyBytes {
+			return nil, &FieldError{"body", fmt.Sprintf("larger than %d bytes", MaxBodyBytes)}
+		}
+		if len(raw) > 0 {
+			mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+			if err != nil || mediaType != "application/x-www-form-urlencoded" {
+				return nil, &FieldError{"content-type", "must be application/x-www-form-urlencoded"}
+			}
+			if body, err = url.ParseQuery(string(raw)); err != nil {
+				return nil, &FieldError{"body", "not a valid url-encoded form"}
+			}
+		}
+	}
+	// Sorted so that a request with several repeated names always names the same one.
+	names := make([]string, 0, len(query)+len(body))
+	for k := range query {
+		names = append(names, k)
+	}
+	for k := range body {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	params := make(map[string]string, len(names))
+	for _, k := range names {
+		// A repeated name is refused rather than resolved: Polyv and giftd
+		// could sign different copies.
+		if _, seen := params[k]; seen || len(query[k])+len(body[k]) > 1 {
+			return nil, &FieldError{k, "given more than once"}
+		}
+		if v, ok := query[k]; ok {
+			params[k] = v[0]
+		} else {
+			params[k] = body[k][0]
+		}
+	}
+	return params, nil
+}
+
+// Scale is how many coins make one Polyv point: a power of ten from 1 to
+// 10^6, so that every amount of coins has an exact decimal form in points.
+// The zero Scale is 1 coin per point.
+type Scale struct{ exp int }
+
+// NewScale returns the scale of coinsPerPoint, or an error when it is not a
+// power of ten from 1 to 10^6.
+func NewScale(coinsPerPoint int64) (Scale, error) {
+	n := int64(1)
+	for exp := 0; exp <= maxScaleExp; exp++ {
+		if n == coinsPerPoint {
+			return Scale{exp}, nil
+		}
+		n *= 10
+	}
+	return Scale{}, fmt.Errorf("must be a power of ten from 1 to 1000000, got %d", coinsPerPoint)
+}
+
+// CoinsPerPoint returns the scale as a number: 1, 10, … 10^6.
+func (s Scale) CoinsPerPoint() int64 {
+	n := int64(1)
+	for range s.exp {
+		n *= 10
+	}
+	return n
+}
+
+// Points returns coins in points, written with exactly as many decimals as
+// the scale has zeros (none at scale 1): 1234 coins at scale 100 is "12.34".
+func (s Scale) Points(coins int64) string {
+	if s.exp == 0 {
+		return strconv.FormatInt(coins, 10)
+	}
+	sign := ""
+	if coins < 0 {
+		sign, coins = "-", -coins
+	}
+	digits := strconv.FormatInt(coins, 10)
+	if len(digits) <= s.exp {
+		digits = strings.Repeat("0", s.exp-len(digits)+1) + digits
+	}
+	return sign + digits[:len(digits)-s.exp] + "." + digits[len(digits)-s.exp:]
+}
+
+// Coins returns the points written in v as coins. v must be a plain decimal:
+// digits, optionally a point and more digits (no sign, no exponent, no
+// spaces). It returns a *FieldError on field when v is not one, when it is
+// not a whole number of coins at this scale, or when it is more than 10^12
+// coins.
+func (s Scale) Coins(field, v string) (int64, error) {
+	whole, frac, dot := strings.Cut(v, ".")
+	if !allDigits(whole) || dot && !allDigits(frac) {
+		return 0, &FieldError{field, "must be a plain decimal like 12.34: digits, optionally a point and digits"}
+	}
+	if len(frac) > s.exp {
+		if strings.Trim(frac[s.exp:], "0") != "" {
+			return 0, &FieldError{field, fmt.Sprintf("not a whole number of coins at %d coins per point", s.CoinsPerPoint())}
+		}
+		frac = frac[:s.exp]
+	}
+	frac += strings.Repeat("0", s.exp-len(frac))
+	whole = strings.TrimLeft(whole, "0")
+	tooBig := &FieldError{field, fmt.Sprintf("must be at most %s points (10^12 coins)", s.Points(maxCoins))}
+	// 13 digits times 10^6 stays within uint64; the limit is checked after.
+	if len(whole) > 13 {
+		return 0, tooBig
+	}
+	var n uint64
+	for _, c := range []byte(whole + frac) {
+		n = n*10 + uint64(c-'0')
+	}
+	if n > maxCoins {
+		return 0, tooBig
+	}
+	return int64(n), nil
+}
+
+// Viewer is a validated points query: what both callbacks carry.
+type Viewer struct {
+	AppID, ChannelID, ViewerID, SessionID string
+	// TS is the request's time, from its 13-digit millisecond timestamp.
+	TS time.Time
+}
+
+// ValidateQuery checks the parameters of a points query, except appId
+// membership, the sign and the freshness of ts, which the caller checks,
+// and returns them. The error is a *FieldError naming the first bad
+// parameter.
+func ValidateQuery(params map[string]string) (Viewer, error) {
+	for _, f := range []string{"appId", "channelId", "viewerId", "ts"} {
+		if params[f] == "" {
+			return Viewer{}, &FieldError{f, "required"}
+		}
+	}
+	v := Viewer{AppID: params["appId"], ChannelID: params["channelId"], ViewerID: params["viewerId"],
+		SessionID: params["sessionId"]}
+	ts := params["ts"]
+	switch {
+	case len(v.AppID) > maxAppID || !printableASCII(v.AppID):
+		return Viewer{}, &FieldError{"appId", "must be at most 64 printable ASCII characters"}
+	case len(v.ChannelID) > maxChannel || !allDigits(v.ChannelID):
+		return Viewer{}, &FieldError{"channelId", "must be an integer of at most 20 digits"}
+	case !linkv.ValidUserID(v.ViewerID):
+		return Viewer{}, &FieldError{"viewerId", "must be 1-64 characters of [0-9A-Za-z+=_-]"}
+	case len(ts) != 13 || !allDigits(ts):
+		return Viewer{}, &FieldError{"ts", "must be a 13-digit millisecond timestamp"}
+	case !text(v.SessionID):
+		return Viewer{}, &FieldError{"sessionId", "must be at most 128 bytes of UTF-8 text without control characters"}
+	}
+	ms, _ := strconv.ParseInt(ts, 10, 64)
+	v.TS = time.UnixMilli(ms)
+	return v, nil
+}
+
+// Donation is a validated donation.
+type Donation struct {
+	Viewer
+	// The gift's parameters as received.
+	GoodName, GoodPrice, GoodNum, Count string
+	// Coins is count in coins: what the donation debits.
+	Coins int64
+	// Digest is the SHA-256 of every received parameter, sign included (see
+	// ParamsDigest): the donation's idempotency key and fingerprint.
+	Digest [32]byte
+}
+
+// ValidateDonation checks the parameters of a donation at scale, except
+// appId membership, the sign and the freshness of ts, which the caller
+// checks, and returns the donation. The error is a *FieldError naming the
+// first bad parameter; count is refused when it is not positive or differs
+// from goodPrice × goodNum in coins.
+func ValidateDonation(params map[string]string, scale Scale) (Donation, error) {
+	v, err := ValidateQuery(params)
+	if err != nil {
+		return Donation{}, err
+	}
+	for _, f := range []string{"goodName", "goodPrice", "goodNum", "count"} {
+		if params[f] == "" {
+			return Donation{}, &FieldError{f, "required"}
+		}
+	}
+	d := Donation{Viewer: v, GoodName: params["goodName"], GoodPrice: params["goodPrice"],
+		GoodNum: params["goodNum"], Count: params["count"], Digest: ParamsDigest(params)}
+	if !text(d.GoodName) {
+		return Donation{}, &FieldError{"goodName", "must be 1-128 bytes of UTF-8 text without control characters"}
+	}
+	price, err := scale.Coins("goodPrice", d.GoodPrice)
+	if err != nil {
+		return Donation{}, err
+	}
+	num, err := strconv.ParseInt(d.GoodNum, 10, 64)
+	if !allDigits(d.GoodNum) || err != nil || num < 1 || num > maxGoodNum {
+		return Donation{}, &FieldError{"goodNum", "must be an integer from 1 to 10^9"}
+	}
+	if d.Coins, err = scale.Coins("count", d.Count); err != nil {
+		return Donation{}, err
+	}
+	if d.Coins < 1 {
+		return Donation{}, &FieldError{"count", "must be positive"}
+	}
+	// Division, not multiplication: price × num can pass int64.
+	if d.Coins%num != 0 || d.Coins/num != price {
+		return Donation{}, &FieldError{"count", "differs from goodPrice × goodNum"}
+	}
+	return d, nil
+}
+
+// RequestID returns the donation's request id in the ledger: its Digest in
+// lowercase hex.
+func (d Donation) RequestID() string { return hex.EncodeToString(d.Digest[:]) }
+
+// Details returns the donation's parameters as stored with its ledger
+// entry: channelId, sessionId, goodName, goodPrice, goodNum and count, as
+// received.
+func (d Donation) Details() map[string]string {
+	return map[string]string{
+		"channelId": d.ChannelID, "sessionId": d.SessionID, "goodName": d.GoodName,
+		"goodPrice": d.GoodPrice, "goodNum": d.GoodNum, "count": d.Count,
+	}
+}
+
+// ParamsDigest returns the SHA-256 of the canonical form of params: every
+// parameter, sign and empty ones included, names sorted in byte order, as
+// name=value pairs joined by & with names and values query-escaped, so that
+// no bytes can move from one parameter to another without changing it.
+// Polyv sends no request id: two donations are the same request exactly
+// when their parameters are.
+func ParamsDigest(params map[string]string) [32]byte {
+	v := make(url.Values, len(params))
+	for k, s := range params {
+		v[k] = []string{s}
+	}
+	return sha256.Sum256([]byte(v.Encode()))
+}
+
+// text reports whether s is at most maxText bytes of UTF-8 without control
+// characters (empty is text).
+func text(s string) bool {
+	return len(s) <= maxText && utf8.ValidString(s) && !strings.ContainsFunc(s, unicode.IsControl)
+}
+
+// printableASCII reports whether s holds only bytes 0x20-0x7E.
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// allDigits reports whether s is non-empty and holds only ASCII digits: no
+// sign, space, point or exponent.
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,218 @@
+package polyv
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"giftd/internal/callback"
+	"giftd/internal/ledger"
+)
+
+// Platform is the name Polyv's debits carry in the ledger and in metrics.
+const Platform = "polyv"
+
+// Config is what the callbacks need to know besides the store.
+type Config struct {
+	// Apps maps each accepted appId to its secrets; any one may sign.
+	Apps map[string][]string
+	// Scale is how many coins make one point.
+	Scale Scale
+	// MaxSkew refuses a ts further than this from now, either way. A
+	// donation's record is kept until its ts plus twice MaxSkew.
+	MaxSkew time.Duration
+	// DBTimeout bounds the database work of one callback.
+	DBTimeout time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Handlers are Polyv's two callbacks: the URLs a merchant registers as
+// queryPointUrl and updatePointUrl.
+type Handlers struct {
+	// Query answers a viewer's points (GET).
+	Query http.Handler
+	// Donate debits a donation (POST, form body and/or URL query).
+	Donate http.Handler
+}
+
+// NewHandlers returns Polyv's callbacks on store. Donations are counted
+// and logged by obs; points queries are logged by it, not counted.
+func NewHandlers(store *ledger.Store, cfg Config, obs *callback.Observer) Handlers {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	obs.AddPlatform(Platform)
+	h := &handler{store: store, cfg: cfg, obs: obs}
+	return Handlers{Query: http.HandlerFunc(h.serveQuery), Donate: http.HandlerFunc(h.serveDonate)}
+}
+
+type handler struct {
+	store *ledger.Store
+	cfg   Config
+	obs   *callback.Observer
+}
+
+// answer is a callback's JSON answer; Code is also the HTTP status.
+type answer struct {
+	Code    int             `json:"code"`
+	Status  string          `json:"status"` // success or error, set by write
+	Message string          `json:"message"`
+	Data    json.RawMessage `json:"data"` // points, or null
+	out     string          // the outcome counted
+	err     error           // a system error, logged
+}
+
+func (h *handler) serveQuery(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	a, v := h.query(r)
+	write(w, a)
+	rec := callback.Record{Platform: Platform, Outcome: a.out, Status: a.Code, Latency: time.Since(start), Err: a.err}
+	if v != nil {
+		rec.Attrs = []slog.Attr{slog.String("app_id", v.AppID), slog.String("user_id", v.ViewerID)}
+	}
+	if a.Code != http.StatusOK {
+		rec.Msg = a.Message
+	}
+	h.obs.Log(r.Context(), "points query", rec)
+}
+
+func (h *handler) serveDonate(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	a, d := h.donate(r)
+	write(w, a)
+	rec := callback.Record{Platform: Platform, Outcome: a.out, Status: a.Code, Latency: time.Since(start), Err: a.err}
+	if d != nil {
+		rec.AppID, rec.RequestID, rec.UserID, rec.Gold = d.AppID, d.RequestID(), d.ViewerID, d.Coins
+	}
+	if a.Code != http.StatusOK {
+		rec.Msg = a.Message
+	}
+	h.obs.Observe(r.Context(), rec)
+}
+
+func write(w http.ResponseWriter, a answer) {
+	a.Status = "error"
+	if a.Code == http.StatusOK {
+		a.Status = "success"
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(a.Code)
+	json.NewEncoder(w).Encode(a) //nolint:errcheck // the client is gone; nothing to do
+}
+
+// query answers a points query, and the validated query when it got that far.
+func (h *handler) query(r *http.Request) (answer, *Viewer) {
+	params, err := ReadParams(r, false)
+	if err != nil {
+		return unprocessable(err), nil
+	}
+	if a, ok := h.authenticate(params); !ok {
+		return a, nil
+	}
+	v, err := ValidateQuery(params)
+	if err != nil {
+		return unprocessable(err), nil
+	}
+	if a, ok := h.fresh(v.TS); !ok {
+		return a, &v
+	}
+	ctx, cancel := callback.DBContext(r.Context(), h.cfg.DBTimeout)
+	defer cancel()
+	var coins int64
+	wallet, err := h.store.Wallet(ctx, v.ViewerID)
+	switch {
+	case err == nil:
+		coins = wallet.Gold
+	case !errors.Is(err, ledger.ErrNotFound): // an unknown wallet holds 0 points
+		return answer{Code: http.StatusInternalServerError, Message: "system error", out: callback.Error, err: err}, &v
+	}
+	return answer{Code: http.StatusOK, Data: json.RawMessage(h.cfg.Scale.Points(coins)), out: callback.OK}, &v
+}
+
+// donate answers a donation, and the validated donation when it got that far.
+func (h *handler) donate(r *http.Request) (answer, *Donation) {
+	params, err := ReadParams(r, true)
+	if err != nil {
+		return unprocessable(err), nil
+	}
+	if a, ok := h.authenticate(params); !ok {
+		return a, nil
+	}
+	d, err := ValidateDonation(params, h.cfg.Scale)
+	if err != nil {
+		return unprocessable(err), nil
+	}
+	ctx, cancel := callback.DBContext(r.Context(), h.cfg.DBTimeout)
+	defer cancel()
+	key := ledger.DebitKey{Platform: Platform, AppID: d.AppID, RequestID: d.RequestID()}
+	if a, ok := h.fresh(d.TS); !ok {
+		// A late copy of a donation executed in time still gets its answer.
+		res, err := h.store.Recorded(ctx, key, d.Digest)
+		if errors.Is(err, ledger.ErrNotFound) {
+			return a, &d
+		}
+		return h.result(res, err), &d
+	}
+	res, err := h.store.Debit(ctx, ledger.Debit{
+		Key:         key,
+		UserID:      d.ViewerID,
+		Gold:        d.Coins,
+		Fingerprint: d.Digest,
+		// Kept past the whole window in which a copy can be accepted.
+		ExpiresAt: d.TS.Add(2 * h.cfg.MaxSkew),
+		Details:   d.Details(),
+	})
+	return h.result(res, err), &d
+}
+
+// authenticate checks appId and the sign before anything else in params is
+// trusted.
+func (h *handler) authenticate(params map[string]string) (answer, bool) {
+	for _, f := range []string{"appId", "sign"} {
+		if params[f] == "" {
+			return unprocessable(&FieldError{Field: f, Reason: "required"}), false
+		}
+	}
+	// An unknown appId and a wrong sign answer alike: which apps exist is
+	// nobody's business.
+	secrets, ok := h.cfg.Apps[params["appId"]]
+	if !ok || !Verify(params, params["sign"], secrets) {
+		return answer{Code: http.StatusForbidden, Message: "invalid signature", out: callback.BadSign}, false
+	}
+	return answer{}, true
+}
+
+// fresh refuses a ts more than MaxSkew away from now with 403, never 400,
+// which Polyv reads as "insufficient points".
+func (h *handler) fresh(ts time.Time) (answer, bool) {
+	if d := h.cfg.Now().Sub(ts); d > h.cfg.MaxSkew || d < -h.cfg.MaxSkew {
+		return answer{Code: http.StatusForbidden, Message: "ts: more than " + h.cfg.MaxSkew.String() + " from giftd's clock",
+			out: callback.Expired}, false
+	}
+	return answer{}, true
+}
+
+// result maps the ledger's answer to Polyv's.
+func (h *handler) result(res ledger.DebitResult, err error) answer {
+	a := answer{out: callback.OutcomeOf(res, err)}
+	switch {
+	case err != nil:
+		// ErrRequestReused (outcome conflict) cannot happen unless two
+		// parameter sets share a SHA-256: the key covers every parameter. It
+		// is answered and logged as a system error.
+		a.Code, a.Message, a.err = http.StatusInternalServerError, "system error", err
+	case res.Status == ledger.Insufficient:
+		// Also the replay of one: it stays 400 whatever the wallet holds now.
+		a.Code, a.Message = http.StatusBadRequest, "insufficient points"
+	default:
+		a.Code, a.Data = http.StatusOK, json.RawMessage(h.cfg.Scale.Points(res.Balance))
+	}
+	return a
+}
+
+func unprocessable(err error) answer {
+	return answer{Code: http.StatusUnprocessableEntity, Message: err.Error(), out: callback.BadRequest}
+}

@@ -1,0 +1,62 @@
+package polyv
+
+import (
+	"crypto/md5"
+	"crypto/subtle"
+	"encoding/hex"
+	"slices"
+	"strings"
+)
+
+// digest is Polyv's signing rule ("签名生成规则", spec "Signature"), the one
+// place it is written: every non-empty parameter except sign, names sorted
+// in byte order, each name followed by its value with no separator, the
+// secret at both ends, MD5 over the bytes as received (UTF-8), never
+// re-encoded. The spec marks the rule to be confirmed against a real Polyv
+// call: if it differs, this function is the one to change.
+func digest(params map[string]string, secret string) [md5.Size]byte {
+	names := make([]string, 0, len(params))
+	for k, v := range params {
+		if k != "sign" && v != "" {
+			names = append(names, k)
+		}
+	}
+	slices.Sort(names)
+	var b strings.Builder
+	b.WriteString(secret)
+	for _, k := range names {
+		b.WriteString(k)
+		b.WriteString(params[k])
+	}
+	b.WriteString(secret)
+	return md5.Sum([]byte(b.String()))
+}
+
+// Sign returns the uppercase hex MD5 signature of params under secret:
+// MD5(secret + k1v1k2v2… + secret) over every non-empty parameter except
+// sign, names in byte order.
+func Sign(params map[string]string, secret string) string {
+	sum := digest(params, secret)
+	return strings.ToUpper(hex.EncodeToString(sum[:]))
+}
+
+// Verify reports whether sign (32 hex digits, upper or lower case) is the
+// signature of params under any of secrets. A sign that is not 32 hex
+// digits never matches. Every secret is tried and each comparison takes
+// constant time, so the answer's timing does not tell which secret came
+// close.
+func Verify(params map[string]string, sign string, secrets []string) bool {
+	var given [md5.Size]byte
+	if len(sign) != hex.EncodedLen(md5.Size) {
+		return false
+	}
+	if _, err := hex.Decode(given[:], []byte(sign)); err != nil {
+		return false
+	}
+	ok := 0
+	for _, secret := range secrets {
+		sum := digest(params, secret)
+		ok |= subtle.ConstantTimeCompare(sum[:], given[:])
+	}
+	return ok == 1
+}
