@@ -99,8 +99,11 @@ func TestDatabaseRestart_FastAndImmediate(t *testing.T) {
 	stop.Store(true)
 	wg.Wait()
 
-	if d := time.Duration(slowest500.Load()); d == 0 || d > dbTimeout+2*time.Second {
-		t.Errorf("slowest 500 took %s; want some 500s, none slower than the %s deadline plus 2s", d, dbTimeout)
+	// "Never hangs": a 500 comes within the deadline plus a margin for a
+	// loaded machine (reconnects, -race, two cores), far below the 10 s a
+	// stuck request would take to hit the client's timeout.
+	if d := time.Duration(slowest500.Load()); d == 0 || d > dbTimeout+5*time.Second {
+		t.Errorf("slowest 500 took %s; want some 500s, none slower than the %s deadline plus 5s", d, dbTimeout)
 	}
 	checkRequests(t, ctx, store, reqs)
 	checkBooks(t, ctx, store)

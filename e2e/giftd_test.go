@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -181,4 +182,12 @@ func seededStore(t *testing.T, ctx context.Context, databaseURL string, n int, g
 		}
 	}
 	return store
+}
+
+// waitLog reports whether s's log came to contain text within a minute.
+func waitLog(ctx context.Context, s *server, text string) bool {
+	return eventually(ctx, time.Minute, func() bool {
+		b, err := os.ReadFile(s.log.Name())
+		return err == nil && strings.Contains(string(b), text)
+	})
 }

@@ -40,7 +40,7 @@ func TestShutdown_SIGTERMMidBurstLosesNoAnsweredDebit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	const delay = time.Second
+	const delay = 3 * time.Second // long enough to see both probes turn 503 on a slow machine
 	srv := newServer(t, dbURL, "GIFTD_SHUTDOWN_DELAY="+delay.String(), "GIFTD_SHUTDOWN_TIMEOUT=15s")
 
 	// The held debit: its headers and half its body now, the rest later.
@@ -99,37 +99,53 @@ func TestShutdown_SIGTERMMidBurstLosesNoAnsweredDebit(t *testing.T) {
 		}()
 	}
 
-	time.Sleep(400 * time.Millisecond)
+	// SIGTERM once the burst is being served.
+	served := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(results)
+	}
+	if !eventually(ctx, time.Minute, func() bool { return served() >= 50 }) {
+		t.Fatalf("only %d debits answered before SIGTERM", served())
+	}
 	signaled.Store(true)
 	sigAt := time.Now()
 	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 
-	// During the delay giftd still serves, but both probes say 503.
-	probe := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	// During the delay giftd still serves, but both probes say 503 before
+	// the listeners close.
+	probe := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	for _, addr := range []string{srv.public, srv.admin} {
 		got := 0
-		for got != http.StatusServiceUnavailable && time.Since(sigAt) < delay-200*time.Millisecond {
-			if resp, err := probe.Get("http://" + addr + "/readyz"); err == nil {
-				resp.Body.Close()
-				got = resp.StatusCode
+		eventually(ctx, 30*time.Second, func() bool {
+			resp, err := probe.Get("http://" + addr + "/readyz")
+			if err != nil {
+				return true // closed: too late to see the drain
 			}
-			if got != http.StatusServiceUnavailable {
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
+			resp.Body.Close()
+			got = resp.StatusCode
+			return got == http.StatusServiceUnavailable
+		})
 		if got != http.StatusServiceUnavailable {
-			t.Errorf("%s/readyz answered %d while draining, want 503", addr, got)
+			t.Errorf("%s/readyz answered %d (0: closed) while draining, want 503", addr, got)
 		}
 	}
 
 	// Once the listeners have closed, the held debit is still in flight:
 	// its body arrives now, and it must be executed and answered.
-	time.Sleep(time.Until(sigAt.Add(delay + 500*time.Millisecond)))
+	if !waitLog(ctx, srv, `"msg":"shutting down"`) {
+		t.Fatal(`giftd never logged "shutting down" after SIGTERM`)
+	}
 	for _, addr := range []string{srv.public, srv.admin} {
-		if resp, err := probe.Get("http://" + addr + "/healthz"); err == nil {
-			resp.Body.Close()
+		if !eventually(ctx, 30*time.Second, func() bool {
+			resp, err := probe.Get("http://" + addr + "/healthz")
+			if err == nil {
+				resp.Body.Close()
+			}
+			return err != nil
+		}) {
 			t.Errorf("%s still accepts connections %s after SIGTERM (delay %s)", addr, time.Since(sigAt).Round(time.Millisecond), delay)
 		}
 	}
@@ -151,8 +167,8 @@ func TestShutdown_SIGTERMMidBurstLosesNoAnsweredDebit(t *testing.T) {
 
 	select {
 	case <-srv.exited:
-	case <-time.After(30 * time.Second):
-		t.Fatal("giftd did not exit within 30s of SIGTERM")
+	case <-time.After(time.Minute):
+		t.Fatal("giftd did not exit within a minute of SIGTERM")
 	}
 	if code := srv.cmd.ProcessState.ExitCode(); code != 0 {
 		log, _ := os.ReadFile(srv.log.Name())
