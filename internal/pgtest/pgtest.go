@@ -55,8 +55,9 @@ type server struct {
 	cluster  *pgcluster.Cluster
 	admin    *pgx.Conn
 	template string
-	startErr error // a throwaway server could not start: skip, or fail under CI
-	err      error // anything else went wrong: fail
+	strategy string // CREATE DATABASE's STRATEGY clause, where the server has one
+	startErr error  // a throwaway server could not start: skip, or fail under CI
+	err      error  // anything else went wrong: fail
 	closeErr error
 }
 
@@ -193,6 +194,13 @@ func (s *server) makeTemplate() error {
 		return fmt.Errorf("create template database on %s: %w", s.where(), err)
 	}
 	s.template = name
+	var version int
+	if err := s.admin.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+		return fmt.Errorf("read the version of %s: %w", s.where(), err)
+	}
+	if version >= 150000 {
+		s.strategy = " STRATEGY = FILE_COPY"
+	}
 	if err := ledger.Migrate(tplURL); err != nil {
 		return fmt.Errorf("migrate template database %s: %w", name, err)
 	}
@@ -213,7 +221,10 @@ func (s *server) createDatabase(name string) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	sql := "CREATE DATABASE " + pgx.Identifier{name}.Sanitize() + " TEMPLATE " + pgx.Identifier{s.template}.Sanitize()
+	// FILE_COPY copies the template's files instead of WAL-logging every
+	// block (PostgreSQL 15's default): about three times faster for a small
+	// database like this one.
+	sql := "CREATE DATABASE " + pgx.Identifier{name}.Sanitize() + " TEMPLATE " + pgx.Identifier{s.template}.Sanitize() + s.strategy
 	if _, err := s.admin.Exec(ctx, sql); err != nil {
 		return "", fmt.Errorf("create database %s from template %s on %s: %w", name, s.template, s.where(), err)
 	}
