@@ -6,7 +6,7 @@ giftd waiting for a healthy database, mounted files that exist), the
 Kubernetes manifests (kinds, probes, non-root, read-only root, resources,
 selectors that match), Grafana's provisioning, the Dockerfile (multi-stage,
 static, non-root) and that every GIFTD_ setting they set is documented in
-the README. Run by .ci/run; exits non-zero on the first list of problems.
+docs/configuration.md. Run by .ci/run; exits non-zero on the first list of problems.
 """
 import glob
 import os
@@ -42,7 +42,7 @@ for path in files:
         problems.append(f"{path}: not valid YAML: {e}")
 check("docker-compose.yml" in docs, "docker-compose.yml missing")
 
-readme = open("README.md").read()
+settings_doc = open("docs/configuration.md").read()
 settings_used = set()
 
 # docker-compose.yml
@@ -131,7 +131,7 @@ img = re.search(r"(?im)^FROM\s+golang:(\d+\.\d+)", df)
 check(img and img.group(1) == gomod, f"Dockerfile: build image must be golang:{gomod} as in go.mod")
 
 for s in sorted(settings_used):
-    check(f"`{s}`" in readme, f"README's settings table lacks `{s}`, which the deploy kit sets")
+    check(f"`{s}`" in settings_doc, f"docs/configuration.md's settings table lacks `{s}`, which the deploy kit sets")
 
 if problems:
     print("deploy kit problems:", *problems, sep="\n  ", file=sys.stderr)

@@ -24,7 +24,7 @@ type Batching struct {
 	Timeout time.Duration
 }
 
-// DefaultBatching returns what measured best on a 2-core machine (see README).
+// DefaultBatching returns what measured best on a 2-core machine (see docs/benchmarks.md).
 func DefaultBatching() Batching {
 	return Batching{MaxBatch: 64, Window: 0, Workers: 2, Timeout: 2 * time.Second}
 }

@@ -100,7 +100,7 @@ type Limits struct {
 	// NonceMaxAge is the oldest nonce timestamp (see NonceTime) accepted for
 	// a new request; 0 turns the check off. Validate does not check it: the
 	// handler does, after it has looked for the request's record, so that a
-	// late retry of a known request still gets its original answer (spec §2).
+	// late retry of a known request still gets its original answer (docs/linkv.md §2).
 	NonceMaxAge time.Duration
 }
 
@@ -109,7 +109,7 @@ func giftFieldNames() []string {
 	return []string{"gift_id", "send_num", "receiver_id", "vtype", "resource_id"}
 }
 
-// Validate checks every field rule of spec §1, except app_id membership and
+// Validate checks every field rule of docs/linkv.md §1, except app_id membership and
 // the signature, which the caller checks first, and returns the request. The
 // error is a *FieldError naming the first bad field; a request past its
 // expriation gets the reason "request expired".

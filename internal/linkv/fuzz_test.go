@@ -10,7 +10,7 @@ import (
 
 // FuzzReadFormValidate feeds arbitrary bodies through the form reader and
 // the validator: they must never panic, and whatever they accept must obey
-// every rule of spec §1.
+// every rule of docs/linkv.md §1.
 func FuzzReadFormValidate(f *testing.F) {
 	base := url.Values{}
 	for k, v := range vectorFieldsWithGift() {

@@ -52,7 +52,7 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Handler answers LinkV's debit callback (spec §1–§4).
+// Handler answers LinkV's debit callback (docs/linkv.md §1–§4).
 type Handler struct {
 	store   *ledger.Store
 	cfg     Config

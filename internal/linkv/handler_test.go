@@ -31,7 +31,7 @@ const (
 )
 
 // docNow is the moment of the document's example request (its nonce's
-// timestamp), so the example and the spec's vectors are not expired.
+// timestamp), so the example and the vectors of docs/linkv.md §2 are not expired.
 var docNow = time.Unix(1630294348, 0)
 
 type fixture struct {
@@ -194,7 +194,7 @@ func counter(reg *prometheus.Registry, metric, label, value string) float64 {
 func TestDebit_DocumentExampleDebitsAndAnswers(t *testing.T) {
 	f := newFixture(t)
 	f.topUp(t, "19718472", 120)
-	// The document's request exactly, signed as the spec's first vector.
+	// The document's request exactly, signed as the first vector of docs/linkv.md §2.
 	body := encode(docFields()) + "&sign=fda4f9769380b93559b4b7d180a606fc"
 	r := f.post(t, "application/x-www-form-urlencoded", body)
 	if r.code != 200 || r.raw != `{"status":200,"msg":"","gold":115,"data":{"gold":115}}`+"\n" {

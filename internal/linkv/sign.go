@@ -8,7 +8,7 @@ import (
 	"strings"
 )
 
-// SignForm says which field set a matching sign covered (spec §2).
+// SignForm says which field set a matching sign covered (docs/linkv.md §2).
 type SignForm string
 
 const (
@@ -26,7 +26,7 @@ func eightFieldNames() []string {
 }
 
 // Sign returns the lowercase hex MD5 signature of fields under secret, as in
-// step "3. 计算签名值" of LinkV's signature page (spec §2): drop "sign" and
+// step "3. 计算签名值" of LinkV's signature page (docs/linkv.md §2): drop "sign" and
 // the fields whose value is empty, sort the names in byte order, join
 // name=value with &, append "&key=" and the secret, and hash. Values are used
 // as received (form-decoded), never re-encoded.

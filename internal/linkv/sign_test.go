@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-// The spec's vectors (§2), computed by an implementation independent of giftd's.
+// The vectors of docs/linkv.md §2, computed by an implementation independent of giftd's.
 const (
 	vectorSecret   = "giftd-test-secret"
 	vectorDocument = "fda4f9769380b93559b4b7d180a606fc" // the document example; also form (b) of the second vector
@@ -29,7 +29,7 @@ func vectorFields() map[string]string {
 }
 
 // vectorFieldsWithGift is vectorFields plus the top-level gift fields and an
-// empty field, the spec's second vector.
+// empty field, the second vector of docs/linkv.md §2.
 func vectorFieldsWithGift() map[string]string {
 	f := vectorFields()
 	for k, v := range map[string]string{"gift_id": "10620", "send_num": "1", "receiver_id": "1431136630483329025",

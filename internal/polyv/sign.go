@@ -8,11 +8,11 @@ import (
 	"strings"
 )
 
-// digest is Polyv's signing rule ("签名生成规则", spec "Signature"), the one
+// digest is Polyv's signing rule ("签名生成规则", docs/polyv.md "Signature"), the one
 // place it is written: every non-empty parameter except sign, names sorted
 // in byte order, each name followed by its value with no separator, the
 // secret at both ends, MD5 over the bytes as received (UTF-8), never
-// re-encoded. The spec marks the rule to be confirmed against a real Polyv
+// re-encoded. docs/polyv.md marks the rule to be confirmed against a real Polyv
 // call: if it differs, this function is the one to change.
 func digest(params map[string]string, secret string) [md5.Size]byte {
 	names := make([]string, 0, len(params))
