@@ -32,30 +32,31 @@ const (
 )
 
 var (
-	buildOnce sync.Once
-	giftdBin  string
-	buildErr  error
+	buildMu  sync.Mutex
+	binaries = map[string]string{}
 )
 
 // giftdBinary builds cmd/giftd once per test process.
-func giftdBinary(t *testing.T) string {
+func giftdBinary(t *testing.T) string { return buildCmd(t, "giftd") }
+
+// buildCmd builds cmd/<name> once per test process and returns its path.
+func buildCmd(t *testing.T, name string) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "giftd-e2e-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		giftdBin = filepath.Join(dir, "giftd")
-		out, err := exec.Command("go", "build", "-o", giftdBin, "giftd/cmd/giftd").CombinedOutput()
-		if err != nil {
-			buildErr = &buildError{err, string(out)}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if path, ok := binaries[name]; ok {
+		return path
 	}
-	return giftdBin
+	dir, err := os.MkdirTemp("", "giftd-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name)
+	if out, err := exec.Command("go", "build", "-o", path, "giftd/cmd/"+name).CombinedOutput(); err != nil {
+		t.Fatal(&buildError{err, string(out)})
+	}
+	binaries[name] = path
+	return path
 }
 
 type buildError struct {

@@ -97,21 +97,17 @@ func printDevHelp(w io.Writer, s settings, shown devCredentials, public, admin s
 	}
 	now := time.Now()
 	expriation := strconv.FormatInt(now.Add(91*24*time.Hour).Unix(), 10)
-	fields := map[string]string{
-		"app_id":     appID,
-		"request_id": randomHex(16),
-		"nonce":      randomHex(4) + strconv.FormatInt(now.Unix(), 10) + randomHex(4),
-		"user_id":    demoUser,
-		"gold":       "5",
-		"expriation": expriation,
-		"type":       "1",
-		"reason":     `{"gift_id":"10620","send_num":1,"resource_id":"16302940574638332063","vtype":"1","receiver_id":"1431136630483329025"}`,
+	fields := []linkv.Field{
+		{Name: "app_id", Value: appID},
+		{Name: "request_id", Value: randomHex(16)},
+		{Name: "nonce", Value: randomHex(4) + strconv.FormatInt(now.Unix(), 10) + randomHex(4)},
+		{Name: "user_id", Value: demoUser},
+		{Name: "gold", Value: "5"},
+		{Name: "expriation", Value: expriation},
+		{Name: "type", Value: "1"},
+		{Name: "reason", Value: `{"gift_id":"10620","send_num":1,"resource_id":"16302940574638332063","vtype":"1","receiver_id":"1431136630483329025"}`},
 	}
-	fields["sign"] = linkv.Sign(fields, secret)
-	form := url.Values{}
-	for k, v := range fields {
-		form.Set(k, v)
-	}
+	body := linkv.AppendSignedBody(nil, fields, secret)
 	// Configured credentials are already in the user's environment.
 	apps, token, auth, loadEnv := "(from GIFTD_LINKV_APPS)", "(from GIFTD_ADMIN_TOKEN)", "$GIFTD_ADMIN_TOKEN", ""
 	if shown.apps != "" {
@@ -145,10 +141,10 @@ The demo wallet and its ledger:
 
 A load of signed debits (in another shell):
 
-  %sgo run ./cmd/giftd load -url %s%s -admin-url %s
+  %sgo run ./cmd/giftd-load -url %s%s -admin-url %s
 
 `, redactURL(s.DatabaseURL), publicURL, s.DebitPath, adminURL, apps, token, demoUser, demoBalance,
-		publicURL, s.DebitPath, form.Encode(),
+		publicURL, s.DebitPath, body,
 		auth, adminURL, demoUser, auth, adminURL, demoUser,
 		loadEnv, publicURL, s.DebitPath, adminURL)
 	printPolyvHelp(w, s, shown, publicURL, adminURL)
@@ -195,7 +191,7 @@ viewer's points. Their ts is now: paste them within %s (GIFTD_POLYV_MAX_SKEW).
 
 A load of signed donations (in another shell):
 
-  %sgo run ./cmd/giftd load -platform polyv -url %s%s -admin-url %s
+  %sgo run ./cmd/giftd-load -platform polyv -url %s%s -admin-url %s
 
 `, apps, s.PolyvScale.CoinsPerPoint(), points, s.PolyvMaxSkew,
 		publicURL, s.PolyvUpdatePath, signed(donation),

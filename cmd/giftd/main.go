@@ -49,7 +49,6 @@ Usage:
   giftd serve [-migrate=false]   run the server (settings from the environment, see README)
   giftd dev                      run it with a throwaway PostgreSQL, a dev app and a demo wallet
   giftd migrate up|down|version  manage the schema of DATABASE_URL
-  giftd load [flags]             play LinkV (or Polyv: -platform polyv) against a running giftd and report debits/s and latency
   giftd audit                    check every balance against the ledger; exit 1 on any mismatch
   giftd prune                    delete debit records expired more than GIFTD_PRUNE_MARGIN ago
   giftd healthcheck [-url URL]   exit 0 when giftd's /readyz (default: on GIFTD_ADMIN_ADDR) answers 200
@@ -68,8 +67,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runDev(ctx, rest, getenv, stdout, stderr)
 	case "migrate":
 		return runMigrate(rest, getenv, stdout)
-	case "load":
-		return runLoad(ctx, rest, getenv, stdout, stderr)
 	case "audit":
 		return runAudit(ctx, rest, getenv, stdout, stderr)
 	case "prune":

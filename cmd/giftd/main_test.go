@@ -256,51 +256,6 @@ func TestRun_MigrateUpDownVersion(t *testing.T) {
 	}
 }
 
-func TestRun_LoadAgainstServe(t *testing.T) {
-	public, admin, dbURL := freeAddr(t), freeAddr(t), pgtest.URL(t)
-	env := map[string]string{
-		"DATABASE_URL":      dbURL,
-		"GIFTD_HTTP_ADDR":   public,
-		"GIFTD_ADMIN_ADDR":  admin,
-		"GIFTD_ADMIN_TOKEN": e2eToken,
-		"GIFTD_LINKV_APPS":  "app1:" + e2eSecret,
-	}
-	getenv := func(k string) string { return env[k] }
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	errc := make(chan error, 1)
-	go func() { errc <- run(ctx, []string{"giftd", "serve"}, getenv, io.Discard, io.Discard) }()
-	waitHealthy(t, "http://"+admin, errc)
-
-	var out bytes.Buffer
-	err := run(context.Background(), []string{"giftd", "load", "-url", "http://" + public + "/linkv/debit",
-		"-admin-url", "http://" + admin, "-c", "4", "-wallets", "3", "-d", "500ms"}, getenv, &out, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile(`debits ok: (\d+) `).FindStringSubmatch(out.String())
-	if m == nil || m[1] == "0" || !strings.Contains(out.String(), "non-200:   none") {
-		t.Fatalf("load output:\n%s", out.String())
-	}
-	cancel()
-	<-errc
-	// Every 200 the load counted is one debit in the ledger, and no more.
-	conn, err := pgx.Connect(context.Background(), dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	var debits string
-	if err := conn.QueryRow(context.Background(), `SELECT count(*)::text FROM ledger_entries WHERE kind = 'debit'`).Scan(&debits); err != nil {
-		t.Fatal(err)
-	}
-	if debits != m[1] {
-		t.Errorf("load counted %s debits, the ledger holds %s", m[1], debits)
-	}
-}
-
-// TestRun_DevPrintsWorkingCurl runs the README's first command as a newcomer
-// would, with no DATABASE_URL, and pastes the debit it prints.
 func TestRun_DevPrintsWorkingCurl(t *testing.T) {
 	public, admin := freeAddr(t), freeAddr(t)
 	env := map[string]string{"GIFTD_HTTP_ADDR": public, "GIFTD_ADMIN_ADDR": admin, "CI": os.Getenv("CI")}

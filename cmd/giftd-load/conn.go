@@ -3,8 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"crypto/md5"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -110,29 +108,4 @@ func (c *loadConn) roundTrip(body string) (int, error) {
 		c.conn = nil
 	}
 	return status, nil
-}
-
-// signedDebit builds one LinkV callback body with a fresh request id,
-// signed over its eight fields (in the sign's byte order).
-func signedDebit(appID, secret, user string, gold int64) string {
-	now := time.Now().Unix()
-	f := [8][2]string{
-		{"app_id", appID},
-		{"expriation", strconv.FormatInt(now+91*86400, 10)},
-		{"gold", strconv.FormatInt(gold, 10)},
-		{"nonce", randomHex(4) + strconv.FormatInt(now, 10) + randomHex(4)},
-		{"reason", `{"gift_id":"1","send_num":1,"resource_id":"load-room","vtype":"1","receiver_id":"load-host"}`},
-		{"request_id", randomHex(16)},
-		{"type", "1"},
-		{"user_id", user},
-	}
-	var plain, body []byte
-	for _, kv := range f {
-		plain = append(append(append(append(plain, kv[0]...), '='), kv[1]...), '&')
-		body = append(append(append(append(body, kv[0]...), '='), url.QueryEscape(kv[1])...), '&')
-	}
-	// LinkV's rule (linkv.Sign), inlined to spare a map per request; the
-	// end-to-end load test proves that giftd accepts it.
-	sum := md5.Sum(append(append(plain, "key="...), secret...))
-	return string(hex.AppendEncode(append(body, "sign="...), sum[:]))
 }

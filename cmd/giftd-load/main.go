@@ -1,8 +1,15 @@
+// Command giftd-load plays LinkV (or with -platform polyv, Polyv) against a
+// running giftd: connections sending signed debits with fresh request ids
+// (for Polyv: a fresh ts and sessionId) over a set of wallets for a while,
+// then it prints throughput, latency quantiles and every non-200 answer. It
+// is a benchmark tool (bench/run), not part of the server.
 package main
 
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -11,22 +18,32 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"os"
+	"os/signal"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
+	"giftd/internal/linkv"
 	"giftd/internal/polyv"
 )
 
-// runLoad plays LinkV (or with -platform polyv, Polyv) against a running
-// giftd: conns connections sending signed debits with fresh request ids (for
-// Polyv: a fresh ts and sessionId) over a set of wallets for a while, then
-// prints throughput, latency quantiles and every non-200 answer.
-func runLoad(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("load", flag.ContinueOnError)
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "giftd-load:", err)
+		os.Exit(1)
+	}
+}
+
+// run is the whole command, with its flags in args.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("giftd-load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	platform := fs.String("platform", "linkv", "whose callbacks to play: linkv or polyv")
 	debitURL := fs.String("url", "", "the debit callback URL (default: http://127.0.0.1:8080/linkv/debit, or /polyv/points/donate with -platform polyv)")
@@ -40,7 +57,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 		return err
 	}
 	if *conns < 1 || *wallets < 1 || *duration <= 0 || *gold < 0 {
-		return errors.New("load: -c and -wallets must be at least 1, -d positive, -gold not negative")
+		return errors.New("-c and -wallets must be at least 1, -d positive, -gold not negative")
 	}
 	appsVar, defaultURL := "GIFTD_LINKV_APPS", "http://127.0.0.1:8080/linkv/debit"
 	var scale polyv.Scale
@@ -55,10 +72,10 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 			scale, err = polyv.NewScale(n)
 		}
 		if err != nil || *gold < 1 {
-			return errors.New("load: with -platform polyv, -gold must be at least 1 and GIFTD_POLYV_POINT_SCALE a power of ten from 1 to 1000000")
+			return errors.New("with -platform polyv, -gold must be at least 1 and GIFTD_POLYV_POINT_SCALE a power of ten from 1 to 1000000")
 		}
 	default:
-		return fmt.Errorf("load: -platform must be linkv or polyv, got %q", *platform)
+		return fmt.Errorf("-platform must be linkv or polyv, got %q", *platform)
 	}
 	if *debitURL == "" {
 		*debitURL = defaultURL
@@ -68,7 +85,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	appID, secret, ok := strings.Cut(*app, ":")
 	if !ok || appID == "" || secret == "" {
-		return errors.New("load: give -app app_id:secret or set " + appsVar)
+		return errors.New("give -app app_id:secret or set " + appsVar)
 	}
 	body := func(user string) string { return signedDebit(appID, secret, user, *gold) }
 	if *platform == "polyv" {
@@ -76,7 +93,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	token := getenv("GIFTD_ADMIN_TOKEN")
 	if token == "" {
-		return errors.New("load: set GIFTD_ADMIN_TOKEN so the load can top up its wallets")
+		return errors.New("set GIFTD_ADMIN_TOKEN so the load can top up its wallets")
 	}
 
 	client := &http.Client{
@@ -97,7 +114,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "giftd load: %s, %d connections, %d wallets, %s, %d gold per debit, against %s\n",
+	fmt.Fprintf(stdout, "giftd-load: %s, %d connections, %d wallets, %s, %d gold per debit, against %s\n",
 		*platform, *conns, *wallets, *duration, *gold, *debitURL)
 	type result struct {
 		latencies []time.Duration
@@ -195,13 +212,13 @@ func topUpAll(ctx context.Context, client *http.Client, adminURL, token string, 
 				req.Header.Set("Content-Type", "application/json")
 				resp, err := client.Do(req)
 				if err != nil {
-					errc <- fmt.Errorf("load: top up %s: %w", u, err)
+					errc <- fmt.Errorf("top up %s: %w", u, err)
 					return
 				}
 				msg, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode != http.StatusOK {
-					errc <- fmt.Errorf("load: top up %s: %s %s", u, resp.Status, bytes.TrimSpace(msg))
+					errc <- fmt.Errorf("top up %s: %s %s", u, resp.Status, bytes.TrimSpace(msg))
 					return
 				}
 			}
@@ -243,6 +260,35 @@ func signedDonation(appID, secret, user string, gold int64, scale polyv.Scale) s
 		v.Set(k, s)
 	}
 	return v.Encode()
+}
+
+// signedDebit builds one LinkV callback body with a fresh request id.
+func signedDebit(appID, secret, user string, gold int64) string {
+	now := time.Now().Unix()
+	f := [8]linkv.Field{
+		{Name: "app_id", Value: appID},
+		{Name: "expriation", Value: strconv.FormatInt(now+91*86400, 10)},
+		{Name: "gold", Value: strconv.FormatInt(gold, 10)},
+		{Name: "nonce", Value: randomHex(4) + strconv.FormatInt(now, 10) + randomHex(4)},
+		{Name: "reason", Value: `{"gift_id":"1","send_num":1,"resource_id":"load-room","vtype":"1","receiver_id":"load-host"}`},
+		{Name: "request_id", Value: randomHex(16)},
+		{Name: "type", Value: "1"},
+		{Name: "user_id", Value: user},
+	}
+	return string(linkv.AppendSignedBody(make([]byte, 0, 512), f[:], secret))
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	crand.Read(b) //nolint:errcheck // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b)
+}
+
+func or(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
 }
 
 func shortError(err error) string {
