@@ -28,6 +28,7 @@ const token = "test-admin-token-0123456789"
 
 type env struct {
 	store  *ledger.Store
+	reg    *prometheus.Registry
 	admin  *httptest.Server
 	public *httptest.Server
 }
@@ -52,7 +53,7 @@ func newEnv(t *testing.T) *env {
 		Gatherer:   reg,
 		Log:        log,
 	}
-	e := &env{store: store, admin: httptest.NewServer(httpapi.NewAdmin(deps)), public: httptest.NewServer(httpapi.NewPublic(deps))}
+	e := &env{store: store, reg: reg, admin: httptest.NewServer(httpapi.NewAdmin(deps)), public: httptest.NewServer(httpapi.NewPublic(deps))}
 	t.Cleanup(e.admin.Close)
 	t.Cleanup(e.public.Close)
 	return e

@@ -51,7 +51,9 @@ func NewMetrics(reg prometheus.Registerer, pool *pgxpool.Pool) *Metrics {
 }
 
 // instrument observes every request's duration, labelled by chi's route
-// pattern (never the raw path, which carries user and request ids).
+// pattern (never the raw path, which carries user and request ids) and by
+// method. Every label value comes from a fixed set, whatever the client
+// sends: see routeLabel and methodLabel.
 func (m *Metrics) instrument(listener string) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		inFlight := m.inFlight.WithLabelValues(listener)
@@ -61,14 +63,37 @@ func (m *Metrics) instrument(listener string) func(http.Handler) http.Handler {
 			defer inFlight.Dec()
 			sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 			next.ServeHTTP(sw, r)
-			route := chi.RouteContext(r.Context()).RoutePattern()
-			if route == "" {
-				route = "unmatched"
-			}
-			m.duration.WithLabelValues(listener, route, r.Method, strconv.Itoa(sw.status)).
+			m.duration.WithLabelValues(listener, routeLabel(r), methodLabel(r.Method), strconv.Itoa(sw.status)).
 				Observe(time.Since(start).Seconds())
 		})
 	}
+}
+
+// routeUnmatched is the route label of a request no route took: a 404, a
+// 405 from the router, or a 401 under /admin/ (refused before routing).
+const routeUnmatched = "unmatched"
+
+// routeLabel is the pattern of the route that answered r, or
+// routeUnmatched. A pattern ending in "/*" is a sub-router's mount point,
+// not a route: giftd registers no wildcard route of its own.
+func routeLabel(r *http.Request) string {
+	route := chi.RouteContext(r.Context()).RoutePattern()
+	if route == "" || strings.HasSuffix(route, "/*") {
+		return routeUnmatched
+	}
+	return route
+}
+
+// methodLabel is method if it is one of HTTP's standard methods, else
+// "other": a client may send any token as a method, and each distinct label
+// value is a series kept for the life of the process.
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return method
+	}
+	return "other"
 }
 
 type statusWriter struct {
