@@ -97,7 +97,8 @@ var ErrDraining = errors.New("shutting down")
 // and migrated, and it is not shutting down. /readyz asks it, so does a
 // background probe (Run), and giftd_ready shows the latest answer.
 type Readiness struct {
-	store    *ledger.Store
+	check    func(context.Context) error // the database's readiness: one call on the store
+	now      func() time.Time
 	log      *slog.Logger
 	gauge    prometheus.Gauge
 	mu       sync.Mutex // orders Drain against a Check setting the gauge
@@ -108,7 +109,13 @@ type Readiness struct {
 // NewReadiness returns the readiness of store, registering giftd_ready on
 // reg (nil: not registered).
 func NewReadiness(reg prometheus.Registerer, store *ledger.Store, log *slog.Logger) *Readiness {
-	r := &Readiness{store: store, log: log, gauge: prometheus.NewGauge(prometheus.GaugeOpts{
+	return newReadiness(reg, store.Ready, time.Now, log)
+}
+
+// newReadiness is NewReadiness with the database's check and the clock
+// given, so that tests can count checks and move time.
+func newReadiness(reg prometheus.Registerer, check func(context.Context) error, now func() time.Time, log *slog.Logger) *Readiness {
+	r := &Readiness{check: check, now: now, log: log, gauge: prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "giftd_ready",
 		Help: "1 when giftd is ready for traffic (database reachable and migrated, not shutting down), else 0; updated by /readyz and a background probe.",
 	})}
@@ -124,7 +131,7 @@ func (r *Readiness) Check(ctx context.Context) error {
 	err := ErrDraining
 	if !r.draining.Load() {
 		ctx, cancel := context.WithTimeout(ctx, time.Second)
-		err = r.store.Ready(ctx)
+		err = r.check(ctx)
 		cancel()
 	}
 	r.mu.Lock()
