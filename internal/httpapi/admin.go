@@ -9,10 +9,14 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"giftd/internal/ledger"
 	"giftd/internal/linkv"
@@ -23,6 +27,7 @@ const (
 	maxAmount   = 1_000_000_000_000 // 10^12, as for a debit's gold
 	maxKeyLen   = 128
 	maxNoteLen  = 1024
+	maxIDLen    = 128 // app_id and request_id of a reversal: LinkV's and Polyv's are at most 64
 	maxPageSize = 500
 )
 
@@ -43,13 +48,13 @@ type creditAnswer struct {
 
 func handleTopUp(store *ledger.Store, log *slog.Logger, m *Metrics) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		userID := chi.URLParam(r, "user_id")
 		var body struct {
 			Amount         json.RawMessage `json:"amount"`
 			IdempotencyKey string          `json:"idempotency_key"`
 			Note           string          `json:"note"`
 		}
-		if !decode(w, r, &body) || !validUserID(w, userID) || !validKeyAndNote(w, body.IdempotencyKey, body.Note) {
+		userID, ok := userIDParam(w, r)
+		if !ok || !decode(w, r, &body) || !validKeyAndNote(w, body.IdempotencyKey, body.Note) {
 			return
 		}
 		amount, err := parseAmount(body.Amount)
@@ -72,8 +77,8 @@ func handleTopUp(store *ledger.Store, log *slog.Logger, m *Metrics) http.Handler
 
 func handleWallet(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		userID := chi.URLParam(r, "user_id")
-		if !validUserID(w, userID) {
+		userID, ok := userIDParam(w, r)
+		if !ok {
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
@@ -91,8 +96,8 @@ func handleWallet(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
 
 func handleLedger(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		userID := chi.URLParam(r, "user_id")
-		if !validUserID(w, userID) {
+		userID, ok := userIDParam(w, r)
+		if !ok {
 			return
 		}
 		limit, before := 50, int64(0)
@@ -130,18 +135,24 @@ func handleLedger(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
 
 func handleReversal(store *ledger.Store, log *slog.Logger, m *Metrics) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		requestID := chi.URLParam(r, "request_id")
 		var body struct {
 			Platform       string `json:"platform"`
 			AppID          string `json:"app_id"`
 			IdempotencyKey string `json:"idempotency_key"`
 			Note           string `json:"note"`
 		}
-		if !decode(w, r, &body) || !validKeyAndNote(w, body.IdempotencyKey, body.Note) {
+		requestID, ok := pathParam(w, r, "request_id")
+		if !ok || !decode(w, r, &body) || !validKeyAndNote(w, body.IdempotencyKey, body.Note) {
+			return
+		}
+		if !validID(w, "request_id", requestID) {
 			return
 		}
 		if body.AppID == "" {
 			writeError(w, http.StatusBadRequest, "bad_request", "app_id: required")
+			return
+		}
+		if !validID(w, "app_id", body.AppID) {
 			return
 		}
 		if body.Platform == "" {
@@ -208,9 +219,50 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
-func validUserID(w http.ResponseWriter, userID string) bool {
+// pathParam is the path segment name of r's route, percent-decoded exactly
+// once; on failure it writes the 400 and returns false. chi matches the
+// escaped path, and so yields escaped segments, when the URL's escaping is
+// not the default one (as for %2B, which user ids need for their +);
+// otherwise it matches the already decoded path.
+func pathParam(w http.ResponseWriter, r *http.Request, name string) (string, bool) {
+	v := chi.URLParam(r, name)
+	if r.URL.RawPath == "" {
+		return v, true
+	}
+	s, err := url.PathUnescape(v)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", name+": not a valid percent-encoded path segment")
+		return "", false
+	}
+	return s, true
+}
+
+// userIDParam is the decoded user_id of r's path, if it is a valid one; if
+// not it writes the 400 and returns false.
+func userIDParam(w http.ResponseWriter, r *http.Request) (string, bool) {
+	userID, ok := pathParam(w, r, "user_id")
+	if !ok {
+		return "", false
+	}
 	if !linkv.ValidUserID(userID) {
 		writeError(w, http.StatusBadRequest, "bad_request", "user_id: must be 1-64 characters of [0-9A-Za-z+=_-]")
+		return "", false
+	}
+	return userID, true
+}
+
+// storable reports whether PostgreSQL can hold s as text (or in jsonb):
+// valid UTF-8 without NUL. Anything else it refuses (SQLSTATE 22021,
+// 22P05), which would be a 500 that no retry can cure.
+func storable(s string) bool {
+	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
+}
+
+// validID checks a reversal's app_id or request_id: 1-maxIDLen bytes of
+// storable text.
+func validID(w http.ResponseWriter, field, v string) bool {
+	if v == "" || len(v) > maxIDLen || !storable(v) {
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("%s: must be 1-%d bytes of UTF-8 text without NUL", field, maxIDLen))
 		return false
 	}
 	return true
@@ -218,18 +270,20 @@ func validUserID(w http.ResponseWriter, userID string) bool {
 
 func validKeyAndNote(w http.ResponseWriter, key, note string) bool {
 	switch {
-	case key == "" || len(key) > maxKeyLen:
-		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("idempotency_key: must be 1-%d bytes", maxKeyLen))
-	case len(note) > maxNoteLen:
-		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("note: longer than %d bytes", maxNoteLen))
+	case key == "" || len(key) > maxKeyLen || !storable(key):
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("idempotency_key: must be 1-%d bytes of UTF-8 text without NUL", maxKeyLen))
+	case len(note) > maxNoteLen || !storable(note):
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("note: must be at most %d bytes of UTF-8 text without NUL", maxNoteLen))
 	default:
 		return true
 	}
 	return false
 }
 
-// writeLedgerError maps the ledger's errors to admin answers.
+// writeLedgerError maps the ledger's errors to admin answers. Only what may
+// succeed later (the database down or slow) is a 500 that says so.
 func writeLedgerError(w http.ResponseWriter, log *slog.Logger, err error) {
+	var pgErr *pgconn.PgError
 	switch {
 	case errors.Is(err, ledger.ErrNotFound):
 		writeError(w, http.StatusNotFound, "not_found", err.Error())
@@ -239,9 +293,15 @@ func writeLedgerError(w http.ResponseWriter, log *slog.Logger, err error) {
 		writeError(w, http.StatusConflict, "already_reversed", err.Error())
 	case errors.Is(err, ledger.ErrBalanceOverflow):
 		writeError(w, http.StatusUnprocessableEntity, "balance_overflow", err.Error())
+	case errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22"):
+		// A data exception: a value the checks above let through and
+		// PostgreSQL cannot store. The same request would fail again.
+		log.Error("admin request refused by the database", "error", err.Error())
+		writeError(w, http.StatusBadRequest, "bad_request", "a value in the request cannot be stored: "+pgErr.Message)
 	default:
 		log.Error("admin request failed", "error", err.Error())
-		writeError(w, http.StatusInternalServerError, "internal", "database error; retry with the same idempotency key")
+		writeError(w, http.StatusInternalServerError, "internal",
+			"database unavailable or too slow; try again later (a top-up or reversal with the same idempotency key is applied at most once)")
 	}
 }
 

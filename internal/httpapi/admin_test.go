@@ -28,6 +28,7 @@ const token = "test-admin-token-0123456789"
 
 type env struct {
 	store  *ledger.Store
+	reg    *prometheus.Registry
 	admin  *httptest.Server
 	public *httptest.Server
 }
@@ -52,7 +53,7 @@ func newEnv(t *testing.T) *env {
 		Gatherer:   reg,
 		Log:        log,
 	}
-	e := &env{store: store, admin: httptest.NewServer(httpapi.NewAdmin(deps)), public: httptest.NewServer(httpapi.NewPublic(deps))}
+	e := &env{store: store, reg: reg, admin: httptest.NewServer(httpapi.NewAdmin(deps)), public: httptest.NewServer(httpapi.NewPublic(deps))}
 	t.Cleanup(e.admin.Close)
 	t.Cleanup(e.public.Close)
 	return e
@@ -62,6 +63,7 @@ type answer struct {
 	code int
 	raw  string
 	m    map[string]any
+	hdr  http.Header
 }
 
 func (a answer) errCode() string {
@@ -70,9 +72,20 @@ func (a answer) errCode() string {
 	return c
 }
 
+func (a answer) errMessage() string {
+	e, _ := a.m["error"].(map[string]any)
+	m, _ := e["message"].(string)
+	return m
+}
+
 func (e *env) call(t *testing.T, method, path, auth, body string) answer {
 	t.Helper()
-	req, err := http.NewRequest(method, e.admin.URL+path, strings.NewReader(body))
+	return e.send(t, e.admin.URL, method, path, auth, body)
+}
+
+func (e *env) send(t *testing.T, base, method, path, auth, body string) answer {
+	t.Helper()
+	req, err := http.NewRequest(method, base+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +99,7 @@ func (e *env) call(t *testing.T, method, path, auth, body string) answer {
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	a := answer{code: resp.StatusCode, raw: string(raw)}
+	a := answer{code: resp.StatusCode, raw: string(raw), hdr: resp.Header}
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") && !strings.HasPrefix(ct, "text/plain") {
 		t.Errorf("%s %s: Content-Type %q", method, path, ct)
 	}
@@ -118,8 +131,15 @@ func TestAdmin_RequiresBearerToken(t *testing.T) {
 			}
 		})
 	}
-	if a := e.adm(t, http.MethodPost, "/admin/v1/wallets/u1/topups", `{"amount":5,"idempotency_key":"k"}`); a.code != 200 {
-		t.Errorf("with token: %d %s", a.code, a.raw)
+	// RFC 7235: the scheme is case-insensitive; the token is not.
+	for i, scheme := range []string{"Bearer", "bearer", "BEARER", "bEaReR"} {
+		body := fmt.Sprintf(`{"amount":5,"idempotency_key":"k%d"}`, i)
+		if a := e.call(t, http.MethodPost, "/admin/v1/wallets/u1/topups", scheme+" "+token, body); a.code != 200 {
+			t.Errorf("%s scheme: %d %s", scheme, a.code, a.raw)
+		}
+	}
+	if a := e.call(t, http.MethodGet, "/admin/v1/wallets/u1", "bearer "+strings.ToUpper(token), ""); a.code != 401 {
+		t.Errorf("token in another case: %d %s, want 401", a.code, a.raw)
 	}
 }
 
@@ -360,5 +380,91 @@ func TestReadyz_FalseWhenDatabaseDown(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 503 {
 		t.Errorf("readyz with the pool closed: %d, want 503", resp.StatusCode)
+	}
+}
+
+// TestAdmin_BadInputIs4xxWithErrorBody: whatever an operator's request gets
+// wrong, the answer is a 4xx with spec §6's error body naming the problem,
+// never a 500, and never an invitation to retry what cannot succeed.
+func TestAdmin_BadInputIs4xxWithErrorBody(t *testing.T) {
+	e := newEnv(t)
+	e.adm(t, http.MethodPost, "/admin/v1/wallets/u1/topups", `{"amount":100,"idempotency_key":"seed"}`)
+	_, err := e.store.Debit(context.Background(), ledger.Debit{
+		Key: ledger.DebitKey{Platform: linkv.Platform, AppID: "app", RequestID: "r1"}, UserID: "u1", Gold: 40,
+		ExpiresAt: time.Now().Add(time.Hour),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bearer := "Bearer " + token
+	cases := []struct {
+		name, base, method, path, auth, body string
+		code                                 int
+		errCode, mentions                    string
+	}{
+		{"NUL in a top-up key", "admin", "POST", "/admin/v1/wallets/u1/topups", bearer, `{"amount":5,"idempotency_key":"k\u0000"}`, 400, "bad_request", "idempotency_key"},
+		{"NUL in a top-up note", "admin", "POST", "/admin/v1/wallets/u1/topups", bearer, `{"amount":5,"idempotency_key":"k","note":"a\u0000b"}`, 400, "bad_request", "note"},
+		{"NUL in a reversal app id", "admin", "POST", "/admin/v1/debits/r1/reversal", bearer, `{"app_id":"app\u0000","idempotency_key":"k"}`, 400, "bad_request", "app_id"},
+		{"NUL in a reversal key", "admin", "POST", "/admin/v1/debits/r1/reversal", bearer, `{"app_id":"app","idempotency_key":"\u0000"}`, 400, "bad_request", "idempotency_key"},
+		{"NUL in a reversal note", "admin", "POST", "/admin/v1/debits/r1/reversal", bearer, `{"app_id":"app","idempotency_key":"k","note":"\u0000"}`, 400, "bad_request", "note"},
+		{"NUL in a request id", "admin", "POST", "/admin/v1/debits/r%00/reversal", bearer, `{"app_id":"app","idempotency_key":"k"}`, 400, "bad_request", "request_id"},
+		{"invalid UTF-8 in a request id", "admin", "POST", "/admin/v1/debits/r%FF/reversal", bearer, `{"app_id":"app","idempotency_key":"k"}`, 400, "bad_request", "request_id"},
+		{"request id too long", "admin", "POST", "/admin/v1/debits/" + strings.Repeat("r", 129) + "/reversal", bearer, `{"app_id":"app","idempotency_key":"k"}`, 400, "bad_request", "request_id"},
+		{"NUL in a user id", "admin", "GET", "/admin/v1/wallets/u%00", bearer, "", 400, "bad_request", "user_id"},
+		{"invalid UTF-8 in a user id", "admin", "GET", "/admin/v1/wallets/u%FF/ledger", bearer, "", 400, "bad_request", "user_id"},
+		{"double-encoded user id", "admin", "GET", "/admin/v1/wallets/u%252B", bearer, "", 400, "bad_request", "user_id"},
+		{"unknown admin route", "admin", "GET", "/admin/v1/nowhere", bearer, "", 404, "not_found", ""},
+		{"unknown route on the admin listener", "admin", "GET", "/nowhere", "", "", 404, "not_found", ""},
+		{"admin route, wrong method", "admin", "PUT", "/admin/v1/wallets/u1", bearer, "", 405, "method_not_allowed", "GET"},
+		{"admin route, made-up method", "admin", "FROB", "/admin/v1/wallets/u1/topups", bearer, "", 405, "method_not_allowed", "POST"},
+		{"probe, wrong method, admin listener", "admin", "POST", "/readyz", "", "", 405, "method_not_allowed", "GET"},
+		{"probe, wrong method, public listener", "public", "DELETE", "/healthz", "", "", 405, "method_not_allowed", "GET"},
+		{"callback, wrong method", "public", "GET", "/linkv/debit", "", "", 405, "method_not_allowed", "POST"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			base := e.admin.URL
+			if c.base == "public" {
+				base = e.public.URL
+			}
+			a := e.send(t, base, c.method, c.path, c.auth, c.body)
+			msg := a.errMessage()
+			if a.code != c.code || a.errCode() != c.errCode || msg == "" {
+				t.Fatalf("%d %s, want %d with error code %s and a message", a.code, a.raw, c.code, c.errCode)
+			}
+			if c.code == 405 {
+				// mentions is then the method the Allow header must name.
+				if allow := a.hdr.Get("Allow"); allow != c.mentions {
+					t.Errorf("Allow %q, want %q", allow, c.mentions)
+				}
+			} else if !strings.Contains(msg, c.mentions) {
+				t.Errorf("message %q does not name %s", msg, c.mentions)
+			}
+			if strings.Contains(strings.ToLower(msg), "retry") {
+				t.Errorf("message %q invites a retry that cannot succeed", msg)
+			}
+		})
+	}
+	if w, _ := e.store.Wallet(context.Background(), "u1"); w.Gold != 60 {
+		t.Errorf("balance %d, want 60: a refused request moved gold", w.Gold)
+	}
+}
+
+// TestAdmin_PercentEncodedUserIDs: user ids may hold + and =, which
+// clients percent-encode in a path; the id is the decoded segment, decoded
+// once.
+func TestAdmin_PercentEncodedUserIDs(t *testing.T) {
+	e := newEnv(t)
+	a := e.adm(t, http.MethodPost, "/admin/v1/wallets/a%2Bb%3D/topups", `{"amount":7,"idempotency_key":"k"}`)
+	if a.code != 200 || a.m["user_id"] != "a+b=" {
+		t.Fatalf("top-up to a%%2Bb%%3D: %d %s, want 200 for user a+b=", a.code, a.raw)
+	}
+	for _, path := range []string{"/admin/v1/wallets/a+b=", "/admin/v1/wallets/a%2Bb%3D", "/admin/v1/wallets/a%2bb%3d"} {
+		if w := e.adm(t, http.MethodGet, path, ""); w.code != 200 || w.m["user_id"] != "a+b=" || w.m["gold"] != 7.0 {
+			t.Errorf("%s: %d %s, want a+b='s 7 gold", path, w.code, w.raw)
+		}
+	}
+	if l := e.adm(t, http.MethodGet, "/admin/v1/wallets/a%2Bb%3D/ledger", ""); l.code != 200 || len(l.m["entries"].([]any)) != 1 {
+		t.Errorf("ledger: %d %s, want one entry", l.code, l.raw)
 	}
 }

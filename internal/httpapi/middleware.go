@@ -51,7 +51,9 @@ func NewMetrics(reg prometheus.Registerer, pool *pgxpool.Pool) *Metrics {
 }
 
 // instrument observes every request's duration, labelled by chi's route
-// pattern (never the raw path, which carries user and request ids).
+// pattern (never the raw path, which carries user and request ids) and by
+// method. Every label value comes from a fixed set, whatever the client
+// sends: see routeLabel and methodLabel.
 func (m *Metrics) instrument(listener string) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		inFlight := m.inFlight.WithLabelValues(listener)
@@ -61,14 +63,37 @@ func (m *Metrics) instrument(listener string) func(http.Handler) http.Handler {
 			defer inFlight.Dec()
 			sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 			next.ServeHTTP(sw, r)
-			route := chi.RouteContext(r.Context()).RoutePattern()
-			if route == "" {
-				route = "unmatched"
-			}
-			m.duration.WithLabelValues(listener, route, r.Method, strconv.Itoa(sw.status)).
+			m.duration.WithLabelValues(listener, routeLabel(r), methodLabel(r.Method), strconv.Itoa(sw.status)).
 				Observe(time.Since(start).Seconds())
 		})
 	}
+}
+
+// routeUnmatched is the route label of a request no route took: a 404, a
+// 405 from the router, or a 401 under /admin/ (refused before routing).
+const routeUnmatched = "unmatched"
+
+// routeLabel is the pattern of the route that answered r, or
+// routeUnmatched. A pattern ending in "/*" is a sub-router's mount point,
+// not a route: giftd registers no wildcard route of its own.
+func routeLabel(r *http.Request) string {
+	route := chi.RouteContext(r.Context()).RoutePattern()
+	if route == "" || strings.HasSuffix(route, "/*") {
+		return routeUnmatched
+	}
+	return route
+}
+
+// methodLabel is method if it is one of HTTP's standard methods, else
+// "other": a client may send any token as a method, and each distinct label
+// value is a series kept for the life of the process.
+func methodLabel(method string) string {
+	for _, m := range standardMethods {
+		if method == m {
+			return method
+		}
+	}
+	return "other"
 }
 
 type statusWriter struct {
@@ -97,21 +122,55 @@ func recoverer(log *slog.Logger) func(http.Handler) http.Handler {
 }
 
 // requireToken lets a request through only with "Authorization: Bearer
-// <token>". Both sides are hashed first so the comparison takes the same
-// time whatever the length of the guess.
+// <token>", the scheme in any case (RFC 7235), the token exactly. Both sides
+// are hashed first so the comparison takes the same time whatever the
+// length of the guess.
 func requireToken(token string) func(http.Handler) http.Handler {
 	want := sha256.Sum256([]byte(token))
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			given, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			got := sha256.Sum256([]byte(given))
-			if !ok || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			scheme, given, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+			ok := strings.EqualFold(scheme, "Bearer")
+			got := sha256.Sum256([]byte(strings.TrimLeft(given, " ")))
+			if subtle.ConstantTimeCompare(got[:], want[:]) != 1 || !ok {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="giftd-admin"`)
 				writeError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token")
 				return
 			}
 			next.ServeHTTP(w, r)
 		})
+	}
+}
+
+// standardMethods are HTTP's methods, the ones an Allow header may name.
+var standardMethods = []string{
+	http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+	http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace,
+}
+
+// notFound answers a request for no route with spec §6's error body.
+func notFound(w http.ResponseWriter, r *http.Request) {
+	writeError(w, http.StatusNotFound, "not_found", "no such route")
+}
+
+// methodNotAllowed answers a route asked with a method it has not, with
+// spec §6's error body and the Allow header naming the methods of routes,
+// the router it is set on.
+func methodNotAllowed(routes chi.Routes) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		path := chi.RouteContext(r.Context()).RoutePath // set inside a sub-router
+		if path == "" {
+			path = r.URL.RawPath
+		}
+		if path == "" {
+			path = r.URL.Path
+		}
+		for _, m := range standardMethods {
+			if routes.Match(chi.NewRouteContext(), m, path) {
+				w.Header().Add("Allow", m)
+			}
+		}
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "this route does not take that method; see the Allow header")
 	}
 }
 

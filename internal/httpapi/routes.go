@@ -46,6 +46,7 @@ type Callback struct {
 func NewPublic(d Deps) http.Handler {
 	r := chi.NewRouter()
 	r.Use(d.Metrics.instrument("public"), recoverer(d.Log))
+	r.MethodNotAllowed(methodNotAllowed(r))
 	r.Method(http.MethodPost, d.DebitPath, d.Sources.Wrap(d.Debit))
 	for _, c := range d.Callbacks {
 		r.Method(c.Method, c.Path, d.Sources.Wrap(c.Handler))
@@ -60,12 +61,15 @@ func NewPublic(d Deps) http.Handler {
 func NewAdmin(d Deps) http.Handler {
 	r := chi.NewRouter()
 	r.Use(d.Metrics.instrument("admin"), recoverer(d.Log))
+	r.NotFound(notFound)
+	r.MethodNotAllowed(methodNotAllowed(r))
 	r.Get("/healthz", handleHealthz())
 	r.Get("/readyz", handleReadyz(d.readiness()))
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{}))
 	r.Get("/openapi.json", handleOpenAPI(d.DebitPath))
 	r.Route("/admin", func(r chi.Router) {
 		r.Use(requireToken(d.AdminToken), limitBody(64<<10))
+		r.MethodNotAllowed(methodNotAllowed(r))
 		r.Post("/v1/wallets/{user_id}/topups", handleTopUp(d.Store, d.Log, d.Metrics))
 		r.Get("/v1/wallets/{user_id}", handleWallet(d.Store, d.Log))
 		r.Get("/v1/wallets/{user_id}/ledger", handleLedger(d.Store, d.Log))
