@@ -148,3 +148,27 @@ func TestVerify_AnyChangedSignedFieldRefused(t *testing.T) {
 		t.Error("changed top-level gift_id accepted under form (a)")
 	}
 }
+
+// BenchmarkVerify measures the hot path's signature check: every variant
+// under every secret of the app.
+func BenchmarkVerify(b *testing.B) {
+	cases := []struct {
+		name    string
+		fields  map[string]string
+		sign    string
+		secrets []string
+	}{
+		{"document example, one secret", vectorFields(), vectorDocument, []string{vectorSecret}},
+		{"with gift fields, eight-field sign, two secrets", vectorFieldsWithGift(), vectorDocument, []string{"old-secret", vectorSecret}},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for range b.N {
+				if _, ok := Verify(c.fields, c.sign, c.secrets); !ok {
+					b.Fatal("refused")
+				}
+			}
+		})
+	}
+}
