@@ -30,7 +30,7 @@ func FuzzReadFormValidate(f *testing.F) {
 		if err != nil {
 			return
 		}
-		req, err := Validate(fields, lim)
+		req, err := Validate(fields, SignAllFields, lim)
 		if err != nil {
 			if !strings.Contains(err.Error(), ": ") {
 				t.Fatalf("error %q does not name a field", err)

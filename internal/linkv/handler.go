@@ -128,7 +128,7 @@ func (h *Handler) serve(r *http.Request) answer {
 	h.metrics.signForms.WithLabelValues(string(form)).Inc()
 
 	now := h.cfg.Now()
-	req, err := Validate(fields, Limits{Now: now, MaxExpiry: h.cfg.MaxExpiry})
+	req, err := Validate(fields, form, Limits{Now: now, MaxExpiry: h.cfg.MaxExpiry})
 	if err != nil {
 		a := badRequest(err)
 		var fe *FieldError

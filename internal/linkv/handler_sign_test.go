@@ -1,6 +1,7 @@
 package linkv_test
 
 import (
+	"context"
 	"crypto/md5"
 	"encoding/hex"
 	"net/url"
@@ -232,4 +233,68 @@ func maps2(m map[string]string) map[string]string {
 		out[k] = v
 	}
 	return out
+}
+
+// Under an eight-field sign the top-level gift fields are not signed: one
+// that reason does not carry must not be stored or used (spec §2.1). Under
+// an every-field sign it is signed and used.
+func TestDebit_UnsignedTopLevelGiftFieldNeverTrusted(t *testing.T) {
+	f := newFixture(t)
+	f.topUp(t, "19718472", 100)
+	// reason without gift_id; gift_id only at top level.
+	onlyTop := func(id string) map[string]string {
+		g := withGift(id)
+		g["gift_id"] = "777"
+		g["reason"] = `{"send_num":1,"resource_id":"16302940574638332063","vtype":"1","receiver_id":"1431136630483329025"}`
+		return g
+	}
+	refused := []struct {
+		name, rule string
+		eight      bool
+		change     func(map[string]string)
+		field      string
+	}{
+		{"eight", "drop-empty", true, func(map[string]string) {}, "gift_id"},
+		{"eight-php", "php", true, func(m map[string]string) { m["gold"] = "0" }, "gift_id"},
+		{"eight, PHP rule without a zero", "php", true, func(map[string]string) {}, "gift_id"},
+		{"eight, keep-empty rule", "keep-empty", true, func(map[string]string) {}, "gift_id"},
+		// The PHP rule drops a "0": a top-level vtype=0 is not signed even
+		// under a sign over every field.
+		{"all-php, top-level vtype=0", "php", false, func(m map[string]string) {
+			m["gift_id"] = "10620"
+			m["vtype"] = "0"
+			m["reason"] = `{"gift_id":"10620","send_num":1,"resource_id":"16302940574638332063","receiver_id":"1431136630483329025"}`
+		}, "vtype"},
+	}
+	for i, c := range refused {
+		t.Run(c.name, func(t *testing.T) {
+			g := onlyTop("unsigned-" + string(rune('a'+i)))
+			c.change(g)
+			g["sign"] = refSign(g, testSecret, c.rule, c.eight)
+			r := f.post(t, "application/x-www-form-urlencoded", encode(g))
+			if want := c.field + ": not covered by the signature"; r.code != 400 || r.body.Msg != want {
+				t.Errorf("answer %d %s, want 400 %q", r.code, r.raw, want)
+			}
+		})
+	}
+	if got := f.balance(t, "19718472"); got != 100 || f.debitEntries(t) != 0 {
+		t.Fatalf("balance %d with %d debits, want 100 and none", got, f.debitEntries(t))
+	}
+
+	// The same request signed over every field: gift_id 777 is authentic.
+	for _, rule := range []string{"drop-empty", "php", "keep-empty"} {
+		g := onlyTop("signed-" + rule)
+		g["sign"] = refSign(g, testSecret, rule, false)
+		if r := f.post(t, "application/x-www-form-urlencoded", encode(g)); r.code != 200 {
+			t.Errorf("%s over every field: answer %d %s, want 200", rule, r.code, r.raw)
+		}
+	}
+	var stored string
+	if err := f.store.Pool().QueryRow(context.Background(),
+		`SELECT details->>'gift_id' FROM ledger_entries WHERE ref = 'signed-drop-empty'`).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if stored != "777" {
+		t.Errorf("stored gift_id %q, want 777", stored)
+	}
 }
