@@ -130,8 +130,9 @@ func SignAs(form SignForm, fields map[string]string, secret string) string {
 	if !ok {
 		return ""
 	}
-	names := eightFieldNames()
-	b := appendCanonical(nil, fields, signedNames(fields, eight, names[:]), rule)
+	eightNames := eightFieldNames()
+	names := signedNames(fields, eight, eightNames[:])
+	b := appendCanonical(nil, names, lookUp(nil, fields, names), rule)
 	b = append(b, "key="...)
 	b = append(b, secret...)
 	sum := md5.Sum(b)
@@ -154,14 +155,15 @@ func signedNames(fields map[string]string, eight bool, eightNames []string) []st
 	return names
 }
 
-// appendCanonical appends to b what a sign over names (sorted) hashes before
-// "key=<secret>": name=value for each value rule keeps, each followed by "&".
-// Under phpEmpty, as in the PHP SDK's genSign, the "&" after the value of
-// the last name is not written and one "&" is always added at the end, so a
-// dropped last value leaves "&&" before "key=".
-func appendCanonical(b []byte, fields map[string]string, names []string, rule emptyRule) []byte {
+// appendCanonical appends to b what a sign over names (sorted), whose
+// values are values, hashes before "key=<secret>": name=value for each value
+// rule keeps, each followed by "&". Under phpEmpty, as in the PHP SDK's
+// genSign, the "&" after the value of the last name is not written and one
+// "&" is always added at the end, so a dropped last value leaves "&&" before
+// "key=".
+func appendCanonical(b []byte, names, values []string, rule emptyRule) []byte {
 	for i, k := range names {
-		v := fields[k]
+		v := values[i]
 		if rule.drops(v) {
 			continue
 		}
@@ -178,12 +180,21 @@ func appendCanonical(b []byte, fields map[string]string, names []string, rule em
 	return b
 }
 
-// canonicalSize bounds the length of appendCanonical's output for names,
-// under any rule.
-func canonicalSize(fields map[string]string, names []string) int {
-	n := 1 // phpEmpty's final "&"
+// lookUp appends to dst the value in fields of each of names ("" when
+// missing).
+func lookUp(dst []string, fields map[string]string, names []string) []string {
 	for _, k := range names {
-		n += len(k) + len(fields[k]) + 2
+		dst = append(dst, fields[k])
+	}
+	return dst
+}
+
+// canonicalSize bounds the length of appendCanonical's output for names and
+// values, under any rule.
+func canonicalSize(names, values []string) int {
+	n := 1 // phpEmpty's final "&"
+	for i, k := range names {
+		n += len(k) + len(values[i]) + 2
 	}
 	return n
 }
@@ -205,8 +216,9 @@ func Verify(fields map[string]string, sign string, secrets []string) (SignForm, 
 		return "", false
 	}
 
-	// On the stack for the usual request (some 15 fields).
-	var allBuf [24]string
+	// On the stack for the usual request (some 15 fields). Each value is
+	// looked up once, not once per form.
+	var allBuf, allValuesBuf [24]string
 	all := allBuf[:0]
 	for k := range fields {
 		if k != "sign" {
@@ -214,8 +226,11 @@ func Verify(fields map[string]string, sign string, secrets []string) (SignForm, 
 		}
 	}
 	slices.Sort(all)
+	allValues := lookUp(allValuesBuf[:0], fields, all)
 	eightArr := eightFieldNames()
 	eight := eightArr[:]
+	var eightValuesBuf [len(eightArr)]string
+	eightValues := lookUp(eightValuesBuf[:0], fields, eight)
 
 	longest := 0
 	for _, s := range secrets {
@@ -224,7 +239,7 @@ func Verify(fields map[string]string, sign string, secrets []string) (SignForm, 
 	// Each form's canonical string is followed by room for "key=" and the
 	// longest secret, so that hashing needs no copy of the canonical part.
 	tail := len("key=") + longest
-	allSize, eightSize := canonicalSize(fields, all)+tail, canonicalSize(fields, eight)+tail
+	allSize, eightSize := canonicalSize(all, allValues)+tail, canonicalSize(eight, eightValues)+tail
 	buf := make([]byte, 0, 3*allSize+3*eightSize)
 
 	forms := signForms()
@@ -232,12 +247,12 @@ func Verify(fields map[string]string, sign string, secrets []string) (SignForm, 
 	var spans [len(forms)]span
 	for i, form := range forms {
 		isEight, rule, _ := form.parts()
-		names := all
+		names, values := all, allValues
 		if isEight {
-			names = eight
+			names, values = eight, eightValues
 		}
 		start := len(buf)
-		buf = appendCanonical(buf, fields, names, rule)
+		buf = appendCanonical(buf, names, values, rule)
 		spans[i] = span{start, len(buf), i}
 		for j := range i {
 			if spans[j].same == j && bytes.Equal(buf[start:], buf[spans[j].start:spans[j].end]) {
