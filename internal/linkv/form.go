@@ -88,7 +88,8 @@ type Request struct {
 	Expriation                      time.Time // from the unix seconds field; the request is void after it
 	Type                            string
 	Reason                          string // the raw JSON text as received
-	// The gift fields, as text, from the top-level fields or from reason.
+	// The gift fields, as text, from reason or from top-level fields the
+	// signature covered.
 	GiftID, SendNum, ReceiverID, VType, ResourceID string
 }
 
@@ -110,10 +111,14 @@ func giftFieldNames() []string {
 }
 
 // Validate checks every field rule of docs/linkv.md §1, except app_id membership and
-// the signature, which the caller checks first, and returns the request. The
-// error is a *FieldError naming the first bad field; a request past its
-// expriation gets the reason "request expired".
-func Validate(fields map[string]string, lim Limits) (Request, error) {
+// the signature, which the caller checks first, and returns the request.
+// form is the form the signature matched (see Verify): a gift field that
+// reason does not carry is taken from the top level only when form covers
+// it. The error is a *FieldError naming the first bad field; a request past
+// its expriation gets the reason "request expired", and a gift field given
+// only at the top level and not covered by form's signature the reason "not
+// covered by the signature".
+func Validate(fields map[string]string, form SignForm, lim Limits) (Request, error) {
 	for _, f := range []string{"app_id", "request_id", "nonce", "user_id", "gold", "expriation", "type", "reason", "sign"} {
 		if fields[f] == "" {
 			return Request{}, &FieldError{f, "required"}
@@ -178,11 +183,16 @@ func Validate(fields map[string]string, lim Limits) (Request, error) {
 		v := top
 		switch {
 		case top != "" && inR && top != fromReason:
-			// With sign form (b) the top-level copy is unsigned; only the
-			// signed reason may decide.
+			// Under an eight-field form the top-level copy is unsigned;
+			// only the signed reason may decide.
 			return Request{}, &FieldError{name, "disagrees with reason"}
 		case top == "":
 			v = fromReason
+		case !inR && !form.Covers(name, top):
+			// reason is signed under every form; this copy is not. Refused
+			// rather than dropped: §1 requires the field, and the answer
+			// tells LinkV why (docs/linkv.md §2.1).
+			return Request{}, &FieldError{name, "not covered by the signature"}
 		}
 		if v == "" {
 			return Request{}, &FieldError{name, "required"}
@@ -322,7 +332,9 @@ func NonceTime(nonce string) (t time.Time, ok bool) {
 // Fingerprint returns the SHA-256 of the request's business fields (user_id,
 // gold, type, gift_id, send_num, receiver_id, vtype, resource_id, reason),
 // each prefixed with its length so that no bytes can move from one field to
-// the next without changing the hash. It leaves out nonce, sign and
+// the next without changing the hash. Every value it hashes is signed: the
+// gift fields come from reason or from top-level fields the sign covered
+// (see Validate), so an unsigned copy cannot change it. It leaves out nonce, sign and
 // expriation, which a retry may change, and app_id and request_id, the key
 // the fingerprint is stored under.
 func (r Request) Fingerprint() [32]byte {

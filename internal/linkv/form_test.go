@@ -120,7 +120,7 @@ func reason(r string) change { return set("reason", r) }
 func unix(t time.Time) string { return strconv.FormatInt(t.Unix(), 10) }
 
 func TestValidate_DocumentExample(t *testing.T) {
-	got, err := Validate(validFields(), docLimits())
+	got, err := Validate(validFields(), SignAllFields, docLimits())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func TestValidate_Accepts(t *testing.T) {
 			m["reason"] = reasonWith(map[string]any{"send_num": "1"})
 		}, func(r Request) bool { return r.SendNum == "1" }},
 		{"every gift field top-level and agreeing", allTopLevel, nil},
-		{"spec's second vector (with empty field)", func(m map[string]string) { maps.Copy(m, vectorFieldsWithGift()) }, nil},
+		{"the docs' second vector (with empty field)", func(m map[string]string) { maps.Copy(m, vectorFieldsWithGift()) }, nil},
 		{"gift fields only top-level", func(m map[string]string) {
 			allTopLevel(m)
 			m["reason"] = `{"note":"x"}`
@@ -175,7 +175,7 @@ func TestValidate_Accepts(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			f := validFields()
 			c.change(f)
-			r, err := Validate(f, docLimits())
+			r, err := Validate(f, SignAllFields, docLimits())
 			if err != nil {
 				t.Fatalf("refused: %v", err)
 			}
@@ -299,7 +299,7 @@ func TestValidate_RefusesNamingTheField(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			f := validFields()
 			c.change(f)
-			r, err := Validate(f, docLimits())
+			r, err := Validate(f, SignAllFields, docLimits())
 			var fe *FieldError
 			if !errors.As(err, &fe) || fe.Field != c.field {
 				t.Fatalf("Validate = %+v, %v; want a FieldError on %s", r, err, c.field)
@@ -329,7 +329,7 @@ func TestValidate_Messages(t *testing.T) {
 	for _, c := range cases {
 		f := validFields()
 		c.change(f)
-		if _, err := Validate(f, docLimits()); err == nil || err.Error() != c.want {
+		if _, err := Validate(f, SignAllFields, docLimits()); err == nil || err.Error() != c.want {
 			t.Errorf("err = %v, want %q", err, c.want)
 		}
 	}
@@ -358,7 +358,7 @@ func TestNonceTime(t *testing.T) {
 }
 
 func TestFingerprint_IgnoresWhatARetryMayChange(t *testing.T) {
-	base, err := Validate(validFields(), docLimits())
+	base, err := Validate(validFields(), SignAllFields, docLimits())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,7 +372,7 @@ func TestFingerprint_IgnoresWhatARetryMayChange(t *testing.T) {
 	} {
 		f := validFields()
 		c(f)
-		r, err := Validate(f, docLimits())
+		r, err := Validate(f, SignAllFields, docLimits())
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -418,7 +418,7 @@ func TestFingerprint_ChangesWithTheBusinessFields(t *testing.T) {
 }
 
 func TestDetails(t *testing.T) {
-	r, err := Validate(validFields(), docLimits())
+	r, err := Validate(validFields(), SignAllFields, docLimits())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,5 +428,89 @@ func TestDetails(t *testing.T) {
 	}
 	if got := r.Details(); !maps.Equal(got, want) {
 		t.Errorf("Details = %q\nwant      %q", got, want)
+	}
+}
+
+// A top-level gift field that reason does not carry is used only when the
+// sign covered it (docs/linkv.md §2.1); one reason carries always comes from the
+// signed reason.
+func TestValidate_UnsignedTopLevelGiftFields(t *testing.T) {
+	onlyTop := func(name, value string) change {
+		return func(m map[string]string) {
+			m[name] = value
+			m["reason"] = reasonWith(nil, name)
+		}
+	}
+	cases := []struct {
+		name   string
+		form   SignForm
+		change change
+		field  string // the refused field; "" = accepted
+		check  func(Request) bool
+	}{
+		{"gift_id only top-level, eight", SignEightField, onlyTop("gift_id", "777"), "gift_id", nil},
+		{"gift_id only top-level, eight-php", SignEightPHP, onlyTop("gift_id", "777"), "gift_id", nil},
+		{"gift_id only top-level, eight-keep-empty", SignEightKeepEmpty, onlyTop("gift_id", "777"), "gift_id", nil},
+		{"receiver_id only top-level, eight", SignEightField, onlyTop("receiver_id", "someone-else"), "receiver_id", nil},
+		{"vtype=0 only top-level, all-php", SignAllPHP, onlyTop("vtype", "0"), "vtype", nil},
+		{"unknown form trusts nothing unsigned", "", onlyTop("gift_id", "777"), "gift_id", nil},
+		{"gift_id only top-level, all", SignAllFields, onlyTop("gift_id", "777"), "", func(r Request) bool { return r.GiftID == "777" }},
+		{"gift_id only top-level, all-php", SignAllPHP, onlyTop("gift_id", "777"), "", func(r Request) bool { return r.GiftID == "777" }},
+		{"vtype=0 only top-level, all", SignAllFields, onlyTop("vtype", "0"), "", func(r Request) bool { return r.VType == "0" }},
+		{"vtype=0 only top-level, all-keep-empty", SignAllKeepEmpty, onlyTop("vtype", "0"), "", func(r Request) bool { return r.VType == "0" }},
+		{"top-level agreeing with reason, eight", SignEightField, set("gift_id", "10620", "send_num", "1"), "",
+			func(r Request) bool { return r.GiftID == "10620" && r.SendNum == "1" }},
+		{"top-level disagreeing with reason, eight", SignEightField, set("gift_id", "777"), "gift_id", nil},
+		{"everything in reason, eight", SignEightField, func(map[string]string) {}, "", nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := validFields()
+			c.change(f)
+			r, err := Validate(f, c.form, docLimits())
+			if c.field == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				if c.check != nil && !c.check(r) {
+					t.Errorf("accepted as %+v", r)
+				}
+				return
+			}
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Field != c.field {
+				t.Fatalf("Validate = %+v, %v; want a FieldError on %s", r, err, c.field)
+			}
+		})
+	}
+	f := validFields()
+	onlyTop("gift_id", "777")(f)
+	if _, err := Validate(f, SignEightField, docLimits()); err == nil || err.Error() != "gift_id: not covered by the signature" {
+		t.Errorf("err = %v, want %q", err, "gift_id: not covered by the signature")
+	}
+}
+
+// The fingerprint is built from signed data only: under an eight-field sign
+// an unsigned top-level copy of a gift field can neither change it nor
+// stand in for a field reason lacks.
+func TestFingerprint_OnlyFromSignedData(t *testing.T) {
+	base, err := Validate(validFields(), SignEightField, docLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := validFields()
+	set("gift_id", "10620", "vtype", "1", "extra", "x")(f)
+	r, err := Validate(f, SignEightField, docLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Fingerprint() != base.Fingerprint() || !maps.Equal(r.Details(), base.Details()) {
+		t.Error("unsigned top-level copies changed the fingerprint or the details")
+	}
+	f = validFields()
+	f["gift_id"] = "777"
+	f["reason"] = reasonWith(nil, "gift_id")
+	if r, err := Validate(f, SignEightField, docLimits()); err == nil {
+		t.Errorf("an unsigned gift_id made a request with fingerprint %x", r.Fingerprint())
 	}
 }

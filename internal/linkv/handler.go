@@ -27,11 +27,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		signForms: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "giftd_linkv_sign_forms_total",
-			Help: "LinkV callbacks whose signature matched, by the field set it covered: all (every field) or eight (the PHP SDK's eight fields).",
+			Help: "LinkV callbacks whose signature matched, by the canonicalisation that matched: all or eight (every field or the PHP SDK's eight fields, empty values dropped), with -php (values \"\" and \"0\" dropped, PHP genSign's separator quirk) or -keep-empty (empty values kept).",
 		}, []string{"form"}),
 	}
 	reg.MustRegister(m.signForms)
-	for _, f := range []SignForm{SignAllFields, SignEightField} {
+	// Every form's series exists from the start, at zero: the label set is bounded.
+	for _, f := range SignForms() {
 		m.signForms.WithLabelValues(string(f))
 	}
 	return m
@@ -127,7 +128,7 @@ func (h *Handler) serve(r *http.Request) answer {
 	h.metrics.signForms.WithLabelValues(string(form)).Inc()
 
 	now := h.cfg.Now()
-	req, err := Validate(fields, Limits{Now: now, MaxExpiry: h.cfg.MaxExpiry})
+	req, err := Validate(fields, form, Limits{Now: now, MaxExpiry: h.cfg.MaxExpiry})
 	if err != nil {
 		a := badRequest(err)
 		var fe *FieldError

@@ -1,10 +1,10 @@
 package linkv_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -39,6 +39,25 @@ type fixture struct {
 	handler http.Handler
 	metrics *linkv.Metrics
 	reg     *prometheus.Registry
+	logs    *lockedBuffer // the handler's log, as text
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writers and readers.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func newFixture(t *testing.T, mutate ...func(*linkv.Config)) *fixture {
@@ -62,8 +81,9 @@ func newFixture(t *testing.T, mutate ...func(*linkv.Config)) *fixture {
 	}
 	reg := prometheus.NewRegistry()
 	m := linkv.NewMetrics(reg)
-	return &fixture{store: store, metrics: m, reg: reg,
-		handler: linkv.NewHandler(store, cfg, m, callback.NewObserver(reg, slog.New(slog.NewTextHandler(io.Discard, nil))))}
+	logs := &lockedBuffer{}
+	return &fixture{store: store, metrics: m, reg: reg, logs: logs,
+		handler: linkv.NewHandler(store, cfg, m, callback.NewObserver(reg, slog.New(slog.NewTextHandler(logs, nil))))}
 }
 
 // docFields is the document's example request without its sign.
