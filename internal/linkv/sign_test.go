@@ -110,7 +110,7 @@ func TestSignAs_Section21Vectors(t *testing.T) {
 	}
 }
 
-// The stringSignTemp texts the spec prints, literally.
+// The stringSignTemp texts docs/linkv.md prints, literally.
 func TestSignAs_SpecStringSignTemp(t *testing.T) {
 	doc := `app_id=LM6000167049877161121920&expriation=1638156748&gold=5&nonce=u06au4x31630294348ha2zeb15&reason={"gift_id":"10620","send_num":1,"resource_id":"16302940574638332063","vtype":"1","receiver_id":"1431136630483329025"}&request_id=bf612c514beb0712816ee60b708acaa6&type=1&user_id=19718472&key=giftd-test-secret`
 	userZero := vectorFields()
