@@ -220,8 +220,8 @@ type Donation struct {
 	GoodName, GoodPrice, GoodNum, Count string
 	// Coins is count in coins: what the donation debits.
 	Coins int64
-	// Digest is the SHA-256 of every received parameter, sign included (see
-	// ParamsDigest): the donation's idempotency key and fingerprint.
+	// Digest is the SHA-256 of what the sign covers (see SignedDigest): the
+	// donation's idempotency key and its fingerprint.
 	Digest [32]byte
 }
 
@@ -241,7 +241,7 @@ func ValidateDonation(params map[string]string, scale Scale) (Donation, error) {
 		}
 	}
 	d := Donation{Viewer: v, GoodName: params["goodName"], GoodPrice: params["goodPrice"],
-		GoodNum: params["goodNum"], Count: params["count"], Digest: ParamsDigest(params)}
+		GoodNum: params["goodNum"], Count: params["count"], Digest: SignedDigest(params)}
 	if !text(d.GoodName) {
 		return Donation{}, &FieldError{"goodName", "must be 1-128 bytes of UTF-8 text without control characters"}
 	}
@@ -266,8 +266,9 @@ func ValidateDonation(params map[string]string, scale Scale) (Donation, error) {
 	return d, nil
 }
 
-// RequestID returns the donation's request id in the ledger: its Digest in
-// lowercase hex.
+// RequestID returns the donation's request id in the ledger (the ref of its
+// entry, by which an operator reverses it): its Digest in lowercase hex, 64
+// digits. Every copy of a donation that carries a valid sign has the same.
 func (d Donation) RequestID() string { return hex.EncodeToString(d.Digest[:]) }
 
 // Details returns the donation's parameters as stored with its ledger
@@ -280,18 +281,15 @@ func (d Donation) Details() map[string]string {
 	}
 }
 
-// ParamsDigest returns the SHA-256 of the canonical form of params: every
-// parameter, sign and empty ones included, names sorted in byte order, as
-// name=value pairs joined by & with names and values query-escaped, so that
-// no bytes can move from one parameter to another without changing it.
-// Polyv sends no request id: two donations are the same request exactly
-// when their parameters are.
-func ParamsDigest(params map[string]string) [32]byte {
-	v := make(url.Values, len(params))
-	for k, s := range params {
-		v[k] = []string{s}
-	}
-	return sha256.Sum256([]byte(v.Encode()))
+// SignedDigest returns the SHA-256 of SignedString(params): a donation's
+// identity. Polyv sends no request id, and a copy of a signed donation can
+// differ from it in every byte the sign does not cover (the sign's letter
+// case, empty parameters, the order and place of parameters, how the signed
+// string is split into names and values) and still verify; with no secret,
+// nothing else can be changed. Keyed on the received parameters, each such
+// copy would be a new donation and debit again.
+func SignedDigest(params map[string]string) [32]byte {
+	return sha256.Sum256([]byte(SignedString(params)))
 }
 
 // text reports whether s is at most maxText bytes of UTF-8 without control

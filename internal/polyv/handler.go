@@ -200,9 +200,10 @@ func (h *handler) result(res ledger.DebitResult, err error) answer {
 	a := answer{out: callback.OutcomeOf(res, err)}
 	switch {
 	case err != nil:
-		// ErrRequestReused (outcome conflict) cannot happen unless two
-		// parameter sets share a SHA-256: the key covers every parameter. It
-		// is answered and logged as a system error.
+		// ErrRequestReused (outcome conflict) cannot happen: the key and the
+		// fingerprint are the same digest of the signed string, so every copy
+		// under a key replays, however its parameters were split. It is
+		// answered and logged as a system error.
 		a.Code, a.Message, a.err = http.StatusInternalServerError, "system error", err
 	case res.Status == ledger.Insufficient:
 		// Also the replay of one: it stays 400 whatever the wallet holds now.

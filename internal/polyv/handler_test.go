@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -223,8 +225,10 @@ func TestDonate_HandDerivedVectorDebitsAndAnswers(t *testing.T) {
 	if got := f.balance(t, "viewer-1"); got != 90 {
 		t.Errorf("balance %d, want 90", got)
 	}
-	// The ledger entry: platform polyv, the digest of every parameter as
-	// its ref, and the donation's details.
+	// The ledger entry: platform polyv, the SHA-256 of the signed string as
+	// its ref, and the donation's details. printf '%s' 'appIdpolyv-app-1
+	// channelId2114561count10goodName鲜花goodNum2goodPrice5sessionIdfz2qbq6gtd
+	// ts1700000000000viewerIdviewer-1' (on one line) | sha256sum
 	var platform, app, ref string
 	var details map[string]string
 	err := f.store.Pool().QueryRow(context.Background(),
@@ -232,9 +236,8 @@ func TestDonate_HandDerivedVectorDebitsAndAnswers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p["sign"] = "92473248D2976491D51A71BED250B86F"
-	digest := polyv.ParamsDigest(p)
-	if platform != "polyv" || app != "polyv-app-1" || ref != fmt.Sprintf("%x", digest) {
+	const wantRef = "7d6f833779a10b0dbf1c3808e976c5ea8e08eac5671b89795f9a77e22a38c683"
+	if platform != "polyv" || app != "polyv-app-1" || ref != wantRef {
 		t.Errorf("entry platform %q app %q ref %q", platform, app, ref)
 	}
 	want := map[string]string{"channelId": "2114561", "sessionId": "fz2qbq6gtd", "goodName": "鲜花",
@@ -716,5 +719,144 @@ func TestQuery_Points(t *testing.T) {
 	}
 	if f.outcome("ok") != 0 || f.outcome("bad_sign") != 0 {
 		t.Errorf("queries counted as debit outcomes: ok %v, bad_sign %v", f.outcome("ok"), f.outcome("bad_sign"))
+	}
+}
+
+// sameSignVariants returns a signed donation as a raw form body and, by
+// name, copies of it that carry the same valid signature: Polyv's sign
+// covers the signed string (k1v1k2v2… of the non-empty parameters other
+// than sign), not the bytes received. The donation carries shop=s1 as a
+// configured URL parameter would, and is by viewer "alice-wu", whose wallet
+// the caller tops up (and that of "alice-", which a split can name). A
+// variant that starts with "?" goes in the URL instead of the body.
+func sameSignVariants(t *testing.T) (string, map[string]string) {
+	t.Helper()
+	p := donation("fz2qbq6gtd", "alice-wu", "7")
+	p["shop"] = "s1"
+	p = withSign(p, testSecret)
+	// pairs writes the parameters in the order given, each name=value
+	// query-escaped.
+	pairs := func(kv ...string) string {
+		var b strings.Builder
+		for i := 0; i < len(kv); i += 2 {
+			if i > 0 {
+				b.WriteByte('&')
+			}
+			b.WriteString(url.QueryEscape(kv[i]) + "=" + url.QueryEscape(kv[i+1]))
+		}
+		return b.String()
+	}
+	// except returns p's parameters in byte order of name, without those
+	// named, then extra pairs.
+	except := func(drop []string, extra ...string) []string {
+		var kv []string
+		for _, k := range slices.Sorted(maps.Keys(p)) {
+			if !slices.Contains(drop, k) {
+				kv = append(kv, k, p[k])
+			}
+		}
+		return append(kv, extra...)
+	}
+	original := pairs(except(nil)...)
+	reversed := except(nil)
+	for i, j := 0, len(reversed)-2; i < j; i, j = i+2, j-2 {
+		reversed[i], reversed[i+1], reversed[j], reversed[j+1] = reversed[j], reversed[j+1], reversed[i], reversed[i+1]
+	}
+	sign := p["sign"]
+	mixed := strings.ToLower(sign[:16]) + sign[16:]
+	variants := map[string]string{
+		"sign in lowercase":                pairs(except([]string{"sign"}, "sign", strings.ToLower(sign))...),
+		"sign in mixed case":               pairs(except([]string{"sign"}, "sign", mixed)...),
+		"extra empty parameter":            pairs(except(nil, "viewerName", "")...),
+		"extra empty parameter, new name":  pairs(except(nil, "zzz", "")...),
+		"empty sessionId given twice over": pairs(except(nil, "a", "", "Z", "")...),
+		"parameters in reverse order":      pairs(reversed...),
+		// shops1 read as sho + ps1: "sho" still sorts between sessionId and ts.
+		"split shop=s1 as sho=ps1": pairs(except([]string{"shop"}, "sho", "ps1")...),
+		// sessionIdfz2qbq6gtd read as sessionIdf + z2qbq6gtd: no sessionId,
+		// which may be empty.
+		"split sessionId into a new name": pairs(except([]string{"sessionId"}, "sessionIdf", "z2qbq6gtd")...),
+		// viewerIdalice-wu read as viewerId alice- and w=u: another wallet
+		// under the same signature. It must not be debited a second time.
+		"split viewerId naming another wallet": pairs(except([]string{"viewerId"}, "viewerId", "alice-", "w", "u")...),
+		// Sent as a query string (see post): every parameter in the URL.
+		"all parameters in the URL": "?" + original,
+	}
+	return original, variants
+}
+
+// postVariant posts a variant of sameSignVariants.
+func (f *fixture) postVariant(t *testing.T, v string) reply {
+	t.Helper()
+	if q, ok := strings.CutPrefix(v, "?"); ok {
+		return f.post(t, q, "")
+	}
+	return f.post(t, "", v)
+}
+
+func TestDonate_SameSignatureVariantsReplayAndDebitOnce(t *testing.T) {
+	_, variants := sameSignVariants(t)
+	for name := range variants {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t)
+			f.topUp(t, "alice-wu", 100)
+			f.topUp(t, "alice-", 100)
+			original, variants := sameSignVariants(t)
+			first := f.post(t, "", original)
+			if first.raw != `{"code":200,"status":"success","message":"","data":93}`+"\n" {
+				t.Fatalf("original: %d %s, want 200 and 93 points", first.code, first.raw)
+			}
+			again := f.postVariant(t, variants[name])
+			if again.raw != first.raw {
+				t.Errorf("variant answered %d %s, want the first answer %s", again.code, again.raw, first.raw)
+			}
+			if a, b := f.balance(t, "alice-wu"), f.balance(t, "alice-"); a != 93 || b != 100 || f.debitEntries(t) != 1 {
+				t.Errorf("balances alice-wu %d alice- %d with %d debits, want 93, 100 and 1", a, b, f.debitEntries(t))
+			}
+			if f.outcome("ok") != 1 || f.outcome("replay") != 1 {
+				t.Errorf("outcomes ok %v replay %v, want 1 and 1", f.outcome("ok"), f.outcome("replay"))
+			}
+		})
+	}
+}
+
+func TestDonate_SameSignatureVariantsConcurrentlyDebitOnce(t *testing.T) {
+	f := newFixture(t)
+	f.topUp(t, "alice-wu", 100)
+	f.topUp(t, "alice-", 100)
+	original, variants := sameSignVariants(t)
+	bodies := []string{original}
+	for _, name := range slices.Sorted(maps.Keys(variants)) {
+		bodies = append(bodies, variants[name])
+	}
+	const n = 40
+	answers := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { answers[i] = f.postVariant(t, bodies[i%len(bodies)]).raw })
+	}
+	wg.Wait()
+	// Which copy came first decides whose wallet pays; only one may.
+	debited := 0
+	for _, user := range []string{"alice-wu", "alice-"} {
+		switch f.balance(t, user) {
+		case 93:
+			debited++
+		case 100:
+		default:
+			t.Errorf("%s holds %d, want 100 or 93", user, f.balance(t, user))
+		}
+	}
+	if debited != 1 || f.debitEntries(t) != 1 {
+		t.Errorf("%d wallets debited with %d debits, want 1 and 1", debited, f.debitEntries(t))
+	}
+	want := `{"code":200,"status":"success","message":"","data":93}` + "\n"
+	for i, a := range answers {
+		if a != want {
+			t.Errorf("copy %d answered %s, want %s", i, a, want)
+		}
+	}
+	if f.outcome("ok") != 1 || f.outcome("replay") != n-1 {
+		t.Errorf("outcomes ok %v replay %v, want 1 and %d", f.outcome("ok"), f.outcome("replay"), n-1)
 	}
 }
