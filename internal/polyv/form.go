@@ -223,6 +223,9 @@ type Donation struct {
 	// Digest is the SHA-256 of what the sign covers (see SignedDigest): the
 	// donation's idempotency key and its fingerprint.
 	Digest [32]byte
+	// oldDigest is the key and fingerprint the donation had before Digest
+	// (see oldParamsDigest).
+	oldDigest [32]byte
 }
 
 // ValidateDonation checks the parameters of a donation at scale, except
@@ -241,7 +244,8 @@ func ValidateDonation(params map[string]string, scale Scale) (Donation, error) {
 		}
 	}
 	d := Donation{Viewer: v, GoodName: params["goodName"], GoodPrice: params["goodPrice"],
-		GoodNum: params["goodNum"], Count: params["count"], Digest: SignedDigest(params)}
+		GoodNum: params["goodNum"], Count: params["count"], Digest: SignedDigest(params),
+		oldDigest: oldParamsDigest(params)}
 	if !text(d.GoodName) {
 		return Donation{}, &FieldError{"goodName", "must be 1-128 bytes of UTF-8 text without control characters"}
 	}
@@ -290,6 +294,20 @@ func (d Donation) Details() map[string]string {
 // copy would be a new donation and debit again.
 func SignedDigest(params map[string]string) [32]byte {
 	return sha256.Sum256([]byte(SignedString(params)))
+}
+
+// oldParamsDigest is how builds before SignedDigest keyed a donation: the
+// SHA-256 of every received parameter, sign and empty ones included, as
+// name=value pairs in name order, query-escaped and joined by &. Their
+// records live until the donation's ts plus twice the skew window, and a
+// copy of one of those donations must replay it, not debit again; once no
+// such build has run for that long, this and its one use can go.
+func oldParamsDigest(params map[string]string) [32]byte {
+	v := make(url.Values, len(params))
+	for k, s := range params {
+		v[k] = []string{s}
+	}
+	return sha256.Sum256([]byte(v.Encode()))
 }
 
 // text reports whether s is at most maxText bytes of UTF-8 without control

@@ -199,6 +199,17 @@ func TestSignedDigest_EverySignedByteCounts(t *testing.T) {
 	}
 }
 
+func TestOldParamsDigest_HandDerivedVector(t *testing.T) {
+	// The key of builds before SignedDigest. Canonical form:
+	// appId=a&b=x+y&e=&sign=S (empty parameters and sign included);
+	// printf '%s' 'appId=a&b=x+y&e=&sign=S' | sha256sum
+	want := "bcfb2f17a86339401c63c4e8157d063e461b5854f33e66966e6dc62b830c7800"
+	d := oldParamsDigest(map[string]string{"sign": "S", "e": "", "b": "x y", "appId": "a"})
+	if got := hex.EncodeToString(d[:]); got != want {
+		t.Errorf("oldParamsDigest = %s, want %s", got, want)
+	}
+}
+
 func TestValidateDonation_Accepts(t *testing.T) {
 	d, err := ValidateDonation(vectorWithURLParam(), mustScale(t, 100))
 	if err != nil {

@@ -1,6 +1,7 @@
 package polyv
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -147,6 +148,14 @@ func (h *handler) donate(r *http.Request) (answer, *Donation) {
 	}
 	ctx, cancel := callback.DBContext(r.Context(), h.cfg.DBTimeout)
 	defer cancel()
+	// A donation executed by a build that keyed on the received parameters
+	// replays, fresh or late. This cannot see a copy that an older build is
+	// executing at this very moment (a rolling upgrade): upgrade by stopping
+	// the older builds first.
+	oldKey := ledger.DebitKey{Platform: Platform, AppID: d.AppID, RequestID: hex.EncodeToString(d.oldDigest[:])}
+	if res, err := h.store.Recorded(ctx, oldKey, d.oldDigest); !errors.Is(err, ledger.ErrNotFound) {
+		return h.result(res, err), &d
+	}
 	key := ledger.DebitKey{Platform: Platform, AppID: d.AppID, RequestID: d.RequestID()}
 	if a, ok := h.fresh(d.TS); !ok {
 		// A late copy of a donation executed in time still gets its answer.

@@ -2,6 +2,8 @@ package polyv_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -765,12 +767,12 @@ func sameSignVariants(t *testing.T) (string, map[string]string) {
 	sign := p["sign"]
 	mixed := strings.ToLower(sign[:16]) + sign[16:]
 	variants := map[string]string{
-		"sign in lowercase":                pairs(except([]string{"sign"}, "sign", strings.ToLower(sign))...),
-		"sign in mixed case":               pairs(except([]string{"sign"}, "sign", mixed)...),
-		"extra empty parameter":            pairs(except(nil, "viewerName", "")...),
-		"extra empty parameter, new name":  pairs(except(nil, "zzz", "")...),
-		"empty sessionId given twice over": pairs(except(nil, "a", "", "Z", "")...),
-		"parameters in reverse order":      pairs(reversed...),
+		"sign in lowercase":               pairs(except([]string{"sign"}, "sign", strings.ToLower(sign))...),
+		"sign in mixed case":              pairs(except([]string{"sign"}, "sign", mixed)...),
+		"extra empty parameter":           pairs(except(nil, "viewerName", "")...),
+		"extra empty parameter, new name": pairs(except(nil, "zzz", "")...),
+		"two extra empty parameters":      pairs(except(nil, "a", "", "Z", "")...),
+		"parameters in reverse order":     pairs(reversed...),
 		// shops1 read as sho + ps1: "sho" still sorts between sessionId and ts.
 		"split shop=s1 as sho=ps1": pairs(except([]string{"shop"}, "sho", "ps1")...),
 		// sessionIdfz2qbq6gtd read as sessionIdf + z2qbq6gtd: no sessionId,
@@ -858,5 +860,41 @@ func TestDonate_SameSignatureVariantsConcurrentlyDebitOnce(t *testing.T) {
 	}
 	if f.outcome("ok") != 1 || f.outcome("replay") != n-1 {
 		t.Errorf("outcomes ok %v replay %v, want 1 and %d", f.outcome("ok"), f.outcome("replay"), n-1)
+	}
+}
+
+// TestDonate_DonationRecordedByTheOldKeyReplays: a build before keys
+// followed the signed string recorded donations under the SHA-256 of every
+// received parameter (sign and empty ones included, url-encoded in name
+// order). A copy that reaches the new build while that record lives, fresh
+// or late, replays it: the upgrade must not debit a donation twice.
+func TestDonate_DonationRecordedByTheOldKeyReplays(t *testing.T) {
+	for name, late := range map[string]time.Duration{"fresh copy": 0, "late copy": 6 * time.Minute} {
+		t.Run(name, func(t *testing.T) {
+			now := testNow
+			f := newFixture(t, func(c *polyv.Config) { c.Now = func() time.Time { return now } })
+			f.topUp(t, "u1", 100)
+			p := withSign(donation("before-upgrade", "u1", "30"), testSecret)
+			p["viewerName"] = ""
+			old := sha256.Sum256([]byte(encode(p)))
+			_, err := f.store.Debit(context.Background(), ledger.Debit{
+				Key:    ledger.DebitKey{Platform: polyv.Platform, AppID: testApp, RequestID: hex.EncodeToString(old[:])},
+				UserID: "u1", Gold: 30, Fingerprint: old, ExpiresAt: testNow.Add(10 * time.Minute),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			now = testNow.Add(late)
+			r := f.post(t, "", encode(p))
+			if r.raw != `{"code":200,"status":"success","message":"","data":70}`+"\n" {
+				t.Errorf("copy after the upgrade: %d %s, want the recorded answer, 70 points", r.code, r.raw)
+			}
+			if got := f.balance(t, "u1"); got != 70 || f.debitEntries(t) != 1 {
+				t.Errorf("balance %d with %d debits, want 70 and 1", got, f.debitEntries(t))
+			}
+			if f.outcome("replay") != 1 {
+				t.Errorf("replay outcomes %v, want 1", f.outcome("replay"))
+			}
+		})
 	}
 }
