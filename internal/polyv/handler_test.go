@@ -261,7 +261,7 @@ func TestDonate_HandDerivedVectorDebitsAndAnswers(t *testing.T) {
 }
 
 func TestDonate_URLParametersTakePartInTheSign(t *testing.T) {
-	f := newFixture(t, scale(100))
+	f := newFixture(t, scale(100), urlParams("shop"))
 	f.topUp(t, "viewer-1", 10000)
 	// The URL-parameter vector of sign_test.go: shop=s1 comes in the URL
 	// (the configured updatePointUrl's own parameter), the rest in the body.
@@ -269,12 +269,12 @@ func TestDonate_URLParametersTakePartInTheSign(t *testing.T) {
 	for k, v := range map[string]string{
 		"appId": "polyv-app-1", "channelId": "2114561", "viewerId": "viewer-1", "sessionId": "fz2qbq6gtd",
 		"ts": "1700000000000", "goodName": "鲜花", "goodPrice": "6.17", "goodNum": "2", "count": "12.34",
-		"viewerName": "", "sign": "DE14D6EB0AD664DB464F9108AF05FD1A",
+		"sign": "DE14D6EB0AD664DB464F9108AF05FD1A",
 	} {
 		body.Set(k, v)
 	}
-	if r := f.post(t, "", body.Encode()); r.code != 403 {
-		t.Errorf("without the URL's parameter: %d %s, want 403", r.code, r.raw)
+	if r := f.post(t, "", body.Encode()); r.code != 422 || !strings.HasPrefix(r.body.Message, "shop: required") {
+		t.Errorf("without the URL's parameter: %d %s, want 422 naming shop", r.code, r.raw)
 	}
 	if r := f.post(t, "shop=s2", body.Encode()); r.code != 403 {
 		t.Errorf("with another value of it: %d %s, want 403", r.code, r.raw)
@@ -284,8 +284,9 @@ func TestDonate_URLParametersTakePartInTheSign(t *testing.T) {
 		t.Errorf("with it: %d %s, want 200 and 87.66 points", r.code, r.raw)
 	}
 	// Every parameter may come in the URL.
-	all := withSign(donation("all-in-url", "viewer-1", "1.5"), testSecret)
-	if r := f.post(t, encode(all), ""); r.code != 200 || string(r.body.Data) != "86.16" {
+	all := donation("all-in-url", "viewer-1", "1.5")
+	all["shop"] = "s1"
+	if r := f.post(t, encode(withSign(all, testSecret)), ""); r.code != 200 || string(r.body.Data) != "86.16" {
 		t.Errorf("all in the URL: %d %s, want 200 and 86.16", r.code, r.raw)
 	}
 	if got := f.balance(t, "viewer-1"); got != 8616 {
@@ -724,30 +725,25 @@ func TestQuery_Points(t *testing.T) {
 	}
 }
 
+// variant is a copy of a signed donation that carries the same valid
+// signature, and the field its refusal names ("" when it replays).
+type variant struct{ body, refusedOn string }
+
 // sameSignVariants returns a signed donation as a raw form body and, by
 // name, copies of it that carry the same valid signature: Polyv's sign
 // covers the signed string (k1v1k2v2… of the non-empty parameters other
-// than sign), not the bytes received. The donation carries shop=s1 as a
-// configured URL parameter would, and is by viewer "alice-wu", whose wallet
-// the caller tops up (and that of "alice-", which a split can name). A
-// variant that starts with "?" goes in the URL instead of the body.
-func sameSignVariants(t *testing.T) (string, map[string]string) {
+// than sign), not the bytes received. The donation carries shop=s1, a
+// configured URL parameter (see urlParams), and is by viewer "alice-wu",
+// whose wallet the caller tops up (and that of "alice-", which a split can
+// name). A variant that starts with "?" goes in the URL instead of the
+// body. A copy that differs only where the sign does not look replays; a
+// copy that parses differently carries a name no callback lists, and is
+// refused naming it.
+func sameSignVariants(t *testing.T) (string, map[string]variant) {
 	t.Helper()
 	p := donation("fz2qbq6gtd", "alice-wu", "7")
 	p["shop"] = "s1"
 	p = withSign(p, testSecret)
-	// pairs writes the parameters in the order given, each name=value
-	// query-escaped.
-	pairs := func(kv ...string) string {
-		var b strings.Builder
-		for i := 0; i < len(kv); i += 2 {
-			if i > 0 {
-				b.WriteByte('&')
-			}
-			b.WriteString(url.QueryEscape(kv[i]) + "=" + url.QueryEscape(kv[i+1]))
-		}
-		return b.String()
-	}
 	// except returns p's parameters in byte order of name, without those
 	// named, then extra pairs.
 	except := func(drop []string, extra ...string) []string {
@@ -759,30 +755,31 @@ func sameSignVariants(t *testing.T) (string, map[string]string) {
 		}
 		return append(kv, extra...)
 	}
-	original := pairs(except(nil)...)
+	original := form(except(nil)...)
 	reversed := except(nil)
 	for i, j := 0, len(reversed)-2; i < j; i, j = i+2, j-2 {
 		reversed[i], reversed[i+1], reversed[j], reversed[j+1] = reversed[j], reversed[j+1], reversed[i], reversed[i+1]
 	}
 	sign := p["sign"]
 	mixed := strings.ToLower(sign[:16]) + sign[16:]
-	variants := map[string]string{
-		"sign in lowercase":               pairs(except([]string{"sign"}, "sign", strings.ToLower(sign))...),
-		"sign in mixed case":              pairs(except([]string{"sign"}, "sign", mixed)...),
-		"extra empty parameter":           pairs(except(nil, "viewerName", "")...),
-		"extra empty parameter, new name": pairs(except(nil, "zzz", "")...),
-		"two extra empty parameters":      pairs(except(nil, "a", "", "Z", "")...),
-		"parameters in reverse order":     pairs(reversed...),
+	variants := map[string]variant{
+		"sign in lowercase":           {form(except([]string{"sign"}, "sign", strings.ToLower(sign))...), ""},
+		"sign in mixed case":          {form(except([]string{"sign"}, "sign", mixed)...), ""},
+		"parameters in reverse order": {form(reversed...), ""},
+		// Sent as a query string (see post): every parameter in the URL.
+		"all parameters in the URL": {"?" + original, ""},
+		// The query's viewerName is no donation parameter.
+		"extra empty parameter":           {form(except(nil, "viewerName", "")...), "viewerName"},
+		"extra empty parameter, new name": {form(except(nil, "zzz", "")...), "zzz"},
+		"two extra empty parameters":      {form(except(nil, "a", "", "Z", "")...), "Z"},
 		// shops1 read as sho + ps1: "sho" still sorts between sessionId and ts.
-		"split shop=s1 as sho=ps1": pairs(except([]string{"shop"}, "sho", "ps1")...),
+		"split shop=s1 as sho=ps1": {form(except([]string{"shop"}, "sho", "ps1")...), "sho"},
 		// sessionIdfz2qbq6gtd read as sessionIdf + z2qbq6gtd: no sessionId,
 		// which may be empty.
-		"split sessionId into a new name": pairs(except([]string{"sessionId"}, "sessionIdf", "z2qbq6gtd")...),
+		"split sessionId into a new name": {form(except([]string{"sessionId"}, "sessionIdf", "z2qbq6gtd")...), "sessionIdf"},
 		// viewerIdalice-wu read as viewerId alice- and w=u: another wallet
-		// under the same signature. It must not be debited a second time.
-		"split viewerId naming another wallet": pairs(except([]string{"viewerId"}, "viewerId", "alice-", "w", "u")...),
-		// Sent as a query string (see post): every parameter in the URL.
-		"all parameters in the URL": "?" + original,
+		// under the same signature.
+		"split viewerId naming another wallet": {form(except([]string{"viewerId"}, "viewerId", "alice-", "w", "u")...), "w"},
 	}
 	return original, variants
 }
@@ -796,70 +793,75 @@ func (f *fixture) postVariant(t *testing.T, v string) reply {
 	return f.post(t, "", v)
 }
 
-func TestDonate_SameSignatureVariantsReplayAndDebitOnce(t *testing.T) {
+func TestDonate_SameSignatureVariantsReplayOrAreRefusedAndDebitOnce(t *testing.T) {
 	_, variants := sameSignVariants(t)
 	for name := range variants {
 		t.Run(name, func(t *testing.T) {
-			f := newFixture(t)
+			f := newFixture(t, urlParams("shop"))
 			f.topUp(t, "alice-wu", 100)
 			f.topUp(t, "alice-", 100)
 			original, variants := sameSignVariants(t)
+			v := variants[name]
 			first := f.post(t, "", original)
 			if first.raw != `{"code":200,"status":"success","message":"","data":93}`+"\n" {
 				t.Fatalf("original: %d %s, want 200 and 93 points", first.code, first.raw)
 			}
-			again := f.postVariant(t, variants[name])
-			if again.raw != first.raw {
+			again := f.postVariant(t, v.body)
+			replays := 1.0
+			if v.refusedOn == "" && again.raw != first.raw {
 				t.Errorf("variant answered %d %s, want the first answer %s", again.code, again.raw, first.raw)
+			}
+			if v.refusedOn != "" {
+				replays = 0
+				if again.code != 422 || !strings.HasPrefix(again.body.Message, v.refusedOn+": ") {
+					t.Errorf("variant answered %d %s, want 422 naming %s", again.code, again.raw, v.refusedOn)
+				}
 			}
 			if a, b := f.balance(t, "alice-wu"), f.balance(t, "alice-"); a != 93 || b != 100 || f.debitEntries(t) != 1 {
 				t.Errorf("balances alice-wu %d alice- %d with %d debits, want 93, 100 and 1", a, b, f.debitEntries(t))
 			}
-			if f.outcome("ok") != 1 || f.outcome("replay") != 1 {
-				t.Errorf("outcomes ok %v replay %v, want 1 and 1", f.outcome("ok"), f.outcome("replay"))
+			if f.outcome("ok") != 1 || f.outcome("replay") != replays {
+				t.Errorf("outcomes ok %v replay %v, want 1 and %v", f.outcome("ok"), f.outcome("replay"), replays)
 			}
 		})
 	}
 }
 
 func TestDonate_SameSignatureVariantsConcurrentlyDebitOnce(t *testing.T) {
-	f := newFixture(t)
+	f := newFixture(t, urlParams("shop"))
 	f.topUp(t, "alice-wu", 100)
 	f.topUp(t, "alice-", 100)
 	original, variants := sameSignVariants(t)
-	bodies := []string{original}
+	copies := []variant{{original, ""}}
 	for _, name := range slices.Sorted(maps.Keys(variants)) {
-		bodies = append(bodies, variants[name])
+		copies = append(copies, variants[name])
 	}
 	const n = 40
-	answers := make([]string, n)
+	answers := make([]reply, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		wg.Go(func() { answers[i] = f.postVariant(t, bodies[i%len(bodies)]).raw })
+		wg.Go(func() { answers[i] = f.postVariant(t, copies[i%len(copies)].body) })
 	}
 	wg.Wait()
-	// Which copy came first decides whose wallet pays; only one may.
-	debited := 0
-	for _, user := range []string{"alice-wu", "alice-"} {
-		switch f.balance(t, user) {
-		case 93:
-			debited++
-		case 100:
-		default:
-			t.Errorf("%s holds %d, want 100 or 93", user, f.balance(t, user))
-		}
-	}
-	if debited != 1 || f.debitEntries(t) != 1 {
-		t.Errorf("%d wallets debited with %d debits, want 1 and 1", debited, f.debitEntries(t))
+	// Only the one reading of the signed string may pay, whichever copy
+	// came first.
+	if a, b := f.balance(t, "alice-wu"), f.balance(t, "alice-"); a != 93 || b != 100 || f.debitEntries(t) != 1 {
+		t.Errorf("balances alice-wu %d alice- %d with %d debits, want 93, 100 and 1", a, b, f.debitEntries(t))
 	}
 	want := `{"code":200,"status":"success","message":"","data":93}` + "\n"
+	accepted := 0
 	for i, a := range answers {
-		if a != want {
-			t.Errorf("copy %d answered %s, want %s", i, a, want)
+		switch c := copies[i%len(copies)]; {
+		case c.refusedOn == "" && a.raw != want:
+			t.Errorf("copy %d answered %s, want %s", i, a.raw, want)
+		case c.refusedOn == "":
+			accepted++
+		case a.code != 422 || !strings.HasPrefix(a.body.Message, c.refusedOn+": "):
+			t.Errorf("copy %d answered %s, want 422 naming %s", i, a.raw, c.refusedOn)
 		}
 	}
-	if f.outcome("ok") != 1 || f.outcome("replay") != n-1 {
-		t.Errorf("outcomes ok %v replay %v, want 1 and %d", f.outcome("ok"), f.outcome("replay"), n-1)
+	if f.outcome("ok") != 1 || f.outcome("replay") != float64(accepted-1) {
+		t.Errorf("outcomes ok %v replay %v, want 1 and %d", f.outcome("ok"), f.outcome("replay"), accepted-1)
 	}
 }
 
@@ -875,7 +877,6 @@ func TestDonate_DonationRecordedByTheOldKeyReplays(t *testing.T) {
 			f := newFixture(t, func(c *polyv.Config) { c.Now = func() time.Time { return now } })
 			f.topUp(t, "u1", 100)
 			p := withSign(donation("before-upgrade", "u1", "30"), testSecret)
-			p["viewerName"] = ""
 			old := sha256.Sum256([]byte(encode(p)))
 			_, err := f.store.Debit(context.Background(), ledger.Debit{
 				Key:    ledger.DebitKey{Platform: polyv.Platform, AppID: testApp, RequestID: hex.EncodeToString(old[:])},
