@@ -20,13 +20,15 @@ func TestLoad_EveryCountedDebitIsInTheLedger(t *testing.T) {
 		platform, path string
 	}{
 		{"linkv", "/linkv/debit"},
-		{"polyv", "/polyv/points/donate"},
+		// zone is the registered URL's own parameter: the load signs it.
+		{"polyv", "/polyv/points/donate?zone=cn"},
 	} {
 		t.Run(tc.platform, func(t *testing.T) {
 			ctx := waitCtx(t, 2*time.Minute)
 			dbURL := pgtest.URL(t)
 			store := seededStore(t, ctx, dbURL, 0, 0)
-			srv := newServer(t, dbURL, "GIFTD_POLYV_APPS="+polyvApp, "GIFTD_POLYV_POINT_SCALE=100")
+			srv := newServer(t, dbURL, "GIFTD_POLYV_APPS="+polyvApp, "GIFTD_POLYV_POINT_SCALE=100",
+				"GIFTD_POLYV_URL_PARAMS=zone")
 			cmd := exec.CommandContext(ctx, buildCmd(t, "giftd-load"), "-platform", tc.platform,
 				"-url", "http://"+srv.public+tc.path, "-admin-url", "http://"+srv.admin,
 				"-c", "4", "-wallets", "3", "-d", "500ms")

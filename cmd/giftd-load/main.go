@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -89,7 +90,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	body := func(user string) string { return signedDebit(appID, secret, user, *gold) }
 	if *platform == "polyv" {
-		body = func(user string) string { return signedDonation(appID, secret, user, *gold, scale) }
+		// The URL's own query parameters (those of GIFTD_POLYV_URL_PARAMS)
+		// take part in the sign, as in Polyv's calls.
+		u, err := url.Parse(*debitURL)
+		if err != nil {
+			return fmt.Errorf("-url: %w", err)
+		}
+		body = func(user string) string { return signedDonation(appID, secret, user, *gold, scale, u.Query()) }
 	}
 	token := getenv("GIFTD_ADMIN_TOKEN")
 	if token == "" {
@@ -246,15 +253,20 @@ func topUpAll(ctx context.Context, client *http.Client, adminURL, token string, 
 
 // signedDonation builds one Polyv donation body of gold coins (one good of
 // that price) with a fresh ts and a random sessionId, so that each is a new
-// request, signed by polyv.Sign.
-func signedDonation(appID, secret, user string, gold int64, scale polyv.Scale) string {
+// request, signed by polyv.Sign together with inURL, the parameters the
+// request carries in its URL.
+func signedDonation(appID, secret, user string, gold int64, scale polyv.Scale, inURL url.Values) string {
 	points := scale.Points(gold)
 	p := map[string]string{
 		"appId": appID, "channelId": "1", "viewerId": user, "sessionId": randomHex(8),
 		"ts": strconv.FormatInt(time.Now().UnixMilli(), 10), "goodName": "load", "goodPrice": points,
 		"goodNum": "1", "count": points,
 	}
-	p["sign"] = polyv.Sign(p, secret)
+	signed := maps.Clone(p)
+	for k := range inURL {
+		signed[k] = inURL.Get(k)
+	}
+	p["sign"] = polyv.Sign(signed, secret)
 	v := make(url.Values, len(p))
 	for k, s := range p {
 		v.Set(k, s)

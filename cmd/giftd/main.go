@@ -185,6 +185,7 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 	if s.PolyvApps != nil {
 		pv := polyv.NewHandlers(store, polyv.Config{
 			Apps: s.PolyvApps, Scale: s.PolyvScale, MaxSkew: s.PolyvMaxSkew, DBTimeout: s.DBTimeout,
+			URLParams: s.PolyvURLParams,
 		}, obs)
 		deps.Callbacks = []httpapi.Callback{
 			{Method: http.MethodGet, Path: s.PolyvQueryPath, Handler: pv.Query},

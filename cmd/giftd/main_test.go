@@ -215,6 +215,13 @@ func TestRun_BadSettingsNamed(t *testing.T) {
 		{"GIFTD_POLYV_UPDATE_PATH", "/readyz"},
 		{"GIFTD_POLYV_UPDATE_PATH", "/polyv/points"},
 		{"GIFTD_POLYV_UPDATE_PATH", "/polyv/{x}"},
+		{"GIFTD_POLYV_URL_PARAMS", "zone,,shop"},
+		{"GIFTD_POLYV_URL_PARAMS", "zone,zone"},
+		{"GIFTD_POLYV_URL_PARAMS", "my zone"},
+		{"GIFTD_POLYV_URL_PARAMS", "zone=cn"},
+		{"GIFTD_POLYV_URL_PARAMS", "viewerId"},
+		{"GIFTD_POLYV_URL_PARAMS", "shop,viewerName"},
+		{"GIFTD_POLYV_URL_PARAMS", "sign"},
 	}
 	for _, c := range cases {
 		t.Run(fmt.Sprintf("%s=%q", c.name, c.value), func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -156,5 +157,65 @@ func TestServe_PolyvEndToEnd(t *testing.T) {
 	}
 	if out := logs.String(); strings.Contains(out, polyvSecret) || strings.Contains(out, donation["sign"]) {
 		t.Error("logs carry the Polyv secret or a sign")
+	}
+}
+
+// TestServe_PolyvURLParams: GIFTD_POLYV_URL_PARAMS lists the registered
+// URL's own parameters. A donation that carries zone in its URL, signed,
+// debits; one without it, or with a parameter not listed, is refused 422
+// naming the parameter and the setting. (giftd-load signing the -url's
+// query: e2e/load_test.go.)
+func TestServe_PolyvURLParams(t *testing.T) {
+	s, err := readSettings(func(k string) string {
+		return map[string]string{"GIFTD_ADMIN_TOKEN": e2eToken, "GIFTD_LINKV_APPS": "a:s", "GIFTD_POLYV_URL_PARAMS": "zone, shop"}[k]
+	}, false)
+	if err != nil || !slices.Equal(s.PolyvURLParams, []string{"zone", "shop"}) {
+		t.Fatalf("readSettings: %v, %v; want [zone shop]", s.PolyvURLParams, err)
+	}
+	public, admin := freeAddr(t), freeAddr(t)
+	env := map[string]string{
+		"DATABASE_URL":           pgtest.URL(t),
+		"GIFTD_HTTP_ADDR":        public,
+		"GIFTD_ADMIN_ADDR":       admin,
+		"GIFTD_ADMIN_TOKEN":      e2eToken,
+		"GIFTD_LINKV_APPS":       "app1:" + e2eSecret,
+		"GIFTD_POLYV_APPS":       "pv1:" + polyvSecret,
+		"GIFTD_POLYV_URL_PARAMS": "zone",
+	}
+	getenv := func(k string) string { return env[k] }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx, []string{"giftd", "serve"}, getenv, io.Discard, io.Discard) }()
+	waitHealthy(t, "http://"+admin, errc)
+	topUpWallet(t, admin, "viewer-1", 100)
+
+	donate := "http://" + public + "/polyv/points/donate"
+	donation := func(session string) map[string]string {
+		return map[string]string{
+			"appId": "pv1", "channelId": "2114561", "viewerId": "viewer-1", "sessionId": session,
+			"ts": strconv.FormatInt(time.Now().UnixMilli(), 10), "goodName": "鲜花", "goodPrice": "5", "goodNum": "1", "count": "5",
+		}
+	}
+	p := donation("s1")
+	p["zone"] = "cn"
+	polyvSigned(p)
+	delete(p, "zone") // sent in the URL
+	if code, body := polyvCall(t, http.MethodPost, donate+"?zone=cn", p); code != 200 || body != `{"code":200,"status":"success","message":"","data":95}` {
+		t.Errorf("with zone: %d %s, want 200 and 95", code, body)
+	}
+	if code, body := polyvCall(t, http.MethodPost, donate, polyvSigned(donation("s2"))); code != 422 ||
+		!strings.Contains(body, `"message":"zone: required: GIFTD_POLYV_URL_PARAMS`) {
+		t.Errorf("without zone: %d %s, want 422 naming zone and the setting", code, body)
+	}
+	p = donation("s3")
+	p["shop"] = "s1"
+	if code, body := polyvCall(t, http.MethodPost, donate+"?zone=cn", polyvSigned(p)); code != 422 ||
+		!strings.Contains(body, `"message":"shop: not a parameter`) || !strings.Contains(body, "GIFTD_POLYV_URL_PARAMS") {
+		t.Errorf("with shop: %d %s, want 422 naming shop and the setting", code, body)
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Errorf("serve: %v", err)
 	}
 }

@@ -47,6 +47,9 @@ type settings struct {
 	PolyvUpdatePath string
 	PolyvScale      polyv.Scale
 	PolyvMaxSkew    time.Duration
+	// PolyvURLParams are the names of the registered URLs' own query
+	// parameters (GIFTD_POLYV_URL_PARAMS).
+	PolyvURLParams []string
 }
 
 // settingsError names the variable that is missing or wrong and the form it
@@ -199,6 +202,14 @@ func readPolyv(getenv func(string) string, dev bool, s *settings) error {
 	}
 	if err != nil {
 		return &settingsError{"GIFTD_POLYV_POINT_SCALE", fmt.Sprintf("must be a power of ten from 1 to 1000000 (coins per point), got %q", raw)}
+	}
+	if raw := getenv(polyv.URLParamsSetting); raw != "" {
+		for _, n := range strings.Split(raw, ",") {
+			s.PolyvURLParams = append(s.PolyvURLParams, strings.TrimSpace(n))
+		}
+		if err := polyv.CheckURLParams(s.PolyvURLParams); err != nil {
+			return &settingsError{polyv.URLParamsSetting, err.Error() + "; want comma-separated parameter names like zone,shop"}
+		}
 	}
 	taken := []string{"/healthz", "/readyz", s.DebitPath}
 	for _, p := range []struct{ name, path string }{

@@ -193,24 +193,70 @@ func ValidateQuery(params map[string]string) (Viewer, error) {
 			return Viewer{}, &FieldError{f, "required"}
 		}
 	}
-	v := Viewer{AppID: params["appId"], ChannelID: params["channelId"], ViewerID: params["viewerId"],
-		SessionID: params["sessionId"]}
-	ts := params["ts"]
-	switch {
-	case len(v.AppID) > maxAppID || !printableASCII(v.AppID):
-		return Viewer{}, &FieldError{"appId", "must be at most 64 printable ASCII characters"}
-	case len(v.ChannelID) > maxChannel || !allDigits(v.ChannelID):
-		return Viewer{}, &FieldError{"channelId", "must be an integer of at most 20 digits"}
-	case !linkv.ValidUserID(v.ViewerID):
-		return Viewer{}, &FieldError{"viewerId", "must be 1-64 characters of [0-9A-Za-z+=_-]"}
-	case len(ts) != 13 || !allDigits(ts):
-		return Viewer{}, &FieldError{"ts", "must be a 13-digit millisecond timestamp"}
-	case !text(v.SessionID):
-		return Viewer{}, &FieldError{"sessionId", "must be at most 128 bytes of UTF-8 text without control characters"}
+	for _, f := range []string{"appId", "channelId", "viewerId", "ts", "sessionId"} {
+		if err := checkField(f, params[f], Scale{}); err != nil {
+			return Viewer{}, err
+		}
 	}
-	ms, _ := strconv.ParseInt(ts, 10, 64)
-	v.TS = time.UnixMilli(ms)
-	return v, nil
+	ms, _ := strconv.ParseInt(params["ts"], 10, 64)
+	return Viewer{AppID: params["appId"], ChannelID: params["channelId"], ViewerID: params["viewerId"],
+		SessionID: params["sessionId"], TS: time.UnixMilli(ms)}, nil
+}
+
+// checkField checks the value of one parameter alone, count and goodPrice
+// at scale; a parameter it does not know passes. The error is a
+// *FieldError on name. It is the whole check of a value, but for count
+// being goodPrice × goodNum, and unique relies on that: it must accept at
+// least every value that the validation accepts.
+func checkField(name, v string, scale Scale) error {
+	switch name {
+	case "appId":
+		if len(v) > maxAppID || !printableASCII(v) {
+			return &FieldError{"appId", "must be at most 64 printable ASCII characters"}
+		}
+	case "channelId":
+		if len(v) > maxChannel || !allDigits(v) {
+			return &FieldError{"channelId", "must be an integer of at most 20 digits"}
+		}
+	case "viewerId":
+		if !linkv.ValidUserID(v) {
+			return &FieldError{"viewerId", "must be 1-64 characters of [0-9A-Za-z+=_-]"}
+		}
+		// Else a points query's viewerIdalice viewerNamebob would also
+		// read as viewerId=aliceviewerNamebob (see unique).
+		if strings.Contains(v, "viewerName") {
+			return &FieldError{"viewerId", `must not contain "viewerName"`}
+		}
+	case "ts":
+		if len(v) != 13 || !allDigits(v) {
+			return &FieldError{"ts", "must be a 13-digit millisecond timestamp"}
+		}
+	case "sessionId":
+		if !text(v) {
+			return &FieldError{"sessionId", "must be at most 128 bytes of UTF-8 text without control characters"}
+		}
+	case "goodName":
+		if !text(v) {
+			return &FieldError{"goodName", "must be 1-128 bytes of UTF-8 text without control characters"}
+		}
+	case "goodPrice":
+		_, err := scale.Coins("goodPrice", v)
+		return err
+	case "goodNum":
+		num, err := strconv.ParseInt(v, 10, 64)
+		if !allDigits(v) || err != nil || num < 1 || num > maxGoodNum {
+			return &FieldError{"goodNum", "must be an integer from 1 to 10^9"}
+		}
+	case "count":
+		coins, err := scale.Coins("count", v)
+		if err != nil {
+			return err
+		}
+		if coins < 1 {
+			return &FieldError{"count", "must be positive"}
+		}
+	}
+	return nil
 }
 
 // Donation is a validated donation.
@@ -220,9 +266,12 @@ type Donation struct {
 	GoodName, GoodPrice, GoodNum, Count string
 	// Coins is count in coins: what the donation debits.
 	Coins int64
-	// Digest is the SHA-256 of every received parameter, sign included (see
-	// ParamsDigest): the donation's idempotency key and fingerprint.
+	// Digest is the SHA-256 of what the sign covers (see SignedDigest): the
+	// donation's idempotency key and its fingerprint.
 	Digest [32]byte
+	// oldDigest is the key and fingerprint the donation had before Digest
+	// (see oldParamsDigest).
+	oldDigest [32]byte
 }
 
 // ValidateDonation checks the parameters of a donation at scale, except
@@ -241,24 +290,17 @@ func ValidateDonation(params map[string]string, scale Scale) (Donation, error) {
 		}
 	}
 	d := Donation{Viewer: v, GoodName: params["goodName"], GoodPrice: params["goodPrice"],
-		GoodNum: params["goodNum"], Count: params["count"], Digest: ParamsDigest(params)}
-	if !text(d.GoodName) {
-		return Donation{}, &FieldError{"goodName", "must be 1-128 bytes of UTF-8 text without control characters"}
+		GoodNum: params["goodNum"], Count: params["count"], Digest: SignedDigest(params),
+		oldDigest: oldParamsDigest(params)}
+	for _, f := range []string{"goodName", "goodPrice", "goodNum", "count"} {
+		if err := checkField(f, params[f], scale); err != nil {
+			return Donation{}, err
+		}
 	}
-	price, err := scale.Coins("goodPrice", d.GoodPrice)
-	if err != nil {
-		return Donation{}, err
-	}
-	num, err := strconv.ParseInt(d.GoodNum, 10, 64)
-	if !allDigits(d.GoodNum) || err != nil || num < 1 || num > maxGoodNum {
-		return Donation{}, &FieldError{"goodNum", "must be an integer from 1 to 10^9"}
-	}
-	if d.Coins, err = scale.Coins("count", d.Count); err != nil {
-		return Donation{}, err
-	}
-	if d.Coins < 1 {
-		return Donation{}, &FieldError{"count", "must be positive"}
-	}
+	// Checked above: they parse.
+	price, _ := scale.Coins("goodPrice", d.GoodPrice)
+	num, _ := strconv.ParseInt(d.GoodNum, 10, 64)
+	d.Coins, _ = scale.Coins("count", d.Count)
 	// Division, not multiplication: price × num can pass int64.
 	if d.Coins%num != 0 || d.Coins/num != price {
 		return Donation{}, &FieldError{"count", "differs from goodPrice × goodNum"}
@@ -266,8 +308,9 @@ func ValidateDonation(params map[string]string, scale Scale) (Donation, error) {
 	return d, nil
 }
 
-// RequestID returns the donation's request id in the ledger: its Digest in
-// lowercase hex.
+// RequestID returns the donation's request id in the ledger (the ref of its
+// entry, by which an operator reverses it): its Digest in lowercase hex, 64
+// digits. Every copy of a donation that carries a valid sign has the same.
 func (d Donation) RequestID() string { return hex.EncodeToString(d.Digest[:]) }
 
 // Details returns the donation's parameters as stored with its ledger
@@ -280,13 +323,24 @@ func (d Donation) Details() map[string]string {
 	}
 }
 
-// ParamsDigest returns the SHA-256 of the canonical form of params: every
-// parameter, sign and empty ones included, names sorted in byte order, as
-// name=value pairs joined by & with names and values query-escaped, so that
-// no bytes can move from one parameter to another without changing it.
-// Polyv sends no request id: two donations are the same request exactly
-// when their parameters are.
-func ParamsDigest(params map[string]string) [32]byte {
+// SignedDigest returns the SHA-256 of SignedString(params): a donation's
+// identity. Polyv sends no request id, and a copy of a signed donation can
+// differ from it in every byte the sign does not cover (the sign's letter
+// case, empty parameters, the order and place of parameters, how the signed
+// string is split into names and values) and still verify; with no secret,
+// nothing else can be changed. Keyed on the received parameters, each such
+// copy would be a new donation and debit again.
+func SignedDigest(params map[string]string) [32]byte {
+	return sha256.Sum256([]byte(SignedString(params)))
+}
+
+// oldParamsDigest is how builds before SignedDigest keyed a donation: the
+// SHA-256 of every received parameter, sign and empty ones included, as
+// name=value pairs in name order, query-escaped and joined by &. Their
+// records live until the donation's ts plus twice the skew window, and a
+// copy of one of those donations must replay it, not debit again; once no
+// such build has run for that long, this and its one use can go.
+func oldParamsDigest(params map[string]string) [32]byte {
 	v := make(url.Values, len(params))
 	for k, s := range params {
 		v[k] = []string{s}

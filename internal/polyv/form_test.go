@@ -152,31 +152,61 @@ func TestReadParams(t *testing.T) {
 	})
 }
 
-func TestParamsDigest_HandDerivedVector(t *testing.T) {
-	// Canonical form: appId=a&b=x+y&e=&sign=S (empty parameters and sign
-	// included); printf '%s' 'appId=a&b=x+y&e=&sign=S' | sha256sum
-	want := "bcfb2f17a86339401c63c4e8157d063e461b5854f33e66966e6dc62b830c7800"
-	d := ParamsDigest(map[string]string{"sign": "S", "e": "", "b": "x y", "appId": "a"})
+func TestSignedDigest_HandDerivedVector(t *testing.T) {
+	// Signed string: appIdabx y (sign and the empty e left out, names in
+	// byte order, values raw); printf '%s' 'appIdabx y' | sha256sum
+	want := "8208316e152febff2bec0ce02539c2dbeac15d9866d4ecab57fee3ab7bd3fa6f"
+	p := map[string]string{"sign": "S", "e": "", "b": "x y", "appId": "a"}
+	if got := SignedString(p); got != "appIdabx y" {
+		t.Errorf("SignedString = %q, want %q", got, "appIdabx y")
+	}
+	d := SignedDigest(p)
 	if got := hex.EncodeToString(d[:]); got != want {
-		t.Errorf("ParamsDigest = %s, want %s", got, want)
+		t.Errorf("SignedDigest = %s, want %s", got, want)
 	}
 }
 
-func TestParamsDigest_EveryByteCounts(t *testing.T) {
-	base := map[string]string{"a": "1", "b": "2", "sign": "S"}
-	seen := map[[32]byte]string{ParamsDigest(base): "base"}
+func TestSignedDigest_SameWhatTheSignCovers(t *testing.T) {
+	base := map[string]string{"a": "1", "b": "2", "sign": "ABC"}
 	for name, p := range map[string]map[string]string{
-		"value moved across names": {"a": "12", "b": "", "sign": "S"},
-		"name and value swapped":   {"a": "1", "b=2": "", "sign": "S"},
-		"sign changed":             {"a": "1", "b": "2", "sign": "s"},
-		"empty parameter added":    {"a": "1", "b": "2", "sign": "S", "c": ""},
-		"ampersand in a value":     {"a": "1&b=2", "sign": "S"},
+		"sign in other case":    {"a": "1", "b": "2", "sign": "abc"},
+		"no sign":               {"a": "1", "b": "2"},
+		"empty parameter added": {"a": "1", "b": "2", "sign": "ABC", "c": ""},
+		"split as a1=b2":        {"a1": "b2", "sign": "ABC"},
+		"split as a1b=2":        {"a1b": "2", "sign": "ABC"},
 	} {
-		d := ParamsDigest(p)
+		if SignedDigest(p) != SignedDigest(base) {
+			t.Errorf("%s: digest differs from the same signed string's", name)
+		}
+	}
+}
+
+func TestSignedDigest_EverySignedByteCounts(t *testing.T) {
+	base := map[string]string{"a": "1", "b": "2", "sign": "S"}
+	seen := map[[32]byte]string{SignedDigest(base): "base"}
+	for name, p := range map[string]map[string]string{
+		"value changed":        {"a": "1", "b": "3", "sign": "S"},
+		"name changed":         {"a": "1", "c": "2", "sign": "S"},
+		"parameter dropped":    {"a": "1", "sign": "S"},
+		"parameter added":      {"a": "1", "b": "2", "c": "3", "sign": "S"},
+		"ampersand in a value": {"a": "1&b=2", "sign": "S"},
+	} {
+		d := SignedDigest(p)
 		if prev, dup := seen[d]; dup {
 			t.Errorf("%s digests like %s", name, prev)
 		}
 		seen[d] = name
+	}
+}
+
+func TestOldParamsDigest_HandDerivedVector(t *testing.T) {
+	// The key of builds before SignedDigest. Canonical form:
+	// appId=a&b=x+y&e=&sign=S (empty parameters and sign included);
+	// printf '%s' 'appId=a&b=x+y&e=&sign=S' | sha256sum
+	want := "bcfb2f17a86339401c63c4e8157d063e461b5854f33e66966e6dc62b830c7800"
+	d := oldParamsDigest(map[string]string{"sign": "S", "e": "", "b": "x y", "appId": "a"})
+	if got := hex.EncodeToString(d[:]); got != want {
+		t.Errorf("oldParamsDigest = %s, want %s", got, want)
 	}
 }
 

@@ -1,6 +1,7 @@
 package polyv
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -27,6 +28,11 @@ type Config struct {
 	DBTimeout time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// URLParams are the names of the registered URLs' own query
+	// parameters, which Polyv sends with both callbacks and signs: with the
+	// parameters Polyv documents, the only names a callback may carry (see
+	// checkNames). They must pass CheckURLParams.
+	URLParams []string
 }
 
 // Handlers are Polyv's two callbacks: the URLs a merchant registers as
@@ -39,13 +45,19 @@ type Handlers struct {
 }
 
 // NewHandlers returns Polyv's callbacks on store. Donations are counted
-// and logged by obs; points queries are logged by it, not counted.
+// and logged by obs; points queries are logged by it, not counted. It
+// panics when cfg.URLParams fails CheckURLParams: the caller checks its
+// settings first.
 func NewHandlers(store *ledger.Store, cfg Config, obs *callback.Observer) Handlers {
+	if err := CheckURLParams(cfg.URLParams); err != nil {
+		panic("polyv: Config.URLParams: " + err.Error())
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	obs.AddPlatform(Platform)
-	h := &handler{store: store, cfg: cfg, obs: obs}
+	h := &handler{store: store, cfg: cfg, obs: obs,
+		queryParams: newCallbackParams(false, cfg.URLParams), donationParams: newCallbackParams(true, cfg.URLParams)}
 	return Handlers{Query: http.HandlerFunc(h.serveQuery), Donate: http.HandlerFunc(h.serveDonate)}
 }
 
@@ -53,6 +65,8 @@ type handler struct {
 	store *ledger.Store
 	cfg   Config
 	obs   *callback.Observer
+	// What each callback may carry.
+	queryParams, donationParams callbackParams
 }
 
 // answer is a callback's JSON answer; Code is also the HTTP status.
@@ -106,6 +120,9 @@ func write(w http.ResponseWriter, a answer) {
 // query answers a points query, and the validated query when it got that far.
 func (h *handler) query(r *http.Request) (answer, *Viewer) {
 	params, err := ReadParams(r, false)
+	if err == nil {
+		err = h.queryParams.checkNames(params)
+	}
 	if err != nil {
 		return unprocessable(err), nil
 	}
@@ -113,6 +130,9 @@ func (h *handler) query(r *http.Request) (answer, *Viewer) {
 		return a, nil
 	}
 	v, err := ValidateQuery(params)
+	if err == nil {
+		err = h.queryParams.unique(SignedString(params), h.fieldOK)
+	}
 	if err != nil {
 		return unprocessable(err), nil
 	}
@@ -135,6 +155,9 @@ func (h *handler) query(r *http.Request) (answer, *Viewer) {
 // donate answers a donation, and the validated donation when it got that far.
 func (h *handler) donate(r *http.Request) (answer, *Donation) {
 	params, err := ReadParams(r, true)
+	if err == nil {
+		err = h.donationParams.checkNames(params)
+	}
 	if err != nil {
 		return unprocessable(err), nil
 	}
@@ -142,11 +165,24 @@ func (h *handler) donate(r *http.Request) (answer, *Donation) {
 		return a, nil
 	}
 	d, err := ValidateDonation(params, h.cfg.Scale)
+	if err == nil {
+		// Before anything is looked up or debited: a re-split copy of a
+		// donation must not even replay another reading's answer.
+		err = h.donationParams.unique(SignedString(params), h.fieldOK)
+	}
 	if err != nil {
 		return unprocessable(err), nil
 	}
 	ctx, cancel := callback.DBContext(r.Context(), h.cfg.DBTimeout)
 	defer cancel()
+	// A donation executed by a build that keyed on the received parameters
+	// replays, fresh or late. This cannot see a copy that an older build is
+	// executing at this very moment (a rolling upgrade): upgrade by stopping
+	// the older builds first.
+	oldKey := ledger.DebitKey{Platform: Platform, AppID: d.AppID, RequestID: hex.EncodeToString(d.oldDigest[:])}
+	if res, err := h.store.Recorded(ctx, oldKey, d.oldDigest); !errors.Is(err, ledger.ErrNotFound) {
+		return h.result(res, err), &d
+	}
 	key := ledger.DebitKey{Platform: Platform, AppID: d.AppID, RequestID: d.RequestID()}
 	if a, ok := h.fresh(d.TS); !ok {
 		// A late copy of a donation executed in time still gets its answer.
@@ -185,6 +221,16 @@ func (h *handler) authenticate(params map[string]string) (answer, bool) {
 	return answer{}, true
 }
 
+// fieldOK reports whether value would pass as name's in a callback, alone:
+// what unique counts readings with. An appId must also be one of the
+// configured apps (whose secret the sign must still match).
+func (h *handler) fieldOK(name, value string) bool {
+	if _, ok := h.cfg.Apps[value]; name == "appId" && !ok {
+		return false
+	}
+	return checkField(name, value, h.cfg.Scale) == nil
+}
+
 // fresh refuses a ts more than MaxSkew away from now with 403, never 400,
 // which Polyv reads as "insufficient points".
 func (h *handler) fresh(ts time.Time) (answer, bool) {
@@ -200,9 +246,10 @@ func (h *handler) result(res ledger.DebitResult, err error) answer {
 	a := answer{out: callback.OutcomeOf(res, err)}
 	switch {
 	case err != nil:
-		// ErrRequestReused (outcome conflict) cannot happen unless two
-		// parameter sets share a SHA-256: the key covers every parameter. It
-		// is answered and logged as a system error.
+		// ErrRequestReused (outcome conflict) cannot happen: the key and the
+		// fingerprint are the same digest of the signed string, so every copy
+		// under a key replays, however its parameters were split. It is
+		// answered and logged as a system error.
 		a.Code, a.Message, a.err = http.StatusInternalServerError, "system error", err
 	case res.Status == ledger.Insufficient:
 		// Also the replay of one: it stays 400 whatever the wallet holds now.

@@ -2,13 +2,17 @@ package polyv_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -223,8 +227,10 @@ func TestDonate_HandDerivedVectorDebitsAndAnswers(t *testing.T) {
 	if got := f.balance(t, "viewer-1"); got != 90 {
 		t.Errorf("balance %d, want 90", got)
 	}
-	// The ledger entry: platform polyv, the digest of every parameter as
-	// its ref, and the donation's details.
+	// The ledger entry: platform polyv, the SHA-256 of the signed string as
+	// its ref, and the donation's details. printf '%s' 'appIdpolyv-app-1
+	// channelId2114561count10goodName鲜花goodNum2goodPrice5sessionIdfz2qbq6gtd
+	// ts1700000000000viewerIdviewer-1' (on one line) | sha256sum
 	var platform, app, ref string
 	var details map[string]string
 	err := f.store.Pool().QueryRow(context.Background(),
@@ -232,9 +238,8 @@ func TestDonate_HandDerivedVectorDebitsAndAnswers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p["sign"] = "92473248D2976491D51A71BED250B86F"
-	digest := polyv.ParamsDigest(p)
-	if platform != "polyv" || app != "polyv-app-1" || ref != fmt.Sprintf("%x", digest) {
+	const wantRef = "7d6f833779a10b0dbf1c3808e976c5ea8e08eac5671b89795f9a77e22a38c683"
+	if platform != "polyv" || app != "polyv-app-1" || ref != wantRef {
 		t.Errorf("entry platform %q app %q ref %q", platform, app, ref)
 	}
 	want := map[string]string{"channelId": "2114561", "sessionId": "fz2qbq6gtd", "goodName": "鲜花",
@@ -256,7 +261,7 @@ func TestDonate_HandDerivedVectorDebitsAndAnswers(t *testing.T) {
 }
 
 func TestDonate_URLParametersTakePartInTheSign(t *testing.T) {
-	f := newFixture(t, scale(100))
+	f := newFixture(t, scale(100), urlParams("shop"))
 	f.topUp(t, "viewer-1", 10000)
 	// The URL-parameter vector of sign_test.go: shop=s1 comes in the URL
 	// (the configured updatePointUrl's own parameter), the rest in the body.
@@ -264,12 +269,12 @@ func TestDonate_URLParametersTakePartInTheSign(t *testing.T) {
 	for k, v := range map[string]string{
 		"appId": "polyv-app-1", "channelId": "2114561", "viewerId": "viewer-1", "sessionId": "fz2qbq6gtd",
 		"ts": "1700000000000", "goodName": "鲜花", "goodPrice": "6.17", "goodNum": "2", "count": "12.34",
-		"viewerName": "", "sign": "DE14D6EB0AD664DB464F9108AF05FD1A",
+		"sign": "DE14D6EB0AD664DB464F9108AF05FD1A",
 	} {
 		body.Set(k, v)
 	}
-	if r := f.post(t, "", body.Encode()); r.code != 403 {
-		t.Errorf("without the URL's parameter: %d %s, want 403", r.code, r.raw)
+	if r := f.post(t, "", body.Encode()); r.code != 422 || !strings.HasPrefix(r.body.Message, "shop: required") {
+		t.Errorf("without the URL's parameter: %d %s, want 422 naming shop", r.code, r.raw)
 	}
 	if r := f.post(t, "shop=s2", body.Encode()); r.code != 403 {
 		t.Errorf("with another value of it: %d %s, want 403", r.code, r.raw)
@@ -279,8 +284,9 @@ func TestDonate_URLParametersTakePartInTheSign(t *testing.T) {
 		t.Errorf("with it: %d %s, want 200 and 87.66 points", r.code, r.raw)
 	}
 	// Every parameter may come in the URL.
-	all := withSign(donation("all-in-url", "viewer-1", "1.5"), testSecret)
-	if r := f.post(t, encode(all), ""); r.code != 200 || string(r.body.Data) != "86.16" {
+	all := donation("all-in-url", "viewer-1", "1.5")
+	all["shop"] = "s1"
+	if r := f.post(t, encode(withSign(all, testSecret)), ""); r.code != 200 || string(r.body.Data) != "86.16" {
 		t.Errorf("all in the URL: %d %s, want 200 and 86.16", r.code, r.raw)
 	}
 	if got := f.balance(t, "viewer-1"); got != 8616 {
@@ -716,5 +722,180 @@ func TestQuery_Points(t *testing.T) {
 	}
 	if f.outcome("ok") != 0 || f.outcome("bad_sign") != 0 {
 		t.Errorf("queries counted as debit outcomes: ok %v, bad_sign %v", f.outcome("ok"), f.outcome("bad_sign"))
+	}
+}
+
+// variant is a copy of a signed donation that carries the same valid
+// signature, and the field its refusal names ("" when it replays).
+type variant struct{ body, refusedOn string }
+
+// sameSignVariants returns a signed donation as a raw form body and, by
+// name, copies of it that carry the same valid signature: Polyv's sign
+// covers the signed string (k1v1k2v2… of the non-empty parameters other
+// than sign), not the bytes received. The donation carries shop=s1, a
+// configured URL parameter (see urlParams), and is by viewer "alice-wu",
+// whose wallet the caller tops up (and that of "alice-", which a split can
+// name). A variant that starts with "?" goes in the URL instead of the
+// body. A copy that differs only where the sign does not look replays; a
+// copy that parses differently carries a name no callback lists, and is
+// refused naming it.
+func sameSignVariants(t *testing.T) (string, map[string]variant) {
+	t.Helper()
+	p := donation("fz2qbq6gtd", "alice-wu", "7")
+	p["shop"] = "s1"
+	p = withSign(p, testSecret)
+	// except returns p's parameters in byte order of name, without those
+	// named, then extra pairs.
+	except := func(drop []string, extra ...string) []string {
+		var kv []string
+		for _, k := range slices.Sorted(maps.Keys(p)) {
+			if !slices.Contains(drop, k) {
+				kv = append(kv, k, p[k])
+			}
+		}
+		return append(kv, extra...)
+	}
+	original := form(except(nil)...)
+	reversed := except(nil)
+	for i, j := 0, len(reversed)-2; i < j; i, j = i+2, j-2 {
+		reversed[i], reversed[i+1], reversed[j], reversed[j+1] = reversed[j], reversed[j+1], reversed[i], reversed[i+1]
+	}
+	sign := p["sign"]
+	mixed := strings.ToLower(sign[:16]) + sign[16:]
+	variants := map[string]variant{
+		"sign in lowercase":           {form(except([]string{"sign"}, "sign", strings.ToLower(sign))...), ""},
+		"sign in mixed case":          {form(except([]string{"sign"}, "sign", mixed)...), ""},
+		"parameters in reverse order": {form(reversed...), ""},
+		// Sent as a query string (see post): every parameter in the URL.
+		"all parameters in the URL": {"?" + original, ""},
+		// The query's viewerName is no donation parameter.
+		"extra empty parameter":           {form(except(nil, "viewerName", "")...), "viewerName"},
+		"extra empty parameter, new name": {form(except(nil, "zzz", "")...), "zzz"},
+		"two extra empty parameters":      {form(except(nil, "a", "", "Z", "")...), "Z"},
+		// shops1 read as sho + ps1: "sho" still sorts between sessionId and ts.
+		"split shop=s1 as sho=ps1": {form(except([]string{"shop"}, "sho", "ps1")...), "sho"},
+		// sessionIdfz2qbq6gtd read as sessionIdf + z2qbq6gtd: no sessionId,
+		// which may be empty.
+		"split sessionId into a new name": {form(except([]string{"sessionId"}, "sessionIdf", "z2qbq6gtd")...), "sessionIdf"},
+		// viewerIdalice-wu read as viewerId alice- and w=u: another wallet
+		// under the same signature.
+		"split viewerId naming another wallet": {form(except([]string{"viewerId"}, "viewerId", "alice-", "w", "u")...), "w"},
+	}
+	return original, variants
+}
+
+// postVariant posts a variant of sameSignVariants.
+func (f *fixture) postVariant(t *testing.T, v string) reply {
+	t.Helper()
+	if q, ok := strings.CutPrefix(v, "?"); ok {
+		return f.post(t, q, "")
+	}
+	return f.post(t, "", v)
+}
+
+func TestDonate_SameSignatureVariantsReplayOrAreRefusedAndDebitOnce(t *testing.T) {
+	_, variants := sameSignVariants(t)
+	for name := range variants {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, urlParams("shop"))
+			f.topUp(t, "alice-wu", 100)
+			f.topUp(t, "alice-", 100)
+			original, variants := sameSignVariants(t)
+			v := variants[name]
+			first := f.post(t, "", original)
+			if first.raw != `{"code":200,"status":"success","message":"","data":93}`+"\n" {
+				t.Fatalf("original: %d %s, want 200 and 93 points", first.code, first.raw)
+			}
+			again := f.postVariant(t, v.body)
+			replays := 1.0
+			if v.refusedOn == "" && again.raw != first.raw {
+				t.Errorf("variant answered %d %s, want the first answer %s", again.code, again.raw, first.raw)
+			}
+			if v.refusedOn != "" {
+				replays = 0
+				if again.code != 422 || !strings.HasPrefix(again.body.Message, v.refusedOn+": ") {
+					t.Errorf("variant answered %d %s, want 422 naming %s", again.code, again.raw, v.refusedOn)
+				}
+			}
+			if a, b := f.balance(t, "alice-wu"), f.balance(t, "alice-"); a != 93 || b != 100 || f.debitEntries(t) != 1 {
+				t.Errorf("balances alice-wu %d alice- %d with %d debits, want 93, 100 and 1", a, b, f.debitEntries(t))
+			}
+			if f.outcome("ok") != 1 || f.outcome("replay") != replays {
+				t.Errorf("outcomes ok %v replay %v, want 1 and %v", f.outcome("ok"), f.outcome("replay"), replays)
+			}
+		})
+	}
+}
+
+func TestDonate_SameSignatureVariantsConcurrentlyDebitOnce(t *testing.T) {
+	f := newFixture(t, urlParams("shop"))
+	f.topUp(t, "alice-wu", 100)
+	f.topUp(t, "alice-", 100)
+	original, variants := sameSignVariants(t)
+	copies := []variant{{original, ""}}
+	for _, name := range slices.Sorted(maps.Keys(variants)) {
+		copies = append(copies, variants[name])
+	}
+	const n = 40
+	answers := make([]reply, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { answers[i] = f.postVariant(t, copies[i%len(copies)].body) })
+	}
+	wg.Wait()
+	// Only the one reading of the signed string may pay, whichever copy
+	// came first.
+	if a, b := f.balance(t, "alice-wu"), f.balance(t, "alice-"); a != 93 || b != 100 || f.debitEntries(t) != 1 {
+		t.Errorf("balances alice-wu %d alice- %d with %d debits, want 93, 100 and 1", a, b, f.debitEntries(t))
+	}
+	want := `{"code":200,"status":"success","message":"","data":93}` + "\n"
+	accepted := 0
+	for i, a := range answers {
+		switch c := copies[i%len(copies)]; {
+		case c.refusedOn == "" && a.raw != want:
+			t.Errorf("copy %d answered %s, want %s", i, a.raw, want)
+		case c.refusedOn == "":
+			accepted++
+		case a.code != 422 || !strings.HasPrefix(a.body.Message, c.refusedOn+": "):
+			t.Errorf("copy %d answered %s, want 422 naming %s", i, a.raw, c.refusedOn)
+		}
+	}
+	if f.outcome("ok") != 1 || f.outcome("replay") != float64(accepted-1) {
+		t.Errorf("outcomes ok %v replay %v, want 1 and %d", f.outcome("ok"), f.outcome("replay"), accepted-1)
+	}
+}
+
+// TestDonate_DonationRecordedByTheOldKeyReplays: a build before keys
+// followed the signed string recorded donations under the SHA-256 of every
+// received parameter (sign and empty ones included, url-encoded in name
+// order). A copy that reaches the new build while that record lives, fresh
+// or late, replays it: the upgrade must not debit a donation twice.
+func TestDonate_DonationRecordedByTheOldKeyReplays(t *testing.T) {
+	for name, late := range map[string]time.Duration{"fresh copy": 0, "late copy": 6 * time.Minute} {
+		t.Run(name, func(t *testing.T) {
+			now := testNow
+			f := newFixture(t, func(c *polyv.Config) { c.Now = func() time.Time { return now } })
+			f.topUp(t, "u1", 100)
+			p := withSign(donation("before-upgrade", "u1", "30"), testSecret)
+			old := sha256.Sum256([]byte(encode(p)))
+			_, err := f.store.Debit(context.Background(), ledger.Debit{
+				Key:    ledger.DebitKey{Platform: polyv.Platform, AppID: testApp, RequestID: hex.EncodeToString(old[:])},
+				UserID: "u1", Gold: 30, Fingerprint: old, ExpiresAt: testNow.Add(10 * time.Minute),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			now = testNow.Add(late)
+			r := f.post(t, "", encode(p))
+			if r.raw != `{"code":200,"status":"success","message":"","data":70}`+"\n" {
+				t.Errorf("copy after the upgrade: %d %s, want the recorded answer, 70 points", r.code, r.raw)
+			}
+			if got := f.balance(t, "u1"); got != 70 || f.debitEntries(t) != 1 {
+				t.Errorf("balance %d with %d debits, want 70 and 1", got, f.debitEntries(t))
+			}
+			if f.outcome("replay") != 1 {
+				t.Errorf("replay outcomes %v, want 1", f.outcome("replay"))
+			}
+		})
 	}
 }

@@ -8,13 +8,15 @@ import (
 	"strings"
 )
 
-// digest is Polyv's signing rule ("签名生成规则", docs/polyv.md "Signature"), the one
-// place it is written: every non-empty parameter except sign, names sorted
-// in byte order, each name followed by its value with no separator, the
-// secret at both ends, MD5 over the bytes as received (UTF-8), never
-// re-encoded. docs/polyv.md marks the rule to be confirmed against a real Polyv
-// call: if it differs, this function is the one to change.
-func digest(params map[string]string, secret string) [md5.Size]byte {
+// SignedString returns what Polyv's sign covers, without the secret: every
+// non-empty parameter except sign, names sorted in byte order, each name
+// followed by its value with no separator (k1v1k2v2…), the bytes as
+// received (UTF-8), never re-encoded. It is Polyv's signing rule ("签名生成规
+// 则", docs/polyv.md "Signature"), the one place it is written. The docs mark
+// the rule to be confirmed against a real Polyv call: if it differs, this
+// function is the one to change, and the donation's idempotency key
+// (SignedDigest) follows it.
+func SignedString(params map[string]string) string {
 	names := make([]string, 0, len(params))
 	for k, v := range params {
 		if k != "sign" && v != "" {
@@ -23,13 +25,16 @@ func digest(params map[string]string, secret string) [md5.Size]byte {
 	}
 	slices.Sort(names)
 	var b strings.Builder
-	b.WriteString(secret)
 	for _, k := range names {
 		b.WriteString(k)
 		b.WriteString(params[k])
 	}
-	b.WriteString(secret)
-	return md5.Sum([]byte(b.String()))
+	return b.String()
+}
+
+// digest is the MD5 of the signed string with the secret at both ends.
+func digest(params map[string]string, secret string) [md5.Size]byte {
+	return md5.Sum([]byte(secret + SignedString(params) + secret))
 }
 
 // Sign returns the uppercase hex MD5 signature of params under secret:
