@@ -13,7 +13,7 @@ import (
 const URLParamsSetting = "GIFTD_POLYV_URL_PARAMS"
 
 // documented returns the parameters Polyv's guide lists for a callback
-// (spec "Query a viewer's points" and "Donate"), sign included.
+// (docs/polyv.md, "Query a viewer's points" and "Donate"), sign included.
 func documented(donate bool) []string {
 	if donate {
 		return []string{"appId", "channelId", "count", "goodName", "goodNum", "goodPrice", "sessionId", "sign", "ts", "viewerId"}
