@@ -165,16 +165,17 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 	defer store.Close()
 
 	reg := prometheus.NewRegistry()
-	metrics := httpapi.NewMetrics(reg, store.Pool())
+	metrics := httpapi.NewMetrics(reg)
+	reg.MustRegister(newPoolCollector(store.Pool()))
 	store.SetObserver(metrics.ObserveDB)
 	ready := httpapi.NewReadiness(reg, store, log)
 	obs := callback.NewObserver(reg, log)
 	deps := httpapi.Deps{
 		Store: store,
-		Debit: linkv.NewHandler(store, linkv.Config{
-			Apps: s.LinkVApps, MaxExpiry: s.MaxExpiry, NonceMaxAge: s.NonceMaxAge, DBTimeout: s.DBTimeout,
-		}, linkv.NewMetrics(reg), obs),
-		DebitPath:  s.DebitPath,
+		Callbacks: []httpapi.Callback{{Doc: "linkv-debit", Method: http.MethodPost, Path: s.DebitPath,
+			Handler: linkv.NewHandler(store, linkv.Config{
+				Apps: s.LinkVApps, MaxExpiry: s.MaxExpiry, NonceMaxAge: s.NonceMaxAge, DBTimeout: s.DBTimeout,
+			}, linkv.NewMetrics(reg), obs)}},
 		Sources:    httpapi.NewSourceFilter(s.AllowedCIDRs, s.TrustedProxies),
 		AdminToken: s.AdminToken,
 		Metrics:    metrics,
@@ -187,10 +188,9 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 			Apps: s.PolyvApps, Scale: s.PolyvScale, MaxSkew: s.PolyvMaxSkew, DBTimeout: s.DBTimeout,
 			URLParams: s.PolyvURLParams,
 		}, obs)
-		deps.Callbacks = []httpapi.Callback{
-			{Method: http.MethodGet, Path: s.PolyvQueryPath, Handler: pv.Query},
-			{Method: http.MethodPost, Path: s.PolyvUpdatePath, Handler: pv.Donate},
-		}
+		deps.Callbacks = append(deps.Callbacks,
+			httpapi.Callback{Doc: "polyv-query", Method: http.MethodGet, Path: s.PolyvQueryPath, Handler: pv.Query},
+			httpapi.Callback{Doc: "polyv-donate", Method: http.MethodPost, Path: s.PolyvUpdatePath, Handler: pv.Donate})
 	}
 
 	publicLn, err := net.Listen("tcp", s.HTTPAddr)

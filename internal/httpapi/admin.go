@@ -34,12 +34,6 @@ const (
 // adminTimeout bounds the database work of one admin request.
 const adminTimeout = 5 * time.Second
 
-func handleHealthz() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	}
-}
-
 type creditAnswer struct {
 	UserID  string `json:"user_id"`
 	Gold    int64  `json:"gold"`
@@ -323,4 +317,28 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	w.Write(buf.Bytes()) //nolint:errcheck // the client is gone
+}
+
+// auditTimeout bounds an audit, which reads every wallet and entry.
+const auditTimeout = time.Minute
+
+// handleAudit runs the read-only audit: 200 with the report, whose "ok"
+// says whether every balance equals its ledger and none is negative.
+func handleAudit(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), auditTimeout)
+		defer cancel()
+		rep, err := store.Audit(ctx)
+		if err != nil {
+			writeLedgerError(w, log, err)
+			return
+		}
+		if !rep.OK() {
+			log.Error("audit failed", "mismatched", rep.Mismatched, "negative", rep.Negative)
+		}
+		writeJSON(w, http.StatusOK, struct {
+			OK bool `json:"ok"`
+			ledger.AuditReport
+		}{rep.OK(), rep})
+	}
 }

@@ -44,12 +44,12 @@ func newEnv(t *testing.T) *env {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	deps := httpapi.Deps{
 		Store: store,
-		Debit: linkv.NewHandler(store, linkv.Config{
-			Apps: map[string][]string{"app": {"secret"}}, MaxExpiry: time.Hour, DBTimeout: 5 * time.Second,
-		}, linkv.NewMetrics(reg), callback.NewObserver(reg, log)),
-		DebitPath:  "/linkv/debit",
+		Callbacks: []httpapi.Callback{{Doc: "linkv-debit", Method: http.MethodPost, Path: "/linkv/debit",
+			Handler: linkv.NewHandler(store, linkv.Config{
+				Apps: map[string][]string{"app": {"secret"}}, MaxExpiry: time.Hour, DBTimeout: 5 * time.Second,
+			}, linkv.NewMetrics(reg), callback.NewObserver(reg, log))}},
 		AdminToken: token,
-		Metrics:    httpapi.NewMetrics(reg, store.Pool()),
+		Metrics:    httpapi.NewMetrics(reg),
 		Gatherer:   reg,
 		Log:        log,
 	}
@@ -358,7 +358,6 @@ func TestProbesAndMetrics(t *testing.T) {
 		`giftd_http_request_duration_seconds_bucket{code="400",listener="public",method="POST",route="/linkv/debit",le="0.001"}`,
 		`giftd_http_request_duration_seconds_bucket{code="404",listener="admin",method="GET",route="/admin/v1/wallets/{user_id}",le="0.005"}`,
 		`giftd_debit_outcomes_total{outcome="bad_request",platform="linkv"} 1`,
-		`giftd_db_pool_max_connections`,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(m.raw, want) {

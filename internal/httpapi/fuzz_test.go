@@ -90,7 +90,7 @@ func FuzzAdminAPI(f *testing.F) {
 	}
 	reg := prometheus.NewRegistry()
 	admin := httpapi.NewAdmin(httpapi.Deps{
-		Store: store, AdminToken: token, Metrics: httpapi.NewMetrics(reg, store.Pool()), Gatherer: reg,
+		Store: store, AdminToken: token, Metrics: httpapi.NewMetrics(reg), Gatherer: reg,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 

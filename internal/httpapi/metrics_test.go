@@ -29,7 +29,7 @@ func TestMetrics_RequestDurationIsClassicAndNative(t *testing.T) {
 	defer store.Close()
 	reg := prometheus.NewRegistry()
 	h := httpapi.NewAdmin(httpapi.Deps{
-		Store: store, AdminToken: "token-0123456789abcdef", Metrics: httpapi.NewMetrics(reg, store.Pool()),
+		Store: store, AdminToken: "token-0123456789abcdef", Metrics: httpapi.NewMetrics(reg),
 		Gatherer: reg, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/healthz", nil))

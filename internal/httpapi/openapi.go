@@ -12,27 +12,37 @@ import (
 //go:embed openapi.json
 var openAPI []byte
 
-// defaultDebitPath is the callback's path in the embedded document.
-const defaultDebitPath = "/linkv/debit"
-
-// OpenAPI returns the OpenAPI document with the callback at debitPath.
-func OpenAPI(debitPath string) ([]byte, error) {
-	if debitPath == "" || debitPath == defaultDebitPath {
-		return openAPI, nil
-	}
+// OpenAPI returns the OpenAPI document of the listeners with callbacks: each
+// callback path item (one with x-giftd-callback) is moved to the path of the
+// callback it names, and those of platforms that are off are left out.
+func OpenAPI(callbacks []Callback) ([]byte, error) {
 	var doc map[string]any
 	if err := json.Unmarshal(openAPI, &doc); err != nil {
 		return nil, err
 	}
 	paths := doc["paths"].(map[string]any)
-	paths[debitPath] = paths[defaultDebitPath]
-	delete(paths, defaultDebitPath)
+	moved := map[string]any{}
+	for path, item := range paths {
+		id, ok := item.(map[string]any)["x-giftd-callback"].(string)
+		if !ok {
+			continue
+		}
+		delete(paths, path)
+		for _, c := range callbacks {
+			if c.Doc == id {
+				moved[c.Path] = item
+			}
+		}
+	}
+	for path, item := range moved {
+		paths[path] = item
+	}
 	return json.MarshalIndent(doc, "", "  ")
 }
 
-// handleOpenAPI serves the OpenAPI document, with the configured debit path.
-func handleOpenAPI(debitPath string) http.HandlerFunc {
-	doc, err := OpenAPI(debitPath)
+// handleOpenAPI serves the OpenAPI document of callbacks.
+func handleOpenAPI(callbacks []Callback) http.HandlerFunc {
+	doc, err := OpenAPI(callbacks)
 	return func(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			writeError(w, http.StatusInternalServerError, "internal", "openapi document: "+err.Error())

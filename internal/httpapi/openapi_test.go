@@ -16,6 +16,7 @@ import (
 	"giftd/internal/callback"
 	"giftd/internal/httpapi"
 	"giftd/internal/linkv"
+	"giftd/internal/polyv"
 )
 
 // routesOf lists "METHOD /pattern" for every route of a chi router.
@@ -39,12 +40,19 @@ func routesOf(t *testing.T, h http.Handler) []string {
 func TestOpenAPI_DocumentsExactlyTheRealRoutes(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	obs := callback.NewObserver(reg, log)
+	pv := polyv.NewHandlers(nil, polyv.Config{Apps: map[string][]string{"pv": {"s"}}}, obs)
+	// Every platform on, each at a path of its own choosing, as settings allow.
+	callbacks := []httpapi.Callback{
+		{Doc: "linkv-debit", Method: http.MethodPost, Path: "/cb/linkv",
+			Handler: linkv.NewHandler(nil, linkv.Config{Apps: map[string][]string{"app": {"s"}}}, linkv.NewMetrics(reg), obs)},
+		{Doc: "polyv-query", Method: http.MethodGet, Path: "/cb/polyv/points", Handler: pv.Query},
+		{Doc: "polyv-donate", Method: http.MethodPost, Path: "/cb/polyv/donate", Handler: pv.Donate},
+	}
 	deps := httpapi.Deps{
-		Debit: linkv.NewHandler(nil, linkv.Config{Apps: map[string][]string{"app": {"s"}}},
-			linkv.NewMetrics(reg), callback.NewObserver(reg, log)),
-		DebitPath:  "/linkv/debit",
+		Callbacks:  callbacks,
 		AdminToken: "token-0123456789abcdef",
-		Metrics:    httpapi.NewMetrics(reg, nil),
+		Metrics:    httpapi.NewMetrics(reg),
 		Gatherer:   reg,
 		Log:        log,
 	}
@@ -53,7 +61,7 @@ func TestOpenAPI_DocumentsExactlyTheRealRoutes(t *testing.T) {
 		"admin":  routesOf(t, httpapi.NewAdmin(deps)),
 	}
 
-	raw, err := httpapi.OpenAPI("/linkv/debit")
+	raw, err := httpapi.OpenAPI(callbacks)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +113,7 @@ func TestOpenAPI_DocumentsExactlyTheRealRoutes(t *testing.T) {
 			}
 		}
 	}
-	if len(real["admin"]) < 8 || len(real["public"]) < 3 {
+	if len(real["admin"]) < 8 || len(real["public"]) < 5 {
 		t.Errorf("walked too few routes: %v", real)
 	}
 }

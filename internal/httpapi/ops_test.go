@@ -83,8 +83,8 @@ func TestReadyz_ProbeFloodChecksDatabaseAtMostOncePerSecond(t *testing.T) {
 	clock := &fakeClock{now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
 	ready := httpapi.NewReadinessWith(reg, fc.check, clock.Now, log)
 	deps := httpapi.Deps{
-		Store: store, Debit: http.NotFoundHandler(), DebitPath: "/linkv/debit",
-		AdminToken: token, Metrics: httpapi.NewMetrics(reg, store.Pool()),
+		Store: store, Callbacks: []httpapi.Callback{{Doc: "linkv-debit", Method: http.MethodPost, Path: "/linkv/debit", Handler: http.NotFoundHandler()}},
+		AdminToken: token, Metrics: httpapi.NewMetrics(reg),
 		Ready: ready, Gatherer: reg, Log: log,
 	}
 	public, admin := httptest.NewServer(httpapi.NewPublic(deps)), httptest.NewServer(httpapi.NewAdmin(deps))

@@ -16,11 +16,8 @@ import (
 // Deps is what the listeners need.
 type Deps struct {
 	Store *ledger.Store
-	// Debit is the LinkV callback handler, mounted at DebitPath.
-	Debit     http.Handler
-	DebitPath string
-	// Callbacks are the other platforms' callback routes (Polyv's, when
-	// it is on), mounted like Debit.
+	// Callbacks are every platform's callback routes (LinkV's debit,
+	// Polyv's query and donation when it is on), all mounted alike.
 	Callbacks []Callback
 	// Sources, if set, admits callbacks only from allowed networks.
 	Sources *SourceFilter
@@ -37,17 +34,19 @@ type Deps struct {
 // Callback is one route of a partner platform's callback on the public
 // listener.
 type Callback struct {
+	// Doc names the route's operation in openapi.json: the path item whose
+	// x-giftd-callback is Doc, e.g. "linkv-debit".
+	Doc          string
 	Method, Path string
 	Handler      http.Handler
 }
 
-// NewPublic returns the public listener's handler: the debit callback and
-// the health probes LinkV's side of the network may see.
+// NewPublic returns the public listener's handler: the platforms'
+// callbacks and the health probes their side of the network may see.
 func NewPublic(d Deps) http.Handler {
 	r := chi.NewRouter()
 	r.Use(d.Metrics.instrument("public"), recoverer(d.Log))
 	r.MethodNotAllowed(methodNotAllowed(r))
-	r.Method(http.MethodPost, d.DebitPath, d.Sources.Wrap(d.Debit))
 	for _, c := range d.Callbacks {
 		r.Method(c.Method, c.Path, d.Sources.Wrap(c.Handler))
 	}
@@ -66,7 +65,7 @@ func NewAdmin(d Deps) http.Handler {
 	r.Get("/healthz", handleHealthz())
 	r.Get("/readyz", handleReadyz(d.readiness()))
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{}))
-	r.Get("/openapi.json", handleOpenAPI(d.DebitPath))
+	r.Get("/openapi.json", handleOpenAPI(d.Callbacks))
 	r.Route("/admin", func(r chi.Router) {
 		r.Use(requireToken(d.AdminToken), limitBody(64<<10))
 		r.MethodNotAllowed(methodNotAllowed(r))

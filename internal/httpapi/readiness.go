@@ -5,8 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"runtime"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,80 +13,6 @@ import (
 
 	"giftd/internal/ledger"
 )
-
-// Kinds of credit counted in giftd_gold_credited_total.
-const (
-	creditTopUp    = "topup"
-	creditReversal = "reversal"
-)
-
-func newLedgerMetrics() (credited *prometheus.CounterVec, db *prometheus.HistogramVec) {
-	credited = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "giftd_gold_credited_total",
-		Help: "Gold credited to wallets through the admin API, by kind: topup or reversal. Replays count once.",
-	}, []string{"kind"})
-	for _, k := range []string{creditTopUp, creditReversal} {
-		credited.WithLabelValues(k)
-	}
-	db = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "giftd_db_duration_seconds",
-		Help: "Time of one ledger operation (its transaction or statement, pool wait included), by operation.",
-		// Milliseconds for a debit; seconds for an audit or a prune.
-		Buckets:                         []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10, 30},
-		NativeHistogramBucketFactor:     1.1,
-		NativeHistogramMaxBucketNumber:  160,
-		NativeHistogramMinResetDuration: time.Hour,
-	}, []string{"op"})
-	for _, op := range ledger.Ops() {
-		db.WithLabelValues(op)
-	}
-	return credited, db
-}
-
-// ObserveDB records one ledger operation's duration; it is a
-// ledger.Observer, for Store.SetObserver.
-func (m *Metrics) ObserveDB(op string, d time.Duration) {
-	m.db.WithLabelValues(op).Observe(d.Seconds())
-}
-
-// countCredit counts gold credited by a top-up or reversal; a replay
-// credited nothing.
-func (m *Metrics) countCredit(kind string, c ledger.Credit) {
-	if m != nil && !c.Replay {
-		m.credited.WithLabelValues(kind).Add(float64(c.Amount))
-	}
-}
-
-// newBuildInfo is giftd_build_info: always 1, its labels say which build
-// this is. The revision is the VCS commit Go stamped into the binary, or
-// "unknown" when built without VCS information (-buildvcs=false).
-func newBuildInfo() prometheus.Collector {
-	version, revision := "unknown", "unknown"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if bi.Main.Version != "" {
-			version = bi.Main.Version
-		}
-		modified := false
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				revision = s.Value
-			case "vcs.modified":
-				modified = s.Value == "true"
-			}
-		}
-		if modified && revision != "unknown" {
-			revision += "-dirty"
-		}
-	}
-	g := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name:        "giftd_build_info",
-		Help:        "Always 1; the labels name giftd's version, VCS revision and Go version.",
-		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": runtime.Version()},
-	})
-	g.Set(1)
-	return g
-}
 
 // ErrDraining is why a giftd that is shutting down is not ready.
 var ErrDraining = errors.New("shutting down")
@@ -253,26 +177,8 @@ func handleReadyz(ready *Readiness) http.HandlerFunc {
 	}
 }
 
-// auditTimeout bounds an audit, which reads every wallet and entry.
-const auditTimeout = time.Minute
-
-// handleAudit runs the read-only audit: 200 with the report, whose "ok"
-// says whether every balance equals its ledger and none is negative.
-func handleAudit(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
+func handleHealthz() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), auditTimeout)
-		defer cancel()
-		rep, err := store.Audit(ctx)
-		if err != nil {
-			writeLedgerError(w, log, err)
-			return
-		}
-		if !rep.OK() {
-			log.Error("audit failed", "mismatched", rep.Mismatched, "negative", rep.Negative)
-		}
-		writeJSON(w, http.StatusOK, struct {
-			OK bool `json:"ok"`
-			ledger.AuditReport
-		}{rep.OK(), rep})
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}
 }
