@@ -101,3 +101,63 @@ func TestReplay_WaitsForTheSynchronousStandby(t *testing.T) {
 		t.Errorf("Recorded of a key never executed: %v; want ErrNotFound", err)
 	}
 }
+
+// TestAdminReplay_WaitsForTheSynchronousStandby: a top-up or a reversal
+// replayed from a record the primary holds alone must wait for the standby
+// like a fresh commit, as a debit's replay does.
+func TestAdminReplay_WaitsForTheSynchronousStandby(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cluster, err := pgcluster.Start(ctx, pgcluster.Options{
+		Settings: []string{"fsync=off", "synchronous_standby_names=giftd_absent_standby"},
+	})
+	if err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skip(err)
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cluster.Stop() })
+	localURL := cluster.URL + "&synchronous_commit=local"
+	if err := ledger.Migrate(localURL); err != nil {
+		t.Fatal(err)
+	}
+	open := func(url string) *ledger.Store {
+		s, err := ledger.Open(ctx, url, pgtest.StoreOptions()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		return s
+	}
+	local, synced := open(localURL), open(cluster.URL)
+	up := ledger.TopUp{UserID: "bob", Amount: 10, Key: "up-1"}
+	if _, err := local.TopUp(ctx, up); err != nil {
+		t.Fatal(err)
+	}
+	paid := debit("paid", "bob", 7)
+	if _, err := local.Debit(ctx, paid); err != nil {
+		t.Fatal(err)
+	}
+	rev := ledger.Reversal{Debit: paid.Key, Key: "rev-1"}
+	if _, err := local.Reverse(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	for name, call := range map[string]func(ctx context.Context, s *ledger.Store) (ledger.Credit, error){
+		"top-up":   func(ctx context.Context, s *ledger.Store) (ledger.Credit, error) { return s.TopUp(ctx, up) },
+		"reversal": func(ctx context.Context, s *ledger.Store) (ledger.Credit, error) { return s.Reverse(ctx, rev) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+			defer cancel()
+			if c, err := call(wctx, synced); !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("with the standby away: %+v, %v; want the deadline's error", c, err)
+			}
+			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			if c, err := call(lctx, local); err != nil || !c.Replay {
+				t.Errorf("with synchronous_commit=local: %+v, %v; want a replay", c, err)
+			}
+		})
+	}
+}
