@@ -1,13 +1,19 @@
 package ledger_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -106,4 +112,88 @@ func TestDebit_ReadOnlyConnectionIsDropped(t *testing.T) {
 	if st := settledStat(s); st.TotalConns() != 0 || st.NewConnsCount() != 3 {
 		t.Errorf("pool holds %d connections after %d opened; want each one that met 25006 dropped", st.TotalConns(), st.NewConnsCount())
 	}
+}
+
+// BenchmarkDebit_QueryExecModes compares debits on a direct connection in
+// pgx's query modes, with group commit off and on. Besides time per debit
+// it reports the CPU time per debit of the client (this process) and of
+// the server (the database's backends), which hold still when other work
+// shares the machine and wall time does not:
+//
+//	go test -run '^$' -bench QueryExecModes -benchtime 5s ./internal/ledger/
+func BenchmarkDebit_QueryExecModes(b *testing.B) {
+	for _, batch := range []int{1, ledger.DefaultBatching().MaxBatch} {
+		for _, mode := range []string{"cache_statement", "cache_describe", "exec"} {
+			b.Run(fmt.Sprintf("batch=%d/%s", batch, mode), func(b *testing.B) {
+				opts := ledger.DefaultBatching()
+				opts.MaxBatch = batch
+				s, err := ledger.Open(context.Background(), pgtest.URL(b)+"&default_query_exec_mode="+mode, ledger.WithBatching(opts))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				const wallets = 200
+				for w := range wallets {
+					if _, err := s.TopUp(context.Background(), ledger.TopUp{UserID: fmt.Sprint("w", w), Amount: 1 << 40, Key: fmt.Sprint("seed", w)}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				var n atomic.Int64
+				run := func(pb *testing.PB) {
+					for pb.Next() {
+						i := n.Add(1)
+						if _, err := s.Debit(context.Background(), debit(fmt.Sprint("bench-", i), fmt.Sprint("w", i%wallets), 1)); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}
+				b.SetParallelism(8) // 8 × GOMAXPROCS callers, like LinkV's concurrent requests
+				b.RunParallel(run)  // warm: fill the pool, so that its backends are the ones measured
+				n.Store(0)
+				server0, client0 := serverCPU(b, s), clientCPU()
+				b.ResetTimer()
+				b.RunParallel(run)
+				b.StopTimer()
+				server, client := serverCPU(b, s)-server0, clientCPU()-client0
+				b.ReportMetric(float64(client.Microseconds())/float64(b.N), "client-cpu-µs/op")
+				b.ReportMetric(float64(server.Microseconds())/float64(b.N), "server-cpu-µs/op")
+			})
+		}
+	}
+}
+
+// clientCPU is the CPU time this process has used.
+func clientCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru) //nolint:errcheck // cannot fail for RUSAGE_SELF
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// serverCPU is the CPU time used so far by the backends serving s's
+// database, read from /proc (the server runs on this machine).
+func serverCPU(b *testing.B, s *ledger.Store) time.Duration {
+	rows, err := s.Pool().Query(context.Background(),
+		`SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		b.Fatal(err)
+	}
+	var ticks int64
+	for _, pid := range pids {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			b.Skipf("cannot read the server's CPU time: %v", err)
+		}
+		// Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		for _, v := range f[11:13] {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			ticks += n
+		}
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100 on Linux
 }
