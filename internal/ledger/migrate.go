@@ -89,39 +89,60 @@ func migrationURL(databaseURL string) (pgxURL, migrateURL string, err error) {
 	return pgxURL, u.String(), nil
 }
 
-// openMigrate takes the migration lock (see lockMigrations) and opens
-// golang-migrate on the embedded migrations for databaseURL. Call done when
-// finished with m: it closes m and releases the lock.
-func openMigrate(databaseURL string, opts []MigrateOption) (m *migrate.Migrate, done func(), err error) {
+// withMigrate takes the migration lock (see lockMigrations), opens
+// golang-migrate on the embedded migrations for databaseURL and runs step
+// on it, watching that golang-migrate does not wait for its own lock
+// longer than the bound (see watch).
+func withMigrate(databaseURL string, opts []MigrateOption, step func(*migrate.Migrate) error) error {
 	cfg := migrateConfig{lockWait: DefaultMigrateLockWait, logEvery: DefaultMigrateLogEvery, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	pgxURL, migrateURL, err := migrationURL(databaseURL)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
-	unlock, err := lockMigrations(pgxURL, cfg)
+	lock, err := lockMigrations(pgxURL, cfg)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
+	defer lock.release()
 	src, err := iofs.New(migrations.FS, ".")
 	if err != nil {
-		unlock()
-		return nil, nil, fmt.Errorf("open embedded migrations: %w", err)
+		return fmt.Errorf("open embedded migrations: %w", err)
 	}
-	m, err = migrate.NewWithSourceInstance("iofs", src, migrateURL)
-	if err != nil {
-		unlock()
-		return nil, nil, fmt.Errorf("open migrations on database: %w", err)
-	}
-	return m, func() { m.Close(); unlock() }, nil
+	// golang-migrate's connections carry a name of their own, so that watch
+	// can tell them from anyone else's.
+	u, _ := url.Parse(migrateURL) // built by migrationURL
+	q := u.Query()
+	q.Set("application_name", lock.appName)
+	u.RawQuery = q.Encode()
+	done := make(chan error, 1)
+	go func() {
+		m, err := migrate.NewWithSourceInstance("iofs", src, u.String())
+		if err != nil {
+			done <- fmt.Errorf("open migrations on database: %w", err)
+			return
+		}
+		err = step(m)
+		m.Close()
+		done <- err
+	}()
+	return lock.watch(done, cfg)
+}
+
+// A migrationLock is giftd's migration lock, held in a transaction open on
+// a connection of its own.
+type migrationLock struct {
+	conn             *pgx.Conn
+	golangMigrateKey int64
+	appName          string // of golang-migrate's connections
+	release          func()
 }
 
 // lockMigrations waits, at most cfg.lockWait and logging every
 // cfg.logEvery, until this process holds giftd's migration lock and
-// golang-migrate's own advisory lock is free, and returns the function that
-// releases giftd's lock.
+// golang-migrate's own advisory lock is free.
 //
 // golang-migrate takes a session advisory lock with pg_advisory_lock, which
 // waits without end or word. Through a transaction-pooling PgBouncer its
@@ -130,20 +151,23 @@ func openMigrate(databaseURL string, opts []MigrateOption) (m *migrate.Migrate, 
 // hang silently. giftd's own lock serialises giftd's migrations safely
 // through any pooler; waiting for golang-migrate's lock to be free before
 // calling it turns a stale lock into a logged wait and a clear error.
-func lockMigrations(pgxURL string, cfg migrateConfig) (unlock func(), err error) {
+func lockMigrations(pgxURL string, cfg migrateConfig) (_ *migrationLock, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.lockWait+30*time.Second)
+	defer cancel()
 	conn, err := pgx.Connect(ctx, pgxURL)
 	if err != nil {
-		cancel()
 		return nil, fmt.Errorf("migration lock: connect: %w", err)
 	}
-	release := func() {
-		conn.Close(context.Background()) //nolint:errcheck // closing ends the transaction and its lock
-		cancel()
-	}
+	l := &migrationLock{conn: conn, appName: "giftd-migrate-" + strconv.FormatInt(time.Now().UnixNano(), 36)}
+	// Closing ends the transaction, and with it the lock.
+	l.release = func() { conn.Close(context.Background()) } //nolint:errcheck // nothing to do about it
+	defer func() {
+		if err != nil {
+			l.release()
+		}
+	}()
 	var schema string
 	if err := conn.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
-		release()
 		return nil, fmt.Errorf("migration lock: %w", err)
 	}
 	// The key golang-migrate's pgx/v5 driver derives from the URL's path
@@ -151,32 +175,24 @@ func lockMigrations(pgxURL string, cfg migrateConfig) (unlock func(), err error)
 	u, _ := url.Parse(pgxURL) // parsed already by migrationURL
 	id, err := database.GenerateAdvisoryLockId(u.Path, schema, "schema_migrations")
 	if err != nil {
-		release()
 		return nil, err
 	}
-	golangMigrateKey, err := strconv.ParseInt(id, 10, 64)
-	if err != nil {
-		release()
+	if l.golangMigrateKey, err = strconv.ParseInt(id, 10, 64); err != nil {
 		return nil, fmt.Errorf("migration lock: golang-migrate's lock id %q: %w", id, err)
 	}
 
 	start, lastLog := time.Now(), time.Now()
 	for {
-		waitingFor, err := tryMigrationLock(ctx, conn, golangMigrateKey)
+		waitingFor, err := tryMigrationLock(ctx, conn, l.golangMigrateKey)
 		if err != nil {
-			release()
 			return nil, fmt.Errorf("migration lock: %w", err)
 		}
 		if waitingFor == "" {
-			return release, nil
+			return l, nil
 		}
 		waited := time.Since(start)
 		if waited >= cfg.lockWait {
-			release()
-			return nil, fmt.Errorf("migration lock: gave up after %s (GIFTD_MIGRATE_LOCK_WAIT) waiting for %s; "+
-				"if that session is stuck, end it with SELECT pg_terminate_backend(pid), and migrate over a direct "+
-				"or session-pooled connection (GIFTD_MIGRATE_DATABASE_URL), never a transaction pool",
-				cfg.lockWait, waitingFor)
+			return nil, giveUp(cfg, waitingFor)
 		}
 		if time.Since(lastLog) >= cfg.logEvery {
 			cfg.log.Warn("waiting for the migration lock", "waiting_for", waitingFor,
@@ -185,11 +201,83 @@ func lockMigrations(pgxURL string, cfg migrateConfig) (unlock func(), err error)
 		}
 		select {
 		case <-ctx.Done():
-			release()
 			return nil, fmt.Errorf("migration lock: %w", ctx.Err())
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+func giveUp(cfg migrateConfig, waitingFor string) error {
+	return fmt.Errorf("migration lock: gave up after %s (GIFTD_MIGRATE_LOCK_WAIT) waiting for %s; "+
+		"if that session is stuck, end it with SELECT pg_terminate_backend(pid), and migrate over a direct "+
+		"or session-pooled connection (GIFTD_MIGRATE_DATABASE_URL), never a transaction pool",
+		cfg.lockWait, waitingFor)
+}
+
+// watch waits for golang-migrate's work to send its result on done. Should
+// golang-migrate's connection wait for golang-migrate's lock (which another
+// session took since lockMigrations found it free, or which a transaction
+// pool left behind in the middle of this very migration), it logs what it
+// waits for every cfg.logEvery and, after cfg.lockWait, cancels that wait
+// and returns an error saying who held the lock. A migration that runs
+// long without waiting for that lock is never cut short.
+func (l *migrationLock) watch(done <-chan error, cfg migrateConfig) error {
+	var blockedSince, lastLog time.Time
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-tick.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		waiter, holder, err := l.blocked(ctx)
+		cancel()
+		if err != nil || waiter == 0 {
+			blockedSince = time.Time{}
+			continue
+		}
+		now := time.Now()
+		if blockedSince.IsZero() {
+			blockedSince, lastLog = now, now
+		}
+		waitingFor := "golang-migrate's advisory lock, held by " + holder
+		if now.Sub(blockedSince) >= cfg.lockWait {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := l.conn.Exec(ctx, `SELECT pg_cancel_backend($1)`, waiter)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("migration lock: cancel golang-migrate's wait: %w", err)
+			}
+			return errors.Join(giveUp(cfg, waitingFor), <-done)
+		}
+		if now.Sub(lastLog) >= cfg.logEvery {
+			cfg.log.Warn("waiting for the migration lock", "waiting_for", waitingFor,
+				"waited", now.Sub(blockedSince).Round(time.Second).String(), "gives_up_after", cfg.lockWait.String())
+			lastLog = now
+		}
+	}
+}
+
+// blocked returns the backend of golang-migrate's connection when it waits
+// for golang-migrate's lock, and who holds that lock; waiter is 0 when it
+// does not wait.
+func (l *migrationLock) blocked(ctx context.Context) (waiter int32, holder string, err error) {
+	err = l.conn.QueryRow(ctx, `
+		SELECT l.pid FROM pg_locks AS l JOIN pg_stat_activity AS a USING (pid)
+		WHERE l.locktype = 'advisory' AND NOT l.granted AND a.application_name = $2
+		  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		  AND l.classid = ($1::bigint >> 32)::oid AND l.objid = ($1::bigint & 4294967295)::oid AND l.objsubid = 1
+		LIMIT 1`, l.golangMigrateKey, l.appName).Scan(&waiter)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, "", nil
+	}
+	if err != nil {
+		return 0, "", err
+	}
+	holder, err = lockHolder(ctx, l.conn, l.golangMigrateKey)
+	return waiter, holder, err
 }
 
 // tryMigrationLock tries once to take giftd's migration lock, in a
@@ -229,11 +317,13 @@ func tryMigrationLock(ctx context.Context, conn *pgx.Conn, golangMigrateKey int6
 
 // lockHolder describes the other session holding the advisory lock key in
 // this database, or returns "" when none does.
-func lockHolder(ctx context.Context, tx pgx.Tx, key int64) (string, error) {
+func lockHolder(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, key int64) (string, error) {
 	var pid int
 	var state, app, client string
 	var idleSecs int64
-	err := tx.QueryRow(ctx, `
+	err := q.QueryRow(ctx, `
 		SELECT a.pid, coalesce(a.state, ''), coalesce(a.application_name, ''),
 		       coalesce(host(a.client_addr), 'local'),
 		       coalesce(extract(epoch FROM now() - a.state_change)::bigint, 0)
@@ -258,46 +348,40 @@ func lockHolder(ctx context.Context, tx pgx.Tx, key int64) (string, error) {
 // holds the lock. databaseURL should reach PostgreSQL directly or through a
 // session pool: see lockMigrations.
 func Migrate(databaseURL string, opts ...MigrateOption) error {
-	m, done, err := openMigrate(databaseURL, opts)
-	if err != nil {
-		return err
-	}
-	defer done()
-	if err := m.Up(); err != nil && !errors.Is(err, migrate.ErrNoChange) {
-		return fmt.Errorf("migrate up: %w", err)
-	}
-	return nil
+	return withMigrate(databaseURL, opts, func(m *migrate.Migrate) error {
+		if err := m.Up(); err != nil && !errors.Is(err, migrate.ErrNoChange) {
+			return fmt.Errorf("migrate up: %w", err)
+		}
+		return nil
+	})
 }
 
 // MigrateDown reverts the newest applied migration, under the same lock as
 // Migrate. It returns an error when no migration is applied.
 func MigrateDown(databaseURL string, opts ...MigrateOption) error {
-	m, done, err := openMigrate(databaseURL, opts)
-	if err != nil {
-		return err
-	}
-	defer done()
-	if err := m.Steps(-1); err != nil {
-		return fmt.Errorf("migrate down: %w", err)
-	}
-	return nil
+	return withMigrate(databaseURL, opts, func(m *migrate.Migrate) error {
+		if err := m.Steps(-1); err != nil {
+			return fmt.Errorf("migrate down: %w", err)
+		}
+		return nil
+	})
 }
 
 // MigrationVersion reports the applied schema version and whether a failed
 // migration left it dirty; version 0 means no migration is applied. It
 // takes the lock too, since golang-migrate locks to read the version.
 func MigrationVersion(databaseURL string, opts ...MigrateOption) (version uint, dirty bool, err error) {
-	m, done, err := openMigrate(databaseURL, opts)
-	if err != nil {
-		return 0, false, err
-	}
-	defer done()
-	version, dirty, err = m.Version()
-	if errors.Is(err, migrate.ErrNilVersion) {
-		return 0, false, nil
-	}
-	if err != nil {
-		return 0, false, fmt.Errorf("migration version: %w", err)
-	}
-	return version, dirty, nil
+	err = withMigrate(databaseURL, opts, func(m *migrate.Migrate) error {
+		var err error
+		version, dirty, err = m.Version()
+		if errors.Is(err, migrate.ErrNilVersion) {
+			version, dirty = 0, false
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("migration version: %w", err)
+		}
+		return nil
+	})
+	return version, dirty, err
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/url"
 	"strings"
@@ -152,4 +153,54 @@ func emptyDatabase(t *testing.T) string {
 	u, _ := url.Parse(base)
 	u.Path = "/" + name
 	return u.String()
+}
+
+// TestMigrate_GolangMigrateWaitingForItsLockIsCancelledAfterTheBound plays
+// golang-migrate blocked in pg_advisory_lock after Migrate found the lock
+// free (another session took it meanwhile, or a transaction pool left it
+// behind mid-migration): the watch must log what it waits for, cancel that
+// wait after the bound and name the holder.
+func TestMigrate_GolangMigrateWaitingForItsLockIsCancelledAfterTheBound(t *testing.T) {
+	dbURL := pgtest.URL(t)
+	const key, app = 424242, "giftd-migrate-test"
+	holder := connect(t, dbURL)
+	var pid int
+	if err := holder.QueryRow(context.Background(), `SELECT pg_backend_pid() FROM (SELECT pg_advisory_lock($1::bigint)) AS l`, key).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	waiter := connect(t, dbURL+"&application_name="+app)
+	done := make(chan error, 1)
+	go func() {
+		_, err := waiter.Exec(context.Background(), `SELECT pg_advisory_lock($1::bigint)`, key)
+		done <- err
+	}()
+	var log syncBuffer
+	t0 := time.Now()
+	err := ledger.WatchMigration(dbURL, key, app, done, 1500*time.Millisecond, slog.New(slog.NewTextHandler(&log, nil)))
+	if err == nil || !strings.Contains(err.Error(), "gave up after 1.5s") || !strings.Contains(err.Error(), fmt.Sprint("backend pid ", pid)) ||
+		!strings.Contains(err.Error(), "canceling statement due to user request") {
+		t.Errorf("watch = %v, want it to give up naming backend pid %d and cancel the wait", err, pid)
+	}
+	if d := time.Since(t0); d < 1500*time.Millisecond || d > 10*time.Second {
+		t.Errorf("watch gave up after %s, want about 1.5s", d)
+	}
+	if got := log.String(); strings.Count(got, "waiting for the migration lock") < 2 {
+		t.Errorf("log does not say, every 300ms, what golang-migrate waits for:\n%s", got)
+	}
+}
+
+// TestMigrate_WatchLeavesALongMigrationAlone: a golang-migrate that runs
+// long without waiting for its lock is never cut short.
+func TestMigrate_WatchLeavesALongMigrationAlone(t *testing.T) {
+	dbURL := pgtest.URL(t)
+	const app = "giftd-migrate-test"
+	worker := connect(t, dbURL+"&application_name="+app)
+	done := make(chan error, 1)
+	go func() {
+		_, err := worker.Exec(context.Background(), `SELECT pg_sleep(2)`)
+		done <- err
+	}()
+	if err := ledger.WatchMigration(dbURL, 424243, app, done, 500*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Errorf("watch = %v, want the long migration's own nil", err)
+	}
 }
