@@ -100,7 +100,15 @@ func TestMigrate_WaitsForAnotherGiftdsMigration(t *testing.T) {
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(x'6769667464'::bigint)`); err != nil {
 		t.Fatal(err)
 	}
-	time.AfterFunc(time.Second, func() { tx.Rollback(ctx) }) //nolint:errcheck // the test checks Migrate
+	released := make(chan struct{})
+	go func() {
+		defer close(released)
+		time.Sleep(time.Second)
+		tx.Rollback(ctx) //nolint:errcheck // the test checks Migrate
+	}()
+	// The holder's connection is closed when the test ends: not before the
+	// rollback is done with it.
+	t.Cleanup(func() { <-released })
 	var log syncBuffer
 	t0 := time.Now()
 	err = ledger.Migrate(dbURL, ledger.WithLockWait(30*time.Second), ledger.WithMigrateLog(slog.New(slog.NewTextHandler(&log, nil)), 200*time.Millisecond))
