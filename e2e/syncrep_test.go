@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -228,19 +227,6 @@ func sendAll(ctx context.Context, t *testing.T, client *http.Client, s *server, 
 	if ctx.Err() != nil {
 		t.Fatal(ctx.Err())
 	}
-}
-
-// post sends one debit callback and returns the status, 0 for no answer.
-func post(ctx context.Context, client *http.Client, s *server, body string) int {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.public+"/linkv/debit", strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0
-	}
-	io.Copy(io.Discard, resp.Body) //nolint:errcheck // only the status matters
-	resp.Body.Close()
-	return resp.StatusCode
 }
 
 // pauseProxy stands between the standby and the primary. Paused, it passes

@@ -208,6 +208,10 @@ func TestRun_BadSettingsNamed(t *testing.T) {
 	}
 	cases := []struct{ name, value string }{
 		{"DATABASE_URL", ""},
+		{"DATABASE_URL", "postgres://giftd:pw@db1,db2/giftd"},
+		{"GIFTD_MIGRATE_DATABASE_URL", "postgres://giftd:pw@db1,db2/giftd?target_session_attrs=any"},
+		{"GIFTD_MIGRATE_LOCK_WAIT", "0"},
+		{"GIFTD_MIGRATE_LOCK_WAIT", "soon"},
 		{"GIFTD_ADMIN_TOKEN", ""},
 		{"GIFTD_ADMIN_TOKEN", "short"},
 		{"GIFTD_LINKV_APPS", ""},
