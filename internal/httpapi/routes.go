@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"giftd/internal/console"
 	"giftd/internal/ledger"
 )
 
@@ -66,6 +67,7 @@ func NewAdmin(d Deps) http.Handler {
 	r.Get("/readyz", handleReadyz(d.readiness()))
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{}))
 	r.Get("/openapi.json", handleOpenAPI(d.Callbacks))
+	r.Mount("/console", console.Handler()) // the operator console: static files that call /admin/
 	r.Route("/admin", func(r chi.Router) {
 		r.Use(requireToken(d.AdminToken), limitBody(64<<10))
 		r.MethodNotAllowed(methodNotAllowed(r))
