@@ -70,6 +70,7 @@ function init() {
     setLanguage(language() === 'zh' ? 'en' : 'zh');
     $('lang').textContent = language() === 'zh' ? 'English' : '中文';
     translate(document);
+    for (const el of document.querySelectorAll('[role=status]')) el.hidden = true; // said in the other language
     render();
   });
   $('signin-form').addEventListener('submit', async ev => {

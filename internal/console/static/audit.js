@@ -25,6 +25,7 @@ async function run() {
     $('audit-findings').tBodies[0].replaceChildren(...a.findings.map(f => el('tr', {},
       el('td', {}, el('a', { href: '#/wallet?' + new URLSearchParams({ user: f.user_id }) }, f.user_id)),
       el('td', { className: 'num' }, fmtNumber(f.gold)), el('td', { className: 'num' }, fmtNumber(f.ledger_sum)))));
+    show($('audit-findings-card'), a.findings.length > 0);
     show($('audit-view'));
   } catch (e) {
     flash(errorText(e));

@@ -8,9 +8,12 @@ export function debitLink(platform, appID, id, text) {
   return el('a', { href: '#/debit?' + q }, text ?? id);
 }
 
+// details are an entry's details, less what the table shows already (a
+// reversal's debit, LinkV's raw reason beside its parsed fields) and empty
+// values.
 function details(e) {
-  const d = e.details || {};
-  return Object.entries(d).filter(([k]) => !(e.kind === 'reversal' && ['platform', 'app_id', 'request_id'].includes(k)))
+  const skip = e.kind === 'reversal' ? ['platform', 'app_id', 'request_id'] : e.details?.gift_id ? ['reason'] : [];
+  return Object.entries(e.details || {}).filter(([k, v]) => !skip.includes(k) && v !== '' && v !== null)
     .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`).join(' ');
 }
 
