@@ -126,6 +126,7 @@ giftd dev is running (Ctrl-C stops it and its throwaway database).
   database      %s
   public        %s  (debit callback at %s)
   admin         %s
+  console       %s/console/  (in a browser; sign in with the admin token)
   app           %s
   admin token   %s
   demo wallet   %s with %d gold
@@ -143,7 +144,7 @@ A load of signed debits (in another shell):
 
   %sgo run ./cmd/giftd-load -url %s%s -admin-url %s
 
-`, redactURL(s.DatabaseURL), publicURL, s.DebitPath, adminURL, apps, token, demoUser, demoBalance,
+`, redactURL(s.DatabaseURL), publicURL, s.DebitPath, adminURL, adminURL, apps, token, demoUser, demoBalance,
 		publicURL, s.DebitPath, body,
 		auth, adminURL, demoUser, auth, adminURL, demoUser,
 		loadEnv, publicURL, s.DebitPath, adminURL)

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"giftd/internal/console"
 	"giftd/internal/ledger"
 )
 
@@ -66,14 +67,17 @@ func NewAdmin(d Deps) http.Handler {
 	r.Get("/readyz", handleReadyz(d.readiness()))
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{}))
 	r.Get("/openapi.json", handleOpenAPI(d.Callbacks))
+	r.Mount("/console", console.Handler()) // the operator console: static files that call /admin/
 	r.Route("/admin", func(r chi.Router) {
 		r.Use(requireToken(d.AdminToken), limitBody(64<<10))
 		r.MethodNotAllowed(methodNotAllowed(r))
 		r.Post("/v1/wallets/{user_id}/topups", handleTopUp(d.Store, d.Log, d.Metrics))
 		r.Get("/v1/wallets/{user_id}", handleWallet(d.Store, d.Log))
 		r.Get("/v1/wallets/{user_id}/ledger", handleLedger(d.Store, d.Log))
+		r.Get("/v1/debits/{request_id}", handleDebit(d.Store, d.Log))
 		r.Post("/v1/debits/{request_id}/reversal", handleReversal(d.Store, d.Log, d.Metrics))
 		r.Get("/v1/audit", handleAudit(d.Store, d.Log))
+		r.Get("/v1/stats", handleStats(d.Gatherer, d.readiness(), d.Callbacks))
 		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, "not_found", "no such admin route")
 		})

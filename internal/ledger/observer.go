@@ -10,14 +10,16 @@ const (
 	OpReversal = "reversal"
 	OpWallet   = "wallet"
 	OpEntries  = "entries"
-	OpAudit    = "audit"
-	OpPrune    = "prune"
+	// OpFindDebit is FindDebit, an operator looking a debit up.
+	OpFindDebit = "find_debit"
+	OpAudit     = "audit"
+	OpPrune     = "prune"
 )
 
 // Ops returns every operation an Observer may be told about, so that a
 // metric can show each one at zero before it first happens.
 func Ops() []string {
-	return []string{OpDebit, OpTopUp, OpReversal, OpWallet, OpEntries, OpAudit, OpPrune}
+	return []string{OpDebit, OpTopUp, OpReversal, OpWallet, OpEntries, OpFindDebit, OpAudit, OpPrune}
 }
 
 // Observer is told how long one Store operation took, whatever its result.
