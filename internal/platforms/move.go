@@ -65,10 +65,10 @@ type MoveResult struct {
 	// would move), -1 when none was read.
 	LinkVBalance int64 `json:"linkv_balance"`
 	// InFlight is the coins of a take-out recorded but not yet credited.
-	InFlight int64           `json:"in_flight,omitempty"`
+	InFlight int64            `json:"in_flight,omitempty"`
 	State    ledger.MoveState `json:"state,omitempty"`
-	Round    int             `json:"round,omitempty"`
-	Error    string          `json:"error,omitempty"`
+	Round    int              `json:"round,omitempty"`
+	Error    string           `json:"error,omitempty"`
 }
 
 // MoveSummary is a whole run.
