@@ -36,7 +36,9 @@ func TestServe_PlatformJobsOnTheAdminAPI(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var logs syncBuffer
 	errc := make(chan error, 1)
-	go func() { errc <- run(ctx, []string{"giftd", "serve"}, func(k string) string { return env[k] }, &logs, &logs) }()
+	go func() {
+		errc <- run(ctx, []string{"giftd", "serve"}, func(k string) string { return env[k] }, &logs, &logs)
+	}()
 	t.Cleanup(func() { cancel(); <-errc })
 	waitHealthy(t, "http://"+admin, errc)
 
