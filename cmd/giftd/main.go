@@ -25,7 +25,10 @@ import (
 	"giftd/internal/httpapi"
 	"giftd/internal/ledger"
 	"giftd/internal/linkv"
+	"giftd/internal/linkvapi"
+	"giftd/internal/platforms"
 	"giftd/internal/polyv"
+	"giftd/internal/polyvapi"
 )
 
 func main() {
@@ -198,6 +201,9 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 		Gatherer:   reg,
 		Log:        log,
 	}
+	if deps.Platforms, err = platformClients(s.Platforms); err != nil {
+		return err
+	}
 	if s.PolyvApps != nil {
 		pv := polyv.NewHandlers(store, polyv.Config{
 			Apps: s.PolyvApps, Scale: s.PolyvScale, MaxSkew: s.PolyvMaxSkew, DBTimeout: s.DBTimeout,
@@ -281,4 +287,21 @@ func newServer(h http.Handler, s settings) *http.Server {
 		IdleTimeout:       s.IdleTimeout,
 		MaxHeaderBytes:    16 << 10,
 	}
+}
+
+// platformClients makes the admin API's platform API clients of p.
+func platformClients(p platforms.Settings) (httpapi.Platforms, error) {
+	out := httpapi.Platforms{PolyvQueryURL: p.PolyvQueryURL, PolyvUpdateURL: p.PolyvUpdateURL}
+	var err error
+	if p.LinkV != nil {
+		if out.LinkV, err = linkvapi.New(*p.LinkV); err != nil {
+			return out, err
+		}
+	}
+	if p.Polyv != nil {
+		if out.Polyv, err = polyvapi.New(*p.Polyv); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
 }

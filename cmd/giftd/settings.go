@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -10,6 +11,7 @@ import (
 
 	"giftd/internal/httpapi"
 	"giftd/internal/ledger"
+	"giftd/internal/platforms"
 	"giftd/internal/polyv"
 )
 
@@ -55,6 +57,8 @@ type settings struct {
 	// DatabaseURL). MigrateLockWait bounds the wait for the migration lock.
 	MigrateDatabaseURL string
 	MigrateLockWait    time.Duration
+	// Platforms are the platform API clients' settings (readPlatformAPIs).
+	Platforms platforms.Settings
 }
 
 // settingsError names the variable that is missing or wrong and the form it
@@ -162,6 +166,9 @@ func readSettings(getenv func(string) string, dev bool) (settings, error) {
 	if err := readPolyv(getenv, dev, &s); err != nil {
 		return settings{}, err
 	}
+	if err := readPlatformAPIs(getenv, &s); err != nil {
+		return settings{}, err
+	}
 	if s.AdminToken != "" || !dev {
 		if len(s.AdminToken) < 16 {
 			return settings{}, &settingsError{"GIFTD_ADMIN_TOKEN", "required, at least 16 characters"}
@@ -241,6 +248,30 @@ func readPolyv(getenv func(string) string, dev bool, s *settings) error {
 		}
 		taken = append(taken, p.path)
 	}
+	return nil
+}
+
+// readPlatformAPIs reads the settings of giftd's clients of LinkV's and
+// Polyv's server APIs (docs/platform-apis.md): GIFTD_LINKV_API_URL,
+// GIFTD_LINKV_API_APP, GIFTD_POLYV_API_URL, GIFTD_POLYV_API_APP,
+// GIFTD_PLATFORM_API_TIMEOUT, GIFTD_PLATFORM_API_ATTEMPTS and
+// GIFTD_PUBLIC_URL. platforms.ReadSettings reads them, the one place
+// giftd-platform reads them too.
+func readPlatformAPIs(getenv func(string) string, s *settings) error {
+	p, err := platforms.ReadSettings(getenv)
+	var se *platforms.SettingError
+	if errors.As(err, &se) {
+		return &settingsError{se.Name, se.Problem}
+	}
+	if err != nil {
+		return err
+	}
+	// The registered callback URLs follow the paths serve really uses.
+	if p.PolyvQueryURL != "" {
+		pub := strings.TrimSuffix(getenv("GIFTD_PUBLIC_URL"), "/")
+		p.PolyvQueryURL, p.PolyvUpdateURL = pub+s.PolyvQueryPath, pub+s.PolyvUpdatePath
+	}
+	s.Platforms = p
 	return nil
 }
 

@@ -30,6 +30,9 @@ type Deps struct {
 	// Gatherer serves /metrics.
 	Gatherer prometheus.Gatherer
 	Log      *slog.Logger
+	// Platforms are the platform API clients of the admin API's platform
+	// routes; a nil client answers 503.
+	Platforms Platforms
 }
 
 // Callback is one route of a partner platform's callback on the public
@@ -78,6 +81,12 @@ func NewAdmin(d Deps) http.Handler {
 		r.Post("/v1/debits/{request_id}/reversal", handleReversal(d.Store, d.Log, d.Metrics))
 		r.Get("/v1/audit", handleAudit(d.Store, d.Log))
 		r.Get("/v1/stats", handleStats(d.Gatherer, d.readiness(), d.Callbacks))
+		// giftd as the platforms' client (platforms.go, docs/platform-apis.md).
+		r.Post("/v1/linkv/accounts/{user_id}", handleLinkAccount(d.Store, d.Platforms, d.Log))
+		r.Get("/v1/linkv/accounts/{user_id}", handleLinkedAccount(d.Store, d.Platforms, d.Log))
+		r.Post("/v1/linkv/wallet-moves", handleWalletMoves(d.Store, d.Platforms, d.Log))
+		r.Get("/v1/linkv/wallet-moves/{user_id}", handleWalletMove(d.Store, d.Platforms, d.Log))
+		r.Post("/v1/polyv/donation-settings", handlePolyvDonations(d.Platforms, d.Log))
 		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, "not_found", "no such admin route")
 		})
