@@ -87,7 +87,17 @@ type server struct {
 	exited        chan struct{}
 }
 
+// newServer starts a giftd on databaseURL with extra settings and waits
+// until it is ready; it is killed when the test ends.
 func newServer(t *testing.T, databaseURL string, extra ...string) *server {
+	t.Helper()
+	s := stoppedServer(t, databaseURL, extra...)
+	s.start()
+	return s
+}
+
+// stoppedServer is a giftd like newServer's, not started yet.
+func stoppedServer(t *testing.T, databaseURL string, extra ...string) *server {
 	t.Helper()
 	log, err := os.Create(filepath.Join(t.TempDir(), "giftd.log"))
 	if err != nil {
@@ -102,13 +112,12 @@ func newServer(t *testing.T, databaseURL string, extra ...string) *server {
 		"GIFTD_ADMIN_TOKEN="+token,
 	)
 	s.env = append(s.env, extra...)
-	s.start()
 	t.Cleanup(func() { s.kill(); log.Close() })
 	return s
 }
 
-// start runs giftd and waits until it is ready.
-func (s *server) start() {
+// launch starts s's process without waiting for anything.
+func (s *server) launch() {
 	s.t.Helper()
 	s.cmd = exec.Command(giftdBinary(s.t), "serve")
 	s.cmd.Env, s.cmd.Stdout, s.cmd.Stderr = s.env, s.log, s.log
@@ -117,6 +126,12 @@ func (s *server) start() {
 	}
 	s.exited = make(chan struct{})
 	go func(cmd *exec.Cmd, exited chan struct{}) { cmd.Wait(); close(exited) }(s.cmd, s.exited) //nolint:errcheck // killed on purpose
+}
+
+// start runs giftd and waits until it is ready.
+func (s *server) start() {
+	s.t.Helper()
+	s.launch()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		if resp, err := http.Get("http://" + s.admin + "/readyz"); err == nil {

@@ -174,38 +174,6 @@ func startTogether(t *testing.T, n int, databaseURL string, extra ...string) []*
 	return servers
 }
 
-// stoppedServer is a giftd like newServer's, not started yet.
-func stoppedServer(t *testing.T, databaseURL string, extra ...string) *server {
-	t.Helper()
-	log, err := os.Create(filepath.Join(t.TempDir(), "giftd.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &server{t: t, public: freeAddr(t), admin: freeAddr(t), log: log}
-	s.env = append(os.Environ(),
-		"DATABASE_URL="+databaseURL,
-		"GIFTD_HTTP_ADDR="+s.public,
-		"GIFTD_ADMIN_ADDR="+s.admin,
-		"GIFTD_LINKV_APPS="+appID+":"+secret,
-		"GIFTD_ADMIN_TOKEN="+token,
-	)
-	s.env = append(s.env, extra...)
-	t.Cleanup(func() { s.kill(); log.Close() })
-	return s
-}
-
-// launch starts s's process without waiting for anything.
-func (s *server) launch() {
-	s.t.Helper()
-	s.cmd = exec.Command(giftdBinary(s.t), "serve")
-	s.cmd.Env, s.cmd.Stdout, s.cmd.Stderr = s.env, s.log, s.log
-	if err := s.cmd.Start(); err != nil {
-		s.t.Fatal(err)
-	}
-	s.exited = make(chan struct{})
-	go func(cmd *exec.Cmd, exited chan struct{}) { cmd.Wait(); close(exited) }(s.cmd, s.exited) //nolint:errcheck // killed on purpose
-}
-
 // startAgainTogether launches every (stopped) server at once, then waits
 // until each is ready; it fails the test with the log of any that exits.
 func startAgainTogether(t *testing.T, servers []*server) {

@@ -21,29 +21,7 @@ import (
 func TestReplay_WaitsForTheSynchronousStandby(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cluster, err := pgcluster.Start(ctx, pgcluster.Options{
-		Settings: []string{"fsync=off", "synchronous_standby_names=giftd_absent_standby"},
-	})
-	if err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skip(err)
-		}
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cluster.Stop() })
-	localURL := cluster.URL + "&synchronous_commit=local"
-	if err := ledger.Migrate(localURL); err != nil {
-		t.Fatal(err)
-	}
-	open := func(url string) *ledger.Store {
-		s, err := ledger.Open(ctx, url, pgtest.StoreOptions()...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(s.Close)
-		return s
-	}
-	local, synced := open(localURL), open(cluster.URL)
+	local, synced := withAbsentStandby(t, ctx)
 
 	topUp(t, local, "alice", 10)
 	paid, refused := debit("paid", "alice", 7), debit("refused", "alice", 7)
@@ -94,7 +72,7 @@ func TestReplay_WaitsForTheSynchronousStandby(t *testing.T) {
 	}
 
 	// No record, nothing to make durable: Recorded answers at once.
-	_, err = within(func(ctx context.Context) (ledger.DebitResult, error) {
+	_, err := within(func(ctx context.Context) (ledger.DebitResult, error) {
 		return synced.Recorded(ctx, ledger.DebitKey{Platform: "linkv", AppID: "app", RequestID: "never"}, paid.Fingerprint)
 	})
 	if !errors.Is(err, ledger.ErrNotFound) {
@@ -108,29 +86,7 @@ func TestReplay_WaitsForTheSynchronousStandby(t *testing.T) {
 func TestAdminReplay_WaitsForTheSynchronousStandby(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cluster, err := pgcluster.Start(ctx, pgcluster.Options{
-		Settings: []string{"fsync=off", "synchronous_standby_names=giftd_absent_standby"},
-	})
-	if err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skip(err)
-		}
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cluster.Stop() })
-	localURL := cluster.URL + "&synchronous_commit=local"
-	if err := ledger.Migrate(localURL); err != nil {
-		t.Fatal(err)
-	}
-	open := func(url string) *ledger.Store {
-		s, err := ledger.Open(ctx, url, pgtest.StoreOptions()...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(s.Close)
-		return s
-	}
-	local, synced := open(localURL), open(cluster.URL)
+	local, synced := withAbsentStandby(t, ctx)
 	up := ledger.TopUp{UserID: "bob", Amount: 10, Key: "up-1"}
 	if _, err := local.TopUp(ctx, up); err != nil {
 		t.Fatal(err)
@@ -160,4 +116,35 @@ func TestAdminReplay_WaitsForTheSynchronousStandby(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withAbsentStandby starts a server whose synchronous standby never
+// connects, migrated, and opens two stores on it: local, whose commits do
+// not wait for standbys (synchronous_commit=local, what a primary holds
+// alone after a cancelled wait), and synced, whose commits wait forever.
+func withAbsentStandby(t *testing.T, ctx context.Context) (local, synced *ledger.Store) {
+	t.Helper()
+	cluster, err := pgcluster.Start(ctx, pgcluster.Options{
+		Settings: []string{"fsync=off", "synchronous_standby_names=giftd_absent_standby"},
+	})
+	if err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skip(err)
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cluster.Stop() })
+	localURL := cluster.URL + "&synchronous_commit=local"
+	if err := ledger.Migrate(localURL); err != nil {
+		t.Fatal(err)
+	}
+	open := func(url string) *ledger.Store {
+		s, err := ledger.Open(ctx, url, pgtest.StoreOptions()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		return s
+	}
+	return open(localURL), open(cluster.URL)
 }
