@@ -47,6 +47,7 @@ type Store struct {
 	latestVersion uint
 	batching      Batching
 	batcher       *batcher // nil when batching is off
+	economy       Economy
 	observer      atomic.Pointer[Observer]
 }
 
@@ -71,7 +72,7 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*Store, erro
 		pool.Close()
 		return nil, err
 	}
-	s := &Store{pool: pool, latestVersion: latest, batching: DefaultBatching()}
+	s := &Store{pool: pool, latestVersion: latest, batching: DefaultBatching(), economy: DefaultEconomy()}
 	for _, opt := range opts {
 		opt(s)
 	}
