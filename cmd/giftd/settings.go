@@ -50,6 +50,9 @@ type settings struct {
 	// PolyvURLParams are the names of the registered URLs' own query
 	// parameters (GIFTD_POLYV_URL_PARAMS).
 	PolyvURLParams []string
+	// Economy is the receiving side of gifts: earnings on or off, the price
+	// check, the default share (docs/economy.md).
+	Economy ledger.Economy
 }
 
 // settingsError names the variable that is missing or wrong and the form it
@@ -145,6 +148,9 @@ func readSettings(getenv func(string) string, dev bool) (settings, error) {
 	if err := readPolyv(getenv, dev, &s); err != nil {
 		return settings{}, err
 	}
+	if s.Economy, err = readEconomy(getenv); err != nil {
+		return settings{}, err
+	}
 	if s.AdminToken != "" || !dev {
 		if len(s.AdminToken) < 16 {
 			return settings{}, &settingsError{"GIFTD_ADMIN_TOKEN", "required, at least 16 characters"}
@@ -225,6 +231,36 @@ func readPolyv(getenv func(string) string, dev bool, s *settings) error {
 		taken = append(taken, p.path)
 	}
 	return nil
+}
+
+// readEconomy reads the settings of the receiving side of gifts
+// (docs/economy.md): GIFTD_EARNINGS (on or off), GIFTD_PRICE_CHECK (off or
+// enforce) and GIFTD_DEFAULT_SHARE_BP (0-10000).
+func readEconomy(getenv func(string) string) (ledger.Economy, error) {
+	e := ledger.DefaultEconomy()
+	switch v := or(getenv("GIFTD_EARNINGS"), "on"); v {
+	case "on":
+		e.Earnings = true
+	case "off":
+		e.Earnings = false
+	default:
+		return e, &settingsError{"GIFTD_EARNINGS", fmt.Sprintf("must be on or off, got %q", v)}
+	}
+	switch v := or(getenv("GIFTD_PRICE_CHECK"), "off"); v {
+	case "off":
+		e.PriceCheck = false
+	case "enforce":
+		e.PriceCheck = true
+	default:
+		return e, &settingsError{"GIFTD_PRICE_CHECK", fmt.Sprintf("must be off or enforce, got %q", v)}
+	}
+	raw := or(getenv("GIFTD_DEFAULT_SHARE_BP"), "0")
+	n, err := strconv.Atoi(raw)
+	if err != nil || n < 0 || n > ledger.MaxShareBP {
+		return e, &settingsError{"GIFTD_DEFAULT_SHARE_BP", fmt.Sprintf("must be an integer from 0 to %d (basis points: 5000 is half), got %q", ledger.MaxShareBP, raw)}
+	}
+	e.DefaultShareBP = n
+	return e, nil
 }
 
 // parseApps reads "app1:secret1,app1:secret2,app2:secret3".

@@ -290,7 +290,7 @@ func (s *Store) Payout(ctx context.Context, p Payout) (PayoutResult, error) {
 		err := tx.QueryRow(ctx, `SELECT balance, owed FROM earnings_accounts WHERE receiver_id = $1 FOR UPDATE`,
 			p.ReceiverID).Scan(&balance, &owed)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return ErrNotFound
+			return fmt.Errorf("earnings of %s: %w", p.ReceiverID, ErrNotFound)
 		}
 		if err != nil {
 			return err
