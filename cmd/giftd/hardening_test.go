@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -18,33 +17,14 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"giftd/internal/pgtest"
 )
 
 // serveFor runs giftd serve with env (plus a database and credentials)
 // until the test ends and returns its public and admin addresses.
 func serveFor(t *testing.T, env map[string]string) (public, admin string) {
 	t.Helper()
-	public, admin = freeAddr(t), freeAddr(t)
-	full := map[string]string{
-		"DATABASE_URL":      pgtest.URL(t),
-		"GIFTD_HTTP_ADDR":   public,
-		"GIFTD_ADMIN_ADDR":  admin,
-		"GIFTD_ADMIN_TOKEN": e2eToken,
-		"GIFTD_LINKV_APPS":  "app1:" + e2eSecret,
-	}
-	for k, v := range env {
-		full[k] = v
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() {
-		errc <- run(ctx, []string{"giftd", "serve"}, func(k string) string { return full[k] }, io.Discard, io.Discard)
-	}()
-	t.Cleanup(func() { cancel(); <-errc })
-	waitHealthy(t, "http://"+admin, errc)
-	return public, admin
+	s := startServe(t, env)
+	return s.public, s.admin
 }
 
 func TestServe_SlowLorisDoesNotHoldGiftd(t *testing.T) {

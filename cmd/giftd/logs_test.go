@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"giftd/internal/linkv"
-	"giftd/internal/pgtest"
 )
 
 // TestLogs_NoSecretUnderAnyOutcome drives every callback outcome and
@@ -21,25 +19,10 @@ import (
 // a client tried, or any request's sign, while it does carry one line per
 // callback with its request_id, app_id, outcome and latency.
 func TestLogs_NoSecretUnderAnyOutcome(t *testing.T) {
-	dbURL := pgtest.URL(t)
-	public, admin := freeAddr(t), freeAddr(t)
-	env := map[string]string{
-		"DATABASE_URL":      dbURL,
-		"GIFTD_HTTP_ADDR":   public,
-		"GIFTD_ADMIN_ADDR":  admin,
-		"GIFTD_ADMIN_TOKEN": e2eToken,
-		"GIFTD_LINKV_APPS":  "app1:" + e2eSecret,
-		// Short, so that a locked wallet makes the error outcome quickly.
-		"GIFTD_DB_TIMEOUT": "300ms",
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var logs syncBuffer
-	errc := make(chan error, 1)
-	go func() {
-		errc <- run(ctx, []string{"giftd", "serve"}, func(k string) string { return env[k] }, io.Discard, &logs)
-	}()
-	waitHealthy(t, "http://"+admin, errc)
+	// Short, so that a locked wallet makes the error outcome quickly.
+	srv := startServe(t, map[string]string{"GIFTD_DB_TIMEOUT": "300ms"})
+	public, admin, dbURL, logs := srv.public, srv.admin, srv.dbURL, srv.logs
+	ctx := context.Background()
 
 	topUpWallet(t, admin, "rich", 1000)
 	topUpWallet(t, admin, "poor", 1)
@@ -124,8 +107,7 @@ func TestLogs_NoSecretUnderAnyOutcome(t *testing.T) {
 		}
 	}
 
-	cancel()
-	if err := <-errc; err != nil {
+	if err := srv.stop(t); err != nil {
 		t.Fatalf("run: %v", err)
 	}
 	out := logs.String()

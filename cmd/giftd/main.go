@@ -48,7 +48,7 @@ const usage = `giftd: the merchant-side debit server for LinkV gift and Polyv po
 Usage:
   giftd serve [-migrate=false]   run the server (settings from the environment, see README)
   giftd dev                      run it with a throwaway PostgreSQL, a dev app and a demo wallet
-  giftd migrate up|down|version  manage the schema of DATABASE_URL
+  giftd migrate up|down|version  manage the schema (of GIFTD_MIGRATE_DATABASE_URL, else DATABASE_URL)
   giftd audit                    check every balance against the ledger; exit 1 on any mismatch
   giftd earnings -from DATE [-to DATE]  CSV of every receiver's earnings in the period and payable at its end
   giftd prune                    delete debit records expired more than GIFTD_PRUNE_MARGIN ago
@@ -67,7 +67,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "dev":
 		return runDev(ctx, rest, getenv, stdout, stderr)
 	case "migrate":
-		return runMigrate(rest, getenv, stdout)
+		return runMigrate(rest, getenv, stdout, stderr)
 	case "audit":
 		return runAudit(ctx, rest, getenv, stdout, stderr)
 	case "prune":
@@ -106,28 +106,40 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	return serve(ctx, s, newLogger(s.LogFormat, stderr), nil)
 }
 
-func runMigrate(args []string, getenv func(string) string, stdout io.Writer) error {
-	url := getenv("DATABASE_URL")
+func runMigrate(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	name, url := "GIFTD_MIGRATE_DATABASE_URL", getenv("GIFTD_MIGRATE_DATABASE_URL")
 	if url == "" {
-		return &settingsError{"DATABASE_URL", "required"}
+		name, url = "DATABASE_URL", getenv("DATABASE_URL")
 	}
+	if url == "" {
+		return &settingsError{"DATABASE_URL", "required (or GIFTD_MIGRATE_DATABASE_URL)"}
+	}
+	if err := ledger.CheckURL(url); err != nil {
+		return &settingsError{name, err.Error()}
+	}
+	raw := or(getenv("GIFTD_MIGRATE_LOCK_WAIT"), ledger.DefaultMigrateLockWait.String())
+	wait, err := time.ParseDuration(raw)
+	if err != nil || wait < time.Second {
+		return &settingsError{"GIFTD_MIGRATE_LOCK_WAIT", fmt.Sprintf("must be a duration of at least 1s like 1m, got %q", raw)}
+	}
+	opts := []ledger.MigrateOption{ledger.WithLockWait(wait), ledger.WithMigrateLog(newLogger("text", stderr), 0)}
 	if len(args) != 1 {
 		return errors.New("usage: giftd migrate up|down|version")
 	}
 	switch args[0] {
 	case "up":
-		if err := ledger.Migrate(url); err != nil {
+		if err := ledger.Migrate(url, opts...); err != nil {
 			return err
 		}
 	case "down":
-		if err := ledger.MigrateDown(url); err != nil {
+		if err := ledger.MigrateDown(url, opts...); err != nil {
 			return err
 		}
 	case "version":
 	default:
 		return fmt.Errorf("migrate: unknown action %q, want up, down or version", args[0])
 	}
-	v, dirty, err := ledger.MigrationVersion(url)
+	v, dirty, err := ledger.MigrationVersion(url, opts...)
 	if err != nil {
 		return err
 	}
@@ -157,7 +169,10 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 		tlsConfig = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
 	}
 	if s.Migrate {
-		if err := ledger.Migrate(s.DatabaseURL); err != nil {
+		// Migrations may need their own URL: through a transaction pool,
+		// golang-migrate's session lock does not hold (see ledger.Migrate).
+		log.Info("migrating", "own_url", s.MigrateDatabaseURL != s.DatabaseURL, "lock_wait", s.MigrateLockWait.String())
+		if err := ledger.Migrate(s.MigrateDatabaseURL, ledger.WithLockWait(s.MigrateLockWait), ledger.WithMigrateLog(log, 0)); err != nil {
 			return err
 		}
 	}

@@ -72,29 +72,68 @@ func waitHealthy(t *testing.T, base string, errc <-chan error) {
 	t.Fatal("giftd did not become healthy")
 }
 
+// serving is a giftd serve run by a test through run(), as main does.
+type serving struct {
+	public, admin, dbURL string
+	logs                 *syncBuffer
+	stopped              chan struct{}
+	cancel               context.CancelFunc
+	err                  error // run's answer, once stopped is closed
+}
+
+// startServe runs giftd serve with env over defaults (a fresh database, free
+// addresses, e2eToken, app1:e2eSecret) and waits until it is healthy. It is
+// stopped when the test ends, if the test did not stop it first.
+func startServe(t *testing.T, env map[string]string) *serving {
+	t.Helper()
+	s := &serving{public: freeAddr(t), admin: freeAddr(t), logs: &syncBuffer{}, stopped: make(chan struct{})}
+	full := map[string]string{
+		"GIFTD_HTTP_ADDR":   s.public,
+		"GIFTD_ADMIN_ADDR":  s.admin,
+		"GIFTD_ADMIN_TOKEN": e2eToken,
+		"GIFTD_LINKV_APPS":  "app1:" + e2eSecret,
+	}
+	for k, v := range env {
+		full[k] = v
+	}
+	if full["DATABASE_URL"] == "" {
+		full["DATABASE_URL"] = pgtest.URL(t)
+	}
+	s.dbURL = full["DATABASE_URL"]
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	errc := make(chan error, 1)
+	go func() {
+		s.err = run(ctx, []string{"giftd", "serve"}, func(k string) string { return full[k] }, io.Discard, s.logs)
+		close(s.stopped)
+		errc <- s.err
+	}()
+	t.Cleanup(func() { s.stop(t) }) //nolint:errcheck // the test checks stop's answer when it cares
+	waitHealthy(t, "http://"+s.admin, errc)
+	return s
+}
+
+// stop cancels serve's context as SIGTERM would and returns run's answer.
+func (s *serving) stop(t *testing.T) error {
+	t.Helper()
+	s.cancel()
+	select {
+	case <-s.stopped:
+		return s.err
+	case <-time.After(time.Minute):
+		t.Fatal("giftd serve did not stop within a minute of its shutdown")
+		return nil
+	}
+}
+
 const (
 	e2eToken  = "e2e-admin-token-0123456789"
 	e2eSecret = "e2e-secret-value-42"
 )
 
 func TestRun_ServeEndToEnd(t *testing.T) {
-	public, admin := freeAddr(t), freeAddr(t)
-	env := map[string]string{
-		"DATABASE_URL":      pgtest.URL(t),
-		"GIFTD_HTTP_ADDR":   public,
-		"GIFTD_ADMIN_ADDR":  admin,
-		"GIFTD_ADMIN_TOKEN": e2eToken,
-		"GIFTD_LINKV_APPS":  "app1:" + e2eSecret,
-		"GIFTD_DEBIT_PATH":  "/cb/debit",
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var logs syncBuffer
-	errc := make(chan error, 1)
-	go func() {
-		errc <- run(ctx, []string{"giftd", "serve"}, func(k string) string { return env[k] }, io.Discard, &logs)
-	}()
-	waitHealthy(t, "http://"+admin, errc)
+	srv := startServe(t, map[string]string{"GIFTD_DEBIT_PATH": "/cb/debit"})
+	public, admin, logs := srv.public, srv.admin, srv.logs
 
 	for _, u := range []string{"http://" + public + "/readyz", "http://" + admin + "/readyz"} {
 		resp, err := http.Get(u)
@@ -146,14 +185,8 @@ func TestRun_ServeEndToEnd(t *testing.T) {
 		}
 	}
 
-	cancel()
-	select {
-	case err := <-errc:
-		if err != nil {
-			t.Errorf("run returned %v after shutdown", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("run did not stop")
+	if err := srv.stop(t); err != nil {
+		t.Errorf("run returned %v after shutdown", err)
 	}
 	out := logs.String()
 	for _, secret := range []string{e2eSecret, e2eToken, f["sign"]} {
@@ -175,6 +208,10 @@ func TestRun_BadSettingsNamed(t *testing.T) {
 	}
 	cases := []struct{ name, value string }{
 		{"DATABASE_URL", ""},
+		{"DATABASE_URL", "postgres://giftd:pw@db1,db2/giftd"},
+		{"GIFTD_MIGRATE_DATABASE_URL", "postgres://giftd:pw@db1,db2/giftd?target_session_attrs=any"},
+		{"GIFTD_MIGRATE_LOCK_WAIT", "0"},
+		{"GIFTD_MIGRATE_LOCK_WAIT", "soon"},
 		{"GIFTD_ADMIN_TOKEN", ""},
 		{"GIFTD_ADMIN_TOKEN", "short"},
 		{"GIFTD_LINKV_APPS", ""},
@@ -249,9 +286,9 @@ func TestRun_MigrateUpDownVersion(t *testing.T) {
 	getenv := func(k string) string { return env[k] }
 	var out bytes.Buffer
 	for _, step := range []struct{ action, want string }{
-		{"version", "schema version 2 (dirty: false)"},
-		{"down", "schema version 1 (dirty: false)"},
-		{"up", "schema version 2 (dirty: false)"},
+		{"version", "schema version 3 (dirty: false)"},
+		{"down", "schema version 2 (dirty: false)"},
+		{"up", "schema version 3 (dirty: false)"},
 	} {
 		out.Reset()
 		if err := run(context.Background(), []string{"giftd", "migrate", step.action}, getenv, &out, io.Discard); err != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"net/url"
@@ -11,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"giftd/internal/pgtest"
 	"giftd/internal/polyv"
 )
 
@@ -66,25 +64,13 @@ func TestServe_PolyvOffHasNoRoutes(t *testing.T) {
 // donates, queries, debits the same wallet through LinkV and reverses the
 // donation through the admin API. (The load in Polyv mode: e2e/load_test.go.)
 func TestServe_PolyvEndToEnd(t *testing.T) {
-	public, admin, dbURL := freeAddr(t), freeAddr(t), pgtest.URL(t)
-	env := map[string]string{
-		"DATABASE_URL":            dbURL,
-		"GIFTD_HTTP_ADDR":         public,
-		"GIFTD_ADMIN_ADDR":        admin,
-		"GIFTD_ADMIN_TOKEN":       e2eToken,
-		"GIFTD_LINKV_APPS":        "app1:" + e2eSecret,
+	srv := startServe(t, map[string]string{
 		"GIFTD_POLYV_APPS":        "pv1:" + polyvSecret,
 		"GIFTD_POLYV_POINT_SCALE": "100",
 		"GIFTD_POLYV_QUERY_PATH":  "/cb/pv/points",
 		"GIFTD_POLYV_UPDATE_PATH": "/cb/pv/donate",
-	}
-	getenv := func(k string) string { return env[k] }
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var logs syncBuffer
-	errc := make(chan error, 1)
-	go func() { errc <- run(ctx, []string{"giftd", "serve"}, getenv, io.Discard, &logs) }()
-	waitHealthy(t, "http://"+admin, errc)
+	})
+	public, admin, logs := srv.public, srv.admin, srv.logs
 	topUpWallet(t, admin, "viewer-1", 5000)
 
 	ts := strconv.FormatInt(time.Now().UnixMilli(), 10)
@@ -151,8 +137,7 @@ func TestServe_PolyvEndToEnd(t *testing.T) {
 		}
 	}
 
-	cancel()
-	if err := <-errc; err != nil {
+	if err := srv.stop(t); err != nil {
 		t.Errorf("serve: %v", err)
 	}
 	if out := logs.String(); strings.Contains(out, polyvSecret) || strings.Contains(out, donation["sign"]) {
@@ -172,22 +157,8 @@ func TestServe_PolyvURLParams(t *testing.T) {
 	if err != nil || !slices.Equal(s.PolyvURLParams, []string{"zone", "shop"}) {
 		t.Fatalf("readSettings: %v, %v; want [zone shop]", s.PolyvURLParams, err)
 	}
-	public, admin := freeAddr(t), freeAddr(t)
-	env := map[string]string{
-		"DATABASE_URL":           pgtest.URL(t),
-		"GIFTD_HTTP_ADDR":        public,
-		"GIFTD_ADMIN_ADDR":       admin,
-		"GIFTD_ADMIN_TOKEN":      e2eToken,
-		"GIFTD_LINKV_APPS":       "app1:" + e2eSecret,
-		"GIFTD_POLYV_APPS":       "pv1:" + polyvSecret,
-		"GIFTD_POLYV_URL_PARAMS": "zone",
-	}
-	getenv := func(k string) string { return env[k] }
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	errc := make(chan error, 1)
-	go func() { errc <- run(ctx, []string{"giftd", "serve"}, getenv, io.Discard, io.Discard) }()
-	waitHealthy(t, "http://"+admin, errc)
+	srv := startServe(t, map[string]string{"GIFTD_POLYV_APPS": "pv1:" + polyvSecret, "GIFTD_POLYV_URL_PARAMS": "zone"})
+	public, admin := srv.public, srv.admin
 	topUpWallet(t, admin, "viewer-1", 100)
 
 	donate := "http://" + public + "/polyv/points/donate"
@@ -214,8 +185,7 @@ func TestServe_PolyvURLParams(t *testing.T) {
 		!strings.Contains(body, `"message":"shop: not a parameter`) || !strings.Contains(body, "GIFTD_POLYV_URL_PARAMS") {
 		t.Errorf("with shop: %d %s, want 422 naming shop and the setting", code, body)
 	}
-	cancel()
-	if err := <-errc; err != nil {
+	if err := srv.stop(t); err != nil {
 		t.Errorf("serve: %v", err)
 	}
 }

@@ -53,6 +53,11 @@ type settings struct {
 	// Economy is the receiving side of gifts: earnings on or off, the price
 	// check, the default share (docs/economy.md).
 	Economy ledger.Economy
+	// MigrateDatabaseURL is where migrations run at start: PostgreSQL
+	// directly or a session pool, never a transaction pool (default
+	// DatabaseURL). MigrateLockWait bounds the wait for the migration lock.
+	MigrateDatabaseURL string
+	MigrateLockWait    time.Duration
 }
 
 // settingsError names the variable that is missing or wrong and the form it
@@ -76,6 +81,7 @@ func readSettings(getenv func(string) string, dev bool) (settings, error) {
 		PolyvQueryPath:  or(getenv("GIFTD_POLYV_QUERY_PATH"), "/polyv/points"),
 		PolyvUpdatePath: or(getenv("GIFTD_POLYV_UPDATE_PATH"), "/polyv/points/donate"),
 	}
+	s.MigrateDatabaseURL = or(getenv("GIFTD_MIGRATE_DATABASE_URL"), s.DatabaseURL)
 	if dev {
 		s.HTTPAddr = or(getenv("GIFTD_HTTP_ADDR"), "127.0.0.1:8080")
 		s.LogFormat = or(getenv("GIFTD_LOG_FORMAT"), "text")
@@ -96,6 +102,7 @@ func readSettings(getenv func(string) string, dev bool) (settings, error) {
 		{"GIFTD_PRUNE_INTERVAL", "10m", 0, &s.PruneInterval},
 		{"GIFTD_PRUNE_MARGIN", "24h", 0, &s.PruneMargin},
 		{"GIFTD_POLYV_MAX_SKEW", "5m", time.Second, &s.PolyvMaxSkew},
+		{"GIFTD_MIGRATE_LOCK_WAIT", ledger.DefaultMigrateLockWait.String(), time.Second, &s.MigrateLockWait},
 	}
 	for _, d := range durations {
 		v := or(getenv(d.name), d.def)
@@ -124,6 +131,16 @@ func readSettings(getenv func(string) string, dev bool) (settings, error) {
 	}
 	if s.Migrate, err = strconv.ParseBool(or(getenv("GIFTD_MIGRATE"), "true")); err != nil {
 		return settings{}, &settingsError{"GIFTD_MIGRATE", "must be true or false"}
+	}
+	for _, u := range []struct{ name, url string }{
+		{"DATABASE_URL", s.DatabaseURL}, {"GIFTD_MIGRATE_DATABASE_URL", s.MigrateDatabaseURL},
+	} {
+		if u.url == "" {
+			continue
+		}
+		if err := ledger.CheckURL(u.url); err != nil {
+			return settings{}, &settingsError{u.name, err.Error()}
+		}
 	}
 	if s.LogFormat != "json" && s.LogFormat != "text" {
 		return settings{}, &settingsError{"GIFTD_LOG_FORMAT", "must be json or text"}

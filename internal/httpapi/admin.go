@@ -24,7 +24,6 @@ import (
 )
 
 const (
-	maxAmount   = 1_000_000_000_000 // 10^12, as for a debit's gold
 	maxKeyLen   = 128
 	maxNoteLen  = 1024
 	maxIDLen    = 128 // app_id and request_id of a reversal: LinkV's and Polyv's are at most 64
@@ -190,7 +189,7 @@ func parseAmount(raw json.RawMessage) (int64, error) {
 		}
 	}
 	n, err := strconv.ParseInt(string(raw), 10, 64)
-	if err != nil || n < 1 || n > maxAmount {
+	if err != nil || n < 1 || n > ledger.MaxAmount {
 		return 0, errors.New("must be a JSON integer from 1 to 10^12")
 	}
 	return n, nil
@@ -242,7 +241,7 @@ func userIDParam(w http.ResponseWriter, r *http.Request) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	if !linkv.ValidUserID(userID) {
+	if !ledger.ValidUserID(userID) {
 		writeError(w, http.StatusBadRequest, "bad_request", "user_id: must be 1-64 characters of [0-9A-Za-z+=_-]")
 		return "", false
 	}

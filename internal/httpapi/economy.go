@@ -22,7 +22,7 @@ import (
 const (
 	maxTextLen = 128 // gift ids, names, receiver ids: LinkV's gift fields and Polyv's goodName are at most 128 bytes
 	maxChannel = 20  // digits of a Polyv channelId
-	maxPrice   = maxAmount
+	maxPrice   = ledger.MaxAmount
 )
 
 // validText checks a gift id, name or receiver id: 1-128 bytes of UTF-8

@@ -56,6 +56,9 @@ func (s *Store) TopUp(ctx context.Context, t TopUp) (Credit, error) {
 	).Scan(&c.EntryID, &c.Balance)
 	switch {
 	case isUniqueViolation(err, "ledger_entries_key"):
+		if err := s.waitDurable(ctx); err != nil {
+			return Credit{}, fmt.Errorf("top-up %s: %w", t.Key, err)
+		}
 		var prev Credit
 		err := s.pool.QueryRow(ctx, `
 			SELECT user_id, amount, balance_after, id FROM ledger_entries
@@ -212,6 +215,9 @@ func reverseGift(ctx context.Context, tx pgx.Tx, debitEntry int64, r Reversal) (
 // key and debit, the key used for another debit, or the debit reversed under
 // another key.
 func (s *Store) reversed(ctx context.Context, r Reversal) (Credit, error) {
+	if err := s.waitDurable(ctx); err != nil {
+		return Credit{}, fmt.Errorf("reverse %s: %w", r.Debit, err)
+	}
 	var prev Credit
 	var debit DebitKey
 	err := s.pool.QueryRow(ctx, `
@@ -311,4 +317,16 @@ func (s *Store) Entries(ctx context.Context, userID string, before int64, limit 
 		}
 	}
 	return entries, nil
+}
+
+// waitDurable returns once every commit before it is as durable as a fresh
+// commit would be: it commits one small WAL record (a transactional logical
+// message), and a commit waits for the synchronous standbys, which confirm
+// WAL in order. A replay calls it before answering from a record found
+// committed, which may be on the primary alone (its commit's wait for the
+// standbys was cancelled), so that what it answers survives a failover
+// (docs/ha.md).
+func (s *Store) waitDurable(ctx context.Context) error {
+	_, err := s.pool.Exec(ctx, `SELECT pg_logical_emit_message(true, 'giftd', 'replay')`)
+	return err
 }

@@ -95,9 +95,13 @@ type DebitResult struct {
 // with the same fingerprint gets the stored result with Replay set, whatever
 // happened to the wallet since; with another fingerprint it gets
 // ErrRequestReused. Concurrent copies wait for the first and replay it.
+// A replay is answered only once the record it repeats is as durable as a
+// fresh debit's commit: with synchronous standbys, once they have it.
 // Any other error means the outcome was not recorded (or, if the connection
-// died during commit, may have been): a retry with the same key is always
-// safe and gets the true outcome.
+// died during commit, or ctx's deadline cut short the commit's wait for the
+// synchronous standbys, may have been, perhaps on the primary alone): a retry
+// with the same key is always safe and gets the true outcome once it is
+// durable.
 //
 // With batching on, concurrent debits are executed together, several per
 // transaction, each keeping exactly these semantics.
@@ -198,14 +202,22 @@ func (s *Store) execute(ctx context.Context, debits []Debit) ([]DebitResult, []e
 // Recorded returns the stored outcome of the debit key as a replay, provided
 // fingerprint matches the one recorded; ErrRequestReused when it does not,
 // ErrNotFound when the key was never executed (or its record was pruned).
+// Like a replay by Debit, it answers only once the record is as durable as
+// a debit's commit: with synchronous standbys, once they have it. Until
+// then (a standby cut off past ctx's deadline) it returns an error.
 func (s *Store) Recorded(ctx context.Context, key DebitKey, fingerprint [32]byte) (DebitResult, error) {
 	var fp []byte
 	res := DebitResult{Replay: true}
+	// The record may have committed on this server alone (see giftd_debit in
+	// migrations/000003): a found row writes one WAL record, a transactional
+	// logical message, so that this statement's commit waits for the
+	// synchronous standbys, which confirm WAL in order, the record included.
 	err := s.pool.QueryRow(ctx, `
-		SELECT fingerprint, status, balance FROM debit_requests
+		SELECT fingerprint, status, balance, pg_logical_emit_message(true, 'giftd', 'replay')
+		FROM debit_requests
 		WHERE platform = $1 AND app_id = $2 AND request_id = $3`,
 		key.Platform, key.AppID, key.RequestID,
-	).Scan(&fp, &res.Status, &res.Balance)
+	).Scan(&fp, &res.Status, &res.Balance, nil)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return DebitResult{}, fmt.Errorf("debit %s: %w", key, ErrNotFound)

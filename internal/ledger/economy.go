@@ -296,8 +296,12 @@ func (s *Store) Payout(ctx context.Context, p Payout) (PayoutResult, error) {
 			return err
 		}
 		if prev, err := payoutOfKey(ctx, tx, p.Key); err == nil {
+			// A replay: the payout found may have committed on the primary
+			// alone; this transaction's commit waits for the synchronous
+			// standbys once it has written WAL (see waitDurable).
 			res = prev
-			return nil
+			_, err := tx.Exec(ctx, `SELECT pg_logical_emit_message(true, 'giftd', 'replay')`)
+			return err
 		} else if !errors.Is(err, pgx.ErrNoRows) {
 			return err
 		}

@@ -5,10 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"io"
-	"mime"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,71 +13,39 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"giftd/internal/callback"
 	"giftd/internal/ledger"
 )
 
-// FieldError is the rejection of one field of a callback; the handler answers
+// FieldError is the refusal of one field of a callback; the handler answers
 // 400 with Error() as msg.
-type FieldError struct{ Field, Reason string }
-
-// Error returns "<field>: <reason>", e.g. "gold: must be digits only".
-func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+type FieldError = callback.FieldError
 
 const (
-	// MaxBodyBytes is the largest callback body accepted (16 KiB).
-	MaxBodyBytes = 16 << 10
-
 	// reasonExpired is the FieldError reason of a request past its
 	// expriation; the handler counts it as its own outcome.
 	reasonExpired = "request expired"
 
 	maxReasonBytes = 4 << 10
-	maxGold        = 1_000_000_000_000 // 10^12
-	maxSendNum     = 1_000_000_000     // 10^9
-	maxGiftValue   = 128               // bytes of each gift field
+	maxSendNum     = 1_000_000_000 // 10^9
+	maxGiftValue   = 128           // bytes of each gift field
 )
 
 // ReadForm reads the callback's form from r's body, never from its URL query.
 // It returns a *FieldError when the content type is not
 // application/x-www-form-urlencoded (parameters such as charset are allowed),
-// when the body is larger than MaxBodyBytes or not a valid url-encoded form
-// (Field "body"), or when a field is given more than once (Field = its name).
+// when the body is larger than callback.MaxBodyBytes or not a valid
+// url-encoded form (Field "body"), or when a field is given more than once
+// (Field = its name).
 func ReadForm(r *http.Request) (map[string]string, error) {
-	mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mediaType != "application/x-www-form-urlencoded" {
-		return nil, &FieldError{"content-type", "must be application/x-www-form-urlencoded"}
+	if !callback.IsForm(r) {
+		return nil, callback.NotFormError()
 	}
-	var body []byte
-	if r.Body != nil {
-		// One byte more than allowed tells "exactly the limit" from "too big".
-		body, err = io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
-		if err != nil {
-			return nil, &FieldError{"body", "could not be read"}
-		}
-	}
-	if len(body) > MaxBodyBytes {
-		return nil, &FieldError{"body", fmt.Sprintf("larger than %d bytes", MaxBodyBytes)}
-	}
-	values, err := url.ParseQuery(string(body))
+	body, err := callback.ReadBody(r)
 	if err != nil {
-		return nil, &FieldError{"body", "not a valid url-encoded form"}
+		return nil, err
 	}
-	// Sorted so that a body with several repeated fields always names the same one.
-	names := make([]string, 0, len(values))
-	for k := range values {
-		names = append(names, k)
-	}
-	slices.Sort(names)
-	fields := make(map[string]string, len(values))
-	for _, k := range names {
-		// A repeated field is refused rather than resolved: the signer and
-		// giftd could pick different copies.
-		if len(values[k]) > 1 {
-			return nil, &FieldError{k, "given more than once"}
-		}
-		fields[k] = values[k][0]
-	}
-	return fields, nil
+	return callback.ParseFields("", body)
 }
 
 // Request is a validated debit callback.
@@ -123,7 +88,7 @@ func giftFieldNames() []string {
 func Validate(fields map[string]string, form SignForm, lim Limits) (Request, error) {
 	for _, f := range []string{"app_id", "request_id", "nonce", "user_id", "gold", "expriation", "type", "reason", "sign"} {
 		if fields[f] == "" {
-			return Request{}, &FieldError{f, "required"}
+			return Request{}, &FieldError{Field: f, Reason: "required"}
 		}
 	}
 	r := Request{
@@ -135,40 +100,40 @@ func Validate(fields map[string]string, form SignForm, lim Limits) (Request, err
 		Reason:    fields["reason"],
 	}
 	switch {
-	case len(r.AppID) > 64 || !printableASCII(r.AppID):
-		return Request{}, &FieldError{"app_id", "must be at most 64 printable ASCII characters"}
+	case len(r.AppID) > 64 || !callback.PrintableASCII(r.AppID):
+		return Request{}, &FieldError{Field: "app_id", Reason: "must be at most 64 printable ASCII characters"}
 	case len(r.RequestID) > 64 || !only(r.RequestID, "_-"):
-		return Request{}, &FieldError{"request_id", "must be 1-64 characters of [0-9A-Za-z_-]"}
-	case len(r.Nonce) > 64 || !printableASCII(r.Nonce):
-		return Request{}, &FieldError{"nonce", "must be 1-64 printable ASCII characters"}
-	case !ValidUserID(r.UserID):
-		return Request{}, &FieldError{"user_id", "must be 1-64 characters of [0-9A-Za-z+=_-]"}
+		return Request{}, &FieldError{Field: "request_id", Reason: "must be 1-64 characters of [0-9A-Za-z_-]"}
+	case len(r.Nonce) > 64 || !callback.PrintableASCII(r.Nonce):
+		return Request{}, &FieldError{Field: "nonce", Reason: "must be 1-64 printable ASCII characters"}
+	case !ledger.ValidUserID(r.UserID):
+		return Request{}, &FieldError{Field: "user_id", Reason: "must be 1-64 characters of [0-9A-Za-z+=_-]"}
 	}
 
 	gold := fields["gold"]
-	if !allDigits(gold) {
-		return Request{}, &FieldError{"gold", "must be digits only"}
+	if !callback.Digits(gold) {
+		return Request{}, &FieldError{Field: "gold", Reason: "must be digits only"}
 	}
 	var ok bool
-	if r.Gold, ok = parseDigits(gold, maxGold); !ok {
-		return Request{}, &FieldError{"gold", "must be at most 10^12"}
+	if r.Gold, ok = parseDigits(gold, ledger.MaxAmount); !ok {
+		return Request{}, &FieldError{Field: "gold", Reason: "must be at most 10^12"}
 	}
 
 	exp := fields["expriation"]
-	if !allDigits(exp) || len(exp) > 12 {
-		return Request{}, &FieldError{"expriation", "must be unix seconds, at most 12 digits"}
+	if !callback.Digits(exp) || len(exp) > 12 {
+		return Request{}, &FieldError{Field: "expriation", Reason: "must be unix seconds, at most 12 digits"}
 	}
 	secs, _ := parseDigits(exp, 999_999_999_999)
 	r.Expriation = time.Unix(secs, 0)
 	if lim.Now.After(r.Expriation) {
-		return Request{}, &FieldError{"expriation", reasonExpired}
+		return Request{}, &FieldError{Field: "expriation", Reason: reasonExpired}
 	}
 	if r.Expriation.After(lim.Now.Add(lim.MaxExpiry)) {
-		return Request{}, &FieldError{"expriation", "more than " + lim.MaxExpiry.String() + " ahead"}
+		return Request{}, &FieldError{Field: "expriation", Reason: "more than " + lim.MaxExpiry.String() + " ahead"}
 	}
 
 	if r.Type != "1" {
-		return Request{}, &FieldError{"type", "only 1 (gift) is accepted"}
+		return Request{}, &FieldError{Field: "type", Reason: "only 1 (gift) is accepted"}
 	}
 
 	inReason, err := reasonGiftFields(r.Reason)
@@ -187,25 +152,25 @@ func Validate(fields map[string]string, form SignForm, lim Limits) (Request, err
 		case top != "" && inR && top != fromReason:
 			// Under an eight-field form the top-level copy is unsigned;
 			// only the signed reason may decide.
-			return Request{}, &FieldError{name, "disagrees with reason"}
+			return Request{}, &FieldError{Field: name, Reason: "disagrees with reason"}
 		case top == "":
 			v = fromReason
 		case !inR && !form.Covers(name, top):
 			// reason is signed under every form; this copy is not. Refused
 			// rather than dropped: §1 requires the field, and the answer
 			// tells LinkV why (docs/linkv.md §2.1).
-			return Request{}, &FieldError{name, "not covered by the signature"}
+			return Request{}, &FieldError{Field: name, Reason: "not covered by the signature"}
 		}
 		if v == "" {
-			return Request{}, &FieldError{name, "required"}
+			return Request{}, &FieldError{Field: name, Reason: "required"}
 		}
 		if len(v) > maxGiftValue || !utf8.ValidString(v) || strings.ContainsFunc(v, unicode.IsControl) {
-			return Request{}, &FieldError{name, "must be 1-128 bytes of UTF-8 text without control characters"}
+			return Request{}, &FieldError{Field: name, Reason: "must be 1-128 bytes of UTF-8 text without control characters"}
 		}
 		*gift[name] = v
 	}
-	if n, ok := parseDigits(r.SendNum, maxSendNum); !allDigits(r.SendNum) || !ok || n < 1 {
-		return Request{}, &FieldError{"send_num", "must be a positive integer"}
+	if n, ok := parseDigits(r.SendNum, maxSendNum); !callback.Digits(r.SendNum) || !ok || n < 1 {
+		return Request{}, &FieldError{Field: "send_num", Reason: "must be a positive integer"}
 	}
 	return r, nil
 }
@@ -218,15 +183,15 @@ func Validate(fields map[string]string, form SignForm, lim Limits) (Request, err
 func reasonGiftFields(reason string) (map[string]string, error) {
 	switch {
 	case len(reason) > maxReasonBytes:
-		return nil, &FieldError{"reason", fmt.Sprintf("longer than %d bytes", maxReasonBytes)}
+		return nil, &FieldError{Field: "reason", Reason: fmt.Sprintf("longer than %d bytes", maxReasonBytes)}
 	case !utf8.ValidString(reason) || !json.Valid([]byte(reason)):
-		return nil, &FieldError{"reason", "must be valid JSON"}
+		return nil, &FieldError{Field: "reason", Reason: "must be valid JSON"}
 	case !strings.HasPrefix(strings.TrimLeft(reason, " \t\r\n"), "{"):
-		return nil, &FieldError{"reason", "must be a JSON object"}
+		return nil, &FieldError{Field: "reason", Reason: "must be a JSON object"}
 	}
 	// reason is known to be a valid JSON object now, so the decoder's errors
 	// below cannot happen; they are still not ignored.
-	notObject := &FieldError{"reason", "must be a JSON object"}
+	notObject := &FieldError{Field: "reason", Reason: "must be a JSON object"}
 	dec := json.NewDecoder(strings.NewReader(reason))
 	dec.UseNumber() // a number decodes to its literal text, not to a float64
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
@@ -248,7 +213,7 @@ func reasonGiftFields(reason string) (map[string]string, error) {
 		}
 		// Decoders differ on which copy of a repeated key wins; refuse it.
 		if _, dup := out[key]; dup {
-			return nil, &FieldError{"reason." + key, "given more than once"}
+			return nil, &FieldError{Field: "reason." + key, Reason: "given more than once"}
 		}
 		switch v := v.(type) {
 		case string:
@@ -256,15 +221,11 @@ func reasonGiftFields(reason string) (map[string]string, error) {
 		case json.Number:
 			out[key] = v.String()
 		default:
-			return nil, &FieldError{"reason." + key, "must be a string or a number"}
+			return nil, &FieldError{Field: "reason." + key, Reason: "must be a string or a number"}
 		}
 	}
 	return out, nil
 }
-
-// ValidUserID reports whether id follows LinkV's userId rule: 1-64 bytes of
-// [0-9A-Za-z+=_-].
-func ValidUserID(id string) bool { return len(id) <= 64 && only(id, "+=_-") }
 
 // only reports whether s is non-empty and holds only ASCII letters, digits
 // and the given extra characters.
@@ -281,31 +242,7 @@ func only(s, extra string) bool {
 	return true
 }
 
-// printableASCII reports whether s holds only bytes 0x20-0x7E.
-func printableASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] > 0x7e {
-			return false
-		}
-	}
-	return true
-}
-
-// allDigits reports whether s is non-empty and holds only ASCII digits: no
-// sign, space, dot or exponent.
-func allDigits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-// parseDigits returns the value of s, a string for which allDigits holds,
+// parseDigits returns the value of s, a string for which callback.Digits holds,
 // and whether it is at most limit. Leading zeros are accepted, any number of
 // them ("007" is 7), and a value too big for an int64 is simply above limit.
 func parseDigits(s string, limit int64) (int64, bool) {
@@ -324,7 +261,7 @@ func NonceTime(nonce string) (t time.Time, ok bool) {
 		return time.Time{}, false
 	}
 	mid := nonce[8 : len(nonce)-8]
-	if !allDigits(mid) || len(mid) > 12 {
+	if !callback.Digits(mid) || len(mid) > 12 {
 		return time.Time{}, false
 	}
 	secs, _ := parseDigits(mid, 999_999_999_999)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"giftd/internal/callback"
 )
 
 const formType = "application/x-www-form-urlencoded"
@@ -23,7 +25,7 @@ func TestReadForm(t *testing.T) {
 		{name: "charset parameter", contentType: formType + "; charset=utf-8", body: "a=1", want: map[string]string{"a": "1"}},
 		{name: "media type in capitals", contentType: "Application/X-WWW-Form-URLencoded", body: "a=1", want: map[string]string{"a": "1"}},
 		{name: "empty value kept", contentType: formType, body: "a=&b=2", want: map[string]string{"a": "", "b": "2"}},
-		{name: "exactly MaxBodyBytes", contentType: formType, body: "a=" + strings.Repeat("x", MaxBodyBytes-2), want: map[string]string{"a": strings.Repeat("x", MaxBodyBytes-2)}},
+		{name: "exactly callback.MaxBodyBytes", contentType: formType, body: "a=" + strings.Repeat("x", callback.MaxBodyBytes-2), want: map[string]string{"a": strings.Repeat("x", callback.MaxBodyBytes-2)}},
 		{name: "no content type", body: "a=1", field: "content-type"},
 		{name: "json", contentType: "application/json", body: `{"a":1}`, field: "content-type"},
 		{name: "multipart", contentType: "multipart/form-data; boundary=x", body: "a=1", field: "content-type"},
@@ -32,8 +34,8 @@ func TestReadForm(t *testing.T) {
 		{name: "field twice", contentType: formType, body: "a=1&b=2&a=2", field: "a", reason: "given more than once"},
 		{name: "field twice, once empty", contentType: formType, body: "sign=&sign=abc", field: "sign", reason: "given more than once"},
 		{name: "bad escape", contentType: formType, body: "a=%zz", field: "body"},
-		{name: "one byte over MaxBodyBytes", contentType: formType, body: "a=" + strings.Repeat("x", MaxBodyBytes-1), field: "body", reason: "larger than 16384 bytes"},
-		{name: "far over MaxBodyBytes", contentType: formType, body: "a=" + strings.Repeat("x", 4*MaxBodyBytes), field: "body", reason: "larger than 16384 bytes"},
+		{name: "one byte over callback.MaxBodyBytes", contentType: formType, body: "a=" + strings.Repeat("x", callback.MaxBodyBytes-1), field: "body", reason: "larger than 16384 bytes"},
+		{name: "far over callback.MaxBodyBytes", contentType: formType, body: "a=" + strings.Repeat("x", 4*callback.MaxBodyBytes), field: "body", reason: "larger than 16384 bytes"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -66,7 +68,7 @@ func TestReadForm_QueryStringIgnored(t *testing.T) {
 }
 
 func TestFieldError_NamesTheFieldFirst(t *testing.T) {
-	if got := (&FieldError{"gold", "must be digits only"}).Error(); got != "gold: must be digits only" {
+	if got := (&FieldError{Field: "gold", Reason: "must be digits only"}).Error(); got != "gold: must be digits only" {
 		t.Errorf("Error() = %q", got)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"giftd/internal/ledger"
 )
 
 // FuzzReadFormValidate feeds arbitrary bodies through the form reader and
@@ -57,11 +59,11 @@ func checkValidated(t *testing.T, fields map[string]string, form SignForm, lim L
 		return
 	}
 	switch {
-	case req.Gold < 0 || req.Gold > maxGold:
+	case req.Gold < 0 || req.Gold > ledger.MaxAmount:
 		t.Fatalf("accepted gold %d", req.Gold)
 	case !only(req.RequestID, "_-") || len(req.RequestID) > 64:
 		t.Fatalf("accepted request_id %q", req.RequestID)
-	case !ValidUserID(req.UserID):
+	case !ledger.ValidUserID(req.UserID):
 		t.Fatalf("accepted user_id %q", req.UserID)
 	case req.Type != "1":
 		t.Fatalf("accepted type %q", req.Type)

@@ -497,7 +497,7 @@ func TestDebit_MalformedInputsRefusedNamingTheField(t *testing.T) {
 	})
 	t.Run("oversized body", func(t *testing.T) {
 		g := fields("big", "u1", 5)
-		g["padding"] = strings.Repeat("p", linkv.MaxBodyBytes)
+		g["padding"] = strings.Repeat("p", callback.MaxBodyBytes)
 		r := f.debit(t, g)
 		if r.code != 400 || !strings.HasPrefix(r.body.Msg, "body") {
 			t.Errorf("answer %d %s", r.code, r.raw)

@@ -3,9 +3,10 @@ package linkv
 import (
 	"bytes"
 	"crypto/md5"
-	"crypto/subtle"
 	"encoding/hex"
 	"slices"
+
+	"giftd/internal/callback"
 )
 
 // SignForm names the canonicalisation a matching sign used (docs/linkv.md §2, §2.1):
@@ -208,11 +209,8 @@ func canonicalSize(names, values []string) int {
 // came close; forms that sign the same string for this request are hashed
 // once.
 func Verify(fields map[string]string, sign string, secrets []string) (SignForm, bool) {
-	var given [md5.Size]byte
-	if len(sign) != hex.EncodedLen(md5.Size) {
-		return "", false
-	}
-	if _, err := hex.Decode(given[:], []byte(sign)); err != nil {
+	given, ok := callback.ParseSign(sign)
+	if !ok {
 		return "", false
 	}
 
@@ -275,7 +273,7 @@ func Verify(fields map[string]string, sign string, secrets []string) (SignForm, 
 			}
 			n := copy(buf[s.end+len("key="):], secret)
 			sum := md5.Sum(buf[s.start : s.end+len("key=")+n])
-			match[i] |= subtle.ConstantTimeCompare(sum[:], given[:])
+			match[i] |= given.Matches(sum)
 		}
 	}
 	for i, s := range spans {

@@ -87,7 +87,35 @@ const (
 // removes what it created; its error wraps ErrNoBinaries when there is no
 // server to start, and otherwise includes the failing program's output or the
 // tail of the server log.
-func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
+func Start(ctx context.Context, opts Options) (*Cluster, error) {
+	return launch(ctx, opts, (*Cluster).initdb)
+}
+
+// StartStandby starts a hot standby of primary, with opts as Start takes
+// them: a base backup of primary (pg_basebackup), then streaming replication
+// from upstream ("host:port"; primary's own address when empty, or a proxy
+// in front of it) under the application_name name, which primary's
+// synchronous_standby_names can list. Promote makes it a primary. Its errors
+// are Start's, and pg_basebackup's output when the backup fails.
+func StartStandby(ctx context.Context, primary *Cluster, name, upstream string, opts Options) (*Cluster, error) {
+	if upstream == "" {
+		upstream = net.JoinHostPort("127.0.0.1", strconv.Itoa(primary.port))
+	}
+	host, port, err := net.SplitHostPort(upstream)
+	if err != nil {
+		return nil, fmt.Errorf("pgcluster: standby upstream %q: want host:port", upstream)
+	}
+	conninfo := fmt.Sprintf("host=%s port=%s user=postgres application_name=%s", host, port, name)
+	// The command line outranks the primary_conninfo pg_basebackup -R writes.
+	opts.Settings = append([]string{"primary_conninfo=" + conninfo}, opts.Settings...)
+	return launch(ctx, opts, func(c *Cluster, ctx context.Context) error {
+		return c.basebackup(ctx, primary)
+	})
+}
+
+// launch starts a server on a data folder that makeData fills unless
+// opts.Dir already holds one (see Start).
+func launch(ctx context.Context, opts Options, makeData func(*Cluster, context.Context) error) (_ *Cluster, err error) {
 	binDir, err := FindBinaries()
 	if err != nil {
 		return nil, err
@@ -112,8 +140,11 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err := c.ownDirs(); err != nil {
 		return nil, err
 	}
-	if err := c.initdb(ctx); err != nil {
-		return nil, err
+	// A data folder made by an earlier start on the same Dir is reused.
+	if _, err := os.Stat(filepath.Join(c.dataDir, "PG_VERSION")); err != nil {
+		if err := makeData(c, ctx); err != nil {
+			return nil, err
+		}
 	}
 	if err := c.start(ctx, opts.Settings); err != nil {
 		return nil, err
@@ -398,9 +429,6 @@ func unreachable(dir, blocker string, u *user.User) error {
 }
 
 func (c *Cluster) initdb(ctx context.Context) error {
-	if _, err := os.Stat(filepath.Join(c.dataDir, "PG_VERSION")); err == nil {
-		return nil // initialised by an earlier Start on the same Dir
-	}
 	args := []string{"-D", c.dataDir, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync", "--locale=C"}
 	var help bytes.Buffer
 	cmd := c.command(ctx, "initdb", "--help")
@@ -409,6 +437,17 @@ func (c *Cluster) initdb(ctx context.Context) error {
 		args = append(args, "--no-instructions")
 	}
 	if err := c.run(ctx, "initdb", args...); err != nil {
+		return fmt.Errorf("pgcluster: %w", err)
+	}
+	return nil
+}
+
+// basebackup copies primary's data folder into c's, with standby.signal and
+// a primary_conninfo (-R): a standby once started.
+func (c *Cluster) basebackup(ctx context.Context, primary *Cluster) error {
+	err := c.run(ctx, "pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(primary.port), "-U", "postgres",
+		"-D", c.dataDir, "-R", "-X", "stream", "-c", "fast", "--no-sync")
+	if err != nil {
 		return fmt.Errorf("pgcluster: %w", err)
 	}
 	return nil
@@ -473,6 +512,21 @@ func (c *Cluster) Restart(ctx context.Context, mode string, down time.Duration) 
 	return c.ping(ctx)
 }
 
+// Crash stops the server at once (pg_ctl stop -m immediate): no checkpoint,
+// and nothing more is sent to standbys. It stays down; Stop still cleans up.
+func (c *Cluster) Crash() error {
+	return c.pgctlStop("immediate", 30*time.Second)
+}
+
+// Promote turns a standby (see StartStandby) into a primary and waits until
+// it accepts writes.
+func (c *Cluster) Promote(ctx context.Context) error {
+	if err := c.run(ctx, "pg_ctl", "-D", c.dataDir, "-w", "-t", "60", "promote"); err != nil {
+		return fmt.Errorf("pgcluster: promote: %w%s", err, c.logTail(0))
+	}
+	return nil
+}
+
 func (c *Cluster) ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
@@ -516,7 +570,7 @@ func lastLines(b []byte, n int) string {
 // user postgres when we are root. It runs in its own process group so that
 // cancelling ctx kills the program and not only runuser or su.
 func (c *Cluster) command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	argv := append([]string{filepath.Join(c.binDir, name)}, args...)
+	argv := append([]string{c.program(name)}, args...)
 	var cmd *exec.Cmd
 	switch {
 	case c.runuser != "":
@@ -536,6 +590,22 @@ func (c *Cluster) command(ctx context.Context, name string, args ...string) *exe
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	return cmd
+}
+
+// program returns the path of the PostgreSQL program name: in the folder of
+// initdb and pg_ctl, or, when those are links to the real ones (as in
+// /usr/local/bin), beside what pg_ctl links to.
+func (c *Cluster) program(name string) string {
+	path := filepath.Join(c.binDir, name)
+	if isExecutable(path) {
+		return path
+	}
+	if real, err := filepath.EvalSymlinks(filepath.Join(c.binDir, "pg_ctl")); err == nil {
+		if p := filepath.Join(filepath.Dir(real), name); isExecutable(p) {
+			return p
+		}
+	}
+	return path
 }
 
 // run runs a PostgreSQL program, copying its output to the Log writer; its

@@ -85,3 +85,65 @@ func TestFindBinaries_PicksHighestVersion(t *testing.T) {
 		t.Errorf("findBinaries with nothing installed: %v; want ErrNoBinaries saying what to install", err)
 	}
 }
+
+func TestStartStandby_StreamsAndPromotes(t *testing.T) {
+	if _, err := FindBinaries(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	primary, err := Start(ctx, Options{Settings: []string{"fsync=off", "synchronous_standby_names=pgc_standby"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = primary.Stop() })
+	standby, err := StartStandby(ctx, primary, "pgc_standby", "", Options{Settings: []string{"fsync=off"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = standby.Stop() })
+
+	// With the standby synchronous, a commit returns once the standby has it.
+	exec := func(url, sql string) {
+		t.Helper()
+		conn, err := pgx.Connect(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	exec(primary.URL, "CREATE TABLE t AS SELECT 42 AS x")
+	var state string
+	conn, err := pgx.Connect(ctx, primary.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = conn.QueryRow(ctx, "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'pgc_standby'").Scan(&state)
+	conn.Close(ctx)
+	if err != nil || state != "sync" {
+		t.Fatalf("standby's sync_state = %q, %v; want sync", state, err)
+	}
+
+	if err := primary.Crash(); err != nil {
+		t.Fatal(err)
+	}
+	if err := standby.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	exec(standby.URL, "INSERT INTO t VALUES (43)")
+	conn, err = pgx.Connect(ctx, standby.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var sum int
+	if err := conn.QueryRow(ctx, "SELECT sum(x) FROM t").Scan(&sum); err != nil || sum != 85 {
+		t.Errorf("sum on the promoted standby = %d, %v; want 85", sum, err)
+	}
+}

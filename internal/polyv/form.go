@@ -8,35 +8,23 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
-	"mime"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
+	"giftd/internal/callback"
 	"giftd/internal/ledger"
-	"giftd/internal/linkv"
 )
 
-// FieldError is the rejection of one parameter of a callback; the handler
+// FieldError is the refusal of one parameter of a callback; the handler
 // answers 422 with Error() as message.
-type FieldError struct{ Field, Reason string }
-
-// Error returns "<field>: <reason>", e.g. "count: must be positive".
-func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+type FieldError = callback.FieldError
 
 const (
-	// MaxBodyBytes is the largest donation body accepted (16 KiB).
-	MaxBodyBytes = 16 << 10
-
-	maxCoins    = 1_000_000_000_000 // 10^12, as for a LinkV debit's gold
-	maxGoodNum  = 1_000_000_000     // 10^9
-	maxText     = 128               // bytes of goodName and sessionId
+	maxGoodNum  = 1_000_000_000 // 10^9
+	maxText     = 128           // bytes of goodName and sessionId
 	maxAppID    = 64
 	maxChannel  = 20 // digits of channelId
 	maxScaleExp = 6
@@ -48,56 +36,20 @@ const (
 // *FieldError when the query (Field "query") or the body (Field "body") is
 // not valid url-encoding, when a non-empty body is not
 // application/x-www-form-urlencoded (Field "content-type") or is larger than
-// MaxBodyBytes, or when a name is given more than once, in either place or
+// callback.MaxBodyBytes, or when a name is given more than once, in either place or
 // in both (Field = the name).
 func ReadParams(r *http.Request, withBody bool) (map[string]string, error) {
-	query, err := url.ParseQuery(r.URL.RawQuery)
-	if err != nil {
-		return nil, &FieldError{"query", "not a valid url-encoded query"}
-	}
-	var body url.Values
-	if withBody && r.Body != nil {
-		// One byte more than allowed tells "exactly the limit" from "too big".
-		raw, err := io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
-		if err != nil {
-			return nil, &FieldError{"body", "could not be read"}
+	var body []byte
+	if withBody {
+		var err error
+		if body, err = callback.ReadBody(r); err != nil {
+			return nil, err
 		}
-		if len(raw) > MaxBodyBytes {
-			return nil, &FieldError{"body", fmt.Sprintf("larger than %d bytes", MaxBodyBytes)}
-		}
-		if len(raw) > 0 {
-			mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-			if err != nil || mediaType != "application/x-www-form-urlencoded" {
-				return nil, &FieldError{"content-type", "must be application/x-www-form-urlencoded"}
-			}
-			if body, err = url.ParseQuery(string(raw)); err != nil {
-				return nil, &FieldError{"body", "not a valid url-encoded form"}
-			}
+		if len(body) > 0 && !callback.IsForm(r) {
+			return nil, callback.NotFormError()
 		}
 	}
-	// Sorted so that a request with several repeated names always names the same one.
-	names := make([]string, 0, len(query)+len(body))
-	for k := range query {
-		names = append(names, k)
-	}
-	for k := range body {
-		names = append(names, k)
-	}
-	slices.Sort(names)
-	params := make(map[string]string, len(names))
-	for _, k := range names {
-		// A repeated name is refused rather than resolved: Polyv and giftd
-		// could sign different copies.
-		if _, seen := params[k]; seen || len(query[k])+len(body[k]) > 1 {
-			return nil, &FieldError{k, "given more than once"}
-		}
-		if v, ok := query[k]; ok {
-			params[k] = v[0]
-		} else {
-			params[k] = body[k][0]
-		}
-	}
-	return params, nil
+	return callback.ParseFields(r.URL.RawQuery, body)
 }
 
 // Scale is how many coins make one Polyv point: a power of ten from 1 to
@@ -151,18 +103,18 @@ func (s Scale) Points(coins int64) string {
 // coins.
 func (s Scale) Coins(field, v string) (int64, error) {
 	whole, frac, dot := strings.Cut(v, ".")
-	if !allDigits(whole) || dot && !allDigits(frac) {
-		return 0, &FieldError{field, "must be a plain decimal like 12.34: digits, optionally a point and digits"}
+	if !callback.Digits(whole) || dot && !callback.Digits(frac) {
+		return 0, &FieldError{Field: field, Reason: "must be a plain decimal like 12.34: digits, optionally a point and digits"}
 	}
 	if len(frac) > s.exp {
 		if strings.Trim(frac[s.exp:], "0") != "" {
-			return 0, &FieldError{field, fmt.Sprintf("not a whole number of coins at %d coins per point", s.CoinsPerPoint())}
+			return 0, &FieldError{Field: field, Reason: fmt.Sprintf("not a whole number of coins at %d coins per point", s.CoinsPerPoint())}
 		}
 		frac = frac[:s.exp]
 	}
 	frac += strings.Repeat("0", s.exp-len(frac))
 	whole = strings.TrimLeft(whole, "0")
-	tooBig := &FieldError{field, fmt.Sprintf("must be at most %s points (10^12 coins)", s.Points(maxCoins))}
+	tooBig := &FieldError{Field: field, Reason: fmt.Sprintf("must be at most %s points (10^12 coins)", s.Points(ledger.MaxAmount))}
 	// 13 digits times 10^6 stays within uint64; the limit is checked after.
 	if len(whole) > 13 {
 		return 0, tooBig
@@ -171,7 +123,7 @@ func (s Scale) Coins(field, v string) (int64, error) {
 	for _, c := range []byte(whole + frac) {
 		n = n*10 + uint64(c-'0')
 	}
-	if n > maxCoins {
+	if n > ledger.MaxAmount {
 		return 0, tooBig
 	}
 	return int64(n), nil
@@ -191,7 +143,7 @@ type Viewer struct {
 func ValidateQuery(params map[string]string) (Viewer, error) {
 	for _, f := range []string{"appId", "channelId", "viewerId", "ts"} {
 		if params[f] == "" {
-			return Viewer{}, &FieldError{f, "required"}
+			return Viewer{}, &FieldError{Field: f, Reason: "required"}
 		}
 	}
 	for _, f := range []string{"appId", "channelId", "viewerId", "ts", "sessionId"} {
@@ -212,41 +164,41 @@ func ValidateQuery(params map[string]string) (Viewer, error) {
 func checkField(name, v string, scale Scale) error {
 	switch name {
 	case "appId":
-		if len(v) > maxAppID || !printableASCII(v) {
-			return &FieldError{"appId", "must be at most 64 printable ASCII characters"}
+		if len(v) > maxAppID || !callback.PrintableASCII(v) {
+			return &FieldError{Field: "appId", Reason: "must be at most 64 printable ASCII characters"}
 		}
 	case "channelId":
-		if len(v) > maxChannel || !allDigits(v) {
-			return &FieldError{"channelId", "must be an integer of at most 20 digits"}
+		if len(v) > maxChannel || !callback.Digits(v) {
+			return &FieldError{Field: "channelId", Reason: "must be an integer of at most 20 digits"}
 		}
 	case "viewerId":
-		if !linkv.ValidUserID(v) {
-			return &FieldError{"viewerId", "must be 1-64 characters of [0-9A-Za-z+=_-]"}
+		if !ledger.ValidUserID(v) {
+			return &FieldError{Field: "viewerId", Reason: "must be 1-64 characters of [0-9A-Za-z+=_-]"}
 		}
 		// Else a points query's viewerIdalice viewerNamebob would also
 		// read as viewerId=aliceviewerNamebob (see unique).
 		if strings.Contains(v, "viewerName") {
-			return &FieldError{"viewerId", `must not contain "viewerName"`}
+			return &FieldError{Field: "viewerId", Reason: `must not contain "viewerName"`}
 		}
 	case "ts":
-		if len(v) != 13 || !allDigits(v) {
-			return &FieldError{"ts", "must be a 13-digit millisecond timestamp"}
+		if len(v) != 13 || !callback.Digits(v) {
+			return &FieldError{Field: "ts", Reason: "must be a 13-digit millisecond timestamp"}
 		}
 	case "sessionId":
 		if !text(v) {
-			return &FieldError{"sessionId", "must be at most 128 bytes of UTF-8 text without control characters"}
+			return &FieldError{Field: "sessionId", Reason: "must be at most 128 bytes of UTF-8 text without control characters"}
 		}
 	case "goodName":
 		if !text(v) {
-			return &FieldError{"goodName", "must be 1-128 bytes of UTF-8 text without control characters"}
+			return &FieldError{Field: "goodName", Reason: "must be 1-128 bytes of UTF-8 text without control characters"}
 		}
 	case "goodPrice":
 		_, err := scale.Coins("goodPrice", v)
 		return err
 	case "goodNum":
 		num, err := strconv.ParseInt(v, 10, 64)
-		if !allDigits(v) || err != nil || num < 1 || num > maxGoodNum {
-			return &FieldError{"goodNum", "must be an integer from 1 to 10^9"}
+		if !callback.Digits(v) || err != nil || num < 1 || num > maxGoodNum {
+			return &FieldError{Field: "goodNum", Reason: "must be an integer from 1 to 10^9"}
 		}
 	case "count":
 		coins, err := scale.Coins("count", v)
@@ -254,7 +206,7 @@ func checkField(name, v string, scale Scale) error {
 			return err
 		}
 		if coins < 1 {
-			return &FieldError{"count", "must be positive"}
+			return &FieldError{Field: "count", Reason: "must be positive"}
 		}
 	}
 	return nil
@@ -289,7 +241,7 @@ func ValidateDonation(params map[string]string, scale Scale) (Donation, error) {
 	}
 	for _, f := range []string{"goodName", "goodPrice", "goodNum", "count"} {
 		if params[f] == "" {
-			return Donation{}, &FieldError{f, "required"}
+			return Donation{}, &FieldError{Field: f, Reason: "required"}
 		}
 	}
 	d := Donation{Viewer: v, GoodName: params["goodName"], GoodPrice: params["goodPrice"],
@@ -306,7 +258,7 @@ func ValidateDonation(params map[string]string, scale Scale) (Donation, error) {
 	d.Coins, _ = scale.Coins("count", d.Count)
 	// Division, not multiplication: price × num can pass int64.
 	if d.Coins%num != 0 || d.Coins/num != price {
-		return Donation{}, &FieldError{"count", "differs from goodPrice × goodNum"}
+		return Donation{}, &FieldError{Field: "count", Reason: "differs from goodPrice × goodNum"}
 	}
 	d.PriceCoins, d.Num = price, num
 	return d, nil
@@ -362,30 +314,4 @@ func oldParamsDigest(params map[string]string) [32]byte {
 
 // text reports whether s is at most maxText bytes of UTF-8 without control
 // characters (empty is text).
-func text(s string) bool {
-	return len(s) <= maxText && utf8.ValidString(s) && !strings.ContainsFunc(s, unicode.IsControl)
-}
-
-// printableASCII reports whether s holds only bytes 0x20-0x7E.
-func printableASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] > 0x7e {
-			return false
-		}
-	}
-	return true
-}
-
-// allDigits reports whether s is non-empty and holds only ASCII digits: no
-// sign, space, point or exponent.
-func allDigits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
+func text(s string) bool { return callback.Text(s, maxText) }

@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"giftd/internal/callback"
+	"giftd/internal/ledger"
 )
 
 func mustScale(t testing.TB, coinsPerPoint int64) Scale {
@@ -125,7 +128,7 @@ func TestReadParams(t *testing.T) {
 		{"bad body", "", form, "a=%zz", nil, "body"},
 		{"json body", "", "application/json", `{"a":1}`, nil, "content-type"},
 		{"no content type", "", "", "a=1", nil, "content-type"},
-		{"body over 16 KiB", "", form, "a=" + strings.Repeat("x", MaxBodyBytes), nil, "body"},
+		{"body over 16 KiB", "", form, "a=" + strings.Repeat("x", callback.MaxBodyBytes), nil, "body"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -248,7 +251,7 @@ func FuzzScaleCoins(f *testing.F) {
 			}
 			return
 		}
-		if coins < 0 || coins > maxCoins || strings.ContainsAny(v, "+-eE ") {
+		if coins < 0 || coins > ledger.MaxAmount || strings.ContainsAny(v, "+-eE ") {
 			t.Fatalf("accepted %q as %d coins", v, coins)
 		}
 		back, err := s.Coins("count", s.Points(coins))

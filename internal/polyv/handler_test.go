@@ -637,7 +637,7 @@ func TestDonate_MalformedInputsRefusedNamingTheParameter(t *testing.T) {
 		{"count twice in the body", "", "application/x-www-form-urlencoded", signed + "&count=5", "count"},
 		{"count in the URL and the body", "count=5", "application/x-www-form-urlencoded", signed, "count"},
 		{"wrong content type", "", "application/json", signed, "content-type"},
-		{"oversized body", "", "application/x-www-form-urlencoded", signed + "&pad=" + strings.Repeat("p", polyv.MaxBodyBytes), "body"},
+		{"oversized body", "", "application/x-www-form-urlencoded", signed + "&pad=" + strings.Repeat("p", callback.MaxBodyBytes), "body"},
 		{"bad URL query", "a=%zz", "application/x-www-form-urlencoded", signed, "query"},
 	}
 	for _, c := range raw {

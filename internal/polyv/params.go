@@ -82,12 +82,12 @@ func newCallbackParams(donate bool, urlParams []string) callbackParams {
 func (c callbackParams) checkNames(params map[string]string) error {
 	for _, k := range slices.Sorted(maps.Keys(params)) {
 		if k != "sign" && !slices.Contains(c.names, k) {
-			return &FieldError{k, fmt.Sprintf("not a parameter of Polyv's %s; if the URL registered with Polyv carries it, list it in %s", c.what, URLParamsSetting)}
+			return &FieldError{Field: k, Reason: fmt.Sprintf("not a parameter of Polyv's %s; if the URL registered with Polyv carries it, list it in %s", c.what, URLParamsSetting)}
 		}
 	}
 	for _, k := range c.configured {
 		if params[k] == "" {
-			return &FieldError{k, fmt.Sprintf("required: %s lists it as a parameter of the URL registered with Polyv", URLParamsSetting)}
+			return &FieldError{Field: k, Reason: fmt.Sprintf("required: %s lists it as a parameter of the URL registered with Polyv", URLParamsSetting)}
 		}
 	}
 	return nil
@@ -183,7 +183,7 @@ func (c callbackParams) unique(signed string, ok func(name, value string) bool) 
 		return total
 	}
 	if readings(0, 0) != 1 {
-		return &FieldError{"sign", "covers a string (k1v1k2v2…) that more than one set of parameters writes; refused, so that no split the sign does not cover decides the wallet or the amount"}
+		return &FieldError{Field: "sign", Reason: "covers a string (k1v1k2v2…) that more than one set of parameters writes; refused, so that no split the sign does not cover decides the wallet or the amount"}
 	}
 	return nil
 }

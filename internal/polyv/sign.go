@@ -2,10 +2,11 @@ package polyv
 
 import (
 	"crypto/md5"
-	"crypto/subtle"
 	"encoding/hex"
 	"slices"
 	"strings"
+
+	"giftd/internal/callback"
 )
 
 // SignedString returns what Polyv's sign covers, without the secret: every
@@ -51,17 +52,13 @@ func Sign(params map[string]string, secret string) string {
 // constant time, so the answer's timing does not tell which secret came
 // close.
 func Verify(params map[string]string, sign string, secrets []string) bool {
-	var given [md5.Size]byte
-	if len(sign) != hex.EncodedLen(md5.Size) {
+	given, ok := callback.ParseSign(sign)
+	if !ok {
 		return false
 	}
-	if _, err := hex.Decode(given[:], []byte(sign)); err != nil {
-		return false
-	}
-	ok := 0
+	match := 0
 	for _, secret := range secrets {
-		sum := digest(params, secret)
-		ok |= subtle.ConstantTimeCompare(sum[:], given[:])
+		match |= given.Matches(digest(params, secret))
 	}
-	return ok == 1
+	return match == 1
 }
