@@ -286,9 +286,9 @@ func TestRun_MigrateUpDownVersion(t *testing.T) {
 	getenv := func(k string) string { return env[k] }
 	var out bytes.Buffer
 	for _, step := range []struct{ action, want string }{
-		{"version", "schema version 3 (dirty: false)"},
-		{"down", "schema version 2 (dirty: false)"},
-		{"up", "schema version 3 (dirty: false)"},
+		{"version", "schema version 4 (dirty: false)"},
+		{"down", "schema version 3 (dirty: false)"},
+		{"up", "schema version 4 (dirty: false)"},
 	} {
 		out.Reset()
 		if err := run(context.Background(), []string{"giftd", "migrate", step.action}, getenv, &out, io.Discard); err != nil {
