@@ -99,7 +99,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return fmt.Errorf("-url: %w", err)
 		}
-		body = func(user string) string { return signedDonation(appID, secret, user, receiver(), *gold, scale, u.Query()) }
+		body = func(user string) string {
+			return signedDonation(appID, secret, user, receiver(), *gold, scale, u.Query())
+		}
 	}
 	token := getenv("GIFTD_ADMIN_TOKEN")
 	if token == "" {

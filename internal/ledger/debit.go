@@ -41,7 +41,8 @@ type Debit struct {
 // Gift is the receiving side of a debit, as the platform signed it.
 type Gift struct {
 	// ReceiverID is who earns from the gift; "" when the platform names
-	// none: then the receiver mapped to RoomID (MapRoom), else the house.
+	// none: then the receiver mapped to RoomID (SetRoomReceiver), else the
+	// house.
 	ReceiverID string
 	// RoomID is the room (LinkV's resource_id, Polyv's channelId).
 	RoomID string

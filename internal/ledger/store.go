@@ -111,6 +111,10 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*Store, erro
 	for _, opt := range opts {
 		opt(s)
 	}
+	if err := s.economy.Check(); err != nil {
+		pool.Close()
+		return nil, err
+	}
 	if s.batching.MaxBatch > 1 {
 		s.batching.Workers = max(1, s.batching.Workers)
 		s.batching.Timeout = cmp.Or(s.batching.Timeout, DefaultBatching().Timeout)
