@@ -177,8 +177,6 @@ CREATE TABLE gift_entries (
     -- The house slot credited (a row of house_slots; no foreign key, which
     -- would cost a look-up per gift: the audit holds slots to their entries).
     house_slot     smallint    NOT NULL CHECK (house_slot >= 0),
-    -- The receiver's earnings balance right after this gift.
-    earnings_after bigint,
     created_at     timestamptz NOT NULL DEFAULT now(),
     CHECK (earnings + house = gold),
     CHECK (earnings = floor(gold::numeric * share_bp / 10000)::bigint OR receiver_id IS NULL),
@@ -244,10 +242,11 @@ CREATE TRIGGER account_entries_no_truncate
 --   written, nothing recorded (a retry is judged afresh);
 --
 --   with p_settle, the settlement of each debited gift in the same
---   transaction: floor(gold × share / 10000) to the receiver's earnings
---   (one write per distinct receiver per batch), the rest to one house slot
---   (one write per batch), and one gift_entries row per gift carrying the
---   catalogue version, price and share it was charged at.
+--   transaction: one gift_entries row per gift carrying the catalogue
+--   version, price and share it was charged at, then, last,
+--   floor(gold × share / 10000) to the receiver's earnings (one write per
+--   distinct receiver per batch) and the rest to one house slot (one write
+--   per batch).
 --
 -- The catalogue version that decides the verdict is the one charged: both
 -- are read once, in this statement, after the key locks.
@@ -294,12 +293,9 @@ DECLARE
     act    boolean[] := array_fill(NULL::boolean, ARRAY[n]);
     rcv    text[] := p_receiver_id;
     earn   bigint[] := array_fill(0::bigint, ARRAY[n]);
-    eafter bigint[] := array_fill(NULL::bigint, ARRAY[n]);
     users  text[];
     golds  bigint[];
-    recvs  text[];
     totals bigint[];
-    finals bigint[];
     house_total bigint := 0;
     hslot  smallint := floor(random() * 16)::smallint;
     h      bigint;
@@ -401,9 +397,8 @@ BEGIN
         WHERE wallets.user_id = users[k] AND wallets.gold <> golds[k];
     END LOOP;
 
-    -- 7. Settle: each debited gift's receiver (a room's mapped receiver when
-    --    none was given) and its split; one upsert per distinct receiver, in
-    --    receiver order, then one house slot for the whole batch.
+    -- 7. The split of each debited gift: its receiver (a room's mapped
+    --    receiver when none was given), earnings and the house's rest.
     IF p_settle THEN
         FOR r IN
             SELECT j, m.receiver_id
@@ -421,35 +416,12 @@ BEGIN
             END IF;
             house_total := house_total + p_gold[i] - earn[i];
         END LOOP;
-
-        WITH t AS (
-            INSERT INTO earnings_accounts AS a (receiver_id, balance)
-            SELECT rcv[j], sum(earn[j]) FROM generate_subscripts(p_request_id, 1) AS j
-            WHERE st[j] = 200 AND NOT rep[j] AND earn[j] > 0
-            GROUP BY rcv[j] ORDER BY rcv[j]
-            ON CONFLICT (receiver_id) DO UPDATE SET balance = a.balance + excluded.balance, updated_at = now()
-            RETURNING a.receiver_id, a.balance
-        )
-        SELECT array_agg(t.receiver_id), array_agg(t.balance) INTO recvs, finals FROM t;
-
-        -- Each credited gift's earnings_after: walk back from its receiver's
-        -- final balance, latest gift first. (A zero credit has none.)
-        FOR i IN REVERSE n .. 1 LOOP
-            CONTINUE WHEN rep[i] OR st[i] <> 200 OR earn[i] = 0;
-            k := array_position(recvs, rcv[i]);
-            eafter[i] := finals[k];
-            finals[k] := finals[k] - earn[i];
-        END LOOP;
-
-        IF house_total > 0 THEN
-            UPDATE house_slots SET balance = house_slots.balance + house_total, updated_at = now()
-            WHERE house_slots.slot = hslot;
-        END IF;
     END IF;
 
     -- 8. The entries (ids in arrival order), the gifts' settlement rows and
     --    the records; the CHECKs and the unique keys refuse anything this
-    --    logic could get wrong.
+    --    logic could get wrong. (A per-batch insert of another kind, such as
+    --    an outbox event per gift, is one more CTE here.)
     WITH e AS (
         INSERT INTO ledger_entries (user_id, kind, amount, balance_after, platform, app_id, ref, details)
         SELECT p_user_id[j], 'debit', -p_gold[j], bal[j], p_platform[j], p_app_id[j], p_request_id[j], p_details[j]
@@ -462,9 +434,9 @@ BEGIN
         JOIN e ON e.platform = p_platform[j] AND e.app_id = p_app_id[j] AND e.ref = p_request_id[j]
     ), g AS (
         INSERT INTO gift_entries (debit_entry, platform, app_id, request_id, sender_id, receiver_id, room_id, gift_id,
-                                  gift_version, price, count, gold, share_bp, earnings, house, house_slot, earnings_after)
+                                  gift_version, price, count, gold, share_bp, earnings, house, house_slot)
         SELECT ej.id, p_platform[j], p_app_id[j], p_request_id[j], p_user_id[j], rcv[j], p_room_id[j], p_gift_id[j],
-               ver[j], cprice[j], p_count[j], p_gold[j], share[j], earn[j], p_gold[j] - earn[j], hslot, eafter[j]
+               ver[j], cprice[j], p_count[j], p_gold[j], share[j], earn[j], p_gold[j] - earn[j], hslot
         FROM ej WHERE p_settle
         ORDER BY j
     )
@@ -473,6 +445,22 @@ BEGIN
     FROM generate_subscripts(p_request_id, 1) AS j
     LEFT JOIN ej USING (j)
     WHERE NOT rep[j] AND why[j] IS NULL;
+
+    -- 9. The credits, last, so that the rows every batch may share (a hot
+    --    receiver's, a house slot) are locked only from here to the commit:
+    --    one upsert per distinct receiver, in receiver order, and one house
+    --    slot for the whole batch.
+    IF p_settle THEN
+        INSERT INTO earnings_accounts AS a (receiver_id, balance)
+        SELECT rcv[j], sum(earn[j]) FROM generate_subscripts(p_request_id, 1) AS j
+        WHERE st[j] = 200 AND NOT rep[j] AND earn[j] > 0
+        GROUP BY rcv[j] ORDER BY rcv[j]
+        ON CONFLICT (receiver_id) DO UPDATE SET balance = a.balance + excluded.balance, updated_at = now();
+        IF house_total > 0 THEN
+            UPDATE house_slots SET balance = house_slots.balance + house_total, updated_at = now()
+            WHERE house_slots.slot = hslot;
+        END IF;
+    END IF;
 
     RETURN QUERY SELECT st[j], bal[j], rep[j], reu[j], why[j], cprice[j]
     FROM generate_subscripts(p_request_id, 1) AS j ORDER BY j;

@@ -67,9 +67,9 @@ func giftEntry(t *testing.T, s *ledger.Store, requestID string) (settled, bool) 
 	t.Helper()
 	var g settled
 	err := s.Pool().QueryRow(context.Background(), `
-		SELECT receiver_id, gold, earnings, house, count, gift_version, price, share_bp, earnings_after
+		SELECT receiver_id, gold, earnings, house, count, gift_version, price, share_bp
 		FROM gift_entries WHERE request_id = $1`, requestID).
-		Scan(&g.Receiver, &g.Gold, &g.Earnings, &g.House, &g.Count, &g.Version, &g.Price, &g.Share, &g.EarningsAfter)
+		Scan(&g.Receiver, &g.Gold, &g.Earnings, &g.House, &g.Count, &g.Version, &g.Price, &g.Share)
 	if err != nil {
 		return settled{}, false
 	}
@@ -99,11 +99,11 @@ func TestEconomy_GiftSplitsFloorToReceiverRestToHouse(t *testing.T) {
 		t.Fatal(err)
 	}
 	g1, _ := giftEntry(t, s, "g1")
-	if g1.Earnings != 33 || g1.House != 68 || *g1.Receiver != "host" || *g1.Version != 1 || *g1.Price != 101 || g1.Share != 3333 || *g1.EarningsAfter != 33 {
+	if g1.Earnings != 33 || g1.House != 68 || *g1.Receiver != "host" || *g1.Version != 1 || *g1.Price != 101 || g1.Share != 3333 {
 		t.Errorf("g1 settled as %+v, want floor(101 × 3333 / 10000) = 33 to host, 68 to the house, version 1", g1)
 	}
 	g2, _ := giftEntry(t, s, "g2")
-	if g2.Earnings != 4 || g2.House != 5 || g2.Version != nil || g2.Share != 5000 || g2.Count != 3 || *g2.EarningsAfter != 37 {
+	if g2.Earnings != 4 || g2.House != 5 || g2.Version != nil || g2.Share != 5000 || g2.Count != 3 {
 		t.Errorf("g2 settled as %+v, want 4 to host (default share), 5 to the house", g2)
 	}
 	if a := earningsOf(t, s, "host"); a.Balance != 37 || a.Payable != 37 {
@@ -141,15 +141,6 @@ func TestEconomy_ManyConcurrentGiftsToOneReceiver(t *testing.T) {
 	r := auditOK(t, s)
 	if r.Gifts != n || r.House != 5*n {
 		t.Errorf("audit %+v: want %d gifts and %d to the house", r, n, 5*n)
-	}
-	// Each gift's earnings_after is one step of the receiver's balance.
-	var distinct, top int64
-	if err := s.Pool().QueryRow(context.Background(),
-		`SELECT count(DISTINCT earnings_after), max(earnings_after) FROM gift_entries`).Scan(&distinct, &top); err != nil {
-		t.Fatal(err)
-	}
-	if distinct != n || top != 2*n {
-		t.Errorf("earnings_after: %d distinct values, max %d; want %d and %d", distinct, top, n, 2*n)
 	}
 }
 
@@ -199,12 +190,14 @@ func TestEconomy_BatchSettlesEachGiftInArrivalOrder(t *testing.T) {
 	if res[2].Status != ledger.Insufficient {
 		t.Errorf("debit 3: %+v, want insufficient", res[2])
 	}
-	want := map[string]int64{"1": 5, "2": 10, "4": 20}
-	for id, after := range want {
-		g, _ := giftEntry(t, s, id)
-		if g.EarningsAfter == nil || *g.EarningsAfter != after {
-			t.Errorf("gift %s: earnings_after %v, want %d", id, g.EarningsAfter, after)
+	want := map[string]int64{"1": 5, "2": 10, "4": 15}
+	for id, earned := range want {
+		if g, _ := giftEntry(t, s, id); g.Earnings != earned {
+			t.Errorf("gift %s: earnings %d, want %d", id, g.Earnings, earned)
 		}
+	}
+	if a := earningsOf(t, s, "h1"); a.Balance != 20 {
+		t.Errorf("h1 earned %d, want 20", a.Balance)
 	}
 	if _, ok := giftEntry(t, s, "3"); ok {
 		t.Error("the refused gift 3 was settled")
