@@ -31,23 +31,10 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	if len(args) > 0 {
 		return fmt.Errorf("dev: takes no arguments, got %q (use the environment, see README)", args)
 	}
-	s, err := readSettings(getenv, true)
+	getenv, shown := devEnv(getenv)
+	s, err := readSettings(getenv)
 	if err != nil {
 		return err
-	}
-	// Only made-up credentials are printed; configured ones stay secret.
-	var shown devCredentials
-	if s.LinkVApps == nil {
-		shown.apps = devAppID + ":" + randomHex(16)
-		s.LinkVApps, _ = parseApps(shown.apps)
-	}
-	if s.PolyvApps == nil {
-		shown.polyvApps = devPolyvAppID + ":" + randomHex(16)
-		s.PolyvApps, _ = parseApps(shown.polyvApps)
-	}
-	if s.AdminToken == "" {
-		shown.token = randomHex(16)
-		s.AdminToken = shown.token
 	}
 	log := newLogger(s.LogFormat, stderr)
 
@@ -62,9 +49,9 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 				log.Error("stop throwaway PostgreSQL", "error", err.Error())
 			}
 		}()
-		s.DatabaseURL = cluster.URL
+		s.DatabaseURL, s.MigrateDatabaseURL = cluster.URL, cluster.URL
 	}
-	if err := ledger.Migrate(s.DatabaseURL); err != nil {
+	if err := ledger.Migrate(s.MigrateDatabaseURL, ledger.WithLockWait(s.MigrateLockWait)); err != nil {
 		return err
 	}
 	s.Migrate = false
@@ -126,6 +113,7 @@ giftd dev is running (Ctrl-C stops it and its throwaway database).
   database      %s
   public        %s  (debit callback at %s)
   admin         %s
+  console       %s/console/  (in a browser; sign in with the admin token)
   app           %s
   admin token   %s
   demo wallet   %s with %d gold
@@ -143,7 +131,7 @@ A load of signed debits (in another shell):
 
   %sgo run ./cmd/giftd-load -url %s%s -admin-url %s
 
-`, redactURL(s.DatabaseURL), publicURL, s.DebitPath, adminURL, apps, token, demoUser, demoBalance,
+`, redactURL(s.DatabaseURL), publicURL, s.DebitPath, adminURL, adminURL, apps, token, demoUser, demoBalance,
 		publicURL, s.DebitPath, body,
 		auth, adminURL, demoUser, auth, adminURL, demoUser,
 		loadEnv, publicURL, s.DebitPath, adminURL)

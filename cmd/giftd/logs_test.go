@@ -160,7 +160,11 @@ func TestLogs_TextInDevJSONOtherwise(t *testing.T) {
 		dev  bool
 		want string
 	}{{false, "json"}, {true, "text"}} {
-		s, err := readSettings(func(k string) string { return env[k] }, c.dev)
+		getenv := func(k string) string { return env[k] }
+		if c.dev {
+			getenv, _ = devEnv(getenv)
+		}
+		s, err := readSettings(getenv)
 		if err != nil || s.LogFormat != c.want {
 			t.Errorf("dev=%t: log format %q (%v), want %s", c.dev, s.LogFormat, err, c.want)
 		}

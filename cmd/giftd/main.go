@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,7 +26,10 @@ import (
 	"giftd/internal/httpapi"
 	"giftd/internal/ledger"
 	"giftd/internal/linkv"
+	"giftd/internal/linkvapi"
+	"giftd/internal/platforms"
 	"giftd/internal/polyv"
+	"giftd/internal/polyvapi"
 )
 
 func main() {
@@ -46,7 +50,7 @@ func main() {
 const usage = `giftd: the merchant-side debit server for LinkV gift and Polyv point-donation callbacks
 
 Usage:
-  giftd serve [-migrate=false]   run the server (settings from the environment, see README)
+  giftd serve [-migrate=false]   run the server (settings from the environment, see docs/configuration.md)
   giftd dev                      run it with a throwaway PostgreSQL, a dev app and a demo wallet
   giftd migrate up|down|version  manage the schema (of GIFTD_MIGRATE_DATABASE_URL, else DATABASE_URL)
   giftd audit                    check every balance against the ledger; exit 1 on any mismatch
@@ -86,41 +90,33 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 func runServe(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-	s, err := readSettings(getenv, false)
+	s, err := readSettings(getenv)
 	if err != nil {
 		return err
 	}
-	if s.DatabaseURL == "" {
-		return &settingsError{"DATABASE_URL", "required, a PostgreSQL URL like postgres://user:pass@host:5432/giftd"}
+	if err := requireDatabase(s); err != nil {
+		return err
 	}
-	for _, a := range args {
-		switch a {
-		case "-migrate=false", "--migrate=false":
-			s.Migrate = false
-		case "-migrate", "-migrate=true", "--migrate", "--migrate=true":
-			s.Migrate = true
-		default:
-			return fmt.Errorf("serve: unknown flag %q", a)
-		}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.BoolVar(&s.Migrate, "migrate", s.Migrate, "apply pending migrations at start (GIFTD_MIGRATE)")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
 	}
 	return serve(ctx, s, newLogger(s.LogFormat, stderr), nil)
 }
 
 func runMigrate(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	name, url := "GIFTD_MIGRATE_DATABASE_URL", getenv("GIFTD_MIGRATE_DATABASE_URL")
-	if url == "" {
-		name, url = "DATABASE_URL", getenv("DATABASE_URL")
+	var s settings
+	if err := readDatabase(getenv, &s); err != nil {
+		return err
 	}
+	url, wait := s.MigrateDatabaseURL, s.MigrateLockWait
 	if url == "" {
 		return &settingsError{"DATABASE_URL", "required (or GIFTD_MIGRATE_DATABASE_URL)"}
-	}
-	if err := ledger.CheckURL(url); err != nil {
-		return &settingsError{name, err.Error()}
-	}
-	raw := or(getenv("GIFTD_MIGRATE_LOCK_WAIT"), ledger.DefaultMigrateLockWait.String())
-	wait, err := time.ParseDuration(raw)
-	if err != nil || wait < time.Second {
-		return &settingsError{"GIFTD_MIGRATE_LOCK_WAIT", fmt.Sprintf("must be a duration of at least 1s like 1m, got %q", raw)}
 	}
 	opts := []ledger.MigrateOption{ledger.WithLockWait(wait), ledger.WithMigrateLog(newLogger("text", stderr), 0)}
 	if len(args) != 1 {
@@ -200,6 +196,9 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 		Ready:      ready,
 		Gatherer:   reg,
 		Log:        log,
+	}
+	if deps.Platforms, err = platformClients(s.Platforms); err != nil {
+		return err
 	}
 	if s.PolyvApps != nil {
 		pv := polyv.NewHandlers(store, polyv.Config{
@@ -285,4 +284,21 @@ func newServer(h http.Handler, s settings) *http.Server {
 		IdleTimeout:       s.IdleTimeout,
 		MaxHeaderBytes:    16 << 10,
 	}
+}
+
+// platformClients makes the admin API's platform API clients of p.
+func platformClients(p platforms.Settings) (httpapi.Platforms, error) {
+	out := httpapi.Platforms{PolyvQueryURL: p.PolyvQueryURL, PolyvUpdateURL: p.PolyvUpdateURL}
+	var err error
+	if p.LinkV != nil {
+		if out.LinkV, err = linkvapi.New(*p.LinkV); err != nil {
+			return out, err
+		}
+	}
+	if p.Polyv != nil {
+		if out.Polyv, err = polyvapi.New(*p.Polyv); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
 }

@@ -23,13 +23,17 @@ import (
 const readyProbeInterval = 5 * time.Second
 
 // openForOps opens DATABASE_URL for a one-off command: no batching, since
-// such a command never debits.
-func openForOps(ctx context.Context, getenv func(string) string) (*ledger.Store, error) {
-	url := getenv("DATABASE_URL")
-	if url == "" {
-		return nil, &settingsError{"DATABASE_URL", "required, a PostgreSQL URL like postgres://user:pass@host:5432/giftd"}
+// such a command never debits. It returns the database settings too.
+func openForOps(ctx context.Context, getenv func(string) string) (*ledger.Store, settings, error) {
+	var s settings
+	if err := readDatabase(getenv, &s); err != nil {
+		return nil, s, err
 	}
-	return ledger.Open(ctx, url, ledger.WithBatching(ledger.Batching{MaxBatch: 1}))
+	if err := requireDatabase(s); err != nil {
+		return nil, s, err
+	}
+	store, err := ledger.Open(ctx, s.DatabaseURL, ledger.WithBatching(ledger.Batching{MaxBatch: 1}))
+	return store, s, err
 }
 
 // runAudit checks every wallet against its ledger and prints a summary; it
@@ -40,7 +44,7 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	store, err := openForOps(ctx, getenv)
+	store, _, err := openForOps(ctx, getenv)
 	if err != nil {
 		return err
 	}
@@ -100,7 +104,7 @@ func runEarnings(ctx context.Context, args []string, getenv func(string) string,
 	if !from.Before(to) {
 		return errors.New("earnings: -from must be before -to")
 	}
-	store, err := openForOps(ctx, getenv)
+	store, _, err := openForOps(ctx, getenv)
 	if err != nil {
 		return err
 	}
@@ -147,26 +151,22 @@ func formatInts(ns ...int64) []string {
 // runPrune deletes, once, the debit records that expired more than
 // GIFTD_PRUNE_MARGIN (or -margin) ago, as serve does in the background.
 func runPrune(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	margin, err := time.ParseDuration(or(getenv("GIFTD_PRUNE_MARGIN"), "24h"))
-	if err != nil || margin < 0 {
-		return &settingsError{"GIFTD_PRUNE_MARGIN", "must be a duration of at least 0 like 24h"}
-	}
-	fs := flag.NewFlagSet("prune", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.DurationVar(&margin, "margin", margin, "keep records until this long after their expiry")
-	batch := fs.Int("batch", ledger.DefaultPruneBatch, "rows deleted per statement")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if margin < 0 || *batch < 1 {
-		return errors.New("prune: -margin must not be negative, -batch at least 1")
-	}
-	store, err := openForOps(ctx, getenv)
+	store, s, err := openForOps(ctx, getenv)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	cutoff := time.Now().Add(-margin)
+	fs := flag.NewFlagSet("prune", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	margin := fs.Duration("margin", s.PruneMargin, "keep records until this long after their expiry (GIFTD_PRUNE_MARGIN)")
+	batch := fs.Int("batch", ledger.DefaultPruneBatch, "rows deleted per statement")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *margin < 0 || *batch < 1 {
+		return errors.New("prune: -margin must not be negative, -batch at least 1")
+	}
+	cutoff := time.Now().Add(-*margin)
 	n, err := store.PruneRequests(ctx, cutoff, *batch)
 	fmt.Fprintf(stdout, "pruned %d debit request records that expired before %s (the ledger is never pruned)\n",
 		n, cutoff.UTC().Format(time.RFC3339))
@@ -227,7 +227,7 @@ func runHealthcheck(ctx context.Context, args []string, getenv func(string) stri
 		return err
 	}
 	if *url == "" {
-		_, port, err := net.SplitHostPort(or(getenv("GIFTD_ADMIN_ADDR"), "127.0.0.1:8081"))
+		_, port, err := net.SplitHostPort(adminAddr(getenv))
 		if err != nil {
 			return &settingsError{"GIFTD_ADMIN_ADDR", "must be host:port or :port"}
 		}

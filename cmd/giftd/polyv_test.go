@@ -153,7 +153,7 @@ func TestServe_PolyvEndToEnd(t *testing.T) {
 func TestServe_PolyvURLParams(t *testing.T) {
 	s, err := readSettings(func(k string) string {
 		return map[string]string{"GIFTD_ADMIN_TOKEN": e2eToken, "GIFTD_LINKV_APPS": "a:s", "GIFTD_POLYV_URL_PARAMS": "zone, shop"}[k]
-	}, false)
+	})
 	if err != nil || !slices.Equal(s.PolyvURLParams, []string{"zone", "shop"}) {
 		t.Fatalf("readSettings: %v, %v; want [zone shop]", s.PolyvURLParams, err)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -10,6 +11,7 @@ import (
 
 	"giftd/internal/httpapi"
 	"giftd/internal/ledger"
+	"giftd/internal/platforms"
 	"giftd/internal/polyv"
 )
 
@@ -58,6 +60,8 @@ type settings struct {
 	// DatabaseURL). MigrateLockWait bounds the wait for the migration lock.
 	MigrateDatabaseURL string
 	MigrateLockWait    time.Duration
+	// Platforms are the platform API clients' settings (readPlatformAPIs).
+	Platforms platforms.Settings
 }
 
 // settingsError names the variable that is missing or wrong and the form it
@@ -66,72 +70,26 @@ type settingsError struct{ name, problem string }
 
 func (e *settingsError) Error() string { return e.name + ": " + e.problem }
 
-// readSettings reads every setting from getenv. With dev set, the admin
-// token and apps may be missing (giftd dev makes them up) and the token may
-// be short.
-func readSettings(getenv func(string) string, dev bool) (settings, error) {
-	s := settings{
-		DatabaseURL: getenv("DATABASE_URL"),
-		HTTPAddr:    or(getenv("GIFTD_HTTP_ADDR"), ":8080"),
-		AdminAddr:   or(getenv("GIFTD_ADMIN_ADDR"), "127.0.0.1:8081"),
-		AdminToken:  getenv("GIFTD_ADMIN_TOKEN"),
-		DebitPath:   or(getenv("GIFTD_DEBIT_PATH"), "/linkv/debit"),
-		LogFormat:   or(getenv("GIFTD_LOG_FORMAT"), "json"),
+// readSettings reads every setting from getenv, one concern at a time. The
+// database URL may be missing (serve requires it, giftd dev starts a server
+// of its own); everything else missing takes its default or is an error.
+func readSettings(getenv func(string) string) (settings, error) {
+	var s settings
+	for _, read := range []func(func(string) string, *settings) error{
+		readDatabase, readListeners, readLinkV, readPolyv, readEconomy, readPlatformAPIs,
+	} {
+		if err := read(getenv, &s); err != nil {
+			return settings{}, err
+		}
+	}
+	return s, nil
+}
 
-		PolyvQueryPath:  or(getenv("GIFTD_POLYV_QUERY_PATH"), "/polyv/points"),
-		PolyvUpdatePath: or(getenv("GIFTD_POLYV_UPDATE_PATH"), "/polyv/points/donate"),
-	}
+// readDatabase reads where the ledger is and how giftd uses it: the URLs,
+// migrations at start, the deadline of a debit, group commit and pruning.
+func readDatabase(getenv func(string) string, s *settings) error {
+	s.DatabaseURL = getenv("DATABASE_URL")
 	s.MigrateDatabaseURL = or(getenv("GIFTD_MIGRATE_DATABASE_URL"), s.DatabaseURL)
-	if dev {
-		s.HTTPAddr = or(getenv("GIFTD_HTTP_ADDR"), "127.0.0.1:8080")
-		s.LogFormat = or(getenv("GIFTD_LOG_FORMAT"), "text")
-	}
-	var err error
-	durations := []struct {
-		name, def string
-		min       time.Duration
-		dst       *time.Duration
-	}{
-		{"GIFTD_MAX_EXPIRY", "2400h", time.Second, &s.MaxExpiry},
-		{"GIFTD_NONCE_MAX_AGE", "0", 0, &s.NonceMaxAge},
-		{"GIFTD_DB_TIMEOUT", "2s", time.Millisecond, &s.DBTimeout},
-		{"GIFTD_SHUTDOWN_TIMEOUT", "15s", 0, &s.ShutdownTimeout},
-		{"GIFTD_HTTP_READ_TIMEOUT", "5s", 100 * time.Millisecond, &s.ReadTimeout},
-		{"GIFTD_HTTP_IDLE_TIMEOUT", "60s", time.Second, &s.IdleTimeout},
-		{"GIFTD_SHUTDOWN_DELAY", "0", 0, &s.ShutdownDelay},
-		{"GIFTD_PRUNE_INTERVAL", "10m", 0, &s.PruneInterval},
-		{"GIFTD_PRUNE_MARGIN", "24h", 0, &s.PruneMargin},
-		{"GIFTD_POLYV_MAX_SKEW", "5m", time.Second, &s.PolyvMaxSkew},
-		{"GIFTD_MIGRATE_LOCK_WAIT", ledger.DefaultMigrateLockWait.String(), time.Second, &s.MigrateLockWait},
-	}
-	for _, d := range durations {
-		v := or(getenv(d.name), d.def)
-		*d.dst, err = time.ParseDuration(v)
-		if err != nil || *d.dst < d.min {
-			return settings{}, &settingsError{d.name, fmt.Sprintf("must be a duration of at least %s like 2s or 2400h, got %q", d.min, v)}
-		}
-	}
-	for _, p := range []struct {
-		name string
-		dst  *[]netip.Prefix
-	}{{"GIFTD_ALLOWED_CIDRS", &s.AllowedCIDRs}, {"GIFTD_TRUSTED_PROXIES", &s.TrustedProxies}} {
-		if *p.dst, err = httpapi.ParsePrefixes(getenv(p.name)); err != nil {
-			return settings{}, &settingsError{p.name, err.Error() + "; want comma-separated CIDRs like 203.0.113.0/24"}
-		}
-	}
-	if s.PruneInterval != 0 && s.PruneInterval < 100*time.Millisecond {
-		return settings{}, &settingsError{"GIFTD_PRUNE_INTERVAL", fmt.Sprintf("must be 0 (off) or a duration of at least 100ms like 10m, got %q", getenv("GIFTD_PRUNE_INTERVAL"))}
-	}
-	s.TLSCert, s.TLSKey = getenv("GIFTD_TLS_CERT"), getenv("GIFTD_TLS_KEY")
-	if (s.TLSCert == "") != (s.TLSKey == "") {
-		return settings{}, &settingsError{"GIFTD_TLS_CERT", "GIFTD_TLS_CERT and GIFTD_TLS_KEY must be given together"}
-	}
-	if s.Batching, err = readBatching(getenv, s.DBTimeout); err != nil {
-		return settings{}, err
-	}
-	if s.Migrate, err = strconv.ParseBool(or(getenv("GIFTD_MIGRATE"), "true")); err != nil {
-		return settings{}, &settingsError{"GIFTD_MIGRATE", "must be true or false"}
-	}
 	for _, u := range []struct{ name, url string }{
 		{"DATABASE_URL", s.DatabaseURL}, {"GIFTD_MIGRATE_DATABASE_URL", s.MigrateDatabaseURL},
 	} {
@@ -139,41 +97,146 @@ func readSettings(getenv func(string) string, dev bool) (settings, error) {
 			continue
 		}
 		if err := ledger.CheckURL(u.url); err != nil {
-			return settings{}, &settingsError{u.name, err.Error()}
+			return &settingsError{u.name, err.Error()}
 		}
 	}
-	if s.LogFormat != "json" && s.LogFormat != "text" {
-		return settings{}, &settingsError{"GIFTD_LOG_FORMAT", "must be json or text"}
+	var err error
+	if s.Migrate, err = strconv.ParseBool(or(getenv("GIFTD_MIGRATE"), "true")); err != nil {
+		return &settingsError{"GIFTD_MIGRATE", "must be true or false"}
 	}
-	if !strings.HasPrefix(s.DebitPath, "/") || s.DebitPath == "/healthz" || s.DebitPath == "/readyz" ||
-		strings.ContainsAny(s.DebitPath, "{}*? ") {
-		return settings{}, &settingsError{"GIFTD_DEBIT_PATH", "must be a plain path starting with / other than /healthz and /readyz"}
+	err = durations(getenv, []durationSetting{
+		{"GIFTD_MIGRATE_LOCK_WAIT", ledger.DefaultMigrateLockWait.String(), time.Second, &s.MigrateLockWait},
+		{"GIFTD_DB_TIMEOUT", "2s", time.Millisecond, &s.DBTimeout},
+		{"GIFTD_PRUNE_INTERVAL", "10m", 0, &s.PruneInterval},
+		{"GIFTD_PRUNE_MARGIN", "24h", 0, &s.PruneMargin},
+	})
+	if err != nil {
+		return err
+	}
+	if s.PruneInterval != 0 && s.PruneInterval < 100*time.Millisecond {
+		return &settingsError{"GIFTD_PRUNE_INTERVAL", fmt.Sprintf("must be 0 (off) or a duration of at least 100ms like 10m, got %q", getenv("GIFTD_PRUNE_INTERVAL"))}
+	}
+	s.Batching, err = readBatching(getenv, s.DBTimeout)
+	return err
+}
+
+// requireDatabase is DATABASE_URL's error when s has none.
+func requireDatabase(s settings) error {
+	if s.DatabaseURL == "" {
+		return &settingsError{"DATABASE_URL", "required, a PostgreSQL URL like postgres://user:pass@host:5432/giftd"}
+	}
+	return nil
+}
+
+// readListeners reads the two listeners' settings: addresses, the admin
+// token, TLS, timeouts, who may call back, shutdown and the log format.
+func readListeners(getenv func(string) string, s *settings) error {
+	s.HTTPAddr = or(getenv("GIFTD_HTTP_ADDR"), ":8080")
+	s.AdminAddr = or(getenv("GIFTD_ADMIN_ADDR"), "127.0.0.1:8081")
+	s.AdminToken = getenv("GIFTD_ADMIN_TOKEN")
+	s.LogFormat = or(getenv("GIFTD_LOG_FORMAT"), "json")
+	err := durations(getenv, []durationSetting{
+		{"GIFTD_SHUTDOWN_TIMEOUT", "15s", 0, &s.ShutdownTimeout},
+		{"GIFTD_HTTP_READ_TIMEOUT", "5s", 100 * time.Millisecond, &s.ReadTimeout},
+		{"GIFTD_HTTP_IDLE_TIMEOUT", "60s", time.Second, &s.IdleTimeout},
+		{"GIFTD_SHUTDOWN_DELAY", "0", 0, &s.ShutdownDelay},
+	})
+	if err != nil {
+		return err
+	}
+	for _, p := range []struct {
+		name string
+		dst  *[]netip.Prefix
+	}{{"GIFTD_ALLOWED_CIDRS", &s.AllowedCIDRs}, {"GIFTD_TRUSTED_PROXIES", &s.TrustedProxies}} {
+		if *p.dst, err = httpapi.ParsePrefixes(getenv(p.name)); err != nil {
+			return &settingsError{p.name, err.Error() + "; want comma-separated CIDRs like 203.0.113.0/24"}
+		}
+	}
+	s.TLSCert, s.TLSKey = getenv("GIFTD_TLS_CERT"), getenv("GIFTD_TLS_KEY")
+	if (s.TLSCert == "") != (s.TLSKey == "") {
+		return &settingsError{"GIFTD_TLS_CERT", "GIFTD_TLS_CERT and GIFTD_TLS_KEY must be given together"}
+	}
+	if s.LogFormat != "json" && s.LogFormat != "text" {
+		return &settingsError{"GIFTD_LOG_FORMAT", "must be json or text"}
 	}
 	for name, addr := range map[string]string{"GIFTD_HTTP_ADDR": s.HTTPAddr, "GIFTD_ADMIN_ADDR": s.AdminAddr} {
 		if !strings.Contains(addr, ":") {
-			return settings{}, &settingsError{name, fmt.Sprintf("must be host:port or :port, got %q", addr)}
+			return &settingsError{name, fmt.Sprintf("must be host:port or :port, got %q", addr)}
 		}
 	}
 	if s.HTTPAddr == s.AdminAddr {
-		return settings{}, &settingsError{"GIFTD_ADMIN_ADDR", "must differ from GIFTD_HTTP_ADDR"}
+		return &settingsError{"GIFTD_ADMIN_ADDR", "must differ from GIFTD_HTTP_ADDR"}
 	}
-	if apps := getenv("GIFTD_LINKV_APPS"); apps != "" || !dev {
-		if s.LinkVApps, err = parseApps(apps); err != nil {
-			return settings{}, &settingsError{"GIFTD_LINKV_APPS", err.Error()}
+	if len(s.AdminToken) < 16 {
+		return &settingsError{"GIFTD_ADMIN_TOKEN", "required, at least 16 characters"}
+	}
+	return nil
+}
+
+// readLinkV reads LinkV's callback settings: its apps, path and time rules.
+func readLinkV(getenv func(string) string, s *settings) error {
+	s.DebitPath = or(getenv("GIFTD_DEBIT_PATH"), "/linkv/debit")
+	err := durations(getenv, []durationSetting{
+		{"GIFTD_MAX_EXPIRY", "2400h", time.Second, &s.MaxExpiry},
+		{"GIFTD_NONCE_MAX_AGE", "0", 0, &s.NonceMaxAge},
+	})
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(s.DebitPath, "/") || s.DebitPath == "/healthz" || s.DebitPath == "/readyz" ||
+		strings.ContainsAny(s.DebitPath, "{}*? ") {
+		return &settingsError{"GIFTD_DEBIT_PATH", "must be a plain path starting with / other than /healthz and /readyz"}
+	}
+	if s.LinkVApps, err = parseApps(getenv("GIFTD_LINKV_APPS")); err != nil {
+		return &settingsError{"GIFTD_LINKV_APPS", err.Error()}
+	}
+	return nil
+}
+
+// durationSetting is one duration variable: its default and least value.
+type durationSetting struct {
+	name, def string
+	min       time.Duration
+	dst       *time.Duration
+}
+
+// durations reads each of ds into its dst.
+func durations(getenv func(string) string, ds []durationSetting) error {
+	for _, d := range ds {
+		v := or(getenv(d.name), d.def)
+		var err error
+		*d.dst, err = time.ParseDuration(v)
+		if err != nil || *d.dst < d.min {
+			return &settingsError{d.name, fmt.Sprintf("must be a duration of at least %s like 2s or 2400h, got %q", d.min, v)}
 		}
 	}
-	if err := readPolyv(getenv, dev, &s); err != nil {
-		return settings{}, err
+	return nil
+}
+
+// devEnv is getenv with giftd dev's defaults under it: loopback listeners,
+// text logs, and an app of each platform and an admin token made up when
+// none is configured. Only what it made up is in shown, to be printed;
+// configured credentials stay secret.
+func devEnv(getenv func(string) string) (env func(string) string, shown devCredentials) {
+	defaults := map[string]string{"GIFTD_HTTP_ADDR": "127.0.0.1:8080", "GIFTD_LOG_FORMAT": "text"}
+	if getenv("GIFTD_LINKV_APPS") == "" {
+		shown.apps = devAppID + ":" + randomHex(16)
+		defaults["GIFTD_LINKV_APPS"] = shown.apps
 	}
-	if s.Economy, err = readEconomy(getenv); err != nil {
-		return settings{}, err
+	if getenv("GIFTD_POLYV_APPS") == "" {
+		shown.polyvApps = devPolyvAppID + ":" + randomHex(16)
+		defaults["GIFTD_POLYV_APPS"] = shown.polyvApps
 	}
-	if s.AdminToken != "" || !dev {
-		if len(s.AdminToken) < 16 {
-			return settings{}, &settingsError{"GIFTD_ADMIN_TOKEN", "required, at least 16 characters"}
-		}
+	if getenv("GIFTD_ADMIN_TOKEN") == "" {
+		shown.token = randomHex(16)
+		defaults["GIFTD_ADMIN_TOKEN"] = shown.token
 	}
-	return s, nil
+	return func(name string) string { return or(getenv(name), defaults[name]) }, shown
+}
+
+// adminAddr reads GIFTD_ADMIN_ADDR alone, for giftd healthcheck.
+func adminAddr(getenv func(string) string) string {
+	return or(getenv("GIFTD_ADMIN_ADDR"), "127.0.0.1:8081")
 }
 
 // readBatching reads the group-commit settings; a batch is bounded by the
@@ -209,9 +272,15 @@ func readBatching(getenv func(string) string, timeout time.Duration) (ledger.Bat
 }
 
 // readPolyv reads Polyv's settings into s. Polyv is on when GIFTD_POLYV_APPS
-// is set (giftd dev makes an app up otherwise); then its two paths must
-// differ from each other and from the public listener's other routes.
-func readPolyv(getenv func(string) string, dev bool, s *settings) error {
+// is set; then its two paths must differ from each other and from the
+// public listener's other routes.
+func readPolyv(getenv func(string) string, s *settings) error {
+	s.PolyvQueryPath = or(getenv("GIFTD_POLYV_QUERY_PATH"), "/polyv/points")
+	s.PolyvUpdatePath = or(getenv("GIFTD_POLYV_UPDATE_PATH"), "/polyv/points/donate")
+	err := durations(getenv, []durationSetting{{"GIFTD_POLYV_MAX_SKEW", "5m", time.Second, &s.PolyvMaxSkew}})
+	if err != nil {
+		return err
+	}
 	if apps := getenv("GIFTD_POLYV_APPS"); apps != "" {
 		var err error
 		if s.PolyvApps, err = parseApps(apps); err != nil {
@@ -242,7 +311,7 @@ func readPolyv(getenv func(string) string, dev bool, s *settings) error {
 		if !strings.HasPrefix(p.path, "/") || strings.ContainsAny(p.path, "{}*? ") {
 			return &settingsError{p.name, fmt.Sprintf("must be a plain path starting with /, got %q", p.path)}
 		}
-		if (s.PolyvApps != nil || dev) && slices.Contains(taken, p.path) {
+		if s.PolyvApps != nil && slices.Contains(taken, p.path) {
 			return &settingsError{p.name, fmt.Sprintf("must differ from /healthz, /readyz, GIFTD_DEBIT_PATH and the other Polyv path, got %q", p.path)}
 		}
 		taken = append(taken, p.path)
@@ -253,7 +322,7 @@ func readPolyv(getenv func(string) string, dev bool, s *settings) error {
 // readEconomy reads the settings of the receiving side of gifts
 // (docs/economy.md): GIFTD_EARNINGS (on or off), GIFTD_PRICE_CHECK (off or
 // enforce) and GIFTD_DEFAULT_SHARE_BP (0-10000).
-func readEconomy(getenv func(string) string) (ledger.Economy, error) {
+func readEconomy(getenv func(string) string, s *settings) error {
 	e := ledger.DefaultEconomy()
 	switch v := or(getenv("GIFTD_EARNINGS"), "on"); v {
 	case "on":
@@ -261,7 +330,7 @@ func readEconomy(getenv func(string) string) (ledger.Economy, error) {
 	case "off":
 		e.Earnings = false
 	default:
-		return e, &settingsError{"GIFTD_EARNINGS", fmt.Sprintf("must be on or off, got %q", v)}
+		return &settingsError{"GIFTD_EARNINGS", fmt.Sprintf("must be on or off, got %q", v)}
 	}
 	switch v := or(getenv("GIFTD_PRICE_CHECK"), "off"); v {
 	case "off":
@@ -269,15 +338,40 @@ func readEconomy(getenv func(string) string) (ledger.Economy, error) {
 	case "enforce":
 		e.PriceCheck = true
 	default:
-		return e, &settingsError{"GIFTD_PRICE_CHECK", fmt.Sprintf("must be off or enforce, got %q", v)}
+		return &settingsError{"GIFTD_PRICE_CHECK", fmt.Sprintf("must be off or enforce, got %q", v)}
 	}
 	raw := or(getenv("GIFTD_DEFAULT_SHARE_BP"), "0")
 	n, err := strconv.Atoi(raw)
 	if err != nil || n < 0 || n > ledger.MaxShareBP {
-		return e, &settingsError{"GIFTD_DEFAULT_SHARE_BP", fmt.Sprintf("must be an integer from 0 to %d (basis points: 5000 is half), got %q", ledger.MaxShareBP, raw)}
+		return &settingsError{"GIFTD_DEFAULT_SHARE_BP", fmt.Sprintf("must be an integer from 0 to %d (basis points: 5000 is half), got %q", ledger.MaxShareBP, raw)}
 	}
 	e.DefaultShareBP = n
-	return e, nil
+	s.Economy = e
+	return nil
+}
+
+// readPlatformAPIs reads the settings of giftd's clients of LinkV's and
+// Polyv's server APIs (docs/platform-apis.md): GIFTD_LINKV_API_URL,
+// GIFTD_LINKV_API_APP, GIFTD_POLYV_API_URL, GIFTD_POLYV_API_APP,
+// GIFTD_PLATFORM_API_TIMEOUT, GIFTD_PLATFORM_API_ATTEMPTS and
+// GIFTD_PUBLIC_URL. platforms.ReadSettings reads them, the one place
+// giftd-platform reads them too.
+func readPlatformAPIs(getenv func(string) string, s *settings) error {
+	p, err := platforms.ReadSettings(getenv)
+	var se *platforms.SettingError
+	if errors.As(err, &se) {
+		return &settingsError{se.Name, se.Problem}
+	}
+	if err != nil {
+		return err
+	}
+	// The registered callback URLs follow the paths serve really uses.
+	if p.PolyvQueryURL != "" {
+		pub := strings.TrimSuffix(getenv("GIFTD_PUBLIC_URL"), "/")
+		p.PolyvQueryURL, p.PolyvUpdateURL = pub+s.PolyvQueryPath, pub+s.PolyvUpdatePath
+	}
+	s.Platforms = p
+	return nil
 }
 
 // parseApps reads "app1:secret1,app1:secret2,app2:secret3".

@@ -44,12 +44,12 @@ func TestParseFields_QueryAndBodyTogetherRepeatsRefused(t *testing.T) {
 func TestParseSign_ThirtyTwoHexDigitsEitherCase(t *testing.T) {
 	sum := md5.Sum([]byte("x"))
 	for sign, ok := range map[string]bool{
-		"9dd4e461268c8034f5c8564e155c67a6": true,
-		"9DD4E461268C8034F5C8564E155C67A6": true,
-		"9dd4e461268c8034f5c8564e155c67a":  false,
+		"9dd4e461268c8034f5c8564e155c67a6":  true,
+		"9DD4E461268C8034F5C8564E155C67A6":  true,
+		"9dd4e461268c8034f5c8564e155c67a":   false,
 		"9dd4e461268c8034f5c8564e155c67a6 ": false,
-		"0e123456789012345678901234567890": false, // hex, but another sum
-		"9dd4e461268c8034f5c8564e155c67ag": false,
+		"0e123456789012345678901234567890":  false, // hex, but another sum
+		"9dd4e461268c8034f5c8564e155c67ag":  false,
 	} {
 		s, parsed := ParseSign(sign)
 		if got := parsed && s.Matches(sum) == 1; got != ok {

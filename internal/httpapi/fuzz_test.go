@@ -22,19 +22,23 @@ import (
 )
 
 // adminRoutes are the admin routes FuzzAdminAPI drives: the method, and the
-// path around the fuzzed segment.
-var adminRoutes = []struct{ method, before, after string }{
-	{http.MethodPost, "/admin/v1/wallets/", "/topups"},
-	{http.MethodGet, "/admin/v1/wallets/", ""},
-	{http.MethodGet, "/admin/v1/wallets/", "/ledger"}, // the fuzzed body is its query string
-	{http.MethodPost, "/admin/v1/debits/", "/reversal"},
+// path around the fuzzed segment; query: the fuzzed body is the query string.
+var adminRoutes = []struct {
+	method, before, after string
+	query                 bool
+}{
+	{http.MethodPost, "/admin/v1/wallets/", "/topups", false},
+	{http.MethodGet, "/admin/v1/wallets/", "", false},
+	{http.MethodGet, "/admin/v1/wallets/", "/ledger", true},
+	{http.MethodPost, "/admin/v1/debits/", "/reversal", false},
+	{http.MethodGet, "/admin/v1/debits/", "", true},
 }
 
 // FuzzAdminAPI drives the real admin handler, on a real PostgreSQL, with
 // fuzzed path segments and JSON bodies for top-ups, wallet reads, ledger
-// pages and reversals. Property: nothing an operator sends gets a 500
-// while the database is up, and every answer is JSON, a 4xx with spec §6's
-// error body.
+// pages, reversals and debit look-ups. Property: nothing an operator sends
+// gets a 500 while the database is up, and every answer is JSON, a 4xx with
+// spec §6's error body.
 func FuzzAdminAPI(f *testing.F) {
 	for _, s := range []struct {
 		route     uint8
@@ -68,6 +72,11 @@ func FuzzAdminAPI(f *testing.F) {
 		{3, "r1", `{"app_id":"app\u0000","idempotency_key":"rk"}`},
 		{3, "r1", `{"platform":"polyv\u0000","app_id":"app","idempotency_key":"rk"}`},
 		{3, "r1", `{"app_id":"app","idempotency_key":"rk2","note":"` + strings.Repeat("\\u0000", 100) + `"}`},
+		{4, "r1", "app_id=app"},
+		{4, "r1", "app_id=app&platform=polyv"},
+		{4, "r%00", "app_id=app%00&platform=x"},
+		{4, "r1", "app_id=%ff"},
+		{4, "r1", ""},
 	} {
 		f.Add(s.route, s.seg, s.body)
 	}
@@ -97,7 +106,7 @@ func FuzzAdminAPI(f *testing.F) {
 	f.Fuzz(func(t *testing.T, route uint8, seg, body string) {
 		rt := adminRoutes[int(route)%len(adminRoutes)]
 		target := rt.before + seg + rt.after
-		if rt.after == "/ledger" {
+		if rt.query {
 			target += "?" + body
 		}
 		// What a server could have read from a request line: no spaces or

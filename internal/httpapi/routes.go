@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"giftd/internal/console"
 	"giftd/internal/ledger"
 )
 
@@ -29,6 +30,9 @@ type Deps struct {
 	// Gatherer serves /metrics.
 	Gatherer prometheus.Gatherer
 	Log      *slog.Logger
+	// Platforms are the platform API clients of the admin API's platform
+	// routes; a nil client answers 503.
+	Platforms Platforms
 }
 
 // Callback is one route of a partner platform's callback on the public
@@ -66,14 +70,23 @@ func NewAdmin(d Deps) http.Handler {
 	r.Get("/readyz", handleReadyz(d.readiness()))
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{}))
 	r.Get("/openapi.json", handleOpenAPI(d.Callbacks))
+	r.Mount("/console", console.Handler()) // the operator console: static files that call /admin/
 	r.Route("/admin", func(r chi.Router) {
 		r.Use(requireToken(d.AdminToken), limitBody(64<<10))
 		r.MethodNotAllowed(methodNotAllowed(r))
 		r.Post("/v1/wallets/{user_id}/topups", handleTopUp(d.Store, d.Log, d.Metrics))
 		r.Get("/v1/wallets/{user_id}", handleWallet(d.Store, d.Log))
 		r.Get("/v1/wallets/{user_id}/ledger", handleLedger(d.Store, d.Log))
+		r.Get("/v1/debits/{request_id}", handleDebit(d.Store, d.Log))
 		r.Post("/v1/debits/{request_id}/reversal", handleReversal(d.Store, d.Log, d.Metrics))
 		r.Get("/v1/audit", handleAudit(d.Store, d.Log))
+		r.Get("/v1/stats", handleStats(d.Gatherer, d.readiness(), d.Callbacks))
+		// giftd as the platforms' client (platforms.go, docs/platform-apis.md).
+		r.Post("/v1/linkv/accounts/{user_id}", handleLinkAccount(d.Store, d.Platforms, d.Log))
+		r.Get("/v1/linkv/accounts/{user_id}", handleLinkedAccount(d.Store, d.Platforms, d.Log))
+		r.Post("/v1/linkv/wallet-moves", handleWalletMoves(d.Store, d.Platforms, d.Log))
+		r.Get("/v1/linkv/wallet-moves/{user_id}", handleWalletMove(d.Store, d.Platforms, d.Log))
+		r.Post("/v1/polyv/donation-settings", handlePolyvDonations(d.Platforms, d.Log))
 		// The economy (docs/economy.md).
 		r.Get("/v1/gifts", handleGifts(d.Store, d.Log))
 		r.Post("/v1/gifts/{platform}", handleCreateGift(d.Store, d.Log))

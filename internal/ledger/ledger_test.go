@@ -403,3 +403,78 @@ func TestEntries_PagesNewestFirst(t *testing.T) {
 		t.Errorf("ghost: err = %v, want ErrNotFound", err)
 	}
 }
+
+func TestFindDebit_RecordEntryAndReversal(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	topUp(t, s, "u1", 100)
+	d := debit("a", "u1", 30)
+	if _, err := s.Debit(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.FindDebit(ctx, d.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Key != d.Key || v.Record == nil || v.Record.Status != ledger.Debited || v.Record.Gold != 30 ||
+		v.Record.Balance != 70 || v.Record.UserID != "u1" {
+		t.Fatalf("record = %+v", v.Record)
+	}
+	if v.Entry == nil || v.Entry.Kind != "debit" || v.Entry.Amount != -30 || v.Record.EntryID == nil ||
+		*v.Record.EntryID != v.Entry.ID || string(v.Entry.Details) != `{"gift_id": "1"}` {
+		t.Fatalf("entry = %+v", v.Entry)
+	}
+	if v.Reversal != nil {
+		t.Fatalf("reversal before any: %+v", v.Reversal)
+	}
+
+	rev, err := s.Reverse(ctx, ledger.Reversal{Debit: d.Key, Key: "rev1", Note: "gift lost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err = s.FindDebit(ctx, d.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Reversal == nil || v.Reversal.ID != rev.EntryID || v.Reversal.Amount != 30 || *v.Reversal.Reverses != v.Entry.ID {
+		t.Fatalf("reversal = %+v", v.Reversal)
+	}
+
+	// A 402 has a record and no entry.
+	poor := debit("b", "u1", 1_000_000)
+	if _, err := s.Debit(ctx, poor); err != nil {
+		t.Fatal(err)
+	}
+	v, err = s.FindDebit(ctx, poor.Key)
+	if err != nil || v.Record == nil || v.Record.Status != ledger.Insufficient || v.Record.EntryID != nil || v.Entry != nil {
+		t.Fatalf("402: %+v, %v", v, err)
+	}
+
+	// The same request id under another app or platform is another debit.
+	for _, k := range []ledger.DebitKey{
+		{Platform: "linkv", AppID: "other", RequestID: "a"},
+		{Platform: "polyv", AppID: "app", RequestID: "a"},
+		{Platform: "linkv", AppID: "app", RequestID: "never"},
+	} {
+		if _, err := s.FindDebit(ctx, k); !errors.Is(err, ledger.ErrNotFound) {
+			t.Errorf("%s: err = %v, want ErrNotFound", k, err)
+		}
+	}
+}
+
+func TestFindDebit_EntryOutlivesPrunedRecord(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	topUp(t, s, "u1", 100)
+	d := debit("a", "u1", 30)
+	if _, err := s.Debit(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pool().Exec(ctx, `DELETE FROM debit_requests`); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.FindDebit(ctx, d.Key)
+	if err != nil || v.Record != nil || v.Entry == nil || v.Entry.Amount != -30 {
+		t.Fatalf("after pruning: %+v, %v", v, err)
+	}
+}

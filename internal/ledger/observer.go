@@ -10,8 +10,10 @@ const (
 	OpReversal = "reversal"
 	OpWallet   = "wallet"
 	OpEntries  = "entries"
-	OpAudit    = "audit"
-	OpPrune    = "prune"
+	// OpFindDebit is FindDebit, an operator looking a debit up.
+	OpFindDebit = "find_debit"
+	OpAudit     = "audit"
+	OpPrune     = "prune"
 	// The economy's operations (docs/economy.md).
 	OpCatalogue = "catalogue"
 	OpEarnings  = "earnings"
@@ -21,7 +23,7 @@ const (
 // Ops returns every operation an Observer may be told about, so that a
 // metric can show each one at zero before it first happens.
 func Ops() []string {
-	return []string{OpDebit, OpTopUp, OpReversal, OpWallet, OpEntries, OpAudit, OpPrune, OpCatalogue, OpEarnings, OpPayout}
+	return []string{OpDebit, OpTopUp, OpReversal, OpWallet, OpEntries, OpFindDebit, OpAudit, OpPrune, OpCatalogue, OpEarnings, OpPayout}
 }
 
 // Observer is told how long one Store operation took, whatever its result.

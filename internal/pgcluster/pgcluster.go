@@ -9,14 +9,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,17 +30,9 @@ var ErrNoBinaries = errors.New("no PostgreSQL server binaries found")
 
 // Options configures Start.
 type Options struct {
-	// Dir is the parent of the data folder (Dir/data); the server log and the
-	// unix socket go there too. A data folder already initialised there is
-	// reused. Empty means a fresh temporary folder, removed by Stop.
-	Dir string
 	// Settings are extra server settings, each "name=value", passed to the
 	// server as -c name=value (e.g. "fsync=off").
 	Settings []string
-	// Log receives the output of initdb and pg_ctl; nil discards it. The
-	// server's own log always goes to server.log in the folder, and its tail
-	// is part of every error Start returns after the server was asked to start.
-	Log io.Writer
 }
 
 // A Cluster is a running throwaway PostgreSQL server. Stop it with Stop.
@@ -51,36 +41,29 @@ type Cluster struct {
 	// postgres://postgres@127.0.0.1:PORT/postgres?sslmode=disable.
 	URL string
 
-	binDir    string
-	dir       string // parent of the data folder
-	dataDir   string
-	socketDir string
-	logPath   string
-	port      int
-	opts      string // the server options it was started with, for Restart
-	log       io.Writer
+	binDir  string
+	dir     string // a temporary folder: the data folder, the log and the socket; Stop removes it
+	dataDir string
+	logPath string
+	port    int
+	opts    string // the server options it was started with, for Restart
 
-	removeDir       bool // Start made dir, so Stop removes it
-	removeSocketDir bool // Start made socketDir apart from dir
-
-	// osUser runs initdb and pg_ctl when we are root, through runuser or su.
-	osUser  string
-	runuser string
-	su      string
+	// asUser runs the PostgreSQL programs as the OS user postgres when we
+	// are root (PostgreSQL refuses to run as root); nil: as ourselves.
+	asUser *syscall.Credential
 
 	stopOnce sync.Once
 	stopErr  error
 }
 
 const (
-	// maxSocketDir keeps "<dir>/.s.PGSQL.65535.lock" within the 107 bytes a
-	// unix socket path may have.
-	maxSocketDir = 80
-	startTries   = 5
+	// maxTempBase keeps "<base>/pgcNNNNNNNNNN/.s.PGSQL.65535.lock" within the
+	// 107 bytes a unix socket path may have.
+	maxTempBase = 60
+	startTries  = 5
 )
 
-// Start initialises a data folder (unless opts.Dir already holds one), starts
-// a server on a free port of 127.0.0.1 and checks that it accepts a
+// Start initialises a data folder in a new temporary folder, starts a server on a free port of 127.0.0.1 and checks that it accepts a
 // connection. When run as root it runs the server as the OS user postgres,
 // since PostgreSQL refuses to run as root. ctx bounds Start only: once Start
 // returns, the server runs until Stop. On failure Start stops the server and
@@ -113,8 +96,7 @@ func StartStandby(ctx context.Context, primary *Cluster, name, upstream string, 
 	})
 }
 
-// launch starts a server on a data folder that makeData fills unless
-// opts.Dir already holds one (see Start).
+// launch starts a server on a data folder that makeData fills.
 func launch(ctx context.Context, opts Options, makeData func(*Cluster, context.Context) error) (_ *Cluster, err error) {
 	binDir, err := FindBinaries()
 	if err != nil {
@@ -125,8 +107,8 @@ func launch(ctx context.Context, opts Options, makeData func(*Cluster, context.C
 			return nil, fmt.Errorf("pgcluster: setting %q: want name=value", s)
 		}
 	}
-	c := &Cluster{binDir: binDir, log: opts.Log}
-	if err := c.chooseOSUser(); err != nil {
+	c := &Cluster{binDir: binDir}
+	if c.asUser, err = osUser(); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -134,17 +116,11 @@ func launch(ctx context.Context, opts Options, makeData func(*Cluster, context.C
 			err = errors.Join(err, c.Stop())
 		}
 	}()
-	if err := c.makeDirs(opts.Dir); err != nil {
+	if err := c.makeDir(); err != nil {
 		return nil, err
 	}
-	if err := c.ownDirs(); err != nil {
+	if err := makeData(c, ctx); err != nil {
 		return nil, err
-	}
-	// A data folder made by an earlier start on the same Dir is reused.
-	if _, err := os.Stat(filepath.Join(c.dataDir, "PG_VERSION")); err != nil {
-		if err := makeData(c, ctx); err != nil {
-			return nil, err
-		}
 	}
 	if err := c.start(ctx, opts.Settings); err != nil {
 		return nil, err
@@ -156,7 +132,7 @@ func launch(ctx context.Context, opts Options, makeData func(*Cluster, context.C
 }
 
 // Stop stops the server (pg_ctl stop -m fast, then -m immediate, then
-// SIGKILL to the postmaster), and removes the folder if Start made it. It
+// SIGKILL to the postmaster), and removes its folder. It
 // waits at most about a minute, whatever any context says, so a process can
 // call it on its way out. Calling it again returns the first call's error.
 func (c *Cluster) Stop() error {
@@ -175,12 +151,7 @@ func (c *Cluster) stop() error {
 			}
 		}
 	}
-	if c.removeSocketDir {
-		if err := os.RemoveAll(c.socketDir); err != nil {
-			errs = append(errs, fmt.Errorf("pgcluster: remove socket folder: %w", err))
-		}
-	}
-	if c.removeDir {
+	if c.dir != "" {
 		if err := os.RemoveAll(c.dir); err != nil {
 			errs = append(errs, fmt.Errorf("pgcluster: remove folder: %w", err))
 		}
@@ -294,138 +265,46 @@ func isExecutable(path string) bool {
 	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }
 
-// chooseOSUser decides how initdb and pg_ctl run: directly, or as the OS
-// user postgres when we are root.
-func (c *Cluster) chooseOSUser() error {
+// osUser is the OS user postgres's credential when we are root, since
+// PostgreSQL refuses to run as root; nil otherwise.
+func osUser() (*syscall.Credential, error) {
 	if os.Geteuid() != 0 {
-		return nil
+		return nil, nil
 	}
-	if _, err := user.Lookup("postgres"); err != nil {
-		return fmt.Errorf("pgcluster: running as root, and PostgreSQL refuses to run as root, "+
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("pgcluster: running as root, and PostgreSQL refuses to run as root, "+
 			"but there is no OS user postgres to run it as (create one, or run as another user): %w", err)
 	}
-	c.osUser = "postgres"
-	if p, err := exec.LookPath("runuser"); err == nil {
-		c.runuser = p
-		return nil
-	}
-	p, err := exec.LookPath("su")
-	if err != nil {
-		return fmt.Errorf("pgcluster: running as root, need runuser or su to run PostgreSQL as postgres: %w", err)
-	}
-	c.su = p
-	return nil
-}
-
-// makeDirs makes the folder (a short temporary one unless dir is given) and,
-// if the folder's path is too long for a unix socket, a short socket folder.
-func (c *Cluster) makeDirs(dir string) error {
-	if dir == "" {
-		d, err := os.MkdirTemp(shortTempBase(), "pgc")
-		if err != nil {
-			return fmt.Errorf("pgcluster: make temporary folder: %w", err)
-		}
-		c.dir, c.removeDir = d, true
-	} else {
-		d, err := filepath.Abs(dir)
-		if err != nil {
-			return fmt.Errorf("pgcluster: folder %q: %w", dir, err)
-		}
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return fmt.Errorf("pgcluster: make folder: %w", err)
-		}
-		c.dir = d
-	}
-	c.dataDir = filepath.Join(c.dir, "data")
-	c.logPath = filepath.Join(c.dir, "server.log")
-	c.socketDir = c.dir
-	if len(c.socketDir) > maxSocketDir {
-		d, err := os.MkdirTemp(shortTempBase(), "pgs")
-		if err != nil {
-			return fmt.Errorf("pgcluster: make socket folder: %w", err)
-		}
-		c.socketDir, c.removeSocketDir = d, true
-	}
-	return nil
-}
-
-// shortTempBase is os.TempDir unless that is too long to hold a socket.
-func shortTempBase() string {
-	if base := os.TempDir(); len(base) <= maxSocketDir-20 {
-		return base
-	}
-	return "/tmp"
-}
-
-// ownDirs hands the folders to the OS user postgres when we are root: the
-// temporary folders are 0700, and the server must create its data folder,
-// log and socket inside them.
-func (c *Cluster) ownDirs() error {
-	if c.osUser == "" {
-		return nil
-	}
-	u, err := user.Lookup(c.osUser)
-	if err != nil {
-		return fmt.Errorf("pgcluster: look up OS user %s: %w", c.osUser, err)
-	}
-	uid, err1 := strconv.Atoi(u.Uid)
-	gid, err2 := strconv.Atoi(u.Gid)
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
 	if err := errors.Join(err1, err2); err != nil {
-		return fmt.Errorf("pgcluster: OS user %s: %w", c.osUser, err)
+		return nil, fmt.Errorf("pgcluster: OS user postgres: %w", err)
 	}
-	for _, dir := range []string{c.dir, c.socketDir} {
-		if err := checkReachable(dir, u); err != nil {
-			return err
-		}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+// makeDir makes the cluster's temporary folder, short enough to hold the
+// server's unix socket, and owned by the user the server runs as. As root
+// it is made under /tmp, which every user can enter.
+func (c *Cluster) makeDir() error {
+	base := os.TempDir()
+	if c.asUser != nil || len(base) > maxTempBase {
+		base = "/tmp"
 	}
-	for _, root := range []string{c.dir, c.socketDir} {
-		err := filepath.WalkDir(root, func(path string, _ fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			return os.Lchown(path, uid, gid)
-		})
-		if err != nil {
-			return fmt.Errorf("pgcluster: give %s to OS user %s: %w", root, c.osUser, err)
+	d, err := os.MkdirTemp(base, "pgc")
+	if err != nil {
+		return fmt.Errorf("pgcluster: make temporary folder: %w", err)
+	}
+	c.dir = d
+	c.dataDir = filepath.Join(d, "data")
+	c.logPath = filepath.Join(d, "server.log")
+	if c.asUser != nil {
+		if err := os.Chown(d, int(c.asUser.Uid), int(c.asUser.Gid)); err != nil {
+			return fmt.Errorf("pgcluster: give %s to OS user postgres: %w", d, err)
 		}
 	}
 	return nil
-}
-
-// checkReachable tells, before initdb says only "Permission denied", that
-// an ancestor of dir keeps the OS user u out.
-func checkReachable(dir string, u *user.User) error {
-	groups, _ := u.GroupIds() // without the list, only the primary group counts
-	groups = append(groups, u.Gid)
-	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
-		fi, err := os.Stat(d)
-		if err != nil {
-			return fmt.Errorf("pgcluster: %w", err)
-		}
-		st, ok := fi.Sys().(*syscall.Stat_t)
-		perm := fi.Mode().Perm()
-		switch {
-		case !ok, perm&0o001 != 0:
-		case strconv.Itoa(int(st.Uid)) == u.Uid:
-			if perm&0o100 == 0 {
-				return unreachable(dir, d, u)
-			}
-		case slices.Contains(groups, strconv.Itoa(int(st.Gid))):
-			if perm&0o010 == 0 {
-				return unreachable(dir, d, u)
-			}
-		default:
-			return unreachable(dir, d, u)
-		}
-		if d == filepath.Dir(d) {
-			return nil
-		}
-	}
-}
-
-func unreachable(dir, blocker string, u *user.User) error {
-	return fmt.Errorf("pgcluster: the server runs as OS user %s, which cannot enter %s to reach %s: "+
-		"choose a folder it can reach, or leave Dir empty for a temporary one", u.Username, blocker, dir)
 }
 
 func (c *Cluster) initdb(ctx context.Context) error {
@@ -469,7 +348,7 @@ func (c *Cluster) start(ctx context.Context, settings []string) error {
 		opts := []string{
 			"-p", strconv.Itoa(c.port),
 			"-c", "listen_addresses=127.0.0.1",
-			"-k", shellQuote(c.socketDir),
+			"-k", shellQuote(c.dir),
 			"-c", "max_connections=200",
 		}
 		for _, s := range settings {
@@ -568,25 +447,12 @@ func lastLines(b []byte, n int) string {
 
 // command returns a command running the PostgreSQL program name, as the OS
 // user postgres when we are root. It runs in its own process group so that
-// cancelling ctx kills the program and not only runuser or su.
+// cancelling ctx kills the program and whatever it started.
 func (c *Cluster) command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	argv := append([]string{c.program(name)}, args...)
-	var cmd *exec.Cmd
-	switch {
-	case c.runuser != "":
-		cmd = exec.CommandContext(ctx, c.runuser, append([]string{"-u", c.osUser, "--"}, argv...)...)
-	case c.su != "":
-		quoted := make([]string, len(argv))
-		for i, a := range argv {
-			quoted[i] = shellQuote(a)
-		}
-		cmd = exec.CommandContext(ctx, c.su, c.osUser, "-s", "/bin/sh", "-c", "exec "+strings.Join(quoted, " "))
-	default:
-		cmd = exec.CommandContext(ctx, argv[0], argv[1:]...)
-	}
+	cmd := exec.CommandContext(ctx, c.program(name), args...)
 	// The postgres user may not be able to enter our working folder.
 	cmd.Dir = c.dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: c.asUser}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	return cmd
@@ -608,16 +474,11 @@ func (c *Cluster) program(name string) string {
 	return path
 }
 
-// run runs a PostgreSQL program, copying its output to the Log writer; its
-// error includes the end of that output.
+// run runs a PostgreSQL program; its error includes the end of its output.
 func (c *Cluster) run(ctx context.Context, name string, args ...string) error {
 	var out bytes.Buffer
-	w := io.Writer(&out)
-	if c.log != nil {
-		w = io.MultiWriter(&out, c.log)
-	}
 	cmd := c.command(ctx, name, args...)
-	cmd.Stdout, cmd.Stderr = w, w
+	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
 		msg := fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err)
 		if out.Len() > 0 {
@@ -628,7 +489,7 @@ func (c *Cluster) run(ctx context.Context, name string, args ...string) error {
 	return nil
 }
 
-// shellQuote quotes s for /bin/sh, which pg_ctl -o and su -c go through.
+// shellQuote quotes s for /bin/sh, which pg_ctl -o goes through.
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -1,0 +1,344 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"image/png"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+
+	"giftd/internal/linkv"
+	"giftd/internal/pgtest"
+)
+
+var updateScreenshots = flag.Bool("update-screenshots", false,
+	"write the console test's screenshots to docs/console/")
+
+// chromium finds the browser for the console tests: GIFTD_CHROMIUM, or
+// Debian's chromium. Without one the test is skipped, saying so, except
+// under CI, where it fails: a green CI must have driven a real browser.
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{os.Getenv("GIFTD_CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"} {
+		if p == "" {
+			continue
+		}
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("no Chromium (set GIFTD_CHROMIUM or apt-get install chromium; .ci/run installs it)")
+	}
+	t.Skip("no Chromium: apt-get install chromium, or set GIFTD_CHROMIUM")
+	return ""
+}
+
+// browser starts a headless Chromium with a fresh profile, with the flags a
+// closed network needs (no background connections), and returns a tab.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	path := chromium(t)
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(path), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 800))
+	ctx, cancelTab := chromedp.NewContext(alloc)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 2*time.Minute)
+	t.Cleanup(func() { cancelTimeout(); cancelTab(); cancelAlloc() })
+	return ctx
+}
+
+// page is a console tab under test: its actions fail the test.
+type page struct {
+	t   *testing.T
+	ctx context.Context
+
+	mu       sync.Mutex
+	urls     []string // every URL the tab requested
+	problems []string // exceptions, CSP violations, console errors
+}
+
+func (p *page) do(what string, actions ...chromedp.Action[chromedp.Void]) {
+	p.t.Helper()
+	if err := chromedp.Do(p.ctx, actions...); err != nil {
+		p.t.Fatalf("%s: %v (problems in the page: %v)", what, err, p.problems)
+	}
+}
+
+func (p *page) text(id string) string {
+	p.t.Helper()
+	s, err := chromedp.Run(p.ctx, chromedp.Text(chromedp.ID(id)))
+	if err != nil {
+		p.t.Fatalf("text of #%s: %v", id, err)
+	}
+	return s
+}
+
+func (p *page) eval(js string) string {
+	p.t.Helper()
+	s, err := chromedp.Run(p.ctx, chromedp.Evaluate[string](js))
+	if err != nil {
+		p.t.Fatalf("%s: %v", js, err)
+	}
+	return s
+}
+
+// until waits for a JavaScript condition to hold in the page (polled on
+// animation frames: it waits for the page, not for a fixed time).
+func until(js string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := chromedp.Poll[bool](js, chromedp.WithPollingTimeout(20*time.Second))(ctx, t)
+		if err != nil {
+			return fmt.Errorf("waiting for %s: %w", js, err)
+		}
+		return nil
+	})
+}
+
+// clickTwice clicks sel twice in a row, as a double click does (two
+// clicks, then dblclick), without waiting in between.
+func clickTwice(sel string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		nodes, err := chromedp.Nodes(chromedp.CSS(sel), chromedp.NodeVisible)(ctx, t)
+		if err != nil {
+			return err
+		}
+		if _, err := chromedp.MouseClickNode(nodes[0], chromedp.ClickCount(1))(ctx, t); err != nil {
+			return err
+		}
+		_, err = chromedp.MouseClickNode(nodes[0], chromedp.ClickCount(2))(ctx, t)
+		return err
+	})
+}
+
+// shot takes a full-page screenshot, checks it is a PNG, and with
+// -update-screenshots keeps it as docs/console/name.png.
+func (p *page) shot(name string) {
+	p.t.Helper()
+	p.do("scroll to the top", chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, 0)`))
+	buf, err := chromedp.Run(p.ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		p.t.Fatalf("screenshot %s: %v", name, err)
+	}
+	cfg, err := png.DecodeConfig(bytes.NewReader(buf))
+	if err != nil || cfg.Width < 300 || cfg.Height < 300 {
+		p.t.Fatalf("screenshot %s: %dx%d, %v", name, cfg.Width, cfg.Height, err)
+	}
+	if *updateScreenshots {
+		if err := os.WriteFile(filepath.Join("..", "..", "docs", "console", name+".png"), buf, 0o644); err != nil {
+			p.t.Fatal(err)
+		}
+	}
+}
+
+const (
+	consoleToken = "console-admin-token-0123456789"
+	consoleApp   = "app1"
+)
+
+// TestConsole_InABrowser drives the operator console in a headless
+// Chromium against giftd itself (run, serve) on a real PostgreSQL: sign-in
+// with a wrong token then the right one, the Now page, a top-up (double
+// clicked, then submitted again: one entry), a debit found and reversed, the
+// reversal in the ledger, the audit, the language switch and a phone-sized
+// screen. Any exception, CSP violation or console error in the page fails
+// it, and so does the token in any URL or in giftd's log.
+func TestConsole_InABrowser(t *testing.T) {
+	ctx := browser(t)
+	public, admin := freeAddr(t), freeAddr(t)
+	env := map[string]string{
+		"DATABASE_URL":      pgtest.URL(t),
+		"GIFTD_HTTP_ADDR":   public,
+		"GIFTD_ADMIN_ADDR":  admin,
+		"GIFTD_ADMIN_TOKEN": consoleToken,
+		"GIFTD_LINKV_APPS":  consoleApp + ":" + e2eSecret,
+		"GIFTD_LOG_FORMAT":  "text",
+	}
+	gctx, stop := context.WithCancel(context.Background())
+	var logs syncBuffer
+	errc := make(chan error, 1)
+	go func() {
+		errc <- run(gctx, []string{"giftd", "serve"}, func(k string) string { return env[k] }, io.Discard, &logs)
+	}()
+	t.Cleanup(func() {
+		stop()
+		if err := <-errc; err != nil {
+			t.Errorf("giftd: %v", err)
+		}
+		if strings.Contains(logs.String(), consoleToken) {
+			t.Error("the admin token is in giftd's log")
+		}
+	})
+	waitHealthy(t, "http://"+admin, errc)
+
+	// A wallet with 50 gold, and one LinkV debit of 20 from it.
+	req, _ := http.NewRequest(http.MethodPost, "http://"+admin+"/admin/v1/wallets/viewer-1/topups",
+		strings.NewReader(`{"amount":50,"idempotency_key":"seed"}`))
+	req.Header.Set("Authorization", "Bearer "+consoleToken)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("seed top-up: %v %v", resp, err)
+	}
+	now := time.Now().Unix()
+	f := map[string]string{
+		"app_id": consoleApp, "request_id": "req-gift-1", "nonce": "abcdefgh" + strconv.FormatInt(now, 10) + "ijklmnop",
+		"user_id": "viewer-1", "gold": "20", "expriation": strconv.FormatInt(now+86400, 10), "type": "1",
+		"reason": `{"gift_id":"10620","send_num":2,"resource_id":"room-9","vtype":"1","receiver_id":"host-7"}`,
+	}
+	f["sign"] = linkv.Sign(f, e2eSecret)
+	form := url.Values{}
+	for k, v := range f {
+		form.Set(k, v)
+	}
+	if resp, err := http.PostForm("http://"+public+"/linkv/debit", form); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("debit: %v %v", resp, err)
+	}
+
+	p := &page{t: t, ctx: ctx}
+	if _, err := chromedp.Call(ctx, network.Enable, network.EnableParams{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Listen(ctx, func(ev any) {
+		if ev, ok := ev.(*network.EventRequestWillBeSent); ok {
+			p.mu.Lock()
+			p.urls = append(p.urls, ev.Request.URL)
+			p.mu.Unlock()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	messages := chromedp.Console(ctx)
+	go func() {
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			// The wrong token's 401 is logged by the browser as a failed
+			// resource; that one is expected.
+			if m.IsException() || m.Source == "security" || m.Type == "error" && !strings.Contains(m.Text, "401") {
+				p.mu.Lock()
+				p.problems = append(p.problems, m.String())
+				p.mu.Unlock()
+			}
+		}
+	}()
+	base := "http://" + admin + "/console/"
+
+	// Sign in: a wrong token is refused with the API's own message.
+	p.do("open the console", chromedp.EmulateViewport(1280, 800), chromedp.Navigate(base),
+		chromedp.WaitVisible(chromedp.ID("token")))
+	p.shot("signin")
+	p.do("wrong token", chromedp.SendKeys(chromedp.ID("token"), "not-the-token-0123456789"),
+		chromedp.Click(chromedp.ID("signin-submit")), chromedp.WaitVisible(chromedp.ID("signin-error")))
+	if msg := p.text("signin-error"); !strings.Contains(msg, "missing or wrong bearer token") {
+		t.Errorf("wrong token: %q, want the API's refusal", msg)
+	}
+	if s := p.eval(`String(sessionStorage.length) + location.href`); s != "0"+base {
+		t.Errorf("after a wrong token: sessionStorage length and URL %q", s)
+	}
+	p.do("sign in", chromedp.Clear(chromedp.ID("token")), chromedp.SendKeys(chromedp.ID("token"), consoleToken),
+		chromedp.Click(chromedp.ID("signin-submit")), chromedp.WaitVisible(chromedp.ID("page-now")))
+
+	// Now: the debit above is counted; rates appear after two samples.
+	p.do("now page", until(`document.querySelector('#now-outcomes tbody').textContent.includes('linkvok')`),
+		until(`document.getElementById('now-ok').textContent !== '—'`),
+		until(`document.querySelector('#now-forms tbody').rows.length > 0`),
+		until(`document.getElementById('now-ready').classList.contains('good')`))
+	if s := p.text("now-pool"); !strings.Contains(s, "max") && !strings.Contains(s, "上限") {
+		t.Errorf("pool: %q", s)
+	}
+	p.shot("now")
+
+	// Wallet: find the user, top up 100 with a double click, then submit
+	// the same form again: one entry, balance 30 + 100.
+	p.do("wallet", chromedp.Click(chromedp.ID("nav-wallet")), chromedp.WaitVisible(chromedp.ID("wallet-user")),
+		chromedp.SendKeys(chromedp.ID("wallet-user"), "viewer-1"), chromedp.Click(chromedp.CSS("#wallet-find button")),
+		until(`document.getElementById('wallet-balance').textContent === '30'`))
+	key := p.text("topup-key")
+	if !strings.HasPrefix(key, "console-") {
+		t.Fatalf("top-up key %q", key)
+	}
+	p.do("top up", chromedp.SendKeys(chromedp.ID("topup-amount"), "100"),
+		chromedp.SendKeys(chromedp.ID("topup-note"), "console test"), clickTwice("#topup-submit"),
+		until(`document.getElementById('wallet-balance').textContent === '130'`),
+		until(`!document.getElementById('topup-submit').disabled`),
+		chromedp.Click(chromedp.ID("topup-submit")),
+		until(`!document.getElementById('topup-submit').disabled && document.getElementById('topup-result').textContent.includes('#')`))
+	if n := p.eval(`String([...document.querySelectorAll('#ledger tbody tr')].filter(r => r.textContent.includes('` + key + `')).length)`); n != "1" {
+		t.Errorf("ledger rows with the top-up's key: %s, want 1", n)
+	}
+	if b := p.text("wallet-balance"); b != "130" {
+		t.Errorf("balance after the top-up submitted three times: %s, want 130", b)
+	}
+	p.shot("wallet")
+
+	// Debit: from the ledger's link to the debit; reverse it (confirm
+	// double clicked), and see the reversal.
+	p.do("debit", chromedp.Click(chromedp.CSS(`#ledger a[href*="req-gift-1"]`)),
+		chromedp.WaitVisible(chromedp.ID("debit-view")), chromedp.WaitVisible(chromedp.ID("reverse-open")))
+	if s := p.text("debit-asked"); !strings.Contains(s, "10620") || !strings.Contains(s, "viewer-1") {
+		t.Errorf("asked: %q", s)
+	}
+	if s := p.text("debit-answered"); !strings.Contains(s, "200") {
+		t.Errorf("answered: %q", s)
+	}
+	p.do("reverse", chromedp.Click(chromedp.ID("reverse-open")), chromedp.WaitVisible(chromedp.ID("reverse")),
+		chromedp.SendKeys(chromedp.ID("reverse-reason"), "gift did not show"), clickTwice("#reverse-submit"),
+		chromedp.WaitVisible(chromedp.ID("debit-reversed")))
+	if s := p.text("debit-reversed"); !strings.Contains(s, "gift did not show") {
+		t.Errorf("reversal: %q", s)
+	}
+	p.shot("debit")
+
+	// The reversal in the wallet's ledger, and the balance back.
+	p.do("ledger", chromedp.Click(chromedp.CSS(`#debit-asked a[href*="wallet"]`)),
+		until(`document.getElementById('wallet-balance').textContent === '150'`),
+		until(`document.querySelectorAll('#ledger tr.kind-reversal').length === 1`))
+
+	// Audit.
+	p.do("audit", chromedp.Click(chromedp.ID("nav-audit")), chromedp.Click(chromedp.ID("audit-run")),
+		chromedp.WaitVisible(chromedp.ID("audit-view")),
+		until(`document.getElementById('audit-verdict').classList.contains('good')`))
+	p.shot("audit")
+
+	// English, on a phone.
+	p.do("english", chromedp.Click(chromedp.ID("lang")), until(`document.getElementById('nav-now').textContent === 'Now'`),
+		chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile),
+		chromedp.Navigate(base+"#/wallet?user=viewer-1"),
+		until(`document.getElementById('wallet-balance').textContent === '150'`))
+	p.shot("wallet-phone-en")
+
+	// Signing out forgets the token.
+	p.do("sign out", chromedp.Click(chromedp.ID("signout")), chromedp.WaitVisible(chromedp.ID("token")))
+	if n := p.eval(`String(sessionStorage.length)`); n != "0" {
+		t.Errorf("after signing out, sessionStorage has %s items", n)
+	}
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, u := range p.urls {
+		if strings.Contains(u, consoleToken) {
+			t.Errorf("the token is in a URL: %s", u)
+		}
+	}
+	if len(p.urls) < 10 {
+		t.Errorf("saw only %d requests: %v", len(p.urls), p.urls)
+	}
+	for _, m := range p.problems {
+		t.Errorf("in the page: %s", m)
+	}
+}

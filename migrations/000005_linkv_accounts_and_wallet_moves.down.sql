@@ -1,0 +1,2 @@
+DROP TABLE linkv_wallet_moves;
+DROP TABLE linkv_accounts;
