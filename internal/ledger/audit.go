@@ -103,7 +103,7 @@ const auditGifts = `
 		SELECT g.platform || '/' || g.app_id || '/' || g.request_id AS owner, g.gold AS balance,
 			g.earnings + g.house - coalesce(t.earnings + t.shortfall + t.house, 0) AS total
 		FROM gift_entries g
-		JOIN ledger_entries d ON d.id = g.debit_entry
+		LEFT JOIN ledger_entries d ON d.id = g.debit_entry
 		LEFT JOIN ledger_entries r ON r.reverses = d.id
 		LEFT JOIN (
 			SELECT gift_entry,
@@ -112,7 +112,7 @@ const auditGifts = `
 				coalesce(-sum(amount) FILTER (WHERE account = 'house'), 0) AS house
 			FROM account_entries WHERE gift_entry IS NOT NULL GROUP BY gift_entry
 		) t ON t.gift_entry = g.id
-		WHERE d.kind <> 'debit' OR -d.amount <> g.gold OR d.user_id <> g.sender_id
+		WHERE d.id IS NULL OR d.kind <> 'debit' OR -d.amount <> g.gold OR d.user_id <> g.sender_id
 		   OR (d.platform, d.app_id, d.ref) <> (g.platform, g.app_id, g.request_id)
 		   OR g.earnings + g.house <> g.gold
 		   OR (r.id IS NULL AND t.gift_entry IS NOT NULL)

@@ -518,6 +518,9 @@ func TestAudit_FindsEarningsAndHouseChangedBehindTheirEntries(t *testing.T) {
 		`ALTER TABLE gift_entries DISABLE TRIGGER gift_entries_append_only`,
 		`ALTER TABLE gift_entries DROP CONSTRAINT gift_entries_check`,
 		`UPDATE gift_entries SET gold = 11, house = 6`,
+		// A gift without a debit entry.
+		`INSERT INTO gift_entries (debit_entry, platform, app_id, request_id, sender_id, room_id, gift_id, count, gold,
+			share_bp, earnings, house, house_slot) VALUES (999999, 'linkv', 'app', 'ghost', 'alice', 'r', '1', 1, 0, 0, 0, 0, 0)`,
 	} {
 		if _, err := s.Pool().Exec(ctx, q); err != nil {
 			t.Fatalf("%s: %v", q, err)
@@ -528,8 +531,8 @@ func TestAudit_FindsEarningsAndHouseChangedBehindTheirEntries(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The house slot of the gift is now off by 1 as well.
-	if r.OK() || r.Unbalanced != 1 || r.Mismatched < 2 {
-		t.Errorf("report %+v, want earnings and house mismatched and one unbalanced gift", r)
+	if r.OK() || r.Unbalanced != 2 || r.Mismatched < 2 {
+		t.Errorf("report %+v, want earnings and house mismatched and two unbalanced gifts", r)
 	}
 	accounts := map[string]bool{}
 	for _, f := range r.Findings {
