@@ -165,8 +165,12 @@ func checkRequests(t *testing.T, ctx context.Context, store *ledger.Store, reqs 
 	t.Logf("final answers: %v", counts)
 }
 
-// checkBooks asserts money is conserved: top-ups − debits + reversals =
-// balances, every balance equals its entries' sum, none is negative.
+// checkBooks asserts money is conserved and every account explained, on
+// both sides of every gift (docs/economy.md): top-ups − debits + reversals =
+// wallets; every debit settled exactly once (one gift row, never two), its
+// gold = earnings + house; every wallet, earnings account, receivable and
+// house slot equal to its entries and none negative; and wallets + earnings
+// + house − owed = top-ups − payouts.
 func checkBooks(t *testing.T, ctx context.Context, store *ledger.Store) {
 	t.Helper()
 	var credits, debits, balances, mismatched, negative int64
@@ -184,4 +188,43 @@ func checkBooks(t *testing.T, ctx context.Context, store *ledger.Store) {
 		t.Errorf("books: credits %d − debits %d ≠ balances %d, or %d wallets off their ledger, %d negative",
 			credits, debits, balances, mismatched, negative)
 	}
+
+	var debitEntries, settled, twice, unbalanced, earnings, house, owed, topups, payouts, offEntries, below int64
+	err = store.Pool().QueryRow(ctx, `
+		SELECT
+			(SELECT count(*) FROM ledger_entries WHERE kind = 'debit'),
+			(SELECT count(DISTINCT debit_entry) FROM gift_entries),
+			(SELECT count(*) FROM (SELECT 1 FROM gift_entries GROUP BY platform, app_id, request_id HAVING count(*) > 1) x),
+			(SELECT count(*) FROM gift_entries g JOIN ledger_entries d ON d.id = g.debit_entry
+			 WHERE -d.amount <> g.gold OR g.earnings + g.house <> g.gold OR d.ref <> g.request_id OR d.user_id <> g.sender_id),
+			(SELECT coalesce(sum(balance), 0) FROM earnings_accounts),
+			(SELECT coalesce(sum(balance), 0) FROM house_slots),
+			(SELECT coalesce(sum(owed), 0) FROM earnings_accounts),
+			(SELECT coalesce(sum(amount), 0) FROM ledger_entries WHERE kind = 'topup'),
+			(SELECT coalesce(-sum(amount), 0) FROM account_entries WHERE kind = 'payout'),
+			(SELECT count(*) FROM earnings_accounts a WHERE a.balance <>
+				(SELECT coalesce(sum(earnings), 0) FROM gift_entries g WHERE g.receiver_id = a.receiver_id)
+				+ (SELECT coalesce(sum(amount), 0) FROM account_entries e WHERE e.account = 'earnings' AND e.receiver_id = a.receiver_id)
+			   OR a.owed <> (SELECT coalesce(sum(amount), 0) FROM account_entries e WHERE e.account = 'receivable' AND e.receiver_id = a.receiver_id))
+			+ (SELECT count(*) FROM house_slots h WHERE h.balance <>
+				(SELECT coalesce(sum(house), 0) FROM gift_entries g WHERE g.house_slot = h.slot)
+				+ (SELECT coalesce(sum(amount), 0) FROM account_entries e WHERE e.house_slot = h.slot)),
+			(SELECT count(*) FROM earnings_accounts WHERE balance < 0 OR owed < 0)
+			+ (SELECT count(*) FROM house_slots WHERE balance < 0)`,
+	).Scan(&debitEntries, &settled, &twice, &unbalanced, &earnings, &house, &owed, &topups, &payouts, &offEntries, &below)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case settled != debitEntries || twice != 0:
+		t.Errorf("receiving side: %d debits, %d settled, %d gifts settled more than once", debitEntries, settled, twice)
+	case unbalanced != 0:
+		t.Errorf("receiving side: %d gifts whose gold ≠ earnings + house or ≠ their debit", unbalanced)
+	case offEntries != 0 || below != 0:
+		t.Errorf("receiving side: %d accounts off their entries, %d negative", offEntries, below)
+	case balances+earnings+house-owed != topups-payouts:
+		t.Errorf("receiving side: wallets %d + earnings %d + house %d − owed %d ≠ top-ups %d − payouts %d",
+			balances, earnings, house, owed, topups, payouts)
+	}
+	t.Logf("receiving side: %d gifts settled, earnings %d, house %d, owed %d", settled, earnings, house, owed)
 }

@@ -110,6 +110,10 @@ func stoppedServer(t *testing.T, databaseURL string, extra ...string) *server {
 		"GIFTD_ADMIN_ADDR="+s.admin,
 		"GIFTD_LINKV_APPS="+appID+":"+secret,
 		"GIFTD_ADMIN_TOKEN="+token,
+		// The receiving side on, half to the receiver: the fault tests
+		// hold the earnings and the house to exactly-once too (checkBooks).
+		"GIFTD_EARNINGS=on",
+		"GIFTD_DEFAULT_SHARE_BP=5000",
 	)
 	s.env = append(s.env, extra...)
 	t.Cleanup(func() { s.kill(); log.Close() })
@@ -159,15 +163,20 @@ func (s *server) kill() {
 	<-s.exited
 }
 
-// signedForm is a LinkV debit of gold from user with the given request id.
+// signedForm is a LinkV debit of gold from user with the given request id:
+// a gift to one of three receivers (host0…host2) of gift 1 (in the
+// catalogue seededStore makes, all to the receiver) or gift 2 (not in it:
+// GIFTD_DEFAULT_SHARE_BP, all to the house for 1 gold), by the request id.
 func signedForm(requestID, user string, gold int64) string {
 	now := time.Now().Unix()
+	last := int(requestID[len(requestID)-1])
+	receiver, giftID := fmt.Sprint("host", last%3), fmt.Sprint(1+last%2)
 	f := map[string]string{
 		"app_id": appID, "request_id": requestID, "user_id": user, "type": "1",
 		"nonce":      "abcdefgh" + strconv.FormatInt(now, 10) + "ijklmnop",
 		"gold":       strconv.FormatInt(gold, 10),
 		"expriation": strconv.FormatInt(now+86400, 10),
-		"reason":     `{"gift_id":"1","send_num":1,"resource_id":"room","vtype":"1","receiver_id":"host"}`,
+		"reason":     `{"gift_id":"` + giftID + `","send_num":1,"resource_id":"room","vtype":"1","receiver_id":"` + receiver + `"}`,
 	}
 	f["sign"] = linkv.Sign(f, secret)
 	v := url.Values{}
@@ -183,8 +192,9 @@ func waitCtx(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-// seededStore opens the ledger at databaseURL (closed when the test ends)
-// and tops up wallets w0…w<n-1> with gold each.
+// seededStore opens the ledger at databaseURL (closed when the test ends),
+// tops up wallets w0…w<n-1> with gold each, and puts gift 1 in the
+// catalogue, all to its receiver (see signedForm).
 func seededStore(t *testing.T, ctx context.Context, databaseURL string, n int, gold int64) *ledger.Store {
 	t.Helper()
 	store, err := ledger.Open(ctx, databaseURL)
@@ -192,6 +202,10 @@ func seededStore(t *testing.T, ctx context.Context, databaseURL string, n int, g
 		t.Fatal(err)
 	}
 	t.Cleanup(store.Close)
+	if _, err := store.CreateGift(ctx, ledger.CatalogueGift{Platform: "linkv", GiftID: "1", Name: "one", Price: 1,
+		ShareBP: ledger.MaxShareBP, Active: true}); err != nil {
+		t.Fatal(err)
+	}
 	for w := range n {
 		if _, err := store.TopUp(ctx, ledger.TopUp{UserID: fmt.Sprint("w", w), Amount: gold, Key: fmt.Sprint("seed", w)}); err != nil {
 			t.Fatal(err)

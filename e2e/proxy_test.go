@@ -65,8 +65,8 @@ func (p *cutProxy) accept() {
 	}
 }
 
-// relay copies PostgreSQL's messages to giftd. A data row of four columns
-// is giftd_debit's answer; the CommandComplete after it is sent once the
+// relay copies PostgreSQL's messages to giftd. A data row of six columns
+// is giftd_debit_gifts's answer; the CommandComplete after it is sent once the
 // statement has run, and PostgreSQL commits it before it answers Sync. An
 // armed proxy drops the connection right there.
 func (p *cutProxy) relay(server, client net.Conn) {
@@ -83,7 +83,7 @@ func (p *cutProxy) relay(server, client net.Conn) {
 		}
 		switch header[0] {
 		case 'D':
-			sawDebitRow = len(body) >= 2 && binary.BigEndian.Uint16(body) == 4
+			sawDebitRow = len(body) >= 2 && binary.BigEndian.Uint16(body) == 6
 		case 'C':
 			if sawDebitRow && p.armed.Load() > 0 && p.armed.Add(-1) >= 0 {
 				// Let PostgreSQL finish the commit it is doing, then vanish.
@@ -122,6 +122,10 @@ func TestCommitUnknown_RetryReplaysInsteadOfDebitingTwice(t *testing.T) {
 	}
 	defer store.Close()
 	if _, err := store.TopUp(ctx, ledger.TopUp{UserID: "viewer", Amount: 1000, Key: "seed"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.CreateGift(ctx, ledger.CatalogueGift{Platform: "linkv", GiftID: "1", Name: "one", Price: 1,
+		ShareBP: ledger.MaxShareBP, Active: true}); err != nil {
 		t.Fatal(err)
 	}
 	u, err := url.Parse(dbURL)

@@ -51,14 +51,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	adminURL := fs.String("admin-url", "http://127.0.0.1:8081", "the admin listener, to top up the load's wallets first")
 	conns := fs.Int("c", 64, "concurrent connections")
 	wallets := fs.Int("wallets", 1000, "wallets to spread debits over (1 = one hot wallet)")
+	receivers := fs.Int("receivers", 1000, "receivers to spread gifts over (1 = one hot receiver; Polyv: channels 1…n)")
 	duration := fs.Duration("d", 10*time.Second, "how long to send")
 	gold := fs.Int64("gold", 1, "gold per debit")
 	app := fs.String("app", "", "app_id:secret to sign with (default: the first of GIFTD_LINKV_APPS, or of GIFTD_POLYV_APPS with -platform polyv)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *conns < 1 || *wallets < 1 || *duration <= 0 || *gold < 0 {
-		return errors.New("-c and -wallets must be at least 1, -d positive, -gold not negative")
+	if *conns < 1 || *wallets < 1 || *receivers < 1 || *duration <= 0 || *gold < 0 {
+		return errors.New("-c, -wallets and -receivers must be at least 1, -d positive, -gold not negative")
 	}
 	appsVar, defaultURL := "GIFTD_LINKV_APPS", "http://127.0.0.1:8080/linkv/debit"
 	var scale polyv.Scale
@@ -88,7 +89,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if !ok || appID == "" || secret == "" {
 		return errors.New("give -app app_id:secret or set " + appsVar)
 	}
-	body := func(user string) string { return signedDebit(appID, secret, user, *gold) }
+	prefix := "load-" + randomHex(4) + "-"
+	receiver := func() string { return strconv.Itoa(1 + rand.IntN(*receivers)) }
+	body := func(user string) string { return signedDebit(appID, secret, user, prefix+"host-"+receiver(), *gold) }
 	if *platform == "polyv" {
 		// The URL's own query parameters (those of GIFTD_POLYV_URL_PARAMS)
 		// take part in the sign, as in Polyv's calls.
@@ -96,7 +99,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return fmt.Errorf("-url: %w", err)
 		}
-		body = func(user string) string { return signedDonation(appID, secret, user, *gold, scale, u.Query()) }
+		body = func(user string) string {
+			return signedDonation(appID, secret, user, receiver(), *gold, scale, u.Query())
+		}
 	}
 	token := getenv("GIFTD_ADMIN_TOKEN")
 	if token == "" {
@@ -108,7 +113,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Transport: &http.Transport{MaxIdleConnsPerHost: *conns, MaxConnsPerHost: *conns},
 	}
 	users := make([]string, *wallets)
-	prefix := "load-" + randomHex(4) + "-"
 	for i := range users {
 		users[i] = prefix + strconv.Itoa(i)
 	}
@@ -121,8 +125,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "giftd-load: %s, %d connections, %d wallets, %s, %d gold per debit, against %s\n",
-		*platform, *conns, *wallets, *duration, *gold, *debitURL)
+	fmt.Fprintf(stdout, "giftd-load: %s, %d connections, %d wallets, %d receivers, %s, %d gold per debit, against %s\n",
+		*platform, *conns, *wallets, *receivers, *duration, *gold, *debitURL)
 	type result struct {
 		latencies []time.Duration
 		statuses  map[int]int
@@ -252,13 +256,13 @@ func topUpAll(ctx context.Context, client *http.Client, adminURL, token string, 
 }
 
 // signedDonation builds one Polyv donation body of gold coins (one good of
-// that price) with a fresh ts and a random sessionId, so that each is a new
-// request, signed by polyv.Sign together with inURL, the parameters the
-// request carries in its URL.
-func signedDonation(appID, secret, user string, gold int64, scale polyv.Scale, inURL url.Values) string {
+// that price) in channel with a fresh ts and a random sessionId, so that
+// each is a new request, signed by polyv.Sign together with inURL, the
+// parameters the request carries in its URL.
+func signedDonation(appID, secret, user, channel string, gold int64, scale polyv.Scale, inURL url.Values) string {
 	points := scale.Points(gold)
 	p := map[string]string{
-		"appId": appID, "channelId": "1", "viewerId": user, "sessionId": randomHex(8),
+		"appId": appID, "channelId": channel, "viewerId": user, "sessionId": randomHex(8),
 		"ts": strconv.FormatInt(time.Now().UnixMilli(), 10), "goodName": "load", "goodPrice": points,
 		"goodNum": "1", "count": points,
 	}
@@ -274,15 +278,16 @@ func signedDonation(appID, secret, user string, gold int64, scale polyv.Scale, i
 	return v.Encode()
 }
 
-// signedDebit builds one LinkV callback body with a fresh request id.
-func signedDebit(appID, secret, user string, gold int64) string {
+// signedDebit builds one LinkV callback body, a gift to receiver, with a
+// fresh request id.
+func signedDebit(appID, secret, user, receiver string, gold int64) string {
 	now := time.Now().Unix()
 	f := [8]linkv.Field{
 		{Name: "app_id", Value: appID},
 		{Name: "expriation", Value: strconv.FormatInt(now+91*86400, 10)},
 		{Name: "gold", Value: strconv.FormatInt(gold, 10)},
 		{Name: "nonce", Value: randomHex(4) + strconv.FormatInt(now, 10) + randomHex(4)},
-		{Name: "reason", Value: `{"gift_id":"1","send_num":1,"resource_id":"load-room","vtype":"1","receiver_id":"load-host"}`},
+		{Name: "reason", Value: `{"gift_id":"1","send_num":1,"resource_id":"load-room","vtype":"1","receiver_id":"` + receiver + `"}`},
 		{Name: "request_id", Value: randomHex(16)},
 		{Name: "type", Value: "1"},
 		{Name: "user_id", Value: user},

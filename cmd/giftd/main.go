@@ -54,6 +54,7 @@ Usage:
   giftd dev                      run it with a throwaway PostgreSQL, a dev app and a demo wallet
   giftd migrate up|down|version  manage the schema (of GIFTD_MIGRATE_DATABASE_URL, else DATABASE_URL)
   giftd audit                    check every balance against the ledger; exit 1 on any mismatch
+  giftd earnings -from DATE [-to DATE]  CSV of every receiver's earnings in the period and payable at its end
   giftd prune                    delete debit records expired more than GIFTD_PRUNE_MARGIN ago
   giftd healthcheck [-url URL]   exit 0 when giftd's /readyz (default: on GIFTD_ADMIN_ADDR) answers 200
 `
@@ -75,6 +76,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runAudit(ctx, rest, getenv, stdout, stderr)
 	case "prune":
 		return runPrune(ctx, rest, getenv, stdout, stderr)
+	case "earnings":
+		return runEarnings(ctx, rest, getenv, stdout, stderr)
 	case "healthcheck":
 		return runHealthcheck(ctx, rest, getenv, stdout, stderr)
 	case "help", "-h", "-help", "--help":
@@ -169,7 +172,7 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 			return err
 		}
 	}
-	store, err := ledger.Open(ctx, s.DatabaseURL, ledger.WithBatching(s.Batching))
+	store, err := ledger.Open(ctx, s.DatabaseURL, ledger.WithBatching(s.Batching), ledger.WithEconomy(s.Economy))
 	if err != nil {
 		return err
 	}
@@ -221,7 +224,8 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 	}
 	servers := []*http.Server{newServer(httpapi.NewPublic(deps), s), newServer(httpapi.NewAdmin(deps), s)}
 	log.Info("giftd listening", "public", publicLn.Addr().String(), "admin", adminLn.Addr().String(),
-		"debit_path", s.DebitPath, "apps", len(s.LinkVApps), "polyv_apps", len(s.PolyvApps))
+		"debit_path", s.DebitPath, "apps", len(s.LinkVApps), "polyv_apps", len(s.PolyvApps),
+		"earnings", s.Economy.Earnings, "price_check", s.Economy.PriceCheck, "default_share_bp", s.Economy.DefaultShareBP)
 	if onListen != nil {
 		onListen(publicLn.Addr().String(), adminLn.Addr().String())
 	}

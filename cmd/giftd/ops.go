@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/csv"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,21 +55,97 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	fmt.Fprintf(stdout, "audit at %s: %d wallets, %d ledger entries, %d gold in all\n",
 		r.CheckedAt.Format(time.RFC3339), r.Wallets, r.Entries, r.TotalGold)
+	fmt.Fprintf(stdout, "  %d settled gifts (%d unassigned: all to the house), %d unsettled debits (earnings off)\n",
+		r.Gifts, r.Unassigned, r.Unsettled)
+	fmt.Fprintf(stdout, "  %d earnings accounts: %d earnings, %d owed by receivers; house %d\n",
+		r.EarningsAccounts, r.TotalEarnings, r.TotalOwed, r.House)
 	for _, f := range r.Findings {
-		problem := "balance differs from its ledger"
-		if f.Gold < 0 {
+		problem := "balance differs from its entries"
+		switch {
+		case f.Account == "gift":
+			problem = "its three sides do not balance"
+		case f.Gold < 0:
 			problem = "negative balance"
 		}
-		fmt.Fprintf(stdout, "  MISMATCH wallet %s: balance %d, ledger sum %d (%s)\n", f.UserID, f.Gold, f.LedgerSum, problem)
+		fmt.Fprintf(stdout, "  MISMATCH %s %s: balance %d, ledger sum %d (%s)\n", f.Account, f.UserID, f.Gold, f.LedgerSum, problem)
 	}
 	if !r.OK() {
-		if shown := int64(len(r.Findings)); shown < r.Mismatched+r.Negative {
+		if shown := int64(len(r.Findings)); shown < r.Mismatched+r.Negative+r.Unbalanced {
 			fmt.Fprintf(stdout, "  … and more (first %d shown)\n", shown)
 		}
-		return fmt.Errorf("audit failed: %d wallets differ from their ledger, %d are negative", r.Mismatched, r.Negative)
+		return fmt.Errorf("audit failed: %d accounts differ from their entries, %d are negative, %d gifts do not balance",
+			r.Mismatched, r.Negative, r.Unbalanced)
 	}
-	fmt.Fprintln(stdout, "audit OK: every balance equals the sum of its ledger entries; none is negative")
+	fmt.Fprintln(stdout, "audit OK: every balance (wallets, earnings, receivables, house) equals the sum of its entries; none is negative; every gift balances")
 	return nil
+}
+
+// runEarnings writes, as CSV on stdout, every receiver's earnings over the
+// period [-from, -to) and what was payable at its end (docs/economy.md):
+// the finance team's export.
+func runEarnings(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("earnings", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fromS := fs.String("from", "", "start of the period, inclusive: 2026-11-01 or RFC 3339 (required)")
+	toS := fs.String("to", "", "end of the period, exclusive: 2026-12-01 or RFC 3339 (default: now)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	from, err := parseTime(*fromS)
+	if err != nil {
+		return fmt.Errorf("earnings: -from: %w", err)
+	}
+	to := time.Now()
+	if *toS != "" {
+		if to, err = parseTime(*toS); err != nil {
+			return fmt.Errorf("earnings: -to: %w", err)
+		}
+	}
+	if !from.Before(to) {
+		return errors.New("earnings: -from must be before -to")
+	}
+	store, _, err := openForOps(ctx, getenv)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	rows, err := store.EarningsPeriod(ctx, from, to)
+	if err != nil {
+		return err
+	}
+	w := csv.NewWriter(stdout)
+	w.Write([]string{"receiver_id", "period_from", "period_to", "gifts", "earned", "taken_back", "shortfall", //nolint:errcheck // w.Error below
+		"recovered", "paid_out", "balance_at_end", "owed_at_end", "payable_at_end"})
+	f, t := from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339)
+	for _, r := range rows {
+		w.Write(append([]string{r.ReceiverID, f, t}, formatInts(r.Gifts, r.Earned, r.TakenBack, r.Shortfall, //nolint:errcheck // w.Error below
+			r.Recovered, r.PaidOut, r.Balance, r.Owed, r.Payable)...))
+	}
+	w.Flush()
+	return w.Error()
+}
+
+// parseTime reads a date (UTC midnight) or an RFC 3339 time.
+func parseTime(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, errors.New("required")
+	}
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t, nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is neither a date like 2026-11-01 nor an RFC 3339 time", s)
+	}
+	return t, nil
+}
+
+func formatInts(ns ...int64) []string {
+	out := make([]string, len(ns))
+	for i, n := range ns {
+		out[i] = strconv.FormatInt(n, 10)
+	}
+	return out
 }
 
 // runPrune deletes, once, the debit records that expired more than

@@ -88,7 +88,7 @@ func TestAudit_CommandAndAdminAPIFindChangesBehindTheLedger(t *testing.T) {
 		`ALTER TABLE ledger_entries ENABLE TRIGGER ledger_entries_append_only`,
 	)
 	out, err = runCmd(dbURL, "audit")
-	if err == nil || !strings.Contains(err.Error(), "2 wallets differ") {
+	if err == nil || !strings.Contains(err.Error(), "2 accounts differ") {
 		t.Errorf("giftd audit on broken books returned %v, want a failure", err)
 	}
 	for _, want := range []string{"MISMATCH wallet alice: balance 77, ledger sum 70", "MISMATCH wallet bob: balance 50, ledger sum 0"} {
@@ -259,5 +259,27 @@ func TestMetrics_GoldDatabaseReadinessAndBuild(t *testing.T) {
 		if !strings.Contains(m, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// TestEarnings_CommandExportsThePeriodAsCSV: giftd earnings writes each
+// receiver's earnings over the period and what is payable at its end.
+func TestEarnings_CommandExportsThePeriodAsCSV(t *testing.T) {
+	dbURL := pgtest.URL(t)
+	public, admin := serveFor(t, map[string]string{"DATABASE_URL": dbURL, "GIFTD_DEFAULT_SHARE_BP": "5000"})
+	topUpWallet(t, admin, "alice", 100)
+	// debitFields' reason names receiver host.
+	if code, body := postDebit(t, public, debitFields("earn-1", "alice", 30, time.Now().Add(time.Hour).Unix(), e2eSecret)); code != 200 {
+		t.Fatalf("debit: %d %s", code, body)
+	}
+	day := time.Now().UTC().Format(time.DateOnly)
+	out, err := runCmd(dbURL, "earnings", "-from", day, "-to", time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if err != nil || len(lines) != 2 || !strings.HasPrefix(lines[0], "receiver_id,period_from,period_to,gifts,earned,") ||
+		!strings.HasPrefix(lines[1], "host,"+day+"T00:00:00Z,") || !strings.HasSuffix(lines[1], ",1,15,0,0,0,0,15,0,15") {
+		t.Errorf("giftd earnings: %v\n%s", err, out)
+	}
+	if _, err := runCmd(dbURL, "earnings", "-from", "yesterday"); err == nil || !strings.Contains(err.Error(), "-from") {
+		t.Errorf("a bad -from: %v", err)
 	}
 }

@@ -52,6 +52,9 @@ type settings struct {
 	// PolyvURLParams are the names of the registered URLs' own query
 	// parameters (GIFTD_POLYV_URL_PARAMS).
 	PolyvURLParams []string
+	// Economy is the receiving side of gifts: earnings on or off, the price
+	// check, the default share (docs/economy.md).
+	Economy ledger.Economy
 	// MigrateDatabaseURL is where migrations run at start: PostgreSQL
 	// directly or a session pool, never a transaction pool (default
 	// DatabaseURL). MigrateLockWait bounds the wait for the migration lock.
@@ -73,7 +76,7 @@ func (e *settingsError) Error() string { return e.name + ": " + e.problem }
 func readSettings(getenv func(string) string) (settings, error) {
 	var s settings
 	for _, read := range []func(func(string) string, *settings) error{
-		readDatabase, readListeners, readLinkV, readPolyv, readPlatformAPIs,
+		readDatabase, readListeners, readLinkV, readPolyv, readEconomy, readPlatformAPIs,
 	} {
 		if err := read(getenv, &s); err != nil {
 			return settings{}, err
@@ -313,6 +316,37 @@ func readPolyv(getenv func(string) string, s *settings) error {
 		}
 		taken = append(taken, p.path)
 	}
+	return nil
+}
+
+// readEconomy reads the settings of the receiving side of gifts
+// (docs/economy.md): GIFTD_EARNINGS (on or off), GIFTD_PRICE_CHECK (off or
+// enforce) and GIFTD_DEFAULT_SHARE_BP (0-10000).
+func readEconomy(getenv func(string) string, s *settings) error {
+	e := ledger.DefaultEconomy()
+	switch v := or(getenv("GIFTD_EARNINGS"), "on"); v {
+	case "on":
+		e.Earnings = true
+	case "off":
+		e.Earnings = false
+	default:
+		return &settingsError{"GIFTD_EARNINGS", fmt.Sprintf("must be on or off, got %q", v)}
+	}
+	switch v := or(getenv("GIFTD_PRICE_CHECK"), "off"); v {
+	case "off":
+		e.PriceCheck = false
+	case "enforce":
+		e.PriceCheck = true
+	default:
+		return &settingsError{"GIFTD_PRICE_CHECK", fmt.Sprintf("must be off or enforce, got %q", v)}
+	}
+	raw := or(getenv("GIFTD_DEFAULT_SHARE_BP"), "0")
+	n, err := strconv.Atoi(raw)
+	if err != nil || n < 0 || n > ledger.MaxShareBP {
+		return &settingsError{"GIFTD_DEFAULT_SHARE_BP", fmt.Sprintf("must be an integer from 0 to %d (basis points: 5000 is half), got %q", ledger.MaxShareBP, raw)}
+	}
+	e.DefaultShareBP = n
+	s.Economy = e
 	return nil
 }
 

@@ -25,9 +25,12 @@ const (
 	BadSign      = "bad_sign"
 	Conflict     = "conflict"
 	Error        = "error"
+	// PriceRefused: the price check refused the gift (not in the catalogue,
+	// inactive, or not its price; docs/economy.md).
+	PriceRefused = "price_refused"
 )
 
-var outcomes = []string{OK, Replay, Insufficient, BadRequest, Expired, BadSign, Conflict, Error}
+var outcomes = []string{OK, Replay, Insufficient, BadRequest, Expired, BadSign, Conflict, Error, PriceRefused}
 
 // Observer counts and logs every callback of every platform.
 type Observer struct {
@@ -127,6 +130,10 @@ func OutcomeOf(res ledger.DebitResult, err error) string {
 		return Conflict
 	case err != nil:
 		return Error
+	case res.Status == ledger.Refused:
+		// Before Replay: a copy folded into a refused debit's batch shares
+		// the refusal, which was not recorded.
+		return PriceRefused
 	case res.Replay:
 		return Replay
 	case res.Status == ledger.Insufficient:

@@ -166,10 +166,14 @@ func handleReversal(store *ledger.Store, log *slog.Logger, m *Metrics) http.Hand
 		m.countCredit(creditReversal, c)
 		log.Info("reversal", "platform", body.Platform, "app_id", body.AppID, "request_id", requestID, "user_id", c.UserID,
 			"amount", c.Amount, "gold", c.Balance, "entry_id", c.EntryID, "replay", c.Replay)
-		writeJSON(w, http.StatusOK, map[string]any{
+		answer := map[string]any{
 			"platform": body.Platform, "app_id": body.AppID, "request_id": requestID, "user_id": c.UserID,
 			"amount": c.Amount, "gold": c.Balance, "entry_id": c.EntryID,
-		})
+		}
+		if c.Gift != nil {
+			answer["gift"] = c.Gift
+		}
+		writeJSON(w, http.StatusOK, answer)
 	}
 }
 
@@ -286,6 +290,10 @@ func writeLedgerError(w http.ResponseWriter, log *slog.Logger, err error) {
 		writeError(w, http.StatusConflict, "already_reversed", err.Error())
 	case errors.Is(err, ledger.ErrBalanceOverflow):
 		writeError(w, http.StatusUnprocessableEntity, "balance_overflow", err.Error())
+	case errors.Is(err, ledger.ErrInsufficientEarnings):
+		writeError(w, http.StatusUnprocessableEntity, "insufficient_earnings", err.Error())
+	case errors.Is(err, ledger.ErrGiftExists):
+		writeError(w, http.StatusConflict, "gift_exists", err.Error())
 	case errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22"):
 		// A data exception: a value the checks above let through and
 		// PostgreSQL cannot store. The same request would fail again.

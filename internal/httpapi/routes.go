@@ -87,6 +87,17 @@ func NewAdmin(d Deps) http.Handler {
 		r.Post("/v1/linkv/wallet-moves", handleWalletMoves(d.Store, d.Platforms, d.Log))
 		r.Get("/v1/linkv/wallet-moves/{user_id}", handleWalletMove(d.Store, d.Platforms, d.Log))
 		r.Post("/v1/polyv/donation-settings", handlePolyvDonations(d.Platforms, d.Log))
+		// The economy (docs/economy.md).
+		r.Get("/v1/gifts", handleGifts(d.Store, d.Log))
+		r.Post("/v1/gifts/{platform}", handleCreateGift(d.Store, d.Log))
+		r.Get("/v1/gifts/{platform}/{gift_id}", handleGift(d.Store, d.Log))
+		r.Patch("/v1/gifts/{platform}/{gift_id}", handleUpdateGift(d.Store, d.Log, false))
+		r.Post("/v1/gifts/{platform}/{gift_id}/deactivate", handleUpdateGift(d.Store, d.Log, true))
+		r.Get("/v1/polyv/channels", handleChannels(d.Store, d.Log))
+		r.Put("/v1/polyv/channels/{channel_id}/receiver", handleSetChannelReceiver(d.Store, d.Log))
+		r.Delete("/v1/polyv/channels/{channel_id}/receiver", handleRemoveChannelReceiver(d.Store, d.Log))
+		r.Get("/v1/earnings/{receiver_id}", handleEarnings(d.Store, d.Log))
+		r.Post("/v1/earnings/{receiver_id}/payouts", handlePayout(d.Store, d.Log))
 		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, "not_found", "no such admin route")
 		})

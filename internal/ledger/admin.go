@@ -29,6 +29,9 @@ type Credit struct {
 	Balance int64 // the balance right after the credit
 	EntryID int64
 	Replay  bool // the stored result of an earlier call with the same key
+	// Gift is, for the reversal of a settled gift, what was taken back from
+	// its receiving side.
+	Gift *GiftReversal
 }
 
 // TopUp credits t.Amount to the wallet, creating it on first use, once per
@@ -91,29 +94,45 @@ type Reversal struct {
 // reversed debit returns ErrAlreadyReversed; a key already used for another
 // debit returns ErrKeyReused; a debit that never happened (or was answered
 // 402) returns ErrNotFound.
+//
+// A settled gift's credits are taken back in the same transaction
+// (docs/economy.md): the house's from the slot it credited, the
+// receiver's from their earnings as far as the balance goes; the rest is a
+// shortfall the receiver owes, recorded as an entry on their receivable.
 func (s *Store) Reverse(ctx context.Context, r Reversal) (Credit, error) {
 	defer s.observe(OpReversal, time.Now())
 	var c Credit
-	err := s.pool.QueryRow(ctx, `
-		WITH d AS (
-			SELECT id, user_id, -amount AS amount FROM ledger_entries
-			WHERE kind = 'debit' AND platform = $1 AND app_id = $2 AND ref = $3
-		), w AS (
-			UPDATE wallets SET gold = wallets.gold + d.amount, updated_at = now()
-			FROM d WHERE wallets.user_id = d.user_id
-			RETURNING wallets.user_id, wallets.gold, d.id, d.amount
-		)
-		INSERT INTO ledger_entries (user_id, kind, amount, balance_after, platform, ref, reverses, details)
-		SELECT user_id, 'reversal', amount, gold, $4, $5, id,
-			jsonb_build_object('platform', $1::text, 'app_id', $2::text, 'request_id', $3::text, 'note', $6::text)
-		FROM w
-		RETURNING user_id, amount, balance_after, id`,
-		r.Debit.Platform, r.Debit.AppID, r.Debit.RequestID, adminPlatform, r.Key, r.Note,
-	).Scan(&c.UserID, &c.Amount, &c.Balance, &c.EntryID)
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
+		// Locks in the order every debit takes them: the wallet, then the
+		// receiver's earnings, then the house slot.
+		var debitEntry int64
+		err := tx.QueryRow(ctx, `
+			WITH d AS (
+				SELECT id, user_id, -amount AS amount FROM ledger_entries
+				WHERE kind = 'debit' AND platform = $1 AND app_id = $2 AND ref = $3
+			), w AS (
+				UPDATE wallets SET gold = wallets.gold + d.amount, updated_at = now()
+				FROM d WHERE wallets.user_id = d.user_id
+				RETURNING wallets.user_id, wallets.gold, d.id, d.amount
+			)
+			INSERT INTO ledger_entries (user_id, kind, amount, balance_after, platform, ref, reverses, details)
+			SELECT user_id, 'reversal', amount, gold, $4, $5, id,
+				jsonb_build_object('platform', $1::text, 'app_id', $2::text, 'request_id', $3::text, 'note', $6::text)
+			FROM w
+			RETURNING user_id, amount, balance_after, id, reverses`,
+			r.Debit.Platform, r.Debit.AppID, r.Debit.RequestID, adminPlatform, r.Key, r.Note,
+		).Scan(&c.UserID, &c.Amount, &c.Balance, &c.EntryID, &debitEntry)
+		if err != nil {
+			return err
+		}
+		c.Gift, err = reverseGift(ctx, tx, debitEntry, r)
+		return err
+	})
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return Credit{}, fmt.Errorf("reverse %s: debit %w", r.Debit, ErrNotFound)
-	case isUniqueViolation(err, "ledger_entries_key"), isUniqueViolation(err, "ledger_entries_reverses_key"):
+	case isUniqueViolation(err, "ledger_entries_key"), isUniqueViolation(err, "ledger_entries_reverses_key"),
+		isUniqueViolation(err, "account_entries_key"):
 		return s.reversed(ctx, r)
 	case isOverflow(err):
 		return Credit{}, fmt.Errorf("reverse %s: %w", r.Debit, ErrBalanceOverflow)
@@ -121,6 +140,75 @@ func (s *Store) Reverse(ctx context.Context, r Reversal) (Credit, error) {
 		return Credit{}, fmt.Errorf("reverse %s: %w", r.Debit, err)
 	}
 	return c, nil
+}
+
+// GiftReversal is what a reversal took back from a settled gift's
+// receiving side.
+type GiftReversal struct {
+	// ReceiverID is the gift's receiver ("" when the house took it all).
+	ReceiverID string `json:"receiver_id,omitempty"`
+	// Earnings is what was taken back from the receiver's earnings;
+	// Shortfall what they had already been paid and now owe; House what
+	// was taken back from the house. Earnings + Shortfall + House is the
+	// gold given back.
+	Earnings  int64 `json:"earnings"`
+	Shortfall int64 `json:"shortfall"`
+	House     int64 `json:"house"`
+}
+
+// reverseGift takes back the receiving side of the gift settled with the
+// debit entry debitEntry, if it was settled, in tx.
+func reverseGift(ctx context.Context, tx pgx.Tx, debitEntry int64, r Reversal) (*GiftReversal, error) {
+	var giftEntry, earnings, house int64
+	var receiver *string
+	var slot int16
+	err := tx.QueryRow(ctx, `SELECT id, receiver_id, earnings, house, house_slot FROM gift_entries WHERE debit_entry = $1`,
+		debitEntry).Scan(&giftEntry, &receiver, &earnings, &house, &slot)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil // settled with earnings off: gold only
+	}
+	if err != nil {
+		return nil, err
+	}
+	g := &GiftReversal{House: house}
+	var balance, owed int64
+	if receiver != nil && earnings > 0 {
+		g.ReceiverID = *receiver
+		if err := tx.QueryRow(ctx, `SELECT balance, owed FROM earnings_accounts WHERE receiver_id = $1 FOR UPDATE`,
+			*receiver).Scan(&balance, &owed); err != nil {
+			return nil, fmt.Errorf("earnings of %s: %w", *receiver, err)
+		}
+		g.Earnings = min(balance, earnings)
+		g.Shortfall = earnings - g.Earnings
+		balance, owed = balance-g.Earnings, owed+g.Shortfall
+		if _, err := tx.Exec(ctx, `UPDATE earnings_accounts SET balance = $2, owed = $3, updated_at = now() WHERE receiver_id = $1`,
+			*receiver, balance, owed); err != nil {
+			return nil, err
+		}
+	} else if receiver != nil {
+		g.ReceiverID = *receiver
+	}
+	var houseAfter int64
+	if house > 0 {
+		if err := tx.QueryRow(ctx, `UPDATE house_slots SET balance = balance - $2, updated_at = now() WHERE slot = $1 RETURNING balance`,
+			slot, house).Scan(&houseAfter); err != nil {
+			return nil, fmt.Errorf("house slot %d: %w", slot, err)
+		}
+	}
+	details := map[string]string{"platform": r.Debit.Platform, "app_id": r.Debit.AppID, "request_id": r.Debit.RequestID, "note": r.Note}
+	_, err = tx.Exec(ctx, `
+		INSERT INTO account_entries (account, receiver_id, house_slot, kind, amount, balance_after, gift_entry, ref, details)
+		SELECT v.account, v.receiver_id, v.slot, v.kind, v.amount, v.after, $1, $2, $3
+		FROM (VALUES ('earnings', $4::text, NULL::smallint, 'reversal', -$5::bigint, $6::bigint),
+		             ('receivable', $4, NULL, 'shortfall', $7, $8),
+		             ('house', NULL, $9::smallint, 'reversal', -$10::bigint, $11::bigint))
+		     AS v (account, receiver_id, slot, kind, amount, after)
+		WHERE v.amount <> 0`,
+		giftEntry, r.Key, details, g.ReceiverID, g.Earnings, balance, g.Shortfall, owed, slot, house, houseAfter)
+	if err != nil {
+		return nil, err
+	}
+	return g, nil
 }
 
 // reversed explains why a reversal hit a unique index: a replay of the same
@@ -146,8 +234,39 @@ func (s *Store) reversed(ctx context.Context, r Reversal) (Credit, error) {
 	case debit != r.Debit:
 		return Credit{}, fmt.Errorf("reverse %s: %w", r.Debit, ErrKeyReused)
 	}
+	if prev.Gift, err = giftReversed(ctx, s.pool, r.Key); err != nil {
+		return Credit{}, fmt.Errorf("reverse %s: %w", r.Debit, err)
+	}
 	prev.Replay = true
 	return prev, nil
+}
+
+// giftReversed returns what the reversal under key took back from a gift's
+// receiving side, or nil when the debit was not a settled gift (or the
+// house took it all and there was nothing to take back from a receiver).
+func giftReversed(ctx context.Context, db interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, key string) (*GiftReversal, error) {
+	g := &GiftReversal{}
+	var receiver *string
+	err := db.QueryRow(ctx, `
+		SELECT g.receiver_id,
+			coalesce(-sum(a.amount) FILTER (WHERE a.account = 'earnings'), 0),
+			coalesce(sum(a.amount) FILTER (WHERE a.account = 'receivable'), 0),
+			coalesce(-sum(a.amount) FILTER (WHERE a.account = 'house'), 0)
+		FROM account_entries a JOIN gift_entries g ON g.id = a.gift_entry
+		WHERE a.kind IN ('reversal', 'shortfall') AND a.ref = $1
+		GROUP BY g.receiver_id`, key).Scan(&receiver, &g.Earnings, &g.Shortfall, &g.House)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if receiver != nil {
+		g.ReceiverID = *receiver
+	}
+	return g, nil
 }
 
 // Entry is one ledger entry.

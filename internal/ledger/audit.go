@@ -8,42 +8,124 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// maxAuditFindings bounds how many wallets an AuditReport lists; the counts
-// are always complete.
+// maxAuditFindings bounds how many accounts and gifts an AuditReport lists;
+// the counts are always complete.
 const maxAuditFindings = 100
 
 // AuditReport is what Audit found, all from one snapshot of the database.
 type AuditReport struct {
 	Wallets int64 `json:"wallets"`
 	Entries int64 `json:"entries"`
-	// TotalGold is the sum of every balance.
+	// TotalGold is the sum of every wallet's balance.
 	TotalGold int64 `json:"total_gold"`
-	// Mismatched counts the wallets whose balance differs from the sum of
-	// their ledger entries; Negative those whose balance is below zero.
+	// The receiving side (docs/economy.md): earnings accounts, the sum of
+	// their balances and of what receivers owe, the house's balance (the
+	// sum of its slots).
+	EarningsAccounts int64 `json:"earnings_accounts"`
+	TotalEarnings    int64 `json:"total_earnings"`
+	TotalOwed        int64 `json:"total_owed"`
+	House            int64 `json:"house"`
+	// Gifts counts settled gift debits; Unassigned those of them the house
+	// took whole for want of a receiver; Unsettled the debits settled with
+	// earnings off (gold taken, nothing credited: not a failure).
+	Gifts      int64 `json:"gifts"`
+	Unassigned int64 `json:"unassigned_gifts"`
+	Unsettled  int64 `json:"unsettled_debits"`
+	// Mismatched counts the accounts (wallets, earnings, receivables, house
+	// slots) whose balance differs from the sum of their entries; Negative
+	// those below zero; Unbalanced the gifts whose three sides do not
+	// balance (gold taken ≠ earnings + house credited, or a reversal that
+	// did not take back exactly what the gift credited).
 	Mismatched int64 `json:"mismatched"`
 	Negative   int64 `json:"negative"`
-	// Findings lists up to 100 of those wallets, by user id.
+	Unbalanced int64 `json:"unbalanced_gifts"`
+	// Findings lists up to 100 of those accounts and gifts.
 	Findings []AuditFinding `json:"findings"`
 	// CheckedAt is the time of the snapshot.
 	CheckedAt time.Time `json:"checked_at"`
 }
 
-// OK reports whether every balance equals its ledger and none is negative.
-func (r AuditReport) OK() bool { return r.Mismatched == 0 && r.Negative == 0 }
+// OK reports whether every balance equals its entries, none is negative,
+// and every gift balances.
+func (r AuditReport) OK() bool { return r.Mismatched == 0 && r.Negative == 0 && r.Unbalanced == 0 }
 
-// AuditFinding is one wallet that fails the audit.
+// AuditFinding is one account or gift that fails the audit.
 type AuditFinding struct {
+	// Account is wallet, earnings, receivable, house or gift.
+	Account string `json:"account"`
+	// UserID is the wallet's user, the receiver, the house slot, or the
+	// gift's debit key (platform/app_id/request_id).
 	UserID string `json:"user_id"`
-	// Gold is the wallet's balance; LedgerSum the sum of its entries.
+	// Gold is the balance (a gift's: the gold taken); LedgerSum the sum of
+	// the entries (a gift's: what its receiving side got, net of reversals).
 	Gold      int64 `json:"gold"`
 	LedgerSum int64 `json:"ledger_sum"`
 }
 
-// Audit checks, in one read-only snapshot, that every wallet's balance
-// equals the sum of its ledger entries and that no balance is negative. A
-// failed check is not an error: it is in the report (see AuditReport.OK).
-// Errors are the database's. It reads every wallet and entry: an operator's
-// command, not something to call per request.
+// auditAccounts is every account with its balance and the sum of its
+// entries: wallets, earnings accounts, receivables and house slots.
+const auditAccounts = `
+	accounts AS (
+		SELECT 'wallet' AS account, w.user_id AS owner, w.gold AS balance, coalesce(e.total, 0) AS total
+		FROM wallets w LEFT JOIN (SELECT user_id, sum(amount) AS total FROM ledger_entries GROUP BY user_id) e USING (user_id)
+		UNION ALL
+		SELECT v.account, coalesce(a.receiver_id, s.receiver_id),
+			CASE v.account WHEN 'earnings' THEN coalesce(a.balance, 0) ELSE coalesce(a.owed, 0) END,
+			CASE v.account WHEN 'earnings' THEN coalesce(s.earnings, 0) ELSE coalesce(s.owed, 0) END
+		FROM earnings_accounts a
+		FULL JOIN (
+			SELECT receiver_id, sum(earnings) AS earnings, sum(owed) AS owed FROM (
+				SELECT receiver_id, earnings, 0 AS owed FROM gift_entries WHERE receiver_id IS NOT NULL
+				UNION ALL
+				SELECT receiver_id, CASE account WHEN 'earnings' THEN amount ELSE 0 END,
+					CASE account WHEN 'receivable' THEN amount ELSE 0 END
+				FROM account_entries WHERE receiver_id IS NOT NULL
+			) x GROUP BY receiver_id
+		) s USING (receiver_id)
+		CROSS JOIN (VALUES ('earnings'), ('receivable')) AS v (account)
+		UNION ALL
+		SELECT 'house', h.slot::text, coalesce(h.balance, 0), coalesce(s.total, 0)
+		FROM house_slots h
+		FULL JOIN (
+			SELECT slot, sum(amount) AS total FROM (
+				SELECT house_slot AS slot, house AS amount FROM gift_entries
+				UNION ALL
+				SELECT house_slot, amount FROM account_entries WHERE house_slot IS NOT NULL
+			) x GROUP BY slot
+		) s USING (slot)
+	)`
+
+// auditGifts is every gift whose sides do not balance: its gold taken
+// against its debit entry and its split, and, when reversed, what the
+// reversal gave back and took back.
+const auditGifts = `
+	gifts AS (
+		SELECT g.platform || '/' || g.app_id || '/' || g.request_id AS owner, g.gold AS balance,
+			g.earnings + g.house - coalesce(t.earnings + t.shortfall + t.house, 0) AS total
+		FROM gift_entries g
+		LEFT JOIN ledger_entries d ON d.id = g.debit_entry
+		LEFT JOIN ledger_entries r ON r.reverses = d.id
+		LEFT JOIN (
+			SELECT gift_entry,
+				coalesce(-sum(amount) FILTER (WHERE account = 'earnings'), 0) AS earnings,
+				coalesce(sum(amount) FILTER (WHERE account = 'receivable'), 0) AS shortfall,
+				coalesce(-sum(amount) FILTER (WHERE account = 'house'), 0) AS house
+			FROM account_entries WHERE gift_entry IS NOT NULL GROUP BY gift_entry
+		) t ON t.gift_entry = g.id
+		WHERE d.id IS NULL OR d.kind <> 'debit' OR -d.amount <> g.gold OR d.user_id <> g.sender_id
+		   OR (d.platform, d.app_id, d.ref) <> (g.platform, g.app_id, g.request_id)
+		   OR g.earnings + g.house <> g.gold
+		   OR (r.id IS NULL AND t.gift_entry IS NOT NULL)
+		   OR (r.id IS NOT NULL AND (r.amount <> g.gold OR coalesce(t.earnings + t.shortfall, 0) <> g.earnings
+		                             OR coalesce(t.house, 0) <> g.house))
+	)`
+
+// Audit checks, in one read-only snapshot, that every account (wallets,
+// earnings accounts, receivables, house slots) equals the sum of its
+// entries, that none is negative, and that every settled gift's three sides
+// balance. A failed check is not an error: it is in the report (see
+// AuditReport.OK). Errors are the database's. It reads every account and
+// entry: an operator's command, not something to call per request.
 func (s *Store) Audit(ctx context.Context) (AuditReport, error) {
 	defer s.observe(OpAudit, time.Now())
 	var r AuditReport
@@ -51,35 +133,41 @@ func (s *Store) Audit(ctx context.Context) (AuditReport, error) {
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly},
 		func(tx pgx.Tx) error {
 			err := tx.QueryRow(ctx, `
-				WITH sums AS (
-					SELECT user_id, sum(amount) AS total FROM ledger_entries GROUP BY user_id
-				), checked AS (
-					SELECT w.gold, coalesce(e.total, 0) AS total FROM wallets w LEFT JOIN sums e USING (user_id)
-				)
-				SELECT count(*),
-					coalesce(sum(gold), 0)::bigint,
-					count(*) FILTER (WHERE gold <> total),
-					count(*) FILTER (WHERE gold < 0),
+				WITH `+auditAccounts+`, `+auditGifts+`
+				SELECT
+					count(*) FILTER (WHERE account = 'wallet'),
+					coalesce(sum(balance) FILTER (WHERE account = 'wallet'), 0)::bigint,
+					(SELECT count(*) FROM earnings_accounts),
+					coalesce(sum(balance) FILTER (WHERE account = 'earnings'), 0)::bigint,
+					coalesce(sum(balance) FILTER (WHERE account = 'receivable'), 0)::bigint,
+					coalesce(sum(balance) FILTER (WHERE account = 'house'), 0)::bigint,
+					count(*) FILTER (WHERE balance <> total),
+					count(*) FILTER (WHERE balance < 0),
+					(SELECT count(*) FROM gifts),
 					(SELECT count(*) FROM ledger_entries),
+					(SELECT count(*) FROM gift_entries),
+					(SELECT count(*) FROM gift_entries WHERE receiver_id IS NULL),
+					(SELECT count(*) FROM ledger_entries d WHERE d.kind = 'debit'
+					   AND NOT EXISTS (SELECT 1 FROM gift_entries g WHERE g.debit_entry = d.id)),
 					now()
-				FROM checked`,
-			).Scan(&r.Wallets, &r.TotalGold, &r.Mismatched, &r.Negative, &r.Entries, &r.CheckedAt)
+				FROM accounts`,
+			).Scan(&r.Wallets, &r.TotalGold, &r.EarningsAccounts, &r.TotalEarnings, &r.TotalOwed, &r.House,
+				&r.Mismatched, &r.Negative, &r.Unbalanced, &r.Entries, &r.Gifts, &r.Unassigned, &r.Unsettled, &r.CheckedAt)
 			if err != nil || r.OK() {
 				return err
 			}
-			rows, err := tx.Query(ctx, `
-				SELECT w.user_id, w.gold, coalesce(e.total, 0)::bigint
-				FROM wallets w
-				LEFT JOIN (SELECT user_id, sum(amount) AS total FROM ledger_entries GROUP BY user_id) e USING (user_id)
-				WHERE w.gold <> coalesce(e.total, 0) OR w.gold < 0
-				ORDER BY w.user_id
+			rows, _ := tx.Query(ctx, `
+				WITH `+auditAccounts+`, `+auditGifts+`
+				SELECT account, owner, balance::bigint, total::bigint FROM (
+					SELECT account, owner, balance, total FROM accounts WHERE balance <> total OR balance < 0
+					UNION ALL
+					SELECT 'gift', owner, balance, total FROM gifts
+				) f
+				ORDER BY account = 'gift', account <> 'wallet', account, owner
 				LIMIT $1`, maxAuditFindings)
-			if err != nil {
-				return err
-			}
 			r.Findings, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (AuditFinding, error) {
 				var f AuditFinding
-				err := row.Scan(&f.UserID, &f.Gold, &f.LedgerSum)
+				err := row.Scan(&f.Account, &f.UserID, &f.Gold, &f.LedgerSum)
 				return f, err
 			})
 			return err

@@ -52,7 +52,7 @@ func TestAudit_FindsWalletsChangedBehindTheLedger(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []ledger.AuditFinding{{UserID: "alice", Gold: 107, LedgerSum: 100}, {UserID: "bob", Gold: -3, LedgerSum: 10}}
+	want := []ledger.AuditFinding{{Account: "wallet", UserID: "alice", Gold: 107, LedgerSum: 100}, {Account: "wallet", UserID: "bob", Gold: -3, LedgerSum: 10}}
 	if r.OK() || r.Mismatched != 2 || r.Negative != 1 || len(r.Findings) != 2 || r.Findings[0] != want[0] || r.Findings[1] != want[1] {
 		t.Errorf("report = %+v, want findings %+v", r, want)
 	}

@@ -33,6 +33,26 @@ type Debit struct {
 	ExpiresAt time.Time
 	// Details are stored with the ledger entry (for a gift: gift id, receiver…).
 	Details map[string]string
+	// Gift is what the debit buys, from signed data only: it decides the
+	// receiving side (docs/economy.md) and the price check.
+	Gift Gift
+}
+
+// Gift is the receiving side of a debit, as the platform signed it.
+type Gift struct {
+	// ReceiverID is who earns from the gift; "" when the platform names
+	// none: then the receiver mapped to RoomID (SetRoomReceiver), else the
+	// house.
+	ReceiverID string
+	// RoomID is the room (LinkV's resource_id, Polyv's channelId).
+	RoomID string
+	// GiftID is the catalogue id (LinkV's gift_id, Polyv's goodName).
+	GiftID string
+	// Count is how many items (LinkV's send_num, Polyv's goodNum).
+	Count int64
+	// UnitPrice is the price per item, in coins, the caller was shown
+	// (Polyv's goodPrice); 0 when the platform sends none.
+	UnitPrice int64
 }
 
 // DebitStatus is the recorded outcome of an executed debit.
@@ -43,6 +63,16 @@ type DebitStatus int
 const (
 	Debited      DebitStatus = 200
 	Insufficient DebitStatus = 402
+	// Refused: the price check refused the gift (see Refusal). Nothing was
+	// debited or recorded; a retry is judged afresh.
+	Refused DebitStatus = 422
+)
+
+// Why the price check refused a debit (DebitResult.Refusal).
+const (
+	RefusedUnknownGift  = "gift_unknown"
+	RefusedInactiveGift = "gift_inactive"
+	RefusedPrice        = "price"
 )
 
 // DebitResult is the answer to a debit, first time or replayed.
@@ -53,6 +83,12 @@ type DebitResult struct {
 	Balance int64
 	// Replay is true when the result is the stored outcome of an earlier copy.
 	Replay bool
+	// Refusal says why a Refused debit was refused: RefusedUnknownGift,
+	// RefusedInactiveGift or RefusedPrice.
+	Refusal string
+	// Price is the catalogue's price per item of the gift, for a refusal's
+	// message (0 when the gift is not in the catalogue).
+	Price int64
 }
 
 // Debit executes d exactly once per key: the debit (or the finding that gold
@@ -95,13 +131,15 @@ func (s *Store) debitOne(ctx context.Context, d Debit) (DebitResult, error) {
 }
 
 // execute runs debits, whose keys must be distinct, in one statement (one
-// round trip, one transaction, one commit) through giftd_debit. A non-nil
-// err means none of them was applied; otherwise each has its result or
-// ErrRequestReused.
+// round trip, one transaction, one commit) through giftd_debit_gifts, with
+// the store's economy settings. A non-nil err means none of them was
+// applied; otherwise each has its result or ErrRequestReused.
 func (s *Store) execute(ctx context.Context, debits []Debit) ([]DebitResult, []error, error) {
 	n := len(debits)
 	platforms, apps, ids, users := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	fps, golds, expires, details := make([][]byte, n), make([]int64, n), make([]time.Time, n), make([]string, n)
+	receivers, rooms, gifts := make([]*string, n), make([]string, n), make([]string, n)
+	counts, unitPrices := make([]int64, n), make([]*int64, n)
 	for i, d := range debits {
 		platforms[i], apps[i], ids[i], users[i] = d.Key.Platform, d.Key.AppID, d.Key.RequestID, d.UserID
 		fps[i], golds[i], expires[i] = d.Fingerprint[:], d.Gold, d.ExpiresAt
@@ -113,9 +151,20 @@ func (s *Store) execute(ctx context.Context, debits []Debit) ([]DebitResult, []e
 			det = []byte("{}")
 		}
 		details[i] = string(det)
+		if d.Gift.ReceiverID != "" {
+			receivers[i] = &d.Gift.ReceiverID
+		}
+		rooms[i], gifts[i], counts[i] = d.Gift.RoomID, d.Gift.GiftID, d.Gift.Count
+		if d.Gift.UnitPrice > 0 {
+			unitPrices[i] = &d.Gift.UnitPrice
+		}
 	}
-	rows, err := s.pool.Query(ctx, `SELECT status, balance, replay, reused FROM giftd_debit($1, $2, $3, $4, $5, $6, $7, $8::jsonb[])`,
-		platforms, apps, ids, fps, users, golds, expires, details)
+	e := s.economy
+	rows, err := s.pool.Query(ctx, `
+		SELECT status, balance, replay, reused, refusal, price
+		FROM giftd_debit_gifts($1, $2, $3, $4, $5, $6, $7, $8::jsonb[], $9, $10, $11, $12, $13, $14, $15, $16)`,
+		platforms, apps, ids, fps, users, golds, expires, details,
+		receivers, rooms, gifts, counts, unitPrices, e.Earnings, e.PriceCheck, e.DefaultShareBP)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -123,9 +172,17 @@ func (s *Store) execute(ctx context.Context, debits []Debit) ([]DebitResult, []e
 	for rows.Next() {
 		var r DebitResult
 		var reused bool
-		if err := rows.Scan(&r.Status, &r.Balance, &r.Replay, &reused); err != nil {
+		var refusal *string
+		var price *int64
+		if err := rows.Scan(&r.Status, &r.Balance, &r.Replay, &reused, &refusal, &price); err != nil {
 			rows.Close()
 			return nil, nil, err
+		}
+		if refusal != nil {
+			r.Refusal, r.Balance = *refusal, 0
+			if price != nil {
+				r.Price = *price
+			}
 		}
 		var e error
 		if reused {
@@ -138,7 +195,7 @@ func (s *Store) execute(ctx context.Context, debits []Debit) ([]DebitResult, []e
 		return nil, nil, err
 	}
 	if len(results) != n {
-		return nil, nil, fmt.Errorf("giftd_debit answered %d rows for %d debits", len(results), n)
+		return nil, nil, fmt.Errorf("giftd_debit_gifts answered %d rows for %d debits", len(results), n)
 	}
 	return results, errs, nil
 }

@@ -14,12 +14,16 @@ const (
 	OpFindDebit = "find_debit"
 	OpAudit     = "audit"
 	OpPrune     = "prune"
+	// The economy's operations (docs/economy.md).
+	OpCatalogue = "catalogue"
+	OpEarnings  = "earnings"
+	OpPayout    = "payout"
 )
 
 // Ops returns every operation an Observer may be told about, so that a
 // metric can show each one at zero before it first happens.
 func Ops() []string {
-	return []string{OpDebit, OpTopUp, OpReversal, OpWallet, OpEntries, OpFindDebit, OpAudit, OpPrune}
+	return []string{OpDebit, OpTopUp, OpReversal, OpWallet, OpEntries, OpFindDebit, OpAudit, OpPrune, OpCatalogue, OpEarnings, OpPayout}
 }
 
 // Observer is told how long one Store operation took, whatever its result.

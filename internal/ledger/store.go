@@ -69,6 +69,7 @@ type Store struct {
 	latestVersion uint
 	batching      Batching
 	batcher       *batcher // nil when batching is off
+	economy       Economy
 	observer      atomic.Pointer[Observer]
 }
 
@@ -106,9 +107,13 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*Store, erro
 		pool.Close()
 		return nil, err
 	}
-	s := &Store{pool: pool, latestVersion: latest, batching: DefaultBatching()}
+	s := &Store{pool: pool, latestVersion: latest, batching: DefaultBatching(), economy: DefaultEconomy()}
 	for _, opt := range opts {
 		opt(s)
+	}
+	if err := s.economy.Check(); err != nil {
+		pool.Close()
+		return nil, err
 	}
 	if s.batching.MaxBatch > 1 {
 		s.batching.Workers = max(1, s.batching.Workers)

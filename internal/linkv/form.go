@@ -290,6 +290,14 @@ func (r Request) Fingerprint() [32]byte {
 	return sum
 }
 
+// Gift returns the receiving side of the request (docs/economy.md), all from
+// signed data: the receiver, room and gift from reason or signed top-level
+// fields (see Validate), and send_num as the count.
+func (r Request) Gift() ledger.Gift {
+	n, _ := strconv.ParseInt(r.SendNum, 10, 64) // Validate checked it
+	return ledger.Gift{ReceiverID: r.ReceiverID, RoomID: r.ResourceID, GiftID: r.GiftID, Count: n}
+}
+
 // Details returns the gift's fields as stored with its ledger entry:
 // gift_id, send_num, receiver_id, vtype, resource_id, type, and reason (its
 // raw JSON text, as a string).

@@ -3,8 +3,11 @@ package linkv
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"math/big"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -161,11 +164,29 @@ func (h *Handler) serve(r *http.Request) answer {
 			Fingerprint: fp,
 			ExpiresAt:   req.Expriation,
 			Details:     req.Details(),
+			Gift:        req.Gift(),
 		})
 	}
 	a := h.result(res, err)
+	if a.out == callback.PriceRefused {
+		a.Msg = refusal(res, req)
+	}
 	a.form, a.req = form, &req
 	return a
+}
+
+// refusal is the 400 message of a gift the price check refused: what the
+// catalogue expected (docs/economy.md).
+func refusal(res ledger.DebitResult, req Request) string {
+	switch res.Refusal {
+	case ledger.RefusedUnknownGift:
+		return fmt.Sprintf("gift_id: %q is not in the catalogue", req.GiftID)
+	case ledger.RefusedInactiveGift:
+		return fmt.Sprintf("gift_id: %q is inactive in the catalogue", req.GiftID)
+	}
+	n, _ := strconv.ParseInt(req.SendNum, 10, 64)
+	want := new(big.Int).Mul(big.NewInt(res.Price), big.NewInt(n))
+	return fmt.Sprintf("gold: want %s (gift %q at %d × send_num %d), got %d", want, req.GiftID, res.Price, n, req.Gold)
 }
 
 // nonceFresh reports whether the nonce's embedded timestamp is within
@@ -183,6 +204,8 @@ func (h *Handler) result(res ledger.DebitResult, err error) answer {
 		a.Status, a.Msg = http.StatusConflict, "request_id reused with different parameters"
 	case callback.Error:
 		a.Status, a.Msg, a.err = http.StatusInternalServerError, "system error", err
+	case callback.PriceRefused:
+		a.Status = http.StatusBadRequest
 	default:
 		gold := res.Balance
 		a.Status, a.Gold = int(res.Status), &gold

@@ -219,6 +219,8 @@ type Donation struct {
 	GoodName, GoodPrice, GoodNum, Count string
 	// Coins is count in coins: what the donation debits.
 	Coins int64
+	// PriceCoins is goodPrice in coins, Num is goodNum.
+	PriceCoins, Num int64
 	// Digest is the SHA-256 of what the sign covers (see SignedDigest): the
 	// donation's idempotency key and its fingerprint.
 	Digest [32]byte
@@ -258,6 +260,7 @@ func ValidateDonation(params map[string]string, scale Scale) (Donation, error) {
 	if d.Coins%num != 0 || d.Coins/num != price {
 		return Donation{}, &FieldError{Field: "count", Reason: "differs from goodPrice × goodNum"}
 	}
+	d.PriceCoins, d.Num = price, num
 	return d, nil
 }
 
@@ -265,6 +268,14 @@ func ValidateDonation(params map[string]string, scale Scale) (Donation, error) {
 // entry, by which an operator reverses it): its Digest in lowercase hex, 64
 // digits. Every copy of a donation that carries a valid sign has the same.
 func (d Donation) RequestID() string { return hex.EncodeToString(d.Digest[:]) }
+
+// Gift returns the receiving side of the donation (docs/economy.md): no
+// receiver (Polyv sends none: the one mapped to the channel, else the
+// house), the channel as the room, goodName as the gift, goodNum items at
+// goodPrice.
+func (d Donation) Gift() ledger.Gift {
+	return ledger.Gift{RoomID: d.ChannelID, GiftID: d.GoodName, Count: d.Num, UnitPrice: d.PriceCoins}
+}
 
 // Details returns the donation's parameters as stored with its ledger
 // entry: channelId, sessionId, goodName, goodPrice, goodNum and count, as

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -200,8 +201,13 @@ func (h *handler) donate(r *http.Request) (answer, *Donation) {
 		// Kept past the whole window in which a copy can be accepted.
 		ExpiresAt: d.TS.Add(2 * h.cfg.MaxSkew),
 		Details:   d.Details(),
+		Gift:      d.Gift(),
 	})
-	return h.result(res, err), &d
+	a := h.result(res, err)
+	if a.out == callback.PriceRefused {
+		a.Message = h.refusal(res, d)
+	}
+	return a, &d
 }
 
 // authenticate checks appId and the sign before anything else in params is
@@ -251,6 +257,8 @@ func (h *handler) result(res ledger.DebitResult, err error) answer {
 		// under a key replays, however its parameters were split. It is
 		// answered and logged as a system error.
 		a.Code, a.Message, a.err = http.StatusInternalServerError, "system error", err
+	case res.Status == ledger.Refused:
+		a.Code = http.StatusUnprocessableEntity
 	case res.Status == ledger.Insufficient:
 		// Also the replay of one: it stays 400 whatever the wallet holds now.
 		a.Code, a.Message = http.StatusBadRequest, "insufficient points"
@@ -258,6 +266,20 @@ func (h *handler) result(res ledger.DebitResult, err error) answer {
 		a.Code, a.Data = http.StatusOK, json.RawMessage(h.cfg.Scale.Points(res.Balance))
 	}
 	return a
+}
+
+// refusal is the 422 message of a donation the price check refused: what
+// the catalogue expected (docs/economy.md). count = goodPrice × goodNum was
+// checked before, so the price per item is what can differ.
+func (h *handler) refusal(res ledger.DebitResult, d Donation) string {
+	switch res.Refusal {
+	case ledger.RefusedUnknownGift:
+		return fmt.Sprintf("goodName: %q is not in the catalogue", d.GoodName)
+	case ledger.RefusedInactiveGift:
+		return fmt.Sprintf("goodName: %q is inactive in the catalogue", d.GoodName)
+	}
+	return fmt.Sprintf("goodPrice: want %s (the catalogue's price of %q), got %s",
+		h.cfg.Scale.Points(res.Price), d.GoodName, d.GoodPrice)
 }
 
 func unprocessable(err error) answer {
