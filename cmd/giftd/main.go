@@ -181,15 +181,15 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 	reg := prometheus.NewRegistry()
 	metrics := httpapi.NewMetrics(reg)
 	reg.MustRegister(newPoolCollector(store.Pool()))
-	store.SetObserver(metrics.ObserveDB)
+	store.SetTimer(metrics.ObserveDB)
 	ready := httpapi.NewReadiness(reg, store, log)
-	obs := callback.NewObserver(reg, log)
+	calls := callback.NewRecorder(reg, log)
 	deps := httpapi.Deps{
 		Store: store,
 		Callbacks: []httpapi.Callback{{Doc: "linkv-debit", Method: http.MethodPost, Path: s.DebitPath,
 			Handler: linkv.NewHandler(store, linkv.Config{
 				Apps: s.LinkVApps, MaxExpiry: s.MaxExpiry, NonceMaxAge: s.NonceMaxAge, DBTimeout: s.DBTimeout,
-			}, linkv.NewMetrics(reg), obs)}},
+			}, linkv.NewMetrics(reg), calls)}},
 		Sources:    httpapi.NewSourceFilter(s.AllowedCIDRs, s.TrustedProxies),
 		AdminToken: s.AdminToken,
 		Metrics:    metrics,
@@ -204,7 +204,7 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 		pv := polyv.NewHandlers(store, polyv.Config{
 			Apps: s.PolyvApps, Scale: s.PolyvScale, MaxSkew: s.PolyvMaxSkew, DBTimeout: s.DBTimeout,
 			URLParams: s.PolyvURLParams,
-		}, obs)
+		}, calls)
 		deps.Callbacks = append(deps.Callbacks,
 			httpapi.Callback{Doc: "polyv-query", Method: http.MethodGet, Path: s.PolyvQueryPath, Handler: pv.Query},
 			httpapi.Callback{Doc: "polyv-donate", Method: http.MethodPost, Path: s.PolyvUpdatePath, Handler: pv.Donate})

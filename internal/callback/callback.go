@@ -32,17 +32,17 @@ const (
 
 var outcomes = []string{OK, Replay, Insufficient, BadRequest, Expired, BadSign, Conflict, Error, PriceRefused}
 
-// Observer counts and logs every callback of every platform.
-type Observer struct {
+// Recorder counts and logs every callback of every platform.
+type Recorder struct {
 	outcomes *prometheus.CounterVec
 	debited  *prometheus.CounterVec
 	log      *slog.Logger
 }
 
-// NewObserver registers giftd_debit_outcomes_total and
+// NewRecorder registers giftd_debit_outcomes_total and
 // giftd_gold_debited_total on reg and logs to log.
-func NewObserver(reg prometheus.Registerer, log *slog.Logger) *Observer {
-	o := &Observer{
+func NewRecorder(reg prometheus.Registerer, log *slog.Logger) *Recorder {
+	o := &Recorder{
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "giftd_debit_outcomes_total",
 			Help: "Debit callbacks answered, by platform and outcome.",
@@ -59,16 +59,16 @@ func NewObserver(reg prometheus.Registerer, log *slog.Logger) *Observer {
 
 // AddPlatform makes every outcome of platform visible, at zero, before its
 // first callback, so that rates and alerts see a series from the start.
-func (o *Observer) AddPlatform(platform string) {
+func (o *Recorder) AddPlatform(platform string) {
 	for _, out := range outcomes {
 		o.outcomes.WithLabelValues(platform, out)
 	}
 	o.debited.WithLabelValues(platform)
 }
 
-// Record is what one callback did. Only ids and amounts: never a secret,
+// Call is what one callback did. Only ids and amounts: never a secret,
 // a sign, a token or the whole form.
-type Record struct {
+type Call struct {
 	Platform  string
 	Outcome   string
 	Status    int
@@ -82,8 +82,8 @@ type Record struct {
 	Attrs     []slog.Attr
 }
 
-// Observe counts rec's outcome and writes its log line.
-func (o *Observer) Observe(ctx context.Context, rec Record) {
+// Record counts c's outcome and writes its log line.
+func (o *Recorder) Record(ctx context.Context, rec Call) {
 	o.outcomes.WithLabelValues(rec.Platform, rec.Outcome).Inc()
 	if rec.Outcome == OK {
 		o.debited.WithLabelValues(rec.Platform).Add(float64(rec.Gold))
@@ -93,7 +93,7 @@ func (o *Observer) Observe(ctx context.Context, rec Record) {
 
 // Log writes rec's log line under msg without counting it: for a callback
 // that debits nothing, such as Polyv's points query.
-func (o *Observer) Log(ctx context.Context, msg string, rec Record) {
+func (o *Recorder) Log(ctx context.Context, msg string, rec Call) {
 	attrs := append([]slog.Attr{
 		slog.String("platform", rec.Platform),
 		slog.String("outcome", rec.Outcome),

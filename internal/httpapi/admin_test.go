@@ -47,7 +47,7 @@ func newEnv(t *testing.T) *env {
 		Callbacks: []httpapi.Callback{{Doc: "linkv-debit", Method: http.MethodPost, Path: "/linkv/debit",
 			Handler: linkv.NewHandler(store, linkv.Config{
 				Apps: map[string][]string{"app": {"secret"}}, MaxExpiry: time.Hour, DBTimeout: 5 * time.Second,
-			}, linkv.NewMetrics(reg), callback.NewObserver(reg, log))}},
+			}, linkv.NewMetrics(reg), callback.NewRecorder(reg, log))}},
 		AdminToken: token,
 		Metrics:    httpapi.NewMetrics(reg),
 		Gatherer:   reg,

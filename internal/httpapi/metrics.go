@@ -45,7 +45,7 @@ func newLedgerMetrics() (credited *prometheus.CounterVec, db *prometheus.Histogr
 }
 
 // ObserveDB records one ledger operation's duration; it is a
-// ledger.Observer, for Store.SetObserver.
+// ledger.Timer, for Store.SetTimer.
 func (m *Metrics) ObserveDB(op string, d time.Duration) {
 	m.db.WithLabelValues(op).Observe(d.Seconds())
 }

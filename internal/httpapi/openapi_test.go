@@ -40,12 +40,12 @@ func routesOf(t *testing.T, h http.Handler) []string {
 func TestOpenAPI_DocumentsExactlyTheRealRoutes(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	obs := callback.NewObserver(reg, log)
-	pv := polyv.NewHandlers(nil, polyv.Config{Apps: map[string][]string{"pv": {"s"}}}, obs)
+	calls := callback.NewRecorder(reg, log)
+	pv := polyv.NewHandlers(nil, polyv.Config{Apps: map[string][]string{"pv": {"s"}}}, calls)
 	// Every platform on, each at a path of its own choosing, as settings allow.
 	callbacks := []httpapi.Callback{
 		{Doc: "linkv-debit", Method: http.MethodPost, Path: "/cb/linkv",
-			Handler: linkv.NewHandler(nil, linkv.Config{Apps: map[string][]string{"app": {"s"}}}, linkv.NewMetrics(reg), obs)},
+			Handler: linkv.NewHandler(nil, linkv.Config{Apps: map[string][]string{"app": {"s"}}}, linkv.NewMetrics(reg), calls)},
 		{Doc: "polyv-query", Method: http.MethodGet, Path: "/cb/polyv/points", Handler: pv.Query},
 		{Doc: "polyv-donate", Method: http.MethodPost, Path: "/cb/polyv/donate", Handler: pv.Donate},
 	}

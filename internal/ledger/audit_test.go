@@ -73,12 +73,12 @@ func TestPruneRequests_DeletesExpiredRecordsInBatchesAndKeepsTheLedger(t *testin
 		}
 	}
 	var ops []string
-	s.SetObserver(func(op string, _ time.Duration) { ops = append(ops, op) })
+	s.SetTimer(func(op string, _ time.Duration) { ops = append(ops, op) })
 	n, err := s.PruneRequests(ctx, time.Now().Add(-time.Minute), 2) // three statements: 2, 2, 1
 	if err != nil || n != 5 {
 		t.Fatalf("pruned %d, %v; want 5", n, err)
 	}
-	s.SetObserver(nil)
+	s.SetTimer(nil)
 	if len(ops) != 1 || ops[0] != ledger.OpPrune {
 		t.Errorf("observer saw %v, want [prune]", ops)
 	}

@@ -70,7 +70,7 @@ type Store struct {
 	batching      Batching
 	batcher       *batcher // nil when batching is off
 	economy       Economy
-	observer      atomic.Pointer[Observer]
+	timer         atomic.Pointer[Timer]
 }
 
 // Open connects a pool to databaseURL, with DefaultBatching unless an option

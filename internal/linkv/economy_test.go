@@ -29,7 +29,7 @@ func newEconomyFixture(t *testing.T, e ledger.Economy) *fixture {
 	m := linkv.NewMetrics(reg)
 	logs := &lockedBuffer{}
 	return &fixture{store: store, metrics: m, reg: reg, logs: logs,
-		handler: linkv.NewHandler(store, cfg, m, callback.NewObserver(reg, slog.New(slog.NewTextHandler(logs, nil))))}
+		handler: linkv.NewHandler(store, cfg, m, callback.NewRecorder(reg, slog.New(slog.NewTextHandler(logs, nil))))}
 }
 
 // TestDebit_PriceCheckRefuses400NamingWhatWasExpected holds docs/economy.md's

@@ -20,7 +20,7 @@ import (
 const Platform = "linkv"
 
 // Metrics are LinkV's own counters; outcomes are counted by the shared
-// callback.Observer.
+// callback.Recorder.
 type Metrics struct {
 	signForms *prometheus.CounterVec
 }
@@ -61,28 +61,28 @@ type Handler struct {
 	store   *ledger.Store
 	cfg     Config
 	metrics *Metrics
-	obs     *callback.Observer
+	calls   *callback.Recorder
 }
 
 // NewHandler returns the debit callback handler.
-func NewHandler(store *ledger.Store, cfg Config, m *Metrics, obs *callback.Observer) *Handler {
+func NewHandler(store *ledger.Store, cfg Config, m *Metrics, calls *callback.Recorder) *Handler {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	obs.AddPlatform(Platform)
-	return &Handler{store: store, cfg: cfg, metrics: m, obs: obs}
+	calls.AddPlatform(Platform)
+	return &Handler{store: store, cfg: cfg, metrics: m, calls: calls}
 }
 
 // answer is the callback's JSON answer; Status is also the HTTP status.
 type answer struct {
-	Status int       `json:"status"`
-	Msg    string    `json:"msg"`
-	Gold   *int64    `json:"gold,omitempty"`
-	Data   *goldOnly `json:"data,omitempty"`
-	out    string    // the outcome counted
-	form   SignForm  // the signature form that matched, if any
-	req    *Request  // the validated request, if it got that far
-	err    error     // a system error, logged
+	Status  int       `json:"status"`
+	Msg     string    `json:"msg"`
+	Gold    *int64    `json:"gold,omitempty"`
+	Data    *goldOnly `json:"data,omitempty"`
+	outcome string    // the outcome counted
+	form    SignForm  // the signature form that matched, if any
+	req     *Request  // the validated request, if it got that far
+	err     error     // a system error, logged
 }
 
 type goldOnly struct {
@@ -96,7 +96,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(a.Status)
 	json.NewEncoder(w).Encode(a) //nolint:errcheck // the client is gone; nothing to do
 
-	rec := callback.Record{Platform: Platform, Outcome: a.out, Status: a.Status, Latency: time.Since(start), Err: a.err}
+	rec := callback.Call{Platform: Platform, Outcome: a.outcome, Status: a.Status, Latency: time.Since(start), Err: a.err}
 	if a.req != nil {
 		rec.AppID, rec.RequestID, rec.UserID, rec.Gold = a.req.AppID, a.req.RequestID, a.req.UserID, a.req.Gold
 	}
@@ -106,7 +106,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if a.Status != http.StatusOK {
 		rec.Msg = a.Msg
 	}
-	h.obs.Observe(r.Context(), rec)
+	h.calls.Record(r.Context(), rec)
 }
 
 func (h *Handler) serve(r *http.Request) answer {
@@ -122,11 +122,11 @@ func (h *Handler) serve(r *http.Request) answer {
 	}
 	secrets, ok := h.cfg.Apps[fields["app_id"]]
 	if !ok {
-		return answer{Status: http.StatusForbidden, Msg: "sign err", out: callback.BadSign}
+		return answer{Status: http.StatusForbidden, Msg: "sign err", outcome: callback.BadSign}
 	}
 	form, ok := Verify(fields, fields["sign"], secrets)
 	if !ok {
-		return answer{Status: http.StatusForbidden, Msg: "sign err", out: callback.BadSign}
+		return answer{Status: http.StatusForbidden, Msg: "sign err", outcome: callback.BadSign}
 	}
 	h.metrics.signForms.WithLabelValues(string(form)).Inc()
 
@@ -136,7 +136,7 @@ func (h *Handler) serve(r *http.Request) answer {
 		a := badRequest(err)
 		var fe *FieldError
 		if errors.As(err, &fe) && fe.Reason == reasonExpired {
-			a.out = callback.Expired
+			a.outcome = callback.Expired
 		}
 		a.form = form
 		return a
@@ -153,7 +153,7 @@ func (h *Handler) serve(r *http.Request) answer {
 		res, err = h.store.Recorded(ctx, key, fp)
 		if errors.Is(err, ledger.ErrNotFound) {
 			a := badRequest(&FieldError{Field: "nonce", Reason: "older than " + h.cfg.NonceMaxAge.String()})
-			a.out, a.form, a.req = callback.Expired, form, &req
+			a.outcome, a.form, a.req = callback.Expired, form, &req
 			return a
 		}
 	} else {
@@ -168,7 +168,7 @@ func (h *Handler) serve(r *http.Request) answer {
 		})
 	}
 	a := h.result(res, err)
-	if a.out == callback.PriceRefused {
+	if a.outcome == callback.PriceRefused {
 		a.Msg = refusal(res, req)
 	}
 	a.form, a.req = form, &req
@@ -198,8 +198,8 @@ func (h *Handler) nonceFresh(nonce string, now time.Time) bool {
 
 // result maps the ledger's answer to LinkV's.
 func (h *Handler) result(res ledger.DebitResult, err error) answer {
-	a := answer{out: callback.OutcomeOf(res, err)}
-	switch a.out {
+	a := answer{outcome: callback.OutcomeOf(res, err)}
+	switch a.outcome {
 	case callback.Conflict:
 		a.Status, a.Msg = http.StatusConflict, "request_id reused with different parameters"
 	case callback.Error:
@@ -219,5 +219,5 @@ func (h *Handler) result(res ledger.DebitResult, err error) answer {
 }
 
 func badRequest(err error) answer {
-	return answer{Status: http.StatusBadRequest, Msg: err.Error(), out: callback.BadRequest}
+	return answer{Status: http.StatusBadRequest, Msg: err.Error(), outcome: callback.BadRequest}
 }

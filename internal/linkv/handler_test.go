@@ -83,7 +83,7 @@ func newFixture(t *testing.T, mutate ...func(*linkv.Config)) *fixture {
 	m := linkv.NewMetrics(reg)
 	logs := &lockedBuffer{}
 	return &fixture{store: store, metrics: m, reg: reg, logs: logs,
-		handler: linkv.NewHandler(store, cfg, m, callback.NewObserver(reg, slog.New(slog.NewTextHandler(logs, nil))))}
+		handler: linkv.NewHandler(store, cfg, m, callback.NewRecorder(reg, slog.New(slog.NewTextHandler(logs, nil))))}
 }
 
 // docFields is the document's example request without its sign.

@@ -28,8 +28,8 @@ func newEconomyFixture(t *testing.T, e ledger.Economy, mutate ...func(*polyv.Con
 		m(&cfg)
 	}
 	reg := prometheus.NewRegistry()
-	obs := callback.NewObserver(reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	return &fixture{store: store, reg: reg, obs: obs, handlers: polyv.NewHandlers(store, cfg, obs)}
+	calls := callback.NewRecorder(reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return &fixture{store: store, reg: reg, calls: calls, handlers: polyv.NewHandlers(store, cfg, calls)}
 }
 
 // TestDonate_PriceCheckRefuses422AgainstTheCatalogue holds docs/economy.md's

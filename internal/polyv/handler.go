@@ -46,18 +46,18 @@ type Handlers struct {
 }
 
 // NewHandlers returns Polyv's callbacks on store. Donations are counted
-// and logged by obs; points queries are logged by it, not counted. It
+// and logged by calls; points queries are logged by it, not counted. It
 // panics when cfg.URLParams fails CheckURLParams: the caller checks its
 // settings first.
-func NewHandlers(store *ledger.Store, cfg Config, obs *callback.Observer) Handlers {
+func NewHandlers(store *ledger.Store, cfg Config, calls *callback.Recorder) Handlers {
 	if err := CheckURLParams(cfg.URLParams); err != nil {
 		panic("polyv: Config.URLParams: " + err.Error())
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	obs.AddPlatform(Platform)
-	h := &handler{store: store, cfg: cfg, obs: obs,
+	calls.AddPlatform(Platform)
+	h := &handler{store: store, cfg: cfg, calls: calls,
 		queryParams: newCallbackParams(false, cfg.URLParams), donationParams: newCallbackParams(true, cfg.URLParams)}
 	return Handlers{Query: http.HandlerFunc(h.serveQuery), Donate: http.HandlerFunc(h.serveDonate)}
 }
@@ -65,7 +65,7 @@ func NewHandlers(store *ledger.Store, cfg Config, obs *callback.Observer) Handle
 type handler struct {
 	store *ledger.Store
 	cfg   Config
-	obs   *callback.Observer
+	calls *callback.Recorder
 	// What each callback may carry.
 	queryParams, donationParams callbackParams
 }
@@ -76,7 +76,7 @@ type answer struct {
 	Status  string          `json:"status"` // success or error, set by write
 	Message string          `json:"message"`
 	Data    json.RawMessage `json:"data"` // points, or null
-	out     string          // the outcome counted
+	outcome string          // the outcome counted
 	err     error           // a system error, logged
 }
 
@@ -84,28 +84,28 @@ func (h *handler) serveQuery(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	a, v := h.query(r)
 	write(w, a)
-	rec := callback.Record{Platform: Platform, Outcome: a.out, Status: a.Code, Latency: time.Since(start), Err: a.err}
+	rec := callback.Call{Platform: Platform, Outcome: a.outcome, Status: a.Code, Latency: time.Since(start), Err: a.err}
 	if v != nil {
 		rec.Attrs = []slog.Attr{slog.String("app_id", v.AppID), slog.String("user_id", v.ViewerID)}
 	}
 	if a.Code != http.StatusOK {
 		rec.Msg = a.Message
 	}
-	h.obs.Log(r.Context(), "points query", rec)
+	h.calls.Log(r.Context(), "points query", rec)
 }
 
 func (h *handler) serveDonate(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	a, d := h.donate(r)
 	write(w, a)
-	rec := callback.Record{Platform: Platform, Outcome: a.out, Status: a.Code, Latency: time.Since(start), Err: a.err}
+	rec := callback.Call{Platform: Platform, Outcome: a.outcome, Status: a.Code, Latency: time.Since(start), Err: a.err}
 	if d != nil {
 		rec.AppID, rec.RequestID, rec.UserID, rec.Gold = d.AppID, d.RequestID(), d.ViewerID, d.Coins
 	}
 	if a.Code != http.StatusOK {
 		rec.Msg = a.Message
 	}
-	h.obs.Observe(r.Context(), rec)
+	h.calls.Record(r.Context(), rec)
 }
 
 func write(w http.ResponseWriter, a answer) {
@@ -148,9 +148,9 @@ func (h *handler) query(r *http.Request) (answer, *Viewer) {
 	case err == nil:
 		coins = wallet.Gold
 	case !errors.Is(err, ledger.ErrNotFound): // an unknown wallet holds 0 points
-		return answer{Code: http.StatusInternalServerError, Message: "system error", out: callback.Error, err: err}, &v
+		return answer{Code: http.StatusInternalServerError, Message: "system error", outcome: callback.Error, err: err}, &v
 	}
-	return answer{Code: http.StatusOK, Data: json.RawMessage(h.cfg.Scale.Points(coins)), out: callback.OK}, &v
+	return answer{Code: http.StatusOK, Data: json.RawMessage(h.cfg.Scale.Points(coins)), outcome: callback.OK}, &v
 }
 
 // donate answers a donation, and the validated donation when it got that far.
@@ -204,7 +204,7 @@ func (h *handler) donate(r *http.Request) (answer, *Donation) {
 		Gift:      d.Gift(),
 	})
 	a := h.result(res, err)
-	if a.out == callback.PriceRefused {
+	if a.outcome == callback.PriceRefused {
 		a.Message = h.refusal(res, d)
 	}
 	return a, &d
@@ -222,7 +222,7 @@ func (h *handler) authenticate(params map[string]string) (answer, bool) {
 	// nobody's business.
 	secrets, ok := h.cfg.Apps[params["appId"]]
 	if !ok || !Verify(params, params["sign"], secrets) {
-		return answer{Code: http.StatusForbidden, Message: "invalid signature", out: callback.BadSign}, false
+		return answer{Code: http.StatusForbidden, Message: "invalid signature", outcome: callback.BadSign}, false
 	}
 	return answer{}, true
 }
@@ -242,14 +242,14 @@ func (h *handler) fieldOK(name, value string) bool {
 func (h *handler) fresh(ts time.Time) (answer, bool) {
 	if d := h.cfg.Now().Sub(ts); d > h.cfg.MaxSkew || d < -h.cfg.MaxSkew {
 		return answer{Code: http.StatusForbidden, Message: "ts: more than " + h.cfg.MaxSkew.String() + " from giftd's clock",
-			out: callback.Expired}, false
+			outcome: callback.Expired}, false
 	}
 	return answer{}, true
 }
 
 // result maps the ledger's answer to Polyv's.
 func (h *handler) result(res ledger.DebitResult, err error) answer {
-	a := answer{out: callback.OutcomeOf(res, err)}
+	a := answer{outcome: callback.OutcomeOf(res, err)}
 	switch {
 	case err != nil:
 		// ErrRequestReused (outcome conflict) cannot happen: the key and the
@@ -283,5 +283,5 @@ func (h *handler) refusal(res ledger.DebitResult, d Donation) string {
 }
 
 func unprocessable(err error) answer {
-	return answer{Code: http.StatusUnprocessableEntity, Message: err.Error(), out: callback.BadRequest}
+	return answer{Code: http.StatusUnprocessableEntity, Message: err.Error(), outcome: callback.BadRequest}
 }

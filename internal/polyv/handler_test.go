@@ -42,7 +42,7 @@ type fixture struct {
 	store    *ledger.Store
 	handlers polyv.Handlers
 	reg      *prometheus.Registry
-	obs      *callback.Observer
+	calls    *callback.Recorder
 }
 
 func newFixture(t *testing.T, mutate ...func(*polyv.Config)) *fixture {
@@ -65,8 +65,8 @@ func newFixture(t *testing.T, mutate ...func(*polyv.Config)) *fixture {
 		m(&cfg)
 	}
 	reg := prometheus.NewRegistry()
-	obs := callback.NewObserver(reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	return &fixture{store: store, reg: reg, obs: obs, handlers: polyv.NewHandlers(store, cfg, obs)}
+	calls := callback.NewRecorder(reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return &fixture{store: store, reg: reg, calls: calls, handlers: polyv.NewHandlers(store, cfg, calls)}
 }
 
 func scale(n int64) func(*polyv.Config) {
@@ -512,7 +512,7 @@ func TestDonate_LinkVAndPolyvShareOneWalletWithoutOverdraft(t *testing.T) {
 	f.topUp(t, "hot", n*3)
 	lv := linkv.NewHandler(f.store, linkv.Config{
 		Apps: map[string][]string{"lv-app": {"lv-secret"}}, MaxExpiry: 2400 * time.Hour, DBTimeout: 10 * time.Second,
-	}, linkv.NewMetrics(f.reg), f.obs)
+	}, linkv.NewMetrics(f.reg), f.calls)
 	linkvBody := func(i int) string {
 		now := time.Now().Unix()
 		p := map[string]string{

@@ -2,7 +2,7 @@ package ledger
 
 import "time"
 
-// The operations a Store reports to its Observer, as the op label of
+// The operations a Store reports to its Timer, as the op label of
 // giftd_db_duration_seconds.
 const (
 	OpDebit    = "debit"
@@ -20,30 +20,30 @@ const (
 	OpPayout    = "payout"
 )
 
-// Ops returns every operation an Observer may be told about, so that a
+// Ops returns every operation a Timer may be told about, so that a
 // metric can show each one at zero before it first happens.
 func Ops() []string {
 	return []string{OpDebit, OpTopUp, OpReversal, OpWallet, OpEntries, OpFindDebit, OpAudit, OpPrune, OpCatalogue, OpEarnings, OpPayout}
 }
 
-// Observer is told how long one Store operation took, whatever its result.
+// Timer is told how long one Store operation took, whatever its result.
 // It is called on the operation's goroutine and must be quick.
-type Observer func(op string, d time.Duration)
+type Timer func(op string, d time.Duration)
 
-// SetObserver makes s report the duration of each exported operation to obs
+// SetTimer makes s report the duration of each exported operation to obs
 // (nil stops it). It may be called at any time, also while s is in use.
-func (s *Store) SetObserver(obs Observer) {
+func (s *Store) SetTimer(obs Timer) {
 	if obs == nil {
-		s.observer.Store(nil)
+		s.timer.Store(nil)
 		return
 	}
-	s.observer.Store(&obs)
+	s.timer.Store(&obs)
 }
 
-// observe reports an operation that started at start to the observer, if
+// observe reports an operation that started at start to the timer, if
 // any. Use it as: defer s.observe(OpWallet, time.Now()).
 func (s *Store) observe(op string, start time.Time) {
-	if obs := s.observer.Load(); obs != nil {
+	if obs := s.timer.Load(); obs != nil {
 		(*obs)(op, time.Since(start))
 	}
 }
