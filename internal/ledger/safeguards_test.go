@@ -437,3 +437,39 @@ func TestSafeguards_MigrationDownAndUpAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Earnings younger than the hold are held: not payable, not paid out.
+func TestSafeguards_HeldEarningsAreNotPaidUntilTheyMature(t *testing.T) {
+	url := pgtest.URL(t)
+	open := func(hold time.Duration) *ledger.Store {
+		s, err := ledger.Open(context.Background(), url, ledger.WithEconomy(ledger.Economy{Earnings: true, DefaultShareBP: 5000}),
+			ledger.WithSafeguards(ledger.Safeguards{EarningsHold: hold}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		return s
+	}
+	ctx := context.Background()
+	held := open(time.Hour)
+	topUp(t, held, "fan", 1000)
+	mustDebit(t, held, gift("g1", "fan", 100, "host", "rose", 1))
+	if a := earningsOf(t, held, "host"); a.Balance != 50 || a.Held != 50 || a.Payable != 0 {
+		t.Errorf("earnings within the hold: %+v, want 50 held, 0 payable", a)
+	}
+	if _, err := held.Payout(ctx, ledger.Payout{ReceiverID: "host", Amount: 1, Key: "p1"}); !errors.Is(err, ledger.ErrInsufficientEarnings) {
+		t.Errorf("a payout of held earnings: %v", err)
+	}
+	rows, err := held.EarningsPeriod(ctx, time.Now().Add(-time.Hour), time.Now().Add(time.Minute))
+	if err != nil || len(rows) != 1 || rows[0].Held != 50 || rows[0].Payable != 0 {
+		t.Errorf("export within the hold: %+v, %v", rows, err)
+	}
+	// A hold of a nanosecond has passed by now: the same earnings matured.
+	matured := open(time.Nanosecond)
+	if a := earningsOf(t, matured, "host"); a.Held != 0 || a.Payable != 50 {
+		t.Errorf("matured earnings: %+v, want 50 payable", a)
+	}
+	if _, err := matured.Payout(ctx, ledger.Payout{ReceiverID: "host", Amount: 50, Key: "p2"}); err != nil {
+		t.Errorf("a payout of matured earnings: %v", err)
+	}
+}
