@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -208,8 +210,10 @@ func (p Policy) check(scope string) error {
 func checkKey(k PolicyKey) error {
 	switch k.Scope {
 	case ScopeUser:
-		if !ValidUserID(k.Subject) {
-			return fmt.Errorf("%w: user_id: must be 1-64 characters of [0-9A-Za-z+=_-]", ErrBadPolicy)
+		// A sender's id is a wallet's (ValidUserID); a receiver's may be any
+		// receiver id a callback or a channel mapping carries.
+		if k.Subject == "" || len(k.Subject) > 128 || !utf8.ValidString(k.Subject) || strings.ContainsFunc(k.Subject, unicode.IsControl) {
+			return fmt.Errorf("%w: user_id: must be 1-128 bytes of UTF-8 without control characters", ErrBadPolicy)
 		}
 	case ScopeApp:
 		platform, app, ok := strings.Cut(k.Subject, "/")
