@@ -23,7 +23,8 @@ import (
 const readyProbeInterval = 5 * time.Second
 
 // openForOps opens DATABASE_URL for a one-off command: no batching, since
-// such a command never debits. It returns the database settings too.
+// such a command never debits, and the safeguards' settings, for the
+// earnings hold of the export. It returns the database settings too.
 func openForOps(ctx context.Context, getenv func(string) string) (*ledger.Store, settings, error) {
 	var s settings
 	if err := readDatabase(getenv, &s); err != nil {
@@ -32,7 +33,10 @@ func openForOps(ctx context.Context, getenv func(string) string) (*ledger.Store,
 	if err := requireDatabase(s); err != nil {
 		return nil, s, err
 	}
-	store, err := ledger.Open(ctx, s.DatabaseURL, ledger.WithBatching(ledger.Batching{MaxBatch: 1}))
+	if err := readPolicies(getenv, &s); err != nil {
+		return nil, s, err
+	}
+	store, err := ledger.Open(ctx, s.DatabaseURL, ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithSafeguards(s.Safeguards))
 	return store, s, err
 }
 

@@ -41,6 +41,9 @@ type Safeguards struct {
 	// EarningsHold is how long a receiver's earnings from a gift are held
 	// before they are payable (applies whether On or not).
 	EarningsHold time.Duration
+	// DisplayHideAmounts: reports meant for display (leaderboards) show no
+	// amounts, only ranks (docs/safeguards.md#consent).
+	DisplayHideAmounts bool
 }
 
 // MaxCoolingOff bounds a cooling-off (and so a policy's): 30 days.
