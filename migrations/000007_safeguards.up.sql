@@ -217,8 +217,6 @@ DECLARE
     wmong  bigint[];
     wcool  timestamptz[];
     wdirty boolean[];
-    today  date;
-    tmonth date;
     hc     bigint;
     left_  bigint;
     b      int;
@@ -334,46 +332,40 @@ BEGIN
     --     later one committed) counts in the newer bucket, day or month:
     --     never less than was spent.
     IF safe AND nu > 0 THEN
-        whrs := array_fill(0::bigint, ARRAY[nu * 25]);
         wdirty := array_fill(false, ARRAY[nu]);
-        FOR r IN
-            SELECT k2 AS k, coalesce(u.time_zone, p_policy ->> 'time_zone', 'UTC') AS tz, s.hour_last, s.hours,
-                   s.day, s.day_gold, s.month, s.month_gold, s.cool_until, s.user_id IS NOT NULL AS found
+        -- One statement for every wallet: its zone, its buckets advanced to
+        -- whour (each of the 25 slots holds the one hour of whour - 24 ..
+        -- whour that maps to it; a slot whose stored hour left the window
+        -- is 0) and their sum, its day and month (kept, or started afresh).
+        WITH u AS (
+            SELECT k2 AS k, coalesce(p.time_zone, p_policy ->> 'time_zone', 'UTC') AS tz,
+                   greatest(nowh, s.hour_last) AS wh, s.hour_last, s.hours, s.day, s.day_gold, s.month, s.month_gold, s.cool_until
             FROM generate_subscripts(users, 1) AS k2
             LEFT JOIN LATERAL (SELECT x.* FROM spend_windows x WHERE x.user_id = users[k2]) AS s ON true
             LEFT JOIN LATERAL (SELECT x.time_zone FROM spend_policies x
-                               WHERE x.scope = 'user' AND x.subject = users[k2]) AS u ON true
-        LOOP
-            k := r.k;
-            wtz[k] := r.tz;
-            today := (tnow AT TIME ZONE r.tz)::date;
-            tmonth := date_trunc('month', tnow AT TIME ZONE r.tz)::date;
-            whour[k] := nowh;
-            wsum[k] := 0;
-            wday[k] := today;
-            wdayg[k] := 0;
-            wmon[k] := tmonth;
-            wmong[k] := 0;
-            wcool[k] := NULL;
-            IF r.found THEN
-                whour[k] := greatest(nowh, r.hour_last);
-                FOR h IN whour[k] - 24 .. whour[k] LOOP
-                    CONTINUE WHEN h > r.hour_last OR h < r.hour_last - 24;
-                    b := (h % 25)::int + 1;
-                    whrs[(k - 1) * 25 + b] := r.hours[b];
-                    wsum[k] := wsum[k] + r.hours[b];
-                END LOOP;
-                IF r.day >= today THEN
-                    wday[k] := r.day;
-                    wdayg[k] := r.day_gold;
-                END IF;
-                IF r.month >= tmonth THEN
-                    wmon[k] := r.month;
-                    wmong[k] := r.month_gold;
-                END IF;
-                wcool[k] := r.cool_until;
-            END IF;
-        END LOOP;
+                               WHERE x.scope = 'user' AND x.subject = users[k2]) AS p ON true
+        ), d AS (
+            SELECT u.*, (tnow AT TIME ZONE u.tz)::date AS today, date_trunc('month', tnow AT TIME ZONE u.tz)::date AS tmonth,
+                   CASE WHEN u.hour_last IS NULL OR u.wh - u.hour_last >= 25 THEN array_fill(0::bigint, ARRAY[25])
+                        WHEN u.wh = u.hour_last THEN u.hours
+                        ELSE ARRAY(SELECT CASE WHEN u.wh - ((u.wh - (bb - 1)) % 25 + 25) % 25 <= u.hour_last
+                                               THEN u.hours[bb] ELSE 0 END
+                                   FROM generate_series(1, 25) AS bb ORDER BY bb)
+                   END AS hrs
+            FROM u
+        )
+        SELECT array_agg(d.tz ORDER BY d.k), array_agg(d.wh ORDER BY d.k),
+               array_agg(CASE WHEN d.day >= d.today THEN d.day ELSE d.today END ORDER BY d.k),
+               array_agg(CASE WHEN d.day >= d.today THEN d.day_gold ELSE 0 END ORDER BY d.k),
+               array_agg(CASE WHEN d.month >= d.tmonth THEN d.month ELSE d.tmonth END ORDER BY d.k),
+               array_agg(CASE WHEN d.month >= d.tmonth THEN d.month_gold ELSE 0 END ORDER BY d.k),
+               array_agg(d.cool_until ORDER BY d.k),
+               array_agg(d.hrs ORDER BY d.k),
+               array_agg((SELECT sum(v) FROM unnest(d.hrs) AS v)::bigint ORDER BY d.k)
+        INTO wtz, whour, wday, wdayg, wmon, wmong, wcool, whrs, wsum
+        FROM d;
+        -- array_agg made whrs [wallet][slot]: flat, wallet after wallet.
+        whrs := ARRAY(SELECT unnest(whrs));
     END IF;
 
     -- 5. Decide each debit in arrival order against what its predecessors
@@ -445,16 +437,16 @@ BEGIN
         WHERE wallets.user_id = users[k] AND wallets.gold <> golds[k];
     END LOOP;
 
-    -- 6b. One write of the counters per sender who spent.
-    IF safe THEN
-        FOR k IN 1 .. nu LOOP
-            CONTINUE WHEN NOT wdirty[k];
-            INSERT INTO spend_windows AS s (user_id, hour_last, hours, day, day_gold, month, month_gold, cool_until, updated_at)
-            VALUES (users[k], whour[k], whrs[(k - 1) * 25 + 1 : k * 25], wday[k], wdayg[k], wmon[k], wmong[k], wcool[k], now())
-            ON CONFLICT (user_id) DO UPDATE SET hour_last = excluded.hour_last, hours = excluded.hours,
-                day = excluded.day, day_gold = excluded.day_gold, month = excluded.month,
-                month_gold = excluded.month_gold, cool_until = excluded.cool_until, updated_at = excluded.updated_at;
-        END LOOP;
+    -- 6b. One write of the counters per sender who spent (one statement).
+    IF safe AND nu > 0 THEN
+        INSERT INTO spend_windows AS s (user_id, hour_last, hours, day, day_gold, month, month_gold, cool_until, updated_at)
+        SELECT users[k2], whour[k2], whrs[(k2 - 1) * 25 + 1 : k2 * 25], wday[k2], wdayg[k2], wmon[k2], wmong[k2], wcool[k2], now()
+        FROM generate_subscripts(users, 1) AS k2
+        WHERE wdirty[k2]
+        ORDER BY users[k2]
+        ON CONFLICT (user_id) DO UPDATE SET hour_last = excluded.hour_last, hours = excluded.hours,
+            day = excluded.day, day_gold = excluded.day_gold, month = excluded.month,
+            month_gold = excluded.month_gold, cool_until = excluded.cool_until, updated_at = excluded.updated_at;
     END IF;
 
     -- 7. The split of each debited gift (as migration 4); a receiver

@@ -92,6 +92,11 @@ func TestSafeguards_FlagsAndMaxDebitRefuseRecordedAndReplayed(t *testing.T) {
 			t.Errorf("%s recorded as %+v, %v, want %+v", c.id, rec, err, res)
 		}
 	}
+	v, err := s.FindDebit(context.Background(), ledger.DebitKey{Platform: "linkv", AppID: "app", RequestID: "x1"})
+	if err != nil || v.Record == nil || v.Record.Status != ledger.PolicyRefused || v.Record.Refusal == nil ||
+		*v.Record.Refusal != ledger.RefusedMaxDebit || *v.Record.RefusalLimit != 100 || v.Entry != nil {
+		t.Errorf("the record of a refusal: %+v, %v", v.Record, err)
+	}
 	if res := mustDebit(t, s, debit("ok", "adult", 100)); res.Status != ledger.Debited {
 		t.Errorf("a debit at the max: %+v", res)
 	}
@@ -471,5 +476,44 @@ func TestSafeguards_HeldEarningsAreNotPaidUntilTheyMature(t *testing.T) {
 	}
 	if _, err := matured.Payout(ctx, ledger.Payout{ReceiverID: "host", Amount: 50, Key: "p2"}); err != nil {
 		t.Errorf("a payout of matured earnings: %v", err)
+	}
+}
+
+// BenchmarkSafeguards_Batch64 times one batch of 64 gifts of 64 senders,
+// earnings on, with the safeguards off and on (every cap, the reminder and
+// the cooling-off set, none hit), alternately on one database.
+func BenchmarkSafeguards_Batch64(b *testing.B) {
+	url := pgtest.URL(b)
+	stores := map[string]*ledger.Store{}
+	for _, mode := range []string{"off", "on"} {
+		g := ledger.Safeguards{On: mode == "on", MaxDebit: 1e6, Cap24h: 1e11, CapMonth: 1e11, RemindDay: 1e11, CoolingOff: time.Hour, TimeZone: "Asia/Shanghai"}
+		s, err := ledger.Open(context.Background(), url, ledger.WithEconomy(ledger.Economy{Earnings: true, DefaultShareBP: 5000}), ledger.WithSafeguards(g))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(s.Close)
+		stores[mode] = s
+	}
+	for u := range 64 {
+		if _, err := stores["off"].TopUp(context.Background(), ledger.TopUp{UserID: fmt.Sprint("s", u), Amount: 1e12, Key: fmt.Sprint("seed", u)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	n := 0
+	for round := range 3 {
+		for _, mode := range []string{"off", "on"} {
+			b.Run(fmt.Sprint(mode, "-", round), func(b *testing.B) {
+				for range b.N {
+					batch := make([]ledger.Debit, 64)
+					for u := range batch {
+						n++
+						batch[u] = gift(fmt.Sprint("b", n), fmt.Sprint("s", u), 10, fmt.Sprint("h", u), "rose", 1)
+					}
+					if _, errs := ledger.RunBatch(stores[mode], batch); errs[0] != nil {
+						b.Fatal(errs[0])
+					}
+				}
+			})
+		}
 	}
 }
