@@ -30,6 +30,7 @@ type cluster struct {
 	nodes   []*node
 	monURI  string // the monitor's connection string
 	log     func(format string, args ...any)
+	seen    map[string]int // see unreplicated
 }
 
 // node is one pg_autoctl service: the monitor or a data node.
@@ -49,7 +50,7 @@ type node struct {
 // removes them when it stops, and the run script removes those of ours that
 // a killed server left.
 func newCluster(dir string, logf func(string, ...any)) (*cluster, error) {
-	c := &cluster{dir: filepath.Join(dir, "pg"), log: logf}
+	c := &cluster{dir: filepath.Join(dir, "pg"), log: logf, seen: map[string]int{}}
 	for _, sub := range []string{"", "config", "data", "run", "logs"} {
 		if err := os.MkdirAll(filepath.Join(c.dir, sub), 0o700); err != nil {
 			return nil, err
@@ -469,6 +470,34 @@ func (n *node) stop(timeout time.Duration) {
 	case <-time.After(timeout):
 	}
 	n.killAll()
+}
+
+// walsender is the pid of n's WAL sender to its standby (n must be the
+// primary, with one standby).
+func (n *node) walsender() (int, error) {
+	pm, err := n.postmaster()
+	if err != nil {
+		return 0, err
+	}
+	for _, p := range children(pm) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p))
+		if err == nil && bytes.HasPrefix(b, []byte("postgres: walsender")) {
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("%s has no walsender", n.name)
+}
+
+// accepting reports whether n's PostgreSQL answers a query.
+func (n *node) accepting(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, n.superURL())
+	if err != nil {
+		return false
+	}
+	defer conn.Close(context.Background())
+	return conn.Ping(ctx) == nil
 }
 
 // children are the pids whose parent is pid.

@@ -20,7 +20,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -48,6 +47,7 @@ type config struct {
 	warmup        time.Duration
 	settle        time.Duration
 	standbyDown   time.Duration
+	stall         time.Duration
 	primaryExtra  time.Duration
 	faultTimeout  time.Duration
 	max           time.Duration
@@ -59,7 +59,7 @@ func main() {
 	var faults string
 	flag.StringVar(&cfg.dir, "dir", "", "work folder (made by the run script, removed by it)")
 	flag.StringVar(&cfg.giftd, "giftd", "", "the giftd binary")
-	flag.StringVar(&faults, "faults", "switchover,crash,primary-loss,standby-loss", "faults to run, in order")
+	flag.StringVar(&faults, "faults", "switchover,crash,primary-loss,standby-loss,stalled-primary-loss", "faults to run, in order")
 	flag.IntVar(&cfg.workers, "workers", 8, "concurrent LinkV callers")
 	flag.IntVar(&cfg.wallets, "wallets", 50, "wallets per fault")
 	flag.DurationVar(&cfg.pause, "pause", 10*time.Millisecond, "each caller's pause between two debits")
@@ -69,6 +69,7 @@ func main() {
 	flag.DurationVar(&cfg.warmup, "warmup", 5*time.Second, "load before each fault")
 	flag.DurationVar(&cfg.settle, "settle", 10*time.Second, "load after the formation is healthy again")
 	flag.DurationVar(&cfg.standbyDown, "standby-down", 40*time.Second, "how long the standby stays lost")
+	flag.DurationVar(&cfg.stall, "stall", 6*time.Second, "stalled-primary-loss: how long the primary's WAL sender stalls before the primary is lost")
 	flag.DurationVar(&cfg.primaryExtra, "primary-down", 5*time.Second, "how long the lost primary stays down after its standby took over")
 	flag.DurationVar(&cfg.faultTimeout, "fault-timeout", 180*time.Second, "bound on each fault's recovery")
 	flag.DurationVar(&cfg.max, "max", 12*time.Minute, "bound on the whole run")
@@ -102,9 +103,10 @@ type phase struct {
 	wallets                       []string
 	run                           *run
 	loadStart, faultAt, healthyAt time.Time
-	loadEnd                       time.Time
+	stopAt, loadEnd               time.Time
 	events                        []string
 	ready                         int
+	unreplicated                  int // commits released without the standby's ack
 }
 
 func (p *phase) event(format string, args ...any) {
@@ -160,7 +162,7 @@ func runAll(ctx context.Context, cfg config) (findings bool, err error) {
 	for _, name := range cfg.faults {
 		fault, ok := faultsByName[name]
 		if !ok {
-			return false, fmt.Errorf("unknown fault %q (want switchover, crash, primary-loss, standby-loss)", name)
+			return false, fmt.Errorf("unknown fault %q (want switchover, crash, primary-loss, standby-loss, stalled-primary-loss)", name)
 		}
 		p := &phase{name: name}
 		phases = append(phases, p)
@@ -190,7 +192,7 @@ func runAll(ctx context.Context, cfg config) (findings bool, err error) {
 
 	report(os.Stdout, reportData{cfg: cfg, phases: phases, rows: rows, final: final, dbURL: dbURL,
 		settings: settings, monitorGUCs: monitorGUCs, audit: string(auditOut), auditErr: auditErr,
-		unreplicated: unreplicatedWarnings(c), elapsed: time.Since(start),
+		elapsed:      time.Since(start),
 		loadAvgStart: avgStart, loadAvgAfter: loadAvg()})
 	return findings, nil
 }
@@ -333,6 +335,7 @@ func runPhase(ctx context.Context, cfg config, c *cluster, g *giftd, store *ledg
 			return fmt.Errorf("top up %s: %w", w, err)
 		}
 	}
+	unreplicatedBefore := c.unreplicated()
 	logf("%s: load on (%d callers), fault in %s", p.name, cfg.workers, cfg.warmup)
 	stopLoad := make(chan struct{})
 	p.loadStart = time.Now()
@@ -342,6 +345,7 @@ func runPhase(ctx context.Context, cfg config, c *cluster, g *giftd, store *ledg
 	watched := make(chan struct{})
 	go func() { watch(watchCtx, c, p); close(watched) }()
 	stopAll := func() {
+		p.stopAt = time.Now()
 		close(stopLoad)
 		wait()
 		p.loadEnd = time.Now()
@@ -367,6 +371,7 @@ func runPhase(ctx context.Context, cfg config, c *cluster, g *giftd, store *ledg
 	case <-ctx.Done():
 	}
 	p.ready = g.readyz()
+	p.unreplicated = c.unreplicated() - unreplicatedBefore
 	logf("%s: stopping the load (callers finish their debit in hand)", p.name)
 	stopAll()
 	return ctx.Err()
@@ -394,10 +399,11 @@ func watch(ctx context.Context, c *cluster, p *phase) {
 type faultFunc func(ctx context.Context, cfg config, c *cluster, p *phase) error
 
 var faultsByName = map[string]faultFunc{
-	"switchover":   switchover,
-	"crash":        primaryCrash,
-	"primary-loss": primaryLoss,
-	"standby-loss": standbyLoss,
+	"switchover":           switchover,
+	"crash":                primaryCrash,
+	"primary-loss":         primaryLoss,
+	"standby-loss":         standbyLoss,
+	"stalled-primary-loss": stalledPrimaryLoss,
 }
 
 // switchover: `pg_autoctl perform switchover`, which waits for it.
@@ -421,17 +427,21 @@ func primaryCrash(ctx context.Context, cfg config, c *cluster, p *phase) error {
 	if err != nil {
 		return err
 	}
+	old, err := n.postmaster()
+	if err != nil {
+		return err
+	}
 	if err := n.killPostgres(); err != nil {
 		return err
 	}
 	p.event("kill -9 of %s's postmaster and backends (pg_autoctl left to restart it)", n.name)
 	if err := waitFor(ctx, cfg.faultTimeout, n.name+"'s postgres to be restarted", func() (bool, error) {
-		_, err := n.postmaster()
-		return err == nil, nil
+		pid, err := n.postmaster()
+		return err == nil && pid != old && n.accepting(ctx), nil
 	}); err != nil {
 		return err
 	}
-	p.event("%s's postgres running again", n.name)
+	p.event("%s's postgres restarted by pg_autoctl, accepting connections", n.name)
 	return c.waitHealthy(ctx, cfg.faultTimeout)
 }
 
@@ -445,13 +455,50 @@ func primaryLoss(ctx context.Context, cfg config, c *cluster, p *phase) error {
 	}
 	n.killAll()
 	p.event("kill -9 of %s's pg_autoctl and postgres, kept down", n.name)
+	return promoteAndRejoin(ctx, cfg, c, p, n)
+}
+
+// stalledPrimaryLoss: the primary's WAL sender stalls (SIGSTOP) for
+// -stall, so that its commits reach neither the standby nor its
+// acknowledgement (a replication link gone quiet); then the primary is lost
+// as in primaryLoss, and the monitor promotes the standby, which lacks
+// whatever the primary committed during the stall.
+func stalledPrimaryLoss(ctx context.Context, cfg config, c *cluster, p *phase) error {
+	n, err := c.role(ctx, "primary")
+	if err != nil {
+		return err
+	}
+	ws, err := n.walsender()
+	if err != nil {
+		return err
+	}
+	if err := syscall.Kill(ws, syscall.SIGSTOP); err != nil {
+		return err
+	}
+	// SIGKILL ends a stopped process too; SIGCONT is only for a failed run.
+	defer syscall.Kill(ws, syscall.SIGCONT) //nolint:errcheck // normally gone
+	p.event("SIGSTOP to %s's walsender: nothing reaches the standby, commits wait for its acknowledgement", n.name)
+	select {
+	case <-time.After(cfg.stall):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	n.killAll()
+	p.event("kill -9 of %s's pg_autoctl and postgres (walsender included), kept down", n.name)
+	return promoteAndRejoin(ctx, cfg, c, p, n)
+}
+
+// promoteAndRejoin waits for the monitor to promote the node other than
+// lost, then, -primary-down later, starts lost's pg_autoctl again and waits
+// until it is the new primary's secondary.
+func promoteAndRejoin(ctx context.Context, cfg config, c *cluster, p *phase, lost *node) error {
 	if err := waitFor(ctx, cfg.faultTimeout, "the standby's promotion", func() (bool, error) {
 		st, err := c.states(ctx)
 		if err != nil {
 			return false, nil
 		}
 		for _, s := range st {
-			if s.name != n.name && (s.reported == "wait_primary" || s.reported == "primary") {
+			if s.name != lost.name && (s.reported == "wait_primary" || s.reported == "primary") {
 				return true, nil
 			}
 		}
@@ -465,12 +512,13 @@ func primaryLoss(ctx context.Context, cfg config, c *cluster, p *phase) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	if err := c.startDataNode(n, false); err != nil {
+	c.unreplicated()
+	if err := c.startDataNode(lost, false); err != nil {
 		return err
 	}
-	p.event("pg_autoctl run for %s again (to rejoin as standby)", n.name)
+	p.event("pg_autoctl run for %s again (to rejoin as standby)", lost.name)
 	if err := c.waitHealthy(ctx, cfg.faultTimeout); err != nil {
-		return c.withLog(n, err)
+		return c.withLog(lost, err)
 	}
 	return nil
 }
@@ -489,6 +537,7 @@ func standbyLoss(ctx context.Context, cfg config, c *cluster, p *phase) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	c.unreplicated()
 	if err := c.startDataNode(n, false); err != nil {
 		return err
 	}
@@ -505,10 +554,13 @@ type row struct {
 	extraGold                                                  int64
 	attempts, s500s, noAnswers                                 int64
 	gap                                                        time.Duration
+	slow                                                       int     // seconds after the fault with under a tenth of the pre-fault rate of 200s
+	rate                                                       float64 // 200s per second before the fault
 	gapAt                                                      float64 // seconds after the fault
 	firstOK                                                    float64 // first 200 after the fault's worst window, s after the fault
 	recovered                                                  bool
 	finals                                                     map[int]int
+	lostSample                                                 []string
 }
 
 // verify reads the final primary's ledger and holds every request the
@@ -591,6 +643,10 @@ func verify(ctx context.Context, final *node, phases []*phase) ([]row, bool, err
 				r.oks++
 				if e == nil || e.user != q.user || e.gold != q.gold {
 					r.lost++
+					if len(r.lostSample) < 5 {
+						r.lostSample = append(r.lostSample, fmt.Sprintf("%s (%s, %d gold, sent +%.1fs, 200 at +%.1fs after %d attempts)",
+							q.id, q.user, q.gold, q.sent.Sub(p.faultAt).Seconds(), q.ok.Sub(p.faultAt).Seconds(), q.attempts))
+					}
 				}
 			default:
 				r.failed++
@@ -611,15 +667,30 @@ func verify(ctx context.Context, final *node, phases []*phase) ([]row, bool, err
 		r.attempts, r.s500s, r.noAnswers = p.run.attempts.Load(), p.run.s500s.Load(), p.run.noAnswers.Load()
 		oks := slices.Clone(p.run.oks)
 		slices.SortFunc(oks, func(a, b time.Time) int { return a.Compare(b) })
+		cmpTime := func(a, b time.Time) int { return a.Compare(b) }
+		count := func(from, to time.Time) int { // 200s in [from, to)
+			i, _ := slices.BinarySearchFunc(oks, from, cmpTime)
+			j, _ := slices.BinarySearchFunc(oks, to, cmpTime)
+			return j - i
+		}
+		// The window ends when the load was told to stop: after that only
+		// the debits in hand finish.
 		var at time.Time
-		r.gap, at = longestGap(oks, p.loadStart, p.loadEnd)
-		r.gapAt = at.Sub(p.faultAt).Seconds()
+		r.gap, at = longestGap(oks, p.loadStart, p.stopAt)
+		r.gapAt = max(0, at.Sub(p.faultAt).Seconds())
 		r.firstOK = at.Add(r.gap).Sub(p.faultAt).Seconds()
+		if warm := p.faultAt.Sub(p.loadStart) - time.Second; warm > 0 {
+			r.rate = float64(count(p.loadStart.Add(time.Second), p.faultAt)) / warm.Seconds()
+		}
+		for t := p.faultAt; !t.Add(time.Second).After(p.stopAt); t = t.Add(time.Second) {
+			if float64(count(t, t.Add(time.Second))) < r.rate/10 {
+				r.slow++
+			}
+		}
 		// Recovered by itself: 200s again in the last seconds of the load,
-		// giftd never restarted.
-		tail := p.loadEnd.Add(-3 * time.Second)
-		i, _ := slices.BinarySearchFunc(oks, tail, func(a, b time.Time) int { return a.Compare(b) })
-		r.recovered = i < len(oks) && p.loadEnd.Sub(p.healthyAt) > 3*time.Second
+		// at more than a tenth of the pre-fault rate; giftd never restarted.
+		tail := p.stopAt.Add(-3 * time.Second)
+		r.recovered = tail.After(p.healthyAt) && float64(count(tail, p.stopAt)) >= 3*r.rate/10
 		if r.lost > 0 || r.doubled > 0 || r.extraGold > 0 {
 			findings = true
 		}
@@ -628,21 +699,28 @@ func verify(ctx context.Context, final *node, phases []*phase) ([]row, bool, err
 	return out, findings, nil
 }
 
-// unreplicatedWarnings counts, in each data node's PostgreSQL logs, the
-// commits released without the synchronous standby's acknowledgement.
-func unreplicatedWarnings(c *cluster) string {
-	re := regexp.MustCompile(`might not have been replicated`)
-	var parts []string
+// unreplicated counts, in the data nodes' PostgreSQL logs, the commits
+// released without the synchronous standby's acknowledgement (PostgreSQL's
+// warning "… might not have been replicated to the standby"). pg_rewind and
+// pg_basebackup replace a node's log folder with copies of the other's, so
+// each log file is counted once, by its first line, at the most it ever
+// held; call it before a node rejoins and at the end of each phase.
+func (c *cluster) unreplicated() int {
 	for _, n := range c.nodes {
-		count := 0
 		files, _ := filepath.Glob(filepath.Join(n.pgdata, "log", "*"))
 		for _, f := range files {
 			b, err := os.ReadFile(f)
-			if err == nil {
-				count += len(re.FindAllIndex(b, -1))
+			if err != nil {
+				continue
 			}
+			first, _, _ := strings.Cut(string(b), "\n")
+			key := filepath.Base(f) + "|" + first
+			c.seen[key] = max(c.seen[key], strings.Count(string(b), "might not have been replicated"))
 		}
-		parts = append(parts, fmt.Sprintf("%s %d", n.name, count))
 	}
-	return strings.Join(parts, ", ")
+	total := 0
+	for _, v := range c.seen {
+		total += v
+	}
+	return total
 }

@@ -20,7 +20,6 @@ type reportData struct {
 	settings, monitorGUCs      string
 	audit                      string
 	auditErr                   error
-	unreplicated               string
 	elapsed                    time.Duration
 	loadAvgStart, loadAvgAfter string
 }
@@ -85,27 +84,30 @@ func report(w io.Writer, d reportData) {
 	fmt.Fprintf(w, "phases:    %s of load, the fault, the wait for primary + secondary, %s more load; standby kept down %s, lost primary %s after the promotion\n\n",
 		cfg.warmup, cfg.settle, cfg.standbyDown, cfg.primaryExtra)
 
-	fmt.Fprintln(w, "| fault | requests | 200s | lost | doubled | failed | failed, yet debited | attempts | 500s | no answer | longest window without a 200 | recovered by itself |")
-	fmt.Fprintln(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|")
+	fmt.Fprintln(w, "| fault | requests | 200s | lost | doubled | failed | failed, yet debited | attempts | 500s | no answer | longest window without a 200 | seconds under 1/10 of the pre-fault rate | recovered by itself |")
+	fmt.Fprintln(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|")
 	for i, p := range d.phases {
 		r := d.rows[i]
 		doubled := fmt.Sprint(r.doubled)
 		if r.extraGold > 0 {
 			doubled += fmt.Sprintf(" (+%d gold)", r.extraGold)
 		}
-		fmt.Fprintf(w, "| %s | %d | %d | %d | %s | %d | %d | %d | %d | %d | %.1f s (from +%.1f s to +%.1f s) | %s |\n",
+		fmt.Fprintf(w, "| %s | %d | %d | %d | %s | %d | %d | %d | %d | %d | %.1f s (+%.1f to +%.1f s) | %d s (of %.0f/s) | %s |\n",
 			p.name, r.requests, r.oks, r.lost, doubled, r.failed, r.failedDebited,
-			r.attempts, r.s500s, r.noAnswers, r.gap.Seconds(), r.gapAt, r.firstOK, yesNo(r.recovered))
+			r.attempts, r.s500s, r.noAnswers, r.gap.Seconds(), r.gapAt, r.firstOK, r.slow, r.rate, yesNo(r.recovered))
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "lost: answered 200 but not in the final primary's ledger (or with another user or gold).")
 	fmt.Fprintln(w, "doubled: more than one debit entry for a request id, or a wallet short of its top-up minus its debited requests.")
 	fmt.Fprintln(w, "failed: never answered 200 within the retries; 'failed, yet debited': of those, debited all the same")
-	fmt.Fprintln(w, "(LinkV gives up on the gift, the viewer's gold is taken). Window times are seconds after the fault began.")
+	fmt.Fprintln(w, "(LinkV gives up on the gift, the viewer's gold is taken). Window times are seconds after the fault began;")
+	fmt.Fprintln(w, "the pre-fault rate is the 200s per second of the warm-up; recovered by itself: 200s at 3/10 of it or more in")
+	fmt.Fprintln(w, "the last 3 s of load, with giftd never restarted. Commits released without the standby's ack: PostgreSQL's")
+	fmt.Fprintln(w, "warning \"might not have been replicated to the standby\" in the data nodes' logs during the fault.")
 	fmt.Fprintln(w)
 	for i, p := range d.phases {
 		r := d.rows[i]
-		fmt.Fprintf(w, "%s (readyz at the end: %d)", p.name, p.ready)
+		fmt.Fprintf(w, "%s (readyz at the end: %d; commits PostgreSQL released without the standby's ack: %d)", p.name, p.ready, p.unreplicated)
 		if len(r.finals) > 0 {
 			var parts []string
 			keys := make([]int, 0, len(r.finals))
@@ -129,8 +131,10 @@ func report(w io.Writer, d reportData) {
 		for _, e := range p.events {
 			fmt.Fprintf(w, "  %s\n", e)
 		}
+		for _, l := range r.lostSample {
+			fmt.Fprintf(w, "  LOST %s\n", l)
+		}
 	}
-	fmt.Fprintf(w, "\ncommits PostgreSQL released without the standby's acknowledgement (\"might not have been replicated\" in its logs): %s\n", d.unreplicated)
 	fmt.Fprintf(w, "\ngiftd audit on the final primary (through the multi-host URL):\n%s", indent(d.audit))
 	if d.auditErr != nil {
 		fmt.Fprintf(w, "  (giftd audit: %v)\n", d.auditErr)
