@@ -332,14 +332,24 @@ func healthy(st []nodeState) bool {
 	return p == 1 && s == 1 && len(st) == 2
 }
 
+// waitHealthy waits until the monitor has shown primary + secondary for a
+// second on end.
 func (c *cluster) waitHealthy(ctx context.Context, timeout time.Duration) error {
 	var last []nodeState
+	var since time.Time
 	err := waitFor(ctx, timeout, "the formation to be primary + secondary", func() (bool, error) {
 		st, err := c.states(ctx)
 		if err == nil {
 			last = st
 		}
-		return err == nil && healthy(st), nil
+		if err != nil || !healthy(st) {
+			since = time.Time{}
+			return false, nil
+		}
+		if since.IsZero() {
+			since = time.Now()
+		}
+		return time.Since(since) >= time.Second, nil
 	})
 	if err != nil {
 		return fmt.Errorf("%w (last seen: %s)", err, describe(last))

@@ -11,10 +11,14 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -183,6 +187,7 @@ func runAll(ctx context.Context, cfg config) (findings bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	lostOutcomes(g.logPath, rows)
 	auditCmd := exec.CommandContext(ctx, cfg.giftd, "audit")
 	auditCmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL)
 	auditOut, auditErr := auditCmd.CombinedOutput()
@@ -358,6 +363,16 @@ func runPhase(ctx context.Context, cfg config, c *cluster, g *giftd, store *ledg
 	case <-ctx.Done():
 		stopAll()
 		return ctx.Err()
+	}
+	// The fault strikes a healthy formation: the warm-up may have seen the
+	// monitor move (a standby lagging under load makes the primary
+	// wait_primary).
+	if st, err := c.states(ctx); err != nil || !healthy(st) {
+		logf("%s: formation not primary + secondary (%s), waiting before the fault", p.name, describe(st))
+		if err := c.waitHealthy(ctx, cfg.faultTimeout); err != nil {
+			stopAll()
+			return err
+		}
 	}
 	p.faultAt = time.Now()
 	if err := fault(ctx, cfg, c, p); err != nil {
@@ -561,6 +576,8 @@ type row struct {
 	recovered                                                  bool
 	finals                                                     map[int]int
 	lostSample                                                 []string
+	lostIDs                                                    []string
+	lostHow                                                    map[string]int // giftd's logged outcome of the lost 200s
 }
 
 // verify reads the final primary's ledger and holds every request the
@@ -643,9 +660,10 @@ func verify(ctx context.Context, final *node, phases []*phase) ([]row, bool, err
 				r.oks++
 				if e == nil || e.user != q.user || e.gold != q.gold {
 					r.lost++
+					r.lostIDs = append(r.lostIDs, q.id)
 					if len(r.lostSample) < 5 {
-						r.lostSample = append(r.lostSample, fmt.Sprintf("%s (%s, %d gold, sent +%.1fs, 200 at +%.1fs after %d attempts)",
-							q.id, q.user, q.gold, q.sent.Sub(p.faultAt).Seconds(), q.ok.Sub(p.faultAt).Seconds(), q.attempts))
+						r.lostSample = append(r.lostSample, fmt.Sprintf("%s (%s, %d gold, sent %s, 200 at %s after %d attempts)",
+							q.id, q.user, q.gold, since(q.sent, p.faultAt), since(q.ok, p.faultAt), q.attempts))
 					}
 				}
 			default:
@@ -723,4 +741,51 @@ func (c *cluster) unreplicated() int {
 		total += v
 	}
 	return total
+}
+
+// since is t's offset from the fault, as "+1.2s".
+func since(t, fault time.Time) string {
+	v := math.Round(t.Sub(fault).Seconds()*10) / 10
+	if v == 0 {
+		v = 0 // not -0
+	}
+	return fmt.Sprintf("%+.1fs", v)
+}
+
+// lostOutcomes reads giftd's log for how it answered each lost request's
+// 200: "ok" (the debit executed then) or "replay" (a retry found the
+// record of an earlier attempt that giftd had answered 500).
+func lostOutcomes(logPath string, rows []row) {
+	want := map[string]*row{}
+	for i := range rows {
+		rows[i].lostHow = map[string]int{}
+		for _, id := range rows[i].lostIDs {
+			want[id] = &rows[i]
+		}
+	}
+	if len(want) == 0 {
+		return
+	}
+	f, err := os.Open(logPath)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if !bytes.Contains(sc.Bytes(), []byte(`"status":200`)) {
+			continue
+		}
+		var l struct {
+			RequestID string `json:"request_id"`
+			Outcome   string `json:"outcome"`
+		}
+		if json.Unmarshal(sc.Bytes(), &l) != nil {
+			continue
+		}
+		if r := want[l.RequestID]; r != nil {
+			r.lostHow[l.Outcome]++
+		}
+	}
 }

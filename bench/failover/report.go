@@ -131,6 +131,15 @@ func report(w io.Writer, d reportData) {
 		for _, e := range p.events {
 			fmt.Fprintf(w, "  %s\n", e)
 		}
+		if r.lost > 0 {
+			var how []string
+			for k, v := range r.lostHow {
+				how = append(how, fmt.Sprintf("%d × %q", v, k))
+			}
+			sort.Strings(how)
+			fmt.Fprintf(w, "  LOST %d: giftd logged their 200 as %s (\"replay\": a retry found the record of an attempt answered 500)\n",
+				r.lost, strings.Join(how, ", "))
+		}
 		for _, l := range r.lostSample {
 			fmt.Fprintf(w, "  LOST %s\n", l)
 		}
