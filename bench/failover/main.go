@@ -43,6 +43,7 @@ const (
 
 type config struct {
 	dir, giftd    string
+	label         string
 	faults        []string
 	workers       int
 	wallets       int
@@ -63,6 +64,7 @@ func main() {
 	var faults string
 	flag.StringVar(&cfg.dir, "dir", "", "work folder (made by the run script, removed by it)")
 	flag.StringVar(&cfg.giftd, "giftd", "", "the giftd binary")
+	flag.StringVar(&cfg.label, "label", "", "what build of giftd that is, for the report")
 	flag.StringVar(&faults, "faults", "switchover,crash,primary-loss,standby-loss,stalled-primary-loss", "faults to run, in order")
 	flag.IntVar(&cfg.workers, "workers", 8, "concurrent LinkV callers")
 	flag.IntVar(&cfg.wallets, "wallets", 50, "wallets per fault")

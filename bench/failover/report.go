@@ -77,7 +77,8 @@ func report(w io.Writer, d reportData) {
 	for _, l := range strings.Split(strings.TrimSpace(d.settings), "\n") {
 		fmt.Fprintf(w, "           %s\n", l)
 	}
-	fmt.Fprintf(w, "giftd:     DATABASE_URL=%s; GIFTD_DB_TIMEOUT=%s, GIFTD_BATCH_MAX=%s; one process, never restarted\n",
+	fmt.Fprintf(w, "giftd:     %s\n", or(cfg.label, cfg.giftd))
+	fmt.Fprintf(w, "           DATABASE_URL=%s; GIFTD_DB_TIMEOUT=%s, GIFTD_BATCH_MAX=%s; one process, never restarted\n",
 		d.dbURL, or(os.Getenv("GIFTD_DB_TIMEOUT"), "2s (default)"), or(os.Getenv("GIFTD_BATCH_MAX"), "default"))
 	fmt.Fprintf(w, "load:      %d LinkV-like callers, %s pause between debits, %d wallets per fault; %s\n",
 		cfg.workers, cfg.pause, cfg.wallets, cfg.policy)
