@@ -31,6 +31,9 @@ type cluster struct {
 	monURI  string // the monitor's connection string
 	log     func(format string, args ...any)
 	seen    map[string]int // see unreplicated
+	ports   []int          // every port this run listens on, checked by exposed
+	// exposedCancel ends the run when exposed finds a non-loopback listener.
+	exposedCancel context.CancelCauseFunc
 }
 
 // node is one pg_autoctl service: the monitor or a data node.
@@ -193,6 +196,7 @@ func (c *cluster) newNode(name string) (*node, error) {
 	if err := recordPort(filepath.Dir(c.dir), port); err != nil {
 		return nil, err
 	}
+	c.ports = append(c.ports, port)
 	return &node{name: name, pgdata: filepath.Join(c.dir, name), port: port,
 		logPath: filepath.Join(c.dir, "logs", name+".log")}, nil
 }
@@ -545,6 +549,47 @@ func (c *cluster) stopAll() {
 	if c.monitor != nil {
 		c.monitor.stop(15 * time.Second)
 	}
+}
+
+// exposed lists the listening TCP sockets on the given ports that are
+// bound to anything but loopback (127.0.0.0/8, ::1, ::ffff:127.x), read
+// from /proc/net/tcp and tcp6: everything this run starts must listen on
+// 127.0.0.1 only.
+func exposed(ports []int) []string {
+	var out []string
+	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		if b, err := os.ReadFile(file); err == nil {
+			out = append(out, exposedIn(string(b), file, ports)...)
+		}
+	}
+	return out
+}
+
+// exposedIn is exposed on the text of one /proc/net/tcp* file.
+func exposedIn(table, file string, ports []int) []string {
+	mine := map[int]bool{}
+	for _, p := range ports {
+		mine[p] = true
+	}
+	var out []string
+	for _, line := range strings.Split(table, "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[3] != "0A" { // 0A: LISTEN
+			continue
+		}
+		addr, portHex, ok := strings.Cut(f[1], ":")
+		port, err := strconv.ParseInt(portHex, 16, 32)
+		if !ok || err != nil || !mine[int(port)] {
+			continue
+		}
+		loopback := len(addr) == 8 && strings.HasSuffix(addr, "7F") || // 127.x.x.x, little-endian
+			addr == "00000000000000000000000001000000" || // ::1
+			len(addr) == 32 && strings.HasPrefix(addr, "0000000000000000FFFF0000") && strings.HasSuffix(addr, "7F")
+		if !loopback {
+			out = append(out, fmt.Sprintf("port %d listens on %s (%s)", port, addr, file))
+		}
+	}
+	return out
 }
 
 func freePort() (int, error) {

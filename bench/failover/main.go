@@ -25,6 +25,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -155,6 +156,18 @@ func runAll(ctx context.Context, cfg config) (findings bool, err error) {
 		return false, err
 	}
 	defer g.stop()
+	for _, a := range []string{g.public, g.admin} {
+		_, port, _ := strings.Cut(a, ":")
+		n, _ := strconv.Atoi(port)
+		c.ports = append(c.ports, n)
+	}
+	if bad := exposed(c.ports); len(bad) > 0 {
+		return false, fmt.Errorf("not on loopback only: %s", strings.Join(bad, "; "))
+	}
+	// Checked again every 300 ms while the faults run (see watch).
+	ctx, cancelRun := context.WithCancelCause(ctx)
+	defer cancelRun(nil)
+	c.exposedCancel = cancelRun
 	store, err := ledger.Open(ctx, dbURL, ledger.WithBatching(ledger.Batching{MaxBatch: 1}))
 	if err != nil {
 		return false, err
@@ -173,6 +186,9 @@ func runAll(ctx context.Context, cfg config) (findings bool, err error) {
 		p := &phase{name: name}
 		phases = append(phases, p)
 		if err := runPhase(ctx, cfg, c, g, store, l, p, fault); err != nil {
+			if cause := context.Cause(ctx); cause != nil && cause != err {
+				err = fmt.Errorf("%w (%w)", err, cause)
+			}
 			return false, fmt.Errorf("%s: %w", name, err)
 		}
 	}
@@ -398,6 +414,10 @@ func runPhase(ctx context.Context, cfg config, c *cluster, g *giftd, store *ledg
 func watch(ctx context.Context, c *cluster, p *phase) {
 	last := ""
 	for ctx.Err() == nil {
+		if bad := exposed(c.ports); len(bad) > 0 {
+			c.exposedCancel(fmt.Errorf("not on loopback only: %s", strings.Join(bad, "; ")))
+			return
+		}
 		if st, err := c.states(ctx); err == nil {
 			if d := describe(st); d != last {
 				if !p.faultAt.IsZero() {
