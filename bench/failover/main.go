@@ -86,6 +86,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "failover: -dir and -giftd are required (use bench/failover/run)")
 		os.Exit(1)
 	}
+	for _, f := range cfg.faults {
+		if _, ok := faultsByName[f]; !ok {
+			fmt.Fprintf(os.Stderr, "failover: unknown fault %q (want switchover, crash, primary-loss, standby-loss, stalled-primary-loss)\n", f)
+			os.Exit(1)
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	ctx, cancel := context.WithTimeout(ctx, cfg.max)
 	findings, err := runAll(ctx, cfg)
