@@ -2,9 +2,10 @@
 // it takes minutes): a pg_auto_failover formation on loopback — a monitor
 // and two data nodes with synchronous replication as pg_auto_failover sets
 // it up — one giftd given the formation's multi-host URL, LinkV-like load
-// with LinkV's retries, and four faults one after another under that load:
-// switchover, primary crash, primary loss, standby loss. For each fault it
-// prints what the client saw against what the final primary's ledger holds.
+// with LinkV's retries, and faults one after another under that load:
+// switchover, primary crash, primary loss, standby loss, and primary loss
+// after its WAL sender stalled. For each fault it prints what the client saw
+// against what the final primary's ledger holds.
 //
 // It runs only on 127.0.0.1, bounds every loop in count and time, and stops
 // what it started; the run script removes its folder.
@@ -27,6 +28,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -43,21 +45,20 @@ const (
 )
 
 type config struct {
-	dir, giftd    string
-	label         string
-	faults        []string
-	workers       int
-	wallets       int
-	pause         time.Duration
-	policy        retryPolicy
-	warmup        time.Duration
-	settle        time.Duration
-	standbyDown   time.Duration
-	stall         time.Duration
-	primaryExtra  time.Duration
-	faultTimeout  time.Duration
-	max           time.Duration
-	giftdSettings []string
+	dir, giftd   string
+	label        string
+	faults       []string
+	workers      int
+	wallets      int
+	pause        time.Duration
+	policy       retryPolicy
+	warmup       time.Duration
+	settle       time.Duration
+	standbyDown  time.Duration
+	stall        time.Duration
+	primaryExtra time.Duration
+	faultTimeout time.Duration
+	max          time.Duration
 }
 
 func main() {
@@ -112,6 +113,7 @@ func logf(format string, args ...any) {
 
 // phase is one fault under load and what was seen of it.
 type phase struct {
+	mu                            sync.Mutex // events and faultAt: the watcher writes too
 	name                          string
 	wallets                       []string
 	run                           *run
@@ -124,11 +126,20 @@ type phase struct {
 
 func (p *phase) event(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
+	p.mu.Lock()
 	if !p.faultAt.IsZero() {
 		msg = fmt.Sprintf("+%5.1fs %s", time.Since(p.faultAt).Seconds(), msg)
 	}
 	p.events = append(p.events, msg)
+	p.mu.Unlock()
 	logf("%s: %s", p.name, msg)
+}
+
+// faulted reports whether the fault has begun.
+func (p *phase) faulted() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.faultAt.IsZero()
 }
 
 func runAll(ctx context.Context, cfg config) (findings bool, err error) {
@@ -398,7 +409,9 @@ func runPhase(ctx context.Context, cfg config, c *cluster, g *giftd, store *ledg
 			return err
 		}
 	}
+	p.mu.Lock()
 	p.faultAt = time.Now()
+	p.mu.Unlock()
 	if err := fault(ctx, cfg, c, p); err != nil {
 		stopAll()
 		return err
@@ -426,7 +439,7 @@ func watch(ctx context.Context, c *cluster, p *phase) {
 		}
 		if st, err := c.states(ctx); err == nil {
 			if d := describe(st); d != last {
-				if !p.faultAt.IsZero() {
+				if p.faulted() {
 					p.event("monitor: %s", d)
 				}
 				last = d
