@@ -383,7 +383,7 @@ func runPhase(ctx context.Context, cfg config, c *cluster, g *giftd, store *ledg
 	p.run = r
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watched := make(chan struct{})
-	go func() { watch(watchCtx, c, p); close(watched) }()
+	go func() { watch(watchCtx, c, g, p); close(watched) }()
 	stopAll := func() {
 		p.stopAt = time.Now()
 		close(stopLoad)
@@ -429,10 +429,17 @@ func runPhase(ctx context.Context, cfg config, c *cluster, g *giftd, store *ledg
 	return ctx.Err()
 }
 
-// watch logs every change of the monitor's view while a phase runs.
-func watch(ctx context.Context, c *cluster, p *phase) {
-	last := ""
+// watch logs every change of the monitor's view, and of giftd's /readyz
+// answer, while a phase runs.
+func watch(ctx context.Context, c *cluster, g *giftd, p *phase) {
+	last, lastReady := "", http.StatusOK
 	for ctx.Err() == nil {
+		if r := g.readyz(); r != lastReady {
+			if p.faulted() {
+				p.event("giftd /readyz: %d", r)
+			}
+			lastReady = r
+		}
 		if bad := exposed(c.ports); len(bad) > 0 {
 			c.exposedCancel(fmt.Errorf("not on loopback only: %s", strings.Join(bad, "; ")))
 			return
