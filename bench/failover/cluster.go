@@ -502,6 +502,21 @@ func (n *node) walsender() (int, error) {
 	return 0, fmt.Errorf("%s has no walsender", n.name)
 }
 
+// lwlockWaiters counts n's client backends waiting on an LWLock.
+func (n *node) lwlockWaiters(ctx context.Context) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, n.superURL())
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.Background())
+	var count int
+	err = conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+		WHERE backend_type = 'client backend' AND wait_event_type = 'LWLock' AND pid <> pg_backend_pid()`).Scan(&count)
+	return count, err
+}
+
 // accepting reports whether n's PostgreSQL answers a query.
 func (n *node) accepting(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)

@@ -115,6 +115,7 @@ func logf(format string, args ...any) {
 type phase struct {
 	mu                            sync.Mutex // events and faultAt: the watcher writes too
 	name                          string
+	tag                           string // "3-primary-loss": prefix of its request ids and wallets
 	wallets                       []string
 	run                           *run
 	loadStart, faultAt, healthyAt time.Time
@@ -200,7 +201,7 @@ func runAll(ctx context.Context, cfg config) (findings bool, err error) {
 		if !ok {
 			return false, fmt.Errorf("unknown fault %q (want switchover, crash, primary-loss, standby-loss, stalled-primary-loss)", name)
 		}
-		p := &phase{name: name}
+		p := &phase{name: name, tag: fmt.Sprintf("%d-%s", len(phases)+1, name)}
 		phases = append(phases, p)
 		if err := runPhase(ctx, cfg, c, g, store, l, p, fault); err != nil {
 			if cause := context.Cause(ctx); cause != nil && cause != err {
@@ -365,7 +366,7 @@ func runPhase(ctx context.Context, cfg config, c *cluster, g *giftd, store *ledg
 		return err
 	}
 	for i := range cfg.wallets {
-		p.wallets = append(p.wallets, fmt.Sprintf("fo-%s-w%02d", p.name, i))
+		p.wallets = append(p.wallets, fmt.Sprintf("fo-%s-w%02d", p.tag, i))
 	}
 	for _, w := range p.wallets {
 		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -379,7 +380,7 @@ func runPhase(ctx context.Context, cfg config, c *cluster, g *giftd, store *ledg
 	logf("%s: load on (%d callers), fault in %s", p.name, cfg.workers, cfg.warmup)
 	stopLoad := make(chan struct{})
 	p.loadStart = time.Now()
-	r, wait := l.start(ctx, p.name, p.wallets, stopLoad)
+	r, wait := l.start(ctx, p.tag, p.wallets, stopLoad)
 	p.run = r
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watched := make(chan struct{})
@@ -531,18 +532,50 @@ func stalledPrimaryLoss(ctx context.Context, cfg config, c *cluster, p *phase) e
 	if err != nil {
 		return err
 	}
-	ws, err := n.walsender()
-	if err != nil {
-		return err
-	}
-	if err := syscall.Kill(ws, syscall.SIGSTOP); err != nil {
-		return err
+	// A process stopped at a random instruction may hold a lock: a WAL
+	// sender stopped inside SyncRepLock blocks every commit on that LWLock,
+	// where no cancel reaches it, which no network stall would do. Then it
+	// is resumed and stopped again, a few times at most.
+	var ws int
+	for try := 1; ; try++ {
+		if ws, err = n.walsender(); err != nil {
+			return err
+		}
+		if err := syscall.Kill(ws, syscall.SIGSTOP); err != nil {
+			return err
+		}
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			syscall.Kill(ws, syscall.SIGCONT) //nolint:errcheck // best effort
+			return ctx.Err()
+		}
+		// Two looks 300 ms apart, so that a passing LWLock wait is not taken
+		// for a stuck one.
+		locked, err := n.lwlockWaiters(ctx)
+		if err == nil && locked > 0 {
+			time.Sleep(300 * time.Millisecond)
+			locked, err = n.lwlockWaiters(ctx)
+		}
+		if err == nil && locked == 0 {
+			break
+		}
+		syscall.Kill(ws, syscall.SIGCONT) //nolint:errcheck // it may be gone
+		if try == 5 {
+			return fmt.Errorf("the stopped WAL sender held a lock that commits wait on, 5 times (last: %d waiters, %v)", locked, err)
+		}
+		p.event("the stopped walsender held a lock (%d backends on an LWLock): resumed, stopping it again", locked)
+		select {
+		case <-time.After(500 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	// SIGKILL ends a stopped process too; SIGCONT is only for a failed run.
 	defer syscall.Kill(ws, syscall.SIGCONT) //nolint:errcheck // normally gone
-	p.event("SIGSTOP to %s's walsender: nothing reaches the standby, commits wait for its acknowledgement", n.name)
+	p.event("SIGSTOP to %s's walsender 1 s ago: nothing reaches the standby, commits wait for its acknowledgement", n.name)
 	select {
-	case <-time.After(cfg.stall):
+	case <-time.After(max(0, cfg.stall-time.Second)):
 	case <-ctx.Done():
 		return ctx.Err()
 	}
