@@ -267,7 +267,10 @@ func TestConsole_InABrowser(t *testing.T) {
 	// the same form again: one entry, balance 30 + 100.
 	p.do("wallet", chromedp.Click(chromedp.ID("nav-wallet")), chromedp.WaitVisible(chromedp.ID("wallet-user")),
 		chromedp.SendKeys(chromedp.ID("wallet-user"), "viewer-1"), chromedp.Click(chromedp.CSS("#wallet-find button")),
-		until(`document.getElementById('wallet-balance').textContent === '30'`))
+		until(`document.getElementById('wallet-balance').textContent === '30'`),
+		// The safeguards card: safeguards off here, and the debit of 20 not
+		// counted.
+		until(`document.getElementById('safe-policy').textContent.includes('GIFTD_SAFEGUARDS=off')`))
 	key := p.text("topup-key")
 	if !strings.HasPrefix(key, "console-") {
 		t.Fatalf("top-up key %q", key)

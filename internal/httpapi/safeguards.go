@@ -230,16 +230,28 @@ func handleSpending(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
 		defer cancel()
+		// Nothing counted yet is zero spending, not an error; the user's own
+		// policy (null: none) comes along, so that one call shows both.
 		sw, err := store.SpendWindowOf(ctx, id)
 		if errors.Is(err, ledger.ErrNotFound) {
-			writeError(w, http.StatusNotFound, "not_found", "user_id: no spending counted (none since the safeguards were on)")
-			return
+			sw, err = ledger.SpendWindow{UserID: id}, nil
 		}
 		if err != nil {
 			writeLedgerError(w, log, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, sw)
+		var policy *ledger.PolicyRecord
+		if rec, err := store.GetPolicy(ctx, ledger.PolicyKey{Scope: ledger.ScopeUser, Subject: id}); err == nil {
+			policy = &rec
+		} else if !errors.Is(err, ledger.ErrNotFound) {
+			writePolicyError(w, log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, struct {
+			ledger.SpendWindow
+			Policy   *ledger.PolicyRecord `json:"policy"`
+			Enforced bool                 `json:"enforced"`
+		}{sw, policy, store.Safeguards().On})
 	}
 }
 

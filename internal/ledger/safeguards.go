@@ -443,14 +443,16 @@ func (s *Store) Reminders(ctx context.Context, userID string, since time.Time, l
 // SpendWindow is a sender's counters as the debit last left them (the
 // rolling 24 h as of now).
 type SpendWindow struct {
-	UserID    string     `json:"user_id"`
-	Last24h   int64      `json:"last_24h"`
+	UserID  string `json:"user_id"`
+	Last24h int64  `json:"last_24h"`
+	// Day and Month are the dates the counters last counted ("" when
+	// nothing was counted yet).
 	Day       string     `json:"day"`
 	DayGold   int64      `json:"day_gold"`
 	Month     string     `json:"month"`
 	MonthGold int64      `json:"month_gold"`
 	CoolUntil *time.Time `json:"cool_until"`
-	UpdatedAt time.Time  `json:"updated_at"`
+	UpdatedAt *time.Time `json:"updated_at"`
 }
 
 // SpendWindowOf returns userID's counters, or ErrNotFound when the user
@@ -475,7 +477,10 @@ func (s *Store) SpendWindowOf(ctx context.Context, userID string) (SpendWindow, 
 	if err != nil {
 		return SpendWindow{}, fmt.Errorf("spending of %s: %w", userID, err)
 	}
-	w.UpdatedAt = w.UpdatedAt.UTC()
+	if w.UpdatedAt != nil {
+		t := w.UpdatedAt.UTC()
+		w.UpdatedAt = &t
+	}
 	return w, nil
 }
 

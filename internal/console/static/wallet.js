@@ -4,7 +4,7 @@
 // once; the operator asks for a new key to make another top-up.
 import { api, newKey, enc, APIError } from './api.js';
 import { t, fmtNumber, fmtTime } from './i18n.js';
-import { el, $, show, flash, errorText } from './dom.js';
+import { el, $, show, flash, errorText, kv } from './dom.js';
 import { ledgerRows } from './ledger.js';
 
 const pageSize = 20;
@@ -64,7 +64,33 @@ async function load() {
     flash(errorText(e));
     return;
   }
-  await loadLedger();
+  await Promise.all([loadLedger(), loadSafeguards()]);
+}
+
+// The user's safeguards, read-only: their own policy (fields they leave
+// unset are the app's or the defaults) and their counters.
+async function loadSafeguards() {
+  try {
+    const [defaults, spent] = await Promise.all([
+      api('GET', '/admin/v1/policies/defaults'),
+      api('GET', `/admin/v1/spending/${enc(user)}`),
+    ]);
+    const rec = spent.policy;
+    const p = rec ? rec.policy : {};
+    const amount = (v, d) => v === null || v === undefined ? `${fmtNumber(d)} (${t('safe.inherit')})` : fmtNumber(v);
+    const flags = [p.minor && t('safe.minor'), p.blocked && t('safe.blocked'), p.consent && t('safe.consent')].filter(Boolean);
+    const pairs = [[t('safe.enforced'), defaults.enforced ? '✓' : t('safe.off')]];
+    if (!rec) pairs.push(['', t('safe.none')]);
+    pairs.push([t('safe.flags'), flags.length ? flags.join(', ') : '—']);
+    pairs.push([t('safe.caps'), [amount(p.max_debit, defaults.max_debit), amount(p.cap_24h, defaults.cap_24h),
+      amount(p.cap_month, defaults.cap_month)].join(' / ')]);
+    if (p.suspended_until) pairs.push([t('safe.suspended'), fmtTime(p.suspended_until)]);
+    pairs.push([t('safe.spent'), [spent.last_24h, spent.day_gold, spent.month_gold].map(fmtNumber).join(' / ')]);
+    if (spent.cool_until) pairs.push([t('safe.cool'), fmtTime(spent.cool_until)]);
+    kv($('safe-policy'), pairs);
+  } catch (e) {
+    flash(errorText(e));
+  }
 }
 
 async function loadLedger() {
