@@ -98,6 +98,13 @@ func NewAdmin(d Deps) http.Handler {
 		r.Delete("/v1/polyv/channels/{channel_id}/receiver", handleRemoveChannelReceiver(d.Store, d.Log))
 		r.Get("/v1/earnings/{receiver_id}", handleEarnings(d.Store, d.Log))
 		r.Post("/v1/earnings/{receiver_id}/payouts", handlePayout(d.Store, d.Log))
+		// Reports and leaderboards (reports.go, docs/economy.md#reports-and-leaderboards).
+		r.Get("/v1/earnings/{receiver_id}/ledger", handleEarningsLedger(d.Store, d.Log))
+		r.Get("/v1/earnings/{receiver_id}/report", handleReceiverReport(d.Store, d.Log))
+		r.Get("/v1/reports/gifts", handleGiftReport(d.Store, d.Log))
+		r.Get("/v1/rooms/{platform}/{room_id}/leaderboard/senders", handleLeaderboard(d.Store, d.Log, ledger.Senders))
+		r.Get("/v1/rooms/{platform}/{room_id}/leaderboard/receivers", handleLeaderboard(d.Store, d.Log, ledger.Receivers))
+		r.Get("/v1/senders/{user_id}/spend", handleSenderSpend(d.Store, d.Log))
 		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, "not_found", "no such admin route")
 		})
