@@ -153,7 +153,7 @@ const (
 
 // TestConsole_InABrowser drives the operator console in a headless
 // Chromium against giftd itself (run, serve) on a real PostgreSQL: sign-in
-// with a wrong token then the right one, the Now page, a top-up (double
+// with a wrong token then the right one, the Now page, a room's leaderboards, a top-up (double
 // clicked, then submitted again: one entry), a debit found and reversed, the
 // reversal in the ledger, the audit, the language switch and a phone-sized
 // screen. Any exception, CSP violation or console error in the page fails
@@ -262,6 +262,23 @@ func TestConsole_InABrowser(t *testing.T) {
 		t.Errorf("pool: %q", s)
 	}
 	p.shot("now")
+
+	// Leaderboards: the room's gift, its sender (linked to the wallet page)
+	// and its receiver, over the last 24 hours.
+	p.do("leaderboards", chromedp.Click(chromedp.ID("nav-leaderboards")), chromedp.WaitVisible(chromedp.ID("board-room")),
+		chromedp.SendKeys(chromedp.ID("board-room"), "room-9"), chromedp.Click(chromedp.CSS("#board-find button")),
+		chromedp.WaitVisible(chromedp.ID("board-view")),
+		until(`document.querySelector('#board-senders tbody').textContent.includes('viewer-1')`))
+	if s := p.text("board-senders"); !strings.Contains(s, "viewer-1") || !strings.Contains(s, "20") {
+		t.Errorf("senders: %q", s)
+	}
+	if s := p.text("board-receivers"); !strings.Contains(s, "host-7") {
+		t.Errorf("receivers: %q", s)
+	}
+	if n := p.eval(`String(document.querySelectorAll('#board-senders a[href^="#/wallet?user=viewer-1"]').length)`); n != "1" {
+		t.Errorf("links from the senders to their wallets: %s, want 1", n)
+	}
+	p.shot("leaderboards")
 
 	// Wallet: find the user, top up 100 with a double click, then submit
 	// the same form again: one entry, balance 30 + 100.

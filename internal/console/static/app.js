@@ -6,6 +6,7 @@ import * as now from './now.js';
 import * as wallet from './wallet.js';
 import * as debit from './debit.js';
 import * as audit from './audit.js';
+import * as leaderboard from './leaderboard.js';
 
 // The navigation. Pages of the gift economy wait for its admin API: each
 // is an entry here with ready: false until then.
@@ -16,7 +17,7 @@ const pages = [
   { id: 'audit', page: audit, ready: true },
   { id: 'receivers', ready: false },
   { id: 'gifts', ready: false },
-  { id: 'leaderboards', ready: false },
+  { id: 'leaderboards', page: leaderboard, ready: true },
   { id: 'payouts', ready: false },
 ];
 
