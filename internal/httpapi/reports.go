@@ -321,7 +321,7 @@ func handleGiftReport(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
 	}
 }
 
-func handleLeaderboard(store *ledger.Store, log *slog.Logger, side ledger.BoardSide) http.HandlerFunc {
+func handleLeaderboard(store *ledger.Store, log *slog.Logger, boards *boardCache, side ledger.BoardSide) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		platform, ok := platformParam(w, r)
 		if !ok {
@@ -340,7 +340,10 @@ func handleLeaderboard(store *ledger.Store, log *slog.Logger, side ledger.BoardS
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
 		defer cancel()
-		b, err := store.RoomLeaderboard(ctx, platform, room, side, window, limit)
+		k := boardKey{platform: platform, room: room, side: side, window: window, limit: limit}
+		b, err := boards.get(ctx, k, func(ctx context.Context) (ledger.Leaderboard, error) {
+			return store.RoomLeaderboard(ctx, platform, room, side, window, limit)
+		})
 		if err != nil {
 			writeLedgerError(w, log, err)
 			return
