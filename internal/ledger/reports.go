@@ -269,8 +269,9 @@ type ReceiverPeriod struct {
 
 // ReceiverPeriod returns a receiver's earnings movements in [from, to),
 // from one snapshot; all zero for a receiver with none. It reads the
-// receiver's gifts in the period through gift_entries_receiver and their
-// account entries through account_entries_receiver (migration 4).
+// receiver's gifts in the period from gift_entries_receiver_report alone
+// (migration 6) and their account entries through account_entries_receiver
+// (migration 4).
 func (s *Store) ReceiverPeriod(ctx context.Context, receiverID string, from, to time.Time) (ReceiverPeriod, error) {
 	defer s.observe(OpReport, time.Now())
 	p := ReceiverPeriod{ReceiverID: receiverID, From: from.UTC(), To: to.UTC()}
@@ -356,9 +357,9 @@ func ParseEarningsCursor(s string) (EarningsCursor, error) {
 
 // EarningsLedger returns up to limit entries of a receiver's earnings
 // ledger, newest first, after before (nil: from the newest). Gift credits
-// and the other entries are merged from gift_entries_receiver and
-// account_entries_receiver (migration 4), each read only as far as the page
-// needs. A receiver with no entries has an empty ledger.
+// and the other entries are merged from gift_entries_receiver_report
+// (migration 6) and account_entries_receiver (migration 4), each read only
+// as far as the page needs. A receiver with no entries has an empty ledger.
 func (s *Store) EarningsLedger(ctx context.Context, receiverID string, before *EarningsCursor, limit int) ([]EarningsEntry, error) {
 	defer s.observe(OpReport, time.Now())
 	c := EarningsCursor{At: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), Source: 'h', ID: math.MaxInt64}
