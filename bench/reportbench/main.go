@@ -391,8 +391,8 @@ func measure(ctx context.Context, url string, sh shape, runs, n int) error {
 	rows, err := store.Pool().Query(ctx, `EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
 		SELECT g.sender_id, count(*), sum(g.gold)::bigint, sum(g.earnings)::bigint FROM gift_entries g
 		WHERE g.platform = $1 AND g.room_id = $2 AND g.created_at >= now() - interval '24 hours'
-		  AND g.debit_entry NOT IN (SELECT r.reverses FROM ledger_entries r
-			WHERE r.kind = 'reversal' AND r.created_at >= now() - interval '25 hours' AND r.reverses IS NOT NULL)
+		  AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses = g.debit_entry
+			AND r.kind = 'reversal' AND r.created_at >= now() - interval '25 hours')
 		GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT 20`, plat, roomName(0))
 	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {

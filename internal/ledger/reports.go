@@ -34,11 +34,13 @@ import (
 const reversalLag = "1 hour"
 
 // notReversed is the condition that leaves out the reversed gifts of a
-// period starting at the parameter from (a timestamptz expression): a
-// hashed anti-join against the few reversals made since.
+// period starting at the parameter from (a timestamptz expression): an
+// anti-join against the few reversals made since, which the planner runs
+// as a hash anti join (or, if reversals were many, a merge or index one;
+// never a per-row rescan, as NOT IN could become past work_mem).
 func notReversed(alias, from string) string {
-	return alias + `.debit_entry NOT IN (SELECT r.reverses FROM ledger_entries r
-		WHERE r.kind = 'reversal' AND r.created_at >= ` + from + ` - interval '` + reversalLag + `' AND r.reverses IS NOT NULL)`
+	return `NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses = ` + alias + `.debit_entry
+		AND r.kind = 'reversal' AND r.created_at >= ` + from + ` - interval '` + reversalLag + `')`
 }
 
 // ReportGroup is what a gift report groups gifts by.
