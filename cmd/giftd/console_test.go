@@ -158,10 +158,11 @@ const (
 // a debit found and reversed, the reversal in the ledger, a gift added to
 // the catalogue (double clicked: one) and renamed, a signed gift of it, its
 // receiver's earnings and a payout (double clicked: one), a stale payout
-// refused with the API's 422, a Polyv channel mapped, the audit, the
-// language switch and a phone-sized screen. Any exception, CSP violation or
-// console error in the page fails it (but the expected 401 and 422), and so
-// does the token in any URL or in giftd's log.
+// refused with the API's 422, a Polyv channel mapped, the gift added again
+// (the API's 409) and deactivated, the audit, the language switch and a
+// phone-sized screen. Any exception, CSP violation or console error in the
+// page fails it (but the expected 401, 409 and 422), and so does the token
+// in any URL or in giftd's log.
 func TestConsole_InABrowser(t *testing.T) {
 	ctx := browser(t)
 	public, admin := freeAddr(t), freeAddr(t)
@@ -256,9 +257,11 @@ func TestConsole_InABrowser(t *testing.T) {
 			if err != nil {
 				return
 			}
-			// The wrong token's 401 and the stale payout's 422 are logged
-			// by the browser as failed resources; those are expected.
-			expected := strings.Contains(m.Text, "status of 401") || strings.Contains(m.Text, "status of 422")
+			// The wrong token's 401, the gift added twice's 409 and the
+			// stale payout's 422 are logged by the browser as failed
+			// resources; those are expected.
+			expected := strings.Contains(m.Text, "status of 401") || strings.Contains(m.Text, "status of 409") ||
+				strings.Contains(m.Text, "status of 422")
 			if m.IsException() || m.Source == "security" || m.Type == "error" && !expected {
 				p.mu.Lock()
 				p.problems = append(p.problems, m.String())
@@ -449,6 +452,28 @@ func TestConsole_InABrowser(t *testing.T) {
 		t.Errorf("channels: %d %s", code, body)
 	}
 	p.shot("receivers")
+
+	// Gifts again: the same id added twice is the API's 409; deactivate
+	// it (version 3).
+	p.do("gift exists", chromedp.Click(chromedp.ID("nav-gifts")), chromedp.WaitVisible(chromedp.ID("gifts-new")),
+		until(`document.querySelector('#gifts tr[data-gift="linkv:20001"]') !== null`),
+		chromedp.Click(chromedp.ID("gifts-new")), chromedp.WaitVisible(chromedp.ID("gift-form")),
+		chromedp.SetValue(chromedp.ID("gift-platform"), "linkv"), chromedp.SetValue(chromedp.ID("gift-id"), "20001"),
+		chromedp.SetValue(chromedp.ID("gift-name"), "again"), chromedp.SetValue(chromedp.ID("gift-price"), "1"),
+		chromedp.Click(chromedp.ID("gift-next")), chromedp.WaitVisible(chromedp.ID("gift-confirm")),
+		chromedp.Click(chromedp.ID("gift-confirm-submit")),
+		until(`document.getElementById('gift-result').className === 'error'`))
+	if s := p.text("gift-result"); !strings.HasPrefix(s, "409 gift_exists: ") {
+		t.Errorf("a gift added twice: %q, want the API's 409", s)
+	}
+	p.do("deactivate the gift", chromedp.Click(chromedp.ID("gift-confirm-cancel")),
+		chromedp.Click(chromedp.CSS(`#gifts tr[data-gift="linkv:20001"] button[data-act="deactivate"]`)),
+		chromedp.WaitVisible(chromedp.ID("gift-confirm")), chromedp.Click(chromedp.ID("gift-confirm-submit")),
+		until(`document.querySelector('#gifts tr[data-gift="linkv:20001"]').classList.contains('inactive')`),
+		until(`document.querySelector('#gifts tr[data-gift="linkv:20001"] button[data-act="activate"]') !== null`))
+	if code, body := adminCall(http.MethodGet, "/admin/v1/gifts/linkv/20001", ""); code != 200 || !strings.Contains(body, `"version":3`) || !strings.Contains(body, `"active":false`) {
+		t.Errorf("the gift after deactivation: %d %s", code, body)
+	}
 
 	// Audit.
 	p.do("audit", chromedp.Click(chromedp.ID("nav-audit")), chromedp.Click(chromedp.ID("audit-run")),

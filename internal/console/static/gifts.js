@@ -13,7 +13,7 @@ let editing = null; // the gift the form edits; null: a new gift
 let inFlight = false;
 
 const platformName = p => (p === 'polyv' ? 'Polyv' : 'LinkV');
-export const share = bp => `${(bp / 100).toFixed(2)}% (${bp})`;
+const share = bp => `${(bp / 100).toFixed(2)}% (${bp})`;
 
 export function init() {
   $('gifts-platform').addEventListener('change', () => {
