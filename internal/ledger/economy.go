@@ -229,10 +229,12 @@ type EarningsAccount struct {
 	ReceiverID string `json:"receiver_id"`
 	// Balance is what the merchant owes the receiver; Owed what the
 	// receiver owes back (reversal shortfalls); Payable = Balance − Owed,
-	// at least 0: what a payout may take.
+	// at least 0: what a payout may take; Held = Balance − Payable: the
+	// part of the balance held back until what is owed is recovered.
 	Balance   int64     `json:"balance"`
 	Owed      int64     `json:"owed"`
 	Payable   int64     `json:"payable"`
+	Held      int64     `json:"held"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
@@ -250,6 +252,7 @@ func (s *Store) Earnings(ctx context.Context, receiverID string) (EarningsAccoun
 		return EarningsAccount{}, fmt.Errorf("earnings of %s: %w", receiverID, err)
 	}
 	a.Payable, a.UpdatedAt = max(0, a.Balance-a.Owed), a.UpdatedAt.UTC()
+	a.Held = a.Balance - a.Payable
 	return a, nil
 }
 

@@ -18,12 +18,14 @@ const (
 	OpCatalogue = "catalogue"
 	OpEarnings  = "earnings"
 	OpPayout    = "payout"
+	// OpReport is a report or leaderboard (reports.go).
+	OpReport = "report"
 )
 
 // Ops returns every operation a Timer may be told about, so that a
 // metric can show each one at zero before it first happens.
 func Ops() []string {
-	return []string{OpDebit, OpTopUp, OpReversal, OpWallet, OpEntries, OpFindDebit, OpAudit, OpPrune, OpCatalogue, OpEarnings, OpPayout}
+	return []string{OpDebit, OpTopUp, OpReversal, OpWallet, OpEntries, OpFindDebit, OpAudit, OpPrune, OpCatalogue, OpEarnings, OpPayout, OpReport}
 }
 
 // Timer is told how long one Store operation took, whatever its result.
