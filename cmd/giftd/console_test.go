@@ -153,11 +153,16 @@ const (
 
 // TestConsole_InABrowser drives the operator console in a headless
 // Chromium against giftd itself (run, serve) on a real PostgreSQL: sign-in
-// with a wrong token then the right one, the Now page, a top-up (double
-// clicked, then submitted again: one entry), a debit found and reversed, the
-// reversal in the ledger, the audit, the language switch and a phone-sized
-// screen. Any exception, CSP violation or console error in the page fails
-// it, and so does the token in any URL or in giftd's log.
+// with a wrong token then the right one, the Now page, a room's
+// leaderboards, a top-up (double clicked, then submitted again: one entry),
+// a debit found and reversed, the reversal in the ledger, a gift added to
+// the catalogue (double clicked: one) and renamed, a signed gift of it, its
+// receiver's earnings and a payout (double clicked: one), a stale payout
+// refused with the API's 422, a Polyv channel mapped, the gift added again
+// (the API's 409) and deactivated, the audit, the language switch and a
+// phone-sized screen. Any exception, CSP violation or console error in the
+// page fails it (but the expected 401, 409 and 422), and so does the token
+// in any URL or in giftd's log.
 func TestConsole_InABrowser(t *testing.T) {
 	ctx := browser(t)
 	public, admin := freeAddr(t), freeAddr(t)
@@ -186,27 +191,52 @@ func TestConsole_InABrowser(t *testing.T) {
 	})
 	waitHealthy(t, "http://"+admin, errc)
 
-	// A wallet with 50 gold, and one LinkV debit of 20 from it.
-	req, _ := http.NewRequest(http.MethodPost, "http://"+admin+"/admin/v1/wallets/viewer-1/topups",
-		strings.NewReader(`{"amount":50,"idempotency_key":"seed"}`))
-	req.Header.Set("Authorization", "Bearer "+consoleToken)
-	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("seed top-up: %v %v", resp, err)
+	// adminCall calls the admin API as curl would: the status and the body.
+	adminCall := func(method, path, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://"+admin+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+consoleToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
 	}
-	now := time.Now().Unix()
-	f := map[string]string{
-		"app_id": consoleApp, "request_id": "req-gift-1", "nonce": "abcdefgh" + strconv.FormatInt(now, 10) + "ijklmnop",
-		"user_id": "viewer-1", "gold": "20", "expriation": strconv.FormatInt(now+86400, 10), "type": "1",
-		"reason": `{"gift_id":"10620","send_num":2,"resource_id":"room-9","vtype":"1","receiver_id":"host-7"}`,
+	// gift sends a signed LinkV gift debit of gold from user.
+	gift := func(requestID, user string, gold int, reason string) {
+		t.Helper()
+		now := time.Now().Unix()
+		f := map[string]string{
+			"app_id": consoleApp, "request_id": requestID, "nonce": "abcdefgh" + strconv.FormatInt(now, 10) + "ijklmnop",
+			"user_id": user, "gold": strconv.Itoa(gold), "expriation": strconv.FormatInt(now+86400, 10), "type": "1",
+			"reason": reason,
+		}
+		f["sign"] = linkv.Sign(f, e2eSecret)
+		form := url.Values{}
+		for k, v := range f {
+			form.Set(k, v)
+		}
+		resp, err := http.PostForm("http://"+public+"/linkv/debit", form)
+		if err != nil {
+			t.Fatalf("debit %s: %v", requestID, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(b), `"status":200`) {
+			t.Fatalf("debit %s: %d %s", requestID, resp.StatusCode, b)
+		}
 	}
-	f["sign"] = linkv.Sign(f, e2eSecret)
-	form := url.Values{}
-	for k, v := range f {
-		form.Set(k, v)
+
+	// Wallets with 50 and 100 gold, and one LinkV debit of 20 from the first.
+	if code, body := adminCall(http.MethodPost, "/admin/v1/wallets/viewer-1/topups", `{"amount":50,"idempotency_key":"seed"}`); code != 200 {
+		t.Fatalf("seed top-up: %d %s", code, body)
 	}
-	if resp, err := http.PostForm("http://"+public+"/linkv/debit", form); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("debit: %v %v", resp, err)
+	if code, body := adminCall(http.MethodPost, "/admin/v1/wallets/viewer-2/topups", `{"amount":100,"idempotency_key":"seed-2"}`); code != 200 {
+		t.Fatalf("seed top-up: %d %s", code, body)
 	}
+	gift("req-gift-1", "viewer-1", 20, `{"gift_id":"10620","send_num":2,"resource_id":"room-9","vtype":"1","receiver_id":"host-7"}`)
 
 	p := &page{t: t, ctx: ctx}
 	if _, err := chromedp.Call(ctx, network.Enable, network.EnableParams{}); err != nil {
@@ -227,9 +257,12 @@ func TestConsole_InABrowser(t *testing.T) {
 			if err != nil {
 				return
 			}
-			// The wrong token's 401 is logged by the browser as a failed
-			// resource; that one is expected.
-			if m.IsException() || m.Source == "security" || m.Type == "error" && !strings.Contains(m.Text, "401") {
+			// The wrong token's 401, the gift added twice's 409 and the
+			// stale payout's 422 are logged by the browser as failed
+			// resources; those are expected.
+			expected := strings.Contains(m.Text, "status of 401") || strings.Contains(m.Text, "status of 409") ||
+				strings.Contains(m.Text, "status of 422")
+			if m.IsException() || m.Source == "security" || m.Type == "error" && !expected {
 				p.mu.Lock()
 				p.problems = append(p.problems, m.String())
 				p.mu.Unlock()
@@ -262,6 +295,23 @@ func TestConsole_InABrowser(t *testing.T) {
 		t.Errorf("pool: %q", s)
 	}
 	p.shot("now")
+
+	// Leaderboards: the room's gift, its sender (linked to the wallet page)
+	// and its receiver, over the last 24 hours.
+	p.do("leaderboards", chromedp.Click(chromedp.ID("nav-leaderboards")), chromedp.WaitVisible(chromedp.ID("board-room")),
+		chromedp.SendKeys(chromedp.ID("board-room"), "room-9"), chromedp.Click(chromedp.CSS("#board-find button")),
+		chromedp.WaitVisible(chromedp.ID("board-view")),
+		until(`document.querySelector('#board-senders tbody').textContent.includes('viewer-1')`))
+	if s := p.text("board-senders"); !strings.Contains(s, "viewer-1") || !strings.Contains(s, "20") {
+		t.Errorf("senders: %q", s)
+	}
+	if s := p.text("board-receivers"); !strings.Contains(s, "host-7") {
+		t.Errorf("receivers: %q", s)
+	}
+	if n := p.eval(`String(document.querySelectorAll('#board-senders a[href^="#/wallet?user=viewer-1"]').length)`); n != "1" {
+		t.Errorf("links from the senders to their wallets: %s, want 1", n)
+	}
+	p.shot("leaderboards")
 
 	// Wallet: find the user, top up 100 with a double click, then submit
 	// the same form again: one entry, balance 30 + 100.
@@ -311,6 +361,122 @@ func TestConsole_InABrowser(t *testing.T) {
 	p.do("ledger", chromedp.Click(chromedp.CSS(`#debit-asked a[href*="wallet"]`)),
 		until(`document.getElementById('wallet-balance').textContent === '150'`),
 		until(`document.querySelectorAll('#ledger tr.kind-reversal').length === 1`))
+
+	// Gifts: add a gift to the catalogue (confirmation double clicked: one
+	// gift, version 1), see it listed, rename it (version 2), its history.
+	p.do("gifts", chromedp.Click(chromedp.ID("nav-gifts")), chromedp.WaitVisible(chromedp.ID("gifts-new")),
+		chromedp.Click(chromedp.ID("gifts-new")), chromedp.WaitVisible(chromedp.ID("gift-form")),
+		chromedp.SetValue(chromedp.ID("gift-platform"), "linkv"),
+		chromedp.SendKeys(chromedp.ID("gift-id"), "20001"), chromedp.SendKeys(chromedp.ID("gift-name"), "玫瑰"),
+		chromedp.SendKeys(chromedp.ID("gift-price"), "10"), chromedp.SendKeys(chromedp.ID("gift-share"), "6000"),
+		chromedp.Click(chromedp.ID("gift-next")), chromedp.WaitVisible(chromedp.ID("gift-confirm")))
+	if s := p.text("gift-confirm-what"); !strings.Contains(s, "20001") || !strings.Contains(s, "60.00%") {
+		t.Errorf("confirmation of the new gift: %q", s)
+	}
+	p.do("create the gift", clickTwice("#gift-confirm-submit"),
+		until(`document.querySelector('#gifts tr[data-gift="linkv:20001"]') !== null`),
+		until(`!document.getElementById('gift-result').hidden`))
+	if s, c := p.text("gift-result"), p.eval(`document.getElementById('gift-result').className`); c != "ok" || !strings.Contains(s, "1") {
+		t.Errorf("after creating the gift (double click): %q (%s), want version 1 and no error", s, c)
+	}
+	if s := p.eval(`document.querySelector('#gifts tr[data-gift="linkv:20001"]').textContent`); !strings.Contains(s, "玫瑰") || !strings.Contains(s, "60.00%") {
+		t.Errorf("the gift's row: %q", s)
+	}
+	p.do("rename the gift", chromedp.Click(chromedp.CSS(`#gifts tr[data-gift="linkv:20001"] button[data-act="edit"]`)),
+		chromedp.WaitVisible(chromedp.ID("gift-form")), chromedp.SetValue(chromedp.ID("gift-name"), "红玫瑰"),
+		chromedp.Click(chromedp.ID("gift-next")),
+		chromedp.WaitVisible(chromedp.ID("gift-confirm")), chromedp.Click(chromedp.ID("gift-confirm-submit")),
+		until(`document.querySelector('#gifts tr[data-gift="linkv:20001"]').textContent.includes('红玫瑰')`),
+		chromedp.Click(chromedp.CSS(`#gifts tr[data-gift="linkv:20001"] a.history`)),
+		chromedp.WaitVisible(chromedp.ID("gift-history")),
+		until(`document.querySelectorAll('#gift-versions tbody tr').length === 2`))
+	if s := p.eval(`[...document.querySelectorAll('#gift-versions tbody tr')].map(r => r.cells[0].textContent + ' ' + r.cells[1].textContent).join(', ')`); s != "2 红玫瑰, 1 玫瑰" {
+		t.Errorf("versions: %q, want 2 红玫瑰, 1 玫瑰", s)
+	}
+	p.shot("gifts")
+
+	// A signed gift of it: 3 × 10 gold from viewer-2 to host-8, whose share
+	// of 60% is 18.
+	gift("req-gift-2", "viewer-2", 30, `{"gift_id":"20001","send_num":3,"resource_id":"room-9","vtype":"1","receiver_id":"host-8"}`)
+
+	// Receivers: host-8 among the last 24 hours' receivers; their earnings,
+	// report and ledger; a payout of 10 (confirmation double clicked: one
+	// payout); then one over what is payable by now, refused by the API
+	// with its 422 as it says it.
+	p.do("receivers", chromedp.Click(chromedp.ID("nav-receivers")), chromedp.WaitVisible(chromedp.ID("recv-id")),
+		until(`document.querySelector('#recv-top a[href*="host-8"]') !== null`),
+		chromedp.Click(chromedp.CSS(`#recv-top a[href*="host-8"]`)), chromedp.WaitVisible(chromedp.ID("recv-view")),
+		until(`document.getElementById('recv-payable').textContent === '18'`),
+		until(`document.querySelectorAll('#recv-ledger tr.kind-gift').length === 1`),
+		until(`document.getElementById('recv-report').textContent.includes('18')`))
+	key = p.text("payout-key")
+	if !strings.HasPrefix(key, "console-pay-") {
+		t.Fatalf("payout key %q", key)
+	}
+	p.do("pay out", chromedp.SendKeys(chromedp.ID("payout-amount"), "10"), chromedp.SendKeys(chromedp.ID("payout-note"), "November"),
+		chromedp.Click(chromedp.ID("payout-open")), chromedp.WaitVisible(chromedp.ID("payout-confirm")),
+		clickTwice("#payout-submit"),
+		until(`document.getElementById('recv-payable').textContent === '8'`),
+		until(`document.getElementById('payout-result').className === 'ok'`),
+		until(`document.querySelectorAll('#recv-ledger tr.kind-payout').length === 1`))
+	if s := p.text("recv-balance"); s != "8" {
+		t.Errorf("balance after paying 10 of 18: %s", s)
+	}
+	if code, body := adminCall(http.MethodGet, "/admin/v1/earnings/host-8/ledger", ""); code != 200 || strings.Count(body, `"kind":"payout"`) != 1 || !strings.Contains(body, key) {
+		t.Errorf("payouts in host-8's ledger after a double click: %d %s, want one with key %s", code, body, key)
+	}
+	// Over the payable: refused in the page without a call.
+	p.do("pay out too much", chromedp.SetValue(chromedp.ID("payout-amount"), "9"),
+		chromedp.Click(chromedp.ID("payout-open")), until(`document.getElementById('payout-result').className === 'error'`))
+	if p.eval(`String(document.getElementById('payout-confirm').hidden)`) != "true" {
+		t.Error("the confirmation opened for an amount over the payable")
+	}
+	// Paid elsewhere meanwhile: the page still says 8, the API says 3.
+	if code, body := adminCall(http.MethodPost, "/admin/v1/earnings/host-8/payouts", `{"amount":5,"idempotency_key":"finance-1"}`); code != 200 {
+		t.Fatalf("payout by the API: %d %s", code, body)
+	}
+	p.do("pay out a stale amount", chromedp.Click(chromedp.ID("payout-newkey")),
+		chromedp.SetValue(chromedp.ID("payout-amount"), "6"),
+		chromedp.Click(chromedp.ID("payout-open")), chromedp.WaitVisible(chromedp.ID("payout-confirm")),
+		chromedp.Click(chromedp.ID("payout-submit")),
+		until(`document.getElementById('payout-result').textContent.includes('insufficient_earnings')`),
+		until(`document.getElementById('recv-payable').textContent === '3'`),
+		until(`document.querySelectorAll('#recv-ledger tr.kind-payout').length === 2`))
+	if s := p.text("payout-result"); !strings.HasPrefix(s, "422 insufficient_earnings: ") {
+		t.Errorf("the API's refusal: %q", s)
+	}
+
+	// Polyv: map a channel to host-8.
+	p.do("map a channel", chromedp.SendKeys(chromedp.ID("chan-id"), "2114561"), chromedp.SendKeys(chromedp.ID("chan-receiver"), "host-8"),
+		chromedp.Click(chromedp.ID("chan-open")), chromedp.WaitVisible(chromedp.ID("chan-confirm")),
+		chromedp.Click(chromedp.ID("chan-submit")),
+		until(`document.querySelector('#channels tr[data-channel="2114561"]') !== null`))
+	if code, body := adminCall(http.MethodGet, "/admin/v1/polyv/channels", ""); code != 200 || !strings.Contains(body, `"receiver_id":"host-8"`) {
+		t.Errorf("channels: %d %s", code, body)
+	}
+	p.shot("receivers")
+
+	// Gifts again: the same id added twice is the API's 409; deactivate
+	// it (version 3).
+	p.do("gift exists", chromedp.Click(chromedp.ID("nav-gifts")), chromedp.WaitVisible(chromedp.ID("gifts-new")),
+		until(`document.querySelector('#gifts tr[data-gift="linkv:20001"]') !== null`),
+		chromedp.Click(chromedp.ID("gifts-new")), chromedp.WaitVisible(chromedp.ID("gift-form")),
+		chromedp.SetValue(chromedp.ID("gift-platform"), "linkv"), chromedp.SetValue(chromedp.ID("gift-id"), "20001"),
+		chromedp.SetValue(chromedp.ID("gift-name"), "again"), chromedp.SetValue(chromedp.ID("gift-price"), "1"),
+		chromedp.Click(chromedp.ID("gift-next")), chromedp.WaitVisible(chromedp.ID("gift-confirm")),
+		chromedp.Click(chromedp.ID("gift-confirm-submit")),
+		until(`document.getElementById('gift-result').className === 'error'`))
+	if s := p.text("gift-result"); !strings.HasPrefix(s, "409 gift_exists: ") {
+		t.Errorf("a gift added twice: %q, want the API's 409", s)
+	}
+	p.do("deactivate the gift", chromedp.Click(chromedp.ID("gift-confirm-cancel")),
+		chromedp.Click(chromedp.CSS(`#gifts tr[data-gift="linkv:20001"] button[data-act="deactivate"]`)),
+		chromedp.WaitVisible(chromedp.ID("gift-confirm")), chromedp.Click(chromedp.ID("gift-confirm-submit")),
+		until(`document.querySelector('#gifts tr[data-gift="linkv:20001"]').classList.contains('inactive')`),
+		until(`document.querySelector('#gifts tr[data-gift="linkv:20001"] button[data-act="activate"]') !== null`))
+	if code, body := adminCall(http.MethodGet, "/admin/v1/gifts/linkv/20001", ""); code != 200 || !strings.Contains(body, `"version":3`) || !strings.Contains(body, `"active":false`) {
+		t.Errorf("the gift after deactivation: %d %s", code, body)
+	}
 
 	// Audit.
 	p.do("audit", chromedp.Click(chromedp.ID("nav-audit")), chromedp.Click(chromedp.ID("audit-run")),

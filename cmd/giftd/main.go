@@ -200,6 +200,8 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 		Ready:      ready,
 		Gatherer:   reg,
 		Log:        log,
+		// The reports' one setting: how stale a room's leaderboard may be.
+		LeaderboardCache: s.LeaderboardCache,
 	}
 	if deps.Platforms, err = platformClients(s.Platforms); err != nil {
 		return err

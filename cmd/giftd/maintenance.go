@@ -119,11 +119,11 @@ func runEarnings(ctx context.Context, args []string, getenv func(string) string,
 	}
 	w := csv.NewWriter(stdout)
 	w.Write([]string{"receiver_id", "period_from", "period_to", "gifts", "earned", "taken_back", "shortfall", //nolint:errcheck // w.Error below
-		"recovered", "paid_out", "balance_at_end", "owed_at_end", "payable_at_end", "held_at_end"})
+		"recovered", "paid_out", "balance_at_end", "owed_at_end", "payable_at_end", "maturing_at_end"})
 	f, t := from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339)
 	for _, r := range rows {
 		w.Write(append([]string{r.ReceiverID, f, t}, formatInts(r.Gifts, r.Earned, r.TakenBack, r.Shortfall, //nolint:errcheck // w.Error below
-			r.Recovered, r.PaidOut, r.Balance, r.Owed, r.Payable, r.Held)...))
+			r.Recovered, r.PaidOut, r.Balance, r.Owed, r.Payable, r.Maturing)...))
 	}
 	w.Flush()
 	return w.Error()

@@ -55,6 +55,9 @@ type settings struct {
 	// Economy is the receiving side of gifts: earnings on or off, the price
 	// check, the default share (docs/economy.md).
 	Economy ledger.Economy
+	// LeaderboardCache is how long a room's leaderboard is answered from
+	// memory after it was read (docs/economy.md#reports-and-leaderboards).
+	LeaderboardCache time.Duration
 	// MigrateDatabaseURL is where migrations run at start: PostgreSQL
 	// directly or a session pool, never a transaction pool (default
 	// DatabaseURL). MigrateLockWait bounds the wait for the migration lock.
@@ -325,7 +328,8 @@ func readPolyv(getenv func(string) string, s *settings) error {
 
 // readEconomy reads the settings of the receiving side of gifts
 // (docs/economy.md): GIFTD_EARNINGS (on or off), GIFTD_PRICE_CHECK (off or
-// enforce) and GIFTD_DEFAULT_SHARE_BP (0-10000).
+// enforce), GIFTD_DEFAULT_SHARE_BP (0-10000) and GIFTD_LEADERBOARD_CACHE
+// (0-1m).
 func readEconomy(getenv func(string) string, s *settings) error {
 	e := ledger.DefaultEconomy()
 	switch v := or(getenv("GIFTD_EARNINGS"), "on"); v {
@@ -351,6 +355,12 @@ func readEconomy(getenv func(string) string, s *settings) error {
 	}
 	e.DefaultShareBP = n
 	s.Economy = e
+	raw = or(getenv("GIFTD_LEADERBOARD_CACHE"), "2s")
+	d, err := time.ParseDuration(raw)
+	if err != nil || d < 0 || d > time.Minute {
+		return &settingsError{"GIFTD_LEADERBOARD_CACHE", fmt.Sprintf("must be a duration from 0 (off) to 1m, got %q", raw)}
+	}
+	s.LeaderboardCache = d
 	return nil
 }
 

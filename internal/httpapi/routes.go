@@ -5,6 +5,7 @@ package httpapi
 import (
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,6 +34,9 @@ type Deps struct {
 	// Platforms are the platform API clients of the admin API's platform
 	// routes; a nil client answers 503.
 	Platforms Platforms
+	// LeaderboardCache is how long a room's leaderboard is answered from
+	// memory after it was read (GIFTD_LEADERBOARD_CACHE); 0: read every time.
+	LeaderboardCache time.Duration
 }
 
 // Callback is one route of a partner platform's callback on the public
@@ -98,6 +102,14 @@ func NewAdmin(d Deps) http.Handler {
 		r.Delete("/v1/polyv/channels/{channel_id}/receiver", handleRemoveChannelReceiver(d.Store, d.Log))
 		r.Get("/v1/earnings/{receiver_id}", handleEarnings(d.Store, d.Log))
 		r.Post("/v1/earnings/{receiver_id}/payouts", handlePayout(d.Store, d.Log))
+		// Reports and leaderboards (reports.go, docs/economy.md#reports-and-leaderboards).
+		r.Get("/v1/earnings/{receiver_id}/ledger", handleEarningsLedger(d.Store, d.Log))
+		r.Get("/v1/earnings/{receiver_id}/report", handleReceiverReport(d.Store, d.Log))
+		r.Get("/v1/reports/gifts", handleGiftReport(d.Store, d.Log))
+		boards := newBoardCache(d.LeaderboardCache)
+		r.Get("/v1/rooms/{platform}/{room_id}/leaderboard/senders", handleLeaderboard(d.Store, d.Log, boards, ledger.Senders))
+		r.Get("/v1/rooms/{platform}/{room_id}/leaderboard/receivers", handleLeaderboard(d.Store, d.Log, boards, ledger.Receivers))
+		r.Get("/v1/senders/{user_id}/spend", handleSenderSpend(d.Store, d.Log))
 		// The spending safeguards (safeguards.go, docs/safeguards.md).
 		r.Get("/v1/policies/defaults", handlePolicyDefaults(d.Store))
 		for _, p := range []struct{ scope, path string }{

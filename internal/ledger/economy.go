@@ -228,14 +228,16 @@ func scanRoom(row pgx.CollectableRow) (RoomReceiver, error) {
 type EarningsAccount struct {
 	ReceiverID string `json:"receiver_id"`
 	// Balance is what the merchant owes the receiver; Owed what the
-	// receiver owes back (reversal shortfalls); Held the part of Balance
-	// credited by gifts younger than the earnings hold (Safeguards.
-	// EarningsHold); Payable = Balance − Owed − Held, at least 0: what a
-	// payout may take.
+	// receiver owes back (reversal shortfalls); Maturing the part of
+	// Balance credited by gifts younger than the earnings hold
+	// (Safeguards.EarningsHold); Payable = Balance − Owed − Maturing, at
+	// least 0: what a payout may take; Held = Balance − Payable: everything
+	// not payable now (what is owed, and what is maturing).
 	Balance   int64     `json:"balance"`
 	Owed      int64     `json:"owed"`
-	Held      int64     `json:"held"`
+	Maturing  int64     `json:"maturing"`
 	Payable   int64     `json:"payable"`
+	Held      int64     `json:"held"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
@@ -245,18 +247,19 @@ func (s *Store) Earnings(ctx context.Context, receiverID string) (EarningsAccoun
 	defer s.observe(OpEarnings, time.Now())
 	a := EarningsAccount{ReceiverID: receiverID}
 	err := s.pool.QueryRow(ctx, `SELECT balance, owed, `+heldSQL+`, updated_at FROM earnings_accounts WHERE receiver_id = $1`,
-		receiverID, s.safeguards.EarningsHold).Scan(&a.Balance, &a.Owed, &a.Held, &a.UpdatedAt)
+		receiverID, s.safeguards.EarningsHold).Scan(&a.Balance, &a.Owed, &a.Maturing, &a.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return EarningsAccount{}, fmt.Errorf("earnings of %s: %w", receiverID, ErrNotFound)
 	}
 	if err != nil {
 		return EarningsAccount{}, fmt.Errorf("earnings of %s: %w", receiverID, err)
 	}
-	a.Payable, a.UpdatedAt = max(0, a.Balance-a.Owed-a.Held), a.UpdatedAt.UTC()
+	a.Payable, a.UpdatedAt = max(0, a.Balance-a.Owed-a.Maturing), a.UpdatedAt.UTC()
+	a.Held = a.Balance - a.Payable
 	return a, nil
 }
 
-// heldSQL is the held part of the balance of the earnings account of $1,
+// heldSQL is the maturing part of the balance of the earnings account of $1,
 // with $2 the hold (an interval): the earnings of its gifts younger than
 // the hold, at most the balance. It reads the receiver's gifts of the hold
 // period by the index gift_entries_receiver.
@@ -365,9 +368,9 @@ type EarningsRow struct {
 	// reversals, shortfalls recorded, recovered and paid out.
 	Gifts, Earned, TakenBack, Shortfall, Recovered, PaidOut int64
 	// At the period's end: the earnings balance, what the receiver owed,
-	// what was held (credited by gifts younger than the earnings hold) and
-	// what was payable (balance − owed − held, at least 0).
-	Balance, Owed, Payable, Held int64
+	// what was maturing (credited by gifts younger than the earnings hold)
+	// and what was payable (balance − owed − maturing, at least 0).
+	Balance, Owed, Payable, Maturing int64
 }
 
 // EarningsPeriod returns, for every receiver with earnings entries in
@@ -407,7 +410,7 @@ func (s *Store) EarningsPeriod(ctx context.Context, from, to time.Time) ([]Earni
 		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (EarningsRow, error) {
 			var r EarningsRow
 			err := row.Scan(&r.ReceiverID, &r.Gifts, &r.Earned, &r.TakenBack, &r.Shortfall, &r.Recovered, &r.PaidOut,
-				&r.Balance, &r.Owed, &r.Payable, &r.Held)
+				&r.Balance, &r.Owed, &r.Payable, &r.Maturing)
 			return r, err
 		})
 		return err

@@ -83,12 +83,12 @@ func TestSafeguards_FlagsAndMaxDebitRefuseRecordedAndReplayed(t *testing.T) {
 		}
 		again := mustDebit(t, s, debit(c.id, c.user, c.gold))
 		res.Replay = true
-		if !same(again, res) {
+		if !sameResult(again, res) {
 			t.Errorf("%s replayed as %+v, want %+v", c.id, again, res)
 		}
 		rec, err := s.Recorded(context.Background(), ledger.DebitKey{Platform: "linkv", AppID: "app", RequestID: c.id},
 			debit(c.id, c.user, c.gold).Fingerprint)
-		if err != nil || !same(rec, res) {
+		if err != nil || !sameResult(rec, res) {
 			t.Errorf("%s recorded as %+v, %v, want %+v", c.id, rec, err, res)
 		}
 	}
@@ -166,7 +166,7 @@ func TestSafeguards_ConcurrentGiftsNeverExceedTheDailyCap(t *testing.T) {
 		again := mustDebit(t, s, gift(fmt.Sprint("g", i), "whale", gold, "host", "rose", 1))
 		want := results[i]
 		want.Replay = true
-		if !same(again, want) {
+		if !sameResult(again, want) {
 			t.Errorf("gift %d replayed as %+v, want %+v", i, again, want)
 		}
 	}
@@ -242,8 +242,8 @@ func TestSafeguards_MonthCapInTheUsersTimeZone(t *testing.T) {
 
 func strp(s string) *string { return &s }
 
-// same compares results, times by instant.
-func same(a, b ledger.DebitResult) bool {
+// sameResult compares results, times by instant.
+func sameResult(a, b ledger.DebitResult) bool {
 	if !a.ResetsAt.Equal(b.ResetsAt) {
 		return false
 	}
@@ -459,19 +459,19 @@ func TestSafeguards_HeldEarningsAreNotPaidUntilTheyMature(t *testing.T) {
 	held := open(time.Hour)
 	topUp(t, held, "fan", 1000)
 	mustDebit(t, held, gift("g1", "fan", 100, "host", "rose", 1))
-	if a := earningsOf(t, held, "host"); a.Balance != 50 || a.Held != 50 || a.Payable != 0 {
-		t.Errorf("earnings within the hold: %+v, want 50 held, 0 payable", a)
+	if a := earningsOf(t, held, "host"); a.Balance != 50 || a.Maturing != 50 || a.Held != 50 || a.Payable != 0 {
+		t.Errorf("earnings within the hold: %+v, want 50 maturing (so held), 0 payable", a)
 	}
 	if _, err := held.Payout(ctx, ledger.Payout{ReceiverID: "host", Amount: 1, Key: "p1"}); !errors.Is(err, ledger.ErrInsufficientEarnings) {
 		t.Errorf("a payout of held earnings: %v", err)
 	}
 	rows, err := held.EarningsPeriod(ctx, time.Now().Add(-time.Hour), time.Now().Add(time.Minute))
-	if err != nil || len(rows) != 1 || rows[0].Held != 50 || rows[0].Payable != 0 {
+	if err != nil || len(rows) != 1 || rows[0].Maturing != 50 || rows[0].Payable != 0 {
 		t.Errorf("export within the hold: %+v, %v", rows, err)
 	}
 	// A hold of a nanosecond has passed by now: the same earnings matured.
 	matured := open(time.Nanosecond)
-	if a := earningsOf(t, matured, "host"); a.Held != 0 || a.Payable != 50 {
+	if a := earningsOf(t, matured, "host"); a.Maturing != 0 || a.Held != 0 || a.Payable != 50 {
 		t.Errorf("matured earnings: %+v, want 50 payable", a)
 	}
 	if _, err := matured.Payout(ctx, ledger.Payout{ReceiverID: "host", Amount: 50, Key: "p2"}); err != nil {

@@ -18,6 +18,8 @@ const (
 	OpCatalogue = "catalogue"
 	OpEarnings  = "earnings"
 	OpPayout    = "payout"
+	// OpReport is a report or leaderboard (reports.go).
+	OpReport = "report"
 	// OpPolicy is the safeguards' admin operations (docs/safeguards.md).
 	OpPolicy = "policy"
 )
@@ -25,7 +27,7 @@ const (
 // Ops returns every operation a Timer may be told about, so that a
 // metric can show each one at zero before it first happens.
 func Ops() []string {
-	return []string{OpDebit, OpTopUp, OpReversal, OpWallet, OpEntries, OpFindDebit, OpAudit, OpPrune, OpCatalogue, OpEarnings, OpPayout, OpPolicy}
+	return []string{OpDebit, OpTopUp, OpReversal, OpWallet, OpEntries, OpFindDebit, OpAudit, OpPrune, OpCatalogue, OpEarnings, OpPayout, OpReport, OpPolicy}
 }
 
 // Timer is told how long one Store operation took, whatever its result.

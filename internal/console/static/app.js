@@ -6,18 +6,20 @@ import * as now from './now.js';
 import * as wallet from './wallet.js';
 import * as debit from './debit.js';
 import * as audit from './audit.js';
+import * as leaderboard from './leaderboard.js';
+import * as gifts from './gifts.js';
+import * as receivers from './receivers.js';
 
-// The navigation. Pages of the gift economy wait for its admin API: each
-// is an entry here with ready: false until then.
+// The navigation. A page not there yet is an entry with ready: false (shown
+// greyed, opening a "soon" page). Payouts are made on the Receivers page.
 const pages = [
   { id: 'now', page: now, ready: true },
   { id: 'wallet', page: wallet, ready: true },
   { id: 'debit', page: debit, ready: true },
   { id: 'audit', page: audit, ready: true },
-  { id: 'receivers', ready: false },
-  { id: 'gifts', ready: false },
-  { id: 'leaderboards', ready: false },
-  { id: 'payouts', ready: false },
+  { id: 'receivers', page: receivers, ready: true },
+  { id: 'gifts', page: gifts, ready: true },
+  { id: 'leaderboards', page: leaderboard, ready: true },
 ];
 
 let current = null;
