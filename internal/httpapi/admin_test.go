@@ -33,9 +33,9 @@ type env struct {
 	public *httptest.Server
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, opts ...ledger.Option) *env {
 	t.Helper()
-	store, err := ledger.Open(context.Background(), pgtest.URL(t), pgtest.StoreOptions()...)
+	store, err := ledger.Open(context.Background(), pgtest.URL(t), append(pgtest.StoreOptions(), opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -331,9 +331,10 @@ func handleLeaderboard(store *ledger.Store, log *slog.Logger, boards *boardCache
 		if !ok || !validText(w, "room_id", room) {
 			return
 		}
-		q := newQuery(w, r, "window", "limit")
+		q := newQuery(w, r, "window", "limit", "display")
 		window := q.window()
 		limit := q.intIn("limit", 1, maxBoardRows, 20)
+		display := q.oneOf("display", "true", "false") == "true"
 		asCSV := q.csv(r)
 		if !q.ok() {
 			return
@@ -352,21 +353,61 @@ func handleLeaderboard(store *ledger.Store, log *slog.Logger, boards *boardCache
 		if side == ledger.Receivers {
 			id = "receiver_id"
 		}
+		leaders, hide := b.Leaders, false
+		if display {
+			if leaders, err = forDisplay(ctx, store, side, leaders); err != nil {
+				writeLedgerError(w, log, err)
+				return
+			}
+			hide = store.Safeguards().DisplayHideAmounts
+		}
 		if asCSV {
-			t := table{name: "leaderboard-" + string(side), header: []string{"rank", id, "gifts", "gold", "earnings"}}
-			for _, l := range b.Leaders {
-				t.rows = append(t.rows, []cell{l.Rank, l.ID, l.Gifts, l.Gold, l.Earnings})
+			header := []string{"rank", id, "gifts", "gold", "earnings"}
+			if hide {
+				header = header[:2]
+			}
+			t := table{name: "leaderboard-" + string(side), header: header}
+			for _, l := range leaders {
+				row := []cell{l.Rank, l.ID, l.Gifts, l.Gold, l.Earnings}
+				t.rows = append(t.rows, row[:len(header)])
 			}
 			t.write(w)
 			return
 		}
-		out := make([]map[string]any, len(b.Leaders))
-		for i, l := range b.Leaders {
-			out[i] = map[string]any{"rank": l.Rank, id: l.ID, "gifts": l.Gifts, "gold": l.Gold, "earnings": l.Earnings}
+		out := make([]map[string]any, len(leaders))
+		for i, l := range leaders {
+			out[i] = map[string]any{"rank": l.Rank, id: l.ID}
+			if !hide {
+				out[i]["gifts"], out[i]["gold"], out[i]["earnings"] = l.Gifts, l.Gold, l.Earnings
+			}
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"platform": platform, "room_id": room, "from": b.From, "to": b.To,
 			string(side): out})
 	}
+}
+
+// forDisplay applies the display rule of docs/safeguards.md#consent to a
+// leaderboard meant for the public: a sender who has not consented is
+// shown as "anonymous #rank" (ledger.DisplaySender); receivers (hosts,
+// public by their role) keep their ids. It copies: the cached board is
+// shared.
+func forDisplay(ctx context.Context, store *ledger.Store, side ledger.BoardSide, leaders []ledger.Leader) ([]ledger.Leader, error) {
+	if side != ledger.Senders || len(leaders) == 0 {
+		return leaders, nil
+	}
+	ids := make([]string, len(leaders))
+	for i, l := range leaders {
+		ids[i] = l.ID
+	}
+	consents, err := store.Consents(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := slices.Clone(leaders)
+	for i := range out {
+		out[i].ID = ledger.DisplaySender(out[i].ID, consents[out[i].ID], out[i].Rank)
+	}
+	return out, nil
 }
 
 func handleSenderSpend(store *ledger.Store, log *slog.Logger) http.HandlerFunc {

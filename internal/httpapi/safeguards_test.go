@@ -1,10 +1,13 @@
 package httpapi_test
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+
+	"giftd/internal/ledger"
 )
 
 func (e *env) admAs(t *testing.T, operator, method, path, body string) (int, string) {
@@ -95,5 +98,47 @@ func TestSafeguardsAdmin_BadInputIsA4xxNamingTheProblem(t *testing.T) {
 	}
 	if code, body := e.admAs(t, strings.Repeat("x", 65), "PUT", "/admin/v1/policies/users/alice", `{}`); code != 400 || !strings.Contains(body, "X-Giftd-Operator") {
 		t.Errorf("a long operator: %d %s", code, body)
+	}
+}
+
+// TestSafeguardsAdmin_LeaderboardForDisplay: with display=true a room's
+// senders without consent are "anonymous #rank", and with
+// GIFTD_DISPLAY_HIDE_AMOUNTS only ranks and ids are shown; without it the
+// board (the finance view) is unchanged.
+func TestSafeguardsAdmin_LeaderboardForDisplay(t *testing.T) {
+	for _, hide := range []bool{false, true} {
+		e := newEnv(t, ledger.WithSafeguards(ledger.Safeguards{DisplayHideAmounts: hide}))
+		giveGift(t, e, "g1", "whale", "host", "r1", "rose", 30)
+		giveGift(t, e, "g2", "fan", "host", "r1", "rose", 20)
+		yes := true
+		if _, err := e.store.PutPolicy(context.Background(), ledger.PolicyKey{Scope: ledger.ScopeUser, Subject: "fan"}, ledger.Policy{Consent: &yes}, "t"); err != nil {
+			t.Fatal(err)
+		}
+		a := e.adm(t, "GET", "/admin/v1/rooms/linkv/r1/leaderboard/senders?display=true", "")
+		s, _ := a.m["senders"].([]any)
+		if a.code != 200 || len(s) != 2 {
+			t.Fatalf("display: %d %s", a.code, a.raw)
+		}
+		first, second := s[0].(map[string]any), s[1].(map[string]any)
+		if first["sender_id"] != "anonymous #1" || second["sender_id"] != "fan" {
+			t.Errorf("display ids: %s", a.raw)
+		}
+		if _, shown := first["gold"]; shown == hide {
+			t.Errorf("display with hide %t: %s", hide, a.raw)
+		}
+		if _, recs := getCSV(t, e, "/admin/v1/rooms/linkv/r1/leaderboard/senders?display=true"); recs[1][1] != "anonymous #1" || (len(recs[0]) == 2) != hide {
+			t.Errorf("display csv with hide %t: %q", hide, recs)
+		}
+		a = e.adm(t, "GET", "/admin/v1/rooms/linkv/r1/leaderboard/senders", "")
+		if s, _ := a.m["senders"].([]any); len(s) != 2 || s[0].(map[string]any)["sender_id"] != "whale" || s[0].(map[string]any)["gold"] != float64(30) {
+			t.Errorf("the finance view: %s", a.raw)
+		}
+		a = e.adm(t, "GET", "/admin/v1/rooms/linkv/r1/leaderboard/receivers?display=true", "")
+		if r, _ := a.m["receivers"].([]any); len(r) != 1 || r[0].(map[string]any)["receiver_id"] != "host" {
+			t.Errorf("receivers keep their ids: %s", a.raw)
+		}
+		if a := e.adm(t, "GET", "/admin/v1/rooms/linkv/r1/leaderboard/senders?display=yes", ""); a.code != 400 || !strings.Contains(a.errMessage(), "display") {
+			t.Errorf("display=yes: %d %s", a.code, a.raw)
+		}
 	}
 }
