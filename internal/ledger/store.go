@@ -71,6 +71,7 @@ type Store struct {
 	batcher       *batcher // nil when batching is off
 	economy       Economy
 	timer         atomic.Pointer[Timer]
+	horizon       horizon
 }
 
 // Open connects a pool to databaseURL, with DefaultBatching unless an option

@@ -18,12 +18,16 @@ const (
 	OpCatalogue = "catalogue"
 	OpEarnings  = "earnings"
 	OpPayout    = "payout"
+	// The events' operations (docs/events.md): the feed, and the webhook
+	// endpoints' management and delivery state.
+	OpEvents   = "events"
+	OpWebhooks = "webhooks"
 )
 
 // Ops returns every operation a Timer may be told about, so that a
 // metric can show each one at zero before it first happens.
 func Ops() []string {
-	return []string{OpDebit, OpTopUp, OpReversal, OpWallet, OpEntries, OpFindDebit, OpAudit, OpPrune, OpCatalogue, OpEarnings, OpPayout}
+	return []string{OpDebit, OpTopUp, OpReversal, OpWallet, OpEntries, OpFindDebit, OpAudit, OpPrune, OpCatalogue, OpEarnings, OpPayout, OpEvents, OpWebhooks}
 }
 
 // Timer is told how long one Store operation took, whatever its result.
