@@ -33,6 +33,9 @@ type Deps struct {
 	// Platforms are the platform API clients of the admin API's platform
 	// routes; a nil client answers 503.
 	Platforms Platforms
+	// WebhookAllowPrivate lets webhook endpoints be loopback or private
+	// addresses (GIFTD_WEBHOOK_ALLOW_PRIVATE).
+	WebhookAllowPrivate bool
 }
 
 // Callback is one route of a partner platform's callback on the public
@@ -98,6 +101,16 @@ func NewAdmin(d Deps) http.Handler {
 		r.Delete("/v1/polyv/channels/{channel_id}/receiver", handleRemoveChannelReceiver(d.Store, d.Log))
 		r.Get("/v1/earnings/{receiver_id}", handleEarnings(d.Store, d.Log))
 		r.Post("/v1/earnings/{receiver_id}/payouts", handlePayout(d.Store, d.Log))
+		// Events: the pull feed and webhooks (docs/events.md).
+		r.Get("/v1/events", handleEvents(d.Store, d.Log))
+		r.Get("/v1/webhooks", handleWebhooks(d.Store, d.Log))
+		r.Post("/v1/webhooks", handleCreateWebhook(d.Store, d.Log, d.WebhookAllowPrivate))
+		r.Get("/v1/webhooks/{endpoint_id}", handleWebhook(d.Store, d.Log))
+		r.Patch("/v1/webhooks/{endpoint_id}", handleUpdateWebhook(d.Store, d.Log, d.WebhookAllowPrivate))
+		r.Delete("/v1/webhooks/{endpoint_id}", handleDeleteWebhook(d.Store, d.Log))
+		r.Post("/v1/webhooks/{endpoint_id}/secrets", handleWebhookSecret(d.Store, d.Log, true))
+		r.Delete("/v1/webhooks/{endpoint_id}/secrets/previous", handleWebhookSecret(d.Store, d.Log, false))
+		r.Post("/v1/webhooks/{endpoint_id}/redeliver", handleRedeliver(d.Store, d.Log))
 		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, "not_found", "no such admin route")
 		})
