@@ -65,8 +65,8 @@ func (p *cutProxy) accept() {
 	}
 }
 
-// relay copies PostgreSQL's messages to giftd. A data row of six columns
-// is giftd_debit_gifts's answer; the CommandComplete after it is sent once the
+// relay copies PostgreSQL's messages to giftd. A data row of nine columns
+// is giftd_debit_gifts's answer (migration 7's columns); the CommandComplete after it is sent once the
 // statement has run, and PostgreSQL commits it before it answers Sync. An
 // armed proxy drops the connection right there.
 func (p *cutProxy) relay(server, client net.Conn) {
@@ -83,7 +83,7 @@ func (p *cutProxy) relay(server, client net.Conn) {
 		}
 		switch header[0] {
 		case 'D':
-			sawDebitRow = len(body) >= 2 && binary.BigEndian.Uint16(body) == 6
+			sawDebitRow = len(body) >= 2 && binary.BigEndian.Uint16(body) == 9
 		case 'C':
 			if sawDebitRow && p.armed.Load() > 0 && p.armed.Add(-1) >= 0 {
 				// Let PostgreSQL finish the commit it is doing, then vanish.

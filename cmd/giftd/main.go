@@ -18,6 +18,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	// The safeguards' time zones are IANA names, checked at start: the
+	// binary carries the zone database, whatever its image has.
+	_ "time/tzdata"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -174,7 +177,8 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 			return err
 		}
 	}
-	store, err := ledger.Open(ctx, s.DatabaseURL, ledger.WithBatching(s.Batching), ledger.WithEconomy(s.Economy))
+	store, err := ledger.Open(ctx, s.DatabaseURL, ledger.WithBatching(s.Batching), ledger.WithEconomy(s.Economy),
+		ledger.WithSafeguards(s.Safeguards))
 	if err != nil {
 		return err
 	}
@@ -243,7 +247,7 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 	log.Info("giftd listening", "public", publicLn.Addr().String(), "admin", adminLn.Addr().String(),
 		"debit_path", s.DebitPath, "apps", len(s.LinkVApps), "polyv_apps", len(s.PolyvApps),
 		"earnings", s.Economy.Earnings, "price_check", s.Economy.PriceCheck, "default_share_bp", s.Economy.DefaultShareBP,
-		"webhooks", s.Webhooks)
+		"safeguards", s.Safeguards.On, "safeguards_profile", s.SafeguardsProfile, "webhooks", s.Webhooks)
 	if onListen != nil {
 		onListen(publicLn.Addr().String(), adminLn.Addr().String())
 	}

@@ -23,7 +23,8 @@ import (
 const readyProbeInterval = 5 * time.Second
 
 // openForOps opens DATABASE_URL for a one-off command: no batching, since
-// such a command never debits. It returns the database settings too.
+// such a command never debits, and the safeguards' settings, for the
+// earnings hold of the export. It returns the database settings too.
 func openForOps(ctx context.Context, getenv func(string) string) (*ledger.Store, settings, error) {
 	var s settings
 	if err := readDatabase(getenv, &s); err != nil {
@@ -32,7 +33,10 @@ func openForOps(ctx context.Context, getenv func(string) string) (*ledger.Store,
 	if err := requireDatabase(s); err != nil {
 		return nil, s, err
 	}
-	store, err := ledger.Open(ctx, s.DatabaseURL, ledger.WithBatching(ledger.Batching{MaxBatch: 1}))
+	if err := readPolicies(getenv, &s); err != nil {
+		return nil, s, err
+	}
+	store, err := ledger.Open(ctx, s.DatabaseURL, ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithSafeguards(s.Safeguards))
 	return store, s, err
 }
 
@@ -115,11 +119,11 @@ func runEarnings(ctx context.Context, args []string, getenv func(string) string,
 	}
 	w := csv.NewWriter(stdout)
 	w.Write([]string{"receiver_id", "period_from", "period_to", "gifts", "earned", "taken_back", "shortfall", //nolint:errcheck // w.Error below
-		"recovered", "paid_out", "balance_at_end", "owed_at_end", "payable_at_end"})
+		"recovered", "paid_out", "balance_at_end", "owed_at_end", "payable_at_end", "held_at_end"})
 	f, t := from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339)
 	for _, r := range rows {
 		w.Write(append([]string{r.ReceiverID, f, t}, formatInts(r.Gifts, r.Earned, r.TakenBack, r.Shortfall, //nolint:errcheck // w.Error below
-			r.Recovered, r.PaidOut, r.Balance, r.Owed, r.Payable)...))
+			r.Recovered, r.PaidOut, r.Balance, r.Owed, r.Payable, r.Held)...))
 	}
 	w.Flush()
 	return w.Error()

@@ -68,6 +68,10 @@ type settings struct {
 	Webhooks        bool
 	Webhook         webhook.Config
 	EventsRetention time.Duration
+	// Safeguards are the spending safeguards' settings (readPolicies,
+	// docs/safeguards.md); SafeguardsProfile the profile they started from.
+	Safeguards        ledger.Safeguards
+	SafeguardsProfile string
 }
 
 // settingsError names the variable that is missing or wrong and the form it
@@ -82,7 +86,7 @@ func (e *settingsError) Error() string { return e.name + ": " + e.problem }
 func readSettings(getenv func(string) string) (settings, error) {
 	var s settings
 	for _, read := range []func(func(string) string, *settings) error{
-		readDatabase, readListeners, readLinkV, readPolyv, readEconomy, readPlatformAPIs, readEvents,
+		readDatabase, readListeners, readLinkV, readPolyv, readEconomy, readPlatformAPIs, readPolicies, readEvents,
 	} {
 		if err := read(getenv, &s); err != nil {
 			return settings{}, err
@@ -377,6 +381,77 @@ func readPlatformAPIs(getenv func(string) string, s *settings) error {
 		p.PolyvQueryURL, p.PolyvUpdateURL = pub+s.PolyvQueryPath, pub+s.PolyvUpdatePath
 	}
 	s.Platforms = p
+	return nil
+}
+
+// readPolicies reads the spending safeguards (docs/safeguards.md):
+// GIFTD_SAFEGUARDS_PROFILE picks the defaults of the others: none (today's
+// behaviour: nothing enforced) or cn (every rule on: GIFTD_SAFEGUARDS on,
+// the zone Asia/Shanghai, amounts hidden in displays, and the values the
+// merchant must fill in, each required and above 0: GIFTD_MAX_DEBIT,
+// GIFTD_CAP_24H, GIFTD_CAP_MONTH, GIFTD_REMIND_DAY, GIFTD_COOLING_OFF and
+// GIFTD_EARNINGS_HOLD). Any variable set overrides its profile's default.
+func readPolicies(getenv func(string) string, s *settings) error {
+	var g ledger.Safeguards
+	profile := or(getenv("GIFTD_SAFEGUARDS_PROFILE"), "none")
+	on, zone, hide := "off", "UTC", "false"
+	var required []string
+	switch profile {
+	case "none":
+	case "cn":
+		on, zone, hide = "on", "Asia/Shanghai", "true"
+		required = []string{"GIFTD_MAX_DEBIT", "GIFTD_CAP_24H", "GIFTD_CAP_MONTH", "GIFTD_REMIND_DAY", "GIFTD_COOLING_OFF", "GIFTD_EARNINGS_HOLD"}
+	default:
+		return &settingsError{"GIFTD_SAFEGUARDS_PROFILE", fmt.Sprintf("must be none or cn, got %q", profile)}
+	}
+	for _, name := range required {
+		if getenv(name) == "" {
+			return &settingsError{name, "required with GIFTD_SAFEGUARDS_PROFILE=cn: the merchant's value, above 0 (docs/safeguards.md#profiles)"}
+		}
+	}
+	switch v := or(getenv("GIFTD_SAFEGUARDS"), on); v {
+	case "on", "off":
+		g.On = v == "on"
+	default:
+		return &settingsError{"GIFTD_SAFEGUARDS", fmt.Sprintf("must be on or off, got %q", v)}
+	}
+	for _, a := range []struct {
+		name string
+		dst  *int64
+	}{{"GIFTD_MAX_DEBIT", &g.MaxDebit}, {"GIFTD_CAP_24H", &g.Cap24h}, {"GIFTD_CAP_MONTH", &g.CapMonth}, {"GIFTD_REMIND_DAY", &g.RemindDay}} {
+		raw := or(getenv(a.name), "0")
+		n, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil || n < 0 || n > ledger.MaxAmount || (n == 0 && slices.Contains(required, a.name)) {
+			return &settingsError{a.name, fmt.Sprintf("must be an integer of coins from 0 (no limit; above 0 with the cn profile) to %d, got %q", int64(ledger.MaxAmount), raw)}
+		}
+		*a.dst = n
+	}
+	err := durations(getenv, []durationSetting{
+		{"GIFTD_COOLING_OFF", "0", 0, &g.CoolingOff},
+		{"GIFTD_EARNINGS_HOLD", "0", 0, &g.EarningsHold},
+	})
+	if err != nil {
+		return err
+	}
+	for _, d := range []struct {
+		name     string
+		v, limit time.Duration
+	}{{"GIFTD_COOLING_OFF", g.CoolingOff, ledger.MaxCoolingOff}, {"GIFTD_EARNINGS_HOLD", g.EarningsHold, ledger.MaxEarningsHold}} {
+		if d.v > d.limit || (d.v == 0 && slices.Contains(required, d.name)) {
+			return &settingsError{d.name, fmt.Sprintf("must be a duration from 0 (none; above 0 with the cn profile) to %s, got %q", d.limit, getenv(d.name))}
+		}
+	}
+	g.TimeZone = or(getenv("GIFTD_SAFEGUARDS_TIME_ZONE"), zone)
+	if _, err := time.LoadLocation(g.TimeZone); err != nil || g.TimeZone == "Local" {
+		return &settingsError{"GIFTD_SAFEGUARDS_TIME_ZONE", fmt.Sprintf("must be an IANA time zone name like Asia/Shanghai or UTC, got %q", g.TimeZone)}
+	}
+	switch v := or(getenv("GIFTD_DISPLAY_HIDE_AMOUNTS"), hide); v {
+	case "true", "false":
+		g.DisplayHideAmounts = v == "true"
+	default:
+		return &settingsError{"GIFTD_DISPLAY_HIDE_AMOUNTS", fmt.Sprintf("must be true or false, got %q", v)}
+	}
+	s.Safeguards, s.SafeguardsProfile = g, profile
 	return nil
 }
 

@@ -28,9 +28,13 @@ const (
 	// PriceRefused: the price check refused the gift (not in the catalogue,
 	// inactive, or not its price; docs/economy.md).
 	PriceRefused = "price_refused"
+	// PolicyRefused: a spending safeguard refused the debit (a cap, a
+	// cooling-off, a minor or blocked sender; docs/safeguards.md). Its
+	// replays count as Replay, as an Insufficient's do.
+	PolicyRefused = "policy_refused"
 )
 
-var outcomes = []string{OK, Replay, Insufficient, BadRequest, Expired, BadSign, Conflict, Error, PriceRefused}
+var outcomes = []string{OK, Replay, Insufficient, BadRequest, Expired, BadSign, Conflict, Error, PriceRefused, PolicyRefused}
 
 // Recorder counts and logs every callback of every platform.
 type Recorder struct {
@@ -138,6 +142,33 @@ func OutcomeOf(res ledger.DebitResult, err error) string {
 		return Replay
 	case res.Status == ledger.Insufficient:
 		return Insufficient
+	case res.Status == ledger.PolicyRefused:
+		return PolicyRefused
 	}
 	return OK
+}
+
+// PolicyMessage is the message of a debit a safeguard refused (first time
+// or replayed: it depends only on what was recorded): the policy, its limit
+// in the platform's unit (amount formats it) and when it resets.
+func PolicyMessage(res ledger.DebitResult, amount func(int64) string) string {
+	resets := "; it does not reset by itself"
+	if !res.ResetsAt.IsZero() {
+		resets = "; resets at " + res.ResetsAt.UTC().Format(time.RFC3339)
+	}
+	switch res.Refusal {
+	case ledger.RefusedMinor:
+		return "refused by policy minor: minors may not send gifts"
+	case ledger.RefusedBlocked:
+		return "refused by policy blocked: this user may not send gifts"
+	case ledger.RefusedMaxDebit:
+		return "refused by policy max_debit: more than the limit of " + amount(res.Limit) + " per gift"
+	case ledger.RefusedCap24h:
+		return "refused by policy cap_24h: over the limit of " + amount(res.Limit) + " per 24 hours" + resets
+	case ledger.RefusedCapMonth:
+		return "refused by policy cap_month: over the limit of " + amount(res.Limit) + " per calendar month" + resets
+	case ledger.RefusedCoolingOff:
+		return "refused by policy cooling_off: gifts pause after a day's spending crosses " + amount(res.Limit) + resets
+	}
+	return "refused by policy " + res.Refusal + resets
 }

@@ -111,6 +111,19 @@ func NewAdmin(d Deps) http.Handler {
 		r.Post("/v1/webhooks/{endpoint_id}/secrets", handleWebhookSecret(d.Store, d.Log, true))
 		r.Delete("/v1/webhooks/{endpoint_id}/secrets/previous", handleWebhookSecret(d.Store, d.Log, false))
 		r.Post("/v1/webhooks/{endpoint_id}/redeliver", handleRedeliver(d.Store, d.Log))
+		// The spending safeguards (safeguards.go, docs/safeguards.md).
+		r.Get("/v1/policies/defaults", handlePolicyDefaults(d.Store))
+		for _, p := range []struct{ scope, path string }{
+			{ledger.ScopeUser, "/v1/policies/users/{user_id}"},
+			{ledger.ScopeApp, "/v1/policies/apps/{platform}/{app_id}"},
+		} {
+			r.Get(p.path, handleGetPolicy(d.Store, d.Log, p.scope))
+			r.Put(p.path, handlePutPolicy(d.Store, d.Log, p.scope))
+			r.Delete(p.path, handleClearPolicy(d.Store, d.Log, p.scope))
+			r.Get(p.path+"/history", handlePolicyHistory(d.Store, d.Log, p.scope))
+		}
+		r.Get("/v1/spending/{user_id}", handleSpending(d.Store, d.Log))
+		r.Get("/v1/reminders", handleReminders(d.Store, d.Log))
 		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, "not_found", "no such admin route")
 		})

@@ -66,6 +66,10 @@ const (
 	// Refused: the price check refused the gift (see Refusal). Nothing was
 	// debited or recorded; a retry is judged afresh.
 	Refused DebitStatus = 422
+	// PolicyRefused: a safeguard refused the debit (see Refusal, Limit and
+	// ResetsAt; docs/safeguards.md). Nothing was debited; the refusal is
+	// recorded and replayed like Insufficient.
+	PolicyRefused DebitStatus = 403
 )
 
 // Why the price check refused a debit (DebitResult.Refusal).
@@ -89,6 +93,15 @@ type DebitResult struct {
 	// Price is the catalogue's price per item of the gift, for a refusal's
 	// message (0 when the gift is not in the catalogue).
 	Price int64
+	// For a PolicyRefused debit, Refusal is the policy (RefusedMinor…),
+	// Limit its limit (0 for a flag) and ResetsAt when it lets this debit
+	// through again (zero: not by itself, as for a flag or a debit larger
+	// than the cap).
+	Limit    int64
+	ResetsAt time.Time
+	// Reminded: this debit crossed its sender's daily reminder threshold
+	// and wrote the day's reminder (docs/safeguards.md).
+	Reminded bool
 }
 
 // Debit executes d exactly once per key: the debit (or the finding that gold
@@ -160,11 +173,13 @@ func (s *Store) execute(ctx context.Context, debits []Debit) ([]DebitResult, []e
 		}
 	}
 	e := s.economy
+	policy, now := s.safeguards.arguments(s.now)
 	rows, err := s.pool.Query(ctx, `
-		SELECT status, balance, replay, reused, refusal, price
-		FROM giftd_debit_gifts($1, $2, $3, $4, $5, $6, $7, $8::jsonb[], $9, $10, $11, $12, $13, $14, $15, $16)`,
+		SELECT status, balance, replay, reused, refusal, price, refusal_limit, resets_at, reminded
+		FROM giftd_debit_gifts($1, $2, $3, $4, $5, $6, $7, $8::jsonb[], $9, $10, $11, $12, $13, $14, $15, $16,
+			$17::jsonb, $18::timestamptz)`,
 		platforms, apps, ids, fps, users, golds, expires, details,
-		receivers, rooms, gifts, counts, unitPrices, e.Earnings, e.PriceCheck, e.DefaultShareBP)
+		receivers, rooms, gifts, counts, unitPrices, e.Earnings, e.PriceCheck, e.DefaultShareBP, policy, now)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -173,16 +188,26 @@ func (s *Store) execute(ctx context.Context, debits []Debit) ([]DebitResult, []e
 		var r DebitResult
 		var reused bool
 		var refusal *string
-		var price *int64
-		if err := rows.Scan(&r.Status, &r.Balance, &r.Replay, &reused, &refusal, &price); err != nil {
+		var price, limit *int64
+		var resets *time.Time
+		if err := rows.Scan(&r.Status, &r.Balance, &r.Replay, &reused, &refusal, &price, &limit, &resets, &r.Reminded); err != nil {
 			rows.Close()
 			return nil, nil, err
 		}
 		if refusal != nil {
-			r.Refusal, r.Balance = *refusal, 0
+			r.Refusal = *refusal
+		}
+		if r.Status == Refused {
+			r.Balance = 0
 			if price != nil {
 				r.Price = *price
 			}
+		}
+		if limit != nil {
+			r.Limit = *limit
+		}
+		if resets != nil {
+			r.ResetsAt = resets.UTC()
 		}
 		var e error
 		if reused {
@@ -208,17 +233,21 @@ func (s *Store) execute(ctx context.Context, debits []Debit) ([]DebitResult, []e
 // then (a standby cut off past ctx's deadline) it returns an error.
 func (s *Store) Recorded(ctx context.Context, key DebitKey, fingerprint [32]byte) (DebitResult, error) {
 	var fp []byte
+	var refusal *string
+	var limit *int64
+	var resets *time.Time
 	res := DebitResult{Replay: true}
 	// The record may have committed on this server alone (see giftd_debit in
 	// migrations/000003): a found row writes one WAL record, a transactional
 	// logical message, so that this statement's commit waits for the
 	// synchronous standbys, which confirm WAL in order, the record included.
 	err := s.pool.QueryRow(ctx, `
-		SELECT fingerprint, status, balance, pg_logical_emit_message(true, 'giftd', 'replay')
+		SELECT fingerprint, status, balance, refusal, refusal_limit, refusal_resets_at,
+			pg_logical_emit_message(true, 'giftd', 'replay')
 		FROM debit_requests
 		WHERE platform = $1 AND app_id = $2 AND request_id = $3`,
 		key.Platform, key.AppID, key.RequestID,
-	).Scan(&fp, &res.Status, &res.Balance, nil)
+	).Scan(&fp, &res.Status, &res.Balance, &refusal, &limit, &resets, nil)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return DebitResult{}, fmt.Errorf("debit %s: %w", key, ErrNotFound)
@@ -226,6 +255,15 @@ func (s *Store) Recorded(ctx context.Context, key DebitKey, fingerprint [32]byte
 		return DebitResult{}, fmt.Errorf("debit %s: %w", key, err)
 	case !bytes.Equal(fp, fingerprint[:]):
 		return DebitResult{}, fmt.Errorf("debit %s: %w", key, ErrRequestReused)
+	}
+	if refusal != nil {
+		res.Refusal = *refusal
+	}
+	if limit != nil {
+		res.Limit = *limit
+	}
+	if resets != nil {
+		res.ResetsAt = resets.UTC()
 	}
 	return res, nil
 }

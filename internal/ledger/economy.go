@@ -228,10 +228,13 @@ func scanRoom(row pgx.CollectableRow) (RoomReceiver, error) {
 type EarningsAccount struct {
 	ReceiverID string `json:"receiver_id"`
 	// Balance is what the merchant owes the receiver; Owed what the
-	// receiver owes back (reversal shortfalls); Payable = Balance − Owed,
-	// at least 0: what a payout may take.
+	// receiver owes back (reversal shortfalls); Held the part of Balance
+	// credited by gifts younger than the earnings hold (Safeguards.
+	// EarningsHold); Payable = Balance − Owed − Held, at least 0: what a
+	// payout may take.
 	Balance   int64     `json:"balance"`
 	Owed      int64     `json:"owed"`
+	Held      int64     `json:"held"`
 	Payable   int64     `json:"payable"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
@@ -241,17 +244,24 @@ type EarningsAccount struct {
 func (s *Store) Earnings(ctx context.Context, receiverID string) (EarningsAccount, error) {
 	defer s.observe(OpEarnings, time.Now())
 	a := EarningsAccount{ReceiverID: receiverID}
-	err := s.pool.QueryRow(ctx, `SELECT balance, owed, updated_at FROM earnings_accounts WHERE receiver_id = $1`, receiverID).
-		Scan(&a.Balance, &a.Owed, &a.UpdatedAt)
+	err := s.pool.QueryRow(ctx, `SELECT balance, owed, `+heldSQL+`, updated_at FROM earnings_accounts WHERE receiver_id = $1`,
+		receiverID, s.safeguards.EarningsHold).Scan(&a.Balance, &a.Owed, &a.Held, &a.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return EarningsAccount{}, fmt.Errorf("earnings of %s: %w", receiverID, ErrNotFound)
 	}
 	if err != nil {
 		return EarningsAccount{}, fmt.Errorf("earnings of %s: %w", receiverID, err)
 	}
-	a.Payable, a.UpdatedAt = max(0, a.Balance-a.Owed), a.UpdatedAt.UTC()
+	a.Payable, a.UpdatedAt = max(0, a.Balance-a.Owed-a.Held), a.UpdatedAt.UTC()
 	return a, nil
 }
+
+// heldSQL is the held part of the balance of the earnings account of $1,
+// with $2 the hold (an interval): the earnings of its gifts younger than
+// the hold, at most the balance. It reads the receiver's gifts of the hold
+// period by the index gift_entries_receiver.
+const heldSQL = `least(balance, (SELECT coalesce(sum(g.earnings), 0) FROM gift_entries g
+	WHERE g.receiver_id = $1 AND $2::interval > '0' AND g.created_at > now() - $2::interval))::bigint`
 
 // Payout is an operator's payment of a receiver's earnings.
 type Payout struct {
@@ -284,11 +294,11 @@ func (s *Store) Payout(ctx context.Context, p Payout) (PayoutResult, error) {
 	defer s.observe(OpPayout, time.Now())
 	var res PayoutResult
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
-		var balance, owed int64
+		var balance, owed, held int64
 		// The account's lock first: copies of one key for this receiver
 		// serialise here, and the second then finds the first's entry.
-		err := tx.QueryRow(ctx, `SELECT balance, owed FROM earnings_accounts WHERE receiver_id = $1 FOR UPDATE`,
-			p.ReceiverID).Scan(&balance, &owed)
+		err := tx.QueryRow(ctx, `SELECT balance, owed, `+heldSQL+` FROM earnings_accounts WHERE receiver_id = $1 FOR UPDATE`,
+			p.ReceiverID, s.safeguards.EarningsHold).Scan(&balance, &owed, &held)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("earnings of %s: %w", p.ReceiverID, ErrNotFound)
 		}
@@ -305,7 +315,7 @@ func (s *Store) Payout(ctx context.Context, p Payout) (PayoutResult, error) {
 		} else if !errors.Is(err, pgx.ErrNoRows) {
 			return err
 		}
-		if payable := max(0, balance-owed); p.Amount > payable {
+		if payable := max(0, balance-owed-held); p.Amount > payable {
 			return fmt.Errorf("%w (payable %d)", ErrInsufficientEarnings, payable)
 		}
 		res = PayoutResult{ReceiverID: p.ReceiverID, Amount: p.Amount, Recovered: owed, Balance: balance - owed - p.Amount}
@@ -362,8 +372,9 @@ type EarningsRow struct {
 	// reversals, shortfalls recorded, recovered and paid out.
 	Gifts, Earned, TakenBack, Shortfall, Recovered, PaidOut int64
 	// At the period's end: the earnings balance, what the receiver owed,
-	// and what was payable (balance − owed, at least 0).
-	Balance, Owed, Payable int64
+	// what was held (credited by gifts younger than the earnings hold) and
+	// what was payable (balance − owed − held, at least 0).
+	Balance, Owed, Payable, Held int64
 }
 
 // EarningsPeriod returns, for every receiver with earnings entries in
@@ -391,18 +402,19 @@ func (s *Store) EarningsPeriod(ctx context.Context, from, to time.Time) ([]Earni
 					coalesce(-sum(amount) FILTER (WHERE kind = 'payout' AND created_at >= $1), 0) AS paid,
 					coalesce(sum(amount) FILTER (WHERE account = 'earnings'), 0) AS balance,
 					coalesce(sum(amount) FILTER (WHERE account = 'receivable'), 0) AS owed,
-					count(*) FILTER (WHERE created_at >= $1) AS moves
+					count(*) FILTER (WHERE created_at >= $1) AS moves,
+					coalesce(sum(amount) FILTER (WHERE kind = 'gift' AND $3::interval > '0' AND created_at > $2 - $3::interval), 0) AS held
 				FROM legs GROUP BY receiver_id
 			)
 			SELECT receiver_id, gifts, earned::bigint, taken::bigint, shortfall::bigint, recovered::bigint, paid::bigint,
-				balance::bigint, owed::bigint, greatest(balance - owed, 0)::bigint
+				balance::bigint, owed::bigint, greatest(balance - owed - least(held, balance), 0)::bigint, least(held, balance)::bigint
 			FROM t WHERE moves > 0 OR balance <> 0 OR owed <> 0
-			ORDER BY receiver_id`, from, to)
+			ORDER BY receiver_id`, from, to, s.safeguards.EarningsHold)
 		var err error
 		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (EarningsRow, error) {
 			var r EarningsRow
 			err := row.Scan(&r.ReceiverID, &r.Gifts, &r.Earned, &r.TakenBack, &r.Shortfall, &r.Recovered, &r.PaidOut,
-				&r.Balance, &r.Owed, &r.Payable)
+				&r.Balance, &r.Owed, &r.Payable, &r.Held)
 			return r, err
 		})
 		return err

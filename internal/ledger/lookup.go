@@ -16,8 +16,13 @@ type DebitRecord struct {
 	UserID string `json:"user_id"`
 	// Gold is the gold asked.
 	Gold int64 `json:"gold"`
-	// Status is the answer: 200 debited, 402 insufficient gold.
+	// Status is the answer: 200 debited, 402 insufficient gold, 403 a
+	// safeguard's refusal.
 	Status DebitStatus `json:"status"`
+	// For a 403: the policy (RefusedCap24h…), its limit and when it resets.
+	Refusal         *string    `json:"refusal,omitempty"`
+	RefusalLimit    *int64     `json:"refusal_limit,omitempty"`
+	RefusalResetsAt *time.Time `json:"refusal_resets_at,omitempty"`
 	// Balance is the balance answered.
 	Balance   int64     `json:"balance"`
 	EntryID   *int64    `json:"entry_id"`
@@ -70,10 +75,11 @@ func (s *Store) FindDebit(ctx context.Context, key DebitKey) (DebitView, error) 
 func findDebitRecord(ctx context.Context, tx pgx.Tx, key DebitKey) (*DebitRecord, error) {
 	var r DebitRecord
 	err := tx.QueryRow(ctx, `
-		SELECT user_id, gold, status, balance, entry_id, expires_at, created_at FROM debit_requests
+		SELECT user_id, gold, status, balance, entry_id, expires_at, created_at, refusal, refusal_limit, refusal_resets_at
+		FROM debit_requests
 		WHERE platform = $1 AND app_id = $2 AND request_id = $3`,
 		key.Platform, key.AppID, key.RequestID,
-	).Scan(&r.UserID, &r.Gold, &r.Status, &r.Balance, &r.EntryID, &r.ExpiresAt, &r.CreatedAt)
+	).Scan(&r.UserID, &r.Gold, &r.Status, &r.Balance, &r.EntryID, &r.ExpiresAt, &r.CreatedAt, &r.Refusal, &r.RefusalLimit, &r.RefusalResetsAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}

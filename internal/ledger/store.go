@@ -70,6 +70,8 @@ type Store struct {
 	batching      Batching
 	batcher       *batcher // nil when batching is off
 	economy       Economy
+	safeguards    Safeguards
+	now           func() time.Time // nil: the database's clock
 	timer         atomic.Pointer[Timer]
 	horizon       horizon
 	maxConns      int32 // WithMaxConns
@@ -119,6 +121,10 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*Store, erro
 		opt(s)
 	}
 	if err := s.economy.Check(); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	if err := s.safeguards.Check(); err != nil {
 		pool.Close()
 		return nil, err
 	}

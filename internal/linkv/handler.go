@@ -171,6 +171,9 @@ func (h *Handler) serve(r *http.Request) answer {
 	if a.outcome == callback.PriceRefused {
 		a.Msg = refusal(res, req)
 	}
+	if err == nil && res.Status == ledger.PolicyRefused {
+		a.Msg = callback.PolicyMessage(res, func(n int64) string { return strconv.FormatInt(n, 10) + " gold" })
+	}
 	a.form, a.req = form, &req
 	return a
 }
@@ -207,6 +210,8 @@ func (h *Handler) result(res ledger.DebitResult, err error) answer {
 	case callback.PriceRefused:
 		a.Status = http.StatusBadRequest
 	default:
+		// A policy refusal is 403, its message set by serve: final for
+		// LinkV, whose SDK retries only a 500 (docs/safeguards.md).
 		gold := res.Balance
 		a.Status, a.Gold = int(res.Status), &gold
 		if res.Status == ledger.Debited {

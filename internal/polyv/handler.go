@@ -259,6 +259,11 @@ func (h *handler) result(res ledger.DebitResult, err error) answer {
 		a.Code, a.Message, a.err = http.StatusInternalServerError, "system error", err
 	case res.Status == ledger.Refused:
 		a.Code = http.StatusUnprocessableEntity
+	case res.Status == ledger.PolicyRefused:
+		// Also the replay of one. 403, never 400, which Polyv reads as
+		// "insufficient points" (docs/safeguards.md).
+		a.Code = http.StatusForbidden
+		a.Message = callback.PolicyMessage(res, func(n int64) string { return h.cfg.Scale.Points(n) + " points" })
 	case res.Status == ledger.Insufficient:
 		// Also the replay of one: it stays 400 whatever the wallet holds now.
 		a.Code, a.Message = http.StatusBadRequest, "insufficient points"
