@@ -151,3 +151,33 @@ func TestEventHorizon_NeverPassesAnUncommittedSmallerPosition(t *testing.T) {
 		t.Fatalf("got positions %d, %d; want %d, %d", evs[0].Position, evs[1].Position, first, first+1)
 	}
 }
+
+// TestEvents_PolicyRefusalWritesOneEventReplayNone: a safeguards refusal is
+// recorded like a 402 and, unlike a 402, has an event; its replay adds none.
+func TestEvents_PolicyRefusalWritesOneEventReplayNone(t *testing.T) {
+	s := openSafe(t, ledger.Safeguards{Cap24h: 15}, nil)
+	topUp(t, s, "whale", 1000)
+	results, _ := ledger.RunBatch(s, []ledger.Debit{
+		gift("p1", "whale", 10, "host", "rose", 1), gift("p2", "whale", 10, "host", "rose", 1),
+	})
+	if results[0].Status != ledger.Debited || results[1].Status != ledger.PolicyRefused {
+		t.Fatalf("results %+v, want debited then refused by the 24 h cap", results)
+	}
+	mustDebit(t, s, gift("p2", "whale", 10, "host", "rose", 1)) // a replay
+	got := feed(t, s)
+	var types []string
+	for _, e := range got {
+		types = append(types, e.Type)
+	}
+	if len(got) != 3 || got[1].Type != ledger.EventGiftDebited || got[2].Type != ledger.EventGiftRefused {
+		t.Fatalf("events %v, want a top-up, the gift and its refused successor", types)
+	}
+	var r struct {
+		RequestID string `json:"request_id"`
+		Refusal   string `json:"refusal"`
+		Limit     int64  `json:"refusal_limit"`
+	}
+	if err := json.Unmarshal(got[2].Data, &r); err != nil || r.RequestID != "p2" || r.Refusal != ledger.RefusedCap24h || r.Limit != 15 {
+		t.Errorf("refusal event %s (%v)", got[2].Data, err)
+	}
+}
