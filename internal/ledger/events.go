@@ -36,22 +36,28 @@ type Event struct {
 }
 
 // horizon tracks how far positions are final: no transaction can still
-// commit an event at or below safe. Each mark is the sequence's last value
-// read before a snapshot was taken; once every transaction in progress in
-// that snapshot has ended, no position up to the mark can appear any more,
-// because a writer holds a transaction id before it takes a position
-// (migration 8's statement trigger), so a writer that took one was in the
-// snapshot's in-progress list or had already ended.
+// commit an event at or below safe. A mark is the sequence's last value
+// read, then a transaction id taken after it (a fence): a writer holds a
+// transaction id before it takes a position (migration 8's statement
+// trigger), and ids are handed out in increasing order, so every writer
+// that took a position up to the mark has an id below the fence. Once no
+// transaction with an id below the fence is running (the oldest running
+// one, pg_snapshot_xmin, is at or past it), no position up to the mark can
+// appear any more.
+//
+// (A snapshot's list of running transactions is not enough: it lists only
+// ids below its xmax, the newest completed id + 1, so a writer that got its
+// id after the last completion is running yet absent from the list.)
 type horizon struct {
 	mu      sync.Mutex
 	safe    int64
-	marks   []horizonMark // increasing upTo
+	marks   []horizonMark // increasing upTo and fence
 	checked time.Time
 }
 
 type horizonMark struct {
-	upTo int64
-	snap string
+	upTo  int64
+	fence uint64
 }
 
 // maxHorizonMarks bounds the marks a long transaction can pile up; past it
@@ -67,7 +73,9 @@ const horizonReuse = 10 * time.Millisecond
 // committed or rolled back, so a reader that has read up to it can never
 // miss an event that commits later. It lags the newest commit by about one
 // call; a long transaction that holds a transaction id (any writer, not
-// only giftd's) holds it back until it ends.
+// only giftd's) holds it back until it ends. Each call that finds new
+// positions takes one transaction id, in a statement that writes nothing
+// (its commit waits for no flush).
 func (s *Store) EventHorizon(ctx context.Context) (int64, error) {
 	h := &s.horizon
 	h.mu.Lock()
@@ -75,8 +83,7 @@ func (s *Store) EventHorizon(ctx context.Context) (int64, error) {
 	if time.Since(h.checked) < horizonReuse {
 		return h.safe, nil
 	}
-	// The sequence first, the snapshot after, in another statement: a
-	// READ COMMITTED statement takes its snapshot when it starts.
+	// The sequence first, the fence after, in another statement.
 	var last int64
 	var called bool
 	if err := s.pool.QueryRow(ctx, `SELECT last_value, is_called FROM events_position_seq`).Scan(&last, &called); err != nil {
@@ -85,52 +92,32 @@ func (s *Store) EventHorizon(ctx context.Context) (int64, error) {
 	if !called {
 		last = 0
 	}
-	snaps := make([]string, len(h.marks))
-	for i, m := range h.marks {
-		snaps[i] = m.snap
+	if last > h.safe && (len(h.marks) == 0 || h.marks[len(h.marks)-1].upTo < last) {
+		// The fence: a transaction id of its own, ended at once.
+		var fence uint64
+		err := s.pool.QueryRow(ctx, `SELECT pg_current_xact_id()::text::numeric::bigint`).Scan(&fence)
+		if err != nil {
+			return 0, fmt.Errorf("event horizon: %w", err)
+		}
+		m := horizonMark{upTo: last, fence: fence}
+		if len(h.marks) >= maxHorizonMarks {
+			h.marks[len(h.marks)-1] = m
+		} else {
+			h.marks = append(h.marks, m)
+		}
 	}
-	var cur string
-	var clean int
-	// How many marks, oldest first, have every in-progress transaction of
-	// their snapshot ended by this statement's snapshot. (If a mark is not
-	// clean, no later one is: its unfinished transaction was in progress
-	// for those too.)
-	err := s.pool.QueryRow(ctx, `
-		SELECT pg_current_snapshot()::text, count(*) FILTER (WHERE done)::int FROM (
-			SELECT NOT EXISTS (SELECT 1 FROM pg_snapshot_xip(m.snap::pg_snapshot) AS x
-			                   WHERE NOT pg_visible_in_snapshot(x, pg_current_snapshot())) AS done
-			FROM unnest($1::text[]) AS m (snap)
-		) AS c`, snaps).Scan(&cur, &clean)
-	if err != nil {
+	// The oldest running id now, after the fence's transaction ended.
+	var xmin uint64
+	if err := s.pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text::numeric::bigint`).Scan(&xmin); err != nil {
 		return 0, fmt.Errorf("event horizon: %w", err)
+	}
+	clean := 0
+	for clean < len(h.marks) && h.marks[clean].fence <= xmin {
+		clean++
 	}
 	if clean > 0 {
 		h.safe = max(h.safe, h.marks[clean-1].upTo)
 		h.marks = append(h.marks[:0], h.marks[clean:]...)
-	}
-	if last > h.safe {
-		m := horizonMark{upTo: last, snap: cur}
-		switch {
-		case len(h.marks) > 0 && h.marks[len(h.marks)-1].upTo == last:
-		case len(h.marks) >= maxHorizonMarks:
-			h.marks[len(h.marks)-1] = m
-		default:
-			h.marks = append(h.marks, m)
-		}
-	}
-	// The newest mark, at once: when nothing was writing, it is final now.
-	if n := len(h.marks); n > 0 {
-		var done bool
-		err := s.pool.QueryRow(ctx, `
-			SELECT NOT EXISTS (SELECT 1 FROM pg_snapshot_xip($1::pg_snapshot) AS x
-			                   WHERE NOT pg_visible_in_snapshot(x, pg_current_snapshot()))`, h.marks[n-1].snap).Scan(&done)
-		if err != nil {
-			return 0, fmt.Errorf("event horizon: %w", err)
-		}
-		if done {
-			h.safe = max(h.safe, h.marks[n-1].upTo)
-			h.marks = h.marks[:0]
-		}
 	}
 	h.checked = time.Now()
 	return h.safe, nil

@@ -126,6 +126,11 @@ func TestEventHorizon_NeverPassesAnUncommittedSmallerPosition(t *testing.T) {
 	if err := slow.QueryRow(ctx, `INSERT INTO events (type, data) VALUES ('wallet.topped_up', '{}') RETURNING position`).Scan(&first); err != nil {
 		t.Fatal(err)
 	}
+	// Before anything else commits: the slow writer's id is then at or
+	// past its snapshot's xmax, absent from the in-progress list.
+	if upTo, err := s.EventHorizon(ctx); err != nil || upTo >= first {
+		t.Fatalf("horizon %d (%v) while position %d is uncommitted", upTo, err, first)
+	}
 	topUp(t, s, "u1", 5) // commits position first+1
 	for range 3 {
 		evs, upTo, err := s.Events(ctx, 0, 10)
