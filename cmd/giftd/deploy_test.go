@@ -18,13 +18,22 @@ const repoRoot = "../.."
 // debit and a top-up so that every histogram has buckets.
 func exposedMetrics(t *testing.T) map[string]bool {
 	t.Helper()
-	public, admin := serveFor(t, nil)
+	public, admin := serveFor(t, webhookEnv)
+	// A webhook endpoint that fails once, so that every webhook metric shows.
+	rcv := startReceiver(t, 1)
+	rcv.register(t, admin)
 	topUpWallet(t, admin, "deploy-viewer", 100)
 	if code, body := postDebit(t, public, debitFields("deploy-1", "deploy-viewer", 1, time.Now().Add(time.Hour).Unix(), e2eSecret)); code != 200 {
 		t.Fatalf("debit: %d %s", code, body)
 	}
+	rcv.waitFor(t, 2)
+	text := scrape(t, admin)
+	for !strings.Contains(text, "giftd_webhook_lag_seconds{") { // refreshed every 2 s
+		<-time.After(100 * time.Millisecond)
+		text = scrape(t, admin)
+	}
 	names := map[string]bool{}
-	for _, line := range strings.Split(scrape(t, admin), "\n") {
+	for _, line := range strings.Split(text, "\n") {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}

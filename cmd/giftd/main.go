@@ -33,6 +33,7 @@ import (
 	"giftd/internal/platforms"
 	"giftd/internal/polyv"
 	"giftd/internal/polyvapi"
+	"giftd/internal/webhook"
 )
 
 func main() {
@@ -58,7 +59,8 @@ Usage:
   giftd migrate up|down|version  manage the schema (of GIFTD_MIGRATE_DATABASE_URL, else DATABASE_URL)
   giftd audit                    check every balance against the ledger; exit 1 on any mismatch
   giftd earnings -from DATE [-to DATE]  CSV of every receiver's earnings in the period and payable at its end
-  giftd prune                    delete debit records expired more than GIFTD_PRUNE_MARGIN ago
+  giftd prune                    delete debit records expired more than GIFTD_PRUNE_MARGIN ago, and events
+                                 delivered and older than GIFTD_EVENTS_RETENTION
   giftd healthcheck [-url URL]   exit 0 when giftd's /readyz (default: on GIFTD_ADMIN_ADDR) answers 200
 `
 
@@ -201,7 +203,8 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 		Gatherer:   reg,
 		Log:        log,
 		// The reports' one setting: how stale a room's leaderboard may be.
-		LeaderboardCache: s.LeaderboardCache,
+		LeaderboardCache:    s.LeaderboardCache,
+		WebhookAllowPrivate: s.Webhook.AllowPrivate,
 	}
 	if deps.Platforms, err = platformClients(s.Platforms); err != nil {
 		return err
@@ -214,6 +217,19 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 		deps.Callbacks = append(deps.Callbacks,
 			httpapi.Callback{Doc: "polyv-query", Method: http.MethodGet, Path: s.PolyvQueryPath, Handler: pv.Query},
 			httpapi.Callback{Doc: "polyv-donate", Method: http.MethodPost, Path: s.PolyvUpdatePath, Handler: pv.Donate})
+	}
+
+	var deliverer *webhook.Deliverer
+	if s.Webhooks {
+		// Delivery has a pool of its own, so that slow endpoints can never
+		// hold the connections debits need.
+		delivery, err := ledger.Open(ctx, s.DatabaseURL, ledger.WithBatching(ledger.Batching{MaxBatch: 1}),
+			ledger.WithMaxConns(int32(s.Webhook.Workers+2)))
+		if err != nil {
+			return err
+		}
+		defer delivery.Close()
+		deliverer = webhook.New(delivery, s.Webhook, reg, log)
 	}
 
 	publicLn, err := net.Listen("tcp", s.HTTPAddr)
@@ -232,7 +248,7 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 	log.Info("giftd listening", "public", publicLn.Addr().String(), "admin", adminLn.Addr().String(),
 		"debit_path", s.DebitPath, "apps", len(s.LinkVApps), "polyv_apps", len(s.PolyvApps),
 		"earnings", s.Economy.Earnings, "price_check", s.Economy.PriceCheck, "default_share_bp", s.Economy.DefaultShareBP,
-		"safeguards", s.Safeguards.On, "safeguards_profile", s.SafeguardsProfile)
+		"safeguards", s.Safeguards.On, "safeguards_profile", s.SafeguardsProfile, "webhooks", s.Webhooks)
 	if onListen != nil {
 		onListen(publicLn.Addr().String(), adminLn.Addr().String())
 	}
@@ -248,6 +264,9 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 		})
 	}
 	g.Go(func() error { ready.Run(gctx, readyProbeInterval); return nil })
+	if deliverer != nil {
+		g.Go(func() error { deliverer.Run(gctx); return nil })
+	}
 	if s.PruneInterval > 0 {
 		g.Go(func() error { pruneLoop(gctx, store, s, log, newPruneMetrics(reg)); return nil })
 	}

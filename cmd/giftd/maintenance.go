@@ -160,26 +160,38 @@ func runPrune(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	defer store.Close()
+	if err := readEvents(getenv, &s); err != nil {
+		return err
+	}
 	fs := flag.NewFlagSet("prune", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	margin := fs.Duration("margin", s.PruneMargin, "keep records until this long after their expiry (GIFTD_PRUNE_MARGIN)")
+	retention := fs.Duration("retention", s.EventsRetention, "keep delivered events this long (GIFTD_EVENTS_RETENTION)")
 	batch := fs.Int("batch", ledger.DefaultPruneBatch, "rows deleted per statement")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *margin < 0 || *batch < 1 {
-		return errors.New("prune: -margin must not be negative, -batch at least 1")
+	if *margin < 0 || *retention < 0 || *batch < 1 {
+		return errors.New("prune: -margin and -retention must not be negative, -batch at least 1")
 	}
 	cutoff := time.Now().Add(-*margin)
 	n, err := store.PruneRequests(ctx, cutoff, *batch)
 	fmt.Fprintf(stdout, "pruned %d debit request records that expired before %s (the ledger is never pruned)\n",
 		n, cutoff.UTC().Format(time.RFC3339))
+	if err != nil {
+		return err
+	}
+	before := time.Now().Add(-*retention)
+	n, err = store.PruneEvents(ctx, before, *batch)
+	fmt.Fprintf(stdout, "pruned %d events created before %s that every webhook endpoint has passed (undelivered ones are kept)\n",
+		n, before.UTC().Format(time.RFC3339))
 	return err
 }
 
 // pruneMetrics count what the background pruning did.
 type pruneMetrics struct {
 	pruned prometheus.Counter
+	events prometheus.Counter
 	errors prometheus.Counter
 }
 
@@ -189,12 +201,16 @@ func newPruneMetrics(reg prometheus.Registerer) pruneMetrics {
 			Name: "giftd_debit_requests_pruned_total",
 			Help: "Expired debit request records deleted by the background pruning.",
 		}),
+		events: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "giftd_events_pruned_total",
+			Help: "Delivered events older than GIFTD_EVENTS_RETENTION deleted by the background pruning.",
+		}),
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "giftd_prune_errors_total",
 			Help: "Background pruning rounds that failed.",
 		}),
 	}
-	reg.MustRegister(m.pruned, m.errors)
+	reg.MustRegister(m.pruned, m.events, m.errors)
 	return m
 }
 
@@ -211,6 +227,11 @@ func pruneLoop(ctx context.Context, store *ledger.Store, s settings, log *slog.L
 		}
 		n, err := store.PruneRequests(ctx, time.Now().Add(-s.PruneMargin), ledger.DefaultPruneBatch)
 		m.pruned.Add(float64(n))
+		if err == nil {
+			var e int64
+			e, err = store.PruneEvents(ctx, time.Now().Add(-s.EventsRetention), ledger.DefaultPruneBatch)
+			m.events.Add(float64(e))
+		}
 		switch {
 		case err != nil && ctx.Err() == nil:
 			m.errors.Inc()

@@ -13,6 +13,7 @@ import (
 	"giftd/internal/ledger"
 	"giftd/internal/platforms"
 	"giftd/internal/polyv"
+	"giftd/internal/webhook"
 )
 
 // settings are giftd's configuration, read once from the environment.
@@ -65,6 +66,11 @@ type settings struct {
 	MigrateLockWait    time.Duration
 	// Platforms are the platform API clients' settings (readPlatformAPIs).
 	Platforms platforms.Settings
+	// Webhooks is on when this replica delivers webhooks; Webhook how.
+	// EventsRetention is how long giftd prune keeps delivered events.
+	Webhooks        bool
+	Webhook         webhook.Config
+	EventsRetention time.Duration
 	// Safeguards are the spending safeguards' settings (readPolicies,
 	// docs/safeguards.md); SafeguardsProfile the profile they started from.
 	Safeguards        ledger.Safeguards
@@ -83,7 +89,7 @@ func (e *settingsError) Error() string { return e.name + ": " + e.problem }
 func readSettings(getenv func(string) string) (settings, error) {
 	var s settings
 	for _, read := range []func(func(string) string, *settings) error{
-		readDatabase, readListeners, readLinkV, readPolyv, readEconomy, readPlatformAPIs, readPolicies,
+		readDatabase, readListeners, readLinkV, readPolyv, readEconomy, readPlatformAPIs, readPolicies, readEvents,
 	} {
 		if err := read(getenv, &s); err != nil {
 			return settings{}, err
@@ -456,6 +462,47 @@ func readPolicies(getenv func(string) string, s *settings) error {
 		return &settingsError{"GIFTD_DISPLAY_HIDE_AMOUNTS", fmt.Sprintf("must be true or false, got %q", v)}
 	}
 	s.Safeguards, s.SafeguardsProfile = g, profile
+	return nil
+}
+
+// readEvents reads the settings of the events (docs/events.md):
+// GIFTD_WEBHOOKS (on or off: whether this replica delivers),
+// GIFTD_WEBHOOK_WORKERS (requests in flight), GIFTD_WEBHOOK_TIMEOUT,
+// GIFTD_WEBHOOK_RETRY_BASE, GIFTD_WEBHOOK_RETRY_MAX,
+// GIFTD_WEBHOOK_DEAD_AFTER, GIFTD_WEBHOOK_ALLOW_PRIVATE and
+// GIFTD_EVENTS_RETENTION.
+func readEvents(getenv func(string) string, s *settings) error {
+	c := webhook.DefaultConfig()
+	switch v := or(getenv("GIFTD_WEBHOOKS"), "on"); v {
+	case "on", "off":
+		s.Webhooks = v == "on"
+	default:
+		return &settingsError{"GIFTD_WEBHOOKS", fmt.Sprintf("must be on or off, got %q", v)}
+	}
+	if raw := getenv("GIFTD_WEBHOOK_WORKERS"); raw != "" {
+		n, err := strconv.Atoi(raw)
+		if err != nil || n < 1 || n > 64 {
+			return &settingsError{"GIFTD_WEBHOOK_WORKERS", fmt.Sprintf("must be an integer from 1 to 64, got %q", raw)}
+		}
+		c.Workers = n
+	}
+	err := durations(getenv, []durationSetting{
+		{"GIFTD_WEBHOOK_TIMEOUT", c.Timeout.String(), 100 * time.Millisecond, &c.Timeout},
+		{"GIFTD_WEBHOOK_RETRY_BASE", c.RetryBase.String(), 10 * time.Millisecond, &c.RetryBase},
+		{"GIFTD_WEBHOOK_RETRY_MAX", c.RetryMax.String(), 10 * time.Millisecond, &c.RetryMax},
+		{"GIFTD_WEBHOOK_DEAD_AFTER", c.DeadAfter.String(), time.Second, &c.DeadAfter},
+		{"GIFTD_EVENTS_RETENTION", "168h", time.Second, &s.EventsRetention},
+	})
+	if err != nil {
+		return err
+	}
+	if c.RetryMax < c.RetryBase {
+		return &settingsError{"GIFTD_WEBHOOK_RETRY_MAX", "must be at least GIFTD_WEBHOOK_RETRY_BASE"}
+	}
+	if c.AllowPrivate, err = strconv.ParseBool(or(getenv("GIFTD_WEBHOOK_ALLOW_PRIVATE"), "false")); err != nil {
+		return &settingsError{"GIFTD_WEBHOOK_ALLOW_PRIVATE", "must be true or false"}
+	}
+	s.Webhook = c
 	return nil
 }
 

@@ -37,6 +37,9 @@ type Deps struct {
 	// LeaderboardCache is how long a room's leaderboard is answered from
 	// memory after it was read (GIFTD_LEADERBOARD_CACHE); 0: read every time.
 	LeaderboardCache time.Duration
+	// WebhookAllowPrivate lets webhook endpoints be loopback or private
+	// addresses (GIFTD_WEBHOOK_ALLOW_PRIVATE).
+	WebhookAllowPrivate bool
 }
 
 // Callback is one route of a partner platform's callback on the public
@@ -110,6 +113,16 @@ func NewAdmin(d Deps) http.Handler {
 		r.Get("/v1/rooms/{platform}/{room_id}/leaderboard/senders", handleLeaderboard(d.Store, d.Log, boards, ledger.Senders))
 		r.Get("/v1/rooms/{platform}/{room_id}/leaderboard/receivers", handleLeaderboard(d.Store, d.Log, boards, ledger.Receivers))
 		r.Get("/v1/senders/{user_id}/spend", handleSenderSpend(d.Store, d.Log))
+		// Events: the pull feed and webhooks (docs/events.md).
+		r.Get("/v1/events", handleEvents(d.Store, d.Log))
+		r.Get("/v1/webhooks", handleWebhooks(d.Store, d.Log))
+		r.Post("/v1/webhooks", handleCreateWebhook(d.Store, d.Log, d.WebhookAllowPrivate))
+		r.Get("/v1/webhooks/{endpoint_id}", handleWebhook(d.Store, d.Log))
+		r.Patch("/v1/webhooks/{endpoint_id}", handleUpdateWebhook(d.Store, d.Log, d.WebhookAllowPrivate))
+		r.Delete("/v1/webhooks/{endpoint_id}", handleDeleteWebhook(d.Store, d.Log))
+		r.Post("/v1/webhooks/{endpoint_id}/secrets", handleWebhookSecret(d.Store, d.Log, true))
+		r.Delete("/v1/webhooks/{endpoint_id}/secrets/previous", handleWebhookSecret(d.Store, d.Log, false))
+		r.Post("/v1/webhooks/{endpoint_id}/redeliver", handleRedeliver(d.Store, d.Log))
 		// The spending safeguards (safeguards.go, docs/safeguards.md).
 		r.Get("/v1/policies/defaults", handlePolicyDefaults(d.Store))
 		for _, p := range []struct{ scope, path string }{

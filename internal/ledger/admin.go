@@ -48,10 +48,18 @@ func (s *Store) TopUp(ctx context.Context, t TopUp) (Credit, error) {
 			INSERT INTO wallets AS w (user_id, gold) VALUES ($1, $2)
 			ON CONFLICT (user_id) DO UPDATE SET gold = w.gold + excluded.gold, updated_at = now()
 			RETURNING gold
+		), e AS (
+			INSERT INTO ledger_entries (user_id, kind, amount, balance_after, platform, ref, details)
+			SELECT $1, 'topup', $2, gold, $3, $4, jsonb_build_object('note', $5::text) FROM w
+			RETURNING id, balance_after, created_at
+		), ev AS (
+			INSERT INTO events (type, created_at, data)
+			SELECT 'wallet.topped_up', created_at, jsonb_build_object('user_id', $1::text, 'amount', $2::bigint,
+				'balance_after', balance_after, 'entry_id', id, 'platform', $3::text, 'app_id', '',
+				'key', $4::text, 'note', $5::text, 'source', 'admin')
+			FROM e
 		)
-		INSERT INTO ledger_entries (user_id, kind, amount, balance_after, platform, ref, details)
-		SELECT $1, 'topup', $2, gold, $3, $4, jsonb_build_object('note', $5::text) FROM w
-		RETURNING id, balance_after`,
+		SELECT id, balance_after FROM e`,
 		t.UserID, t.Amount, adminPlatform, t.Key, t.Note,
 	).Scan(&c.EntryID, &c.Balance)
 	switch {
@@ -125,8 +133,14 @@ func (s *Store) Reverse(ctx context.Context, r Reversal) (Credit, error) {
 		if err != nil {
 			return err
 		}
-		c.Gift, err = reverseGift(ctx, tx, debitEntry, r)
-		return err
+		if c.Gift, err = reverseGift(ctx, tx, debitEntry, r); err != nil {
+			return err
+		}
+		return insertEvent(ctx, tx, EventDebitReversed, map[string]any{
+			"platform": r.Debit.Platform, "app_id": r.Debit.AppID, "request_id": r.Debit.RequestID,
+			"user_id": c.UserID, "amount": c.Amount, "balance_after": c.Balance, "entry_id": c.EntryID,
+			"reverses": debitEntry, "key": r.Key, "note": r.Note, "gift": c.Gift,
+		})
 	})
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
@@ -154,6 +168,13 @@ type GiftReversal struct {
 	Earnings  int64 `json:"earnings"`
 	Shortfall int64 `json:"shortfall"`
 	House     int64 `json:"house"`
+}
+
+// insertEvent writes one event of type typ with data in tx: the last
+// statement of a transaction of several, so that it commits with them.
+func insertEvent(ctx context.Context, tx pgx.Tx, typ string, data any) error {
+	_, err := tx.Exec(ctx, `INSERT INTO events (type, data) VALUES ($1, $2)`, typ, data)
+	return err
 }
 
 // reverseGift takes back the receiving side of the gift settled with the

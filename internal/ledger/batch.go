@@ -32,6 +32,19 @@ func DefaultBatching() Batching {
 // Option configures a Store at Open.
 type Option func(*Store)
 
+// WithMaxConns sets the pool's size, whatever the URL says: for a pool of
+// its own, such as webhook delivery's, apart from the debits'.
+func WithMaxConns(n int32) Option {
+	return func(s *Store) { s.maxConns = n }
+}
+
+// maxConnsOf returns the size WithMaxConns sets, if opt is one.
+func maxConnsOf(opt Option) (int32, bool) {
+	var probe Store
+	opt(&probe)
+	return probe.maxConns, probe.maxConns > 0
+}
+
 // WithBatching sets group commit; b.MaxBatch <= 1 turns it off.
 func WithBatching(b Batching) Option {
 	return func(s *Store) { s.batching = b }

@@ -327,7 +327,7 @@ func (s *Store) Payout(ctx context.Context, p Payout) (PayoutResult, error) {
 			return err
 		}
 		details := map[string]string{"note": p.Note}
-		return tx.QueryRow(ctx, `
+		err = tx.QueryRow(ctx, `
 			WITH recovery AS (
 				INSERT INTO account_entries (account, receiver_id, kind, amount, balance_after, ref, details)
 				SELECT a, $1, 'recovery', -$3::bigint, b, $5, $6 FROM (VALUES ('earnings', $7::bigint), ('receivable', 0)) AS v (a, b)
@@ -337,6 +337,13 @@ func (s *Store) Payout(ctx context.Context, p Payout) (PayoutResult, error) {
 			VALUES ('earnings', $1, 'payout', -$2::bigint, $4, $5, $6)
 			RETURNING id`,
 			p.ReceiverID, p.Amount, owed, res.Balance, p.Key, details, balance-owed).Scan(&res.EntryID)
+		if err != nil {
+			return err
+		}
+		return insertEvent(ctx, tx, EventEarningsPaidOut, map[string]any{
+			"receiver_id": p.ReceiverID, "amount": p.Amount, "recovered": res.Recovered,
+			"balance_after": res.Balance, "entry_id": res.EntryID, "key": p.Key, "note": p.Note,
+		})
 	})
 	switch {
 	case isUniqueViolation(err, "account_entries_key"):

@@ -238,12 +238,20 @@ func (s *Store) CreditWalletMove(ctx context.Context, m WalletMove, note string)
 					INSERT INTO wallets AS w (user_id, gold) VALUES ($1, $2)
 					ON CONFLICT (user_id) DO UPDATE SET gold = w.gold + excluded.gold, updated_at = now()
 					RETURNING gold
+				), e AS (
+					INSERT INTO ledger_entries (user_id, kind, amount, balance_after, platform, app_id, ref, details)
+					SELECT $1, 'topup', $2, gold, $3, $4, $5, jsonb_build_object('note', $6::text,
+						'live_open_id', $7::text, 'round', $8::int, 'source', 'linkv wallet move')
+					FROM w
+					RETURNING id, balance_after, created_at
+				), ev AS (
+					INSERT INTO events (type, created_at, data)
+					SELECT 'wallet.topped_up', created_at, jsonb_build_object('user_id', $1::text, 'amount', $2::bigint,
+						'balance_after', balance_after, 'entry_id', id, 'platform', $3::text, 'app_id', $4::text,
+						'key', $5::text, 'note', $6::text, 'source', 'linkv wallet move')
+					FROM e
 				)
-				INSERT INTO ledger_entries (user_id, kind, amount, balance_after, platform, app_id, ref, details)
-				SELECT $1, 'topup', $2, gold, $3, $4, $5, jsonb_build_object('note', $6::text,
-					'live_open_id', $7::text, 'round', $8::int, 'source', 'linkv wallet move')
-				FROM w
-				RETURNING id, balance_after`,
+				SELECT id, balance_after FROM e`,
 				cur.UserID, cur.Amount, linkvPlatform, cur.AppID, cur.RequestID, note, cur.OpenID, cur.Round,
 			).Scan(&c.EntryID, &c.Balance)
 			if isOverflow(err) {

@@ -73,6 +73,8 @@ type Store struct {
 	safeguards    Safeguards
 	now           func() time.Time // nil: the database's clock
 	timer         atomic.Pointer[Timer]
+	horizon       horizon
+	maxConns      int32 // WithMaxConns
 }
 
 // Open connects a pool to databaseURL, with DefaultBatching unless an option
@@ -95,6 +97,11 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*Store, erro
 	}
 	if !strings.Contains(databaseURL, "pool_max_conns") {
 		cfg.MaxConns = DefaultMaxConns
+	}
+	for _, opt := range opts {
+		if o, ok := maxConnsOf(opt); ok {
+			cfg.MaxConns = o
+		}
 	}
 	if !strings.Contains(databaseURL, "default_query_exec_mode") {
 		cfg.ConnConfig.DefaultQueryExecMode = DefaultQueryExecMode

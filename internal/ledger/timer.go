@@ -22,12 +22,17 @@ const (
 	OpReport = "report"
 	// OpPolicy is the safeguards' admin operations (docs/safeguards.md).
 	OpPolicy = "policy"
+	// The events' operations (docs/events.md): the feed, and the webhook
+	// endpoints' management and delivery state.
+	OpEvents   = "events"
+	OpWebhooks = "webhooks"
 )
 
 // Ops returns every operation a Timer may be told about, so that a
 // metric can show each one at zero before it first happens.
 func Ops() []string {
-	return []string{OpDebit, OpTopUp, OpReversal, OpWallet, OpEntries, OpFindDebit, OpAudit, OpPrune, OpCatalogue, OpEarnings, OpPayout, OpReport, OpPolicy}
+	return []string{OpDebit, OpTopUp, OpReversal, OpWallet, OpEntries, OpFindDebit, OpAudit, OpPrune, OpCatalogue, OpEarnings, OpPayout,
+		OpReport, OpPolicy, OpEvents, OpWebhooks}
 }
 
 // Timer is told how long one Store operation took, whatever its result.
