@@ -100,7 +100,7 @@ func (d *Deliverer) work(ctx context.Context) {
 	t := time.NewTicker(d.cfg.Poll)
 	defer t.Stop()
 	for ctx.Err() == nil {
-		busy, err := d.Once(ctx)
+		busy, err := d.safeOnce(ctx)
 		if err != nil && ctx.Err() == nil {
 			d.log.Warn("webhook delivery", "err", err)
 		}
@@ -112,6 +112,18 @@ func (d *Deliverer) work(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// safeOnce is Once, with a panic turned into an error: a bug in delivery
+// must not take down the debits served by the same process. (The lease
+// of the endpoint it held ends by itself.)
+func (d *Deliverer) safeOnce(ctx context.Context) (busy bool, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			busy, err = false, fmt.Errorf("webhook delivery panicked: %v", p)
+		}
+	}()
+	return d.Once(ctx)
 }
 
 // Once leases one endpoint that has events to deliver, sends them in
@@ -176,10 +188,17 @@ func (d *Deliverer) Once(ctx context.Context) (bool, error) {
 // backoff is the wait before attempt attempts+1: RetryBase doubled per
 // attempt up to RetryMax, jittered between half and all of it.
 func (d *Deliverer) backoff(attempts int) time.Duration {
-	b := d.cfg.RetryMax
-	if attempts < 40 {
-		b = min(d.cfg.RetryMax, d.cfg.RetryBase<<(attempts-1))
+	// Doubled step by step, never shifted: RetryBase << attempts overflows
+	// into a negative wait after a few dozen failures.
+	b := max(d.cfg.RetryBase, 1)
+	for i := 1; i < attempts && b < d.cfg.RetryMax; i++ {
+		if b > d.cfg.RetryMax/2 {
+			b = d.cfg.RetryMax
+			break
+		}
+		b *= 2
 	}
+	b = min(b, d.cfg.RetryMax)
 	return b/2 + rand.N(b/2+1)
 }
 

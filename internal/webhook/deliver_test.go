@@ -170,3 +170,19 @@ func TestDeliver_StuckEndpointsNeverBlockDebits(t *testing.T) {
 		}
 	}
 }
+
+// TestBackoff_DoublesToTheMaxJitteredAndNeverOverflows: an endpoint down
+// for hours fails thousands of times; the wait stays within [max/2, max]
+// (a shift of RetryBase overflowed into a negative wait after ~38 failures
+// at 50 ms, and rand.N panicked: giftd crashed).
+func TestBackoff_DoublesToTheMaxJitteredAndNeverOverflows(t *testing.T) {
+	cfg := webhook.DefaultConfig()
+	cfg.RetryBase, cfg.RetryMax = 50*time.Millisecond, 500*time.Millisecond
+	d := webhook.New(nil, cfg, prometheus.NewRegistry(), quiet())
+	for attempts := 1; attempts <= 5000; attempts++ {
+		want := min(cfg.RetryMax, cfg.RetryBase<<min(attempts-1, 4))
+		if b := webhook.Backoff(d, attempts); b < want/2 || b > want {
+			t.Fatalf("attempt %d: waits %s, want %s to %s", attempts, b, want/2, want)
+		}
+	}
+}
