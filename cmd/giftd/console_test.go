@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"image/png"
@@ -114,16 +115,51 @@ func until(js string) chromedp.Action[chromedp.Void] {
 // clicks, then dblclick), without waiting in between.
 func clickTwice(sel string) chromedp.Action[chromedp.Void] {
 	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
-		nodes, err := chromedp.Nodes(chromedp.CSS(sel), chromedp.NodeVisible)(ctx, t)
+		node, err := clickNode(ctx, t, sel)
 		if err != nil {
 			return err
 		}
-		if _, err := chromedp.MouseClickNode(nodes[0], chromedp.ClickCount(1))(ctx, t); err != nil {
-			return err
+		// The second may find the button already gone (the first click's
+		// handler hid it): then it cannot be clicked twice, which is the point.
+		_, err = chromedp.MouseClickNode(node, chromedp.ClickCount(2))(ctx, t)
+		if errors.Is(err, chromedp.ErrInvalidDimensions) {
+			return nil
 		}
-		_, err = chromedp.MouseClickNode(nodes[0], chromedp.ClickCount(2))(ctx, t)
 		return err
 	})
+}
+
+// click clicks the first visible node of sel once.
+func click(sel string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := clickNode(ctx, t, sel)
+		return err
+	})
+}
+
+// clickNode clicks the first visible node of sel and returns it. A node
+// being laid out or re-rendered has no box for a moment (chromedp's
+// ErrInvalidDimensions), so it is looked up again until it has one: the
+// click lands exactly once.
+func clickNode(ctx context.Context, t *chromedp.Target, sel string) (*chromedp.Node, error) {
+	for try := 0; ; try++ {
+		nodes, err := chromedp.Nodes(chromedp.CSS(sel), chromedp.NodeVisible)(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		_, err = chromedp.MouseClickNode(nodes[0], chromedp.ClickCount(1))(ctx, t)
+		if err == nil {
+			return nodes[0], nil
+		}
+		if !errors.Is(err, chromedp.ErrInvalidDimensions) || try == 100 {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // shot takes a full-page screenshot, checks it is a PNG, and with
@@ -276,7 +312,7 @@ func TestConsole_InABrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.ID("token")))
 	p.shot("signin")
 	p.do("wrong token", chromedp.SendKeys(chromedp.ID("token"), "not-the-token-0123456789"),
-		chromedp.Click(chromedp.ID("signin-submit")), chromedp.WaitVisible(chromedp.ID("signin-error")))
+		click("#signin-submit"), chromedp.WaitVisible(chromedp.ID("signin-error")))
 	if msg := p.text("signin-error"); !strings.Contains(msg, "missing or wrong bearer token") {
 		t.Errorf("wrong token: %q, want the API's refusal", msg)
 	}
@@ -284,7 +320,7 @@ func TestConsole_InABrowser(t *testing.T) {
 		t.Errorf("after a wrong token: sessionStorage length and URL %q", s)
 	}
 	p.do("sign in", chromedp.Clear(chromedp.ID("token")), chromedp.SendKeys(chromedp.ID("token"), consoleToken),
-		chromedp.Click(chromedp.ID("signin-submit")), chromedp.WaitVisible(chromedp.ID("page-now")))
+		click("#signin-submit"), chromedp.WaitVisible(chromedp.ID("page-now")))
 
 	// Now: the debit above is counted; rates appear after two samples.
 	p.do("now page", until(`document.querySelector('#now-outcomes tbody').textContent.includes('linkvok')`),
@@ -298,8 +334,8 @@ func TestConsole_InABrowser(t *testing.T) {
 
 	// Leaderboards: the room's gift, its sender (linked to the wallet page)
 	// and its receiver, over the last 24 hours.
-	p.do("leaderboards", chromedp.Click(chromedp.ID("nav-leaderboards")), chromedp.WaitVisible(chromedp.ID("board-room")),
-		chromedp.SendKeys(chromedp.ID("board-room"), "room-9"), chromedp.Click(chromedp.CSS("#board-find button")),
+	p.do("leaderboards", click("#nav-leaderboards"), chromedp.WaitVisible(chromedp.ID("board-room")),
+		chromedp.SendKeys(chromedp.ID("board-room"), "room-9"), click("#board-find button"),
 		chromedp.WaitVisible(chromedp.ID("board-view")),
 		until(`document.querySelector('#board-senders tbody').textContent.includes('viewer-1')`))
 	if s := p.text("board-senders"); !strings.Contains(s, "viewer-1") || !strings.Contains(s, "20") {
@@ -315,8 +351,8 @@ func TestConsole_InABrowser(t *testing.T) {
 
 	// Wallet: find the user, top up 100 with a double click, then submit
 	// the same form again: one entry, balance 30 + 100.
-	p.do("wallet", chromedp.Click(chromedp.ID("nav-wallet")), chromedp.WaitVisible(chromedp.ID("wallet-user")),
-		chromedp.SendKeys(chromedp.ID("wallet-user"), "viewer-1"), chromedp.Click(chromedp.CSS("#wallet-find button")),
+	p.do("wallet", click("#nav-wallet"), chromedp.WaitVisible(chromedp.ID("wallet-user")),
+		chromedp.SendKeys(chromedp.ID("wallet-user"), "viewer-1"), click("#wallet-find button"),
 		until(`document.getElementById('wallet-balance').textContent === '30'`),
 		// The safeguards card: safeguards off here, and the debit of 20 not
 		// counted.
@@ -329,7 +365,7 @@ func TestConsole_InABrowser(t *testing.T) {
 		chromedp.SendKeys(chromedp.ID("topup-note"), "console test"), clickTwice("#topup-submit"),
 		until(`document.getElementById('wallet-balance').textContent === '130'`),
 		until(`!document.getElementById('topup-submit').disabled`),
-		chromedp.Click(chromedp.ID("topup-submit")),
+		click("#topup-submit"),
 		until(`!document.getElementById('topup-submit').disabled && document.getElementById('topup-result').textContent.includes('#')`))
 	if n := p.eval(`String([...document.querySelectorAll('#ledger tbody tr')].filter(r => r.textContent.includes('` + key + `')).length)`); n != "1" {
 		t.Errorf("ledger rows with the top-up's key: %s, want 1", n)
@@ -341,7 +377,7 @@ func TestConsole_InABrowser(t *testing.T) {
 
 	// Debit: from the ledger's link to the debit; reverse it (confirm
 	// double clicked), and see the reversal.
-	p.do("debit", chromedp.Click(chromedp.CSS(`#ledger a[href*="req-gift-1"]`)),
+	p.do("debit", click(`#ledger a[href*="req-gift-1"]`),
 		chromedp.WaitVisible(chromedp.ID("debit-view")), chromedp.WaitVisible(chromedp.ID("reverse-open")))
 	if s := p.text("debit-asked"); !strings.Contains(s, "10620") || !strings.Contains(s, "viewer-1") {
 		t.Errorf("asked: %q", s)
@@ -349,7 +385,7 @@ func TestConsole_InABrowser(t *testing.T) {
 	if s := p.text("debit-answered"); !strings.Contains(s, "200") {
 		t.Errorf("answered: %q", s)
 	}
-	p.do("reverse", chromedp.Click(chromedp.ID("reverse-open")), chromedp.WaitVisible(chromedp.ID("reverse")),
+	p.do("reverse", click("#reverse-open"), chromedp.WaitVisible(chromedp.ID("reverse")),
 		chromedp.SendKeys(chromedp.ID("reverse-reason"), "gift did not show"), clickTwice("#reverse-submit"),
 		chromedp.WaitVisible(chromedp.ID("debit-reversed")))
 	if s := p.text("debit-reversed"); !strings.Contains(s, "gift did not show") {
@@ -358,18 +394,18 @@ func TestConsole_InABrowser(t *testing.T) {
 	p.shot("debit")
 
 	// The reversal in the wallet's ledger, and the balance back.
-	p.do("ledger", chromedp.Click(chromedp.CSS(`#debit-asked a[href*="wallet"]`)),
+	p.do("ledger", click(`#debit-asked a[href*="wallet"]`),
 		until(`document.getElementById('wallet-balance').textContent === '150'`),
 		until(`document.querySelectorAll('#ledger tr.kind-reversal').length === 1`))
 
 	// Gifts: add a gift to the catalogue (confirmation double clicked: one
 	// gift, version 1), see it listed, rename it (version 2), its history.
-	p.do("gifts", chromedp.Click(chromedp.ID("nav-gifts")), chromedp.WaitVisible(chromedp.ID("gifts-new")),
-		chromedp.Click(chromedp.ID("gifts-new")), chromedp.WaitVisible(chromedp.ID("gift-form")),
+	p.do("gifts", click("#nav-gifts"), chromedp.WaitVisible(chromedp.ID("gifts-new")),
+		click("#gifts-new"), chromedp.WaitVisible(chromedp.ID("gift-form")),
 		chromedp.SetValue(chromedp.ID("gift-platform"), "linkv"),
 		chromedp.SendKeys(chromedp.ID("gift-id"), "20001"), chromedp.SendKeys(chromedp.ID("gift-name"), "玫瑰"),
 		chromedp.SendKeys(chromedp.ID("gift-price"), "10"), chromedp.SendKeys(chromedp.ID("gift-share"), "6000"),
-		chromedp.Click(chromedp.ID("gift-next")), chromedp.WaitVisible(chromedp.ID("gift-confirm")))
+		click("#gift-next"), chromedp.WaitVisible(chromedp.ID("gift-confirm")))
 	if s := p.text("gift-confirm-what"); !strings.Contains(s, "20001") || !strings.Contains(s, "60.00%") {
 		t.Errorf("confirmation of the new gift: %q", s)
 	}
@@ -382,12 +418,12 @@ func TestConsole_InABrowser(t *testing.T) {
 	if s := p.eval(`document.querySelector('#gifts tr[data-gift="linkv:20001"]').textContent`); !strings.Contains(s, "玫瑰") || !strings.Contains(s, "60.00%") {
 		t.Errorf("the gift's row: %q", s)
 	}
-	p.do("rename the gift", chromedp.Click(chromedp.CSS(`#gifts tr[data-gift="linkv:20001"] button[data-act="edit"]`)),
+	p.do("rename the gift", click(`#gifts tr[data-gift="linkv:20001"] button[data-act="edit"]`),
 		chromedp.WaitVisible(chromedp.ID("gift-form")), chromedp.SetValue(chromedp.ID("gift-name"), "红玫瑰"),
-		chromedp.Click(chromedp.ID("gift-next")),
-		chromedp.WaitVisible(chromedp.ID("gift-confirm")), chromedp.Click(chromedp.ID("gift-confirm-submit")),
+		click("#gift-next"),
+		chromedp.WaitVisible(chromedp.ID("gift-confirm")), click("#gift-confirm-submit"),
 		until(`document.querySelector('#gifts tr[data-gift="linkv:20001"]').textContent.includes('红玫瑰')`),
-		chromedp.Click(chromedp.CSS(`#gifts tr[data-gift="linkv:20001"] a.history`)),
+		click(`#gifts tr[data-gift="linkv:20001"] a.history`),
 		chromedp.WaitVisible(chromedp.ID("gift-history")),
 		until(`document.querySelectorAll('#gift-versions tbody tr').length === 2`))
 	if s := p.eval(`[...document.querySelectorAll('#gift-versions tbody tr')].map(r => r.cells[0].textContent + ' ' + r.cells[1].textContent).join(', ')`); s != "2 红玫瑰, 1 玫瑰" {
@@ -403,9 +439,9 @@ func TestConsole_InABrowser(t *testing.T) {
 	// report and ledger; a payout of 10 (confirmation double clicked: one
 	// payout); then one over what is payable by now, refused by the API
 	// with its 422 as it says it.
-	p.do("receivers", chromedp.Click(chromedp.ID("nav-receivers")), chromedp.WaitVisible(chromedp.ID("recv-id")),
+	p.do("receivers", click("#nav-receivers"), chromedp.WaitVisible(chromedp.ID("recv-id")),
 		until(`document.querySelector('#recv-top a[href*="host-8"]') !== null`),
-		chromedp.Click(chromedp.CSS(`#recv-top a[href*="host-8"]`)), chromedp.WaitVisible(chromedp.ID("recv-view")),
+		click(`#recv-top a[href*="host-8"]`), chromedp.WaitVisible(chromedp.ID("recv-view")),
 		until(`document.getElementById('recv-payable').textContent === '18'`),
 		until(`document.querySelectorAll('#recv-ledger tr.kind-gift').length === 1`),
 		until(`document.getElementById('recv-report').textContent.includes('18')`))
@@ -414,7 +450,7 @@ func TestConsole_InABrowser(t *testing.T) {
 		t.Fatalf("payout key %q", key)
 	}
 	p.do("pay out", chromedp.SendKeys(chromedp.ID("payout-amount"), "10"), chromedp.SendKeys(chromedp.ID("payout-note"), "November"),
-		chromedp.Click(chromedp.ID("payout-open")), chromedp.WaitVisible(chromedp.ID("payout-confirm")),
+		click("#payout-open"), chromedp.WaitVisible(chromedp.ID("payout-confirm")),
 		clickTwice("#payout-submit"),
 		until(`document.getElementById('recv-payable').textContent === '8'`),
 		until(`document.getElementById('payout-result').className === 'ok'`),
@@ -427,7 +463,7 @@ func TestConsole_InABrowser(t *testing.T) {
 	}
 	// Over the payable: refused in the page without a call.
 	p.do("pay out too much", chromedp.SetValue(chromedp.ID("payout-amount"), "9"),
-		chromedp.Click(chromedp.ID("payout-open")), until(`document.getElementById('payout-result').className === 'error'`))
+		click("#payout-open"), until(`document.getElementById('payout-result').className === 'error'`))
 	if p.eval(`String(document.getElementById('payout-confirm').hidden)`) != "true" {
 		t.Error("the confirmation opened for an amount over the payable")
 	}
@@ -435,10 +471,10 @@ func TestConsole_InABrowser(t *testing.T) {
 	if code, body := adminCall(http.MethodPost, "/admin/v1/earnings/host-8/payouts", `{"amount":5,"idempotency_key":"finance-1"}`); code != 200 {
 		t.Fatalf("payout by the API: %d %s", code, body)
 	}
-	p.do("pay out a stale amount", chromedp.Click(chromedp.ID("payout-newkey")),
+	p.do("pay out a stale amount", click("#payout-newkey"),
 		chromedp.SetValue(chromedp.ID("payout-amount"), "6"),
-		chromedp.Click(chromedp.ID("payout-open")), chromedp.WaitVisible(chromedp.ID("payout-confirm")),
-		chromedp.Click(chromedp.ID("payout-submit")),
+		click("#payout-open"), chromedp.WaitVisible(chromedp.ID("payout-confirm")),
+		click("#payout-submit"),
 		until(`document.getElementById('payout-result').textContent.includes('insufficient_earnings')`),
 		until(`document.getElementById('recv-payable').textContent === '3'`),
 		until(`document.querySelectorAll('#recv-ledger tr.kind-payout').length === 2`))
@@ -448,8 +484,8 @@ func TestConsole_InABrowser(t *testing.T) {
 
 	// Polyv: map a channel to host-8.
 	p.do("map a channel", chromedp.SendKeys(chromedp.ID("chan-id"), "2114561"), chromedp.SendKeys(chromedp.ID("chan-receiver"), "host-8"),
-		chromedp.Click(chromedp.ID("chan-open")), chromedp.WaitVisible(chromedp.ID("chan-confirm")),
-		chromedp.Click(chromedp.ID("chan-submit")),
+		click("#chan-open"), chromedp.WaitVisible(chromedp.ID("chan-confirm")),
+		click("#chan-submit"),
 		until(`document.querySelector('#channels tr[data-channel="2114561"]') !== null`))
 	if code, body := adminCall(http.MethodGet, "/admin/v1/polyv/channels", ""); code != 200 || !strings.Contains(body, `"receiver_id":"host-8"`) {
 		t.Errorf("channels: %d %s", code, body)
@@ -458,20 +494,20 @@ func TestConsole_InABrowser(t *testing.T) {
 
 	// Gifts again: the same id added twice is the API's 409; deactivate
 	// it (version 3).
-	p.do("gift exists", chromedp.Click(chromedp.ID("nav-gifts")), chromedp.WaitVisible(chromedp.ID("gifts-new")),
+	p.do("gift exists", click("#nav-gifts"), chromedp.WaitVisible(chromedp.ID("gifts-new")),
 		until(`document.querySelector('#gifts tr[data-gift="linkv:20001"]') !== null`),
-		chromedp.Click(chromedp.ID("gifts-new")), chromedp.WaitVisible(chromedp.ID("gift-form")),
+		click("#gifts-new"), chromedp.WaitVisible(chromedp.ID("gift-form")),
 		chromedp.SetValue(chromedp.ID("gift-platform"), "linkv"), chromedp.SetValue(chromedp.ID("gift-id"), "20001"),
 		chromedp.SetValue(chromedp.ID("gift-name"), "again"), chromedp.SetValue(chromedp.ID("gift-price"), "1"),
-		chromedp.Click(chromedp.ID("gift-next")), chromedp.WaitVisible(chromedp.ID("gift-confirm")),
-		chromedp.Click(chromedp.ID("gift-confirm-submit")),
+		click("#gift-next"), chromedp.WaitVisible(chromedp.ID("gift-confirm")),
+		click("#gift-confirm-submit"),
 		until(`document.getElementById('gift-result').className === 'error'`))
 	if s := p.text("gift-result"); !strings.HasPrefix(s, "409 gift_exists: ") {
 		t.Errorf("a gift added twice: %q, want the API's 409", s)
 	}
-	p.do("deactivate the gift", chromedp.Click(chromedp.ID("gift-confirm-cancel")),
-		chromedp.Click(chromedp.CSS(`#gifts tr[data-gift="linkv:20001"] button[data-act="deactivate"]`)),
-		chromedp.WaitVisible(chromedp.ID("gift-confirm")), chromedp.Click(chromedp.ID("gift-confirm-submit")),
+	p.do("deactivate the gift", click("#gift-confirm-cancel"),
+		click(`#gifts tr[data-gift="linkv:20001"] button[data-act="deactivate"]`),
+		chromedp.WaitVisible(chromedp.ID("gift-confirm")), click("#gift-confirm-submit"),
 		until(`document.querySelector('#gifts tr[data-gift="linkv:20001"]').classList.contains('inactive')`),
 		until(`document.querySelector('#gifts tr[data-gift="linkv:20001"] button[data-act="activate"]') !== null`))
 	if code, body := adminCall(http.MethodGet, "/admin/v1/gifts/linkv/20001", ""); code != 200 || !strings.Contains(body, `"version":3`) || !strings.Contains(body, `"active":false`) {
@@ -479,20 +515,20 @@ func TestConsole_InABrowser(t *testing.T) {
 	}
 
 	// Audit.
-	p.do("audit", chromedp.Click(chromedp.ID("nav-audit")), chromedp.Click(chromedp.ID("audit-run")),
+	p.do("audit", click("#nav-audit"), click("#audit-run"),
 		chromedp.WaitVisible(chromedp.ID("audit-view")),
 		until(`document.getElementById('audit-verdict').classList.contains('good')`))
 	p.shot("audit")
 
 	// English, on a phone.
-	p.do("english", chromedp.Click(chromedp.ID("lang")), until(`document.getElementById('nav-now').textContent === 'Now'`),
+	p.do("english", click("#lang"), until(`document.getElementById('nav-now').textContent === 'Now'`),
 		chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile),
 		chromedp.Navigate(base+"#/wallet?user=viewer-1"),
 		until(`document.getElementById('wallet-balance').textContent === '150'`))
 	p.shot("wallet-phone-en")
 
 	// Signing out forgets the token.
-	p.do("sign out", chromedp.Click(chromedp.ID("signout")), chromedp.WaitVisible(chromedp.ID("token")))
+	p.do("sign out", click("#signout"), chromedp.WaitVisible(chromedp.ID("token")))
 	if n := p.eval(`String(sessionStorage.length)`); n != "0" {
 		t.Errorf("after signing out, sessionStorage has %s items", n)
 	}
