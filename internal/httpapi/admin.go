@@ -41,20 +41,15 @@ type creditAnswer struct {
 
 func handleTopUp(store *ledger.Store, log *slog.Logger, m *Metrics) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		var body struct {
-			Amount         json.RawMessage `json:"amount"`
-			IdempotencyKey string          `json:"idempotency_key"`
-			Note           string          `json:"note"`
-		}
 		userID, ok := userIDParam(w, r)
-		if !ok || !decode(w, r, &body) || !validKeyAndNote(w, body.IdempotencyKey, body.Note) {
+		if !ok {
 			return
 		}
-		amount, err := parseAmount(body.Amount)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "bad_request", "amount: "+err.Error())
+		body, ok := decodeCredit(w, r)
+		if !ok {
 			return
 		}
+		amount := body.amount
 		ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
 		defer cancel()
 		c, err := store.TopUp(ctx, ledger.TopUp{UserID: userID, Amount: amount, Key: body.IdempotencyKey, Note: body.Note})
@@ -348,4 +343,28 @@ func handleAudit(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
 			ledger.AuditReport
 		}{rep.OK(), rep})
 	}
+}
+
+// creditBody is the body of a top-up or a payout: an amount of gold under
+// the operator's idempotency key, with an optional note.
+type creditBody struct {
+	Amount         json.RawMessage `json:"amount"`
+	IdempotencyKey string          `json:"idempotency_key"`
+	Note           string          `json:"note"`
+	amount         int64
+}
+
+// decodeCredit reads and checks a creditBody; if it is bad it writes the
+// 400 naming the field and returns false.
+func decodeCredit(w http.ResponseWriter, r *http.Request) (creditBody, bool) {
+	var body creditBody
+	if !decode(w, r, &body) || !validKeyAndNote(w, body.IdempotencyKey, body.Note) {
+		return body, false
+	}
+	var err error
+	if body.amount, err = parseAmount(body.Amount); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", "amount: "+err.Error())
+		return body, false
+	}
+	return body, true
 }

@@ -327,20 +327,15 @@ func handleEarnings(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
 
 func handlePayout(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		var body struct {
-			Amount         json.RawMessage `json:"amount"`
-			IdempotencyKey string          `json:"idempotency_key"`
-			Note           string          `json:"note"`
-		}
 		receiver, ok := receiverParam(w, r)
-		if !ok || !decode(w, r, &body) || !validKeyAndNote(w, body.IdempotencyKey, body.Note) {
+		if !ok {
 			return
 		}
-		amount, err := parseAmount(body.Amount)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "bad_request", "amount: "+err.Error())
+		body, ok := decodeCredit(w, r)
+		if !ok {
 			return
 		}
+		amount := body.amount
 		ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
 		defer cancel()
 		p, err := store.Payout(ctx, ledger.Payout{ReceiverID: receiver, Amount: amount, Key: body.IdempotencyKey, Note: body.Note})
