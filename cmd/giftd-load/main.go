@@ -55,6 +55,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	duration := fs.Duration("d", 10*time.Second, "how long to send")
 	gold := fs.Int64("gold", 1, "gold per debit")
 	app := fs.String("app", "", "app_id:secret to sign with (default: the first of GIFTD_LINKV_APPS, or of GIFTD_POLYV_APPS with -platform polyv)")
+	startAfter := fs.String("start-after", "", "after the top-ups, print \"ready\" and wait for this file to exist before sending (the kit reads its CPU and WAL counters in between)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -125,8 +126,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	if *startAfter != "" {
+		fmt.Fprintln(stdout, "ready")
+		if err := waitForFile(ctx, *startAfter); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintf(stdout, "giftd-load: %s, %d connections, %d wallets, %d receivers, %s, %d gold per debit, against %s\n",
 		*platform, *conns, *wallets, *receivers, *duration, *gold, *debitURL)
+	cpu0 := cpuTime()
 	type result struct {
 		latencies []time.Duration
 		statuses  map[int]int
@@ -161,6 +169,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	loadCPU := cpuTime() - cpu0
 
 	var all []time.Duration
 	statuses, errs := map[int]int{}, map[string]int{}
@@ -183,6 +192,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fmt.Fprintf(stdout, "debits ok: %d in %.1fs = %.0f debits/s\n", statuses[200], elapsed.Seconds(), float64(statuses[200])/elapsed.Seconds())
 	fmt.Fprintf(stdout, "latency:   p50 %s  p90 %s  p99 %s  max %s  (%d answers)\n",
 		ms(q(.50)), ms(q(.90)), ms(q(.99)), ms(q(1)), len(all))
+	fmt.Fprintf(stdout, "load cpu:  %.3f s\n", loadCPU.Seconds())
 	codes := make([]int, 0, len(statuses))
 	for c := range statuses {
 		if c != 200 {
@@ -200,6 +210,29 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stdout, "error:     %d × %s\n", n, e)
 	}
 	return nil
+}
+
+// waitForFile returns once path exists.
+func waitForFile(ctx context.Context, path string) error {
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// cpuTime returns the CPU this process has used, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // topUpAll gives every wallet amount gold through the admin API.
