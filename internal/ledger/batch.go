@@ -82,6 +82,9 @@ type batcher struct {
 	wg    sync.WaitGroup
 	// busy counts executions in progress, batches and lone debits alike.
 	busy atomic.Int32
+	// handoffs counts debits handed to a worker rather than executed on
+	// their caller's goroutine (for tests: a lone debit never is).
+	handoffs atomic.Int64
 }
 
 func startBatcher(s *Store, cfg Batching) *batcher {
@@ -121,6 +124,7 @@ func (b *batcher) debit(ctx context.Context, d Debit) (DebitResult, error) {
 		defer b.busy.Add(-1)
 		return b.store.debitOne(ctx, d)
 	}
+	b.handoffs.Add(1)
 	p := &pending{ctx: ctx, d: d, done: make(chan outcome, 1)}
 	select {
 	case b.queue <- p:

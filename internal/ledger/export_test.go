@@ -26,3 +26,7 @@ func Execute(s *Store, debits []Debit) error {
 	_, _, err := s.execute(context.Background(), debits)
 	return err
 }
+
+// Handoffs returns how many debits the store's batcher has handed to a
+// worker instead of executing them on their caller's goroutine.
+func Handoffs(s *Store) int64 { return s.batcher.handoffs.Load() }

@@ -1,0 +1,104 @@
+package ledger_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"giftd/internal/ledger"
+	"giftd/internal/pgtest"
+)
+
+// openBatching opens a store with group commit on, whatever
+// GIFTD_TEST_BATCH says: these tests are about the batcher.
+func openBatching(t *testing.T) *ledger.Store {
+	t.Helper()
+	s, err := ledger.Open(context.Background(), pgtest.URL(t), ledger.WithBatching(ledger.DefaultBatching()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// A debit from a lone caller (nothing executing, nothing queued) goes at
+// once on its caller's goroutine, exactly as with batching off: never
+// through a worker, never waiting for a batch to form.
+func TestLone_DebitsGoAtOnceOnTheCallersGoroutine(t *testing.T) {
+	s := openBatching(t)
+	topUp(t, s, "lone", 1000)
+	for i := range 50 {
+		res, err := s.Debit(context.Background(), debit(fmt.Sprint("lone-", i), "lone", 1))
+		if err != nil || res.Status != ledger.Debited {
+			t.Fatalf("debit %d: %+v, %v", i, res, err)
+		}
+	}
+	if n := ledger.Handoffs(s); n != 0 {
+		t.Errorf("%d of 50 lone debits were handed to a worker, want 0", n)
+	}
+	checkBooks(t, s)
+}
+
+// A debit that arrives while a batch is stuck in the database (its wallet
+// locked by another transaction) is executed by a free worker and answered
+// while that batch still waits: it is not queued behind it.
+func TestLone_DebitIsNotDelayedBehindAStuckBatch(t *testing.T) {
+	s := openBatching(t)
+	ctx := context.Background()
+	topUp(t, s, "stuck", 100)
+	topUp(t, s, "free", 100)
+
+	// Hold the stuck wallet's row lock until the end of the test.
+	tx, err := s.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM wallets WHERE user_id = 'stuck' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	stuck := make(chan error, 1)
+	go func() {
+		_, err := s.Debit(ctx, debit("stuck-1", "stuck", 1))
+		stuck <- err
+	}()
+	// Wait until that debit is in the database, waiting for the lock (asked
+	// outside tx, whose view of pg_stat_activity would not move).
+	for {
+		var waiting int
+		if err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%giftd_debit_gifts%'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		select {
+		case err := <-stuck:
+			t.Fatalf("the debit of a locked wallet finished: %v", err)
+		default:
+		}
+	}
+
+	// The deadline only bounds a failure: a free debit queued behind the
+	// stuck one would wait for ever.
+	fctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	res, err := s.Debit(fctx, debit("free-1", "free", 1))
+	if err != nil || res.Status != ledger.Debited || res.Balance != 99 {
+		t.Fatalf("free debit: %+v, %v", res, err)
+	}
+	select {
+	case err := <-stuck:
+		t.Fatalf("the stuck debit finished before its wallet was released: %v", err)
+	default:
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-stuck; err != nil {
+		t.Fatalf("stuck debit after release: %v", err)
+	}
+	checkBooks(t, s)
+}
