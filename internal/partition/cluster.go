@@ -35,37 +35,46 @@ type Layout struct {
 	ProxyPartitionURLs []string
 }
 
-// Check returns an error, naming no password, when l is not a usable
-// layout: a missing or invalid URL, a partition count that is not a power of
-// two, two partitions (or a partition and the proxy) on one database, or
-// ProxyPartitionURLs of another length.
+// A LayoutError is Layout.Check's error: which field of the layout is
+// wrong ("ProxyURL", "PartitionURLs" or "ProxyPartitionURLs") and how. It
+// never quotes a URL.
+type LayoutError struct {
+	Field, Problem string
+}
+
+func (e *LayoutError) Error() string { return e.Field + ": " + e.Problem }
+
+// Check returns a *LayoutError when l is not a usable layout: a missing or
+// invalid URL, a partition count that is not a power of two, two partitions
+// (or a partition and the proxy) on one database, or ProxyPartitionURLs of
+// another length.
 func (l Layout) Check() error {
 	if l.ProxyURL == "" {
-		return errors.New("no proxy URL")
+		return &LayoutError{"ProxyURL", "missing"}
 	}
 	if err := checkURL(l.ProxyURL); err != nil {
-		return fmt.Errorf("proxy URL: %w", err)
+		return &LayoutError{"ProxyURL", err.Error()}
 	}
 	n := len(l.PartitionURLs)
 	if !powerOfTwo(n) {
-		return fmt.Errorf("%d partition URLs: want a power of two (1, 2, 4, 8, …)", n)
+		return &LayoutError{"PartitionURLs", fmt.Sprintf("%d URLs: want a power of two (1, 2, 4, 8, …)", n)}
 	}
 	if len(l.ProxyPartitionURLs) != 0 && len(l.ProxyPartitionURLs) != n {
-		return fmt.Errorf("%d partition URLs for the proxy, for %d partitions: want one per partition, in the same order", len(l.ProxyPartitionURLs), n)
+		return &LayoutError{"ProxyPartitionURLs", fmt.Sprintf("%d URLs for %d partitions: want one per partition, in the same order", len(l.ProxyPartitionURLs), n)}
 	}
 	seen := map[string]string{Where(l.ProxyURL): "the proxy"}
 	for i, u := range l.PartitionURLs {
 		if err := checkURL(u); err != nil {
-			return fmt.Errorf("partition %d URL: %w", i, err)
+			return &LayoutError{"PartitionURLs", fmt.Sprintf("partition %d: %v", i, err)}
 		}
 		if other, ok := seen[Where(u)]; ok {
-			return fmt.Errorf("partition %d is on the database of %s (%s): each partition needs a database of its own", i, other, Where(u))
+			return &LayoutError{"PartitionURLs", fmt.Sprintf("partition %d is on the database of %s (%s): each partition needs a database of its own", i, other, Where(u))}
 		}
 		seen[Where(u)] = fmt.Sprintf("partition %d", i)
 	}
 	for i, u := range l.ProxyPartitionURLs {
 		if err := checkURL(u); err != nil {
-			return fmt.Errorf("partition %d URL for the proxy: %w", i, err)
+			return &LayoutError{"ProxyPartitionURLs", fmt.Sprintf("partition %d: %v", i, err)}
 		}
 	}
 	return nil

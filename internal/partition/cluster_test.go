@@ -44,13 +44,13 @@ func TestLayoutCheck(t *testing.T) {
 	}{
 		{"two partitions", partition.Layout{ProxyURL: proxy, PartitionURLs: []string{p0, p1}}, ""},
 		{"one partition", partition.Layout{ProxyURL: proxy, PartitionURLs: []string{p0}}, ""},
-		{"no proxy", partition.Layout{PartitionURLs: []string{p0, p1}}, "no proxy URL"},
+		{"no proxy", partition.Layout{PartitionURLs: []string{p0, p1}}, "ProxyURL: missing"},
 		{"three partitions", partition.Layout{ProxyURL: proxy, PartitionURLs: []string{p0, p1, "postgres://db3/p2"}}, "power of two"},
 		{"no partitions", partition.Layout{ProxyURL: proxy}, "power of two"},
 		{"a partition twice", partition.Layout{ProxyURL: proxy, PartitionURLs: []string{p0, "postgres://other:x@db1/p0"}}, "database of its own"},
 		{"a partition on the proxy", partition.Layout{ProxyURL: proxy, PartitionURLs: []string{p0, "postgres://px/proxy"}}, "database of its own"},
-		{"a bad partition URL", partition.Layout{ProxyURL: proxy, PartitionURLs: []string{p0, "host=db2 password=hunter2"}}, "partition 1 URL"},
-		{"proxy URLs of another length", partition.Layout{ProxyURL: proxy, PartitionURLs: []string{p0, p1}, ProxyPartitionURLs: []string{p0}}, "one per partition"},
+		{"a bad partition URL", partition.Layout{ProxyURL: proxy, PartitionURLs: []string{p0, "host=db2 password=hunter2"}}, "PartitionURLs: partition 1"},
+		{"proxy URLs of another length", partition.Layout{ProxyURL: proxy, PartitionURLs: []string{p0, p1}, ProxyPartitionURLs: []string{p0}}, "ProxyPartitionURLs: "},
 		{"several hosts without read-write", partition.Layout{ProxyURL: proxy, PartitionURLs: []string{p0, "postgres://u:hunter2@a,b/p1"}}, "target_session_attrs"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -25,9 +25,22 @@ import (
 // skipped, saying why, otherwise; the rest is as URL.
 func Partitioned(tb testing.TB, n int) partition.Layout {
 	tb.Helper()
+	l := UnmigratedPartitioned(tb, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := partition.Migrate(ctx, l); err != nil {
+		tb.Fatalf("pgtest: migrate the partitioned giftd: %v", err)
+	}
+	return l
+}
+
+// UnmigratedPartitioned is Partitioned without the migration: n + 1 empty
+// databases, for tests of the migration itself.
+func UnmigratedPartitioned(tb testing.TB, n int) partition.Layout {
+	tb.Helper()
 	shared.ready(tb)
 	s := &shared
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := s.requireExtension(ctx, "plproxy"); err != nil {
 		if os.Getenv("CI") != "" {
@@ -55,9 +68,6 @@ func Partitioned(tb testing.TB, n int) partition.Layout {
 		l.PartitionURLs = append(l.PartitionURLs, create(fmt.Sprintf("giftd_p%d_%s", i, suffix)))
 	}
 	l.ProxyURL = create("giftd_proxy_" + suffix)
-	if err := partition.Migrate(ctx, l); err != nil {
-		tb.Fatalf("pgtest: migrate the partitioned giftd: %v", err)
-	}
 	return l
 }
 
