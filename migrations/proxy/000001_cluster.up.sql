@@ -14,7 +14,10 @@ CREATE FUNCTION giftd_placement(user_id text) RETURNS integer
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
     RETURN ('x' || encode(substr(sha256(convert_to(user_id, 'UTF8')), 1, 4), 'hex'))::bit(32)::integer;
 
-CREATE EXTENSION plproxy;
+-- PL/Proxy's extension needs a superuser to create: giftd migrate's role, or a
+-- DBA beforehand (CREATE EXTENSION plproxy in the proxy database), after which
+-- a role owning the database suffices for the rest.
+CREATE EXTENSION IF NOT EXISTS plproxy;
 
 -- The cluster giftd's routing functions name (CLUSTER 'giftd'): PL/Proxy reads
 -- it through the three functions of schema plproxy below.
