@@ -377,3 +377,38 @@ func TestTopUpFunction_WritesWhatStoreTopUpWrites(t *testing.T) {
 		t.Errorf("Store.TopUp wrote\n%s\ngiftd_topup wrote\n%s", a, b)
 	}
 }
+
+// TestMigrations_DownAndUpAgain runs every down migration of the proxy and
+// partition sets, then migrates again: the cluster routes as before.
+func TestMigrations_DownAndUpAgain(t *testing.T) {
+	ctx := context.Background()
+	l := pgtest.Partitioned(t, 2)
+	proxySet := ledger.WithMigrationSet(ledger.ProxyMigrations())
+	for range 2 {
+		if err := ledger.MigrateDown(l.ProxyURL, proxySet); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, u := range l.PartitionURLs {
+		if err := ledger.MigrateDown(u, ledger.WithMigrationSet(ledger.PartitionMigrations())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v, _, err := ledger.MigrationVersion(l.ProxyURL, proxySet); err != nil || v != 0 {
+		t.Fatalf("proxy set after every down: version %d, %v; want 0", v, err)
+	}
+	var left []string
+	err := connect(t, l.ProxyURL).QueryRow(ctx, `
+		SELECT array(SELECT 'extension ' || extname FROM pg_extension WHERE extname = 'plproxy'
+		       UNION ALL SELECT 'function ' || proname FROM pg_proc WHERE proname LIKE 'giftd%' OR proname LIKE 'get_cluster%'
+		       UNION ALL SELECT 'relation ' || relname FROM pg_class WHERE relname LIKE 'giftd_%' AND relname NOT LIKE 'giftd_proxy_migrations%')`).Scan(&left)
+	if err != nil || len(left) != 0 {
+		t.Errorf("after every down the proxy keeps %v (%v); want nothing", left, err)
+	}
+	if err := partition.Migrate(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := topUpThroughProxy(ctx, connect(t, l.ProxyURL), "u1", 3, "again"); err != nil {
+		t.Errorf("top-up after down and up again: %v", err)
+	}
+}
