@@ -24,6 +24,22 @@ const ClusterName = "giftd"
 // user's partition would change under it.
 var ErrPartitionCountChanged = errors.New("the proxy already routes over another number of partitions")
 
+// ErrWrongPartition is returned, wrapped, by Migrate and Register when a
+// database is, by its claim (migrations/partition/000002_identity.up.sql),
+// another partition than the one its URL is given for, or another cluster's.
+var ErrWrongPartition = errors.New("a partition URL leads to another partition's database")
+
+// claim is a partition database's identity: its cluster, its number and the
+// number of partitions it was claimed among.
+type claim struct {
+	cluster               string
+	partition, partitions int
+}
+
+func (c claim) String() string {
+	return fmt.Sprintf("partition %d of %d of cluster %s", c.partition, c.partitions, c.cluster)
+}
+
 // A Layout is a partitioned giftd: a PL/Proxy database and 2^k partition
 // databases, each a postgres:// URL as giftd reaches it.
 type Layout struct {
@@ -188,9 +204,13 @@ func validKey(k string) bool {
 // Register writes the partitions' connection strings (ConnString of each of
 // partitionURLs, in partition order) into the proxy's cluster table, in one
 // transaction, and moves the cluster's version on so that PL/Proxy reloads
-// them; an unchanged table is left alone. It returns an error wrapping
-// ErrPartitionCountChanged when the proxy already has another number of
-// partitions. Its errors never quote a connection string.
+// them; an unchanged table is left alone. Before it commits, it asks through
+// the proxy, at every partition number i, which partition the database
+// reached there claims to be (giftd_partition_identity), and rolls back
+// unless it is partition i of this cluster's count: URLs out of order, or
+// another cluster's database, are refused with ErrWrongPartition. It returns
+// an error wrapping ErrPartitionCountChanged when the proxy already has
+// another number of partitions. Its errors never quote a connection string.
 func Register(ctx context.Context, proxyURL string, partitionURLs []string) error {
 	if !powerOfTwo(len(partitionURLs)) {
 		return fmt.Errorf("register partitions: %d: want a power of two", len(partitionURLs))
@@ -234,7 +254,29 @@ func Register(ctx context.Context, proxyURL string, partitionURLs []string) erro
 			SELECT n - 1, c FROM unnest($1::text[]) WITH ORDINALITY AS t (c, n)
 			ON CONFLICT (partition) DO UPDATE SET connstr = excluded.connstr, updated_at = now()
 			WHERE p.connstr IS DISTINCT FROM excluded.connstr`, want)
-		return err
+		if err != nil {
+			return err
+		}
+		// PL/Proxy reads the cluster in this transaction, so it routes by
+		// the rows just written; a mismatch rolls them back. (This
+		// connection's PL/Proxy would keep them cached: it is closed below.)
+		var cluster string
+		if err := tx.QueryRow(ctx, `SELECT cluster_id::text FROM giftd_cluster`).Scan(&cluster); err != nil {
+			return err
+		}
+		for i := range want {
+			var got claim
+			err := tx.QueryRow(ctx, `SELECT cluster_id::text, partition, partitions FROM giftd_partition_identity($1)`, i).
+				Scan(&got.cluster, &got.partition, &got.partitions)
+			if err != nil {
+				return fmt.Errorf("ask partition %d (%s) through the proxy which partition it is: %w", i, Where(partitionURLs[i]), err)
+			}
+			if expect := (claim{cluster, i, len(want)}); got != expect {
+				return fmt.Errorf("%w: the proxy reaches %s as %s, but it is %s",
+					ErrWrongPartition, Where(partitionURLs[i]), expect, got)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("register partitions on the proxy %s: %w", Where(proxyURL), err)
@@ -253,15 +295,25 @@ type DatabaseVersion struct {
 	Dirty       bool
 }
 
-// Migrate migrates a partitioned giftd: every partition with giftd's
-// migrations (ledger.MainMigrations, then ledger.PartitionMigrations), then
-// the proxy with ledger.ProxyMigrations, then registers the partitions on the
-// proxy (Register). opts are ledger.Migrate's (the lock wait, the log); a
+// Migrate migrates a partitioned giftd: the proxy with
+// ledger.ProxyMigrations; every partition with giftd's migrations
+// (ledger.MainMigrations, then ledger.PartitionMigrations), claiming it as
+// partition i of this cluster the first time and refusing it with
+// ErrWrongPartition when it is claimed as another; then registers the
+// partitions on the proxy (Register, which checks the proxy's routing before
+// it commits). opts are ledger.Migrate's (the lock wait, the log); a
 // ledger.WithMigrationSet among them is overridden. It stops at the first
 // error, which names the database (never a password); running it again
 // carries on from there.
 func Migrate(ctx context.Context, l Layout, opts ...ledger.MigrateOption) error {
 	if err := l.Check(); err != nil {
+		return err
+	}
+	if err := ledger.Migrate(l.ProxyURL, withSet(opts, ledger.ProxyMigrations())...); err != nil {
+		return fmt.Errorf("proxy (%s), proxy migrations: %w", Where(l.ProxyURL), err)
+	}
+	cluster, err := clusterID(ctx, l.ProxyURL)
+	if err != nil {
 		return err
 	}
 	for i, u := range l.PartitionURLs {
@@ -270,11 +322,51 @@ func Migrate(ctx context.Context, l Layout, opts ...ledger.MigrateOption) error 
 				return fmt.Errorf("partition %d (%s), %s migrations: %w", i, Where(u), set, err)
 			}
 		}
-	}
-	if err := ledger.Migrate(l.ProxyURL, withSet(opts, ledger.ProxyMigrations())...); err != nil {
-		return fmt.Errorf("proxy (%s), proxy migrations: %w", Where(l.ProxyURL), err)
+		if err := claimPartition(ctx, u, claim{cluster, i, len(l.PartitionURLs)}); err != nil {
+			return err
+		}
 	}
 	return Register(ctx, l.ProxyURL, l.proxyURLs())
+}
+
+// clusterID reads the proxy's cluster id.
+func clusterID(ctx context.Context, proxyURL string) (string, error) {
+	conn, err := pgx.Connect(ctx, proxyURL)
+	if err != nil {
+		return "", fmt.Errorf("connect to the proxy %s: %w", Where(proxyURL), err)
+	}
+	defer conn.Close(context.Background())
+	var id string
+	if err := conn.QueryRow(ctx, `SELECT cluster_id::text FROM giftd_cluster`).Scan(&id); err != nil {
+		return "", fmt.Errorf("read the cluster id on the proxy %s: %w", Where(proxyURL), err)
+	}
+	return id, nil
+}
+
+// claimPartition claims the database of partitionURL as want unless it is
+// claimed already, and returns an error wrapping ErrWrongPartition when its
+// claim is another.
+func claimPartition(ctx context.Context, partitionURL string, want claim) error {
+	conn, err := pgx.Connect(ctx, partitionURL)
+	if err != nil {
+		return fmt.Errorf("partition %d: connect to %s: %w", want.partition, Where(partitionURL), err)
+	}
+	defer conn.Close(context.Background())
+	var got claim
+	err = conn.QueryRow(ctx, `SELECT cluster_id::text, partition, partitions FROM giftd_claim_partition($1, $2, $3)`,
+		want.cluster, want.partition, want.partitions).Scan(&got.cluster, &got.partition, &got.partitions)
+	if err != nil {
+		return fmt.Errorf("partition %d: claim %s: %w", want.partition, Where(partitionURL), err)
+	}
+	switch {
+	case got.cluster != want.cluster:
+		return fmt.Errorf("%w: %s is given as %s, but it is %s: a partition serves one cluster",
+			ErrWrongPartition, Where(partitionURL), want, got)
+	case got != want:
+		return fmt.Errorf("%w: %s is given as %s, but it is %s; check the order of the partition URLs",
+			ErrWrongPartition, Where(partitionURL), want, got)
+	}
+	return nil
 }
 
 // Versions reports every migration set's version on every database of l,

@@ -2,8 +2,10 @@
 // user's wallet lives among 2^k partition databases behind a PL/Proxy
 // database, and the migration of such a cluster.
 //
-// Its SQL is the proxy database's (the cluster table) and never a
-// partition's: what a partition holds is internal/ledger's.
+// Its SQL is the proxy database's (the cluster and its registration) and,
+// on a partition, only the identity claim of partitioned mode: a
+// partition's wallets, ledger and everything else it holds are
+// internal/ledger's.
 package partition
 
 import (

@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"net/url"
+	"path"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -16,6 +20,7 @@ import (
 	"giftd/internal/ledger"
 	"giftd/internal/partition"
 	"giftd/internal/pgtest"
+	"giftd/migrations"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -326,12 +331,13 @@ func TestMigrate_AgainChangesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]uint{"main": 0, "partition": 1, "proxy": 2}
+	want := map[string]uint{"main": latest(t, migrations.FS, "."), "partition": latest(t, migrations.PartitionFS, "partition"),
+		"proxy": latest(t, migrations.ProxyFS, "proxy")}
 	if len(vs) != 5 {
 		t.Errorf("%d versions; want 5 (two sets on each of 2 partitions, one on the proxy)", len(vs))
 	}
 	for _, v := range vs {
-		if v.Dirty || (v.Set.String() != "main" && v.Version != want[v.Set.String()]) || v.Version == 0 {
+		if v.Dirty || v.Version != want[v.Set.String()] {
 			t.Errorf("%s %s: %s migrations at version %d (dirty %t)", v.Role, v.Where, v.Set, v.Version, v.Dirty)
 		}
 	}
@@ -378,20 +384,40 @@ func TestTopUpFunction_WritesWhatStoreTopUpWrites(t *testing.T) {
 	}
 }
 
+// latest is the newest version among the up migrations of fsys's folder dir.
+func latest(t *testing.T, fsys fs.FS, dir string) uint {
+	t.Helper()
+	names, err := fs.Glob(fsys, path.Join(dir, "*.up.sql"))
+	if err != nil || len(names) == 0 {
+		t.Fatalf("migrations in %s: %v, %v", dir, names, err)
+	}
+	var v uint
+	for _, name := range names {
+		n, err := strconv.ParseUint(strings.SplitN(path.Base(name), "_", 2)[0], 10, 32)
+		if err != nil {
+			t.Fatalf("migration %s: %v", name, err)
+		}
+		v = max(v, uint(n))
+	}
+	return v
+}
+
 // TestMigrations_DownAndUpAgain runs every down migration of the proxy and
 // partition sets, then migrates again: the cluster routes as before.
 func TestMigrations_DownAndUpAgain(t *testing.T) {
 	ctx := context.Background()
 	l := pgtest.Partitioned(t, 2)
 	proxySet := ledger.WithMigrationSet(ledger.ProxyMigrations())
-	for range 2 {
+	for range latest(t, migrations.ProxyFS, "proxy") {
 		if err := ledger.MigrateDown(l.ProxyURL, proxySet); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for _, u := range l.PartitionURLs {
-		if err := ledger.MigrateDown(u, ledger.WithMigrationSet(ledger.PartitionMigrations())); err != nil {
-			t.Fatal(err)
+		for range latest(t, migrations.PartitionFS, "partition") {
+			if err := ledger.MigrateDown(u, ledger.WithMigrationSet(ledger.PartitionMigrations())); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	if v, _, err := ledger.MigrationVersion(l.ProxyURL, proxySet); err != nil || v != 0 {
@@ -410,5 +436,55 @@ func TestMigrations_DownAndUpAgain(t *testing.T) {
 	}
 	if _, err := topUpThroughProxy(ctx, connect(t, l.ProxyURL), "u1", 3, "again"); err != nil {
 		t.Errorf("top-up after down and up again: %v", err)
+	}
+}
+
+// registered is the proxy's registration as it stands.
+func registered(t *testing.T, proxyURL string) []string {
+	t.Helper()
+	rows, err := connect(t, proxyURL).Query(context.Background(), `SELECT connstr FROM giftd_partitions ORDER BY partition`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func TestMigrate_RefusesPartitionsOfAnotherOrderOrCluster(t *testing.T) {
+	ctx := context.Background()
+	l := pgtest.Partitioned(t, 2)
+	other := pgtest.Partitioned(t, 2)
+	before := registered(t, l.ProxyURL)
+	for name, bad := range map[string]partition.Layout{
+		"swapped":           {ProxyURL: l.ProxyURL, PartitionURLs: []string{l.PartitionURLs[1], l.PartitionURLs[0]}},
+		"another cluster's": {ProxyURL: l.ProxyURL, PartitionURLs: []string{l.PartitionURLs[0], other.PartitionURLs[1]}},
+		"swapped for the proxy only": {ProxyURL: l.ProxyURL, PartitionURLs: l.PartitionURLs,
+			ProxyPartitionURLs: []string{l.PartitionURLs[1], l.PartitionURLs[0]}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := partition.Migrate(ctx, bad)
+			if !errors.Is(err, partition.ErrWrongPartition) {
+				t.Fatalf("Migrate: %v; want ErrWrongPartition", err)
+			}
+			t.Logf("Migrate: %v", err)
+			if after := registered(t, l.ProxyURL); !slices.Equal(after, before) {
+				t.Errorf("the refused migration changed the registration")
+			}
+		})
+	}
+	// The proxy still routes as Go places.
+	proxy := connect(t, l.ProxyURL)
+	for _, user := range []string{"u1", "u2"} {
+		if _, err := topUpThroughProxy(ctx, proxy, user, 1, "after-"+user); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := connect(t, l.PartitionURLs[partition.For(user, 2)]).QueryRow(ctx,
+			`SELECT count(*) FROM wallets WHERE user_id = $1`, user).Scan(&n); err != nil || n != 1 {
+			t.Errorf("%s is not on partition %d after the refusals (%d, %v)", user, partition.For(user, 2), n, err)
+		}
 	}
 }
