@@ -30,6 +30,7 @@ import (
 	"giftd/internal/ledger"
 	"giftd/internal/linkv"
 	"giftd/internal/linkvapi"
+	"giftd/internal/partition"
 	"giftd/internal/platforms"
 	"giftd/internal/polyv"
 	"giftd/internal/polyvapi"
@@ -56,7 +57,8 @@ const usage = `giftd: the merchant-side debit server for LinkV gift and Polyv po
 Usage:
   giftd serve [-migrate=false]   run the server (settings from the environment, see docs/configuration.md)
   giftd dev                      run it with a throwaway PostgreSQL, a dev app and a demo wallet
-  giftd migrate up|down|version  manage the schema (of GIFTD_MIGRATE_DATABASE_URL, else DATABASE_URL)
+  giftd migrate up|down|version  manage the schema (of GIFTD_MIGRATE_DATABASE_URL, else DATABASE_URL; in
+                                 partitioned mode of GIFTD_PROXY_URL and every one of GIFTD_PARTITION_URLS)
   giftd audit                    check every balance against the ledger; exit 1 on any mismatch
   giftd earnings -from DATE [-to DATE]  CSV of every receiver's earnings in the period and payable at its end
   giftd prune                    delete debit records expired more than GIFTD_PRUNE_MARGIN ago, and events
@@ -102,6 +104,12 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err := requireDatabase(s); err != nil {
 		return err
 	}
+	if s.Partitioned.ProxyURL != "" {
+		// Better no start than a server that debits DATABASE_URL alone
+		// while the operator believes the partitions take the load.
+		return &settingsError{"GIFTD_PROXY_URL", "giftd serve does not run partitioned yet, only giftd migrate does " +
+			"(docs/scale-out.md#what-is-built); unset it and GIFTD_PARTITION_URLS to serve on DATABASE_URL"}
+	}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.BoolVar(&s.Migrate, "migrate", s.Migrate, "apply pending migrations at start (GIFTD_MIGRATE)")
@@ -119,13 +127,19 @@ func runMigrate(args []string, getenv func(string) string, stdout, stderr io.Wri
 	if err := readDatabase(getenv, &s); err != nil {
 		return err
 	}
-	url, wait := s.MigrateDatabaseURL, s.MigrateLockWait
-	if url == "" {
-		return &settingsError{"DATABASE_URL", "required (or GIFTD_MIGRATE_DATABASE_URL)"}
+	if err := readPartitions(getenv, &s); err != nil {
+		return err
 	}
+	url, wait := s.MigrateDatabaseURL, s.MigrateLockWait
 	opts := []ledger.MigrateOption{ledger.WithLockWait(wait), ledger.WithMigrateLog(newLogger("text", stderr), 0)}
 	if len(args) != 1 {
 		return errors.New("usage: giftd migrate up|down|version")
+	}
+	if s.Partitioned.ProxyURL != "" {
+		return migratePartitioned(args[0], s.Partitioned, opts, stdout)
+	}
+	if url == "" {
+		return &settingsError{"DATABASE_URL", "required (or GIFTD_MIGRATE_DATABASE_URL, or GIFTD_PROXY_URL and GIFTD_PARTITION_URLS)"}
 	}
 	switch args[0] {
 	case "up":
@@ -145,6 +159,42 @@ func runMigrate(args []string, getenv func(string) string, stdout, stderr io.Wri
 		return err
 	}
 	fmt.Fprintf(stdout, "schema version %d (dirty: %t)\n", v, dirty)
+	return nil
+}
+
+// migratePartitioned is giftd migrate in partitioned mode
+// (docs/scale-out.md#migrating): up migrates every partition and the proxy
+// and registers the partitions on the proxy; version reports each set on
+// each database. The output names databases by host and name, never with a
+// password.
+func migratePartitioned(action string, l partition.Layout, opts []ledger.MigrateOption, stdout io.Writer) error {
+	switch action {
+	case "up":
+		// A bound for the registration's connection; the migrations have
+		// GIFTD_MIGRATE_LOCK_WAIT's.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		if err := partition.Migrate(ctx, l, opts...); err != nil {
+			return err
+		}
+	case "version":
+	case "down":
+		return errors.New("migrate down: not in partitioned mode; revert one database at a time " +
+			"(DATABASE_URL=… giftd migrate down, with GIFTD_PROXY_URL and GIFTD_PARTITION_URLS unset) " +
+			"after reading docs/scale-out.md#migrating")
+	default:
+		return fmt.Errorf("migrate: unknown action %q, want up, down or version", action)
+	}
+	vs, err := partition.Versions(l, opts...)
+	if err != nil {
+		return err
+	}
+	for _, v := range vs {
+		fmt.Fprintf(stdout, "%s (%s): %s schema version %d (dirty: %t)\n", v.Role, v.Where, v.Set, v.Version, v.Dirty)
+	}
+	if action == "up" {
+		fmt.Fprintf(stdout, "proxy: %d partitions registered in cluster %s\n", len(l.PartitionURLs), partition.ClusterName)
+	}
 	return nil
 }
 

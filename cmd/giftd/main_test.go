@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"giftd/internal/linkv"
+	"giftd/internal/partition"
 	"giftd/internal/pgtest"
 	"giftd/migrations"
 )
@@ -389,5 +390,86 @@ func TestRun_DevPrintsWorkingCurl(t *testing.T) {
 	if conn, err := pgx.Connect(ctx2, db[1]); err == nil {
 		conn.Close(ctx2)
 		t.Error("the throwaway PostgreSQL still answers after dev stopped")
+	}
+}
+
+func TestRun_MigratePartitioned(t *testing.T) {
+	ctx := context.Background()
+	l := pgtest.UnmigratedPartitioned(t, 2)
+	const secret = "partition-secret-9c1e"
+	var urls []string
+	for _, u := range l.PartitionURLs {
+		parsed, err := url.Parse(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The test server trusts local connections: the password is never asked for.
+		parsed.User = url.UserPassword(parsed.User.Username(), secret)
+		urls = append(urls, parsed.String())
+	}
+	env := map[string]string{"GIFTD_PROXY_URL": l.ProxyURL, "GIFTD_PARTITION_URLS": strings.Join(urls, "\n  ")}
+	getenv := func(k string) string { return env[k] }
+	var out, errOut bytes.Buffer
+	if err := run(ctx, []string{"giftd", "migrate", "up"}, getenv, &out, &errOut); err != nil {
+		t.Fatalf("migrate up: %v\n%s", err, errOut.String())
+	}
+	for _, want := range []string{"partition 0 (", "partition 1 (", ": main schema version ", ": partition schema version ",
+		"proxy (", ": proxy schema version ", "proxy: 2 partitions registered in cluster giftd"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("migrate up printed\n%s\nwithout %q", out.String(), want)
+		}
+	}
+	if strings.Contains(out.String()+errOut.String(), secret) {
+		t.Errorf("migrate up printed a partition's password:\n%s%s", out.String(), errOut.String())
+	}
+
+	// What it migrated routes: a top-up through the proxy lands on the
+	// partition giftd's placement names.
+	proxy, err := pgx.Connect(ctx, l.ProxyURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close(ctx)
+	for _, user := range []string{"u1", "u2"} {
+		if _, err := proxy.Exec(ctx, `SELECT * FROM giftd_topup($1, 5, $2, '')`, user, "k-"+user); err != nil {
+			t.Fatalf("top-up of %s through the proxy: %v", user, err)
+		}
+		part, err := pgx.Connect(ctx, l.PartitionURLs[partition.For(user, 2)])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var gold int64
+		err = part.QueryRow(ctx, `SELECT gold FROM wallets WHERE user_id = $1`, user).Scan(&gold)
+		part.Close(ctx)
+		if err != nil || gold != 5 {
+			t.Errorf("%s on partition %d: gold %d, %v; want 5", user, partition.For(user, 2), gold, err)
+		}
+	}
+
+	out.Reset()
+	if err := run(ctx, []string{"giftd", "migrate", "version"}, getenv, &out, io.Discard); err != nil {
+		t.Fatalf("migrate version: %v", err)
+	}
+	if n := strings.Count(out.String(), "(dirty: false)"); n != 5 {
+		t.Errorf("migrate version printed %d versions, want 5:\n%s", n, out.String())
+	}
+	if err := run(ctx, []string{"giftd", "migrate", "down"}, getenv, io.Discard, io.Discard); err == nil ||
+		!strings.Contains(err.Error(), "not in partitioned mode") {
+		t.Errorf("migrate down in partitioned mode: %v; want a refusal", err)
+	}
+
+	env["GIFTD_PARTITION_URLS"] = strings.Join(append(urls, urls[0]), " ")
+	err = run(ctx, []string{"giftd", "migrate", "up"}, getenv, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "GIFTD_PARTITION_URLS") || strings.Contains(err.Error(), secret) {
+		t.Errorf("three partitions: %v; want an error naming GIFTD_PARTITION_URLS and no password", err)
+	}
+}
+
+func TestRun_ServeRefusesPartitionedMode(t *testing.T) {
+	env := map[string]string{"DATABASE_URL": "postgres://u@127.0.0.1:1/db", "GIFTD_ADMIN_TOKEN": strings.Repeat("t", 16), "GIFTD_LINKV_APPS": "app1:" + strings.Repeat("s", 32),
+		"GIFTD_PROXY_URL": "postgres://u@127.0.0.1:1/proxy", "GIFTD_PARTITION_URLS": "postgres://u@127.0.0.1:1/p0 postgres://u@127.0.0.1:1/p1"}
+	err := run(context.Background(), []string{"giftd", "serve"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "GIFTD_PROXY_URL") {
+		t.Errorf("serve with GIFTD_PROXY_URL: %v; want a refusal naming it", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"giftd/internal/httpapi"
 	"giftd/internal/ledger"
+	"giftd/internal/partition"
 	"giftd/internal/platforms"
 	"giftd/internal/polyv"
 	"giftd/internal/webhook"
@@ -75,6 +76,10 @@ type settings struct {
 	// docs/safeguards.md); SafeguardsProfile the profile they started from.
 	Safeguards        ledger.Safeguards
 	SafeguardsProfile string
+	// Partitioned is the partitioned mode's layout (readPartitions,
+	// docs/scale-out.md): a PL/Proxy database and its partitions. Its
+	// ProxyURL is empty when giftd runs on DATABASE_URL alone.
+	Partitioned partition.Layout
 }
 
 // settingsError names the variable that is missing or wrong and the form it
@@ -89,7 +94,7 @@ func (e *settingsError) Error() string { return e.name + ": " + e.problem }
 func readSettings(getenv func(string) string) (settings, error) {
 	var s settings
 	for _, read := range []func(func(string) string, *settings) error{
-		readDatabase, readListeners, readLinkV, readPolyv, readEconomy, readPlatformAPIs, readPolicies, readEvents,
+		readDatabase, readPartitions, readListeners, readLinkV, readPolyv, readEconomy, readPlatformAPIs, readPolicies, readEvents,
 	} {
 		if err := read(getenv, &s); err != nil {
 			return settings{}, err
@@ -131,6 +136,33 @@ func readDatabase(getenv func(string) string, s *settings) error {
 	}
 	s.Batching, err = readBatching(getenv, s.DBTimeout)
 	return err
+}
+
+// readPartitions reads the partitioned mode's layout (docs/scale-out.md):
+// the PL/Proxy database and its 2^k partitions, in partition order,
+// separated by spaces or newlines (a URL may hold commas: several hosts).
+// Either both GIFTD_PROXY_URL and GIFTD_PARTITION_URLS or neither.
+func readPartitions(getenv func(string) string, s *settings) error {
+	l := partition.Layout{
+		ProxyURL:           getenv("GIFTD_PROXY_URL"),
+		PartitionURLs:      strings.Fields(getenv("GIFTD_PARTITION_URLS")),
+		ProxyPartitionURLs: strings.Fields(getenv("GIFTD_PROXY_PARTITION_URLS")),
+	}
+	if l.ProxyURL == "" && len(l.PartitionURLs) == 0 && len(l.ProxyPartitionURLs) == 0 {
+		return nil
+	}
+	if err := l.Check(); err != nil {
+		var le *partition.LayoutError
+		if !errors.As(err, &le) {
+			return err
+		}
+		name := map[string]string{"ProxyURL": "GIFTD_PROXY_URL", "PartitionURLs": "GIFTD_PARTITION_URLS",
+			"ProxyPartitionURLs": "GIFTD_PROXY_PARTITION_URLS"}[le.Field]
+		return &settingsError{name, le.Problem + " (partitioned mode needs GIFTD_PROXY_URL, a postgres:// URL of the " +
+			"PL/Proxy database, and GIFTD_PARTITION_URLS, 2^k postgres:// URLs separated by spaces)"}
+	}
+	s.Partitioned = l
+	return nil
 }
 
 // requireDatabase is DATABASE_URL's error when s has none.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/url"
 	"strconv"
@@ -42,6 +43,46 @@ type migrateConfig struct {
 	lockWait time.Duration
 	logEvery time.Duration
 	log      *slog.Logger
+	set      MigrationSet
+}
+
+// A MigrationSet is one of giftd's embedded sets of migrations, each with a
+// version table of its own, so that two sets can share a database.
+type MigrationSet struct {
+	name  string
+	fs    fs.FS
+	dir   string
+	table string
+}
+
+// String is the set's name, for messages.
+func (s MigrationSet) String() string { return s.name }
+
+// MainMigrations is giftd's schema (migrations.FS, version table
+// schema_migrations): giftd's database, or each partition's in partitioned
+// mode. Migrate applies it unless WithMigrationSet says otherwise.
+func MainMigrations() MigrationSet {
+	return MigrationSet{name: "main", fs: migrations.FS, dir: ".", table: "schema_migrations"}
+}
+
+// ProxyMigrations is the PL/Proxy database's schema in partitioned mode
+// (migrations.ProxyFS, version table giftd_proxy_migrations;
+// docs/scale-out.md).
+func ProxyMigrations() MigrationSet {
+	return MigrationSet{name: "proxy", fs: migrations.ProxyFS, dir: "proxy", table: "giftd_proxy_migrations"}
+}
+
+// PartitionMigrations is what each partition adds to MainMigrations in
+// partitioned mode, applied after it (migrations.PartitionFS, version table
+// giftd_partition_migrations).
+func PartitionMigrations() MigrationSet {
+	return MigrationSet{name: "partition", fs: migrations.PartitionFS, dir: "partition", table: "giftd_partition_migrations"}
+}
+
+// WithMigrationSet makes Migrate, MigrateDown and MigrationVersion work on
+// set instead of MainMigrations.
+func WithMigrationSet(set MigrationSet) MigrateOption {
+	return func(c *migrateConfig) { c.set = set }
 }
 
 // WithLockWait bounds the wait for the migration lock (d > 0).
@@ -94,7 +135,8 @@ func migrationURL(databaseURL string) (pgxURL, migrateURL string, err error) {
 // on it, watching that golang-migrate does not wait for its own lock
 // longer than the bound (see watch).
 func withMigrate(databaseURL string, opts []MigrateOption, step func(*migrate.Migrate) error) error {
-	cfg := migrateConfig{lockWait: DefaultMigrateLockWait, logEvery: DefaultMigrateLogEvery, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	cfg := migrateConfig{lockWait: DefaultMigrateLockWait, logEvery: DefaultMigrateLogEvery, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		set: MainMigrations()}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -107,15 +149,16 @@ func withMigrate(databaseURL string, opts []MigrateOption, step func(*migrate.Mi
 		return err
 	}
 	defer lock.release()
-	src, err := iofs.New(migrations.FS, ".")
+	src, err := iofs.New(cfg.set.fs, cfg.set.dir)
 	if err != nil {
-		return fmt.Errorf("open embedded migrations: %w", err)
+		return fmt.Errorf("open embedded %s migrations: %w", cfg.set, err)
 	}
 	// golang-migrate's connections carry a name of their own, so that watch
 	// can tell them from anyone else's.
 	u, _ := url.Parse(migrateURL) // built by migrationURL
 	q := u.Query()
 	q.Set("application_name", lock.appName)
+	q.Set("x-migrations-table", cfg.set.table)
 	u.RawQuery = q.Encode()
 	done := make(chan error, 1)
 	go func() {
@@ -173,7 +216,7 @@ func lockMigrations(pgxURL string, cfg migrateConfig) (_ *migrationLock, err err
 	// The key golang-migrate's pgx/v5 driver derives from the URL's path
 	// (with its slash), the schema and its table.
 	u, _ := url.Parse(pgxURL) // parsed already by migrationURL
-	id, err := database.GenerateAdvisoryLockId(u.Path, schema, "schema_migrations")
+	id, err := database.GenerateAdvisoryLockId(u.Path, schema, cfg.set.table)
 	if err != nil {
 		return nil, err
 	}

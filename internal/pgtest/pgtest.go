@@ -109,21 +109,7 @@ func Main(m *testing.M) {
 // server is available and CI is set; with no server and no CI it skips tb.
 func URL(tb testing.TB) string {
 	tb.Helper()
-	if !shared.mainCalled.Load() {
-		tb.Fatal("pgtest: the package's TestMain must call pgtest.Main(m), " +
-			"which stops the throwaway PostgreSQL after the tests")
-	}
-	shared.setupOnce.Do(shared.setup)
-	if err := shared.startErr; err != nil {
-		if os.Getenv("CI") != "" {
-			tb.Fatalf("pgtest: %v", err)
-		}
-		tb.Skipf("pgtest: skipped since CI is not set: %v", err)
-	}
-	if shared.err != nil {
-		tb.Fatalf("pgtest: %v", shared.err)
-	}
-
+	shared.ready(tb)
 	name := "giftd_t_" + randomHex()
 	u, err := shared.createDatabase(name)
 	if err != nil {
@@ -135,6 +121,26 @@ func URL(tb testing.TB) string {
 		}
 	})
 	return u
+}
+
+// ready sets the server up on first use, and fails or skips tb as URL says
+// when there is none.
+func (s *server) ready(tb testing.TB) {
+	tb.Helper()
+	if !s.mainCalled.Load() {
+		tb.Fatal("pgtest: the package's TestMain must call pgtest.Main(m), " +
+			"which stops the throwaway PostgreSQL after the tests")
+	}
+	s.setupOnce.Do(s.setup)
+	if err := s.startErr; err != nil {
+		if os.Getenv("CI") != "" {
+			tb.Fatalf("pgtest: %v", err)
+		}
+		tb.Skipf("pgtest: skipped since CI is not set: %v", err)
+	}
+	if s.err != nil {
+		tb.Fatalf("pgtest: %v", s.err)
+	}
 }
 
 // setup finds or starts the server and makes the template database; it

@@ -1,0 +1,1 @@
+DROP FUNCTION giftd_topup(text, bigint, text, text);

@@ -1,0 +1,10 @@
+DROP FUNCTION plproxy.get_cluster_config(text);
+DROP FUNCTION plproxy.get_cluster_partitions(text);
+DROP FUNCTION plproxy.get_cluster_version(text);
+DROP TABLE giftd_cluster_config;
+DROP TABLE giftd_partitions;
+DROP FUNCTION giftd_cluster_changed();
+DROP SEQUENCE giftd_cluster_version;
+DROP SCHEMA plproxy;
+DROP EXTENSION plproxy;
+DROP FUNCTION giftd_placement(text);
