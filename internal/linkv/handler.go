@@ -1,6 +1,7 @@
 package linkv
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,7 +59,7 @@ type Config struct {
 
 // Handler answers LinkV's debit callback (docs/linkv.md §1–§4).
 type Handler struct {
-	store   *ledger.Store
+	store   debitStore
 	cfg     Config
 	metrics *Metrics
 	calls   *callback.Recorder
@@ -71,6 +72,13 @@ func NewHandler(store *ledger.Store, cfg Config, m *Metrics, calls *callback.Rec
 	}
 	calls.AddPlatform(Platform)
 	return &Handler{store: store, cfg: cfg, metrics: m, calls: calls}
+}
+
+// debitStore is what the handler needs of the ledger: *ledger.Store, or a
+// stub in a benchmark of the handler without a database.
+type debitStore interface {
+	Debit(ctx context.Context, d ledger.Debit) (ledger.DebitResult, error)
+	Recorded(ctx context.Context, key ledger.DebitKey, fingerprint [32]byte) (ledger.DebitResult, error)
 }
 
 // answer is the callback's JSON answer; Status is also the HTTP status.
