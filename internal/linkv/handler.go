@@ -81,20 +81,55 @@ type debitStore interface {
 	Recorded(ctx context.Context, key ledger.DebitKey, fingerprint [32]byte) (ledger.DebitResult, error)
 }
 
-// answer is the callback's JSON answer; Status is also the HTTP status.
+// answer is the callback's JSON answer (docs/linkv.md §3); Status is also
+// the HTTP status. appendJSON writes it.
 type answer struct {
-	Status  int       `json:"status"`
-	Msg     string    `json:"msg"`
-	Gold    *int64    `json:"gold,omitempty"`
-	Data    *goldOnly `json:"data,omitempty"`
-	outcome string    // the outcome counted
-	form    SignForm  // the signature form that matched, if any
-	req     *Request  // the validated request, if it got that far
-	err     error     // a system error, logged
+	Status  int
+	Msg     string
+	Gold    int64    // the balance, written when HasGold
+	HasGold bool     // a debit's, an insufficient's or a refusal's answer
+	Debited bool     // also written as data.gold, which LinkV's PHP SDK requires
+	outcome string   // the outcome counted
+	form    SignForm // the signature form that matched, if any
+	req     *Request // the validated request, if it got that far
+	err     error    // a system error, logged
 }
 
-type goldOnly struct {
-	Gold int64 `json:"gold"`
+// appendJSON appends a's body to b as encoding/json's Encoder wrote it
+// before: {"status":…,"msg":…} with "gold":… and "data":{"gold":…} when set,
+// and a newline. By hand, because the answer is on every debit's path.
+func (a *answer) appendJSON(b []byte) []byte {
+	b = append(b, `{"status":`...)
+	b = strconv.AppendInt(b, int64(a.Status), 10)
+	b = append(b, `,"msg":`...)
+	b = appendJSONString(b, a.Msg)
+	if a.HasGold {
+		b = append(b, `,"gold":`...)
+		b = strconv.AppendInt(b, a.Gold, 10)
+		if a.Debited {
+			b = append(b, `,"data":{"gold":`...)
+			b = strconv.AppendInt(b, a.Gold, 10)
+			b = append(b, '}')
+		}
+	}
+	return append(b, "}\n"...)
+}
+
+// appendJSONString appends s as a JSON string, escaped as encoding/json
+// escapes it (HTML's <, > and & too).
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, err := json.Marshal(s)
+			if err != nil { // a string always marshals
+				q = []byte(`""`)
+			}
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -102,7 +137,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a := h.serve(r)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(a.Status)
-	json.NewEncoder(w).Encode(a) //nolint:errcheck // the client is gone; nothing to do
+	var buf [128]byte
+	w.Write(a.appendJSON(buf[:0])) //nolint:errcheck // the client is gone; nothing to do
 
 	rec := callback.Call{Platform: Platform, Outcome: a.outcome, Status: a.Status, Latency: time.Since(start), Err: a.err}
 	if a.req != nil {
@@ -220,10 +256,9 @@ func (h *Handler) result(res ledger.DebitResult, err error) answer {
 	default:
 		// A policy refusal is 403, its message set by serve: final for
 		// LinkV, whose SDK retries only a 500 (docs/safeguards.md).
-		gold := res.Balance
-		a.Status, a.Gold = int(res.Status), &gold
+		a.Status, a.Gold, a.HasGold = int(res.Status), res.Balance, true
 		if res.Status == ledger.Debited {
-			a.Data = &goldOnly{Gold: gold}
+			a.Debited = true
 		} else {
 			a.Msg = "insufficient gold"
 		}
