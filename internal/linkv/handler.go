@@ -24,6 +24,8 @@ const Platform = "linkv"
 // callback.Recorder.
 type Metrics struct {
 	signForms *prometheus.CounterVec
+	// byForm holds signForms' counter of each form, looked up once.
+	byForm map[SignForm]prometheus.Counter
 }
 
 // NewMetrics registers LinkV's counters on reg.
@@ -36,8 +38,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.signForms)
 	// Every form's series exists from the start, at zero: the label set is bounded.
+	m.byForm = make(map[SignForm]prometheus.Counter)
 	for _, f := range SignForms() {
-		m.signForms.WithLabelValues(string(f))
+		m.byForm[f] = m.signForms.WithLabelValues(string(f))
 	}
 	return m
 }
@@ -63,6 +66,9 @@ type Handler struct {
 	cfg     Config
 	metrics *Metrics
 	calls   *callback.Recorder
+	// formAttrs is the log line's sign_form attribute of each form, made
+	// once: shared read-only by every line.
+	formAttrs map[SignForm][]slog.Attr
 }
 
 // NewHandler returns the debit callback handler.
@@ -71,7 +77,11 @@ func NewHandler(store *ledger.Store, cfg Config, m *Metrics, calls *callback.Rec
 		cfg.Now = time.Now
 	}
 	calls.AddPlatform(Platform)
-	return &Handler{store: store, cfg: cfg, metrics: m, calls: calls}
+	formAttrs := make(map[SignForm][]slog.Attr)
+	for _, f := range SignForms() {
+		formAttrs[f] = []slog.Attr{slog.String("sign_form", string(f))}
+	}
+	return &Handler{store: store, cfg: cfg, metrics: m, calls: calls, formAttrs: formAttrs}
 }
 
 // debitStore is what the handler needs of the ledger: *ledger.Store, or a
@@ -91,7 +101,7 @@ type answer struct {
 	Debited bool     // also written as data.gold, which LinkV's PHP SDK requires
 	outcome string   // the outcome counted
 	form    SignForm // the signature form that matched, if any
-	req     *Request // the validated request, if it got that far
+	req     Request  // the validated request, if it got that far (then AppID is set)
 	err     error    // a system error, logged
 }
 
@@ -141,11 +151,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Write(a.appendJSON(buf[:0])) //nolint:errcheck // the client is gone; nothing to do
 
 	rec := callback.Call{Platform: Platform, Outcome: a.outcome, Status: a.Status, Latency: time.Since(start), Err: a.err}
-	if a.req != nil {
+	if a.req.AppID != "" {
 		rec.AppID, rec.RequestID, rec.UserID, rec.Gold = a.req.AppID, a.req.RequestID, a.req.UserID, a.req.Gold
 	}
 	if a.form != "" {
-		rec.Attrs = []slog.Attr{slog.String("sign_form", string(a.form))}
+		rec.Attrs = h.formAttrs[a.form]
 	}
 	if a.Status != http.StatusOK {
 		rec.Msg = a.Msg
@@ -172,7 +182,7 @@ func (h *Handler) serve(r *http.Request) answer {
 	if !ok {
 		return answer{Status: http.StatusForbidden, Msg: "sign err", outcome: callback.BadSign}
 	}
-	h.metrics.signForms.WithLabelValues(string(form)).Inc()
+	h.metrics.byForm[form].Inc()
 
 	now := h.cfg.Now()
 	req, err := Validate(fields, form, Limits{Now: now, MaxExpiry: h.cfg.MaxExpiry})
@@ -197,7 +207,7 @@ func (h *Handler) serve(r *http.Request) answer {
 		res, err = h.store.Recorded(ctx, key, fp)
 		if errors.Is(err, ledger.ErrNotFound) {
 			a := badRequest(&FieldError{Field: "nonce", Reason: "older than " + h.cfg.NonceMaxAge.String()})
-			a.outcome, a.form, a.req = callback.Expired, form, &req
+			a.outcome, a.form, a.req = callback.Expired, form, req
 			return a
 		}
 	} else {
@@ -218,7 +228,7 @@ func (h *Handler) serve(r *http.Request) answer {
 	if err == nil && res.Status == ledger.PolicyRefused {
 		a.Msg = callback.PolicyMessage(res, func(n int64) string { return strconv.FormatInt(n, 10) + " gold" })
 	}
-	a.form, a.req = form, &req
+	a.form, a.req = form, req
 	return a
 }
 
