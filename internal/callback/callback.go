@@ -98,12 +98,14 @@ func (o *Recorder) Record(ctx context.Context, rec Call) {
 // Log writes rec's log line under msg without counting it: for a callback
 // that debits nothing, such as Polyv's points query.
 func (o *Recorder) Log(ctx context.Context, msg string, rec Call) {
-	attrs := append([]slog.Attr{
+	// On the stack: a debit's line has up to 11 attributes.
+	var buf [12]slog.Attr
+	attrs := append(buf[:0],
 		slog.String("platform", rec.Platform),
 		slog.String("outcome", rec.Outcome),
 		slog.Int("status", rec.Status),
-		slog.Duration("latency", rec.Latency),
-	}, rec.Attrs...)
+		slog.Duration("latency", rec.Latency))
+	attrs = append(attrs, rec.Attrs...)
 	if rec.RequestID != "" {
 		attrs = append(attrs, slog.String("app_id", rec.AppID), slog.String("request_id", rec.RequestID),
 			slog.String("user_id", rec.UserID), slog.Int64("gold", rec.Gold))

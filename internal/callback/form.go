@@ -46,7 +46,11 @@ func ReadBody(r *http.Request) ([]byte, error) {
 // IsForm reports whether r says its body is
 // application/x-www-form-urlencoded (parameters such as charset allowed).
 func IsForm(r *http.Request) bool {
-	mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	ct := r.Header.Get("Content-Type")
+	if ct == "application/x-www-form-urlencoded" { // what senders write; parsing it would say the same
+		return true
+	}
+	mediaType, _, err := mime.ParseMediaType(ct)
 	return err == nil && mediaType == "application/x-www-form-urlencoded"
 }
 
@@ -61,6 +65,58 @@ func NotFormError() error {
 // a *FieldError on "query" or "body" for bad encoding, or on the repeated
 // name (the first in byte order, so the answer is the same every time).
 func ParseFields(query string, body []byte) (map[string]string, error) {
+	if fields, ok := parseUnique(query, string(body)); ok {
+		return fields, nil
+	}
+	return parseFieldsByValues(query, body)
+}
+
+// maxQuickParams bounds the parameters parseUnique reads; more are left to
+// url.ParseQuery, whose own limit (GODEBUG urlmaxqueryparams) then decides.
+const maxQuickParams = 256
+
+// parseUnique reads query and body in one pass into one map, as
+// url.ParseQuery would read them, for the usual request: ok is false, and
+// nothing is decided, at the first thing that is not plainly fine (a bad
+// escape, a ";", a name given twice, or many parameters), so that
+// parseFieldsByValues finds the same error it always did.
+func parseUnique(query, body string) (fields map[string]string, ok bool) {
+	n := strings.Count(query, "&") + strings.Count(body, "&") + 2
+	if n > maxQuickParams {
+		return nil, false
+	}
+	fields = make(map[string]string, n)
+	for _, s := range [2]string{query, body} {
+		for s != "" {
+			var pair string
+			pair, s, _ = strings.Cut(s, "&")
+			if pair == "" {
+				continue
+			}
+			if strings.IndexByte(pair, ';') >= 0 {
+				return nil, false
+			}
+			k, v, _ := strings.Cut(pair, "=")
+			k, err := url.QueryUnescape(k)
+			if err != nil {
+				return nil, false
+			}
+			if v, err = url.QueryUnescape(v); err != nil {
+				return nil, false
+			}
+			if _, seen := fields[k]; seen {
+				return nil, false
+			}
+			fields[k] = v
+		}
+	}
+	return fields, true
+}
+
+// parseFieldsByValues is ParseFields by url.ParseQuery: every request
+// parseUnique declines comes here, and gets its answer (an error, or the
+// same fields) from the standard parser.
+func parseFieldsByValues(query string, body []byte) (map[string]string, error) {
 	q, err := url.ParseQuery(query)
 	if err != nil {
 		return nil, &FieldError{"query", "not a valid url-encoded query"}

@@ -3,6 +3,9 @@ package callback
 import (
 	"crypto/md5"
 	"errors"
+	"fmt"
+	"maps"
+	"strings"
 	"testing"
 )
 
@@ -68,4 +71,41 @@ func TestDigitsPrintableText(t *testing.T) {
 	if !Text("", 3) || !Text("鲜", 3) || Text("鲜花", 3) || Text("a\nb", 9) || Text("\xff", 9) {
 		t.Error("Text")
 	}
+}
+
+// checkParseAgrees fails t unless ParseFields, whose usual path is
+// parseUnique, answers query and body exactly as url.ParseQuery's path does.
+func checkParseAgrees(t *testing.T, query, body string) {
+	t.Helper()
+	got, err := ParseFields(query, []byte(body))
+	want, wantErr := parseFieldsByValues(query, []byte(body))
+	if fmt.Sprint(err) != fmt.Sprint(wantErr) {
+		t.Fatalf("query %q body %q: error %v, want %v", query, body, err, wantErr)
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("query %q body %q: %v, want %v", query, body, got, want)
+	}
+}
+
+// parseSeeds are forms that test parseUnique's corners.
+var parseSeeds = [][2]string{
+	{"", "a=1&b=2"}, {"a=1", "b=2"}, {"a=1", "a=1"}, {"", "a=1&a=2"}, {"", "b=1&b=2&a=1&a=2"},
+	{"", "&&a=1&&"}, {"", "a"}, {"", "=x"}, {"", "a=b=c"}, {"", "a=%7B%22x%22%3A1%7D+b"},
+	{"", "a=%zz"}, {"a=%zz", ""}, {"", "a=1;b=2"}, {"", "a%3Bb=1"}, {"", "%61=1&a=2"},
+	{"", "a=1&" + strings.Repeat("b&", 300)}, {"", strings.Repeat("&", 20000)},
+	{"", "a=%e9%9c"}, {"", "a=\xff"},
+}
+
+func TestParseFields_OnePassAgreesWithParseQuery(t *testing.T) {
+	for _, s := range parseSeeds {
+		checkParseAgrees(t, s[0], s[1])
+	}
+}
+
+// FuzzParseFields compares the one-pass reading with url.ParseQuery's.
+func FuzzParseFields(f *testing.F) {
+	for _, s := range parseSeeds {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(checkParseAgrees)
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -73,8 +72,40 @@ type Limits struct {
 }
 
 // giftFieldNames are the gift fields, accepted top-level or inside reason.
-func giftFieldNames() []string {
-	return []string{"gift_id", "send_num", "receiver_id", "vtype", "resource_id"}
+func giftFieldNames() [5]string {
+	return [5]string{"gift_id", "send_num", "receiver_id", "vtype", "resource_id"}
+}
+
+// giftFieldIndex is name's index in giftFieldNames, or -1.
+func giftFieldIndex(name string) int {
+	switch name {
+	case "gift_id":
+		return 0
+	case "send_num":
+		return 1
+	case "receiver_id":
+		return 2
+	case "vtype":
+		return 3
+	case "resource_id":
+		return 4
+	}
+	return -1
+}
+
+// giftValues are the gift fields found in reason, indexed as giftFieldNames.
+type giftValues struct {
+	value [5]string
+	found [5]bool
+}
+
+// get returns the value of the gift field name and whether reason had it.
+func (g *giftValues) get(name string) (string, bool) {
+	i := giftFieldIndex(name)
+	if i < 0 {
+		return "", false
+	}
+	return g.value[i], g.found[i]
 }
 
 // Validate checks every field rule of docs/linkv.md §1, except app_id membership and
@@ -140,13 +171,10 @@ func Validate(fields map[string]string, form SignForm, lim Limits) (Request, err
 	if err != nil {
 		return Request{}, err
 	}
-	gift := map[string]*string{
-		"gift_id": &r.GiftID, "send_num": &r.SendNum, "receiver_id": &r.ReceiverID,
-		"vtype": &r.VType, "resource_id": &r.ResourceID,
-	}
-	for _, name := range giftFieldNames() {
+	gift := [len(inReason.value)]*string{&r.GiftID, &r.SendNum, &r.ReceiverID, &r.VType, &r.ResourceID}
+	for i, name := range giftFieldNames() {
 		top := fields[name]
-		fromReason, inR := inReason[name]
+		fromReason, inR := inReason.value[i], inReason.found[i]
 		v := top
 		switch {
 		case top != "" && inR && top != fromReason:
@@ -167,7 +195,7 @@ func Validate(fields map[string]string, form SignForm, lim Limits) (Request, err
 		if len(v) > maxGiftValue || !utf8.ValidString(v) || strings.ContainsFunc(v, unicode.IsControl) {
 			return Request{}, &FieldError{Field: name, Reason: "must be 1-128 bytes of UTF-8 text without control characters"}
 		}
-		*gift[name] = v
+		*gift[i] = v
 	}
 	if n, ok := parseDigits(r.SendNum, maxSendNum); !callback.Digits(r.SendNum) || !ok || n < 1 {
 		return Request{}, &FieldError{Field: "send_num", Reason: "must be a positive integer"}
@@ -179,52 +207,114 @@ func Validate(fields map[string]string, form SignForm, lim Limits) (Request, err
 // whose top level is an object, and returns the gift fields found in it, as
 // text: a JSON string gives its value, a JSON number its literal. Any other
 // JSON type, or a gift field given twice, is a *FieldError on
-// "reason.<field>"; anything else wrong is one on "reason".
-func reasonGiftFields(reason string) (map[string]string, error) {
+// "reason.<field>" (the first such member in the text); anything else wrong
+// is one on "reason".
+func reasonGiftFields(reason string) (giftValues, error) {
 	switch {
 	case len(reason) > maxReasonBytes:
-		return nil, &FieldError{Field: "reason", Reason: fmt.Sprintf("longer than %d bytes", maxReasonBytes)}
+		return giftValues{}, &FieldError{Field: "reason", Reason: fmt.Sprintf("longer than %d bytes", maxReasonBytes)}
 	case !utf8.ValidString(reason) || !json.Valid([]byte(reason)):
-		return nil, &FieldError{Field: "reason", Reason: "must be valid JSON"}
+		return giftValues{}, &FieldError{Field: "reason", Reason: "must be valid JSON"}
 	case !strings.HasPrefix(strings.TrimLeft(reason, " \t\r\n"), "{"):
-		return nil, &FieldError{Field: "reason", Reason: "must be a JSON object"}
+		return giftValues{}, &FieldError{Field: "reason", Reason: "must be a JSON object"}
 	}
-	// reason is known to be a valid JSON object now, so the decoder's errors
-	// below cannot happen; they are still not ignored.
+	// reason is a valid JSON object now: walking its top-level members needs
+	// no syntax checks of its own. Decoding a string's escapes cannot fail
+	// either; its error is still not ignored.
 	notObject := &FieldError{Field: "reason", Reason: "must be a JSON object"}
-	dec := json.NewDecoder(strings.NewReader(reason))
-	dec.UseNumber() // a number decodes to its literal text, not to a float64
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return nil, notObject
-	}
-	out := map[string]string{}
-	for dec.More() {
-		tok, err := dec.Token()
+	var out giftValues
+	i := skipSpace(reason, 0) + 1 // past "{"
+	for {
+		i = skipSpace(reason, i)
+		if reason[i] == '}' {
+			return out, nil
+		}
+		keyEnd := skipValue(reason, i)
+		key, err := jsonString(reason[i:keyEnd])
 		if err != nil {
-			return nil, notObject
+			return giftValues{}, notObject
 		}
-		key, _ := tok.(string)
-		var v any
-		if err := dec.Decode(&v); err != nil {
-			return nil, notObject
+		i = skipSpace(reason, keyEnd) + 1 // past ":"
+		i = skipSpace(reason, i)
+		end := skipValue(reason, i)
+		if g := giftFieldIndex(key); g >= 0 {
+			// Decoders differ on which copy of a repeated key wins; refuse it.
+			if out.found[g] {
+				return giftValues{}, &FieldError{Field: "reason." + key, Reason: "given more than once"}
+			}
+			switch c := reason[i]; {
+			case c == '"':
+				if out.value[g], err = jsonString(reason[i:end]); err != nil {
+					return giftValues{}, notObject
+				}
+			case c == '-' || '0' <= c && c <= '9':
+				out.value[g] = reason[i:end] // the number's literal, never a float
+			default:
+				return giftValues{}, &FieldError{Field: "reason." + key, Reason: "must be a string or a number"}
+			}
+			out.found[g] = true
 		}
-		if !slices.Contains(giftFieldNames(), key) {
-			continue
-		}
-		// Decoders differ on which copy of a repeated key wins; refuse it.
-		if _, dup := out[key]; dup {
-			return nil, &FieldError{Field: "reason." + key, Reason: "given more than once"}
-		}
-		switch v := v.(type) {
-		case string:
-			out[key] = v
-		case json.Number:
-			out[key] = v.String()
-		default:
-			return nil, &FieldError{Field: "reason." + key, Reason: "must be a string or a number"}
+		i = skipSpace(reason, end)
+		if reason[i] == ',' {
+			i++
 		}
 	}
-	return out, nil
+}
+
+// skipSpace returns the index of the first byte at or after i in s that is
+// not JSON whitespace.
+func skipSpace(s string, i int) int {
+	for i < len(s) && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipValue returns the index just past the JSON value starting at s[i],
+// in a text json.Valid accepted.
+func skipValue(s string, i int) int {
+	depth := 0
+	for ; i < len(s); i++ {
+		switch s[i] {
+		case '"':
+			for i++; s[i] != '"'; i++ {
+				if s[i] == '\\' {
+					i++ // the escaped byte, perhaps a quote
+				}
+			}
+			if depth == 0 {
+				return i + 1
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+			if depth == 0 {
+				return i + 1
+			}
+			if depth < 0 { // the end of the enclosing object: a scalar ended here
+				return i
+			}
+		case ',', ' ', '\t', '\n', '\r', ':':
+			if depth == 0 {
+				return i
+			}
+		}
+	}
+	return i
+}
+
+// jsonString returns the text of the JSON string literal q (quotes
+// included), from a text json.Valid accepted. Without escapes it is q's
+// inside; with them encoding/json decodes it, as it decoded every string
+// before this walk existed.
+func jsonString(q string) (string, error) {
+	if !strings.Contains(q, `\`) {
+		return q[1 : len(q)-1], nil
+	}
+	var s string
+	err := json.Unmarshal([]byte(q), &s)
+	return s, err
 }
 
 // only reports whether s is non-empty and holds only ASCII letters, digits
@@ -277,17 +367,20 @@ func NonceTime(nonce string) (t time.Time, ok bool) {
 // expriation, which a retry may change, and app_id and request_id, the key
 // the fingerprint is stored under.
 func (r Request) Fingerprint() [32]byte {
-	h := sha256.New()
-	var n [8]byte
-	for _, v := range []string{r.UserID, strconv.FormatInt(r.Gold, 10), r.Type, r.GiftID, r.SendNum,
-		r.ReceiverID, r.VType, r.ResourceID, r.Reason} {
-		binary.BigEndian.PutUint64(n[:], uint64(len(v)))
-		h.Write(n[:])
-		h.Write([]byte(v))
+	// On the stack for the usual request, and hashed in one call.
+	var scratch [512]byte
+	var gold [20]byte
+	b := appendLenPrefixed(scratch[:0], r.UserID)
+	b = appendLenPrefixed(b, strconv.AppendInt(gold[:0], r.Gold, 10))
+	for _, v := range [...]string{r.Type, r.GiftID, r.SendNum, r.ReceiverID, r.VType, r.ResourceID, r.Reason} {
+		b = appendLenPrefixed(b, v)
 	}
-	var sum [32]byte
-	h.Sum(sum[:0])
-	return sum
+	return sha256.Sum256(b)
+}
+
+// appendLenPrefixed appends v's length as 8 big-endian bytes, then v.
+func appendLenPrefixed[T string | []byte](b []byte, v T) []byte {
+	return append(binary.BigEndian.AppendUint64(b, uint64(len(v))), v...)
 }
 
 // Gift returns the receiving side of the request (docs/economy.md), all from

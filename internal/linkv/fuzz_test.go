@@ -78,7 +78,7 @@ func checkValidated(t *testing.T, fields map[string]string, form SignForm, lim L
 	}
 	for name, v := range map[string]string{"gift_id": req.GiftID, "send_num": req.SendNum,
 		"receiver_id": req.ReceiverID, "vtype": req.VType, "resource_id": req.ResourceID} {
-		fromReason, inR := inReason[name]
+		fromReason, inR := inReason.get(name)
 		if !(inR && v == fromReason) && !(fields[name] == v && form.Covers(name, v)) {
 			t.Fatalf("form %s: %s %q is neither reason's nor a signed top-level value", form, name, v)
 		}

@@ -1,6 +1,7 @@
 package linkv
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +24,8 @@ const Platform = "linkv"
 // callback.Recorder.
 type Metrics struct {
 	signForms *prometheus.CounterVec
+	// byForm holds signForms' counter of each form, looked up once.
+	byForm map[SignForm]prometheus.Counter
 }
 
 // NewMetrics registers LinkV's counters on reg.
@@ -35,8 +38,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.signForms)
 	// Every form's series exists from the start, at zero: the label set is bounded.
+	m.byForm = make(map[SignForm]prometheus.Counter)
 	for _, f := range SignForms() {
-		m.signForms.WithLabelValues(string(f))
+		m.byForm[f] = m.signForms.WithLabelValues(string(f))
 	}
 	return m
 }
@@ -58,10 +62,13 @@ type Config struct {
 
 // Handler answers LinkV's debit callback (docs/linkv.md §1–§4).
 type Handler struct {
-	store   *ledger.Store
+	store   debitStore
 	cfg     Config
 	metrics *Metrics
 	calls   *callback.Recorder
+	// formAttrs is the log line's sign_form attribute of each form, made
+	// once: shared read-only by every line.
+	formAttrs map[SignForm][]slog.Attr
 }
 
 // NewHandler returns the debit callback handler.
@@ -70,23 +77,69 @@ func NewHandler(store *ledger.Store, cfg Config, m *Metrics, calls *callback.Rec
 		cfg.Now = time.Now
 	}
 	calls.AddPlatform(Platform)
-	return &Handler{store: store, cfg: cfg, metrics: m, calls: calls}
+	formAttrs := make(map[SignForm][]slog.Attr)
+	for _, f := range SignForms() {
+		formAttrs[f] = []slog.Attr{slog.String("sign_form", string(f))}
+	}
+	return &Handler{store: store, cfg: cfg, metrics: m, calls: calls, formAttrs: formAttrs}
 }
 
-// answer is the callback's JSON answer; Status is also the HTTP status.
+// debitStore is what the handler needs of the ledger: *ledger.Store, or a
+// stub in a benchmark of the handler without a database.
+type debitStore interface {
+	Debit(ctx context.Context, d ledger.Debit) (ledger.DebitResult, error)
+	Recorded(ctx context.Context, key ledger.DebitKey, fingerprint [32]byte) (ledger.DebitResult, error)
+}
+
+// answer is the callback's JSON answer (docs/linkv.md §3); Status is also
+// the HTTP status. appendJSON writes it.
 type answer struct {
-	Status  int       `json:"status"`
-	Msg     string    `json:"msg"`
-	Gold    *int64    `json:"gold,omitempty"`
-	Data    *goldOnly `json:"data,omitempty"`
-	outcome string    // the outcome counted
-	form    SignForm  // the signature form that matched, if any
-	req     *Request  // the validated request, if it got that far
-	err     error     // a system error, logged
+	Status  int
+	Msg     string
+	Gold    int64    // the balance, written when HasGold
+	HasGold bool     // a debit's, an insufficient's or a refusal's answer
+	Debited bool     // also written as data.gold, which LinkV's PHP SDK requires
+	outcome string   // the outcome counted
+	form    SignForm // the signature form that matched, if any
+	req     Request  // the validated request, if it got that far (then AppID is set)
+	err     error    // a system error, logged
 }
 
-type goldOnly struct {
-	Gold int64 `json:"gold"`
+// appendJSON appends a's body to b as encoding/json's Encoder wrote it
+// before: {"status":…,"msg":…} with "gold":… and "data":{"gold":…} when set,
+// and a newline. By hand, because the answer is on every debit's path.
+func (a *answer) appendJSON(b []byte) []byte {
+	b = append(b, `{"status":`...)
+	b = strconv.AppendInt(b, int64(a.Status), 10)
+	b = append(b, `,"msg":`...)
+	b = appendJSONString(b, a.Msg)
+	if a.HasGold {
+		b = append(b, `,"gold":`...)
+		b = strconv.AppendInt(b, a.Gold, 10)
+		if a.Debited {
+			b = append(b, `,"data":{"gold":`...)
+			b = strconv.AppendInt(b, a.Gold, 10)
+			b = append(b, '}')
+		}
+	}
+	return append(b, "}\n"...)
+}
+
+// appendJSONString appends s as a JSON string, escaped as encoding/json
+// escapes it (HTML's <, > and & too).
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, err := json.Marshal(s)
+			if err != nil { // a string always marshals
+				q = []byte(`""`)
+			}
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -94,14 +147,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a := h.serve(r)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(a.Status)
-	json.NewEncoder(w).Encode(a) //nolint:errcheck // the client is gone; nothing to do
+	var buf [128]byte
+	w.Write(a.appendJSON(buf[:0])) //nolint:errcheck // the client is gone; nothing to do
 
 	rec := callback.Call{Platform: Platform, Outcome: a.outcome, Status: a.Status, Latency: time.Since(start), Err: a.err}
-	if a.req != nil {
+	if a.req.AppID != "" {
 		rec.AppID, rec.RequestID, rec.UserID, rec.Gold = a.req.AppID, a.req.RequestID, a.req.UserID, a.req.Gold
 	}
 	if a.form != "" {
-		rec.Attrs = []slog.Attr{slog.String("sign_form", string(a.form))}
+		rec.Attrs = h.formAttrs[a.form]
 	}
 	if a.Status != http.StatusOK {
 		rec.Msg = a.Msg
@@ -128,7 +182,7 @@ func (h *Handler) serve(r *http.Request) answer {
 	if !ok {
 		return answer{Status: http.StatusForbidden, Msg: "sign err", outcome: callback.BadSign}
 	}
-	h.metrics.signForms.WithLabelValues(string(form)).Inc()
+	h.metrics.byForm[form].Inc()
 
 	now := h.cfg.Now()
 	req, err := Validate(fields, form, Limits{Now: now, MaxExpiry: h.cfg.MaxExpiry})
@@ -153,7 +207,7 @@ func (h *Handler) serve(r *http.Request) answer {
 		res, err = h.store.Recorded(ctx, key, fp)
 		if errors.Is(err, ledger.ErrNotFound) {
 			a := badRequest(&FieldError{Field: "nonce", Reason: "older than " + h.cfg.NonceMaxAge.String()})
-			a.outcome, a.form, a.req = callback.Expired, form, &req
+			a.outcome, a.form, a.req = callback.Expired, form, req
 			return a
 		}
 	} else {
@@ -174,7 +228,7 @@ func (h *Handler) serve(r *http.Request) answer {
 	if err == nil && res.Status == ledger.PolicyRefused {
 		a.Msg = callback.PolicyMessage(res, func(n int64) string { return strconv.FormatInt(n, 10) + " gold" })
 	}
-	a.form, a.req = form, &req
+	a.form, a.req = form, req
 	return a
 }
 
@@ -212,10 +266,9 @@ func (h *Handler) result(res ledger.DebitResult, err error) answer {
 	default:
 		// A policy refusal is 403, its message set by serve: final for
 		// LinkV, whose SDK retries only a 500 (docs/safeguards.md).
-		gold := res.Balance
-		a.Status, a.Gold = int(res.Status), &gold
+		a.Status, a.Gold, a.HasGold = int(res.Status), res.Balance, true
 		if res.Status == ledger.Debited {
-			a.Data = &goldOnly{Gold: gold}
+			a.Debited = true
 		} else {
 			a.Msg = "insufficient gold"
 		}

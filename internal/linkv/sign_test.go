@@ -375,3 +375,25 @@ func BenchmarkVerify(b *testing.B) {
 		})
 	}
 }
+
+// TestVerify_LargeFormOutgrowsStackBuffer: a form whose canonical strings
+// do not fit Verify's stack buffer verifies by every form all the same.
+func TestVerify_LargeFormOutgrowsStackBuffer(t *testing.T) {
+	f := vectorFieldsWithGift()
+	f["reason"] = `{"gift_id":"10620","note":"` + strings.Repeat("x", 3900) + `"}`
+	f["extra"] = strings.Repeat("y", 3000)
+	f["zero"] = "0"
+	f["empty"] = ""
+	for _, form := range SignForms() {
+		sign := SignAs(form, f, vectorSecret)
+		got, ok := Verify(f, sign, []string{"old-secret", vectorSecret})
+		if !ok || SignAs(got, f, vectorSecret) != sign {
+			t.Errorf("%s sign of a large form: got %q, %t", form, got, ok)
+		}
+		bad := []byte(sign)
+		bad[0] ^= 1
+		if _, ok := Verify(f, string(bad), []string{vectorSecret}); ok {
+			t.Errorf("%s: a changed sign of a large form verified", form)
+		}
+	}
+}
