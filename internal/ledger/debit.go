@@ -146,7 +146,9 @@ func (s *Store) debitOne(ctx context.Context, d Debit) (DebitResult, error) {
 // execute runs debits, whose keys must be distinct, in one statement (one
 // round trip, one transaction, one commit) through giftd_debit_gifts, with
 // the store's economy settings. A non-nil err means none of them was
-// applied; otherwise each has its result or ErrRequestReused.
+// applied; otherwise each has its result or ErrRequestReused. A statement
+// that lost the race for a key to a concurrent copy (another batch, another
+// replica) is run again, and replays that copy's record.
 func (s *Store) execute(ctx context.Context, debits []Debit) ([]DebitResult, []error, error) {
 	n := len(debits)
 	platforms, apps, ids, users := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
@@ -174,12 +176,40 @@ func (s *Store) execute(ctx context.Context, debits []Debit) ([]DebitResult, []e
 	}
 	e := s.economy
 	policy, now := s.safeguards.arguments(s.now)
+	args := []any{platforms, apps, ids, fps, users, golds, expires, details,
+		receivers, rooms, gifts, counts, unitPrices, e.Earnings, e.PriceCheck, e.DefaultShareBP, policy, now}
+	for attempt := 1; ; attempt++ {
+		results, errs, err := s.executeOnce(ctx, n, args)
+		// A copy of one of these keys committed by another transaction
+		// after this statement's snapshot (giftd_debit_gifts, step 1):
+		// nothing was applied, and run again, the statement replays it.
+		if err != nil && isKeyRace(err) && attempt < maxKeyRaces && ctx.Err() == nil {
+			continue
+		}
+		return results, errs, err
+	}
+}
+
+// maxKeyRaces bounds how many times execute runs a statement that lost a
+// race for a key. Each loss means another transaction committed one of the
+// statement's keys, which the next run replays; a key still refused after
+// that many runs is not a race (a debit entry whose record was pruned, for
+// one: refused, as it must be).
+const maxKeyRaces = 8
+
+// isKeyRace reports whether err is the unique violation of a debit key by
+// a concurrent copy: of the request records' primary key, or, for a copy
+// debited, of the ledger's key.
+func isKeyRace(err error) bool {
+	return isUniqueViolation(err, "debit_requests_pkey") || isUniqueViolation(err, "ledger_entries_key")
+}
+
+// executeOnce runs giftd_debit_gifts once with args, for n debits.
+func (s *Store) executeOnce(ctx context.Context, n int, args []any) ([]DebitResult, []error, error) {
 	rows, err := s.pool.Query(ctx, `
 		SELECT status, balance, replay, reused, refusal, price, refusal_limit, resets_at, reminded
 		FROM giftd_debit_gifts($1, $2, $3, $4, $5, $6, $7, $8::jsonb[], $9, $10, $11, $12, $13, $14, $15, $16,
-			$17::jsonb, $18::timestamptz)`,
-		platforms, apps, ids, fps, users, golds, expires, details,
-		receivers, rooms, gifts, counts, unitPrices, e.Earnings, e.PriceCheck, e.DefaultShareBP, policy, now)
+			$17::jsonb, $18::timestamptz)`, args...)
 	if err != nil {
 		return nil, nil, err
 	}

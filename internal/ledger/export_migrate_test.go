@@ -2,11 +2,24 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
+	"github.com/golang-migrate/migrate/v4"
 	"github.com/jackc/pgx/v5"
 )
+
+// MigrateTo moves the schema of the database at dbURL up or down to
+// version, under the same lock as Migrate.
+func MigrateTo(dbURL string, version uint) error {
+	return withMigrate(dbURL, nil, func(m *migrate.Migrate) error {
+		if err := m.Migrate(version); err != nil && !errors.Is(err, migrate.ErrNoChange) {
+			return err
+		}
+		return nil
+	})
+}
 
 // WatchMigration watches, as Migrate does once it holds the lock, for a
 // golang-migrate connection named appName waiting for the advisory lock key

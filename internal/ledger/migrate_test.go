@@ -37,7 +37,7 @@ func (b *syncBuffer) String() string {
 	return b.b.String()
 }
 
-func connect(t *testing.T, dbURL string) *pgx.Conn {
+func connect(t testing.TB, dbURL string) *pgx.Conn {
 	t.Helper()
 	conn, err := pgx.Connect(context.Background(), dbURL)
 	if err != nil {
@@ -147,7 +147,7 @@ func TestMigrate_ConcurrentOnAnEmptyDatabase(t *testing.T) {
 
 // emptyDatabase returns the URL of a new database with no migration
 // applied, on pgtest's server; it is dropped when the test ends.
-func emptyDatabase(t *testing.T) string {
+func emptyDatabase(t testing.TB) string {
 	t.Helper()
 	base := pgtest.URL(t)
 	admin := connect(t, base)
