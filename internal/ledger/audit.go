@@ -66,8 +66,11 @@ type AuditFinding struct {
 // entries: wallets, earnings accounts, receivables and house slots.
 const auditAccounts = `
 	accounts AS (
-		SELECT 'wallet' AS account, w.user_id AS owner, w.gold AS balance, coalesce(e.total, 0) AS total
-		FROM wallets w LEFT JOIN (SELECT user_id, sum(amount) AS total FROM ledger_entries GROUP BY user_id) e USING (user_id)
+		-- Entries of a user with no wallet (which nothing writes: a wallet
+		-- is never deleted, migration 10) show as a wallet whose balance is
+		-- NULL: mismatched.
+		SELECT 'wallet' AS account, user_id AS owner, w.gold AS balance, coalesce(e.total, 0) AS total
+		FROM wallets w FULL JOIN (SELECT user_id, sum(amount) AS total FROM ledger_entries GROUP BY user_id) e USING (user_id)
 		UNION ALL
 		SELECT v.account, coalesce(a.receiver_id, s.receiver_id),
 			CASE v.account WHEN 'earnings' THEN coalesce(a.balance, 0) ELSE coalesce(a.owed, 0) END,
@@ -135,13 +138,13 @@ func (s *Store) Audit(ctx context.Context) (AuditReport, error) {
 			err := tx.QueryRow(ctx, `
 				WITH `+auditAccounts+`, `+auditGifts+`
 				SELECT
-					count(*) FILTER (WHERE account = 'wallet'),
+					count(balance) FILTER (WHERE account = 'wallet'),
 					coalesce(sum(balance) FILTER (WHERE account = 'wallet'), 0)::bigint,
 					(SELECT count(*) FROM earnings_accounts),
 					coalesce(sum(balance) FILTER (WHERE account = 'earnings'), 0)::bigint,
 					coalesce(sum(balance) FILTER (WHERE account = 'receivable'), 0)::bigint,
 					coalesce(sum(balance) FILTER (WHERE account = 'house'), 0)::bigint,
-					count(*) FILTER (WHERE balance <> total),
+					count(*) FILTER (WHERE balance IS DISTINCT FROM total),
 					count(*) FILTER (WHERE balance < 0),
 					(SELECT count(*) FROM gifts),
 					(SELECT count(*) FROM ledger_entries),
@@ -158,8 +161,8 @@ func (s *Store) Audit(ctx context.Context) (AuditReport, error) {
 			}
 			rows, _ := tx.Query(ctx, `
 				WITH `+auditAccounts+`, `+auditGifts+`
-				SELECT account, owner, balance::bigint, total::bigint FROM (
-					SELECT account, owner, balance, total FROM accounts WHERE balance <> total OR balance < 0
+				SELECT account, owner, coalesce(balance, 0)::bigint, total::bigint FROM (
+					SELECT account, owner, balance, total FROM accounts WHERE balance IS DISTINCT FROM total OR balance < 0
 					UNION ALL
 					SELECT 'gift', owner, balance, total FROM gifts
 				) f
