@@ -237,6 +237,8 @@ func TestRun_BadSettingsNamed(t *testing.T) {
 		{"GIFTD_BATCH_WORKERS", "0"},
 		{"GIFTD_BATCH_WINDOW", "-1ms"},
 		{"GIFTD_BATCH_WINDOW", "5s"},
+		{"GIFTD_BATCH_OVERLAP", "-1ms"},
+		{"GIFTD_BATCH_OVERLAP", "soon"},
 		{"GIFTD_ALLOWED_CIDRS", "10.0.0.0/33"},
 		{"GIFTD_TRUSTED_PROXIES", "proxy.local"},
 		{"GIFTD_TLS_CERT", "/nonexistent/cert.pem"},

@@ -306,12 +306,17 @@ func readBatching(getenv func(string) string, timeout time.Duration) (ledger.Bat
 			*v.dst = n
 		}
 	}
-	if raw := getenv("GIFTD_BATCH_WINDOW"); raw != "" {
-		d, err := time.ParseDuration(raw)
-		if err != nil || d < 0 || d > time.Second {
-			return b, &settingsError{"GIFTD_BATCH_WINDOW", fmt.Sprintf("must be a duration from 0 to 1s, got %q", raw)}
+	for _, v := range []struct {
+		name string
+		to   *time.Duration
+	}{{"GIFTD_BATCH_WINDOW", &b.Window}, {"GIFTD_BATCH_OVERLAP", &b.Overlap}} {
+		if raw := getenv(v.name); raw != "" {
+			d, err := time.ParseDuration(raw)
+			if err != nil || d < 0 || d > time.Second {
+				return b, &settingsError{v.name, fmt.Sprintf("must be a duration from 0 to 1s, got %q", raw)}
+			}
+			*v.to = d
 		}
-		b.Window = d
 	}
 	return b, nil
 }

@@ -20,13 +20,20 @@ type Batching struct {
 	Window time.Duration
 	// Workers is how many batches may be executing at once.
 	Workers int
+	// Overlap is how long a worker that has debits holds them back while
+	// another execution is in progress, gathering more: it starts when that
+	// execution ends, when its batch is full, or when Overlap has passed
+	// (so that an execution stuck on a lock or a slow commit does not hold
+	// the others up for longer). Bigger batches cost less per debit; 0
+	// starts at once, executions overlapping freely.
+	Overlap time.Duration
 	// Timeout bounds the execution of one batch.
 	Timeout time.Duration
 }
 
 // DefaultBatching returns what measured best on a 2-core machine (see docs/benchmarks.md).
 func DefaultBatching() Batching {
-	return Batching{MaxBatch: 64, Window: 0, Workers: 2, Timeout: 2 * time.Second}
+	return Batching{MaxBatch: 64, Window: 0, Workers: 2, Overlap: 5 * time.Millisecond, Timeout: 2 * time.Second}
 }
 
 // Option configures a Store at Open.
@@ -80,15 +87,21 @@ type batcher struct {
 	stop  chan struct{}
 	once  sync.Once
 	wg    sync.WaitGroup
-	// busy counts executions in progress, batches and lone debits alike.
-	busy atomic.Int32
+	// busy counts executions in progress, batches and lone debits alike;
+	// ended is signalled (without blocking) each time one ends.
+	busy  atomic.Int32
+	ended chan struct{}
+	// gate lets one worker at a time take and gather debits, so that the
+	// workers do not split between them what one batch could hold.
+	gate chan struct{}
 	// handoffs counts debits handed to a worker rather than executed on
 	// their caller's goroutine (for tests: a lone debit never is).
 	handoffs atomic.Int64
 }
 
 func startBatcher(s *Store, cfg Batching) *batcher {
-	b := &batcher{store: s, cfg: cfg, queue: make(chan *pending, cfg.MaxBatch*cfg.Workers*4), stop: make(chan struct{})}
+	b := &batcher{store: s, cfg: cfg, queue: make(chan *pending, cfg.MaxBatch*cfg.Workers*4), stop: make(chan struct{}),
+		ended: make(chan struct{}, 1), gate: make(chan struct{}, 1)}
 	for range cfg.Workers {
 		b.wg.Add(1)
 		go b.work()
@@ -121,13 +134,13 @@ func (b *batcher) debit(ctx context.Context, d Debit) (DebitResult, error) {
 	// batch with: it goes at once, on its caller's goroutine, sparing the
 	// hand-off to a worker. Debits arriving meanwhile queue and batch.
 	if len(b.queue) == 0 && b.busy.CompareAndSwap(0, 1) {
-		defer b.busy.Add(-1)
+		defer b.end()
 		return b.store.debitOne(ctx, d)
 	}
-	b.handoffs.Add(1)
 	p := &pending{ctx: ctx, d: d, done: make(chan outcome, 1)}
 	select {
 	case b.queue <- p:
+		b.handoffs.Add(1)
 	case <-ctx.Done():
 		return DebitResult{}, ctx.Err()
 	case <-b.stop:
@@ -151,16 +164,57 @@ func (b *batcher) work() {
 	for {
 		batch = batch[:0]
 		select {
-		case p := <-b.queue:
-			batch = b.take(batch, p)
+		case b.gate <- struct{}{}:
 		case <-b.stop:
 			return
 		}
-		batch = b.fill(batch)
+		select {
+		case p := <-b.queue:
+			batch = b.take(batch, p)
+		case <-b.stop:
+			<-b.gate
+			return
+		}
+		batch = b.hold(b.fill(batch))
+		<-b.gate
 		if len(batch) > 0 {
 			b.run(batch)
 		}
 	}
+}
+
+// end marks the end of an execution.
+func (b *batcher) end() {
+	b.busy.Add(-1)
+	select {
+	case b.ended <- struct{}{}:
+	default:
+	}
+}
+
+// hold keeps gathering into batch while another execution is in progress,
+// until it ends, batch is full, or cfg.Overlap passes.
+func (b *batcher) hold(batch []*pending) []*pending {
+	if b.cfg.Overlap <= 0 || len(batch) >= b.cfg.MaxBatch || b.busy.Load() == 0 {
+		return batch
+	}
+	t := time.NewTimer(b.cfg.Overlap)
+	defer t.Stop()
+	for len(batch) < b.cfg.MaxBatch {
+		select {
+		case p := <-b.queue:
+			batch = b.take(batch, p)
+		case <-b.ended:
+			if b.busy.Load() == 0 {
+				return b.fill(batch)
+			}
+		case <-t.C:
+			return b.fill(batch)
+		case <-b.stop:
+			return batch
+		}
+	}
+	return batch
 }
 
 // take adds p to batch unless its caller already gave up.
@@ -203,7 +257,7 @@ func (b *batcher) fill(batch []*pending) []*pending {
 // run executes one batch and answers each of its debits.
 func (b *batcher) run(batch []*pending) {
 	b.busy.Add(1)
-	defer b.busy.Add(-1)
+	defer b.end()
 	// Fold copies of one key: the first executes, later copies with the same
 	// fingerprint share its answer as a replay; copies with another
 	// fingerprint go round again and meet the first one's record.

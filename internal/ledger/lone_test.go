@@ -102,3 +102,67 @@ func TestLone_DebitIsNotDelayedBehindAStuckBatch(t *testing.T) {
 	}
 	checkBooks(t, s)
 }
+
+// Debits that arrive while another execution is in progress are held and
+// gathered into one batch (within Batching.Overlap) rather than split
+// among the workers: here, ten debits queued behind a stuck lone debit
+// execute in one transaction once it ends.
+func TestHold_DebitsQueuedDuringAnExecutionGoAsOneBatch(t *testing.T) {
+	cfg := ledger.DefaultBatching()
+	cfg.Overlap = time.Minute // only the stuck debit's end lets them go
+	s, err := ledger.Open(context.Background(), pgtest.URL(t), ledger.WithBatching(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	ctx := context.Background()
+	topUp(t, s, "stuck", 100)
+	for i := range 10 {
+		topUp(t, s, fmt.Sprint("held-", i), 100)
+	}
+	tx, err := s.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM wallets WHERE user_id = 'stuck' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 11)
+	go func() {
+		_, err := s.Debit(ctx, debit("stuck-1", "stuck", 1))
+		done <- err
+	}()
+	for waiting := 0; waiting == 0; {
+		if err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%giftd_debit_gifts%'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 10 {
+		go func() {
+			_, err := s.Debit(ctx, debit(fmt.Sprint("held-", i), fmt.Sprint("held-", i), 1))
+			done <- err
+		}()
+	}
+	for ledger.Handoffs(s) < 10 {
+		time.Sleep(time.Millisecond)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 11 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	var txns int
+	if err := s.Pool().QueryRow(ctx, `SELECT count(DISTINCT xmin::text) FROM ledger_entries
+		WHERE kind = 'debit' AND ref LIKE 'held-%'`).Scan(&txns); err != nil {
+		t.Fatal(err)
+	}
+	if txns != 1 {
+		t.Errorf("the ten held debits executed in %d transactions, want 1", txns)
+	}
+	checkBooks(t, s)
+}
