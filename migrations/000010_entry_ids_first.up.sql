@@ -1,5 +1,5 @@
 -- Less work for PostgreSQL per debit, continued (issue 15; docs/design.md,
--- docs/benchmarks.md#postgresqls-work-per-debit):
+-- docs/benchmarks.md):
 --
 -- * Each debit's ledger entry id is drawn from the entries' sequence before
 --   the insert, in arrival order (the order RETURNING gave them in migration
