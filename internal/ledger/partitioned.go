@@ -116,7 +116,7 @@ func partitionUnreachable(err error) bool {
 		return false
 	}
 	return strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P") ||
-		strings.Contains(pgErr.Message, "PQconnectPoll") || strings.Contains(pgErr.Message, "connection")
+		strings.Contains(pgErr.Message, "PQconnectPoll")
 }
 
 // latestSets are the highest versions of the proxy and partition sets this

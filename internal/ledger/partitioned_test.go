@@ -414,3 +414,34 @@ func TestPartitioned_CopiesRacingAcrossReplicasDebitOnce(t *testing.T) {
 	}
 	auditPartitions(t, l)
 }
+
+func TestPartitioned_ReadyChecksTheProxyAndEveryPartition(t *testing.T) {
+	s, l := openPartitioned(t, 2)
+	ctx := context.Background()
+	if err := s.Ready(ctx); err != nil {
+		t.Fatalf("Ready: %v", err)
+	}
+	// A partition that cannot be reached leaves giftd ready: its users get
+	// retryable errors, the other partition's users carry on.
+	pgtest.StopPartition(t, l.PartitionURLs[1])
+	if err := s.Ready(ctx); err != nil {
+		t.Errorf("Ready with partition 1 down: %v; want ready", err)
+	}
+	pgtest.StartPartition(t, l.PartitionURLs[1])
+	// A partition behind the binary's migrations makes it unready.
+	if err := ledger.MigrateDown(l.PartitionURLs[1], ledger.WithMigrationSet(ledger.PartitionMigrations())); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ready(ctx); !errors.Is(err, ledger.ErrNotReady) {
+		t.Errorf("Ready with partition 1's partition set one step behind: %v; want ErrNotReady", err)
+	}
+	if err := ledger.Migrate(l.PartitionURLs[1], ledger.WithMigrationSet(ledger.PartitionMigrations())); err != nil {
+		t.Fatal(err)
+	}
+	if err := ledger.MigrateDown(l.ProxyURL, ledger.WithMigrationSet(ledger.ProxyMigrations())); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ready(ctx); !errors.Is(err, ledger.ErrNotReady) {
+		t.Errorf("Ready with the proxy one step behind: %v; want ErrNotReady", err)
+	}
+}
