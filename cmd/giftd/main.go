@@ -101,14 +101,12 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	if err := requireDatabase(s); err != nil {
-		return err
-	}
-	if s.Partitioned.ProxyURL != "" {
-		// Better no start than a server that debits DATABASE_URL alone
-		// while the operator believes the partitions take the load.
-		return &settingsError{"GIFTD_PROXY_URL", "giftd serve does not run partitioned yet, only giftd migrate does " +
-			"(docs/scale-out.md#what-is-built); unset it and GIFTD_PARTITION_URLS to serve on DATABASE_URL"}
+	if s.Partitioned.ProxyURL == "" {
+		// Partitioned mode (GIFTD_PROXY_URL, GIFTD_PARTITION_URLS) needs no
+		// DATABASE_URL, and ignores one.
+		if err := requireDatabase(s); err != nil {
+			return err
+		}
 	}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -219,7 +217,16 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 		}
 		tlsConfig = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
 	}
-	if s.Migrate {
+	partitioned := s.Partitioned.ProxyURL != ""
+	switch {
+	case s.Migrate && partitioned:
+		// What giftd migrate up does: the proxy, every partition, the
+		// registration (docs/scale-out.md#migrating).
+		log.Info("migrating partitioned", "partitions", len(s.Partitioned.PartitionURLs), "lock_wait", s.MigrateLockWait.String())
+		if err := partition.Migrate(ctx, s.Partitioned, ledger.WithLockWait(s.MigrateLockWait), ledger.WithMigrateLog(log, 0)); err != nil {
+			return err
+		}
+	case s.Migrate:
 		// Migrations may need their own URL: through a transaction pool,
 		// golang-migrate's session lock does not hold (see ledger.Migrate).
 		log.Info("migrating", "own_url", s.MigrateDatabaseURL != s.DatabaseURL, "lock_wait", s.MigrateLockWait.String())
@@ -227,8 +234,21 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 			return err
 		}
 	}
-	store, err := ledger.Open(ctx, s.DatabaseURL, ledger.WithBatching(s.Batching), ledger.WithEconomy(s.Economy),
-		ledger.WithSafeguards(s.Safeguards))
+	dbURL, opts := s.DatabaseURL, []ledger.Option{ledger.WithBatching(s.Batching), ledger.WithEconomy(s.Economy),
+		ledger.WithSafeguards(s.Safeguards)}
+	if partitioned {
+		// giftd talks to the proxy only; each batch goes to one partition
+		// (docs/scale-out.md#the-debit-batch).
+		dbURL, opts = s.Partitioned.ProxyURL, append(opts, ledger.WithPartitions(len(s.Partitioned.PartitionURLs), partition.For))
+		if s.Webhooks || s.PruneInterval > 0 {
+			// Both read and write one database's events and records: on the
+			// proxy they would fail every time (docs/scale-out.md).
+			log.Warn("partitioned mode: webhook delivery and pruning do not run (not partition-aware yet)",
+				"webhooks", s.Webhooks, "prune_interval", s.PruneInterval.String())
+			s.Webhooks, s.PruneInterval = false, 0
+		}
+	}
+	store, err := ledger.Open(ctx, dbURL, opts...)
 	if err != nil {
 		return err
 	}
@@ -298,7 +318,8 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 	log.Info("giftd listening", "public", publicLn.Addr().String(), "admin", adminLn.Addr().String(),
 		"debit_path", s.DebitPath, "apps", len(s.LinkVApps), "polyv_apps", len(s.PolyvApps),
 		"earnings", s.Economy.Earnings, "price_check", s.Economy.PriceCheck, "default_share_bp", s.Economy.DefaultShareBP,
-		"safeguards", s.Safeguards.On, "safeguards_profile", s.SafeguardsProfile, "webhooks", s.Webhooks)
+		"safeguards", s.Safeguards.On, "safeguards_profile", s.SafeguardsProfile, "webhooks", s.Webhooks,
+		"partitions", store.Partitions())
 	if onListen != nil {
 		onListen(publicLn.Addr().String(), adminLn.Addr().String())
 	}
