@@ -287,6 +287,19 @@ func (s *Store) executeOnce(ctx context.Context, n int, query string, args []any
 	return results, errs, nil
 }
 
+// RecordedFor is Recorded for a request of userID: on one database the
+// same; partitioned, it asks userID's partition only, where every copy of
+// the request (same fingerprint, so same user) was executed, so that it
+// does not fail while another partition is down. A key a partner reused
+// for a user of another partition is then ErrNotFound, not
+// ErrRequestReused (docs/scale-out.md#not-partition-aware-yet).
+func (s *Store) RecordedFor(ctx context.Context, userID string, key DebitKey, fingerprint [32]byte) (DebitResult, error) {
+	if s.partitions == 0 {
+		return s.Recorded(ctx, key, fingerprint)
+	}
+	return s.recorded(ctx, userID, key, fingerprint)
+}
+
 // Recorded returns the stored outcome of the debit key as a replay, provided
 // fingerprint matches the one recorded; ErrRequestReused when it does not,
 // ErrNotFound when the key was never executed (or its record was pruned).
@@ -294,6 +307,12 @@ func (s *Store) executeOnce(ctx context.Context, n int, query string, args []any
 // a debit's commit: with synchronous standbys, once they have it. Until
 // then (a standby cut off past ctx's deadline) it returns an error.
 func (s *Store) Recorded(ctx context.Context, key DebitKey, fingerprint [32]byte) (DebitResult, error) {
+	return s.recorded(ctx, "", key, fingerprint)
+}
+
+// recorded is Recorded; partitioned, on userID's partition, or on every
+// partition when userID is "".
+func (s *Store) recorded(ctx context.Context, userID string, key DebitKey, fingerprint [32]byte) (DebitResult, error) {
 	var fp []byte
 	var refusal *string
 	var limit *int64
@@ -305,7 +324,7 @@ func (s *Store) Recorded(ctx context.Context, key DebitKey, fingerprint [32]byte
 	// synchronous standbys, which confirm WAL in order, the record included.
 	var err error
 	if s.partitions > 0 {
-		err = s.recordedOnPartitions(ctx, key, fingerprint, &fp, &res, &refusal, &limit, &resets)
+		err = s.recordedOnPartitions(ctx, userID, key, fingerprint, &fp, &res, &refusal, &limit, &resets)
 	} else {
 		err = s.pool.QueryRow(ctx, `
 		SELECT fingerprint, status, balance, refusal, refusal_limit, refusal_resets_at,
@@ -335,17 +354,25 @@ func (s *Store) Recorded(ctx context.Context, key DebitKey, fingerprint [32]byte
 	return res, nil
 }
 
-// recordedOnPartitions is Recorded's look-up in partitioned mode: the key
-// does not name its user, so every partition is asked (proxy migration 4's
-// giftd_debit_record, which fails while any partition is down). A key a
+// recordedOnPartitions is Recorded's look-up in partitioned mode: on
+// userID's partition (giftd_debit_record_of), or, when userID is "", on
+// every partition, since a key does not name its user (giftd_debit_record,
+// which fails while any partition is down). A key a
 // partner reused for users of two partitions has a record on each: the one
 // with fingerprint is the request's, as on one server; with none, the first
 // found answers ErrRequestReused.
-func (s *Store) recordedOnPartitions(ctx context.Context, key DebitKey, fingerprint [32]byte,
+func (s *Store) recordedOnPartitions(ctx context.Context, userID string, key DebitKey, fingerprint [32]byte,
 	fp *[]byte, res *DebitResult, refusal **string, limit **int64, resets **time.Time) error {
-	rows, err := s.pool.Query(ctx, `
+	query, args := `
 		SELECT fingerprint, status, balance, refusal, refusal_limit, refusal_resets_at
-		FROM giftd_debit_record($1, $2, $3)`, key.Platform, key.AppID, key.RequestID)
+		FROM giftd_debit_record($1, $2, $3)`, []any{key.Platform, key.AppID, key.RequestID}
+	if userID != "" {
+		query = `
+		SELECT fingerprint, status, balance, refusal, refusal_limit, refusal_resets_at
+		FROM giftd_debit_record_of($1, $2, $3, $4)`
+		args = append([]any{userID}, args...)
+	}
+	rows, err := s.pool.Query(ctx, query, args...)
 	if err != nil {
 		return err
 	}

@@ -169,9 +169,23 @@ func TestPartitioned_DebitsBatchPerPartitionAndLandWherePlacementSays(t *testing
 		if err != nil || !res.Replay || res.Balance != x.res.Balance {
 			t.Errorf("Recorded %s: %+v, %v; want balance %d", x.d.Key, res, err, x.res.Balance)
 		}
+		res, err = s.RecordedFor(ctx, x.d.UserID, x.d.Key, x.d.Fingerprint)
+		if err != nil || !res.Replay || res.Balance != x.res.Balance {
+			t.Errorf("RecordedFor %s: %+v, %v; want balance %d", x.d.Key, res, err, x.res.Balance)
+		}
 	}
 	if _, err := s.Recorded(ctx, ledger.DebitKey{Platform: "linkv", AppID: "app", RequestID: "never"}, [32]byte{}); !errors.Is(err, ledger.ErrNotFound) {
 		t.Errorf("Recorded of a key never sent: %v; want ErrNotFound", err)
+	}
+	if _, err := s.RecordedFor(ctx, users[1][0], ledger.DebitKey{Platform: "linkv", AppID: "app", RequestID: "never"}, [32]byte{}); !errors.Is(err, ledger.ErrNotFound) {
+		t.Errorf("RecordedFor of a key never sent: %v; want ErrNotFound", err)
+	}
+	// Asked on another user's partition, a record is not there.
+	if x := all[0]; true {
+		other := users[1-partition.For(x.d.UserID, 2)][0]
+		if _, err := s.RecordedFor(ctx, other, x.d.Key, x.d.Fingerprint); !errors.Is(err, ledger.ErrNotFound) {
+			t.Errorf("RecordedFor %s on %s's partition: %v; want ErrNotFound", x.d.Key, other, err)
+		}
 	}
 	for _, us := range users {
 		for _, u := range us {

@@ -48,6 +48,20 @@ CREATE FUNCTION giftd_debit_record(p_platform text, p_app_id text, p_request_id 
           WHERE d.platform = p_platform AND d.app_id = p_app_id AND d.request_id = p_request_id) AS r;
 $$;
 
+-- The same on the partition of p_user_id only: a request's copies have one
+-- user (their fingerprint covers it), so that is where its record is
+-- (Store.RecordedFor, the callbacks' late retries).
+CREATE FUNCTION giftd_debit_record_of(p_user_id text, p_platform text, p_app_id text, p_request_id text)
+    RETURNS TABLE (fingerprint bytea, status smallint, balance bigint, refusal text, refusal_limit bigint,
+                   refusal_resets_at timestamptz)
+    LANGUAGE plproxy AS $$
+    CLUSTER 'giftd';
+    RUN ON giftd_placement(p_user_id);
+    SELECT r.fingerprint, r.status, r.balance, r.refusal, r.refusal_limit, r.refusal_resets_at
+    FROM (SELECT d.*, pg_logical_emit_message(true, 'giftd', 'replay') AS m FROM debit_requests AS d
+          WHERE d.platform = p_platform AND d.app_id = p_app_id AND d.request_id = p_request_id) AS r;
+$$;
+
 -- Where partition p_partition's schemas stand (partition migration 3), for
 -- giftd's readiness.
 CREATE FUNCTION giftd_partition_status(p_partition integer,
