@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -458,4 +461,101 @@ func TestPartitioned_ReadyChecksTheProxyAndEveryPartition(t *testing.T) {
 	if err := s.Ready(ctx); !errors.Is(err, ledger.ErrNotReady) {
 		t.Errorf("Ready with the proxy one step behind: %v; want ErrNotReady", err)
 	}
+}
+
+// machineCPU is the machine's busy CPU time so far (/proc/stat: user, nice,
+// system, irq, softirq, steal), in clock ticks of 10 ms.
+func machineCPU(b *testing.B) time.Duration {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Skipf("no /proc/stat: %v", err)
+	}
+	f := strings.Fields(strings.SplitN(string(raw), "\n", 2)[0])
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		n, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
+}
+
+// BenchmarkDebit_PartitionedAgainstOneServer runs the same load, 64
+// goroutines debiting 256 senders with earnings on, through a store on one
+// database and through a partitioned store on a proxy and two partitions
+// (all on the test's one server, so on this machine's cores), in turn, and
+// reports debits/s and the whole machine's busy CPU per debit (giftd's
+// goroutines, the proxy's backends, the partitions'; /proc/stat) for each.
+// Nothing else should run on the machine meanwhile:
+//
+//	go test -run '^$' -bench PartitionedAgainstOneServer -benchtime 20000x -count 3 ./internal/ledger/
+func BenchmarkDebit_PartitionedAgainstOneServer(b *testing.B) {
+	const workers, senders = 64, 256
+	one, err := ledger.Open(context.Background(), pgtest.URL(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(one.Close)
+	l := pgtest.Partitioned(b, 2)
+	parted, err := ledger.Open(context.Background(), l.ProxyURL, ledger.WithPartitions(2, partition.For))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(parted.Close)
+	stores := []struct {
+		name string
+		s    *ledger.Store
+		n    int
+		wall time.Duration
+		cpu  time.Duration
+	}{{name: "one", s: one}, {name: "partitioned", s: parted}}
+	for _, st := range stores {
+		for u := range senders {
+			if _, err := st.s.TopUp(context.Background(), ledger.TopUp{UserID: fmt.Sprint("s", u), Amount: 1 << 40, Key: fmt.Sprint("seed-", u)}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	round := 0
+	run := func(s *ledger.Store, n int) {
+		round++
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Go(func() {
+				for i := w; i < n; i += workers {
+					d := gift(fmt.Sprintf("b%d-%d", round, i), fmt.Sprint("s", (i*7919)%senders), 10, fmt.Sprint("h", i%100), "rose", 1)
+					if res, err := s.Debit(context.Background(), d); err != nil || res.Status != ledger.Debited {
+						b.Errorf("debit: %+v, %v", res, err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+	for i := range stores {
+		run(stores[i].s, 2000) // warm up
+	}
+	b.ResetTimer()
+	// Both stores in turns of 2000 debits, so that both meet the same load.
+	for done := 0; done < b.N; done += 2000 {
+		n := min(2000, b.N-done)
+		for i := range stores {
+			cpu0, t0 := machineCPU(b), time.Now()
+			run(stores[i].s, n)
+			stores[i].wall += time.Since(t0)
+			stores[i].cpu += machineCPU(b) - cpu0
+			stores[i].n += n
+		}
+	}
+	b.StopTimer()
+	for _, st := range stores {
+		b.ReportMetric(float64(st.n)/st.wall.Seconds(), "debits/s@"+st.name)
+		b.ReportMetric(float64(st.cpu.Microseconds())/float64(st.n), "machine-cpu-µs/debit@"+st.name)
+	}
+	b.ReportMetric(stores[1].wall.Seconds()/float64(stores[1].n)/(stores[0].wall.Seconds()/float64(stores[0].n)), "time-partitioned/one")
+	b.ReportMetric(float64(stores[1].cpu)/float64(stores[1].n)/(float64(stores[0].cpu)/float64(stores[0].n)), "cpu-partitioned/one")
+	b.ReportMetric(0, "ns/op")
 }
