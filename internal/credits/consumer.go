@@ -1,0 +1,132 @@
+// Package credits moves gifts' earnings from the sender's partition to the
+// receiver's in partitioned mode (docs/scale-out.md#cross-partition-credits):
+// for each source partition, one consumer at a time across replicas, by a
+// lease on that partition, each credit applied once by (source partition,
+// event position).
+package credits
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"giftd/internal/ledger"
+	"giftd/internal/partition"
+)
+
+// Config is the consumer's settings.
+type Config struct {
+	// Owner names this consumer in the leases: unique per process.
+	Owner string
+	// Lease is how long a lease lasts unless renewed (each batch renews it).
+	Lease time.Duration
+	// Batch is the most credits one step moves.
+	Batch int
+	// Idle is how long a source partition with nothing to move waits
+	// before it is read again.
+	Idle time.Duration
+}
+
+// DefaultConfig returns the consumer's defaults for owner.
+func DefaultConfig(owner string) Config {
+	return Config{Owner: owner, Lease: 10 * time.Second, Batch: 256, Idle: 100 * time.Millisecond}
+}
+
+// Consumer moves credits between the partitions of parts, each a Store
+// opened on one partition database (not the proxy), in partition order.
+type Consumer struct {
+	parts []*ledger.Store
+	cfg   Config
+	log   *slog.Logger
+	lag   *prometheus.GaugeVec
+	moved *prometheus.CounterVec
+	// beforeOut, if set, runs between a step's two legs (tests: a crash there).
+	beforeOut func(source int) bool
+}
+
+// New returns a consumer of parts, registering its metrics on reg (nil: not
+// registered).
+func New(parts []*ledger.Store, cfg Config, reg prometheus.Registerer, log *slog.Logger) *Consumer {
+	c := &Consumer{parts: parts, cfg: cfg, log: log,
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "giftd_credit_lag_seconds",
+			Help: "Age of the oldest cross-partition credit read and not yet moved from the partition, by source partition (0: none pending)."},
+			[]string{"partition"}),
+		moved: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "giftd_credits_moved_total",
+			Help: "Cross-partition credits moved to the receiver's partition by this replica, by source partition."},
+			[]string{"partition"}),
+	}
+	if reg != nil {
+		reg.MustRegister(c.lag, c.moved)
+	}
+	return c
+}
+
+// Run moves credits from every partition until ctx ends, one goroutine per
+// source partition, and returns when they have stopped.
+func (c *Consumer) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for p := range c.parts {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				n, err := c.Step(ctx, p)
+				if err != nil && ctx.Err() == nil {
+					c.log.Error("credit consumer", "partition", p, "error", err.Error())
+				}
+				if n == 0 || err != nil {
+					select {
+					case <-ctx.Done():
+					case <-time.After(c.cfg.Idle):
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// Step moves at most one batch of credits from source partition p: the
+// lease, the batch read up to the events' horizon, each credit's first leg
+// on its receiver's partition, then the second legs and the cursor on p in
+// one transaction. It returns how many credits it moved (0 when another
+// consumer holds p's lease or nothing is pending). A step cut short
+// anywhere is safe to run again: a first leg applied twice applies once.
+func (c *Consumer) Step(ctx context.Context, p int) (int, error) {
+	src := c.parts[p]
+	label := strconv.Itoa(p)
+	from, ok, err := src.LeaseCredits(ctx, c.cfg.Owner, c.cfg.Lease)
+	if err != nil || !ok {
+		return 0, err
+	}
+	moves, upTo, err := src.PendingCredits(ctx, from, c.cfg.Batch)
+	if err != nil {
+		return 0, err
+	}
+	if upTo == from {
+		c.lag.WithLabelValues(label).Set(0)
+		return 0, nil
+	}
+	if len(moves) > 0 {
+		c.lag.WithLabelValues(label).Set(time.Since(moves[0].CreatedAt).Seconds())
+	}
+	for _, m := range moves {
+		q := partition.For(m.ReceiverID, len(c.parts))
+		if _, err := c.parts[q].CreditIn(ctx, p, m); err != nil {
+			return 0, err
+		}
+	}
+	if c.beforeOut != nil && !c.beforeOut(p) {
+		return 0, nil
+	}
+	if err := src.CreditOut(ctx, c.cfg.Owner, from, upTo, moves); err != nil {
+		return 0, err
+	}
+	c.moved.WithLabelValues(label).Add(float64(len(moves)))
+	if len(moves) < c.cfg.Batch {
+		c.lag.WithLabelValues(label).Set(0)
+	}
+	return len(moves), nil
+}

@@ -1,0 +1,241 @@
+package credits
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"giftd/internal/ledger"
+	"giftd/internal/partition"
+	"giftd/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// cluster is a partitioned giftd with earnings on: a store through the
+// proxy, and one on each partition for the consumers.
+type cluster struct {
+	layout partition.Layout
+	proxy  *ledger.Store
+	parts  []*ledger.Store
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	l := pgtest.Partitioned(t, 2)
+	ctx := context.Background()
+	c := &cluster{layout: l}
+	var err error
+	c.proxy, err = ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(2, partition.For),
+		ledger.WithEconomy(ledger.Economy{Earnings: true, DefaultShareBP: 5000}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.proxy.Close)
+	for _, u := range l.PartitionURLs {
+		s, err := ledger.Open(ctx, u, ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithMaxConns(4))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		c.parts = append(c.parts, s)
+	}
+	return c
+}
+
+// usersOn returns k user ids with prefix on each partition: [partition][i].
+func usersOn(prefix string, k int) [][]string {
+	out := make([][]string, 2)
+	for i := 0; len(out[0]) < k || len(out[1]) < k; i++ {
+		u := fmt.Sprintf("%s-%d", prefix, i)
+		if p := partition.For(u, 2); len(out[p]) < k {
+			out[p] = append(out[p], u)
+		}
+	}
+	return out
+}
+
+// gifts sends n gifts of 10 gold (5 earned) from every sender to every
+// receiver, concurrently.
+func (c *cluster) gifts(t *testing.T, round string, senders, receivers []string, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, s := range senders {
+		wg.Go(func() {
+			for i := range n {
+				for _, r := range receivers {
+					id := fmt.Sprintf("%s-%s-%s-%d", round, s, r, i)
+					res, err := c.proxy.Debit(context.Background(), ledger.Debit{
+						Key: ledger.DebitKey{Platform: "linkv", AppID: "app", RequestID: id}, UserID: s, Gold: 10,
+						Fingerprint: sha256.Sum256([]byte(id)), ExpiresAt: time.Now().Add(time.Hour),
+						Gift: ledger.Gift{ReceiverID: r, RoomID: "room", GiftID: "rose", Count: 1},
+					})
+					if err != nil || res.Status != ledger.Debited {
+						t.Errorf("gift %s: %+v, %v", id, res, err)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// drain runs steps of a fresh consumer, once every gift has committed,
+// until each partition's cursor is past its last event (waiting out the
+// rivals' leases and the horizon's reuse, both a few milliseconds).
+func (c *cluster) drain(t *testing.T, owner string) {
+	t.Helper()
+	ctx := context.Background()
+	d := New(c.parts, DefaultConfig(owner), nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	for p, s := range c.parts {
+		var last int64
+		if err := s.Pool().QueryRow(ctx, `SELECT coalesce(max(position), 0) FROM events`).Scan(&last); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			var cursor int64
+			if err := s.Pool().QueryRow(ctx, `SELECT position FROM credit_cursor`).Scan(&cursor); err != nil {
+				t.Fatal(err)
+			}
+			if cursor >= last {
+				break
+			}
+			if _, err := d.Step(ctx, p); err != nil {
+				t.Fatalf("drain partition %d: %v", p, err)
+			}
+		}
+	}
+}
+
+// check holds the books across partitions: every receiver's earnings are
+// on its partition, all of them; no transit balance is left; each credit
+// moved once each way; each partition's audit is clean.
+func (c *cluster) check(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	earned := map[string]int64{}  // receiver → earnings of its gifts, every partition
+	balance := map[string]int64{} // receiver → balance on its own partition
+	in, out := map[string]int{}, map[string]int{}
+	for p, u := range c.layout.PartitionURLs {
+		conn, err := pgx.Connect(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, _ := conn.Query(ctx, `SELECT receiver_id, sum(earnings)::bigint FROM gift_entries WHERE receiver_id IS NOT NULL GROUP BY 1`)
+		for rows.Next() {
+			var r string
+			var e int64
+			if err := rows.Scan(&r, &e); err != nil {
+				t.Fatal(err)
+			}
+			earned[r] += e
+		}
+		rows.Close()
+		rows, _ = conn.Query(ctx, `SELECT receiver_id, balance FROM earnings_accounts`)
+		for rows.Next() {
+			var r string
+			var b int64
+			if err := rows.Scan(&r, &b); err != nil {
+				t.Fatal(err)
+			}
+			if partition.For(r, 2) == p {
+				balance[r] = b
+			} else if b != 0 {
+				t.Errorf("partition %d still holds %d of %s's earnings in transit", p, b, r)
+			}
+		}
+		rows.Close()
+		rows, _ = conn.Query(ctx, `SELECT kind, ref FROM account_entries WHERE kind IN ('transfer_in', 'transfer_out')`)
+		for rows.Next() {
+			var kind, ref string
+			if err := rows.Scan(&kind, &ref); err != nil {
+				t.Fatal(err)
+			}
+			if kind == "transfer_in" {
+				in[ref]++
+			} else {
+				out[ref]++
+			}
+		}
+		rows.Close()
+		conn.Close(ctx)
+		r, err := c.parts[p].Audit(ctx)
+		if err != nil || !r.OK() {
+			t.Errorf("audit of partition %d: %+v, %v", p, r, err)
+		}
+	}
+	for r, e := range earned {
+		if balance[r] != e {
+			t.Errorf("receiver %s (partition %d): %d on its partition, %d earned", r, partition.For(r, 2), balance[r], e)
+		}
+	}
+	for ref, n := range in {
+		if n != 1 || out[ref] != 1 {
+			t.Errorf("credit %s: %d in, %d out; want 1 and 1", ref, n, out[ref])
+		}
+	}
+	if len(in) != len(out) || len(in) == 0 {
+		t.Errorf("%d credits in, %d out", len(in), len(out))
+	}
+}
+
+func TestConsumer_MovesEveryCreditOnceAcrossACrashAndRivals(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	senders, receivers := usersOn("sender", 3), usersOn("host", 2)
+	for _, ss := range senders {
+		for _, s := range ss {
+			if _, err := c.proxy.TopUp(ctx, ledger.TopUp{UserID: s, Amount: 1_000_000, Key: "seed-" + s}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	all := func(x [][]string) []string { return append(append([]string{}, x[0]...), x[1]...) }
+	c.gifts(t, "r1", all(senders), all(receivers), 5)
+
+	// A consumer that crashes between the legs of its first batch on each
+	// partition: the first legs applied, not the second, its lease left to
+	// expire (1 ms).
+	crashed := New(c.parts, Config{Owner: "crashed", Lease: time.Millisecond, Batch: 7, Idle: time.Millisecond},
+		nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	crashed.beforeOut = func(int) bool { return false }
+	for p := range c.parts {
+		if _, err := crashed.Step(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var applied int
+	for _, s := range c.parts {
+		var n int
+		if err := s.Pool().QueryRow(ctx, `SELECT count(*) FILTER (WHERE kind = 'transfer_in') - 10000 * count(*) FILTER (WHERE kind = 'transfer_out')
+			FROM account_entries`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		applied += n
+	}
+	if applied != 14 { // 7 first legs from each partition, no second leg
+		t.Fatalf("after the crash: %d; want 14 first legs and no second", applied)
+	}
+	// Two rival consumers run while more gifts come, then a third drains.
+	rctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, owner := range []string{"a", "b"} {
+		cfg := DefaultConfig(owner)
+		cfg.Batch, cfg.Lease, cfg.Idle = 5, 50*time.Millisecond, time.Millisecond
+		r := New(c.parts, cfg, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		wg.Go(func() { r.Run(rctx) })
+	}
+	c.gifts(t, "r2", all(senders), all(receivers), 5)
+	stop()
+	wg.Wait()
+	c.drain(t, "drain")
+	c.check(t)
+}
