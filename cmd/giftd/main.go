@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"flag"
@@ -26,6 +27,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"giftd/internal/callback"
+	"giftd/internal/credits"
 	"giftd/internal/httpapi"
 	"giftd/internal/ledger"
 	"giftd/internal/linkv"
@@ -289,6 +291,23 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 			httpapi.Callback{Doc: "polyv-donate", Method: http.MethodPost, Path: s.PolyvUpdatePath, Handler: pv.Donate})
 	}
 
+	var consumer *credits.Consumer
+	if partitioned {
+		// Cross-partition credits (docs/scale-out.md#cross-partition-credits):
+		// read from and applied on each partition directly, on small pools
+		// of their own.
+		var parts []*ledger.Store
+		for i, u := range s.Partitioned.PartitionURLs {
+			p, err := ledger.Open(ctx, u, ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithMaxConns(3))
+			if err != nil {
+				return fmt.Errorf("GIFTD_PARTITION_URLS: partition %d: %w", i, err)
+			}
+			defer p.Close()
+			parts = append(parts, p)
+		}
+		consumer = credits.New(parts, credits.DefaultConfig(consumerOwner()), reg, log)
+	}
+
 	var deliverer *webhook.Deliverer
 	if s.Webhooks {
 		// Delivery has a pool of its own, so that slow endpoints can never
@@ -337,6 +356,9 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 	g.Go(func() error { ready.Run(gctx, readyProbeInterval); return nil })
 	if deliverer != nil {
 		g.Go(func() error { deliverer.Run(gctx); return nil })
+	}
+	if consumer != nil {
+		g.Go(func() error { consumer.Run(gctx); return nil })
 	}
 	if s.PruneInterval > 0 {
 		g.Go(func() error { pruneLoop(gctx, store, s, log, newPruneMetrics(reg)); return nil })
@@ -398,4 +420,13 @@ func platformClients(p platforms.Settings) (httpapi.Platforms, error) {
 		}
 	}
 	return out, nil
+}
+
+// consumerOwner names this process in the credit consumer's leases: its
+// host, its pid and a random suffix, unique across replicas and restarts.
+func consumerOwner() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return fmt.Sprintf("%s/%d/%x", host, os.Getpid(), b)
 }

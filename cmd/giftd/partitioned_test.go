@@ -29,6 +29,9 @@ func TestRun_ServePartitioned(t *testing.T) {
 		"GIFTD_PROXY_URL":      l.ProxyURL,
 		"GIFTD_PARTITION_URLS": strings.Join(l.PartitionURLs, " "),
 		"GIFTD_BATCH_WINDOW":   "1ms",
+		// Half of every gift to its receiver, "host": its earnings move to
+		// host's partition from the other one.
+		"GIFTD_DEFAULT_SHARE_BP": "5000",
 	})
 	ready := func() int {
 		t.Helper()
@@ -136,6 +139,28 @@ func TestRun_ServePartitioned(t *testing.T) {
 				t.Errorf("debit %s of %s is not on partition %d", id, user, p)
 			}
 		}
+	}
+	// Every gift's earnings (5 of its 10 gold) end on host's partition,
+	// moved there by the credit consumer from the other.
+	hostPart := partition.For("host", 2)
+	want := int64(5 * len(sent))
+	conn, err := pgx.Connect(context.Background(), l.PartitionURLs[hostPart])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var got int64
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if err := conn.QueryRow(context.Background(), `SELECT coalesce(sum(balance), 0)::bigint FROM earnings_accounts WHERE receiver_id = 'host'`).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got >= want || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // the consumer polls every 100 ms
+	}
+	if got != want {
+		t.Errorf("host's earnings on its partition %d: %d; want %d", hostPart, got, want)
 	}
 	if err := srv.stop(t); err != nil {
 		t.Errorf("run returned %v after shutdown", err)
