@@ -98,8 +98,14 @@ func (c *Consumer) Step(ctx context.Context, p int) (int, error) {
 	src := c.parts[p]
 	label := strconv.Itoa(p)
 	from, ok, err := src.LeaseCredits(ctx, c.cfg.Owner, c.cfg.Lease)
-	if err != nil || !ok {
+	if err != nil {
 		return 0, err
+	}
+	if !ok {
+		// Another replica holds the lease and reports the lag (the alert
+		// takes the worst replica's view).
+		c.lag.WithLabelValues(label).Set(0)
+		return 0, nil
 	}
 	moves, upTo, err := src.PendingCredits(ctx, from, c.cfg.Batch)
 	if err != nil {
