@@ -201,6 +201,17 @@ func TestConsumer_MovesEveryCreditOnceAcrossACrashAndRivals(t *testing.T) {
 	all := func(x [][]string) []string { return append(append([]string{}, x[0]...), x[1]...) }
 	c.gifts(t, "r1", all(senders), all(receivers), 5)
 
+	// Pruning a partition's events keeps those not moved yet: a trigger
+	// skips them.
+	for p, s := range c.parts {
+		var left int
+		if err := s.Pool().QueryRow(ctx, `WITH d AS (DELETE FROM events RETURNING 1) SELECT (SELECT count(*) FROM events) - count(*) FROM d`).Scan(&left); err != nil {
+			t.Fatal(err)
+		}
+		if left == 0 {
+			t.Errorf("partition %d: deleting every event left none, though no credit has moved", p)
+		}
+	}
 	// A consumer that crashes between the legs of its first batch on each
 	// partition: the first legs applied, not the second, its lease left to
 	// expire (1 ms).

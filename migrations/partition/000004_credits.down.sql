@@ -2,6 +2,8 @@ DROP FUNCTION giftd_credit_out(text, bigint, bigint, bigint[], text[], bigint[])
 DROP FUNCTION giftd_credit_in(int, bigint, text, bigint);
 DROP FUNCTION giftd_credits_after(bigint, bigint, int);
 DROP FUNCTION giftd_credit_lease(text, double precision);
+DROP TRIGGER events_keep_unmoved_credits ON events;
+DROP FUNCTION giftd_keep_unmoved_credits();
 DROP TABLE credit_cursor;
 ALTER TABLE account_entries DROP CONSTRAINT account_entries_leg;
 ALTER TABLE account_entries DROP CONSTRAINT account_entries_kind;

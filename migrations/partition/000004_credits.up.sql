@@ -43,6 +43,21 @@ CREATE TABLE credit_cursor (
 );
 INSERT INTO credit_cursor DEFAULT VALUES;
 
+-- No event past the cursor is deleted (giftd prune, run on a partition as on
+-- one database, deletes old events that every webhook endpoint has passed):
+-- a credit not moved yet would be lost from the outbox. The deletion of such
+-- a row is skipped; prune deletes it once the cursor has passed it.
+CREATE FUNCTION giftd_keep_unmoved_credits() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.position > (SELECT c.position FROM credit_cursor AS c) THEN
+        RETURN NULL;
+    END IF;
+    RETURN OLD;
+END
+$$;
+CREATE TRIGGER events_keep_unmoved_credits BEFORE DELETE ON events
+    FOR EACH ROW EXECUTE FUNCTION giftd_keep_unmoved_credits();
+
 -- Leases the cursor to p_owner for p_seconds unless another owner holds an
 -- unexpired lease; returns the cursor's position, or no row when leased to
 -- another.
