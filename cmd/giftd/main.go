@@ -61,7 +61,8 @@ Usage:
   giftd dev                      run it with a throwaway PostgreSQL, a dev app and a demo wallet
   giftd migrate up|down|version  manage the schema (of GIFTD_MIGRATE_DATABASE_URL, else DATABASE_URL; in
                                  partitioned mode of GIFTD_PROXY_URL and every one of GIFTD_PARTITION_URLS)
-  giftd audit                    check every balance against the ledger; exit 1 on any mismatch
+  giftd audit                    check every balance against the ledger; exit 1 on any mismatch (partitioned:
+                                 every partition, then the cross-partition credits)
   giftd earnings -from DATE [-to DATE]  CSV of every receiver's earnings in the period and payable at its end
   giftd prune                    delete debit records expired more than GIFTD_PRUNE_MARGIN ago, and events
                                  delivered and older than GIFTD_EVENTS_RETENTION

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -164,6 +165,17 @@ func TestRun_ServePartitioned(t *testing.T) {
 	}
 	if err := srv.stop(t); err != nil {
 		t.Errorf("run returned %v after shutdown", err)
+	}
+	// giftd audit partitioned: each partition's books, then the credits.
+	var out strings.Builder
+	env := map[string]string{"GIFTD_PROXY_URL": l.ProxyURL, "GIFTD_PARTITION_URLS": strings.Join(l.PartitionURLs, " ")}
+	if err := run(context.Background(), []string{"giftd", "audit"}, func(k string) string { return env[k] }, &out, io.Discard); err != nil {
+		t.Errorf("giftd audit partitioned: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"partition 0 (", "partition 1 (", "audit OK", "credits OK", " 0 in flight"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("giftd audit partitioned lacks %q:\n%s", want, out.String())
+		}
 	}
 	if logs := srv.logs.String(); !strings.Contains(logs, `"partitions":2`) {
 		t.Errorf("the start line does not say partitions 2:\n%s", logs)

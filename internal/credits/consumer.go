@@ -7,7 +7,9 @@ package credits
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -135,4 +137,108 @@ func (c *Consumer) Step(ctx context.Context, p int) (int, error) {
 		c.lag.WithLabelValues(label).Set(0)
 	}
 	return len(moves), nil
+}
+
+// Report is the audit of cross-partition credits across every partition.
+type Report struct {
+	// Credits counts the credit events still in the partitions' outboxes;
+	// Moved those of them moved both ways, InFlight those past their
+	// source's cursor (not moved, or moved in only).
+	Credits, Moved, InFlight int
+	// Taken is the earnings of those events, MovedGold and InFlightGold
+	// their split: Taken = MovedGold + InFlightGold when the books hold.
+	Taken, MovedGold, InFlightGold int64
+	// Problems lists every credit that breaks a rule, at most 100.
+	Problems []string
+}
+
+// OK reports whether every credit was moved at most once each way, and
+// every one behind its source's cursor moved both ways.
+func (r Report) OK() bool { return len(r.Problems) == 0 && r.Taken == r.MovedGold+r.InFlightGold }
+
+// Audit checks the credits of parts (a Store on each partition, in order):
+// every transfer_in has its transfer_out of the same amount unless its
+// event is past its source's cursor (caught between the legs), every
+// transfer_out has its transfer_in, and every credit event behind its
+// source's cursor was moved. The sources are read before the receivers, so
+// a credit moving meanwhile shows as in flight, never as a problem.
+func Audit(ctx context.Context, parts []*ledger.Store) (Report, error) {
+	var r Report
+	problem := func(format string, args ...any) {
+		if len(r.Problems) < 100 {
+			r.Problems = append(r.Problems, fmt.Sprintf(format, args...))
+		}
+	}
+	sources := make([]ledger.CreditSource, len(parts))
+	outs := map[string]int64{}
+	for p, s := range parts {
+		b, err := s.CreditSourceBook(ctx)
+		if err != nil {
+			return Report{}, fmt.Errorf("partition %d: %w", p, err)
+		}
+		if b.Partition != p {
+			return Report{}, fmt.Errorf("partition %d: the database is claimed as partition %d", p, b.Partition)
+		}
+		sources[p] = b
+		for _, l := range b.Out {
+			if _, dup := outs[l.Ref]; dup {
+				problem("credit %s: moved out twice", l.Ref)
+			}
+			outs[l.Ref] = l.Amount
+		}
+	}
+	ins := map[string]int64{}
+	for p, s := range parts {
+		legs, err := s.CreditsIn(ctx)
+		if err != nil {
+			return Report{}, fmt.Errorf("partition %d: %w", p, err)
+		}
+		for _, l := range legs {
+			if _, dup := ins[l.Ref]; dup {
+				problem("credit %s: moved in twice", l.Ref)
+			}
+			ins[l.Ref] = l.Amount
+		}
+	}
+	for p, b := range sources {
+		for _, e := range b.Events {
+			ref := fmt.Sprintf("%d:%d", p, e.Position)
+			r.Credits++
+			r.Taken += e.Earnings
+			out, moved := outs[ref]
+			switch {
+			case e.Position > b.Cursor:
+				r.InFlight++
+				r.InFlightGold += e.Earnings
+				if moved {
+					problem("credit %s: moved out, yet past the cursor %d", ref, b.Cursor)
+				}
+			case !moved:
+				problem("credit %s: behind the cursor %d, never moved out", ref, b.Cursor)
+			case out != e.Earnings:
+				problem("credit %s: %d earned, %d moved out", ref, e.Earnings, out)
+			default:
+				r.Moved++
+				r.MovedGold += e.Earnings
+			}
+		}
+	}
+	for ref, out := range outs {
+		if in, ok := ins[ref]; !ok || in != out {
+			problem("credit %s: %d moved out, %d moved in", ref, out, in)
+		}
+	}
+	for ref, in := range ins {
+		var p int
+		var pos int64
+		if _, err := fmt.Sscanf(ref, "%d:%d", &p, &pos); err != nil || p < 0 || p >= len(sources) {
+			problem("credit %s: moved in from no partition", ref)
+			continue
+		}
+		if _, ok := outs[ref]; !ok && pos <= sources[p].Cursor {
+			problem("credit %s: %d moved in, never out though behind the cursor %d", ref, in, sources[p].Cursor)
+		}
+	}
+	sort.Strings(r.Problems)
+	return r, nil
 }

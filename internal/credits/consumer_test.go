@@ -235,6 +235,10 @@ func TestConsumer_MovesEveryCreditOnceAcrossACrashAndRivals(t *testing.T) {
 	if applied != 14 { // 7 first legs from each partition, no second leg
 		t.Fatalf("after the crash: %d; want 14 first legs and no second", applied)
 	}
+	// The audit across partitions counts them in flight, not as problems.
+	if r, err := Audit(ctx, c.parts); err != nil || !r.OK() || r.InFlight != r.Credits || r.Moved != 0 {
+		t.Errorf("audit after the crash: %+v, %v; want every credit in flight", r, err)
+	}
 	// Two rival consumers run while more gifts come, then a third drains.
 	rctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -249,4 +253,8 @@ func TestConsumer_MovesEveryCreditOnceAcrossACrashAndRivals(t *testing.T) {
 	wg.Wait()
 	c.drain(t, "drain")
 	c.check(t)
+	r, err := Audit(ctx, c.parts)
+	if err != nil || !r.OK() || r.Moved != r.Credits || r.InFlight != 0 || r.Credits != 6*4*10/2 {
+		t.Errorf("audit after the drain: %+v, %v; want %d credits (half of 6 senders × 4 receivers × 10 gifts), all moved", r, err, 6*4*10/2)
+	}
 }

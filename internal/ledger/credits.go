@@ -90,3 +90,56 @@ func (s *Store) CreditOut(ctx context.Context, owner string, from, upTo int64, m
 	}
 	return nil
 }
+
+// CreditLeg is one leg of a moved credit: its key ('<source partition>:
+// <position>') and amount (positive, for either leg).
+type CreditLeg struct {
+	Ref    string
+	Amount int64
+}
+
+// CreditSource is what a partition holds of the credits it is the source
+// of, read in one snapshot: its number, its cursor, its transfer_out legs,
+// and its credit events (the foreign receivers' earnings of its gifts)
+// still in the outbox, by position.
+type CreditSource struct {
+	Partition int
+	Cursor    int64
+	Out       []CreditLeg
+	Events    []CreditMove
+}
+
+// CreditSourceBook returns the credits this Store's partition is the source
+// of (see CreditSource), for the audit across partitions.
+func (s *Store) CreditSourceBook(ctx context.Context) (CreditSource, error) {
+	var b CreditSource
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly},
+		func(tx pgx.Tx) error {
+			if err := tx.QueryRow(ctx, `SELECT i.partition, c.position FROM giftd_partition_identity AS i, credit_cursor AS c`).
+				Scan(&b.Partition, &b.Cursor); err != nil {
+				return err
+			}
+			rows, _ := tx.Query(ctx, `SELECT ref, -amount FROM account_entries WHERE account = 'earnings' AND kind = 'transfer_out'`)
+			var err error
+			if b.Out, err = pgx.CollectRows(rows, pgx.RowToStructByPos[CreditLeg]); err != nil {
+				return err
+			}
+			rows, _ = tx.Query(ctx, `SELECT event_position, receiver_id, earnings, created_at FROM giftd_credits_after(0, 9223372036854775807, 2147483647)`)
+			b.Events, err = pgx.CollectRows(rows, pgx.RowToStructByPos[CreditMove])
+			return err
+		})
+	if err != nil {
+		return CreditSource{}, fmt.Errorf("credits of the source partition: %w", err)
+	}
+	return b, nil
+}
+
+// CreditsIn returns the transfer_in legs this Store's partition received.
+func (s *Store) CreditsIn(ctx context.Context) ([]CreditLeg, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT ref, amount FROM account_entries WHERE account = 'earnings' AND kind = 'transfer_in'`)
+	legs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[CreditLeg])
+	if err != nil {
+		return nil, fmt.Errorf("credits received: %w", err)
+	}
+	return legs, nil
+}
