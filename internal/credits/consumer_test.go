@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -201,6 +202,13 @@ func TestConsumer_MovesEveryCreditOnceAcrossACrashAndRivals(t *testing.T) {
 	all := func(x [][]string) []string { return append(append([]string{}, x[0]...), x[1]...) }
 	c.gifts(t, "r1", all(senders), all(receivers), 5)
 
+	// A first leg sent to a partition the receiver is not placed on is
+	// refused.
+	wrong := c.parts[1-partition.For(receivers[0][0], 2)]
+	if _, err := wrong.CreditIn(ctx, 0, ledger.CreditMove{Position: 1, ReceiverID: receivers[0][0], Earnings: 5}); err == nil ||
+		!strings.Contains(err.Error(), "GD001") {
+		t.Errorf("a credit in on the wrong partition: %v; want SQLSTATE GD001", err)
+	}
 	// Pruning a partition's events keeps those not moved yet: a trigger
 	// skips them.
 	for p, s := range c.parts {

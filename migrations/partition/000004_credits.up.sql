@@ -85,7 +85,8 @@ CREATE FUNCTION giftd_credits_after(p_after bigint, p_upto bigint, p_limit int)
 $$;
 
 -- The first leg, on the receiver's partition: p_amount to p_receiver's
--- earnings, once per (p_source, p_position). A second call with the same
+-- earnings, once per (p_source, p_position); refused (GD001) on any other
+-- partition. A second call with the same
 -- pair applies nothing and answers false; with another receiver or amount
 -- it is refused (unique_violation on account_entries_key).
 CREATE FUNCTION giftd_credit_in(p_source int, p_position bigint, p_receiver text, p_amount bigint)
@@ -94,7 +95,13 @@ DECLARE
     k    text := p_source || ':' || p_position;
     bal  bigint;
     prev record;
+    me   record;
 BEGIN
+    SELECT i.partition, i.partitions INTO me FROM giftd_partition_identity AS i;
+    IF NOT FOUND OR giftd_placement(p_receiver) & (me.partitions - 1) <> me.partition THEN
+        RAISE EXCEPTION 'giftd: credit % for a receiver placed on another partition than %', k, me.partition
+            USING ERRCODE = 'GD001';
+    END IF;
     BEGIN
         INSERT INTO earnings_accounts AS a (receiver_id, balance) VALUES (p_receiver, p_amount)
         ON CONFLICT (receiver_id) DO UPDATE SET balance = a.balance + excluded.balance, updated_at = now()
