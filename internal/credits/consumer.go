@@ -120,9 +120,17 @@ func (c *Consumer) Step(ctx context.Context, p int) (int, error) {
 	if len(moves) > 0 {
 		c.lag.WithLabelValues(label).Set(time.Since(moves[0].CreatedAt).Seconds())
 	}
+	// The first legs, one transaction per receivers' partition.
+	byPart := make([][]ledger.CreditMove, len(c.parts))
 	for _, m := range moves {
 		q := partition.For(m.ReceiverID, len(c.parts))
-		if _, err := c.parts[q].CreditIn(ctx, p, m); err != nil {
+		byPart[q] = append(byPart[q], m)
+	}
+	for q, ms := range byPart {
+		if len(ms) == 0 {
+			continue
+		}
+		if _, err := c.parts[q].CreditsIn(ctx, p, ms); err != nil {
 			return 0, err
 		}
 	}
@@ -189,7 +197,7 @@ func Audit(ctx context.Context, parts []*ledger.Store) (Report, error) {
 	}
 	ins := map[string]int64{}
 	for p, s := range parts {
-		legs, err := s.CreditsIn(ctx)
+		legs, err := s.CreditsReceived(ctx)
 		if err != nil {
 			return Report{}, fmt.Errorf("partition %d: %w", p, err)
 		}

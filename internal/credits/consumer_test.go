@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -265,4 +266,122 @@ func TestConsumer_MovesEveryCreditOnceAcrossACrashAndRivals(t *testing.T) {
 	if err != nil || !r.OK() || r.Moved != r.Credits || r.InFlight != 0 || r.Credits != 6*4*10/2 {
 		t.Errorf("audit after the drain: %+v, %v; want %d credits (half of 6 senders × 4 receivers × 10 gifts), all moved", r, err, 6*4*10/2)
 	}
+}
+
+// BenchmarkConsumer_Lag runs 64 goroutines sending gifts (half of them to
+// a receiver on the other partition) through a partitioned store while one
+// consumer moves the credits, and reports the credits' lag: from the gift's
+// event (its transaction's start) to its first leg on the receiver's
+// partition (that transaction's start), p50, p99 and max, with the
+// consumer's defaults (a partition with nothing to move is read again
+// after 100 ms):
+//
+//	go test -run '^$' -bench ConsumerLag -benchtime 20000x ./internal/credits/
+func BenchmarkConsumer_Lag(b *testing.B) {
+	l := pgtest.Partitioned(b, 2)
+	ctx := context.Background()
+	proxy, err := ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(2, partition.For),
+		ledger.WithEconomy(ledger.Economy{Earnings: true, DefaultShareBP: 5000}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(proxy.Close)
+	var parts []*ledger.Store
+	for _, u := range l.PartitionURLs {
+		s, err := ledger.Open(ctx, u, ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithMaxConns(3))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(s.Close)
+		parts = append(parts, s)
+	}
+	senders, receivers := usersOn("s", 128), usersOn("h", 50)
+	for _, ss := range senders {
+		for _, s := range ss {
+			if _, err := proxy.TopUp(ctx, ledger.TopUp{UserID: s, Amount: 1 << 40, Key: "seed-" + s}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	rctx, stop := context.WithCancel(ctx)
+	var cw sync.WaitGroup
+	consumer := New(parts, DefaultConfig("bench"), nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cw.Go(func() { consumer.Run(rctx) })
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for g := range 64 {
+		wg.Go(func() {
+			for i := g; i < b.N; i += 64 {
+				s := senders[i%2][(i/2)%128]
+				r := receivers[(i/3)%2][i%50]
+				id := fmt.Sprint("lag-", i)
+				if _, err := proxy.Debit(ctx, ledger.Debit{
+					Key: ledger.DebitKey{Platform: "linkv", AppID: "app", RequestID: id}, UserID: s, Gold: 10,
+					Fingerprint: sha256.Sum256([]byte(id)), ExpiresAt: time.Now().Add(time.Hour),
+					Gift: ledger.Gift{ReceiverID: r, RoomID: "room", GiftID: "rose", Count: 1},
+				}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	// Wait for the consumer to move everything, then stop it.
+	for _, s := range parts {
+		var last int64
+		if err := s.Pool().QueryRow(ctx, `SELECT coalesce(max(position), 0) FROM events`).Scan(&last); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			var cursor int64
+			if err := s.Pool().QueryRow(ctx, `SELECT position FROM credit_cursor`).Scan(&cursor); err != nil {
+				b.Fatal(err)
+			}
+			if cursor >= last {
+				break
+			}
+			<-time.After(10 * time.Millisecond)
+		}
+	}
+	stop()
+	cw.Wait()
+	created := map[string]time.Time{} // '<p>:<position>' → the event's time
+	for p, s := range parts {
+		rows, _ := s.Pool().Query(ctx, `SELECT position, created_at FROM events WHERE type = 'gift.debited'`)
+		for rows.Next() {
+			var pos int64
+			var at time.Time
+			if err := rows.Scan(&pos, &at); err != nil {
+				b.Fatal(err)
+			}
+			created[fmt.Sprintf("%d:%d", p, pos)] = at
+		}
+		rows.Close()
+	}
+	var lags []time.Duration
+	for _, s := range parts {
+		rows, _ := s.Pool().Query(ctx, `SELECT ref, created_at FROM account_entries WHERE kind = 'transfer_in'`)
+		for rows.Next() {
+			var ref string
+			var at time.Time
+			if err := rows.Scan(&ref, &at); err != nil {
+				b.Fatal(err)
+			}
+			lags = append(lags, at.Sub(created[ref]))
+		}
+		rows.Close()
+	}
+	if len(lags) == 0 {
+		return // b.N too small for a gift to another partition
+	}
+	slices.Sort(lags)
+	q := func(f float64) float64 { return lags[min(len(lags)-1, int(f*float64(len(lags))))].Seconds() * 1000 }
+	b.ReportMetric(q(0.5), "lag-p50-ms")
+	b.ReportMetric(q(0.99), "lag-p99-ms")
+	b.ReportMetric(lags[len(lags)-1].Seconds()*1000, "lag-max-ms")
+	b.ReportMetric(float64(len(lags)), "credits")
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "debits/s")
+	b.ReportMetric(0, "ns/op")
 }

@@ -76,6 +76,22 @@ func (s *Store) CreditIn(ctx context.Context, source int, m CreditMove) (applied
 	return applied, nil
 }
 
+// CreditsIn applies the first legs of moves, all from partition source and
+// for receivers of this Store's partition, in one transaction (see
+// CreditIn): it returns how many were applied now, the others having been
+// applied before. On error none was applied.
+func (s *Store) CreditsIn(ctx context.Context, source int, moves []CreditMove) (applied int, err error) {
+	pos, rcv, amt := make([]int64, len(moves)), make([]string, len(moves)), make([]int64, len(moves))
+	for i, m := range moves {
+		pos[i], rcv[i], amt[i] = m.Position, m.ReceiverID, m.Earnings
+	}
+	err = s.pool.QueryRow(ctx, `SELECT giftd_credits_in($1, $2, $3, $4)`, source, pos, rcv, amt).Scan(&applied)
+	if err != nil {
+		return 0, fmt.Errorf("%d credits from partition %d in: %w", len(moves), source, err)
+	}
+	return applied, nil
+}
+
 // CreditOut applies, on this Store's partition (the source), the second leg
 // of moves, read after from, and moves the cursor to upTo, in one
 // transaction, provided owner still holds the lease and the cursor is still
@@ -134,8 +150,8 @@ func (s *Store) CreditSourceBook(ctx context.Context) (CreditSource, error) {
 	return b, nil
 }
 
-// CreditsIn returns the transfer_in legs this Store's partition received.
-func (s *Store) CreditsIn(ctx context.Context) ([]CreditLeg, error) {
+// CreditsReceived returns the transfer_in legs this Store's partition received.
+func (s *Store) CreditsReceived(ctx context.Context) ([]CreditLeg, error) {
 	rows, _ := s.pool.Query(ctx, `SELECT ref, amount FROM account_entries WHERE account = 'earnings' AND kind = 'transfer_in'`)
 	legs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[CreditLeg])
 	if err != nil {

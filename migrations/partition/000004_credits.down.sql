@@ -1,4 +1,5 @@
 DROP FUNCTION giftd_credit_out(text, bigint, bigint, bigint[], text[], bigint[]);
+DROP FUNCTION giftd_credits_in(int, bigint[], text[], bigint[]);
 DROP FUNCTION giftd_credit_in(int, bigint, text, bigint);
 DROP FUNCTION giftd_credits_after(bigint, bigint, int);
 DROP FUNCTION giftd_credit_lease(text, double precision);

@@ -123,6 +123,51 @@ BEGIN
 END
 $$;
 
+-- giftd_credit_in for a batch of credits from p_source, in one transaction:
+-- the earnings accounts taken in receiver order (the order debits take
+-- them in), a credit applied before skipped (the same receiver and amount)
+-- or refused (another), the batch refused whole (GD001) if a receiver is
+-- placed on another partition. Returns how many it applied. Two consumers
+-- racing on one credit: the second's insert meets the first's key and its
+-- batch fails whole, to be read again.
+CREATE FUNCTION giftd_credits_in(p_source int, p_position bigint[], p_receiver text[], p_amount bigint[])
+    RETURNS int LANGUAGE plpgsql AS $$
+DECLARE
+    me      record;
+    c       record;
+    prev    record;
+    bal     bigint;
+    applied int := 0;
+BEGIN
+    SELECT i.partition, i.partitions INTO me FROM giftd_partition_identity AS i;
+    IF NOT FOUND OR EXISTS (SELECT 1 FROM unnest(p_receiver) AS r
+                            WHERE giftd_placement(r) & (me.partitions - 1) <> me.partition) THEN
+        RAISE EXCEPTION 'giftd: credits from partition % for receivers placed on another partition than %', p_source, me.partition
+            USING ERRCODE = 'GD001';
+    END IF;
+    FOR c IN SELECT t.pos, t.rcv, t.amt, p_source || ':' || t.pos AS k
+             FROM unnest(p_position, p_receiver, p_amount) AS t (pos, rcv, amt) ORDER BY t.rcv, t.pos LOOP
+        SELECT x.receiver_id, x.amount INTO prev FROM account_entries AS x
+        WHERE x.account = 'earnings' AND x.kind = 'transfer_in' AND x.ref = c.k;
+        IF FOUND THEN
+            IF prev.receiver_id IS DISTINCT FROM c.rcv OR prev.amount IS DISTINCT FROM c.amt THEN
+                RAISE EXCEPTION 'credit %: applied before for another receiver or amount', c.k
+                    USING ERRCODE = 'unique_violation';
+            END IF;
+            CONTINUE;
+        END IF;
+        INSERT INTO earnings_accounts AS a (receiver_id, balance) VALUES (c.rcv, c.amt)
+        ON CONFLICT (receiver_id) DO UPDATE SET balance = a.balance + excluded.balance, updated_at = now()
+        RETURNING a.balance INTO bal;
+        INSERT INTO account_entries (account, receiver_id, kind, amount, balance_after, ref, details)
+        VALUES ('earnings', c.rcv, 'transfer_in', c.amt, bal, c.k,
+                jsonb_build_object('source_partition', p_source, 'position', c.pos));
+        applied := applied + 1;
+    END LOOP;
+    RETURN applied;
+END
+$$;
+
 -- The second leg, on the source partition, for a batch read after p_from:
 -- the transfer_out of each credit (its transit account debited, in receiver
 -- order, the order debits lock earnings accounts in), and the cursor moved
