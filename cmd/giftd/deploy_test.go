@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -10,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"giftd/internal/partition"
+	"giftd/internal/pgtest"
 )
 
 const repoRoot = "../.."
@@ -33,6 +37,33 @@ func exposedMetrics(t *testing.T) map[string]bool {
 		text = scrape(t, admin)
 	}
 	names := map[string]bool{}
+	// Partitioned mode's own metrics (the credit consumer's), from a
+	// partitioned giftd once it has moved a credit; outside CI without
+	// PL/Proxy they are taken on trust, saying so.
+	t.Run("partitioned", func(t *testing.T) {
+		t.Cleanup(func() {
+			if t.Skipped() {
+				names["giftd_credit_lag_seconds"], names["giftd_credits_moved_total"] = true, true
+			}
+		})
+		l := pgtest.Partitioned(t, 2)
+		srv := startServe(t, map[string]string{"GIFTD_PROXY_URL": l.ProxyURL, "GIFTD_PARTITION_URLS": strings.Join(l.PartitionURLs, " "),
+			"DATABASE_URL": "postgres://unused@127.0.0.1:1/unused", "GIFTD_DEFAULT_SHARE_BP": "5000"})
+		sender := "deploy-sender-0"
+		for i := 1; partition.For(sender, 2) == partition.For("host", 2); i++ {
+			sender = fmt.Sprint("deploy-sender-", i)
+		}
+		topUpWallet(t, srv.admin, sender, 100)
+		if code, body := postDebit(t, srv.public, debitFields("deploy-p-1", sender, 10, time.Now().Add(time.Hour).Unix(), e2eSecret)); code != 200 {
+			t.Fatalf("debit: %d %s", code, body)
+		}
+		ptext := scrape(t, srv.admin)
+		for !strings.Contains(ptext, "giftd_credits_moved_total{") { // the consumer reads every 100 ms
+			<-time.After(50 * time.Millisecond)
+			ptext = scrape(t, srv.admin)
+		}
+		text += "\n" + ptext
+	})
 	for _, line := range strings.Split(text, "\n") {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"flag"
@@ -26,6 +27,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"giftd/internal/callback"
+	"giftd/internal/credits"
 	"giftd/internal/httpapi"
 	"giftd/internal/ledger"
 	"giftd/internal/linkv"
@@ -59,7 +61,8 @@ Usage:
   giftd dev                      run it with a throwaway PostgreSQL, a dev app and a demo wallet
   giftd migrate up|down|version  manage the schema (of GIFTD_MIGRATE_DATABASE_URL, else DATABASE_URL; in
                                  partitioned mode of GIFTD_PROXY_URL and every one of GIFTD_PARTITION_URLS)
-  giftd audit                    check every balance against the ledger; exit 1 on any mismatch
+  giftd audit                    check every balance against the ledger; exit 1 on any mismatch (partitioned:
+                                 every partition, then the cross-partition credits)
   giftd earnings -from DATE [-to DATE]  CSV of every receiver's earnings in the period and payable at its end
   giftd prune                    delete debit records expired more than GIFTD_PRUNE_MARGIN ago, and events
                                  delivered and older than GIFTD_EVENTS_RETENTION
@@ -101,14 +104,12 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	if err := requireDatabase(s); err != nil {
-		return err
-	}
-	if s.Partitioned.ProxyURL != "" {
-		// Better no start than a server that debits DATABASE_URL alone
-		// while the operator believes the partitions take the load.
-		return &settingsError{"GIFTD_PROXY_URL", "giftd serve does not run partitioned yet, only giftd migrate does " +
-			"(docs/scale-out.md#what-is-built); unset it and GIFTD_PARTITION_URLS to serve on DATABASE_URL"}
+	if s.Partitioned.ProxyURL == "" {
+		// Partitioned mode (GIFTD_PROXY_URL, GIFTD_PARTITION_URLS) needs no
+		// DATABASE_URL, and ignores one.
+		if err := requireDatabase(s); err != nil {
+			return err
+		}
 	}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -219,7 +220,16 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 		}
 		tlsConfig = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
 	}
-	if s.Migrate {
+	partitioned := s.Partitioned.ProxyURL != ""
+	switch {
+	case s.Migrate && partitioned:
+		// What giftd migrate up does: the proxy, every partition, the
+		// registration (docs/scale-out.md#migrating).
+		log.Info("migrating partitioned", "partitions", len(s.Partitioned.PartitionURLs), "lock_wait", s.MigrateLockWait.String())
+		if err := partition.Migrate(ctx, s.Partitioned, ledger.WithLockWait(s.MigrateLockWait), ledger.WithMigrateLog(log, 0)); err != nil {
+			return err
+		}
+	case s.Migrate:
 		// Migrations may need their own URL: through a transaction pool,
 		// golang-migrate's session lock does not hold (see ledger.Migrate).
 		log.Info("migrating", "own_url", s.MigrateDatabaseURL != s.DatabaseURL, "lock_wait", s.MigrateLockWait.String())
@@ -227,8 +237,21 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 			return err
 		}
 	}
-	store, err := ledger.Open(ctx, s.DatabaseURL, ledger.WithBatching(s.Batching), ledger.WithEconomy(s.Economy),
-		ledger.WithSafeguards(s.Safeguards))
+	dbURL, opts := s.DatabaseURL, []ledger.Option{ledger.WithBatching(s.Batching), ledger.WithEconomy(s.Economy),
+		ledger.WithSafeguards(s.Safeguards)}
+	if partitioned {
+		// giftd talks to the proxy only; each batch goes to one partition
+		// (docs/scale-out.md#the-debit-batch).
+		dbURL, opts = s.Partitioned.ProxyURL, append(opts, ledger.WithPartitions(len(s.Partitioned.PartitionURLs), partition.For))
+		if s.Webhooks || s.PruneInterval > 0 {
+			// Both read and write one database's events and records: on the
+			// proxy they would fail every time (docs/scale-out.md).
+			log.Warn("partitioned mode: webhook delivery and pruning do not run (not partition-aware yet)",
+				"webhooks", s.Webhooks, "prune_interval", s.PruneInterval.String())
+			s.Webhooks, s.PruneInterval = false, 0
+		}
+	}
+	store, err := ledger.Open(ctx, dbURL, opts...)
 	if err != nil {
 		return err
 	}
@@ -269,6 +292,23 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 			httpapi.Callback{Doc: "polyv-donate", Method: http.MethodPost, Path: s.PolyvUpdatePath, Handler: pv.Donate})
 	}
 
+	var consumer *credits.Consumer
+	if partitioned {
+		// Cross-partition credits (docs/scale-out.md#cross-partition-credits):
+		// read from and applied on each partition directly, on small pools
+		// of their own.
+		var parts []*ledger.Store
+		for i, u := range s.Partitioned.PartitionURLs {
+			p, err := ledger.Open(ctx, u, ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithMaxConns(3))
+			if err != nil {
+				return fmt.Errorf("GIFTD_PARTITION_URLS: partition %d: %w", i, err)
+			}
+			defer p.Close()
+			parts = append(parts, p)
+		}
+		consumer = credits.New(parts, credits.DefaultConfig(consumerOwner()), reg, log)
+	}
+
 	var deliverer *webhook.Deliverer
 	if s.Webhooks {
 		// Delivery has a pool of its own, so that slow endpoints can never
@@ -298,7 +338,8 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 	log.Info("giftd listening", "public", publicLn.Addr().String(), "admin", adminLn.Addr().String(),
 		"debit_path", s.DebitPath, "apps", len(s.LinkVApps), "polyv_apps", len(s.PolyvApps),
 		"earnings", s.Economy.Earnings, "price_check", s.Economy.PriceCheck, "default_share_bp", s.Economy.DefaultShareBP,
-		"safeguards", s.Safeguards.On, "safeguards_profile", s.SafeguardsProfile, "webhooks", s.Webhooks)
+		"safeguards", s.Safeguards.On, "safeguards_profile", s.SafeguardsProfile, "webhooks", s.Webhooks,
+		"partitions", store.Partitions())
 	if onListen != nil {
 		onListen(publicLn.Addr().String(), adminLn.Addr().String())
 	}
@@ -316,6 +357,9 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 	g.Go(func() error { ready.Run(gctx, readyProbeInterval); return nil })
 	if deliverer != nil {
 		g.Go(func() error { deliverer.Run(gctx); return nil })
+	}
+	if consumer != nil {
+		g.Go(func() error { consumer.Run(gctx); return nil })
 	}
 	if s.PruneInterval > 0 {
 		g.Go(func() error { pruneLoop(gctx, store, s, log, newPruneMetrics(reg)); return nil })
@@ -377,4 +421,13 @@ func platformClients(p platforms.Settings) (httpapi.Platforms, error) {
 		}
 	}
 	return out, nil
+}
+
+// consumerOwner names this process in the credit consumer's leases: its
+// host, its pid and a random suffix, unique across replicas and restarts.
+func consumerOwner() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return fmt.Sprintf("%s/%d/%x", host, os.Getpid(), b)
 }

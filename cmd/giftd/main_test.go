@@ -466,12 +466,3 @@ func TestRun_MigratePartitioned(t *testing.T) {
 		t.Errorf("three partitions: %v; want an error naming GIFTD_PARTITION_URLS and no password", err)
 	}
 }
-
-func TestRun_ServeRefusesPartitionedMode(t *testing.T) {
-	env := map[string]string{"DATABASE_URL": "postgres://u@127.0.0.1:1/db", "GIFTD_ADMIN_TOKEN": strings.Repeat("t", 16), "GIFTD_LINKV_APPS": "app1:" + strings.Repeat("s", 32),
-		"GIFTD_PROXY_URL": "postgres://u@127.0.0.1:1/proxy", "GIFTD_PARTITION_URLS": "postgres://u@127.0.0.1:1/p0 postgres://u@127.0.0.1:1/p1"}
-	err := run(context.Background(), []string{"giftd", "serve"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), "GIFTD_PROXY_URL") {
-		t.Errorf("serve with GIFTD_PROXY_URL: %v; want a refusal naming it", err)
-	}
-}

@@ -15,7 +15,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"giftd/internal/credits"
 	"giftd/internal/ledger"
+	"giftd/internal/partition"
 )
 
 // readyProbeInterval is how often serve checks readiness by itself, so that
@@ -48,11 +50,63 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	var ps settings
+	if err := readPartitions(getenv, &ps); err != nil {
+		return err
+	}
+	if ps.Partitioned.ProxyURL != "" {
+		return auditPartitioned(ctx, ps.Partitioned, getenv, stdout)
+	}
 	store, _, err := openForOps(ctx, getenv)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
+	return printAudit(ctx, store, stdout)
+}
+
+// auditPartitioned is giftd audit in partitioned mode: each partition's own
+// audit, on a direct connection, then the cross-partition credits
+// (credits.Audit: each moved once each way, every one behind its source's
+// cursor moved, the earnings taken = moved + in flight).
+func auditPartitioned(ctx context.Context, l partition.Layout, getenv func(string) string, stdout io.Writer) error {
+	var s settings
+	if err := readPolicies(getenv, &s); err != nil {
+		return err
+	}
+	var parts []*ledger.Store
+	var failed []error
+	for i, u := range l.PartitionURLs {
+		p, err := ledger.Open(ctx, u, ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithSafeguards(s.Safeguards))
+		if err != nil {
+			return fmt.Errorf("partition %d: %w", i, err)
+		}
+		defer p.Close()
+		parts = append(parts, p)
+		fmt.Fprintf(stdout, "partition %d (%s):\n", i, partition.Where(u))
+		if err := printAudit(ctx, p, stdout); err != nil {
+			failed = append(failed, fmt.Errorf("partition %d: %w", i, err))
+		}
+	}
+	r, err := credits.Audit(ctx, parts)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "cross-partition credits: %d in the outboxes, %d gold: %d moved (%d gold), %d in flight (%d gold)\n",
+		r.Credits, r.Taken, r.Moved, r.MovedGold, r.InFlight, r.InFlightGold)
+	for _, p := range r.Problems {
+		fmt.Fprintf(stdout, "  MISMATCH %s\n", p)
+	}
+	if !r.OK() {
+		failed = append(failed, fmt.Errorf("cross-partition credits: %d problems", len(r.Problems)))
+	} else {
+		fmt.Fprintln(stdout, "credits OK: each moved once each way, every one behind its cursor moved, taken = moved + in flight")
+	}
+	return errors.Join(failed...)
+}
+
+// printAudit runs store's audit and prints it; an error when it fails.
+func printAudit(ctx context.Context, store *ledger.Store, stdout io.Writer) error {
 	r, err := store.Audit(ctx)
 	if err != nil {
 		return err

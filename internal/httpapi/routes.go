@@ -81,64 +81,81 @@ func NewAdmin(d Deps) http.Handler {
 	r.Route("/admin", func(r chi.Router) {
 		r.Use(requireToken(d.AdminToken), limitBody(64<<10))
 		r.MethodNotAllowed(methodNotAllowed(r))
+		// In partitioned mode only the routes that reach the user's
+		// partition work; the others answer 501 (docs/scale-out.md).
+		single := d.singleServerOnly
 		r.Post("/v1/wallets/{user_id}/topups", handleTopUp(d.Store, d.Log, d.Metrics))
 		r.Get("/v1/wallets/{user_id}", handleWallet(d.Store, d.Log))
-		r.Get("/v1/wallets/{user_id}/ledger", handleLedger(d.Store, d.Log))
-		r.Get("/v1/debits/{request_id}", handleDebit(d.Store, d.Log))
-		r.Post("/v1/debits/{request_id}/reversal", handleReversal(d.Store, d.Log, d.Metrics))
-		r.Get("/v1/audit", handleAudit(d.Store, d.Log))
+		r.Get("/v1/wallets/{user_id}/ledger", single(handleLedger(d.Store, d.Log)))
+		r.Get("/v1/debits/{request_id}", single(handleDebit(d.Store, d.Log)))
+		r.Post("/v1/debits/{request_id}/reversal", single(handleReversal(d.Store, d.Log, d.Metrics)))
+		r.Get("/v1/audit", single(handleAudit(d.Store, d.Log)))
 		r.Get("/v1/stats", handleStats(d.Gatherer, d.readiness(), d.Callbacks))
 		// giftd as the platforms' client (platforms.go, docs/platform-apis.md).
-		r.Post("/v1/linkv/accounts/{user_id}", handleLinkAccount(d.Store, d.Platforms, d.Log))
-		r.Get("/v1/linkv/accounts/{user_id}", handleLinkedAccount(d.Store, d.Platforms, d.Log))
-		r.Post("/v1/linkv/wallet-moves", handleWalletMoves(d.Store, d.Platforms, d.Log))
-		r.Get("/v1/linkv/wallet-moves/{user_id}", handleWalletMove(d.Store, d.Platforms, d.Log))
+		r.Post("/v1/linkv/accounts/{user_id}", single(handleLinkAccount(d.Store, d.Platforms, d.Log)))
+		r.Get("/v1/linkv/accounts/{user_id}", single(handleLinkedAccount(d.Store, d.Platforms, d.Log)))
+		r.Post("/v1/linkv/wallet-moves", single(handleWalletMoves(d.Store, d.Platforms, d.Log)))
+		r.Get("/v1/linkv/wallet-moves/{user_id}", single(handleWalletMove(d.Store, d.Platforms, d.Log)))
 		r.Post("/v1/polyv/donation-settings", handlePolyvDonations(d.Platforms, d.Log))
 		// The economy (docs/economy.md).
-		r.Get("/v1/gifts", handleGifts(d.Store, d.Log))
-		r.Post("/v1/gifts/{platform}", handleCreateGift(d.Store, d.Log))
-		r.Get("/v1/gifts/{platform}/{gift_id}", handleGift(d.Store, d.Log))
-		r.Patch("/v1/gifts/{platform}/{gift_id}", handleUpdateGift(d.Store, d.Log, false))
-		r.Post("/v1/gifts/{platform}/{gift_id}/deactivate", handleUpdateGift(d.Store, d.Log, true))
-		r.Get("/v1/polyv/channels", handleChannels(d.Store, d.Log))
-		r.Put("/v1/polyv/channels/{channel_id}/receiver", handleSetChannelReceiver(d.Store, d.Log))
-		r.Delete("/v1/polyv/channels/{channel_id}/receiver", handleRemoveChannelReceiver(d.Store, d.Log))
-		r.Get("/v1/earnings/{receiver_id}", handleEarnings(d.Store, d.Log))
-		r.Post("/v1/earnings/{receiver_id}/payouts", handlePayout(d.Store, d.Log))
+		r.Get("/v1/gifts", single(handleGifts(d.Store, d.Log)))
+		r.Post("/v1/gifts/{platform}", single(handleCreateGift(d.Store, d.Log)))
+		r.Get("/v1/gifts/{platform}/{gift_id}", single(handleGift(d.Store, d.Log)))
+		r.Patch("/v1/gifts/{platform}/{gift_id}", single(handleUpdateGift(d.Store, d.Log, false)))
+		r.Post("/v1/gifts/{platform}/{gift_id}/deactivate", single(handleUpdateGift(d.Store, d.Log, true)))
+		r.Get("/v1/polyv/channels", single(handleChannels(d.Store, d.Log)))
+		r.Put("/v1/polyv/channels/{channel_id}/receiver", single(handleSetChannelReceiver(d.Store, d.Log)))
+		r.Delete("/v1/polyv/channels/{channel_id}/receiver", single(handleRemoveChannelReceiver(d.Store, d.Log)))
+		r.Get("/v1/earnings/{receiver_id}", single(handleEarnings(d.Store, d.Log)))
+		r.Post("/v1/earnings/{receiver_id}/payouts", single(handlePayout(d.Store, d.Log)))
 		// Reports and leaderboards (reports.go, docs/economy.md#reports-and-leaderboards).
-		r.Get("/v1/earnings/{receiver_id}/ledger", handleEarningsLedger(d.Store, d.Log))
-		r.Get("/v1/earnings/{receiver_id}/report", handleReceiverReport(d.Store, d.Log))
-		r.Get("/v1/reports/gifts", handleGiftReport(d.Store, d.Log))
+		r.Get("/v1/earnings/{receiver_id}/ledger", single(handleEarningsLedger(d.Store, d.Log)))
+		r.Get("/v1/earnings/{receiver_id}/report", single(handleReceiverReport(d.Store, d.Log)))
+		r.Get("/v1/reports/gifts", single(handleGiftReport(d.Store, d.Log)))
 		boards := newBoardCache(d.LeaderboardCache)
-		r.Get("/v1/rooms/{platform}/{room_id}/leaderboard/senders", handleLeaderboard(d.Store, d.Log, boards, ledger.Senders))
-		r.Get("/v1/rooms/{platform}/{room_id}/leaderboard/receivers", handleLeaderboard(d.Store, d.Log, boards, ledger.Receivers))
-		r.Get("/v1/senders/{user_id}/spend", handleSenderSpend(d.Store, d.Log))
+		r.Get("/v1/rooms/{platform}/{room_id}/leaderboard/senders", single(handleLeaderboard(d.Store, d.Log, boards, ledger.Senders)))
+		r.Get("/v1/rooms/{platform}/{room_id}/leaderboard/receivers", single(handleLeaderboard(d.Store, d.Log, boards, ledger.Receivers)))
+		r.Get("/v1/senders/{user_id}/spend", single(handleSenderSpend(d.Store, d.Log)))
 		// Events: the pull feed and webhooks (docs/events.md).
-		r.Get("/v1/events", handleEvents(d.Store, d.Log))
-		r.Get("/v1/webhooks", handleWebhooks(d.Store, d.Log))
-		r.Post("/v1/webhooks", handleCreateWebhook(d.Store, d.Log, d.WebhookAllowPrivate))
-		r.Get("/v1/webhooks/{endpoint_id}", handleWebhook(d.Store, d.Log))
-		r.Patch("/v1/webhooks/{endpoint_id}", handleUpdateWebhook(d.Store, d.Log, d.WebhookAllowPrivate))
-		r.Delete("/v1/webhooks/{endpoint_id}", handleDeleteWebhook(d.Store, d.Log))
-		r.Post("/v1/webhooks/{endpoint_id}/secrets", handleWebhookSecret(d.Store, d.Log, true))
-		r.Delete("/v1/webhooks/{endpoint_id}/secrets/previous", handleWebhookSecret(d.Store, d.Log, false))
-		r.Post("/v1/webhooks/{endpoint_id}/redeliver", handleRedeliver(d.Store, d.Log))
+		r.Get("/v1/events", single(handleEvents(d.Store, d.Log)))
+		r.Get("/v1/webhooks", single(handleWebhooks(d.Store, d.Log)))
+		r.Post("/v1/webhooks", single(handleCreateWebhook(d.Store, d.Log, d.WebhookAllowPrivate)))
+		r.Get("/v1/webhooks/{endpoint_id}", single(handleWebhook(d.Store, d.Log)))
+		r.Patch("/v1/webhooks/{endpoint_id}", single(handleUpdateWebhook(d.Store, d.Log, d.WebhookAllowPrivate)))
+		r.Delete("/v1/webhooks/{endpoint_id}", single(handleDeleteWebhook(d.Store, d.Log)))
+		r.Post("/v1/webhooks/{endpoint_id}/secrets", single(handleWebhookSecret(d.Store, d.Log, true)))
+		r.Delete("/v1/webhooks/{endpoint_id}/secrets/previous", single(handleWebhookSecret(d.Store, d.Log, false)))
+		r.Post("/v1/webhooks/{endpoint_id}/redeliver", single(handleRedeliver(d.Store, d.Log)))
 		// The spending safeguards (safeguards.go, docs/safeguards.md).
 		r.Get("/v1/policies/defaults", handlePolicyDefaults(d.Store))
 		for _, p := range []struct{ scope, path string }{
 			{ledger.ScopeUser, "/v1/policies/users/{user_id}"},
 			{ledger.ScopeApp, "/v1/policies/apps/{platform}/{app_id}"},
 		} {
-			r.Get(p.path, handleGetPolicy(d.Store, d.Log, p.scope))
-			r.Put(p.path, handlePutPolicy(d.Store, d.Log, p.scope))
-			r.Delete(p.path, handleClearPolicy(d.Store, d.Log, p.scope))
-			r.Get(p.path+"/history", handlePolicyHistory(d.Store, d.Log, p.scope))
+			r.Get(p.path, single(handleGetPolicy(d.Store, d.Log, p.scope)))
+			r.Put(p.path, single(handlePutPolicy(d.Store, d.Log, p.scope)))
+			r.Delete(p.path, single(handleClearPolicy(d.Store, d.Log, p.scope)))
+			r.Get(p.path+"/history", single(handlePolicyHistory(d.Store, d.Log, p.scope)))
 		}
-		r.Get("/v1/spending/{user_id}", handleSpending(d.Store, d.Log))
-		r.Get("/v1/reminders", handleReminders(d.Store, d.Log))
+		r.Get("/v1/spending/{user_id}", single(handleSpending(d.Store, d.Log)))
+		r.Get("/v1/reminders", single(handleReminders(d.Store, d.Log)))
 		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, "not_found", "no such admin route")
 		})
 	})
 	return r
+}
+
+// singleServerOnly wraps the handler of an admin route that is not
+// partition-aware yet: with a partitioned Store it answers 501 and a JSON
+// error saying so, instead of reading the proxy (which holds no wallets) or
+// one partition as if it were all of them (docs/scale-out.md#what-is-built).
+func (d Deps) singleServerOnly(h http.HandlerFunc) http.HandlerFunc {
+	if d.Store == nil || d.Store.Partitions() == 0 {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotImplemented, "not_partitioned",
+			"not available in partitioned mode yet: only wallet look-ups and top-ups are (docs/scale-out.md)")
+	}
 }

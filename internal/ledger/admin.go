@@ -40,6 +40,9 @@ type Credit struct {
 // would pass the int64 range returns ErrBalanceOverflow.
 func (s *Store) TopUp(ctx context.Context, t TopUp) (Credit, error) {
 	defer s.observe(OpTopUp, time.Now())
+	if s.partitions > 0 {
+		return s.topUpPartitioned(ctx, t)
+	}
 	c := Credit{UserID: t.UserID, Amount: t.Amount}
 	// One statement: the wallet credit and its entry commit together, and a
 	// used key makes the entry's unique index refuse the whole statement.

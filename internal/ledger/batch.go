@@ -97,6 +97,9 @@ type batcher struct {
 	// handoffs counts debits handed to a worker rather than executed on
 	// their caller's goroutine (for tests: a lone debit never is).
 	handoffs atomic.Int64
+	// fallbacks counts batches that failed as a whole and went again one
+	// debit at a time (for tests: in partitioned mode, none should).
+	fallbacks atomic.Int64
 }
 
 func startBatcher(s *Store, cfg Batching) *batcher {
@@ -285,6 +288,7 @@ func (b *batcher) run(batch []*pending) {
 		// One bad debit must not fail its neighbours: the batch was not
 		// applied, so each goes again alone (a retry of a batch whose commit
 		// was lost finds its own records and replays them).
+		b.fallbacks.Add(1)
 		results, errs, err = make([]DebitResult, len(debits)), make([]error, len(debits)), nil
 		for i, d := range debits {
 			results[i], errs[i] = b.store.debitOne(ctx, d)

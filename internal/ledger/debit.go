@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // DebitKey is the idempotency key of a debit: the platform that sent it and
@@ -123,9 +125,12 @@ func (s *Store) Debit(ctx context.Context, d Debit) (DebitResult, error) {
 	defer s.observe(OpDebit, time.Now())
 	var res DebitResult
 	var err error
-	if s.batcher != nil {
+	switch {
+	case s.batchers != nil:
+		res, err = s.batchers[s.partitionOf(d.UserID)].debit(ctx, d)
+	case s.batcher != nil:
 		res, err = s.batcher.debit(ctx, d)
-	} else {
+	default:
 		res, err = s.debitOne(ctx, d)
 	}
 	if err != nil {
@@ -178,8 +183,14 @@ func (s *Store) execute(ctx context.Context, debits []Debit) ([]DebitResult, []e
 	policy, now := s.safeguards.arguments(s.now)
 	args := []any{platforms, apps, ids, fps, users, golds, expires, details,
 		receivers, rooms, gifts, counts, unitPrices, e.Earnings, e.PriceCheck, e.DefaultShareBP, policy, now}
+	query := debitSQL
+	if s.partitions > 0 {
+		// The batch's users share one partition (one batcher per
+		// partition); the partition refuses the batch if they do not.
+		query, args = debitOnSQL, append([]any{s.partitionOf(debits[0].UserID)}, args...)
+	}
 	for attempt := 1; ; attempt++ {
-		results, errs, err := s.executeOnce(ctx, n, args)
+		results, errs, err := s.executeOnce(ctx, n, query, args)
 		// A copy of one of these keys committed by another transaction
 		// after this statement's snapshot (giftd_debit_gifts, step 1):
 		// nothing was applied, and run again, the statement replays it.
@@ -201,15 +212,36 @@ const maxKeyRaces = 8
 // a concurrent copy: of the request records' primary key, or, for a copy
 // debited, of the ledger's key.
 func isKeyRace(err error) bool {
-	return isUniqueViolation(err, "debit_requests_pkey") || isUniqueViolation(err, "ledger_entries_key")
+	return isUniqueViolation(err, "debit_requests_pkey") || isUniqueViolation(err, "ledger_entries_key") ||
+		isRemoteUniqueViolation(err, "debit_requests_pkey") || isRemoteUniqueViolation(err, "ledger_entries_key")
 }
 
-// executeOnce runs giftd_debit_gifts once with args, for n debits.
-func (s *Store) executeOnce(ctx context.Context, n int, args []any) ([]DebitResult, []error, error) {
-	rows, err := s.pool.Query(ctx, `
+// isRemoteUniqueViolation reports whether err is a partition's unique
+// violation of the named constraint passed on by PL/Proxy (partitioned
+// mode), which keeps the SQLSTATE and the message but not the constraint's
+// name: the message is PostgreSQL's, naming it in quotes.
+func isRemoteUniqueViolation(err error, constraint string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.Routine == "plproxy_remote_error" &&
+		strings.Contains(pgErr.Message, `unique constraint "`+constraint+`"`)
+}
+
+// debitSQL runs a batch on giftd's one database.
+const debitSQL = `
 		SELECT status, balance, replay, reused, refusal, price, refusal_limit, resets_at, reminded
 		FROM giftd_debit_gifts($1, $2, $3, $4, $5, $6, $7, $8::jsonb[], $9, $10, $11, $12, $13, $14, $15, $16,
-			$17::jsonb, $18::timestamptz)`, args...)
+			$17::jsonb, $18::timestamptz)`
+
+// debitOnSQL runs a batch, through the proxy, on the partition $1 names
+// (proxy migration 4): the same arguments and answer as debitSQL.
+const debitOnSQL = `
+		SELECT status, balance, replay, reused, refusal, price, refusal_limit, resets_at, reminded
+		FROM giftd_debit_gifts_on($1::int, $2, $3, $4, $5, $6, $7, $8, $9::jsonb[], $10, $11, $12, $13, $14, $15,
+			$16, $17, $18::jsonb, $19::timestamptz)`
+
+// executeOnce runs query (debitSQL or debitOnSQL) once with args, for n debits.
+func (s *Store) executeOnce(ctx context.Context, n int, query string, args []any) ([]DebitResult, []error, error) {
+	rows, err := s.pool.Query(ctx, query, args...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -255,6 +287,19 @@ func (s *Store) executeOnce(ctx context.Context, n int, args []any) ([]DebitResu
 	return results, errs, nil
 }
 
+// RecordedFor is Recorded for a request of userID: on one database the
+// same; partitioned, it asks userID's partition only, where every copy of
+// the request (same fingerprint, so same user) was executed, so that it
+// does not fail while another partition is down. A key a partner reused
+// for a user of another partition is then ErrNotFound, not
+// ErrRequestReused (docs/scale-out.md#not-partition-aware-yet).
+func (s *Store) RecordedFor(ctx context.Context, userID string, key DebitKey, fingerprint [32]byte) (DebitResult, error) {
+	if s.partitions == 0 {
+		return s.Recorded(ctx, key, fingerprint)
+	}
+	return s.recorded(ctx, userID, key, fingerprint)
+}
+
 // Recorded returns the stored outcome of the debit key as a replay, provided
 // fingerprint matches the one recorded; ErrRequestReused when it does not,
 // ErrNotFound when the key was never executed (or its record was pruned).
@@ -262,6 +307,12 @@ func (s *Store) executeOnce(ctx context.Context, n int, args []any) ([]DebitResu
 // a debit's commit: with synchronous standbys, once they have it. Until
 // then (a standby cut off past ctx's deadline) it returns an error.
 func (s *Store) Recorded(ctx context.Context, key DebitKey, fingerprint [32]byte) (DebitResult, error) {
+	return s.recorded(ctx, "", key, fingerprint)
+}
+
+// recorded is Recorded; partitioned, on userID's partition, or on every
+// partition when userID is "".
+func (s *Store) recorded(ctx context.Context, userID string, key DebitKey, fingerprint [32]byte) (DebitResult, error) {
 	var fp []byte
 	var refusal *string
 	var limit *int64
@@ -271,13 +322,18 @@ func (s *Store) Recorded(ctx context.Context, key DebitKey, fingerprint [32]byte
 	// migrations/000003): a found row writes one WAL record, a transactional
 	// logical message, so that this statement's commit waits for the
 	// synchronous standbys, which confirm WAL in order, the record included.
-	err := s.pool.QueryRow(ctx, `
+	var err error
+	if s.partitions > 0 {
+		err = s.recordedOnPartitions(ctx, userID, key, fingerprint, &fp, &res, &refusal, &limit, &resets)
+	} else {
+		err = s.pool.QueryRow(ctx, `
 		SELECT fingerprint, status, balance, refusal, refusal_limit, refusal_resets_at,
 			pg_logical_emit_message(true, 'giftd', 'replay')
 		FROM debit_requests
 		WHERE platform = $1 AND app_id = $2 AND request_id = $3`,
-		key.Platform, key.AppID, key.RequestID,
-	).Scan(&fp, &res.Status, &res.Balance, &refusal, &limit, &resets, nil)
+			key.Platform, key.AppID, key.RequestID,
+		).Scan(&fp, &res.Status, &res.Balance, &refusal, &limit, &resets, nil)
+	}
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return DebitResult{}, fmt.Errorf("debit %s: %w", key, ErrNotFound)
@@ -296,4 +352,51 @@ func (s *Store) Recorded(ctx context.Context, key DebitKey, fingerprint [32]byte
 		res.ResetsAt = resets.UTC()
 	}
 	return res, nil
+}
+
+// recordedOnPartitions is Recorded's look-up in partitioned mode: on
+// userID's partition (giftd_debit_record_of), or, when userID is "", on
+// every partition, since a key does not name its user (giftd_debit_record,
+// which fails while any partition is down). A key a
+// partner reused for users of two partitions has a record on each: the one
+// with fingerprint is the request's, as on one server; with none, the first
+// found answers ErrRequestReused.
+func (s *Store) recordedOnPartitions(ctx context.Context, userID string, key DebitKey, fingerprint [32]byte,
+	fp *[]byte, res *DebitResult, refusal **string, limit **int64, resets **time.Time) error {
+	query, args := `
+		SELECT fingerprint, status, balance, refusal, refusal_limit, refusal_resets_at
+		FROM giftd_debit_record($1, $2, $3)`, []any{key.Platform, key.AppID, key.RequestID}
+	if userID != "" {
+		query = `
+		SELECT fingerprint, status, balance, refusal, refusal_limit, refusal_resets_at
+		FROM giftd_debit_record_of($1, $2, $3, $4)`
+		args = append([]any{userID}, args...)
+	}
+	rows, err := s.pool.Query(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	found := false
+	for rows.Next() {
+		var f []byte
+		var r DebitResult
+		var why *string
+		var lim *int64
+		var at *time.Time
+		if err := rows.Scan(&f, &r.Status, &r.Balance, &why, &lim, &at); err != nil {
+			return err
+		}
+		if !found || bytes.Equal(f, fingerprint[:]) {
+			*fp, res.Status, res.Balance, *refusal, *limit, *resets = f, r.Status, r.Balance, why, lim, at
+		}
+		found = true
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if !found {
+		return pgx.ErrNoRows
+	}
+	return nil
 }

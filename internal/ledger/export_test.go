@@ -30,3 +30,13 @@ func Execute(s *Store, debits []Debit) error {
 // Handoffs returns how many debits the store's batcher has handed to a
 // worker instead of executing them on their caller's goroutine.
 func Handoffs(s *Store) int64 { return s.batcher.handoffs.Load() }
+
+// PartitionBatchers returns, for each partition of a partitioned store with
+// batching on, how many debits its batcher handed to a worker and how many
+// of its batches failed as a whole and went again one by one.
+func PartitionBatchers(s *Store) (handoffs, fallbacks []int64) {
+	for _, b := range s.batchers {
+		handoffs, fallbacks = append(handoffs, b.handoffs.Load()), append(fallbacks, b.fallbacks.Load())
+	}
+	return handoffs, fallbacks
+}

@@ -68,13 +68,19 @@ type Store struct {
 	pool          *pgxpool.Pool
 	latestVersion uint
 	batching      Batching
-	batcher       *batcher // nil when batching is off
-	economy       Economy
-	safeguards    Safeguards
-	now           func() time.Time // nil: the database's clock
-	timer         atomic.Pointer[Timer]
-	horizon       horizon
-	maxConns      int32 // WithMaxConns
+	batcher       *batcher // nil when batching is off or partitioned
+	// Partitioned mode (WithPartitions): the pool is the proxy's, and
+	// batchers holds one batcher per partition (nil when batching is off).
+	partitions int
+	place      func(userID string, partitions int) int
+	batchers   []*batcher
+	economy    Economy
+	safeguards Safeguards
+	now        func() time.Time // nil: the database's clock
+	timer      atomic.Pointer[Timer]
+	horizon    horizon
+	maxConns   int32 // WithMaxConns
+	latest     latestSets
 }
 
 // Open connects a pool to databaseURL, with DefaultBatching unless an option
@@ -128,10 +134,28 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*Store, erro
 		pool.Close()
 		return nil, err
 	}
+	if err := s.checkPartitions(); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	if s.latest.proxy, err = latestOf(ProxyMigrations()); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	if s.latest.partition, err = latestOf(PartitionMigrations()); err != nil {
+		pool.Close()
+		return nil, err
+	}
 	if s.batching.MaxBatch > 1 {
 		s.batching.Workers = max(1, s.batching.Workers)
 		s.batching.Timeout = cmp.Or(s.batching.Timeout, DefaultBatching().Timeout)
-		s.batcher = startBatcher(s, s.batching)
+		if s.partitions > 0 {
+			for range s.partitions {
+				s.batchers = append(s.batchers, startBatcher(s, s.batching))
+			}
+		} else {
+			s.batcher = startBatcher(s, s.batching)
+		}
 	}
 	return s, nil
 }
@@ -141,6 +165,9 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*Store, erro
 func (s *Store) Close() {
 	if s.batcher != nil {
 		s.batcher.close()
+	}
+	for _, b := range s.batchers {
+		b.close()
 	}
 	s.pool.Close()
 }
@@ -167,6 +194,9 @@ func dropReadOnly(next pgconn.PgErrorHandler) pgconn.PgErrorHandler {
 // connection, so that the next check gets a new one), and ErrNotReady when
 // the schema is behind or dirty.
 func (s *Store) Ready(ctx context.Context) error {
+	if s.partitions > 0 {
+		return s.readyPartitioned(ctx)
+	}
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("database: %w", err)
@@ -222,6 +252,9 @@ type Wallet struct {
 // Wallet returns the wallet of userID, or ErrNotFound if it never existed.
 func (s *Store) Wallet(ctx context.Context, userID string) (Wallet, error) {
 	defer s.observe(OpWallet, time.Now())
+	if s.partitions > 0 {
+		return s.walletPartitioned(ctx, userID)
+	}
 	w := Wallet{UserID: userID}
 	err := s.pool.QueryRow(ctx, `SELECT gold, updated_at FROM wallets WHERE user_id = $1`, userID).
 		Scan(&w.Gold, &w.UpdatedAt)

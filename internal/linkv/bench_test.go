@@ -88,7 +88,7 @@ func (stubStore) Debit(_ context.Context, d ledger.Debit) (ledger.DebitResult, e
 	return ledger.DebitResult{Status: ledger.Debited, Balance: 990}, nil
 }
 
-func (stubStore) Recorded(context.Context, ledger.DebitKey, [32]byte) (ledger.DebitResult, error) {
+func (stubStore) RecordedFor(context.Context, string, ledger.DebitKey, [32]byte) (ledger.DebitResult, error) {
 	return ledger.DebitResult{}, ledger.ErrNotFound
 }
 

@@ -88,7 +88,7 @@ func NewHandler(store *ledger.Store, cfg Config, m *Metrics, calls *callback.Rec
 // stub in a benchmark of the handler without a database.
 type debitStore interface {
 	Debit(ctx context.Context, d ledger.Debit) (ledger.DebitResult, error)
-	Recorded(ctx context.Context, key ledger.DebitKey, fingerprint [32]byte) (ledger.DebitResult, error)
+	RecordedFor(ctx context.Context, userID string, key ledger.DebitKey, fingerprint [32]byte) (ledger.DebitResult, error)
 }
 
 // answer is the callback's JSON answer (docs/linkv.md §3); Status is also
@@ -204,7 +204,7 @@ func (h *Handler) serve(r *http.Request) answer {
 	var res ledger.DebitResult
 	if h.cfg.NonceMaxAge > 0 && !h.nonceFresh(req.Nonce, now) {
 		// A late retry of an executed request still gets its answer.
-		res, err = h.store.Recorded(ctx, key, fp)
+		res, err = h.store.RecordedFor(ctx, req.UserID, key, fp)
 		if errors.Is(err, ledger.ErrNotFound) {
 			a := badRequest(&FieldError{Field: "nonce", Reason: "older than " + h.cfg.NonceMaxAge.String()})
 			a.outcome, a.form, a.req = callback.Expired, form, req

@@ -70,9 +70,17 @@ func placementIDs() []string {
 
 func TestPlacement_GoAgreesWithSQL(t *testing.T) {
 	l := pgtest.Partitioned(t, 2)
-	proxy := connect(t, l.ProxyURL)
+	for _, db := range []struct{ name, url string }{{"proxy", l.ProxyURL}, {"partition 1", l.PartitionURLs[1]}} {
+		t.Run(db.name, func(t *testing.T) { placementAgrees(t, db.url) })
+	}
+}
+
+// placementAgrees compares giftd_placement on the database of databaseURL
+// (the proxy's, or its copy on a partition, partition migration 3, which
+// checks a debit batch's users) with partition.Placement.
+func placementAgrees(t *testing.T, databaseURL string) {
 	ids := placementIDs()
-	rows, err := proxy.Query(context.Background(),
+	rows, err := connect(t, databaseURL).Query(context.Background(),
 		`SELECT giftd_placement(id) FROM unnest($1::text[]) WITH ORDINALITY AS t (id, n) ORDER BY n`, ids)
 	if err != nil {
 		t.Fatal(err)

@@ -181,13 +181,13 @@ func (h *handler) donate(r *http.Request) (answer, *Donation) {
 	// executing at this very moment (a rolling upgrade): upgrade by stopping
 	// the older builds first.
 	oldKey := ledger.DebitKey{Platform: Platform, AppID: d.AppID, RequestID: hex.EncodeToString(d.oldDigest[:])}
-	if res, err := h.store.Recorded(ctx, oldKey, d.oldDigest); !errors.Is(err, ledger.ErrNotFound) {
+	if res, err := h.store.RecordedFor(ctx, d.ViewerID, oldKey, d.oldDigest); !errors.Is(err, ledger.ErrNotFound) {
 		return h.result(res, err), &d
 	}
 	key := ledger.DebitKey{Platform: Platform, AppID: d.AppID, RequestID: d.RequestID()}
 	if a, ok := h.fresh(d.TS); !ok {
 		// A late copy of a donation executed in time still gets its answer.
-		res, err := h.store.Recorded(ctx, key, d.Digest)
+		res, err := h.store.RecordedFor(ctx, d.ViewerID, key, d.Digest)
 		if errors.Is(err, ledger.ErrNotFound) {
 			return a, &d
 		}

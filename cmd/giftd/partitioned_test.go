@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"giftd/internal/partition"
+	"giftd/internal/pgtest"
+)
+
+// TestRun_ServePartitioned runs giftd serve on a proxy and two partitions
+// it migrates itself at start, and plays LinkV against it: every debit
+// lands on the partition Go's placement names, a copy replays, a debit for
+// a user whose partition is down gets a retryable 500 while the other
+// partition's users carry on and /readyz stays 200, and its retry once the
+// partition is back is executed once. Admin routes that are not
+// partition-aware yet answer 501.
+func TestRun_ServePartitioned(t *testing.T) {
+	l := pgtest.UnmigratedPartitioned(t, 2)
+	srv := startServe(t, map[string]string{
+		// Ignored in partitioned mode: nothing may reach it.
+		"DATABASE_URL":         "postgres://unused@127.0.0.1:1/unused",
+		"GIFTD_PROXY_URL":      l.ProxyURL,
+		"GIFTD_PARTITION_URLS": strings.Join(l.PartitionURLs, " "),
+		"GIFTD_BATCH_WINDOW":   "1ms",
+		// Half of every gift to its receiver, "host": its earnings move to
+		// host's partition from the other one.
+		"GIFTD_DEFAULT_SHARE_BP": "5000",
+	})
+	ready := func() int {
+		t.Helper()
+		resp, err := http.Get("http://" + srv.admin + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := ready(); code != http.StatusOK {
+		t.Fatalf("/readyz: %d; want 200", code)
+	}
+
+	users := make([][]string, 2) // users[p]: users of partition p
+	for i := 0; len(users[0]) < 3 || len(users[1]) < 3; i++ {
+		u := fmt.Sprintf("viewer-%d", i)
+		users[partition.For(u, 2)] = append(users[partition.For(u, 2)], u)
+	}
+	for _, us := range users {
+		for _, u := range us {
+			topUpWallet(t, srv.admin, u, 100)
+		}
+	}
+	expires := time.Now().Add(time.Hour).Unix()
+	sent := map[string]string{} // request id → user
+	for p, us := range users {
+		for i, u := range us {
+			id := fmt.Sprintf("p%d-%d", p, i)
+			f := debitFields(id, u, 10, expires, e2eSecret)
+			code, body := postDebit(t, srv.public, f)
+			want := `{"status":200,"msg":"","gold":90,"data":{"gold":90}}` + "\n"
+			if code != http.StatusOK || body != want {
+				t.Errorf("debit %s of %s: %d %s; want 200 %s", id, u, code, body, want)
+			}
+			// A copy replays the answer.
+			if code, again := postDebit(t, srv.public, f); code != http.StatusOK || again != body {
+				t.Errorf("copy of %s: %d %s; want %s", id, code, again, body)
+			}
+			sent[id] = u
+		}
+	}
+	code, m := adminCall(t, srv.admin, http.MethodGet, "/admin/v1/wallets/"+users[1][0], e2eToken, "")
+	if code != http.StatusOK || m["gold"] != float64(90) {
+		t.Errorf("wallet of %s: %d %v; want 200 with 90 gold", users[1][0], code, m)
+	}
+	for _, path := range []string{"/admin/v1/wallets/" + users[0][0] + "/ledger", "/admin/v1/audit", "/admin/v1/gifts",
+		"/admin/v1/debits/p0-0?platform=linkv&app_id=app1"} {
+		code, m := adminCall(t, srv.admin, http.MethodGet, path, e2eToken, "")
+		e, _ := m["error"].(map[string]any)
+		if code != http.StatusNotImplemented || e["code"] != "not_partitioned" ||
+			!strings.Contains(fmt.Sprint(e["message"]), "partitioned mode") {
+			t.Errorf("%s: %d %v; want 501 not_partitioned", path, code, m)
+		}
+	}
+
+	// Partition 1 down: its users' debits get a 500 (retryable), partition
+	// 0's go on, and giftd stays ready.
+	pgtest.StopPartition(t, l.PartitionURLs[1])
+	down := debitFields("down-1", users[1][1], 10, expires, e2eSecret)
+	if code, body := postDebit(t, srv.public, down); code != http.StatusInternalServerError {
+		t.Errorf("debit of %s with its partition down: %d %s; want 500", users[1][1], code, body)
+	}
+	sent["down-1"] = users[1][1]
+	up := debitFields("up-1", users[0][1], 10, expires, e2eSecret)
+	if code, body := postDebit(t, srv.public, up); code != http.StatusOK {
+		t.Errorf("debit of %s on the partition that is up: %d %s; want 200", users[0][1], code, body)
+	}
+	sent["up-1"] = users[0][1]
+	if code := ready(); code != http.StatusOK {
+		t.Errorf("/readyz with partition 1 down: %d; want 200", code)
+	}
+	pgtest.StartPartition(t, l.PartitionURLs[1])
+	// LinkV's retry, once the partition is back, executes it.
+	if code, body := postDebit(t, srv.public, down); code != http.StatusOK || !strings.Contains(body, `"gold":80`) {
+		t.Errorf("retry of down-1: %d %s; want 200 with 80 gold", code, body)
+	}
+
+	// Every debit is on its user's partition, once, and nowhere else.
+	for p, u := range l.PartitionURLs {
+		conn, err := pgx.Connect(context.Background(), u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := conn.Query(context.Background(), `SELECT ref, user_id, count(*) FROM ledger_entries WHERE kind = 'debit' GROUP BY ref, user_id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := map[string]bool{}
+		for rows.Next() {
+			var ref, user string
+			var n int
+			if err := rows.Scan(&ref, &user, &n); err != nil {
+				t.Fatal(err)
+			}
+			found[ref] = true
+			if n != 1 || sent[ref] != user || partition.For(user, 2) != p {
+				t.Errorf("partition %d: %d debits %s of %s", p, n, ref, user)
+			}
+		}
+		rows.Close()
+		conn.Close(context.Background())
+		for id, user := range sent {
+			if partition.For(user, 2) == p && !found[id] {
+				t.Errorf("debit %s of %s is not on partition %d", id, user, p)
+			}
+		}
+	}
+	// Every gift's earnings (5 of its 10 gold) end on host's partition,
+	// moved there by the credit consumer from the other.
+	hostPart := partition.For("host", 2)
+	want := int64(5 * len(sent))
+	conn, err := pgx.Connect(context.Background(), l.PartitionURLs[hostPart])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var got int64
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if err := conn.QueryRow(context.Background(), `SELECT coalesce(sum(balance), 0)::bigint FROM earnings_accounts WHERE receiver_id = 'host'`).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got >= want || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // the consumer polls every 100 ms
+	}
+	if got != want {
+		t.Errorf("host's earnings on its partition %d: %d; want %d", hostPart, got, want)
+	}
+	if err := srv.stop(t); err != nil {
+		t.Errorf("run returned %v after shutdown", err)
+	}
+	// giftd audit partitioned: each partition's books, then the credits.
+	var out strings.Builder
+	env := map[string]string{"GIFTD_PROXY_URL": l.ProxyURL, "GIFTD_PARTITION_URLS": strings.Join(l.PartitionURLs, " ")}
+	if err := run(context.Background(), []string{"giftd", "audit"}, func(k string) string { return env[k] }, &out, io.Discard); err != nil {
+		t.Errorf("giftd audit partitioned: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"partition 0 (", "partition 1 (", "audit OK", "credits OK", " 0 in flight"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("giftd audit partitioned lacks %q:\n%s", want, out.String())
+		}
+	}
+	if logs := srv.logs.String(); !strings.Contains(logs, `"partitions":2`) {
+		t.Errorf("the start line does not say partitions 2:\n%s", logs)
+	}
+}

@@ -1,0 +1,252 @@
+// Package credits moves gifts' earnings from the sender's partition to the
+// receiver's in partitioned mode (docs/scale-out.md#cross-partition-credits):
+// for each source partition, one consumer at a time across replicas, by a
+// lease on that partition, each credit applied once by (source partition,
+// event position).
+package credits
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"giftd/internal/ledger"
+	"giftd/internal/partition"
+)
+
+// Config is the consumer's settings.
+type Config struct {
+	// Owner names this consumer in the leases: unique per process.
+	Owner string
+	// Lease is how long a lease lasts unless renewed (each batch renews it).
+	Lease time.Duration
+	// Batch is the most credits one step moves.
+	Batch int
+	// Idle is how long a source partition with nothing to move waits
+	// before it is read again.
+	Idle time.Duration
+}
+
+// DefaultConfig returns the consumer's defaults for owner.
+func DefaultConfig(owner string) Config {
+	return Config{Owner: owner, Lease: 10 * time.Second, Batch: 256, Idle: 100 * time.Millisecond}
+}
+
+// Consumer moves credits between the partitions of parts, each a Store
+// opened on one partition database (not the proxy), in partition order.
+type Consumer struct {
+	parts []*ledger.Store
+	cfg   Config
+	log   *slog.Logger
+	lag   *prometheus.GaugeVec
+	moved *prometheus.CounterVec
+	// beforeOut, if set, runs between a step's two legs (tests: a crash there).
+	beforeOut func(source int) bool
+}
+
+// New returns a consumer of parts, registering its metrics on reg (nil: not
+// registered).
+func New(parts []*ledger.Store, cfg Config, reg prometheus.Registerer, log *slog.Logger) *Consumer {
+	c := &Consumer{parts: parts, cfg: cfg, log: log,
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "giftd_credit_lag_seconds",
+			Help: "Age of the oldest cross-partition credit read and not yet moved from the partition, by source partition (0: none pending)."},
+			[]string{"partition"}),
+		moved: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "giftd_credits_moved_total",
+			Help: "Cross-partition credits moved to the receiver's partition by this replica, by source partition."},
+			[]string{"partition"}),
+	}
+	if reg != nil {
+		reg.MustRegister(c.lag, c.moved)
+	}
+	return c
+}
+
+// Run moves credits from every partition until ctx ends, one goroutine per
+// source partition, and returns when they have stopped.
+func (c *Consumer) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for p := range c.parts {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				n, err := c.Step(ctx, p)
+				if err != nil && ctx.Err() == nil {
+					c.log.Error("credit consumer", "partition", p, "error", err.Error())
+				}
+				if n == 0 || err != nil {
+					select {
+					case <-ctx.Done():
+					case <-time.After(c.cfg.Idle):
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// Step moves at most one batch of credits from source partition p: the
+// lease, the batch read up to the events' horizon, each credit's first leg
+// on its receiver's partition, then the second legs and the cursor on p in
+// one transaction. It returns how many credits it moved (0 when another
+// consumer holds p's lease or nothing is pending). A step cut short
+// anywhere is safe to run again: a first leg applied twice applies once.
+func (c *Consumer) Step(ctx context.Context, p int) (int, error) {
+	src := c.parts[p]
+	label := strconv.Itoa(p)
+	from, ok, err := src.LeaseCredits(ctx, c.cfg.Owner, c.cfg.Lease)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		// Another replica holds the lease and reports the lag (the alert
+		// takes the worst replica's view).
+		c.lag.WithLabelValues(label).Set(0)
+		return 0, nil
+	}
+	moves, upTo, err := src.PendingCredits(ctx, from, c.cfg.Batch)
+	if err != nil {
+		return 0, err
+	}
+	if upTo == from {
+		c.lag.WithLabelValues(label).Set(0)
+		return 0, nil
+	}
+	if len(moves) > 0 {
+		c.lag.WithLabelValues(label).Set(time.Since(moves[0].CreatedAt).Seconds())
+	}
+	// The first legs, one transaction per receivers' partition.
+	byPart := make([][]ledger.CreditMove, len(c.parts))
+	for _, m := range moves {
+		q := partition.For(m.ReceiverID, len(c.parts))
+		byPart[q] = append(byPart[q], m)
+	}
+	for q, ms := range byPart {
+		if len(ms) == 0 {
+			continue
+		}
+		if _, err := c.parts[q].CreditsIn(ctx, p, ms); err != nil {
+			return 0, err
+		}
+	}
+	if c.beforeOut != nil && !c.beforeOut(p) {
+		return 0, nil
+	}
+	if err := src.CreditOut(ctx, c.cfg.Owner, from, upTo, moves); err != nil {
+		return 0, err
+	}
+	c.moved.WithLabelValues(label).Add(float64(len(moves)))
+	if len(moves) < c.cfg.Batch {
+		c.lag.WithLabelValues(label).Set(0)
+	}
+	return len(moves), nil
+}
+
+// Report is the audit of cross-partition credits across every partition.
+type Report struct {
+	// Credits counts the credit events still in the partitions' outboxes;
+	// Moved those of them moved both ways, InFlight those past their
+	// source's cursor (not moved, or moved in only).
+	Credits, Moved, InFlight int
+	// Taken is the earnings of those events, MovedGold and InFlightGold
+	// their split: Taken = MovedGold + InFlightGold when the books hold.
+	Taken, MovedGold, InFlightGold int64
+	// Problems lists every credit that breaks a rule, at most 100.
+	Problems []string
+}
+
+// OK reports whether every credit was moved at most once each way, and
+// every one behind its source's cursor moved both ways.
+func (r Report) OK() bool { return len(r.Problems) == 0 && r.Taken == r.MovedGold+r.InFlightGold }
+
+// Audit checks the credits of parts (a Store on each partition, in order):
+// every transfer_in has its transfer_out of the same amount unless its
+// event is past its source's cursor (caught between the legs), every
+// transfer_out has its transfer_in, and every credit event behind its
+// source's cursor was moved. The sources are read before the receivers, so
+// a credit moving meanwhile shows as in flight, never as a problem.
+func Audit(ctx context.Context, parts []*ledger.Store) (Report, error) {
+	var r Report
+	problem := func(format string, args ...any) {
+		if len(r.Problems) < 100 {
+			r.Problems = append(r.Problems, fmt.Sprintf(format, args...))
+		}
+	}
+	sources := make([]ledger.CreditSource, len(parts))
+	outs := map[string]int64{}
+	for p, s := range parts {
+		b, err := s.CreditSourceBook(ctx)
+		if err != nil {
+			return Report{}, fmt.Errorf("partition %d: %w", p, err)
+		}
+		if b.Partition != p {
+			return Report{}, fmt.Errorf("partition %d: the database is claimed as partition %d", p, b.Partition)
+		}
+		sources[p] = b
+		for _, l := range b.Out {
+			if _, dup := outs[l.Ref]; dup {
+				problem("credit %s: moved out twice", l.Ref)
+			}
+			outs[l.Ref] = l.Amount
+		}
+	}
+	ins := map[string]int64{}
+	for p, s := range parts {
+		legs, err := s.CreditsReceived(ctx)
+		if err != nil {
+			return Report{}, fmt.Errorf("partition %d: %w", p, err)
+		}
+		for _, l := range legs {
+			if _, dup := ins[l.Ref]; dup {
+				problem("credit %s: moved in twice", l.Ref)
+			}
+			ins[l.Ref] = l.Amount
+		}
+	}
+	for p, b := range sources {
+		for _, e := range b.Events {
+			ref := fmt.Sprintf("%d:%d", p, e.Position)
+			r.Credits++
+			r.Taken += e.Earnings
+			out, moved := outs[ref]
+			switch {
+			case e.Position > b.Cursor:
+				r.InFlight++
+				r.InFlightGold += e.Earnings
+				if moved {
+					problem("credit %s: moved out, yet past the cursor %d", ref, b.Cursor)
+				}
+			case !moved:
+				problem("credit %s: behind the cursor %d, never moved out", ref, b.Cursor)
+			case out != e.Earnings:
+				problem("credit %s: %d earned, %d moved out", ref, e.Earnings, out)
+			default:
+				r.Moved++
+				r.MovedGold += e.Earnings
+			}
+		}
+	}
+	for ref, out := range outs {
+		if in, ok := ins[ref]; !ok || in != out {
+			problem("credit %s: %d moved out, %d moved in", ref, out, in)
+		}
+	}
+	for ref, in := range ins {
+		var p int
+		var pos int64
+		if _, err := fmt.Sscanf(ref, "%d:%d", &p, &pos); err != nil || p < 0 || p >= len(sources) {
+			problem("credit %s: moved in from no partition", ref)
+			continue
+		}
+		if _, ok := outs[ref]; !ok && pos <= sources[p].Cursor {
+			problem("credit %s: %d moved in, never out though behind the cursor %d", ref, in, sources[p].Cursor)
+		}
+	}
+	sort.Strings(r.Problems)
+	return r, nil
+}

@@ -1,0 +1,161 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// CreditMove is one gift's earnings to move from the sender's partition,
+// where the debit credited them, to the receiver's (docs/scale-out.md
+// #cross-partition-credits): the gift.debited event at Position.
+type CreditMove struct {
+	Position   int64
+	ReceiverID string
+	Earnings   int64
+	CreatedAt  time.Time
+}
+
+// LeaseCredits leases this partition's credit cursor to owner for d, and
+// returns the cursor's position. ok is false when another owner holds an
+// unexpired lease. Called on a Store opened on the partition itself.
+func (s *Store) LeaseCredits(ctx context.Context, owner string, d time.Duration) (position int64, ok bool, err error) {
+	var pos *int64 // NULL: leased to another
+	if err := s.pool.QueryRow(ctx, `SELECT giftd_credit_lease($1, $2)`, owner, d.Seconds()).Scan(&pos); err != nil {
+		return 0, false, fmt.Errorf("lease the credit cursor: %w", err)
+	}
+	if pos == nil {
+		return 0, false, nil
+	}
+	return *pos, true, nil
+}
+
+// PendingCredits returns the credits of this partition's events after
+// position after, at most limit, in position order, and the position the
+// cursor may move to once they are applied: the events' horizon (see
+// EventHorizon; no event at or below it can still commit), or the last
+// credit's position when limit cut the read short.
+func (s *Store) PendingCredits(ctx context.Context, after int64, limit int) ([]CreditMove, int64, error) {
+	h, err := s.EventHorizon(ctx)
+	if err != nil {
+		return nil, after, err
+	}
+	if h <= after {
+		return nil, after, nil
+	}
+	rows, err := s.pool.Query(ctx, `SELECT event_position, receiver_id, earnings, created_at FROM giftd_credits_after($1, $2, $3)`,
+		after, h, limit)
+	if err != nil {
+		return nil, after, fmt.Errorf("read credits: %w", err)
+	}
+	moves, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (CreditMove, error) {
+		var m CreditMove
+		err := r.Scan(&m.Position, &m.ReceiverID, &m.Earnings, &m.CreatedAt)
+		return m, err
+	})
+	if err != nil {
+		return nil, after, fmt.Errorf("read credits: %w", err)
+	}
+	upTo := h
+	if len(moves) == limit {
+		upTo = moves[len(moves)-1].Position
+	}
+	return moves, upTo, nil
+}
+
+// CreditIn applies the first leg of m, from partition source, on this
+// Store's partition (the receiver's): its earnings to the receiver, once
+// per (source, m.Position). applied is false when it was applied before.
+func (s *Store) CreditIn(ctx context.Context, source int, m CreditMove) (applied bool, err error) {
+	err = s.pool.QueryRow(ctx, `SELECT giftd_credit_in($1, $2, $3, $4)`, source, m.Position, m.ReceiverID, m.Earnings).Scan(&applied)
+	if err != nil {
+		return false, fmt.Errorf("credit %d:%d in: %w", source, m.Position, err)
+	}
+	return applied, nil
+}
+
+// CreditsIn applies the first legs of moves, all from partition source and
+// for receivers of this Store's partition, in one transaction (see
+// CreditIn): it returns how many were applied now, the others having been
+// applied before. On error none was applied.
+func (s *Store) CreditsIn(ctx context.Context, source int, moves []CreditMove) (applied int, err error) {
+	pos, rcv, amt := make([]int64, len(moves)), make([]string, len(moves)), make([]int64, len(moves))
+	for i, m := range moves {
+		pos[i], rcv[i], amt[i] = m.Position, m.ReceiverID, m.Earnings
+	}
+	err = s.pool.QueryRow(ctx, `SELECT giftd_credits_in($1, $2, $3, $4)`, source, pos, rcv, amt).Scan(&applied)
+	if err != nil {
+		return 0, fmt.Errorf("%d credits from partition %d in: %w", len(moves), source, err)
+	}
+	return applied, nil
+}
+
+// CreditOut applies, on this Store's partition (the source), the second leg
+// of moves, read after from, and moves the cursor to upTo, in one
+// transaction, provided owner still holds the lease and the cursor is still
+// at from; otherwise nothing (an error with SQLSTATE GD002).
+func (s *Store) CreditOut(ctx context.Context, owner string, from, upTo int64, moves []CreditMove) error {
+	pos, rcv, amt := make([]int64, len(moves)), make([]string, len(moves)), make([]int64, len(moves))
+	for i, m := range moves {
+		pos[i], rcv[i], amt[i] = m.Position, m.ReceiverID, m.Earnings
+	}
+	if _, err := s.pool.Exec(ctx, `SELECT giftd_credit_out($1, $2, $3, $4, $5, $6)`, owner, from, upTo, pos, rcv, amt); err != nil {
+		return fmt.Errorf("credits out after %d: %w", from, err)
+	}
+	return nil
+}
+
+// CreditLeg is one leg of a moved credit: its key ('<source partition>:
+// <position>') and amount (positive, for either leg).
+type CreditLeg struct {
+	Ref    string
+	Amount int64
+}
+
+// CreditSource is what a partition holds of the credits it is the source
+// of, read in one snapshot: its number, its cursor, its transfer_out legs,
+// and its credit events (the foreign receivers' earnings of its gifts)
+// still in the outbox, by position.
+type CreditSource struct {
+	Partition int
+	Cursor    int64
+	Out       []CreditLeg
+	Events    []CreditMove
+}
+
+// CreditSourceBook returns the credits this Store's partition is the source
+// of (see CreditSource), for the audit across partitions.
+func (s *Store) CreditSourceBook(ctx context.Context) (CreditSource, error) {
+	var b CreditSource
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly},
+		func(tx pgx.Tx) error {
+			if err := tx.QueryRow(ctx, `SELECT i.partition, c.position FROM giftd_partition_identity AS i, credit_cursor AS c`).
+				Scan(&b.Partition, &b.Cursor); err != nil {
+				return err
+			}
+			rows, _ := tx.Query(ctx, `SELECT ref, -amount FROM account_entries WHERE account = 'earnings' AND kind = 'transfer_out'`)
+			var err error
+			if b.Out, err = pgx.CollectRows(rows, pgx.RowToStructByPos[CreditLeg]); err != nil {
+				return err
+			}
+			rows, _ = tx.Query(ctx, `SELECT event_position, receiver_id, earnings, created_at FROM giftd_credits_after(0, 9223372036854775807, 2147483647)`)
+			b.Events, err = pgx.CollectRows(rows, pgx.RowToStructByPos[CreditMove])
+			return err
+		})
+	if err != nil {
+		return CreditSource{}, fmt.Errorf("credits of the source partition: %w", err)
+	}
+	return b, nil
+}
+
+// CreditsReceived returns the transfer_in legs this Store's partition received.
+func (s *Store) CreditsReceived(ctx context.Context) ([]CreditLeg, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT ref, amount FROM account_entries WHERE account = 'earnings' AND kind = 'transfer_in'`)
+	legs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[CreditLeg])
+	if err != nil {
+		return nil, fmt.Errorf("credits received: %w", err)
+	}
+	return legs, nil
+}

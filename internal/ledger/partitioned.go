@@ -1,0 +1,177 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// WithPartitions makes the Store partitioned (docs/scale-out.md): the URL
+// given to Open is the PL/Proxy database's, in front of partitions
+// partitions (a power of two), and place(userID, partitions) is the
+// partition that owns userID (internal/partition.For; ledger cannot import
+// it, since partition migrates through ledger). Group commit then keeps one
+// batcher, with Batching's workers, per partition, so that a batch holds
+// debits of one partition's users only and commits or fails as one; every
+// batch runs there through the proxy's giftd_debit_gifts_on. Wallet and
+// TopUp go to the user's partition through the proxy's giftd_wallet and
+// giftd_topup; Recorded asks every partition; Ready checks the proxy and
+// every partition. Open refuses a count that is not a power of two.
+func WithPartitions(partitions int, place func(userID string, partitions int) int) Option {
+	return func(s *Store) { s.partitions, s.place = partitions, place }
+}
+
+// Partitions is the number of partitions of a partitioned Store, 0 for a
+// Store on one database.
+func (s *Store) Partitions() int { return s.partitions }
+
+// partitionOf is the partition that owns userID.
+func (s *Store) partitionOf(userID string) int { return s.place(userID, s.partitions) }
+
+// checkPartitions refuses a partitioned Store that cannot route.
+func (s *Store) checkPartitions() error {
+	switch {
+	case s.partitions == 0:
+		return nil
+	case s.partitions < 0 || s.partitions&(s.partitions-1) != 0:
+		return fmt.Errorf("partitions: %d: want a power of two", s.partitions)
+	case s.place == nil:
+		return errors.New("partitions: no placement function")
+	}
+	return nil
+}
+
+// readyPartitioned is Ready in partitioned mode: the proxy answers, accepts
+// writes and carries the proxy set; each partition, asked through the
+// proxy, carries both of its sets and is claimed as the partition the
+// proxy reaches it as. A partition that cannot be reached does not make
+// giftd unready (every replica would leave the load balancer together, and
+// the other partitions' users with them): its users' debits fail with a
+// retryable 500 until it is back. One that answers but is behind, dirty or
+// another partition does.
+func (s *Store) readyPartitioned(ctx context.Context) error {
+	var writable bool
+	var version *int64
+	var dirty *bool
+	err := s.pool.QueryRow(ctx, `
+		SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off', m.version, m.dirty
+		FROM (SELECT) AS one LEFT JOIN giftd_proxy_migrations AS m ON true`).Scan(&writable, &version, &dirty)
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && pgErr.Code == "42P01", err == nil && version == nil:
+		return fmt.Errorf("%w: proxy: no proxy migration applied", ErrNotReady)
+	case err != nil:
+		return fmt.Errorf("proxy database: %w", err)
+	case !writable:
+		return fmt.Errorf("proxy: %w", ErrReadOnly)
+	case *dirty || uint(*version) < s.latest.proxy:
+		return fmt.Errorf("%w: proxy at version %d (dirty %t), want %d", ErrNotReady, *version, *dirty, s.latest.proxy)
+	}
+	for p := range s.partitions {
+		var mainV, partV, claimed, of *int64
+		var mainDirty, partDirty *bool
+		err := s.pool.QueryRow(ctx, `
+			SELECT main_version, main_dirty, partition_version, partition_dirty, partition, partitions
+			FROM giftd_partition_status($1)`, p).Scan(&mainV, &mainDirty, &partV, &partDirty, &claimed, &of)
+		switch {
+		case partitionUnreachable(err):
+			continue
+		case err != nil:
+			return fmt.Errorf("%w: partition %d: %w", ErrNotReady, p, err)
+		case mainV == nil || partV == nil || *mainDirty || *partDirty ||
+			uint(*mainV) < s.latestVersion || uint(*partV) < s.latest.partition:
+			return fmt.Errorf("%w: partition %d at main version %s, partition version %s; want %d and %d",
+				ErrNotReady, p, versionText(mainV, mainDirty), versionText(partV, partDirty), s.latestVersion, s.latest.partition)
+		case claimed == nil || *claimed != int64(p) || *of != int64(s.partitions):
+			return fmt.Errorf("%w: the proxy reaches partition %d at a database claimed as another", ErrNotReady, p)
+		}
+	}
+	return nil
+}
+
+func versionText(v *int64, dirty *bool) string {
+	if v == nil {
+		return "none"
+	}
+	if *dirty {
+		return strconv.FormatInt(*v, 10) + " (dirty)"
+	}
+	return strconv.FormatInt(*v, 10)
+}
+
+// partitionUnreachable reports whether err is the proxy's report that it
+// could not reach a partition, or lost its connection to it: PL/Proxy's
+// connection errors (which name libpq's PQconnectPoll, or SQLSTATE class
+// 08) and a partition ending the connection (57P01 and its kin).
+func partitionUnreachable(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	return strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P") ||
+		strings.Contains(pgErr.Message, "PQconnectPoll")
+}
+
+// latestSets are the highest versions of the proxy and partition sets this
+// binary embeds.
+type latestSets struct{ proxy, partition uint }
+
+func latestOf(set MigrationSet) (uint, error) {
+	names, err := fs.Glob(set.fs, path.Join(set.dir, "*.up.sql"))
+	if err != nil {
+		return 0, err
+	}
+	var latest uint
+	for _, name := range names {
+		n, err := strconv.ParseUint(strings.SplitN(path.Base(name), "_", 2)[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("migration %s: name does not start with a version", name)
+		}
+		latest = max(latest, uint(n))
+	}
+	return latest, nil
+}
+
+// walletPartitioned is Wallet on the user's partition.
+func (s *Store) walletPartitioned(ctx context.Context, userID string) (Wallet, error) {
+	w := Wallet{UserID: userID}
+	err := s.pool.QueryRow(ctx, `SELECT gold, updated_at FROM giftd_wallet($1)`, userID).Scan(&w.Gold, &w.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Wallet{}, fmt.Errorf("wallet %s: %w", userID, ErrNotFound)
+	}
+	if err != nil {
+		return Wallet{}, fmt.Errorf("wallet %s: %w", userID, err)
+	}
+	return w, nil
+}
+
+// topUpPartitioned is TopUp on the user's partition, by its giftd_topup
+// (partition migration 1): the same rows as TopUp on one database, once per
+// key; a key used for another user or amount is ErrKeyReused. A key reused
+// for a user of another partition is not seen: each partition knows its own
+// keys (docs/scale-out.md#what-partitioned-mode-does-not-do-yet).
+func (s *Store) topUpPartitioned(ctx context.Context, t TopUp) (Credit, error) {
+	c := Credit{UserID: t.UserID, Amount: t.Amount}
+	err := s.pool.QueryRow(ctx, `SELECT entry_id, balance, replay FROM giftd_topup($1, $2, $3, $4)`,
+		t.UserID, t.Amount, t.Key, t.Note).Scan(&c.EntryID, &c.Balance, &c.Replay)
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && pgErr.Code == "23505":
+		// The partition's giftd_topup raises it for a key used for another
+		// user or amount (PL/Proxy passes on the SQLSTATE, not always the
+		// constraint's name).
+		return Credit{}, fmt.Errorf("top-up %s: %w", t.Key, ErrKeyReused)
+	case isOverflow(err):
+		return Credit{}, fmt.Errorf("top-up %s: %w", t.Key, ErrBalanceOverflow)
+	case err != nil:
+		return Credit{}, fmt.Errorf("top-up %s: %w", t.Key, err)
+	}
+	return c, nil
+}
