@@ -49,37 +49,7 @@ func TestLone_DebitIsNotDelayedBehindAStuckBatch(t *testing.T) {
 	topUp(t, s, "stuck", 100)
 	topUp(t, s, "free", 100)
 
-	// Hold the stuck wallet's row lock until the end of the test.
-	tx, err := s.Pool().Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM wallets WHERE user_id = 'stuck' FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
-	stuck := make(chan error, 1)
-	go func() {
-		_, err := s.Debit(ctx, debit("stuck-1", "stuck", 1))
-		stuck <- err
-	}()
-	// Wait until that debit is in the database, waiting for the lock (asked
-	// outside tx, whose view of pg_stat_activity would not move).
-	for {
-		var waiting int
-		if err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND query LIKE '%giftd_debit_gifts%'`).Scan(&waiting); err != nil {
-			t.Fatal(err)
-		}
-		if waiting > 0 {
-			break
-		}
-		select {
-		case err := <-stuck:
-			t.Fatalf("the debit of a locked wallet finished: %v", err)
-		default:
-		}
-	}
+	release, stuck := stuckDebit(t, s)
 
 	// The deadline only bounds a failure: a free debit queued behind the
 	// stuck one would wait for ever.
@@ -94,9 +64,7 @@ func TestLone_DebitIsNotDelayedBehindAStuckBatch(t *testing.T) {
 		t.Fatalf("the stuck debit finished before its wallet was released: %v", err)
 	default:
 	}
-	if err := tx.Rollback(ctx); err != nil {
-		t.Fatal(err)
-	}
+	release()
 	if err := <-stuck; err != nil {
 		t.Fatalf("stuck debit after release: %v", err)
 	}
@@ -120,25 +88,8 @@ func TestHold_DebitsQueuedDuringAnExecutionGoAsOneBatch(t *testing.T) {
 	for i := range 10 {
 		topUp(t, s, fmt.Sprint("held-", i), 100)
 	}
-	tx, err := s.Pool().Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM wallets WHERE user_id = 'stuck' FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 11)
-	go func() {
-		_, err := s.Debit(ctx, debit("stuck-1", "stuck", 1))
-		done <- err
-	}()
-	for waiting := 0; waiting == 0; {
-		if err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND query LIKE '%giftd_debit_gifts%'`).Scan(&waiting); err != nil {
-			t.Fatal(err)
-		}
-	}
+	release, stuck := stuckDebit(t, s)
+	done := make(chan error, 10)
 	for i := range 10 {
 		go func() {
 			_, err := s.Debit(ctx, debit(fmt.Sprint("held-", i), fmt.Sprint("held-", i), 1))
@@ -148,10 +99,11 @@ func TestHold_DebitsQueuedDuringAnExecutionGoAsOneBatch(t *testing.T) {
 	for ledger.Handoffs(s) < 10 {
 		time.Sleep(time.Millisecond)
 	}
-	if err := tx.Rollback(ctx); err != nil {
+	release()
+	if err := <-stuck; err != nil {
 		t.Fatal(err)
 	}
-	for range 11 {
+	for range 10 {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
@@ -165,4 +117,43 @@ func TestHold_DebitsQueuedDuringAnExecutionGoAsOneBatch(t *testing.T) {
 		t.Errorf("the ten held debits executed in %d transactions, want 1", txns)
 	}
 	checkBooks(t, s)
+}
+
+// stuckDebit locks the wallet "stuck" (topped up by the caller) in a
+// transaction of its own, starts a debit of it, and returns once that
+// debit waits for the lock in the database: release lets it go on, and its
+// answer's error arrives on done.
+func stuckDebit(t *testing.T, s *ledger.Store) (release func(), done <-chan error) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := s.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Rollback(ctx) }) //nolint:errcheck // released already, or the test failed
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM wallets WHERE user_id = 'stuck' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan error, 1)
+	go func() {
+		_, err := s.Debit(ctx, debit("stuck-1", "stuck", 1))
+		answered <- err
+	}()
+	// Asked outside tx, whose view of pg_stat_activity would not move.
+	for waiting := 0; waiting == 0; {
+		if err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%giftd_debit_gifts%'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-answered:
+			t.Fatalf("the debit of a locked wallet finished: %v", err)
+		default:
+		}
+	}
+	return func() {
+		if err := tx.Rollback(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}, answered
 }
