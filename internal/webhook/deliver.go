@@ -45,7 +45,7 @@ type Config struct {
 // DefaultConfig returns the defaults of docs/configuration.md.
 func DefaultConfig() Config {
 	return Config{Workers: 4, Timeout: 10 * time.Second, RetryBase: time.Second, RetryMax: 10 * time.Minute,
-		DeadAfter: 72 * time.Hour, Batch: 100, Poll: 100 * time.Millisecond}
+		DeadAfter: 72 * time.Hour, Batch: 500, Poll: 100 * time.Millisecond}
 }
 
 // Deliverer sends events to the endpoints. Several, in one process or in
