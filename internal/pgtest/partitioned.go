@@ -2,7 +2,6 @@ package pgtest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"testing"
@@ -103,26 +102,6 @@ func (s *server) requireExtension(ctx context.Context, name string) error {
 		return fmt.Errorf("%s has no %s extension (Debian: apt-get install postgresql-15-%s)", s.where(), name, name)
 	}
 	return nil
-}
-
-// createEmpty creates a database called name without giftd's schema and
-// returns its URL.
-func (s *server) createEmpty(name string) (string, error) {
-	u, err := databaseURL(s.url, name)
-	if err != nil {
-		return "", err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return "", errors.New("the test process is shutting down")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if _, err := s.admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		return "", fmt.Errorf("create database %s on %s: %w", name, s.where(), err)
-	}
-	return u, nil
 }
 
 func (s *server) allowConnections(databaseURL string, allow bool) error {
