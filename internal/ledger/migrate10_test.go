@@ -65,16 +65,7 @@ func entryLinks(t *testing.T, s *ledger.Store) (broken int64) {
 // once with their rows linked, and at 10 a wallet cannot be deleted.
 func TestMigrate_10OnADatabaseFullOfData(t *testing.T) {
 	ctx := context.Background()
-	url := emptyDatabase(t)
-	if err := ledger.MigrateTo(url, 9); err != nil {
-		t.Fatal(err)
-	}
-	s, err := ledger.Open(ctx, url, ledger.WithEconomy(ledger.Economy{Earnings: true, DefaultShareBP: 5000}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	addGift(t, s, "linkv", "rose", 10, 5000)
+	url, s := economyAt(t, 9)
 	old := fillEconomy(t, s, "old-")
 
 	step := 0
@@ -164,4 +155,21 @@ func TestAudit_EntriesWithoutAWalletAreMismatched(t *testing.T) {
 	if len(r.Findings) != 1 || r.Findings[0].UserID != "ghost" || r.Findings[0].LedgerSum != 5 {
 		t.Errorf("findings %+v, want ghost's", r.Findings)
 	}
+}
+
+// economyAt returns a fresh database migrated to version, and a store on it
+// with earnings on and the gift "rose" (10 gold, a 50 % share).
+func economyAt(t *testing.T, version uint) (string, *ledger.Store) {
+	t.Helper()
+	url := emptyDatabase(t)
+	if err := ledger.MigrateTo(url, version); err != nil {
+		t.Fatal(err)
+	}
+	s, err := ledger.Open(context.Background(), url, ledger.WithEconomy(ledger.Economy{Earnings: true, DefaultShareBP: 5000}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	addGift(t, s, "linkv", "rose", 10, 5000)
+	return url, s
 }

@@ -57,16 +57,7 @@ func schemaFacts(t *testing.T, s *ledger.Store) (reversesUnique string, giftInde
 // top-up key replays, new debits debit once.
 func TestMigrate_9OnADatabaseFullOfData(t *testing.T) {
 	ctx := context.Background()
-	url := emptyDatabase(t)
-	if err := ledger.MigrateTo(url, 8); err != nil {
-		t.Fatal(err)
-	}
-	s, err := ledger.Open(ctx, url, ledger.WithEconomy(ledger.Economy{Earnings: true, DefaultShareBP: 5000}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	addGift(t, s, "linkv", "rose", 10, 5000)
+	url, s := economyAt(t, 8)
 	for u := range 20 {
 		topUp(t, s, fmt.Sprint("u", u), 1000)
 	}
