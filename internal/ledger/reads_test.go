@@ -292,7 +292,7 @@ func TestPartitionedReads_LedgerPagesAcrossTiesOfTime(t *testing.T) {
 		at := f.now.Add(-time.Hour)
 		for i := range 30 {
 			out = append(out, readGift{seeded: seeded{at: at.Add(time.Duration(i/6) * time.Second), platform: "linkv", app: "a1",
-				req: fmt.Sprintf("t%02d", i), sender: f.senders[i%len(f.senders)], receiver: f.receivers[0],
+				req: fmt.Sprintf("t%02d", i), sender: f.senders[(i%2)*6+(i/2)%6], receiver: f.receivers[0],
 				room: "R1", giftID: "rose", count: 1, gold: int64(10 + i), share: 5000}, payout: int64(i % 4 / 3)})
 		}
 		return out
