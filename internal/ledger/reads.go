@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Reads across partitions (docs/scale-out.md#reads-across-partitions): the
@@ -307,4 +308,12 @@ func (s *Store) consentsPartitioned(ctx context.Context, userIDs []string) ([]st
 		return nil, readErr("consents", err)
 	}
 	return ids, nil
+}
+
+// IsUnreachable reports whether err is a failure to connect to a database
+// or a lost connection to it (directly, or a partition through the proxy):
+// worth retrying later, not a wrong request.
+func IsUnreachable(err error) bool {
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ce) || partitionUnreachable(err)
 }
