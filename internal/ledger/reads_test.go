@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -454,4 +457,139 @@ func TestPartitionedEarnings_CountsACreditInTransitOnce(t *testing.T) {
 	if _, err := parted.Earnings(ctx, "nobody"); !errors.Is(err, ledger.ErrNotFound) {
 		t.Errorf("earnings of nobody: %v, want ErrNotFound", err)
 	}
+}
+
+// seedBench writes gifts gifts of two days into pool straight into the
+// tables (the same rows whichever database, for the same gifts): 5,000
+// senders, 200 receivers, 500 rooms of which room-0 takes a quarter; with
+// partitions > 0, only the gifts of senders placed on partition p. Then
+// every receiver's earnings account (on a partition, the transit accounts:
+// every credit in transit).
+func seedBench(b *testing.B, pool *pgxpool.Pool, gifts, p, partitions int) {
+	b.Helper()
+	only := "true"
+	if partitions > 0 {
+		only = fmt.Sprintf("giftd_placement('fan-' || (i %% 5000)) & %d = %d", partitions-1, p)
+	}
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `
+		CREATE TEMP TABLE g AS
+		SELECT i, 'fan-' || (i % 5000) AS sender, 'host-' || (i * 7 % 200) AS receiver,
+			'room-' || CASE WHEN i % 4 = 0 THEN 0 ELSE i % 500 END AS room, 'gift-' || (i % 50) AS gift,
+			10 * (1 + i % 13)::bigint AS gold, now() - (i % 172800) * interval '1 second' - i * interval '1 microsecond' AS at
+		FROM generate_series(1, `+strconv.Itoa(gifts)+`) AS i WHERE `+only+`;
+		INSERT INTO wallets (user_id, gold) SELECT DISTINCT sender, 1000000 FROM g;
+		INSERT INTO ledger_entries (user_id, kind, amount, balance_after, platform, app_id, ref, created_at)
+		SELECT sender, 'debit', -gold, 0, 'linkv', 'app', 'b' || i, at FROM g;
+		INSERT INTO gift_entries (debit_entry, platform, app_id, request_id, sender_id, receiver_id, room_id, gift_id,
+			count, gold, share_bp, earnings, house, house_slot, created_at)
+		SELECT l.id, 'linkv', 'app', 'b' || g.i, g.sender, g.receiver, g.room, g.gift, 1, g.gold, 5000, g.gold / 2,
+			g.gold - g.gold / 2, 0, g.at
+		FROM g JOIN ledger_entries l ON l.platform = 'linkv' AND l.app_id = 'app' AND l.ref = 'b' || g.i AND l.kind = 'debit';
+		INSERT INTO earnings_accounts (receiver_id, balance) SELECT receiver_id, sum(earnings) FROM gift_entries GROUP BY 1;
+		DROP TABLE g;
+		ANALYZE`)
+	if err != nil {
+		b.Fatalf("seed: %v", err)
+	}
+}
+
+// BenchmarkReads_PartitionedAgainstOneServer gives the same gifts (200,000
+// unless GIFTD_BENCH_READS_GIFTS says otherwise) to a store on one
+// database and to a partitioned store on a proxy and two partitions (all on
+// the test's one server), then asks both each read of the admin API in
+// turns, one at a time, b.N rounds, and prints p50 and p99 of each read for
+// each store. Short runs only on a shared machine:
+//
+//	go test -run '^$' -bench Reads_PartitionedAgainstOneServer -benchtime 40x ./internal/ledger/
+func BenchmarkReads_PartitionedAgainstOneServer(b *testing.B) {
+	gifts := 200_000
+	if s := os.Getenv("GIFTD_BENCH_READS_GIFTS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			b.Fatal("GIFTD_BENCH_READS_GIFTS: want a number of gifts")
+		}
+		gifts = n
+	}
+	ctx := context.Background()
+	one, err := ledger.Open(ctx, pgtest.URL(b), ledger.WithBatching(ledger.Batching{MaxBatch: 1}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(one.Close)
+	l := pgtest.Partitioned(b, 2)
+	parted, err := ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(2, partition.For), ledger.WithBatching(ledger.Batching{MaxBatch: 1}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(parted.Close)
+	seedBench(b, one.Pool(), gifts, 0, 0)
+	for p, u := range l.PartitionURLs {
+		pool, err := pgxpool.New(ctx, u)
+		if err != nil {
+			b.Fatal(err)
+		}
+		seedBench(b, pool, gifts, p, 2)
+		pool.Close()
+	}
+	now := time.Now()
+	day := ledger.GiftFilter{From: now.Add(-24 * time.Hour), To: now}
+	reads := []struct {
+		name string
+		read func(*ledger.Store) error
+	}{
+		{"hot room, senders 24h", func(s *ledger.Store) error {
+			_, err := s.RoomLeaderboard(ctx, "linkv", "room-0", ledger.Senders, 24*time.Hour, 20)
+			return err
+		}},
+		{"hot room, receivers 24h", func(s *ledger.Store) error {
+			_, err := s.RoomLeaderboard(ctx, "linkv", "room-0", ledger.Receivers, 24*time.Hour, 20)
+			return err
+		}},
+		{"typical room, senders 24h", func(s *ledger.Store) error {
+			_, err := s.RoomLeaderboard(ctx, "linkv", "room-7", ledger.Senders, 24*time.Hour, 20)
+			return err
+		}},
+		{"sender spend", func(s *ledger.Store) error { _, err := s.SenderSpend(ctx, "fan-42"); return err }},
+		{"receiver report 24h", func(s *ledger.Store) error {
+			_, err := s.ReceiverPeriod(ctx, "host-3", day.From, day.To)
+			return err
+		}},
+		{"receiver ledger, 50", func(s *ledger.Store) error { _, err := s.EarningsLedger(ctx, "host-3", nil, 50); return err }},
+		{"earnings account", func(s *ledger.Store) error { _, err := s.Earnings(ctx, "host-3"); return err }},
+		{"gifts by receiver, a day, 100", func(s *ledger.Store) error {
+			_, err := s.GiftReport(ctx, ledger.ByReceiver, day, 100, 0)
+			return err
+		}},
+		{"gifts by sender, a day, 100", func(s *ledger.Store) error {
+			_, err := s.GiftReport(ctx, ledger.BySender, day, 100, 0)
+			return err
+		}},
+	}
+	stores := []*ledger.Store{one, parted}
+	took := make([][2][]time.Duration, len(reads))
+	b.ResetTimer()
+	for round := range b.N {
+		for i, r := range reads {
+			for k := range 2 {
+				k = (k + round) % 2 // each first in turn
+				t0 := time.Now()
+				if err := r.read(stores[k]); err != nil {
+					b.Fatalf("%s: %v", r.name, err)
+				}
+				took[i][k] = append(took[i][k], time.Since(t0))
+			}
+		}
+	}
+	b.StopTimer()
+	q := func(d []time.Duration, f float64) float64 {
+		slices.Sort(d)
+		return float64(d[min(len(d)-1, int(f*float64(len(d))))].Microseconds()) / 1000
+	}
+	fmt.Printf("%d gifts, %d rounds; ms           one p50    p99   partitioned p50    p99\n", gifts, b.N)
+	for i, r := range reads {
+		fmt.Printf("%-32s %10.1f %6.1f %18.1f %6.1f\n", r.name, q(took[i][0], 0.5), q(took[i][0], 0.99),
+			q(took[i][1], 0.5), q(took[i][1], 0.99))
+	}
+	b.ReportMetric(0, "ns/op")
 }
