@@ -86,8 +86,8 @@ func NewAdmin(d Deps) http.Handler {
 	r.Route("/admin", func(r chi.Router) {
 		r.Use(requireToken(d.AdminToken), limitBody(64<<10))
 		r.MethodNotAllowed(methodNotAllowed(r))
-		// In partitioned mode only the routes that reach the user's
-		// partition work; the others answer 501 (docs/scale-out.md).
+		// In partitioned mode the routes wrapped in single answer 501
+		// (docs/scale-out.md#the-admin-api-partitioned).
 		single := d.singleServerOnly
 		r.Post("/v1/wallets/{user_id}/topups", handleTopUp(d.Store, d.Log, d.Metrics))
 		r.Get("/v1/wallets/{user_id}", handleWallet(d.Store, d.Log))
@@ -175,6 +175,6 @@ func (d Deps) singleServerOnly(h http.HandlerFunc) http.HandlerFunc {
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotImplemented, "not_partitioned",
-			"not available in partitioned mode yet: only wallet look-ups and top-ups are (docs/scale-out.md)")
+			"not available in partitioned mode yet (docs/scale-out.md#the-admin-api-partitioned)")
 	}
 }
