@@ -90,7 +90,6 @@ func (s *Store) giftReportPartitioned(ctx context.Context, group ReportGroup, f 
 			m.Earnings, m.House = m.Earnings+r.Earnings, m.House+r.House
 			continue
 		}
-		r := r
 		sums[k] = &r
 	}
 	for _, r := range sums {

@@ -139,6 +139,14 @@ func manyGifts(f *readsFixture) []readGift {
 			room: f.rooms[r.IntN(len(f.rooms))], giftID: []string{"rose", "car", "=cmd"}[r.IntN(3)],
 			count: int64(1 + r.IntN(3)), gold: []int64{10, 20, 50, 100}[r.IntN(4)], share: 5000,
 		}}
+		// A leaderboard's window ends when it is read, up to minutes after
+		// f.now: no gift in the first 10 minutes of a window, so that both
+		// stores' windows hold the same gifts.
+		for _, w := range []time.Duration{time.Hour, 24 * time.Hour} {
+			if start := f.now.Add(-w); !g.at.Before(start) && g.at.Before(start.Add(10*time.Minute)) {
+				g.at = g.at.Add(-10 * time.Minute)
+			}
+		}
 		if r.IntN(8) > 0 {
 			g.receiver = f.receivers[r.IntN(len(f.receivers))]
 		}
