@@ -40,6 +40,9 @@ var (
 // partition's first offset+limit.
 const MaxMergeRows = 100_000
 
+// mergeBound is MaxMergeRows, smaller in tests (SetMergeBound).
+var mergeBound = MaxMergeRows
+
 // readErr wraps the error of a read across partitions, naming a partition
 // the proxy could not reach or lost as ErrPartitionUnreachable.
 func readErr(what string, err error) error {
@@ -58,7 +61,7 @@ type groupKey struct {
 
 func (s *Store) giftReportPartitioned(ctx context.Context, group ReportGroup, f GiftFilter, limit, offset int) ([]GiftReportRow, error) {
 	want := offset + limit
-	ask := MaxMergeRows + 1
+	ask := mergeBound + 1
 	if group == BySender {
 		// A sender's gifts are all on the sender's partition: the first
 		// want of each partition hold the first want of all.
@@ -75,8 +78,8 @@ func (s *Store) giftReportPartitioned(ctx context.Context, group ReportGroup, f 
 	if err != nil {
 		return nil, readErr("gift report by "+string(group), err)
 	}
-	if len(parts) > MaxMergeRows && ask > MaxMergeRows {
-		return nil, fmt.Errorf("gift report by %s: %w: more than %d", group, ErrTooManyToMerge, MaxMergeRows)
+	if len(parts) > mergeBound && ask > mergeBound {
+		return nil, fmt.Errorf("gift report by %s: %w: more than %d", group, ErrTooManyToMerge, mergeBound)
 	}
 	sums := map[groupKey]*GiftReportRow{}
 	var out []GiftReportRow
@@ -123,7 +126,7 @@ func (s *Store) roomLeaderboardPartitioned(ctx context.Context, platform, roomID
 	if side == Receivers {
 		// A receiver's gifts are on their senders' partitions: every
 		// partition's receivers of the room are summed before ranking.
-		ask = MaxMergeRows + 1
+		ask = mergeBound + 1
 	}
 	// One statement: the window is the proxy's now() less window, and the
 	// board is read from it.
@@ -149,9 +152,9 @@ func (s *Store) roomLeaderboardPartitioned(ctx context.Context, platform, roomID
 	if err != nil {
 		return Leaderboard{}, readErr(fmt.Sprintf("leaderboard of %s in %s/%s", side, platform, roomID), err)
 	}
-	if ask > MaxMergeRows && len(parts) > MaxMergeRows {
+	if ask > mergeBound && len(parts) > mergeBound {
 		return Leaderboard{}, fmt.Errorf("leaderboard of %s in %s/%s: %w: more than %d", side, platform, roomID,
-			ErrTooManyToMerge, MaxMergeRows)
+			ErrTooManyToMerge, mergeBound)
 	}
 	b := Leaderboard{From: parts[0].from.UTC(), To: parts[0].to.UTC()}
 	sums := map[string]*Leader{}

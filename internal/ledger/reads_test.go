@@ -317,6 +317,35 @@ func TestPartitionedReads_LedgerPagesAcrossTiesOfTime(t *testing.T) {
 	}
 }
 
+// TestPartitionedReads_RefuseToRankPastTheBound: past the bound on the rows
+// to sum, a report of groups that are not partition-local and a room's
+// receivers fail with ErrTooManyToMerge instead of ranking a part; a
+// report by sender, which needs only each partition's first rows, answers.
+func TestPartitionedReads_RefuseToRankPastTheBound(t *testing.T) {
+	f := newReadsFixture(t, manyGifts)
+	ctx := context.Background()
+	ledger.SetMergeBound(t, 4) // 6 receivers, 12 senders
+	all := ledger.GiftFilter{From: f.now.Add(-72 * time.Hour), To: f.now}
+	if _, err := f.parted.GiftReport(ctx, ledger.ByReceiver, all, 1, 0); !errors.Is(err, ledger.ErrTooManyToMerge) {
+		t.Errorf("report by receiver: %v, want ErrTooManyToMerge", err)
+	}
+	if _, err := f.parted.RoomLeaderboard(ctx, "linkv", "R1", ledger.Receivers, 7*24*time.Hour, 1); !errors.Is(err, ledger.ErrTooManyToMerge) {
+		t.Errorf("receivers of R1: %v, want ErrTooManyToMerge", err)
+	}
+	want, err := f.one.GiftReport(ctx, ledger.BySender, all, 3, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.parted.GiftReport(ctx, ledger.BySender, all, 3, 1)
+	if err != nil {
+		t.Fatalf("report by sender, 3 from 1: %v", err)
+	}
+	same(t, "report by sender, 3 from 1", want, got)
+	if _, err := f.parted.GiftReport(ctx, ledger.BySender, all, 3, 2); !errors.Is(err, ledger.ErrTooManyToMerge) {
+		t.Errorf("report by sender, 3 from 2 (5 rows of each partition, past the bound): %v, want ErrTooManyToMerge", err)
+	}
+}
+
 // TestPartitionedReads_ConsentsOnEachUsersPartition: the display rule's
 // consents are read from each user's partition.
 func TestPartitionedReads_ConsentsOnEachUsersPartition(t *testing.T) {
