@@ -42,6 +42,8 @@ type Resharding struct {
 	NewProxyPartitionURLs []string
 	// Log gets one line per step (nil: none).
 	Log *slog.Logger
+	// beforePause, when set (tests), runs just before the first fence.
+	beforePause func()
 }
 
 // A ReshardReport is what Reshard did.
@@ -428,6 +430,9 @@ func (rs *resharding) pause(ctx context.Context) (pauses []time.Duration, err er
 			}
 		}
 	}()
+	if rs.beforePause != nil {
+		rs.beforePause()
+	}
 	for i := range n {
 		fencedAt[i] = time.Now()
 		if err := rs.fence(ctx, i); err != nil {

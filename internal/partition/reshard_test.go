@@ -122,6 +122,18 @@ func stores(t *testing.T, urls []string) []*ledger.Store {
 // every partition's audit and the credits' audit are clean, and the store
 // routes over 4 without a restart.
 func TestReshard_TwoToFourUnderLoadLosesAndDoublesNothing(t *testing.T) {
+	reshardUnderLoad(t, false)
+}
+
+// TestReshard_WaitsForALaggingCopy is the same with the copy held back at
+// the fence: each new partition's ledger entries locked just before the
+// first fence, while more debits of every user are acknowledged, and let go
+// half a second later. The switch must wait for the copy, whatever its lag.
+func TestReshard_WaitsForALaggingCopy(t *testing.T) {
+	reshardUnderLoad(t, true)
+}
+
+func reshardUnderLoad(t *testing.T, lag bool) {
 	l := pgtest.Partitioned(t, 2)
 	requireLogical(t, l.ProxyURL)
 	newURLs := newPartitions(t, l)
@@ -231,8 +243,32 @@ func TestReshard_TwoToFourUnderLoadLosesAndDoublesNothing(t *testing.T) {
 		}
 	}
 	waitFor("debits of every user before", acks([]int{0, 1, 2, 3}, 100))
-	rep, err := partition.Reshard(ctx, partition.Resharding{Layout: l, NewPartitionURLs: newURLs,
-		Log: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	r := partition.Resharding{Layout: l, NewPartitionURLs: newURLs, Log: slog.New(slog.NewTextHandler(testWriter{t}, nil))}
+	var held sync.WaitGroup
+	if lag {
+		r = partition.WithBeforePause(r, func() {
+			for _, u := range newURLs {
+				c := connect(t, u)
+				tx, err := c.Begin(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				// Replication's apply waits behind this lock.
+				if _, err := tx.Exec(ctx, `LOCK TABLE ledger_entries IN EXCLUSIVE MODE`); err != nil {
+					t.Fatal(err)
+				}
+				held.Go(func() {
+					time.Sleep(500 * time.Millisecond)
+					if err := tx.Rollback(ctx); err != nil {
+						t.Error(err)
+					}
+				})
+			}
+			waitFor("debits of every user while the copy is held", acks([]int{0, 1, 2, 3}, 10))
+		})
+	}
+	rep, err := partition.Reshard(ctx, r)
+	held.Wait()
 	if err != nil {
 		t.Fatalf("reshard: %v", err)
 	}
