@@ -1,7 +1,9 @@
 package partition
 
-// WithBeforePause returns r that runs f just before its first fence.
-func WithBeforePause(r Resharding, f func()) Resharding {
-	r.beforePause = f
+// WithOnStep returns r that calls f at the pause's steps: "fence" before the
+// first fence, "sequences" once every subscription is dropped, "switch" once
+// every claim has moved.
+func WithOnStep(r Resharding, f func(step string)) Resharding {
+	r.onStep = f
 	return r
 }

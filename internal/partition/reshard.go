@@ -42,8 +42,10 @@ type Resharding struct {
 	NewProxyPartitionURLs []string
 	// Log gets one line per step (nil: none).
 	Log *slog.Logger
-	// beforePause, when set (tests), runs just before the first fence.
-	beforePause func()
+	// onStep, when set (tests), runs at the pause's steps: "fence" before
+	// the first fence, "sequences" once every subscription is dropped,
+	// "switch" once every claim has moved.
+	onStep func(step string)
 }
 
 // A ReshardReport is what Reshard did.
@@ -430,9 +432,7 @@ func (rs *resharding) pause(ctx context.Context) (pauses []time.Duration, err er
 			}
 		}
 	}()
-	if rs.beforePause != nil {
-		rs.beforePause()
-	}
+	rs.step("fence")
 	for i := range n {
 		fencedAt[i] = time.Now()
 		if err := rs.fence(ctx, i); err != nil {
@@ -474,6 +474,10 @@ func (rs *resharding) pause(ctx context.Context) (pauses []time.Duration, err er
 				return nil, fmt.Errorf("reshard: %s: drop the subscription: %w", rs.where(j), err)
 			}
 		}
+	}
+	rs.step("sequences")
+	for i := range n {
+		j := n + i
 		for _, seq := range copiedSequences {
 			var last int64
 			if err := rs.conns[i].QueryRow(ctx, `SELECT last_value FROM `+seq).Scan(&last); err != nil {
@@ -513,10 +517,17 @@ func (rs *resharding) switchOver(ctx context.Context) error {
 			return fmt.Errorf("%w: reshard: %s is %s, not %s", ErrWrongPartition, rs.where(i), got, want)
 		}
 	}
+	rs.step("switch")
 	if err := register(ctx, rs.after.ProxyURL, rs.after.proxyURLs(), true); err != nil {
 		return fmt.Errorf("reshard: switch the proxy (run giftd reshard again: the moving users are refused until it succeeds): %w", err)
 	}
 	return nil
+}
+
+func (rs *resharding) step(name string) {
+	if rs.onStep != nil {
+		rs.onStep(name)
+	}
 }
 
 // fence fences old partition i's moving users (partition migration 8).
@@ -536,21 +547,33 @@ func (rs *resharding) fence(ctx context.Context, i int) error {
 // subscription was dropped loses its fence first, so that a run again
 // copies it anew: its copy would otherwise miss the writes after the fence
 // is lifted.
+//
+// It connects anew, without the run's context: a pause cut short by that
+// context ending (an operator's Ctrl-C) may have closed the connections.
 func (rs *resharding) unfence(cut []bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	exec := func(p int, sql string, args ...any) error {
+		c, err := pgx.Connect(ctx, rs.after.PartitionURLs[p])
+		if err != nil {
+			return fmt.Errorf("%s: %w", rs.where(p), err)
+		}
+		defer c.Close(context.Background())
+		if _, err := c.Exec(ctx, sql, args...); err != nil {
+			return fmt.Errorf("%s: %w", rs.where(p), err)
+		}
+		return nil
+	}
 	for i := range rs.n {
 		if cut[i] {
-			if _, err := rs.conns[rs.n+i].Exec(ctx, `DELETE FROM giftd_reshard_fence`); err != nil {
-				return fmt.Errorf("%s: %w", rs.where(rs.n+i), err)
+			if err := exec(rs.n+i, `DELETE FROM giftd_reshard_fence`); err != nil {
+				return err
 			}
 		}
 	}
 	var errs []error
 	for i := range rs.n {
-		if _, err := rs.conns[i].Exec(ctx, `DELETE FROM giftd_reshard_fence WHERE partitions = $1`, 2*rs.n); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", rs.where(i), err))
-		}
+		errs = append(errs, exec(i, `DELETE FROM giftd_reshard_fence WHERE partitions = $1`, 2*rs.n))
 	}
 	return errors.Join(errs...)
 }

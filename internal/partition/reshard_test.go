@@ -246,7 +246,10 @@ func reshardUnderLoad(t *testing.T, lag bool) {
 	r := partition.Resharding{Layout: l, NewPartitionURLs: newURLs, Log: slog.New(slog.NewTextHandler(testWriter{t}, nil))}
 	var held sync.WaitGroup
 	if lag {
-		r = partition.WithBeforePause(r, func() {
+		r = partition.WithOnStep(r, func(step string) {
+			if step != "fence" {
+				return
+			}
 			for _, u := range newURLs {
 				c := connect(t, u)
 				tx, err := c.Begin(ctx)
@@ -391,4 +394,112 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p))
 	return len(p), nil
+}
+
+// TestReshard_CutShortCarriesOnWhenRunAgain cuts giftd reshard short at
+// each step of the pause (its context ended): before the fences, once the
+// subscriptions are dropped (the fences are lifted, so the copies must be
+// made anew), and once the claims have moved (the moving users stay
+// refused). A debit of a moving user in between, and the run again, must
+// leave every debit once on its user's partition and the books clean.
+func TestReshard_CutShortCarriesOnWhenRunAgain(t *testing.T) {
+	for _, step := range []string{"fence", "sequences", "switch"} {
+		t.Run(step, func(t *testing.T) {
+			l := pgtest.Partitioned(t, 2)
+			requireLogical(t, l.ProxyURL)
+			newURLs := newPartitions(t, l)
+			bg := context.Background()
+			s, err := ledger.Open(bg, l.ProxyURL, ledger.WithPartitions(2, partition.For),
+				ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithEconomy(ledger.Economy{}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(s.Close)
+			var users []string
+			for p := range 4 {
+				users = append(users, usersOn(p, 4, 2)...)
+			}
+			debited := map[string]int64{}
+			sentTo := map[string]string{}
+			debitOK := func(id, u string) {
+				t.Helper()
+				sentTo[id] = u
+				if res, err := s.Debit(bg, reshardDebit(id, u)); err != nil || res.Status != ledger.Debited {
+					t.Fatalf("debit %s of %s: %+v, %v", id, u, res, err)
+				}
+				debited[u]++
+			}
+			for _, u := range users {
+				if _, err := s.TopUp(bg, ledger.TopUp{UserID: u, Amount: 100, Key: "seed-" + u}); err != nil {
+					t.Fatal(err)
+				}
+				debitOK("before-"+u, u)
+			}
+			ctx, cancel := context.WithCancel(bg)
+			defer cancel()
+			r := partition.WithOnStep(partition.Resharding{Layout: l, NewPartitionURLs: newURLs}, func(s string) {
+				if s == step {
+					cancel()
+				}
+			})
+			if _, err := partition.Reshard(ctx, r); !errors.Is(err, context.Canceled) {
+				t.Fatalf("reshard cut short at %s: %v; want context.Canceled", step, err)
+			}
+			mover := usersOn(2, 4, 1)[0]
+			between := "between-" + mover
+			if step == "switch" {
+				sentTo[between] = mover
+				if _, err := s.Debit(bg, reshardDebit(between, mover)); err == nil {
+					t.Fatalf("debit of a moving user after the claims moved: accepted; want refused until the run again")
+				}
+			} else {
+				debitOK(between, mover) // the fences are lifted
+			}
+			rep, err := partition.Reshard(bg, partition.Resharding{Layout: l, NewPartitionURLs: newURLs})
+			if err != nil {
+				t.Fatalf("reshard again: %v", err)
+			}
+			t.Logf("run again: %+v", rep)
+			if step == "switch" {
+				debitOK(between, mover) // LinkV's retry, the same key
+			}
+			for _, u := range users {
+				debitOK("after-"+u, u)
+			}
+			after := append(append([]string{}, l.PartitionURLs...), newURLs...)
+			for p, u := range after {
+				c := connect(t, u)
+				rows, err := c.Query(bg, `SELECT ref FROM ledger_entries WHERE kind = 'debit'`)
+				if err != nil {
+					t.Fatal(err)
+				}
+				refs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+				if err != nil {
+					t.Fatal(err)
+				}
+				seen := map[string]bool{}
+				for _, ref := range refs {
+					if seen[ref] || partition.For(sentTo[ref], 4) != p {
+						t.Errorf("debit %s of %s on partition %d: twice, or not its user's partition", ref, sentTo[ref], p)
+					}
+					seen[ref] = true
+				}
+				for id, u := range sentTo {
+					if partition.For(u, 4) == p && !seen[id] {
+						t.Errorf("debit %s of %s missing from partition %d", id, u, p)
+					}
+				}
+			}
+			for _, u := range users {
+				if w, err := s.Wallet(bg, u); err != nil || w.Gold != 100-debited[u] {
+					t.Errorf("wallet %s: %d, %v; want %d", u, w.Gold, err, 100-debited[u])
+				}
+			}
+			for p, ps := range stores(t, after) {
+				if r, err := ps.Audit(bg); err != nil || !r.OK() {
+					t.Errorf("audit of partition %d: %+v, %v", p, r, err)
+				}
+			}
+		})
+	}
 }
