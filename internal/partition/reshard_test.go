@@ -503,3 +503,60 @@ func TestReshard_CutShortCarriesOnWhenRunAgain(t *testing.T) {
 		})
 	}
 }
+
+// TestReshard_FenceWaitsForAWriteInFlight holds a moving user's top-up
+// open on its old partition, past its check, as the fence comes, and
+// commits it a moment later: the fence must wait for it (its lock), so that
+// the copy holds it before the switch.
+func TestReshard_FenceWaitsForAWriteInFlight(t *testing.T) {
+	l := pgtest.Partitioned(t, 2)
+	requireLogical(t, l.ProxyURL)
+	newURLs := newPartitions(t, l)
+	bg := context.Background()
+	mover := usersOn(2, 4, 1)[0]
+	proxy := connect(t, l.ProxyURL)
+	if _, err := topUpThroughProxy(bg, proxy, mover, 100, "seed"); err != nil {
+		t.Fatal(err)
+	}
+	old := connect(t, l.PartitionURLs[partition.For(mover, 2)])
+	var inFlight sync.WaitGroup
+	r := partition.WithOnStep(partition.Resharding{Layout: l, NewPartitionURLs: newURLs}, func(step string) {
+		if step != "fence" {
+			return
+		}
+		tx, err := old.Begin(bg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := topUpThroughTx(bg, tx, mover, 5, "in-flight"); err != nil {
+			t.Fatal(err)
+		}
+		inFlight.Go(func() {
+			time.Sleep(300 * time.Millisecond) // the fence comes meanwhile
+			if err := tx.Commit(bg); err != nil {
+				t.Error(err)
+			}
+		})
+	})
+	_, err := partition.Reshard(bg, r)
+	inFlight.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gold int64
+	if err := proxy.QueryRow(bg, `SELECT gold FROM giftd_wallet($1)`, mover).Scan(&gold); err != nil || gold != 105 {
+		t.Errorf("the mover's wallet after the resharding: %d, %v; want 105 (the top-up in flight at the fence kept)", gold, err)
+	}
+	for p, ps := range stores(t, append(append([]string{}, l.PartitionURLs...), newURLs...)) {
+		if r, err := ps.Audit(bg); err != nil || !r.OK() {
+			t.Errorf("audit of partition %d: %+v, %v", p, r, err)
+		}
+	}
+}
+
+func topUpThroughTx(ctx context.Context, tx pgx.Tx, user string, amount int64, key string) (topUpResult, error) {
+	var r topUpResult
+	err := tx.QueryRow(ctx, `SELECT entry_id, balance, replay FROM giftd_topup($1, $2, $3, $4)`,
+		user, amount, key, "test").Scan(&r.EntryID, &r.Balance, &r.Replay)
+	return r, err
+}
