@@ -162,7 +162,9 @@ func (s *Store) readyPartitioned(ctx context.Context) error {
 			uint(*mainV) < s.latestVersion || uint(*partV) < s.latest.partition:
 			return fmt.Errorf("%w: partition %d at main version %s, partition version %s; want %d and %d",
 				ErrNotReady, p, versionText(mainV, mainDirty), versionText(partV, partDirty), s.latestVersion, s.latest.partition)
-		case claimed == nil || *claimed != int64(p) || *of != int64(n):
+		// Claimed as p of 2n: giftd reshard is between moving the claims
+		// and switching the proxy, a moment of its pause.
+		case claimed == nil || *claimed != int64(p) || (*of != int64(n) && *of != int64(2*n)):
 			return fmt.Errorf("%w: the proxy reaches partition %d at a database claimed as another", ErrNotReady, p)
 		}
 	}

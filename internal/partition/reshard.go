@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"giftd/internal/ledger"
 )
@@ -289,8 +290,13 @@ func (rs *resharding) startCopy(ctx context.Context, i int, opts []ledger.Migrat
 	rs.log.Info("reshard: copying", "from", rs.where(i), "to", rs.where(j))
 	// A new partition with no subscription and no fence has no copy, or
 	// one cut off before the fence: it never served, so it starts again.
-	_, err = neu.Exec(ctx, `BEGIN; SET LOCAL session_replication_role = replica; TRUNCATE `+
-		strings.Join(copiedTables, ", ")+`; COMMIT`)
+	err = pgx.BeginFunc(ctx, neu, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `SET LOCAL session_replication_role = replica`)
+		if err == nil {
+			_, err = tx.Exec(ctx, `TRUNCATE `+strings.Join(copiedTables, ", "))
+		}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("reshard: %s: empty the copied tables: %w", rs.where(j), err)
 	}
@@ -533,10 +539,30 @@ func (rs *resharding) step(name string) {
 // fence fences old partition i's moving users (partition migration 8).
 // Taking the table's ACCESS EXCLUSIVE lock waits for every write that has
 // passed the check, and holds back every write until the fence commits.
+//
+// While it waits for the lock, every write of the partition (the users
+// staying too) waits behind it: a write stuck in a long transaction must
+// not hold them all, so the wait is bounded (a second) and tried again a
+// few times before the run fails and lifts the fences.
 func (rs *resharding) fence(ctx context.Context, i int) error {
-	_, err := rs.conns[i].Exec(ctx, fmt.Sprintf(`BEGIN; SET LOCAL lock_timeout = '10s';
-		LOCK TABLE giftd_reshard_fence IN ACCESS EXCLUSIVE MODE;
-		INSERT INTO giftd_reshard_fence (partitions) VALUES (%d) ON CONFLICT DO NOTHING; COMMIT`, 2*rs.n))
+	var err error
+	for range 3 {
+		err = pgx.BeginFunc(ctx, rs.conns[i], func(tx pgx.Tx) error {
+			for _, q := range []string{`SET LOCAL lock_timeout = '1s'`,
+				`LOCK TABLE giftd_reshard_fence IN ACCESS EXCLUSIVE MODE`} {
+				if _, err := tx.Exec(ctx, q); err != nil {
+					return err
+				}
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO giftd_reshard_fence (partitions) VALUES ($1) ON CONFLICT DO NOTHING`, 2*rs.n)
+			return err
+		})
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "55P03" { // lock_not_available
+			break
+		}
+		rs.log.Warn("reshard: the fence waited a second for a write in progress; trying again", "partition", rs.where(i))
+	}
 	if err != nil {
 		return fmt.Errorf("reshard: %s: fence the moving users: %w", rs.where(i), err)
 	}
