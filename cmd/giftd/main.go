@@ -61,6 +61,8 @@ Usage:
   giftd dev                      run it with a throwaway PostgreSQL, a dev app and a demo wallet
   giftd migrate up|down|version  manage the schema (of GIFTD_MIGRATE_DATABASE_URL, else DATABASE_URL; in
                                  partitioned mode of GIFTD_PROXY_URL and every one of GIFTD_PARTITION_URLS)
+  giftd reshard                  double a partitioned giftd (GIFTD_PROXY_URL, GIFTD_PARTITION_URLS) onto the new
+                                 databases of GIFTD_NEW_PARTITION_URLS, under load (docs/scale-out.md)
   giftd audit                    check every balance against the ledger; exit 1 on any mismatch (partitioned:
                                  every partition, then the cross-partition credits)
   giftd earnings -from DATE [-to DATE]  CSV of every receiver's earnings in the period and payable at its end
@@ -84,6 +86,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runMigrate(rest, getenv, stdout, stderr)
 	case "audit":
 		return runAudit(ctx, rest, getenv, stdout, stderr)
+	case "reshard":
+		return runReshard(ctx, rest, getenv, stdout, stderr)
 	case "prune":
 		return runPrune(ctx, rest, getenv, stdout, stderr)
 	case "earnings":

@@ -126,8 +126,9 @@ func (s *Store) Debit(ctx context.Context, d Debit) (DebitResult, error) {
 	var res DebitResult
 	var err error
 	switch {
-	case s.batchers != nil:
-		res, err = s.batchers[s.partitionOf(d.UserID)].debit(ctx, d)
+	case s.partitions > 0 && s.batching.MaxBatch > 1:
+		r := s.route.Load()
+		res, err = r.batchers[s.place(d.UserID, r.n)].debit(ctx, d)
 	case s.batcher != nil:
 		res, err = s.batcher.debit(ctx, d)
 	default:
@@ -189,13 +190,27 @@ func (s *Store) execute(ctx context.Context, debits []Debit) ([]DebitResult, []e
 		// partition); the partition refuses the batch if they do not.
 		query, args = debitOnSQL, append([]any{s.partitionOf(debits[0].UserID)}, args...)
 	}
-	for attempt := 1; ; attempt++ {
+	for attempt, recounted := 1, false; ; attempt++ {
 		results, errs, err := s.executeOnce(ctx, n, query, args)
 		// A copy of one of these keys committed by another transaction
 		// after this statement's snapshot (giftd_debit_gifts, step 1):
 		// nothing was applied, and run again, the statement replays it.
 		if err != nil && isKeyRace(err) && attempt < maxKeyRaces && ctx.Err() == nil {
 			continue
+		}
+		// The partition refused users it does not own (nothing ran): after
+		// giftd reshard the proxy routes over more partitions than this
+		// store knew. Once recounted, a batch whose users now share one
+		// partition goes there; one that spans two fails, and the batcher
+		// runs its debits one at a time.
+		if s.partitions > 0 && isNotPlacedHere(err) && !recounted && ctx.Err() == nil {
+			recounted = true
+			if grew, rerr := s.recount(ctx); rerr == nil && grew {
+				if p, ok := s.onePartition(debits); ok {
+					args[0] = p
+					continue
+				}
+			}
 		}
 		return results, errs, err
 	}

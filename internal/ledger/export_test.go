@@ -35,7 +35,7 @@ func Handoffs(s *Store) int64 { return s.batcher.handoffs.Load() }
 // batching on, how many debits its batcher handed to a worker and how many
 // of its batches failed as a whole and went again one by one.
 func PartitionBatchers(s *Store) (handoffs, fallbacks []int64) {
-	for _, b := range s.batchers {
+	for _, b := range s.route.Load().batchers {
 		handoffs, fallbacks = append(handoffs, b.handoffs.Load()), append(fallbacks, b.fallbacks.Load())
 	}
 	return handoffs, fallbacks

@@ -30,12 +30,79 @@ func WithPartitions(partitions int, place func(userID string, partitions int) in
 	return func(s *Store) { s.partitions, s.place = partitions, place }
 }
 
-// Partitions is the number of partitions of a partitioned Store, 0 for a
-// Store on one database.
-func (s *Store) Partitions() int { return s.partitions }
+// Partitions is the number of partitions a partitioned Store routes over
+// now (it grows when giftd reshard doubles the cluster), 0 for a Store on
+// one database.
+func (s *Store) Partitions() int {
+	if r := s.route.Load(); r != nil {
+		return r.n
+	}
+	return 0
+}
 
 // partitionOf is the partition that owns userID.
-func (s *Store) partitionOf(userID string) int { return s.place(userID, s.partitions) }
+func (s *Store) partitionOf(userID string) int { return s.place(userID, s.route.Load().n) }
+
+// routing is the partition count a partitioned Store routes by, with one
+// batcher per partition when batching is on.
+type routing struct {
+	n        int
+	batchers []*batcher
+}
+
+// routing returns the routing over n partitions, reusing the batchers of
+// from (nil at Open).
+func (s *Store) routing(from *routing, n int) *routing {
+	r := &routing{n: n}
+	if s.batching.MaxBatch > 1 {
+		if from != nil {
+			r.batchers = append(r.batchers, from.batchers...)
+		}
+		for len(r.batchers) < n {
+			r.batchers = append(r.batchers, startBatcher(s, s.batching))
+		}
+	}
+	return r
+}
+
+// recount reads the number of partitions the proxy routes over
+// (giftd_partition_count, proxy migration 8) and, when it has grown (giftd
+// reshard), routes by it from now on. It reports whether it grew. A count
+// that is not a power of two, or smaller, is ignored: a resharding only
+// doubles.
+func (s *Store) recount(ctx context.Context) (bool, error) {
+	var n int
+	if err := s.pool.QueryRow(ctx, `SELECT giftd_partition_count()`).Scan(&n); err != nil {
+		return false, fmt.Errorf("read the proxy's partition count: %w", err)
+	}
+	s.routeMu.Lock()
+	defer s.routeMu.Unlock()
+	r := s.route.Load()
+	if n <= r.n || n&(n-1) != 0 {
+		return false, nil
+	}
+	s.route.Store(s.routing(r, n))
+	return true, nil
+}
+
+// onePartition is the partition of debits' users under the current count,
+// if they share one.
+func (s *Store) onePartition(debits []Debit) (int, bool) {
+	p := s.partitionOf(debits[0].UserID)
+	for _, d := range debits[1:] {
+		if s.partitionOf(d.UserID) != p {
+			return 0, false
+		}
+	}
+	return p, true
+}
+
+// isNotPlacedHere reports whether err is a partition's refusal of users it
+// does not own (SQLSTATE GD001, partition migrations 3 and 8).
+func isNotPlacedHere(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "GD001"
+}
 
 // checkPartitions refuses a partitioned Store that cannot route.
 func (s *Store) checkPartitions() error {
@@ -76,7 +143,13 @@ func (s *Store) readyPartitioned(ctx context.Context) error {
 	case *dirty || uint(*version) < s.latest.proxy:
 		return fmt.Errorf("%w: proxy at version %d (dirty %t), want %d", ErrNotReady, *version, *dirty, s.latest.proxy)
 	}
-	for p := range s.partitions {
+	// A replica that has not debited since giftd reshard doubled the
+	// cluster learns the new count here.
+	if _, err := s.recount(ctx); err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	n := s.Partitions()
+	for p := range n {
 		var mainV, partV, claimed, of *int64
 		var mainDirty, partDirty *bool
 		err := s.pool.QueryRow(ctx, `
@@ -91,7 +164,9 @@ func (s *Store) readyPartitioned(ctx context.Context) error {
 			uint(*mainV) < s.latestVersion || uint(*partV) < s.latest.partition:
 			return fmt.Errorf("%w: partition %d at main version %s, partition version %s; want %d and %d",
 				ErrNotReady, p, versionText(mainV, mainDirty), versionText(partV, partDirty), s.latestVersion, s.latest.partition)
-		case claimed == nil || *claimed != int64(p) || *of != int64(s.partitions):
+		// Claimed as p of 2n: giftd reshard is between moving the claims
+		// and switching the proxy, a moment of its pause.
+		case claimed == nil || *claimed != int64(p) || (*of != int64(n) && *of != int64(2*n)):
 			return fmt.Errorf("%w: the proxy reaches partition %d at a database claimed as another", ErrNotReady, p)
 		}
 	}

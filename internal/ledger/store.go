@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -69,11 +70,14 @@ type Store struct {
 	latestVersion uint
 	batching      Batching
 	batcher       *batcher // nil when batching is off or partitioned
-	// Partitioned mode (WithPartitions): the pool is the proxy's, and
-	// batchers holds one batcher per partition (nil when batching is off).
+	// Partitioned mode (WithPartitions): the pool is the proxy's. partitions
+	// is the count given to Open (0: one database); route holds the count
+	// giftd routes by now, which grows when the proxy's does (giftd
+	// reshard), and one batcher per partition (none when batching is off).
 	partitions int
 	place      func(userID string, partitions int) int
-	batchers   []*batcher
+	route      atomic.Pointer[routing]
+	routeMu    sync.Mutex // one growth of route at a time
 	economy    Economy
 	safeguards Safeguards
 	now        func() time.Time // nil: the database's clock
@@ -149,13 +153,12 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*Store, erro
 	if s.batching.MaxBatch > 1 {
 		s.batching.Workers = max(1, s.batching.Workers)
 		s.batching.Timeout = cmp.Or(s.batching.Timeout, DefaultBatching().Timeout)
-		if s.partitions > 0 {
-			for range s.partitions {
-				s.batchers = append(s.batchers, startBatcher(s, s.batching))
-			}
-		} else {
+		if s.partitions == 0 {
 			s.batcher = startBatcher(s, s.batching)
 		}
+	}
+	if s.partitions > 0 {
+		s.route.Store(s.routing(nil, s.partitions))
 	}
 	return s, nil
 }
@@ -166,8 +169,10 @@ func (s *Store) Close() {
 	if s.batcher != nil {
 		s.batcher.close()
 	}
-	for _, b := range s.batchers {
-		b.close()
+	if r := s.route.Load(); r != nil {
+		for _, b := range r.batchers {
+			b.close()
+		}
 	}
 	s.pool.Close()
 }

@@ -212,6 +212,13 @@ func validKey(k string) bool {
 // an error wrapping ErrPartitionCountChanged when the proxy already has
 // another number of partitions. Its errors never quote a connection string.
 func Register(ctx context.Context, proxyURL string, partitionURLs []string) error {
+	return register(ctx, proxyURL, partitionURLs, false)
+}
+
+// register is Register; with doubling, it also takes over a proxy that
+// routes over half as many partitions (giftd reshard's switch), in the same
+// one transaction and with the same check of every claim.
+func register(ctx context.Context, proxyURL string, partitionURLs []string, doubling bool) error {
 	if !powerOfTwo(len(partitionURLs)) {
 		return fmt.Errorf("register partitions: %d: want a power of two", len(partitionURLs))
 	}
@@ -245,8 +252,8 @@ func Register(ctx context.Context, proxyURL string, partitionURLs []string) erro
 		if slices.Equal(have, want) {
 			return nil
 		}
-		if len(have) != 0 && len(have) != len(want) {
-			return fmt.Errorf("%w (%d registered, %d given): resharding is not built yet (docs/scale-out.md)",
+		if len(have) != 0 && len(have) != len(want) && !(doubling && 2*len(have) == len(want)) {
+			return fmt.Errorf("%w (%d registered, %d given): that is giftd reshard's (docs/scale-out.md)",
 				ErrPartitionCountChanged, len(have), len(want))
 		}
 		_, err = tx.Exec(ctx, `

@@ -140,3 +140,22 @@ func (s *server) allowConnections(databaseURL string, allow bool) error {
 		}
 	}
 }
+
+// EmptyDatabase returns the URL of a new database of the test server with
+// nothing in it (a new partition for giftd reshard), dropped when tb ends.
+// It fails or skips tb as URL does.
+func EmptyDatabase(tb testing.TB) string {
+	tb.Helper()
+	shared.ready(tb)
+	name := "giftd_e_" + randomHex()
+	u, err := shared.createEmpty(name)
+	if err != nil {
+		tb.Fatalf("pgtest: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := shared.dropDatabase(name); err != nil {
+			tb.Errorf("pgtest: %v", err)
+		}
+	})
+	return u
+}

@@ -161,7 +161,10 @@ func (s *server) setup() {
 	if s.url == "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		c, err := pgcluster.Start(ctx, pgcluster.Options{Settings: []string{"fsync=off", "full_page_writes=off"}})
+		// wal_level=logical and room for logical replication's workers:
+		// giftd reshard copies partitions by it (internal/partition).
+		c, err := pgcluster.Start(ctx, pgcluster.Options{Settings: []string{"fsync=off", "full_page_writes=off",
+			"wal_level=logical", "max_worker_processes=16", "max_logical_replication_workers=8"}})
 		if err != nil {
 			s.startErr = fmt.Errorf("no GIFTD_TEST_DATABASE_URL or DATABASE_URL, and could not start a throwaway PostgreSQL: %w", err)
 			return

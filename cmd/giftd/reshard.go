@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"giftd/internal/ledger"
+	"giftd/internal/partition"
+)
+
+// runReshard is giftd reshard (docs/scale-out.md#resharding-n--2n): the
+// cluster of GIFTD_PROXY_URL and GIFTD_PARTITION_URLS doubled onto the new
+// databases of GIFTD_NEW_PARTITION_URLS, under load. It prints each old
+// partition's pause and what each partition forgot; run again after a
+// failure, it carries on.
+func runReshard(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) != 0 {
+		return errors.New("usage: giftd reshard (settings from the environment, see docs/scale-out.md#resharding-n--2n)")
+	}
+	var s settings
+	if err := readDatabase(getenv, &s); err != nil {
+		return err
+	}
+	if err := readPartitions(getenv, &s); err != nil {
+		return err
+	}
+	if s.Partitioned.ProxyURL == "" {
+		return &settingsError{"GIFTD_PROXY_URL", "required by giftd reshard, with GIFTD_PARTITION_URLS: the cluster as it is registered today"}
+	}
+	r := partition.Resharding{
+		Layout:                s.Partitioned,
+		NewPartitionURLs:      strings.Fields(getenv("GIFTD_NEW_PARTITION_URLS")),
+		NewProxyPartitionURLs: strings.Fields(getenv("GIFTD_NEW_PROXY_PARTITION_URLS")),
+		Log:                   newLogger("text", stderr),
+	}
+	if err := r.Check(); err != nil {
+		var le *partition.LayoutError
+		if !errors.As(err, &le) {
+			return err
+		}
+		name := map[string]string{"NewPartitionURLs": "GIFTD_NEW_PARTITION_URLS",
+			"NewProxyPartitionURLs": "GIFTD_NEW_PROXY_PARTITION_URLS",
+			"PartitionURLs":         "GIFTD_PARTITION_URLS and GIFTD_NEW_PARTITION_URLS",
+			"ProxyPartitionURLs":    "GIFTD_PROXY_PARTITION_URLS and GIFTD_NEW_PROXY_PARTITION_URLS"}[le.Field]
+		return &settingsError{name, le.Problem + " (giftd reshard needs GIFTD_NEW_PARTITION_URLS: one new empty database " +
+			"per partition, partition n + i's at position i, separated by spaces)"}
+	}
+	rep, err := partition.Reshard(ctx, r, ledger.WithLockWait(s.MigrateLockWait), ledger.WithMigrateLog(newLogger("text", stderr), 0))
+	for i, p := range rep.Pauses {
+		fmt.Fprintf(stdout, "partition %d: writes of the users moving to partition %d paused %s\n",
+			i, i+len(r.Layout.PartitionURLs), p.Round(time.Millisecond))
+	}
+	if err != nil {
+		return err
+	}
+	for p, n := range rep.Forgotten {
+		fmt.Fprintf(stdout, "partition %d (%s): forgot %d wallets it no longer owns\n", p, partition.Where(r.After().PartitionURLs[p]), n)
+	}
+	fmt.Fprintf(stdout, "proxy: %d partitions registered in cluster %s; set GIFTD_PARTITION_URLS to all %d URLs "+
+		"(GIFTD_PARTITION_URLS then GIFTD_NEW_PARTITION_URLS) before giftd's next start\n",
+		rep.Partitions, partition.ClusterName, rep.Partitions)
+	return nil
+}

@@ -1,0 +1,9 @@
+package partition
+
+// WithOnStep returns r that calls f at the pause's steps: "fence" before the
+// first fence, "sequences" once every subscription is dropped, "switch" once
+// every claim has moved.
+func WithOnStep(r Resharding, f func(step string)) Resharding {
+	r.onStep = f
+	return r
+}

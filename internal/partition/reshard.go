@@ -1,0 +1,641 @@
+package partition
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"giftd/internal/ledger"
+)
+
+// ErrReshardEconomy is returned, wrapped, by Reshard when a partition holds
+// gift economy rows (gift entries, account entries, earnings accounts),
+// which resharding does not split yet (docs/scale-out.md).
+var ErrReshardEconomy = errors.New("a partition holds gift economy rows, which resharding does not split")
+
+// copiedTables are the tables giftd reshard copies from partition i to the
+// new partition i + n: every table holding a user's rows outside the gift
+// economy, and the fence and marks that prove the copy caught up. The other
+// tables (catalogue, policies, webhook endpoints, house slots) are each
+// partition's own, made by its migrations.
+var copiedTables = []string{"wallets", "ledger_entries", "debit_requests", "spend_windows", "spend_reminders",
+	"linkv_accounts", "linkv_wallet_moves", "events", "giftd_reshard_fence", "giftd_reshard_marks"}
+
+// copiedSequences give the ids of copied rows: the new partition's go on
+// from the old one's, so that its new rows never take a copied id.
+var copiedSequences = []string{"ledger_entries_id_seq", "events_position_seq"}
+
+// A Resharding doubles a partitioned giftd (docs/scale-out.md#resharding-n--2n).
+type Resharding struct {
+	// Layout is the cluster as the proxy routes it today: n partitions.
+	Layout Layout
+	// NewPartitionURLs are n new, empty databases: partition n + i's at
+	// index i. NewProxyPartitionURLs are the same as the proxy reaches
+	// them, in the same order; set both or neither of it and
+	// Layout.ProxyPartitionURLs.
+	NewPartitionURLs      []string
+	NewProxyPartitionURLs []string
+	// Log gets one line per step (nil: none).
+	Log *slog.Logger
+	// onStep, when set (tests), runs at the pause's steps: "fence" before
+	// the first fence, "sequences" once every subscription is dropped,
+	// "switch" once every claim has moved.
+	onStep func(step string)
+}
+
+// A ReshardReport is what Reshard did.
+type ReshardReport struct {
+	// Partitions is the count the proxy routes over at the end (2n).
+	Partitions int
+	// Pauses are, for each old partition i, how long its moving users'
+	// writes were refused: from its fence to the proxy's switch. Empty when
+	// the switch had happened before this run.
+	Pauses []time.Duration
+	// Forgotten are the wallets each of the 2n partitions forgot: on old
+	// partition i those that moved to i + n, on new partition i + n those
+	// that stayed on i.
+	Forgotten []int64
+}
+
+// After is the layout that routes over all 2n partitions.
+func (r Resharding) After() Layout {
+	l := Layout{ProxyURL: r.Layout.ProxyURL,
+		PartitionURLs: append(append([]string(nil), r.Layout.PartitionURLs...), r.NewPartitionURLs...)}
+	if len(r.Layout.ProxyPartitionURLs) != 0 || len(r.NewProxyPartitionURLs) != 0 {
+		l.ProxyPartitionURLs = append(append([]string(nil), r.Layout.ProxyPartitionURLs...), r.NewProxyPartitionURLs...)
+	}
+	return l
+}
+
+// Check returns an error when r cannot be run: a layout Layout.Check
+// refuses (for the cluster before and after), or new URLs of another
+// count than the partitions'.
+func (r Resharding) Check() error {
+	if err := r.Layout.Check(); err != nil {
+		return err
+	}
+	n := len(r.Layout.PartitionURLs)
+	if len(r.NewPartitionURLs) != n {
+		return &LayoutError{"NewPartitionURLs", fmt.Sprintf("%d URLs for %d partitions: want one new database per partition", len(r.NewPartitionURLs), n)}
+	}
+	if (len(r.Layout.ProxyPartitionURLs) == 0) != (len(r.NewProxyPartitionURLs) == 0) {
+		return &LayoutError{"NewProxyPartitionURLs", "set for the old partitions and the new ones, or for neither"}
+	}
+	return r.After().Check()
+}
+
+// Reshard doubles the cluster from n to 2n partitions under load
+// (docs/scale-out.md#resharding-n--2n): the users of partition i whose
+// placement has bit n set move to the new partition i + n.
+//
+//  1. It migrates the old cluster to this binary's sets, refuses it with
+//     ErrReshardEconomy if a partition holds gift economy rows, migrates
+//     each new database and claims it as partition i + n of 2n.
+//  2. It copies each old partition's user tables to its new one by logical
+//     replication (a publication, a slot, a subscription with copy_data),
+//     waits for the initial copy, then for the copy to catch up with a mark.
+//  3. The pause: it fences each old partition (its moving users' writes
+//     refused with SQLSTATE GD003, a retryable error; the users staying are
+//     never refused), waits for the fence to arrive on the new partition
+//     (the copy then holds every write before it), drops the subscription,
+//     carries the sequences on, moves each old claim to i of 2n and, in one
+//     proxy transaction, registers the 2n partitions, checking every claim
+//     through the proxy.
+//  4. It drops the slots and publications, and each partition forgets the
+//     users it no longer owns (giftd_reshard_forget).
+//
+// Run again after a failure, it carries on: before the switch, a failed
+// pause lifts the fences (and marks a copy cut off as to be made again);
+// after it, only step 4 is left. Reshard needs a superuser on every
+// partition (CREATE SUBSCRIPTION, session_replication_role) and wal_level =
+// logical on the old partitions' servers. Its errors name databases by host
+// and name, never a password.
+func Reshard(ctx context.Context, r Resharding, opts ...ledger.MigrateOption) (ReshardReport, error) {
+	if err := r.Check(); err != nil {
+		return ReshardReport{}, err
+	}
+	log := r.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	n := len(r.Layout.PartitionURLs)
+	after := r.After()
+	rs := &resharding{Resharding: r, log: log, n: n, after: after}
+	registered, err := registeredCount(ctx, r.Layout.ProxyURL)
+	if err != nil {
+		return ReshardReport{}, err
+	}
+	rep := ReshardReport{Partitions: 2 * n}
+	switch registered {
+	case 2 * n:
+		log.Info("reshard: the proxy routes over the new count already; forgetting what each partition no longer owns")
+	case n:
+		if err := rs.open(ctx); err != nil {
+			return rep, err
+		}
+		defer rs.close()
+		if rep.Pauses, err = rs.copyAndSwitch(ctx, opts); err != nil {
+			return rep, err
+		}
+	default:
+		return rep, fmt.Errorf("reshard: the proxy %s routes over %d partitions; %d given, to double to %d",
+			Where(r.Layout.ProxyURL), registered, n, 2*n)
+	}
+	if rs.conns == nil {
+		if err := rs.open(ctx); err != nil {
+			return rep, err
+		}
+		defer rs.close()
+	}
+	rep.Forgotten, err = rs.finish(ctx)
+	return rep, err
+}
+
+// resharding is one run of Reshard: its connections, old partition i's at
+// conns[i] and new partition n + i's at conns[n + i].
+type resharding struct {
+	Resharding
+	log     *slog.Logger
+	n       int
+	after   Layout
+	cluster string
+	conns   []*pgx.Conn
+}
+
+func (rs *resharding) open(ctx context.Context) error {
+	var err error
+	if rs.cluster, err = clusterID(ctx, rs.Layout.ProxyURL); err != nil {
+		return err
+	}
+	for p, u := range rs.after.PartitionURLs {
+		c, err := pgx.Connect(ctx, u)
+		if err != nil {
+			rs.close()
+			return fmt.Errorf("reshard: partition %d: connect to %s: %w", p, Where(u), err)
+		}
+		rs.conns = append(rs.conns, c)
+	}
+	return nil
+}
+
+func (rs *resharding) close() {
+	for _, c := range rs.conns {
+		c.Close(context.Background())
+	}
+}
+
+// where names partition p's database.
+func (rs *resharding) where(p int) string {
+	return fmt.Sprintf("partition %d (%s)", p, Where(rs.after.PartitionURLs[p]))
+}
+
+// slot is the replication slot copying old partition i: slot names are the
+// server's, so they carry the cluster's id.
+func (rs *resharding) slot(i int) string {
+	return fmt.Sprintf("giftd_reshard_%s_%d", strings.ReplaceAll(rs.cluster, "-", "")[:12], rs.n+i)
+}
+
+// copyAndSwitch is steps 1 to 3; it returns each old partition's pause.
+func (rs *resharding) copyAndSwitch(ctx context.Context, opts []ledger.MigrateOption) ([]time.Duration, error) {
+	n := rs.n
+	for i := range n {
+		var claimed int
+		if err := rs.conns[i].QueryRow(ctx, `SELECT partitions FROM giftd_partition_identity`).Scan(&claimed); err != nil {
+			return nil, fmt.Errorf("reshard: %s: read its claim: %w", rs.where(i), err)
+		}
+		if claimed == 2*n {
+			// A run cut short while it moved the claims, after the pause's
+			// every other step: only the claims and the switch are left.
+			rs.log.Info("reshard: the claims are moving already; moving the rest and switching the proxy")
+			return nil, rs.switchOver(ctx)
+		}
+	}
+	rs.log.Info("reshard: migrating the cluster", "partitions", n)
+	if err := Migrate(ctx, rs.Layout, opts...); err != nil {
+		return nil, err
+	}
+	for i := range n {
+		if err := rs.refuseEconomy(ctx, i); err != nil {
+			return nil, err
+		}
+	}
+	for i := range n {
+		if err := rs.startCopy(ctx, i, opts); err != nil {
+			return nil, err
+		}
+	}
+	for i := range n {
+		if err := rs.waitCopied(ctx, i); err != nil {
+			return nil, err
+		}
+	}
+	return rs.pause(ctx)
+}
+
+// refuseEconomy returns ErrReshardEconomy when partition p holds gift
+// economy rows.
+func (rs *resharding) refuseEconomy(ctx context.Context, p int) error {
+	var held bool
+	err := rs.conns[p].QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM gift_entries) OR EXISTS (SELECT 1 FROM account_entries)
+		OR EXISTS (SELECT 1 FROM earnings_accounts)`).Scan(&held)
+	if err != nil {
+		return fmt.Errorf("reshard: %s: %w", rs.where(p), err)
+	}
+	if held {
+		return fmt.Errorf("reshard: %s: %w (docs/scale-out.md)", rs.where(p), ErrReshardEconomy)
+	}
+	return nil
+}
+
+// subscribed reports whether new partition p has giftd reshard's
+// subscription, and whether the fence of 2n has reached it.
+func (rs *resharding) subscribed(ctx context.Context, p int) (sub, fenced bool, err error) {
+	err = rs.conns[p].QueryRow(ctx, `
+		SELECT EXISTS (SELECT 1 FROM pg_subscription
+		               WHERE subname = 'giftd_reshard' AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())),
+		       EXISTS (SELECT 1 FROM giftd_reshard_fence WHERE partitions = $1)`, 2*rs.n).Scan(&sub, &fenced)
+	if err != nil {
+		err = fmt.Errorf("reshard: %s: %w", rs.where(p), err)
+	}
+	return sub, fenced, err
+}
+
+// startCopy is step 1 for new partition n + i and the start of step 2.
+func (rs *resharding) startCopy(ctx context.Context, i int, opts []ledger.MigrateOption) error {
+	j, u := rs.n+i, rs.after.PartitionURLs[rs.n+i]
+	old, neu := rs.conns[i], rs.conns[j]
+	for _, set := range []ledger.MigrationSet{ledger.MainMigrations(), ledger.PartitionMigrations()} {
+		if err := ledger.Migrate(u, withSet(opts, set)...); err != nil {
+			return fmt.Errorf("reshard: %s, %s migrations: %w", rs.where(j), set, err)
+		}
+	}
+	if err := claimPartition(ctx, u, claim{rs.cluster, j, 2 * rs.n}); err != nil {
+		return err
+	}
+	sub, fenced, err := rs.subscribed(ctx, j)
+	if err != nil || sub {
+		return err
+	}
+	if fenced {
+		// A copy complete up to the fence, whose subscription is gone:
+		// the pause was cut short after it; the pause carries on.
+		return nil
+	}
+	rs.log.Info("reshard: copying", "from", rs.where(i), "to", rs.where(j))
+	// A new partition with no subscription and no fence has no copy, or
+	// one cut off before the fence: it never served, so it starts again.
+	err = pgx.BeginFunc(ctx, neu, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `SET LOCAL session_replication_role = replica`)
+		if err == nil {
+			_, err = tx.Exec(ctx, `TRUNCATE `+strings.Join(copiedTables, ", "))
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("reshard: %s: empty the copied tables: %w", rs.where(j), err)
+	}
+	_, err = old.Exec(ctx, `DO $$ BEGIN
+		IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'giftd_reshard') THEN
+			CREATE PUBLICATION giftd_reshard FOR TABLE `+strings.Join(copiedTables, ", ")+`;
+		END IF; END $$`)
+	if err != nil {
+		return fmt.Errorf("reshard: %s: create the publication: %w", rs.where(i), err)
+	}
+	if err := rs.dropSlot(ctx, i); err != nil {
+		return err
+	}
+	// The slot first, then a subscription that does not create one: the
+	// only way when both databases share a server, and as good otherwise.
+	if _, err := old.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, rs.slot(i)); err != nil {
+		return fmt.Errorf("reshard: %s: create the replication slot: %w", rs.where(i), err)
+	}
+	conninfo, err := ConnString(rs.Layout.PartitionURLs[i])
+	if err != nil {
+		return fmt.Errorf("reshard: partition %d: %w", i, err)
+	}
+	_, err = neu.Exec(ctx, `CREATE SUBSCRIPTION giftd_reshard CONNECTION `+literal(conninfo)+
+		` PUBLICATION giftd_reshard WITH (create_slot = false, slot_name = `+literal(rs.slot(i))+`, copy_data = true)`)
+	if err != nil {
+		// PostgreSQL's errors here do not quote the connection string.
+		return fmt.Errorf("reshard: %s: subscribe to %s: %w", rs.where(j), rs.where(i), err)
+	}
+	return nil
+}
+
+// literal quotes s as an SQL string literal.
+func literal(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// dropSlot drops old partition i's slot if it is there, waiting while a
+// walsender still holds it (a subscription just dropped).
+func (rs *resharding) dropSlot(ctx context.Context, i int) error {
+	for {
+		var active *bool
+		err := rs.conns[i].QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, rs.slot(i)).Scan(&active)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return nil
+		case err != nil:
+			return fmt.Errorf("reshard: %s: look for the replication slot: %w", rs.where(i), err)
+		case !*active:
+			if _, err := rs.conns[i].Exec(ctx, `SELECT pg_drop_replication_slot($1)`, rs.slot(i)); err != nil {
+				return fmt.Errorf("reshard: %s: drop the replication slot: %w", rs.where(i), err)
+			}
+			return nil
+		}
+		if err := sleep(ctx, 20*time.Millisecond); err != nil {
+			return fmt.Errorf("reshard: %s: the replication slot stays in use: %w", rs.where(i), err)
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+// poll runs check every d until it reports done, fails, or ctx ends.
+func poll(ctx context.Context, d time.Duration, check func() (bool, error)) error {
+	for {
+		done, err := check()
+		if err != nil || done {
+			return err
+		}
+		if err := sleep(ctx, d); err != nil {
+			return err
+		}
+	}
+}
+
+// waitCopied waits until new partition n + i has copied every table and
+// caught up with a mark inserted on partition i.
+func (rs *resharding) waitCopied(ctx context.Context, i int) error {
+	j := rs.n + i
+	sub, _, err := rs.subscribed(ctx, j)
+	if err != nil || !sub {
+		return err
+	}
+	start := time.Now()
+	err = poll(ctx, 50*time.Millisecond, func() (bool, error) {
+		var ready, all int
+		err := rs.conns[j].QueryRow(ctx, `
+			SELECT count(*) FILTER (WHERE r.srsubstate = 'r'), count(*) FROM pg_subscription_rel AS r
+			JOIN pg_subscription AS s ON s.oid = r.srsubid
+			WHERE s.subname = 'giftd_reshard' AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`).
+			Scan(&ready, &all)
+		return all == len(copiedTables) && ready == all, err
+	})
+	if err != nil {
+		return fmt.Errorf("reshard: %s: wait for the initial copy: %w", rs.where(j), err)
+	}
+	copied := time.Since(start)
+	start = time.Now()
+	if err := rs.mark(ctx, i, fmt.Sprintf("caught up %d", time.Now().UnixNano())); err != nil {
+		return err
+	}
+	rs.log.Info("reshard: copied", "to", rs.where(j), "initial_copy", copied.Round(time.Millisecond),
+		"catch_up", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// mark inserts mark on old partition i and waits until it is on new
+// partition n + i: replication applies transactions in commit order, so
+// the copy then holds everything committed on i before it.
+func (rs *resharding) mark(ctx context.Context, i int, mark string) error {
+	if _, err := rs.conns[i].Exec(ctx, `INSERT INTO giftd_reshard_marks (mark) VALUES ($1)`, mark); err != nil {
+		return fmt.Errorf("reshard: %s: mark: %w", rs.where(i), err)
+	}
+	err := poll(ctx, 2*time.Millisecond, func() (bool, error) {
+		var there bool
+		err := rs.conns[rs.n+i].QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM giftd_reshard_marks WHERE mark = $1)`, mark).Scan(&there)
+		return there, err
+	})
+	if err != nil {
+		return fmt.Errorf("reshard: %s: wait for the copy to catch up: %w", rs.where(rs.n+i), err)
+	}
+	return nil
+}
+
+// pause is step 3. Until the claims move, a failure lifts the fences.
+func (rs *resharding) pause(ctx context.Context) (pauses []time.Duration, err error) {
+	n := rs.n
+	fencedAt := make([]time.Time, n)
+	cut := make([]bool, n) // the subscription of n + i dropped in this run
+	switched := false
+	defer func() {
+		if err != nil && !switched {
+			if uerr := rs.unfence(cut); uerr != nil {
+				err = fmt.Errorf("%w; and lifting the fences failed, so the moving users stay refused until giftd reshard is run again: %w", err, uerr)
+			}
+		}
+	}()
+	rs.step("fence")
+	for i := range n {
+		fencedAt[i] = time.Now()
+		if err := rs.fence(ctx, i); err != nil {
+			return nil, err
+		}
+		// Nothing of the gift economy may have arrived since step 1.
+		if err := rs.refuseEconomy(ctx, i); err != nil {
+			return nil, err
+		}
+	}
+	for i := range n {
+		j := n + i
+		err := poll(ctx, 2*time.Millisecond, func() (bool, error) {
+			_, fenced, err := rs.subscribed(ctx, j)
+			return fenced, err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("reshard: %s: wait for the fence to arrive: %w", rs.where(j), err)
+		}
+	}
+	for i := range n {
+		j := n + i
+		sub, _, err := rs.subscribed(ctx, j)
+		if err != nil {
+			return nil, err
+		}
+		if sub {
+			// DISABLE, then no slot: DROP then stops the workers without
+			// reaching the publisher (the slot goes in step 4).
+			_, err := rs.conns[j].Exec(ctx, `ALTER SUBSCRIPTION giftd_reshard DISABLE`)
+			if err == nil {
+				_, err = rs.conns[j].Exec(ctx, `ALTER SUBSCRIPTION giftd_reshard SET (slot_name = NONE)`)
+			}
+			if err == nil {
+				cut[i] = true
+				_, err = rs.conns[j].Exec(ctx, `DROP SUBSCRIPTION giftd_reshard`)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("reshard: %s: drop the subscription: %w", rs.where(j), err)
+			}
+		}
+	}
+	rs.step("sequences")
+	for i := range n {
+		j := n + i
+		for _, seq := range copiedSequences {
+			var last int64
+			if err := rs.conns[i].QueryRow(ctx, `SELECT last_value FROM `+seq).Scan(&last); err != nil {
+				return nil, fmt.Errorf("reshard: %s: read %s: %w", rs.where(i), seq, err)
+			}
+			if _, err := rs.conns[j].Exec(ctx, `SELECT setval($1, greatest($2, (SELECT last_value FROM `+seq+`)))`, seq, last); err != nil {
+				return nil, fmt.Errorf("reshard: %s: carry %s on: %w", rs.where(j), seq, err)
+			}
+		}
+	}
+	switched = true // from the first claim moved, only going forward is safe
+	if err := rs.switchOver(ctx); err != nil {
+		return nil, err
+	}
+	end := time.Now()
+	for i := range n {
+		pauses = append(pauses, end.Sub(fencedAt[i]))
+	}
+	rs.log.Info("reshard: the proxy routes over the new count", "partitions", 2*n, "pauses", pauses)
+	return pauses, nil
+}
+
+// switchOver moves each old claim from i of n to i of 2n, then registers the
+// 2n partitions on the proxy in one transaction, which checks every claim
+// through the proxy before it commits.
+func (rs *resharding) switchOver(ctx context.Context) error {
+	n := rs.n
+	for i := range n {
+		want := claim{rs.cluster, i, 2 * n}
+		var got claim
+		err := rs.conns[i].QueryRow(ctx, `SELECT cluster_id::text, partition, partitions FROM giftd_reshard_claim($1, $2)`,
+			rs.cluster, 2*n).Scan(&got.cluster, &got.partition, &got.partitions)
+		if err != nil {
+			return fmt.Errorf("reshard: %s: move the claim (run giftd reshard again: the moving users are refused until it succeeds): %w", rs.where(i), err)
+		}
+		if got != want {
+			return fmt.Errorf("%w: reshard: %s is %s, not %s", ErrWrongPartition, rs.where(i), got, want)
+		}
+	}
+	rs.step("switch")
+	if err := register(ctx, rs.after.ProxyURL, rs.after.proxyURLs(), true); err != nil {
+		return fmt.Errorf("reshard: switch the proxy (run giftd reshard again: the moving users are refused until it succeeds): %w", err)
+	}
+	return nil
+}
+
+func (rs *resharding) step(name string) {
+	if rs.onStep != nil {
+		rs.onStep(name)
+	}
+}
+
+// fence fences old partition i's moving users (partition migration 8).
+// Taking the table's ACCESS EXCLUSIVE lock waits for every write that has
+// passed the check, and holds back every write until the fence commits.
+//
+// While it waits for the lock, every write of the partition (the users
+// staying too) waits behind it: a write stuck in a long transaction must
+// not hold them all, so the wait is bounded (a second) and tried again a
+// few times before the run fails and lifts the fences.
+func (rs *resharding) fence(ctx context.Context, i int) error {
+	var err error
+	for range 3 {
+		err = pgx.BeginFunc(ctx, rs.conns[i], func(tx pgx.Tx) error {
+			for _, q := range []string{`SET LOCAL lock_timeout = '1s'`,
+				`LOCK TABLE giftd_reshard_fence IN ACCESS EXCLUSIVE MODE`} {
+				if _, err := tx.Exec(ctx, q); err != nil {
+					return err
+				}
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO giftd_reshard_fence (partitions) VALUES ($1) ON CONFLICT DO NOTHING`, 2*rs.n)
+			return err
+		})
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "55P03" { // lock_not_available
+			break
+		}
+		rs.log.Warn("reshard: the fence waited a second for a write in progress; trying again", "partition", rs.where(i))
+	}
+	if err != nil {
+		return fmt.Errorf("reshard: %s: fence the moving users: %w", rs.where(i), err)
+	}
+	return nil
+}
+
+// unfence lifts the fences of a pause cut short. A new partition whose
+// subscription was dropped loses its fence first, so that a run again
+// copies it anew: its copy would otherwise miss the writes after the fence
+// is lifted.
+//
+// It connects anew, without the run's context: a pause cut short by that
+// context ending (an operator's Ctrl-C) may have closed the connections.
+func (rs *resharding) unfence(cut []bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	exec := func(p int, sql string, args ...any) error {
+		c, err := pgx.Connect(ctx, rs.after.PartitionURLs[p])
+		if err != nil {
+			return fmt.Errorf("%s: %w", rs.where(p), err)
+		}
+		defer c.Close(context.Background())
+		if _, err := c.Exec(ctx, sql, args...); err != nil {
+			return fmt.Errorf("%s: %w", rs.where(p), err)
+		}
+		return nil
+	}
+	for i := range rs.n {
+		if cut[i] {
+			if err := exec(rs.n+i, `DELETE FROM giftd_reshard_fence`); err != nil {
+				return err
+			}
+		}
+	}
+	var errs []error
+	for i := range rs.n {
+		errs = append(errs, exec(i, `DELETE FROM giftd_reshard_fence WHERE partitions = $1`, 2*rs.n))
+	}
+	return errors.Join(errs...)
+}
+
+// finish is step 4: slots and publications dropped, and every partition
+// forgets the users it does not own.
+func (rs *resharding) finish(ctx context.Context) ([]int64, error) {
+	for i := range rs.n {
+		if err := rs.dropSlot(ctx, i); err != nil {
+			return nil, err
+		}
+		if _, err := rs.conns[i].Exec(ctx, `DROP PUBLICATION IF EXISTS giftd_reshard`); err != nil {
+			return nil, fmt.Errorf("reshard: %s: drop the publication: %w", rs.where(i), err)
+		}
+	}
+	forgotten := make([]int64, 2*rs.n)
+	for p := range 2 * rs.n {
+		err := rs.conns[p].QueryRow(ctx, `SELECT giftd_reshard_forget()`).Scan(&forgotten[p])
+		if err != nil {
+			return nil, fmt.Errorf("reshard: %s: forget the users it no longer owns: %w", rs.where(p), err)
+		}
+	}
+	rs.log.Info("reshard: done", "partitions", 2*rs.n, "wallets_forgotten", forgotten)
+	return forgotten, nil
+}
+
+// registeredCount is the number of partitions the proxy routes over.
+func registeredCount(ctx context.Context, proxyURL string) (int, error) {
+	conn, err := pgx.Connect(ctx, proxyURL)
+	if err != nil {
+		return 0, fmt.Errorf("connect to the proxy %s: %w", Where(proxyURL), err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM giftd_partitions`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("read the partitions of the proxy %s: %w", Where(proxyURL), err)
+	}
+	return n, nil
+}
