@@ -138,6 +138,14 @@ func (c *cluster) replica(t *testing.T) *server {
 	return stoppedServer(t, "postgres://unused@127.0.0.1:1/unused", append(c.env, "GIFTD_MIGRATE=false")...)
 }
 
+// gift is a request id's gift of 1 gold from a sender of partition p, at
+// random, to the receiver on the next partition.
+func (c *cluster) gift(id string, p int) *request {
+	r := &request{id: id, user: c.senders[p][rand.IntN(len(c.senders[p]))]}
+	r.body = signedGift(r.id, r.user, c.receivers[(p+1)%len(c.receivers)], "1", 1)
+	return r
+}
+
 // A giftLoad is LinkV-like clients sending gifts of 1 gold from the
 // cluster's senders to a receiver on the other partition, each request
 // retried on 500 or no answer with the same request_id and sign, to a
@@ -170,8 +178,7 @@ func (c *cluster) load(ctx context.Context, phase string, replicas []*server, cl
 			// the gifts of the others (LinkV's requests are independent).
 			p := k % len(c.senders)
 			for i := 0; !g.stopped.Load() && ctx.Err() == nil; i++ {
-				r := &request{id: fmt.Sprintf("%s-%02d-%05d", phase, k, i), user: c.senders[p][rand.IntN(len(c.senders[p]))]}
-				r.body = signedGift(r.id, r.user, c.receivers[(p+1)%len(c.receivers)], "1", 1)
+				r := c.gift(fmt.Sprintf("%s-%02d-%05d", phase, k, i), p)
 				g.mu.Lock()
 				g.reqs = append(g.reqs, r)
 				g.mu.Unlock()
@@ -340,6 +347,13 @@ func TestPartitioned_FaultsUnderLoad(t *testing.T) {
 		// partition 0's must go on.
 		down := g.acked[1].Load()
 		g.more(t, ctx, 200, "partition 0 while partition 1 is down", 0)
+		// …and giftd stays ready: taken out of the load balancer, every
+		// replica would fail partition 0's users too.
+		for i, s := range replicas {
+			if code := ready(s); code != http.StatusOK {
+				t.Errorf("replica %d: /readyz %d while partition 1 is down; want 200", i, code)
+			}
+		}
 		if err := parts[1].StartAgain(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -450,5 +464,44 @@ func TestPartitioned_PartitionFailsOverToItsSyncStandby(t *testing.T) {
 	}
 	g.more(t, ctx, 100, "partition 1 on its promoted standby", 1)
 	c.check(t, ctx, g.stop())
+	showErrors(t, replicas)
+}
+
+// TestPartitioned_ThroughPgBouncer puts each partition behind a PgBouncer
+// in transaction pooling, registered for the proxy with
+// GIFTD_PROXY_PARTITION_URLS (giftd's own consumer and migrations go
+// direct): PL/Proxy's connection per proxy backend per partition shares a
+// few server connections. Copies of every request sent at once to two
+// replicas must get the same answer, never a 500, and debit once; then,
+// under load, both PgBouncers are killed and started again: their users'
+// gifts fail meanwhile, are retried, and nothing is lost or doubled.
+func TestPartitioned_ThroughPgBouncer(t *testing.T) {
+	ctx := waitCtx(t, 5*time.Minute)
+	proxy := startPostgres(t, ctx)
+	requirePLProxy(t, ctx, proxy.URL)
+	parts := []*pgcluster.Cluster{startPostgres(t, ctx), startPostgres(t, ctx)}
+	bouncers := []*pgBouncer{newPgBouncer(t, parts[0].URL, "transaction"), newPgBouncer(t, parts[1].URL, "transaction")}
+	c := newCluster(t, ctx, proxy, partition.Layout{ProxyURL: proxy.URL,
+		PartitionURLs:      []string{parts[0].URL, parts[1].URL},
+		ProxyPartitionURLs: []string{bouncers[0].url, bouncers[1].url}})
+	replicas := []*server{c.replica(t), c.replica(t)}
+	startAgainTogether(t, replicas)
+
+	races := make([]*request, 200)
+	for i := range races {
+		races[i] = c.gift(fmt.Sprintf("race-%04d", i), i%2)
+	}
+	sendTwiceEach(t, ctx, replicas, races)
+
+	g := c.load(ctx, "bouncer", replicas, 8)
+	g.more(t, ctx, 100, "before the PgBouncers' restart")
+	for _, b := range bouncers {
+		b.kill()
+	}
+	for _, b := range bouncers {
+		b.start()
+	}
+	g.more(t, ctx, 200, "after the PgBouncers' restart")
+	c.check(t, ctx, append(races, g.stop()...))
 	showErrors(t, replicas)
 }
