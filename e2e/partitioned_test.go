@@ -156,8 +156,9 @@ type giftLoad struct {
 	client   linkvClient
 	stopped  atomic.Bool
 	wg       sync.WaitGroup
-	// acked[p] counts the 200s of senders placed on p.
-	acked []atomic.Int64
+	// acked[p] counts the 200s of senders placed on p; inflight[p] their
+	// requests sent and not answered yet.
+	acked, inflight []atomic.Int64
 
 	mu   sync.Mutex
 	reqs []*request
@@ -165,9 +166,12 @@ type giftLoad struct {
 
 // load starts clients sending gifts, as many for each partition's senders;
 // the request ids start with phase.
-func (c *cluster) load(ctx context.Context, phase string, replicas []*server, clients int) *giftLoad {
+// They stop when t ends, if stop was not called before (a failed fault
+// must not leave load running into the next).
+func (c *cluster) load(t *testing.T, ctx context.Context, phase string, replicas []*server, clients int) *giftLoad {
 	g := &giftLoad{c: c, replicas: replicas, client: linkvClient{&http.Client{Timeout: 10 * time.Second}},
-		acked: make([]atomic.Int64, len(c.senders))}
+		acked: make([]atomic.Int64, len(c.senders)), inflight: make([]atomic.Int64, len(c.senders))}
+	t.Cleanup(func() { g.stop() })
 	pick := func() *server { return replicas[rand.IntN(len(replicas))] }
 	for k := range clients {
 		g.wg.Add(1)
@@ -182,7 +186,9 @@ func (c *cluster) load(ctx context.Context, phase string, replicas []*server, cl
 				g.mu.Lock()
 				g.reqs = append(g.reqs, r)
 				g.mu.Unlock()
+				g.inflight[p].Add(1)
 				r.final, r.got200 = g.client.sendTo(ctx, pick, r.body)
+				g.inflight[p].Add(-1)
 				if r.got200 {
 					g.acked[p].Add(1)
 				}
@@ -318,7 +324,7 @@ func TestPartitioned_FaultsUnderLoad(t *testing.T) {
 	const clients = 8
 
 	t.Run("giftd killed", func(t *testing.T) {
-		g := c.load(ctx, "kill", replicas, clients)
+		g := c.load(t, ctx, "kill", replicas, clients)
 		for round := range 2 {
 			g.more(t, ctx, 100, fmt.Sprint("before kill ", round+1))
 			for _, s := range replicas {
@@ -332,11 +338,13 @@ func TestPartitioned_FaultsUnderLoad(t *testing.T) {
 	})
 
 	t.Run("partition server killed mid-batch", func(t *testing.T) {
-		g := c.load(ctx, "part", replicas, clients)
+		g := c.load(t, ctx, "part", replicas, clients)
 		g.more(t, ctx, 100, "before the kill", 1)
+		inflight := g.inflight[1].Load()
 		if err := parts[1].Kill(); err != nil {
 			t.Fatal(err)
 		}
+		t.Logf("partition 1 killed with %d of its senders' requests in flight", inflight)
 		restarted := false
 		t.Cleanup(func() { // the next faults need it, even if this one fails
 			if !restarted {
@@ -365,7 +373,7 @@ func TestPartitioned_FaultsUnderLoad(t *testing.T) {
 	})
 
 	t.Run("credit consumer's lease holder killed", func(t *testing.T) {
-		g := c.load(ctx, "lease", replicas, clients)
+		g := c.load(t, ctx, "lease", replicas, clients)
 		g.more(t, ctx, 100, "before the kill")
 		var holder, other *server
 		var pid int
@@ -393,7 +401,7 @@ func TestPartitioned_FaultsUnderLoad(t *testing.T) {
 	})
 
 	t.Run("proxy restarted", func(t *testing.T) {
-		g := c.load(ctx, "proxy", replicas, clients)
+		g := c.load(t, ctx, "proxy", replicas, clients)
 		g.more(t, ctx, 100, "before the restart")
 		if err := proxy.Restart(ctx, "immediate", 0); err != nil {
 			t.Fatal(err)
@@ -454,7 +462,7 @@ func TestPartitioned_PartitionFailsOverToItsSyncStandby(t *testing.T) {
 	replicas := []*server{c.replica(t)}
 	startAgainTogether(t, replicas)
 
-	g := c.load(ctx, "ha", replicas, 8)
+	g := c.load(t, ctx, "ha", replicas, 8)
 	g.more(t, ctx, 100, "before the failover", 1)
 	if err := primary.Kill(); err != nil {
 		t.Fatal(err)
@@ -493,7 +501,7 @@ func TestPartitioned_ThroughPgBouncer(t *testing.T) {
 	}
 	sendTwiceEach(t, ctx, replicas, races)
 
-	g := c.load(ctx, "bouncer", replicas, 8)
+	g := c.load(t, ctx, "bouncer", replicas, 8)
 	g.more(t, ctx, 100, "before the PgBouncers' restart")
 	for _, b := range bouncers {
 		b.kill()
