@@ -251,11 +251,26 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 			s.Webhooks, s.PruneInterval = false, 0
 		}
 	}
+	var parts []*ledger.Store
+	if partitioned {
+		// Direct pools to each partition: the cross-partition credits, the
+		// configuration every partition holds (docs/scale-out.md).
+		for i, u := range s.Partitioned.PartitionURLs {
+			p, err := ledger.Open(ctx, u, ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithMaxConns(4))
+			if err != nil {
+				return fmt.Errorf("GIFTD_PARTITION_URLS: partition %d: %w", i, err)
+			}
+			defer p.Close()
+			parts = append(parts, p)
+		}
+		opts = append(opts, ledger.WithPartitionStores(parts))
+	}
 	store, err := ledger.Open(ctx, dbURL, opts...)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
+	store.SetConfigLog(log)
 
 	reg := prometheus.NewRegistry()
 	metrics := httpapi.NewMetrics(reg)
@@ -297,15 +312,6 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 		// Cross-partition credits (docs/scale-out.md#cross-partition-credits):
 		// read from and applied on each partition directly, on small pools
 		// of their own.
-		var parts []*ledger.Store
-		for i, u := range s.Partitioned.PartitionURLs {
-			p, err := ledger.Open(ctx, u, ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithMaxConns(3))
-			if err != nil {
-				return fmt.Errorf("GIFTD_PARTITION_URLS: partition %d: %w", i, err)
-			}
-			defer p.Close()
-			parts = append(parts, p)
-		}
 		consumer = credits.New(parts, credits.DefaultConfig(consumerOwner()), reg, log)
 	}
 

@@ -102,6 +102,18 @@ func auditPartitioned(ctx context.Context, l partition.Layout, getenv func(strin
 	} else {
 		fmt.Fprintln(stdout, "credits OK: each moved once each way, every one behind its cursor moved, taken = moved + in flight")
 	}
+	// The configuration every debit reads, the same on every partition
+	// (docs/scale-out.md#configuration-on-every-partition).
+	drift, err := ledger.ConfigDriftOf(ctx, parts, nil)
+	if err != nil {
+		return err
+	}
+	if len(drift) > 0 {
+		fmt.Fprintf(stdout, "  DRIFT %s (POST /admin/v1/config/sync copies partition 0's again)\n", ledger.DriftText(drift))
+		failed = append(failed, fmt.Errorf("configuration: %d partitions and kinds differ from partition 0", len(drift)))
+	} else {
+		fmt.Fprintln(stdout, "configuration OK: the catalogue, rooms' receivers, apps' policies and webhook endpoints are the same on every partition")
+	}
 	return errors.Join(failed...)
 }
 

@@ -79,7 +79,27 @@ func TestRun_ServePartitioned(t *testing.T) {
 	if code != http.StatusOK || m["gold"] != float64(90) {
 		t.Errorf("wallet of %s: %d %v; want 200 with 90 gold", users[1][0], code, m)
 	}
-	for _, path := range []string{"/admin/v1/wallets/" + users[0][0] + "/ledger", "/admin/v1/audit", "/admin/v1/gifts",
+	// The catalogue is changed on every partition, and read with them
+	// agreeing (docs/scale-out.md#configuration-on-every-partition).
+	if code, m := adminCall(t, srv.admin, http.MethodPost, "/admin/v1/gifts/linkv", e2eToken,
+		`{"gift_id":"rose","name":"Rose","price":10,"share_bp":5000}`); code != http.StatusCreated {
+		t.Errorf("create a gift: %d %v; want 201", code, m)
+	}
+	if code, m := adminCall(t, srv.admin, http.MethodGet, "/admin/v1/config/drift", e2eToken, ""); code != http.StatusOK || m["agree"] != true {
+		t.Errorf("config drift: %d %v; want 200, agree", code, m)
+	}
+	for p, u := range l.PartitionURLs {
+		conn, err := pgx.Connect(context.Background(), u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var price int64
+		if err := conn.QueryRow(context.Background(), `SELECT price FROM gift_catalogue WHERE gift_id = 'rose'`).Scan(&price); err != nil || price != 10 {
+			t.Errorf("partition %d's gift: %d, %v; want price 10", p, price, err)
+		}
+		conn.Close(context.Background())
+	}
+	for _, path := range []string{"/admin/v1/wallets/" + users[0][0] + "/ledger", "/admin/v1/audit",
 		"/admin/v1/debits/p0-0?platform=linkv&app_id=app1"} {
 		code, m := adminCall(t, srv.admin, http.MethodGet, path, e2eToken, "")
 		e, _ := m["error"].(map[string]any)
@@ -172,7 +192,7 @@ func TestRun_ServePartitioned(t *testing.T) {
 	if err := run(context.Background(), []string{"giftd", "audit"}, func(k string) string { return env[k] }, &out, io.Discard); err != nil {
 		t.Errorf("giftd audit partitioned: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"partition 0 (", "partition 1 (", "audit OK", "credits OK", " 0 in flight"} {
+	for _, want := range []string{"partition 0 (", "partition 1 (", "audit OK", "credits OK", " 0 in flight", "configuration OK"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("giftd audit partitioned lacks %q:\n%s", want, out.String())
 		}

@@ -289,6 +289,13 @@ func writeLedgerError(w http.ResponseWriter, log *slog.Logger, err error) {
 		writeError(w, http.StatusUnprocessableEntity, "insufficient_earnings", err.Error())
 	case errors.Is(err, ledger.ErrGiftExists):
 		writeError(w, http.StatusConflict, "gift_exists", err.Error())
+	case errors.Is(err, ledger.ErrPartlyApplied):
+		// docs/scale-out.md#configuration-on-every-partition: the message
+		// names the partitions by number only.
+		log.Warn("configuration change applied on some partitions only", "error", err.Error())
+		writeError(w, http.StatusServiceUnavailable, "partly_applied", err.Error())
+	case errors.Is(err, ledger.ErrNoPartitionStores):
+		writeError(w, http.StatusNotImplemented, "not_partitioned", "not available in partitioned mode without GIFTD_PARTITION_URLS reachable from giftd")
 	case errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22"):
 		// A data exception: a value the checks above let through and
 		// PostgreSQL cannot store. The same request would fail again.

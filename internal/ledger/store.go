@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	"reflect"
 	"strconv"
@@ -74,6 +75,10 @@ type Store struct {
 	partitions int
 	place      func(userID string, partitions int) int
 	batchers   []*batcher
+	// parts are direct Stores of each partition (WithPartitionStores):
+	// configuration, events, webhooks and pruning partitioned.
+	parts      []*Store
+	configLog  *slog.Logger
 	economy    Economy
 	safeguards Safeguards
 	now        func() time.Time // nil: the database's clock

@@ -1,0 +1,223 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"testing"
+
+	"giftd/internal/ledger"
+	"giftd/internal/partition"
+	"giftd/internal/pgtest"
+)
+
+// openConfigured opens a partitioned store on a fresh proxy and n
+// partitions with direct stores of each (ledger.WithPartitionStores), the
+// price check on; it returns them too.
+func openConfigured(t *testing.T, n int) (*ledger.Store, []*ledger.Store, partition.Layout) {
+	t.Helper()
+	l := pgtest.Partitioned(t, n)
+	var parts []*ledger.Store
+	for _, u := range l.PartitionURLs {
+		parts = append(parts, partitionStore(t, u))
+	}
+	s, err := ledger.Open(context.Background(), l.ProxyURL, ledger.WithPartitions(n, partition.For),
+		ledger.WithPartitionStores(parts), ledger.WithEconomy(ledger.Economy{Earnings: true, PriceCheck: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s, parts, l
+}
+
+// giftsOf lists every partition's catalogue.
+func giftsOf(t *testing.T, parts []*ledger.Store) [][]ledger.CatalogueGift {
+	t.Helper()
+	out := make([][]ledger.CatalogueGift, len(parts))
+	for i, p := range parts {
+		g, err := p.Gifts(context.Background(), "")
+		if err != nil {
+			t.Fatalf("partition %d: %v", i, err)
+		}
+		out[i] = g
+	}
+	return out
+}
+
+func wantDrift(t *testing.T, s *ledger.Store, want []ledger.Drift) {
+	t.Helper()
+	got, err := s.ConfigDrift(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(want, got) {
+		t.Errorf("drift: %+v, want %+v", got, want)
+	}
+}
+
+// TestConfig_PartlyAppliedChangeConvergesOnRetryAndDebitsPriceByOneCatalogue
+// changes the catalogue, a room's receiver and an app's policy while
+// partition 1 is down: each change lands on partition 0 only and says so,
+// debits on partition 1 meanwhile price by its older catalogue, drift is
+// reported, and the same request again (or a sync) makes every partition
+// agree, version for version; a stale copy never overwrites a newer one.
+func TestConfig_PartlyAppliedChangeConvergesOnRetryAndDebitsPriceByOneCatalogue(t *testing.T) {
+	s, parts, l := openConfigured(t, 2)
+	ctx := context.Background()
+	users := usersOn(2, 1)
+	for _, us := range users {
+		topUp(t, s, us[0], 10_000)
+	}
+	// priced debits a gift of count 2 at unit price from the user of each
+	// partition and returns each one's status.
+	n := 0
+	priced := func(unit int64) [2]ledger.DebitStatus {
+		t.Helper()
+		var out [2]ledger.DebitStatus
+		for p, us := range users {
+			n++
+			d := gift(fmt.Sprintf("d-%d", n), us[0], 2*unit, "receiver-x", "rose", 2)
+			d.Gift.UnitPrice = unit
+			r, err := s.Debit(ctx, d)
+			if err != nil {
+				// The proxy's connection to a partition just restarted
+				// fails once; a retry with the same key is exact.
+				r, err = s.Debit(ctx, d)
+			}
+			if err != nil {
+				t.Fatalf("debit on partition %d: %v", p, err)
+			}
+			out[p] = r.Status
+		}
+		return out
+	}
+
+	created := addGift(t, s, "linkv", "rose", 10, 5000)
+	if created.Version != 1 {
+		t.Errorf("created at version %d, want 1", created.Version)
+	}
+	all := giftsOf(t, parts)
+	if !reflect.DeepEqual(all[0], all[1]) || len(all[0]) != 1 {
+		t.Fatalf("catalogues after a create: partition 0 %+v, partition 1 %+v", all[0], all[1])
+	}
+	if got, want := priced(10), [2]ledger.DebitStatus{ledger.Debited, ledger.Debited}; got != want {
+		t.Errorf("at the catalogue's price: %v, want %v", got, want)
+	}
+	if got, want := priced(11), [2]ledger.DebitStatus{ledger.Refused, ledger.Refused}; got != want {
+		t.Errorf("off the catalogue's price: %v, want %v", got, want)
+	}
+	if _, err := s.SetRoomReceiver(ctx, "polyv", "ch-1", "host-1"); err != nil {
+		t.Fatal(err)
+	}
+	max := int64(500)
+	app := ledger.PolicyKey{Scope: ledger.ScopeApp, Subject: "linkv/app"}
+	if _, err := s.PutPolicy(ctx, app, ledger.Policy{MaxDebit: &max}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	wantDrift(t, s, nil)
+
+	// Partition 1 down: every change reaches partition 0 only.
+	pgtest.StopPartition(t, l.PartitionURLs[1])
+	price := int64(12)
+	change := ledger.GiftChange{Price: &price}
+	if _, err := s.UpdateGift(ctx, "linkv", "rose", change); !errors.Is(err, ledger.ErrPartlyApplied) {
+		t.Fatalf("UpdateGift with partition 1 down: %v, want ErrPartlyApplied", err)
+	}
+	if _, err := s.SetRoomReceiver(ctx, "polyv", "ch-1", "host-2"); !errors.Is(err, ledger.ErrPartlyApplied) {
+		t.Fatalf("SetRoomReceiver with partition 1 down: %v, want ErrPartlyApplied", err)
+	}
+	if err := s.ClearPolicy(ctx, app, "test"); !errors.Is(err, ledger.ErrPartlyApplied) {
+		t.Fatalf("ClearPolicy with partition 1 down: %v, want ErrPartlyApplied", err)
+	}
+	var unreachable []ledger.Drift
+	for _, k := range ledger.ConfigKinds() {
+		unreachable = append(unreachable, ledger.Drift{Kind: k, Partition: 1, Reason: "unreachable"})
+	}
+	wantDrift(t, s, unreachable)
+	pgtest.StartPartition(t, l.PartitionURLs[1])
+	wantDrift(t, s, []ledger.Drift{{Kind: ledger.ConfigGifts, Partition: 1, Reason: "differs"},
+		{Kind: ledger.ConfigRooms, Partition: 1, Reason: "differs"}, {Kind: ledger.ConfigAppPolicies, Partition: 1, Reason: "differs"}})
+	// Meanwhile each partition prices by its own copy: the new price on 0,
+	// the old one on 1.
+	if got, want := priced(12), [2]ledger.DebitStatus{ledger.Debited, ledger.Refused}; got != want {
+		t.Errorf("at the new price while partition 1 missed it: %v, want %v", got, want)
+	}
+
+	// The same requests again: nothing changes on partition 0, partition 1
+	// catches up.
+	again, err := s.UpdateGift(ctx, "linkv", "rose", change)
+	if err != nil {
+		t.Fatalf("UpdateGift again: %v", err)
+	}
+	if again.Version != 2 {
+		t.Errorf("the retried change is version %d, want 2 (no new version on partition 0)", again.Version)
+	}
+	all = giftsOf(t, parts)
+	if !reflect.DeepEqual(all[0], all[1]) {
+		t.Errorf("catalogues after the retry: partition 0 %+v, partition 1 %+v", all[0], all[1])
+	}
+	// Clearing again finds nothing to clear on partition 0 (404) and still
+	// clears partition 1's copy.
+	if err := s.ClearPolicy(ctx, app, "test"); !errors.Is(err, ledger.ErrNotFound) {
+		t.Errorf("ClearPolicy again: %v, want ErrNotFound", err)
+	}
+	if _, err := parts[1].GetPolicy(ctx, app); !errors.Is(err, ledger.ErrNotFound) {
+		t.Errorf("partition 1's app policy after the clear was retried: %v, want cleared", err)
+	}
+	// The room by a sync instead.
+	rep, err := s.SyncConfig(ctx)
+	if err != nil || len(rep.Failed) > 0 {
+		t.Fatalf("SyncConfig: %+v, %v", rep, err)
+	}
+	wantDrift(t, s, nil)
+	if got, want := priced(12), [2]ledger.DebitStatus{ledger.Debited, ledger.Debited}; got != want {
+		t.Errorf("at the new price once converged: %v, want %v", got, want)
+	}
+	for i, p := range parts {
+		rooms, err := p.RoomReceivers(ctx, "polyv")
+		if err != nil || len(rooms) != 1 || rooms[0].ReceiverID != "host-2" {
+			t.Errorf("partition %d's rooms: %+v, %v; want ch-1 to host-2", i, rooms, err)
+		}
+		if _, err := p.GetPolicy(ctx, app); !errors.Is(err, ledger.ErrNotFound) {
+			t.Errorf("partition %d's app policy: %v, want cleared", i, err)
+		}
+		hist, err := p.GiftHistory(ctx, "linkv", "rose")
+		if err != nil || len(hist) != 2 || hist[0].Price != 12 || hist[1].Price != 10 {
+			t.Errorf("partition %d's history of the gift: %+v, %v; want versions 2 (12) and 1 (10)", i, hist, err)
+		}
+	}
+
+	// A stale copy (an older change of the room arriving late) is skipped.
+	var applied bool
+	if err := parts[1].Pool().QueryRow(ctx, `SELECT giftd_copy_room('polyv', 'ch-1', 'host-1', 1)`).Scan(&applied); err != nil {
+		t.Fatal(err)
+	}
+	if applied {
+		t.Error("a stale copy of a room was applied over a newer one")
+	}
+	var staleGift bool
+	if err := parts[1].Pool().QueryRow(ctx, `SELECT giftd_copy_gift('linkv', 'rose', 1, 'old', 10, 5000, true, now(), now())`).Scan(&staleGift); err != nil {
+		t.Fatal(err)
+	}
+	if staleGift {
+		t.Error("a stale copy of a gift was applied over a newer version")
+	}
+	wantDrift(t, s, nil)
+
+	// A creation retried after it reached partition 0 only is made, not 409.
+	pgtest.StopPartition(t, l.PartitionURLs[1])
+	lily := ledger.CatalogueGift{Platform: "linkv", GiftID: "lily", Name: "lily", Price: 5, ShareBP: 100, Active: true}
+	if _, err := s.CreateGift(ctx, lily); !errors.Is(err, ledger.ErrPartlyApplied) {
+		t.Fatalf("CreateGift with partition 1 down: %v, want ErrPartlyApplied", err)
+	}
+	pgtest.StartPartition(t, l.PartitionURLs[1])
+	if g, err := s.CreateGift(ctx, lily); err != nil || g.Version != 1 {
+		t.Errorf("CreateGift again: %+v, %v; want version 1", g, err)
+	}
+	if _, err := s.CreateGift(ctx, ledger.CatalogueGift{Platform: "linkv", GiftID: "lily", Name: "other", Price: 6, Active: true}); !errors.Is(err, ledger.ErrGiftExists) {
+		t.Errorf("CreateGift of another gift with the same id: %v, want ErrGiftExists", err)
+	}
+	wantDrift(t, s, nil)
+	auditPartitions(t, l)
+}
