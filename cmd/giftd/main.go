@@ -243,20 +243,15 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 		// giftd talks to the proxy only; each batch goes to one partition
 		// (docs/scale-out.md#the-debit-batch).
 		dbURL, opts = s.Partitioned.ProxyURL, append(opts, ledger.WithPartitions(len(s.Partitioned.PartitionURLs), partition.For))
-		if s.Webhooks || s.PruneInterval > 0 {
-			// Both read and write one database's events and records: on the
-			// proxy they would fail every time (docs/scale-out.md).
-			log.Warn("partitioned mode: webhook delivery and pruning do not run (not partition-aware yet)",
-				"webhooks", s.Webhooks, "prune_interval", s.PruneInterval.String())
-			s.Webhooks, s.PruneInterval = false, 0
-		}
 	}
 	var parts []*ledger.Store
 	if partitioned {
 		// Direct pools to each partition: the cross-partition credits, the
-		// configuration every partition holds (docs/scale-out.md).
+		// configuration every partition holds, each partition's webhook
+		// delivery and pruning (docs/scale-out.md). Never the debits'.
 		for i, u := range s.Partitioned.PartitionURLs {
-			p, err := ledger.Open(ctx, u, ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithMaxConns(4))
+			p, err := ledger.Open(ctx, u, ledger.WithBatching(ledger.Batching{MaxBatch: 1}),
+				ledger.WithMaxConns(int32(s.Webhook.Workers+4)))
 			if err != nil {
 				return fmt.Errorf("GIFTD_PARTITION_URLS: partition %d: %w", i, err)
 			}
@@ -316,7 +311,12 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 	}
 
 	var deliverer *webhook.Deliverer
-	if s.Webhooks {
+	switch {
+	case s.Webhooks && partitioned:
+		// Each partition's events from its own outbox, on its pool above
+		// (docs/events.md#partitioned-mode).
+		deliverer = webhook.NewPartitioned(parts, s.Webhook, reg, log)
+	case s.Webhooks:
 		// Delivery has a pool of its own, so that slow endpoints can never
 		// hold the connections debits need.
 		delivery, err := ledger.Open(ctx, s.DatabaseURL, ledger.WithBatching(ledger.Batching{MaxBatch: 1}),

@@ -221,11 +221,36 @@ func formatInts(ns ...int64) []string {
 // runPrune deletes, once, the debit records that expired more than
 // GIFTD_PRUNE_MARGIN (or -margin) ago, as serve does in the background.
 func runPrune(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	store, s, err := openForOps(ctx, getenv)
-	if err != nil {
+	var ps settings
+	if err := readPartitions(getenv, &ps); err != nil {
 		return err
 	}
-	defer store.Close()
+	var stores []*ledger.Store
+	var names []string
+	var s settings
+	if ps.Partitioned.ProxyURL != "" {
+		// Each partition's own records and events, on a direct connection
+		// (docs/scale-out.md#pruning-partitioned); DATABASE_URL unused.
+		if err := readDatabase(getenv, &s); err != nil {
+			return err
+		}
+		for i, u := range ps.Partitioned.PartitionURLs {
+			p, err := ledger.Open(ctx, u, ledger.WithBatching(ledger.Batching{MaxBatch: 1}))
+			if err != nil {
+				return fmt.Errorf("partition %d: %w", i, err)
+			}
+			defer p.Close()
+			stores = append(stores, p)
+			names = append(names, fmt.Sprintf("partition %d (%s): ", i, partition.Where(u)))
+		}
+	} else {
+		store, opsSettings, err := openForOps(ctx, getenv)
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		stores, names, s = []*ledger.Store{store}, []string{""}, opsSettings
+	}
 	if err := readEvents(getenv, &s); err != nil {
 		return err
 	}
@@ -240,18 +265,25 @@ func runPrune(ctx context.Context, args []string, getenv func(string) string, st
 	if *margin < 0 || *retention < 0 || *batch < 1 {
 		return errors.New("prune: -margin and -retention must not be negative, -batch at least 1")
 	}
-	cutoff := time.Now().Add(-*margin)
-	n, err := store.PruneRequests(ctx, cutoff, *batch)
-	fmt.Fprintf(stdout, "pruned %d debit request records that expired before %s (the ledger is never pruned)\n",
-		n, cutoff.UTC().Format(time.RFC3339))
-	if err != nil {
-		return err
+	var failed []error
+	for i, store := range stores {
+		cutoff := time.Now().Add(-*margin)
+		n, err := store.PruneRequests(ctx, cutoff, *batch)
+		fmt.Fprintf(stdout, "%spruned %d debit request records that expired before %s (the ledger is never pruned)\n",
+			names[i], n, cutoff.UTC().Format(time.RFC3339))
+		if err != nil {
+			failed = append(failed, fmt.Errorf("%s%w", names[i], err))
+			continue
+		}
+		before := time.Now().Add(-*retention)
+		n, err = store.PruneEvents(ctx, before, *batch)
+		fmt.Fprintf(stdout, "%spruned %d events created before %s that every webhook endpoint has passed (undelivered ones are kept)\n",
+			names[i], n, before.UTC().Format(time.RFC3339))
+		if err != nil {
+			failed = append(failed, fmt.Errorf("%s%w", names[i], err))
+		}
 	}
-	before := time.Now().Add(-*retention)
-	n, err = store.PruneEvents(ctx, before, *batch)
-	fmt.Fprintf(stdout, "pruned %d events created before %s that every webhook endpoint has passed (undelivered ones are kept)\n",
-		n, before.UTC().Format(time.RFC3339))
-	return err
+	return errors.Join(failed...)
 }
 
 // pruneMetrics count what the background pruning did.

@@ -294,6 +294,8 @@ func writeLedgerError(w http.ResponseWriter, log *slog.Logger, err error) {
 		// names the partitions by number only.
 		log.Warn("configuration change applied on some partitions only", "error", err.Error())
 		writeError(w, http.StatusServiceUnavailable, "partly_applied", err.Error())
+	case errors.Is(err, ledger.ErrBadPartition):
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 	case errors.Is(err, ledger.ErrNoPartitionStores):
 		writeError(w, http.StatusNotImplemented, "not_partitioned", "not available in partitioned mode without GIFTD_PARTITION_URLS reachable from giftd")
 	case errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22"):

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"giftd/internal/ledger"
@@ -30,7 +31,16 @@ func handleEvents(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		after, limit, wait := int64(0), 100, time.Duration(0)
-		if s := q.Get("after"); s != "" {
+		var cursor []int64 // partitioned: one position per partition
+		if n := store.Partitions(); n > 0 {
+			c, ok := parseCursor(q.Get("after"), n)
+			if !ok {
+				writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf(
+					"after: partitioned, a cursor of %d positions (0 or more) separated by commas, one per partition, as next_after gives it; or 0", n))
+				return
+			}
+			cursor = c
+		} else if s := q.Get("after"); s != "" {
 			n, err := strconv.ParseInt(s, 10, 64)
 			if err != nil || n < 0 {
 				writeError(w, http.StatusBadRequest, "bad_request", "after: must be a position, 0 or more")
@@ -60,6 +70,32 @@ func handleEvents(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
 		tick := time.NewTicker(feedPoll)
 		defer tick.Stop()
 		for {
+			if cursor != nil {
+				ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
+				page, err := store.EventsPartitioned(ctx, cursor, limit)
+				cancel()
+				if err != nil {
+					writeLedgerError(w, log, err)
+					return
+				}
+				if len(page.Events) > 0 || !time.Now().Before(deadline) {
+					if page.Events == nil {
+						page.Events = []ledger.Event{}
+					}
+					if page.Unavailable == nil {
+						page.Unavailable = []int{}
+					}
+					writeJSON(w, http.StatusOK, map[string]any{"events": page.Events, "next_after": formatCursor(page.Next),
+						"horizon": page.Horizons, "unavailable": page.Unavailable})
+					return
+				}
+				select {
+				case <-r.Context().Done():
+					return
+				case <-tick.C:
+				}
+				continue
+			}
 			ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
 			events, upTo, err := store.Events(ctx, after, limit)
 			cancel()
@@ -85,6 +121,35 @@ func handleEvents(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
 			}
 		}
 	}
+}
+
+// parseCursor reads the partitioned feed's cursor: n positions separated
+// by commas ("" or "0": all 0).
+func parseCursor(s string, n int) ([]int64, bool) {
+	if s == "" || s == "0" {
+		return make([]int64, n), true
+	}
+	fields := strings.Split(s, ",")
+	if len(fields) != n {
+		return nil, false
+	}
+	out := make([]int64, n)
+	for i, f := range fields {
+		v, err := strconv.ParseInt(f, 10, 64)
+		if err != nil || v < 0 {
+			return nil, false
+		}
+		out[i] = v
+	}
+	return out, true
+}
+
+func formatCursor(c []int64) string {
+	parts := make([]string, len(c))
+	for i, v := range c {
+		parts[i] = strconv.FormatInt(v, 10)
+	}
+	return strings.Join(parts, ",")
 }
 
 // endpointAnswer is an endpoint as the admin API shows it: never its
@@ -278,6 +343,8 @@ func handleRedeliver(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
 		id, ok := endpointParam(w, r)
 		var b struct {
 			FromPosition json.RawMessage `json:"from_position"`
+			// Partitioned: the partition whose position from_position is.
+			Partition *int `json:"partition"`
 		}
 		if !ok || (r.ContentLength != 0 && !decode(w, r, &b)) {
 			return
@@ -292,7 +359,16 @@ func handleRedeliver(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
 		defer cancel()
-		e, err := store.Redeliver(ctx, id, from)
+		part := -1
+		if b.Partition != nil {
+			part = *b.Partition
+		}
+		if n := store.Partitions(); n > 0 && from > 0 && (part < 0 || part >= n) {
+			writeError(w, http.StatusBadRequest, "bad_request",
+				fmt.Sprintf("partition: partitioned, from_position is one partition's: give partition, 0 to %d", n-1))
+			return
+		}
+		e, err := store.RedeliverOn(ctx, id, from, part)
 		if err != nil {
 			writeLedgerError(w, log, err)
 			return

@@ -4,9 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"giftd/internal/credits"
 	"giftd/internal/ledger"
 	"giftd/internal/partition"
 	"giftd/internal/pgtest"
@@ -219,5 +224,137 @@ func TestConfig_PartlyAppliedChangeConvergesOnRetryAndDebitsPriceByOneCatalogue(
 		t.Errorf("CreateGift of another gift with the same id: %v, want ErrGiftExists", err)
 	}
 	wantDrift(t, s, nil)
+	auditPartitions(t, l)
+}
+
+// TestEventsPartitioned_OneCursorPositionPerPartitionAndPrunePerPartition
+// reads the partitioned feed in small pages: every event of both
+// partitions once, each partition's in position order; with a partition
+// down the other's events still come and the cursor keeps the down one's
+// place. Pruning then deletes each partition's expired debit records and
+// the events its own webhook cursors have passed, and leaves each
+// partition's audit clean.
+func TestEventsPartitioned_OneCursorPositionPerPartitionAndPrunePerPartition(t *testing.T) {
+	s, parts, l := openConfigured(t, 2)
+	ctx := context.Background()
+	users := usersOn(2, 5)
+	addGift(t, s, "linkv", "rose", 1, 0)
+	for _, us := range users {
+		for _, u := range us {
+			topUp(t, s, u, 100)
+			for i := range 2 {
+				d := gift(fmt.Sprintf("%s-%d", u, i), u, 1, "", "rose", 1)
+				d.ExpiresAt = time.Now().Add(time.Minute)
+				if r, err := s.Debit(ctx, d); err != nil || r.Status != ledger.Debited {
+					t.Fatalf("debit: %+v %v", r, err)
+				}
+			}
+		}
+	}
+	// 5 users × (1 top-up + 2 debits) on each partition.
+	const each = 15
+	seen := map[string]bool{}
+	last := [2]int64{}
+	var cursor []int64
+	for deadline := time.Now().Add(time.Minute); len(seen) < 2*each; {
+		page, err := s.EventsPartitioned(ctx, cursor, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Events) > 4 || len(page.Unavailable) > 0 {
+			t.Fatalf("page of %d events, unavailable %v", len(page.Events), page.Unavailable)
+		}
+		for _, e := range page.Events {
+			p := *e.Partition
+			if seen[e.ID] || e.Position <= last[p] {
+				t.Fatalf("event %s of partition %d at position %d after %d (seen before: %t)", e.ID, p, e.Position, last[p], seen[e.ID])
+			}
+			seen[e.ID], last[p] = true, e.Position
+		}
+		cursor = page.Next
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events read, want %d", len(seen), 2*each)
+		}
+	}
+	if cursor[0] != last[0] || cursor[1] != last[1] {
+		t.Errorf("cursor %v, want the last positions read %v", cursor, last)
+	}
+
+	// Partition 1 down: partition 0's new events come, 1 keeps its place.
+	ep, err := s.CreateEndpoint(ctx, ledger.Endpoint{ID: "ep_1", URL: "https://example.com/hook", EventTypes: []string{},
+		Enabled: true, Secrets: []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgtest.StopPartition(t, l.PartitionURLs[1])
+	topUp(t, s, users[0][0]+"-late", 1)
+	for deadline := time.Now().Add(time.Minute); ; {
+		page, err := s.EventsPartitioned(ctx, cursor, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(page.Unavailable, []int{1}) || page.Next[1] != cursor[1] {
+			t.Fatalf("with partition 1 down: unavailable %v, next %v; want [1] and partition 1 at %d", page.Unavailable, page.Next, cursor[1])
+		}
+		if len(page.Events) > 0 || time.Now().After(deadline) {
+			if len(page.Events) != 1 || *page.Events[0].Partition != 0 {
+				t.Fatalf("with partition 1 down: %+v; want partition 0's new top-up", page.Events)
+			}
+			break
+		}
+	}
+	pgtest.StartPartition(t, l.PartitionURLs[1])
+
+	// The credit consumer passes every event (a trigger of partition
+	// migration 4 keeps those it has not).
+	consumer := credits.New(parts, credits.DefaultConfig("test"), prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	for p, ps := range parts {
+		for deadline := time.Now().Add(time.Minute); ; {
+			// An error is a connection the restarted partition ended: again.
+			_, err := consumer.Step(ctx, p)
+			var behind bool
+			if err == nil {
+				err = ps.Pool().QueryRow(ctx, `SELECT (SELECT position FROM credit_cursor) < (SELECT max(position) FROM events)`).Scan(&behind)
+			}
+			if err == nil && !behind {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("partition %d: the credit cursor stays behind (%v)", p, err)
+			}
+		}
+	}
+
+	// Prune: every record has expired by then; every event before the
+	// endpoint's cursor on its partition goes, the ones after stay.
+	later := time.Now().Add(time.Hour)
+	var n int64
+	for {
+		// The first call after the restart may meet a connection the
+		// partition ended.
+		if n, err = s.PruneRequests(ctx, later, 7); err == nil {
+			break
+		}
+	}
+	if n != 2*each-10 {
+		t.Errorf("pruned %d debit records, want %d", n, 2*each-10)
+	}
+	if _, err := s.PruneEvents(ctx, later, 7); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range parts {
+		var records, events, kept int64
+		if err := p.Pool().QueryRow(ctx, `SELECT (SELECT count(*) FROM debit_requests), (SELECT count(*) FROM events),
+			(SELECT count(*) FROM events WHERE position <= $1)`, ep.Partitions[i].Cursor).Scan(&records, &events, &kept); err != nil {
+			t.Fatal(err)
+		}
+		if records != 0 || kept != 0 {
+			t.Errorf("partition %d after pruning: %d debit records, %d events behind the endpoint's cursor %d; want none",
+				i, records, kept, ep.Partitions[i].Cursor)
+		}
+		if i == 0 && events != 1 {
+			t.Errorf("partition 0 after pruning: %d events, want the late top-up's, which the endpoint has not passed", events)
+		}
+	}
 	auditPartitions(t, l)
 }
