@@ -151,7 +151,7 @@ func NewAdmin(d Deps) http.Handler {
 			r.Get(p.path+"/history", p.wrap(handlePolicyHistory(d.Store, d.Log, p.scope)))
 		}
 		r.Get("/v1/spending/{user_id}", single(handleSpending(d.Store, d.Log)))
-		r.Get("/v1/reminders", single(handleReminders(d.Store, d.Log)))
+		r.Get("/v1/reminders", parted(handleReminders(d.Store, d.Log)))
 		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, "not_found", "no such admin route")
 		})

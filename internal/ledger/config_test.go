@@ -20,15 +20,15 @@ import (
 // openConfigured opens a partitioned store on a fresh proxy and n
 // partitions with direct stores of each (ledger.WithPartitionStores), the
 // price check on; it returns them too.
-func openConfigured(t *testing.T, n int) (*ledger.Store, []*ledger.Store, partition.Layout) {
+func openConfigured(t *testing.T, n int, opts ...ledger.Option) (*ledger.Store, []*ledger.Store, partition.Layout) {
 	t.Helper()
 	l := pgtest.Partitioned(t, n)
 	var parts []*ledger.Store
 	for _, u := range l.PartitionURLs {
 		parts = append(parts, partitionStore(t, u))
 	}
-	s, err := ledger.Open(context.Background(), l.ProxyURL, ledger.WithPartitions(n, partition.For),
-		ledger.WithPartitionStores(parts), ledger.WithEconomy(ledger.Economy{Earnings: true, PriceCheck: true}))
+	s, err := ledger.Open(context.Background(), l.ProxyURL, append([]ledger.Option{ledger.WithPartitions(n, partition.For),
+		ledger.WithPartitionStores(parts), ledger.WithEconomy(ledger.Economy{Earnings: true, PriceCheck: true})}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,4 +357,52 @@ func TestEventsPartitioned_OneCursorPositionPerPartitionAndPrunePerPartition(t *
 		}
 	}
 	auditPartitions(t, l)
+}
+
+// TestRemindersPartitioned_MergedAcrossPartitionsAndAnAppPolicyEverywhere
+// sets an app's policy through the partitioned store, which debits on
+// both partitions then enforce, and lists the daily reminders of senders
+// of both partitions: merged oldest first, a user's from its partition.
+func TestRemindersPartitioned_MergedAcrossPartitionsAndAnAppPolicyEverywhere(t *testing.T) {
+	s, _, _ := openConfigured(t, 2, ledger.WithEconomy(ledger.Economy{Earnings: true}),
+		ledger.WithSafeguards(ledger.Safeguards{On: true, RemindDay: 5, TimeZone: "UTC"}))
+	ctx := context.Background()
+	max := int64(50)
+	if _, err := s.PutPolicy(ctx, ledger.PolicyKey{Scope: ledger.ScopeApp, Subject: "linkv/app"}, ledger.Policy{MaxDebit: &max}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	users := usersOn(2, 2)
+	var order []string
+	for i := range 2 {
+		for p := range 2 {
+			u := users[p][i]
+			topUp(t, s, u, 1000)
+			if r, err := s.Debit(ctx, debit(u+"-big", u, 60)); err != nil || r.Status != ledger.PolicyRefused {
+				t.Errorf("a debit of 60 by %s (partition %d) over the app's max of 50: %+v %v; want refused", u, p, r, err)
+			}
+			if r, err := s.Debit(ctx, debit(u+"-10", u, 10)); err != nil || r.Status != ledger.Debited || !r.Reminded {
+				t.Fatalf("a debit of 10 by %s: %+v %v; want debited and reminded", u, r, err)
+			}
+			order = append(order, u)
+		}
+	}
+	all, err := s.Reminders(ctx, "", time.Time{}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range all {
+		got = append(got, r.UserID)
+	}
+	if !reflect.DeepEqual(got, order) {
+		t.Errorf("every reminder: %v, want %v (oldest first, both partitions)", got, order)
+	}
+	three, err := s.Reminders(ctx, "", time.Time{}, 3)
+	if err != nil || len(three) != 3 || three[2].UserID != order[2] {
+		t.Errorf("the first 3 reminders: %+v, %v; want %v", three, err, order[:3])
+	}
+	one, err := s.Reminders(ctx, users[1][1], time.Time{}, 10)
+	if err != nil || len(one) != 1 || one[0].UserID != users[1][1] {
+		t.Errorf("%s's reminders: %+v, %v", users[1][1], one, err)
+	}
 }

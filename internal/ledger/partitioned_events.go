@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -241,4 +242,36 @@ func (s *Store) prunePartitioned(ctx context.Context, prune func(p *Store) (int6
 		}
 	}
 	return total, errors.Join(errs...)
+}
+
+// remindersPartitioned is Reminders partitioned: a user's on the user's
+// partition; every user's merged from every partition (each partition's
+// first limit, then the first limit of them all in Reminders' order). It
+// fails when a partition it needs cannot be read: a list missing a
+// partition's users would look complete.
+func (s *Store) remindersPartitioned(ctx context.Context, userID string, since time.Time, limit int) ([]Reminder, error) {
+	if len(s.parts) == 0 {
+		return nil, ErrNoPartitionStores
+	}
+	if userID != "" {
+		return s.parts[s.partitionOf(userID)].Reminders(ctx, userID, since, limit)
+	}
+	var all []Reminder
+	for i, p := range s.parts {
+		rs, err := p.Reminders(ctx, "", since, limit)
+		if err != nil {
+			return nil, fmt.Errorf("partition %d: %w", i, err)
+		}
+		all = append(all, rs...)
+	}
+	slices.SortFunc(all, func(a, b Reminder) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.UserID, b.UserID)
+	})
+	if len(all) > limit {
+		all = all[:limit]
+	}
+	return all, nil
 }

@@ -447,6 +447,9 @@ type Reminder struct {
 // at most limit, of userID ("" for every user).
 func (s *Store) Reminders(ctx context.Context, userID string, since time.Time, limit int) ([]Reminder, error) {
 	defer s.observe(OpPolicy, time.Now())
+	if s.partitions > 0 {
+		return s.remindersPartitioned(ctx, userID, since, limit)
+	}
 	rows, _ := s.pool.Query(ctx, `
 		SELECT user_id, day::text, threshold, day_gold, platform, app_id, request_id, created_at FROM spend_reminders
 		WHERE ($1 = '' OR user_id = $1) AND created_at >= $2
