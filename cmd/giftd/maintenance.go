@@ -230,7 +230,7 @@ func runPrune(ctx context.Context, args []string, getenv func(string) string, st
 	var s settings
 	if ps.Partitioned.ProxyURL != "" {
 		// Each partition's own records and events, on a direct connection
-		// (docs/scale-out.md#pruning-partitioned); DATABASE_URL unused.
+		// (docs/scale-out.md#reminders-pruning-partitioned); DATABASE_URL unused.
 		if err := readDatabase(getenv, &s); err != nil {
 			return err
 		}
