@@ -184,20 +184,26 @@ func (s *Store) spreadAppPolicy(ctx context.Context, subject string) error {
 
 // spreadEndpoint copies the home's configuration of a webhook endpoint (or
 // its absence) to every partition, where a new one starts at that
-// partition's event horizon. Its order is the home's last change time, in
-// µs; a deletion's is the time of the copy.
+// partition's event horizon. Its order is a number of the home's
+// giftd_config_seq taken in the statement that reads the endpoint under a
+// share lock, so a change committed after the read waits for it and is read
+// with a greater number (updated_at, a transaction's start, would not
+// order two changes the way their locks did).
 func (s *Store) spreadEndpoint(ctx context.Context, id string) error {
 	return s.spread(ctx, "webhook endpoint "+id, func(ctx context.Context, home *Store) (*copyStatement, error) {
 		var seq int64
 		var url, desc *string
 		var types, secrets []string
 		var enabled *bool
-		if err := home.pool.QueryRow(ctx, `
-			SELECT coalesce((extract(epoch FROM w.updated_at) * 1000000)::bigint,
-			                (extract(epoch FROM clock_timestamp()) * 1000000)::bigint),
-			       w.url, w.description, w.event_types, w.secrets, w.enabled
-			FROM (SELECT) AS one LEFT JOIN webhook_endpoints AS w ON w.id = $1`, id).
-			Scan(&seq, &url, &desc, &types, &secrets, &enabled); err != nil {
+		err := home.pool.QueryRow(ctx, `
+			SELECT nextval('giftd_config_seq'), url, description, event_types, secrets, enabled
+			FROM webhook_endpoints WHERE id = $1 FOR SHARE`, id).Scan(&seq, &url, &desc, &types, &secrets, &enabled)
+		if errors.Is(err, pgx.ErrNoRows) {
+			// Deleted (an id is never made again): any number after the
+			// deletion orders it after every copy read before.
+			err = home.pool.QueryRow(ctx, `SELECT nextval('giftd_config_seq')`).Scan(&seq)
+		}
+		if err != nil {
 			return nil, err
 		}
 		return &copyStatement{sql: `SELECT giftd_copy_webhook($1, $2, $3, $4, $5, $6, $7, $8)`,

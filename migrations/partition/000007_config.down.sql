@@ -4,6 +4,7 @@ DROP FUNCTION giftd_copy_room(text, text, text, bigint);
 DROP FUNCTION giftd_copy_gift(text, text, int, text, bigint, int, boolean, timestamptz, timestamptz);
 DROP FUNCTION giftd_config_newer(text, text, bigint);
 DROP TABLE giftd_config_applied;
+DROP SEQUENCE giftd_config_seq;
 -- Migration 4's trigger function again.
 CREATE OR REPLACE FUNCTION gift_catalogue_version() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

@@ -12,7 +12,8 @@
 -- The newest change of each copied key applied on this partition. Kinds:
 -- 'room' (key platform/room_id, seq the home's room_receivers_history id),
 -- 'app_policy' (key platform/app_id, seq the home's spend_policy_history
--- id), 'webhook' (key the endpoint id, seq the home's change time in µs).
+-- id), 'webhook' (key the endpoint id, seq a number of the home's
+-- giftd_config_seq taken while reading the endpoint under a share lock).
 -- A gift needs none: its version orders its changes.
 CREATE TABLE giftd_config_applied (
     kind       text        NOT NULL CHECK (kind IN ('room', 'app_policy', 'webhook')),
@@ -21,6 +22,9 @@ CREATE TABLE giftd_config_applied (
     applied_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (kind, key)
 );
+
+-- Used on the home only: the order of the webhook endpoints' copies.
+CREATE SEQUENCE giftd_config_seq;
 
 -- Whether the change seq of (kind, key) is newer than every one applied
 -- here; if so it is recorded as applied (the caller applies it in the same
