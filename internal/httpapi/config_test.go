@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -69,6 +70,13 @@ func TestAdminPartitioned_ConfigurationPartlyAppliedDriftAndSync(t *testing.T) {
 	if a := e.adm(t, http.MethodGet, "/admin/v1/gifts", ""); a.code != http.StatusOK ||
 		a.hdr.Get("Giftd-Config-Drift") != "gifts: partition 1 unreachable" {
 		t.Errorf("gifts with partition 1 down: %d, drift %q", a.code, a.hdr.Get("Giftd-Config-Drift"))
+	}
+	// An endpoint made on partition 0 only: 202 with its secret (shown
+	// once), not an error that would lose it.
+	a = e.adm(t, http.MethodPost, "/admin/v1/webhooks", `{"url":"http://127.0.0.1:1/early"}`)
+	if secret, _ := a.m["secret"].(string); a.code != http.StatusAccepted || !strings.HasPrefix(secret, "whsec_") ||
+		!strings.Contains(fmt.Sprint(a.m["warning"]), "not on [1]") {
+		t.Errorf("an endpoint made with partition 1 down: %d %s; want 202 with its secret and a warning", a.code, a.raw)
 	}
 	pgtest.StartPartition(t, l.PartitionURLs[1])
 	if a := e.adm(t, http.MethodGet, "/admin/v1/gifts/linkv/rose", ""); a.hdr.Get("Giftd-Config-Drift") != "gifts: partition 1 differs" {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -158,6 +159,24 @@ type endpointAnswer struct {
 	ledger.Endpoint
 	Secrets int    `json:"secrets"`
 	Secret  string `json:"secret,omitempty"`
+	// Warning: partitioned, the change reached some partitions only.
+	Warning string `json:"warning,omitempty"`
+}
+
+// partlyMade answers a new secret's change that reached partition 0 but
+// not every partition (ledger.ErrPartlyApplied) with 202, the endpoint,
+// its secret and a warning: an error answer would lose the secret, which
+// is shown only once and already signs partition 0's deliveries. It
+// reports whether it answered.
+func partlyMade(w http.ResponseWriter, log *slog.Logger, err error, e ledger.Endpoint, secret string) bool {
+	if !errors.Is(err, ledger.ErrPartlyApplied) || e.ID == "" {
+		return false
+	}
+	log.Warn("webhook endpoint changed on some partitions only", "endpoint", e.ID, "error", err.Error())
+	a := answerEndpoint(e, secret)
+	a.Warning = err.Error()
+	writeJSON(w, http.StatusAccepted, a)
+	return true
 }
 
 func answerEndpoint(e ledger.Endpoint, secret string) endpointAnswer {
@@ -246,6 +265,9 @@ func handleCreateWebhook(store *ledger.Store, log *slog.Logger, allowPrivate boo
 		ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
 		defer cancel()
 		created, err := store.CreateEndpoint(ctx, e)
+		if partlyMade(w, log, err, created, e.Secrets[0]) {
+			return
+		}
 		if err != nil {
 			writeLedgerError(w, log, err)
 			return
@@ -328,6 +350,9 @@ func handleWebhookSecret(store *ledger.Store, log *slog.Logger, add bool) http.H
 			e, err = store.AddSecret(ctx, id, secret)
 		} else {
 			e, err = store.DropOldSecrets(ctx, id)
+		}
+		if add && partlyMade(w, log, err, e, secret) {
+			return
 		}
 		if err != nil {
 			writeLedgerError(w, log, err)
