@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,7 +34,8 @@ func TestRun_ServePartitioned(t *testing.T) {
 		"GIFTD_BATCH_WINDOW":   "1ms",
 		// Half of every gift to its receiver, "host": its earnings move to
 		// host's partition from the other one.
-		"GIFTD_DEFAULT_SHARE_BP": "5000",
+		"GIFTD_DEFAULT_SHARE_BP":      "5000",
+		"GIFTD_WEBHOOK_ALLOW_PRIVATE": "true",
 	})
 	ready := func() int {
 		t.Helper()
@@ -45,6 +48,20 @@ func TestRun_ServePartitioned(t *testing.T) {
 	}
 	if code := ready(); code != http.StatusOK {
 		t.Fatalf("/readyz: %d; want 200", code)
+	}
+
+	// A webhook endpoint, made before any event: it gets every event of
+	// both partitions (docs/events.md#partitioned-mode).
+	var hookMu sync.Mutex
+	hooked := map[string]bool{}
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hookMu.Lock()
+		hooked[r.Header.Get("webhook-id")] = true
+		hookMu.Unlock()
+	}))
+	defer hook.Close()
+	if code, m := adminCall(t, srv.admin, http.MethodPost, "/admin/v1/webhooks", e2eToken, `{"url":"`+hook.URL+`"}`); code != http.StatusCreated {
+		t.Fatalf("create a webhook endpoint: %d %v", code, m)
 	}
 
 	users := make([][]string, 2) // users[p]: users of partition p
@@ -182,6 +199,39 @@ func TestRun_ServePartitioned(t *testing.T) {
 	}
 	if got != want {
 		t.Errorf("host's earnings on its partition %d: %d; want %d", hostPart, got, want)
+	}
+	// Every event of both partitions reaches the endpoint.
+	var ids []string
+	for _, u := range l.PartitionURLs {
+		c, err := pgx.Connect(context.Background(), u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, _ := c.Query(context.Background(), `SELECT id::text FROM events`)
+		more, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		c.Close(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, more...)
+	}
+	for deadline := time.Now().Add(time.Minute); ; {
+		hookMu.Lock()
+		missing := 0
+		for _, id := range ids {
+			if !hooked[id] {
+				missing++
+			}
+		}
+		hookMu.Unlock()
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%d of %d events of both partitions never reached the webhook endpoint", missing, len(ids))
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // delivery polls every 100 ms
 	}
 	if err := srv.stop(t); err != nil {
 		t.Errorf("run returned %v after shutdown", err)

@@ -43,6 +43,10 @@ type Config struct {
 	AllowPrivate bool
 }
 
+// partitionWait bounds, partitioned, the reads of one partition before a
+// delivery (the horizon, the claim, the events).
+const partitionWait = 5 * time.Second
+
 // DefaultConfig returns the defaults of docs/configuration.md.
 func DefaultConfig() Config {
 	return Config{Workers: 4, Timeout: 10 * time.Second, RetryBase: time.Second, RetryMax: 10 * time.Minute,
@@ -173,16 +177,23 @@ func (d *Deliverer) Once(ctx context.Context) (bool, error) {
 // onceOn is Once on the events and endpoints of stores[p].
 func (d *Deliverer) onceOn(ctx context.Context, p int) (bool, error) {
 	store := d.stores[p]
-	upTo, err := store.EventHorizon(ctx)
+	// Partitioned, a partition that hangs (a server gone without a reset)
+	// holds a worker only this long before it looks at the others.
+	qctx, cancel := context.WithTimeout(ctx, partitionWait)
+	defer cancel()
+	if !d.partitioned {
+		qctx = ctx
+	}
+	upTo, err := store.EventHorizon(qctx)
 	if err != nil {
 		return false, err
 	}
-	ep, ok, err := store.ClaimEndpoint(ctx, d.owner, d.lease, upTo)
+	ep, ok, err := store.ClaimEndpoint(qctx, d.owner, d.lease, upTo)
 	if err != nil || !ok {
 		return false, err
 	}
 	start := time.Now()
-	events, err := store.EndpointEvents(ctx, ep, upTo, d.cfg.Batch)
+	events, err := store.EndpointEvents(qctx, ep, upTo, d.cfg.Batch)
 	if err != nil {
 		return true, err // the lease ends by itself
 	}
