@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"giftd/internal/ledger"
 	"giftd/internal/partition"
 	"giftd/internal/pgtest"
 )
@@ -255,5 +257,76 @@ func TestRun_ServePartitioned(t *testing.T) {
 	}
 	if logs := srv.logs.String(); !strings.Contains(logs, `"partitions":2`) {
 		t.Errorf("the start line does not say partitions 2:\n%s", logs)
+	}
+}
+
+// TestPrune_CommandPartitionedPrunesEveryPartition: giftd prune with the
+// partitioned settings prunes each partition's expired debit records on its
+// own connection, says so per partition, keeps every ledger entry, and
+// giftd audit then finds every partition clean (and the configuration the
+// same on both). A catalogue edited on one partition behind giftd's back
+// makes giftd audit fail, naming the drift.
+func TestPrune_CommandPartitionedPrunesEveryPartition(t *testing.T) {
+	l := pgtest.Partitioned(t, 2)
+	ctx := context.Background()
+	store, err := ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(2, partition.For), ledger.WithBatching(ledger.Batching{MaxBatch: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	users := [2][]string{}
+	for i := 0; len(users[0]) < 2 || len(users[1]) < 2; i++ {
+		u := fmt.Sprintf("viewer-%d", i)
+		if p := partition.For(u, 2); len(users[p]) < 2 {
+			users[p] = append(users[p], u)
+		}
+	}
+	for _, us := range users {
+		for _, u := range us {
+			if _, err := store.TopUp(ctx, ledger.TopUp{UserID: u, Amount: 10, Key: "seed-" + u}); err != nil {
+				t.Fatal(err)
+			}
+			_, err := store.Debit(ctx, ledger.Debit{Key: ledger.DebitKey{Platform: "linkv", AppID: "app1", RequestID: "old-" + u},
+				UserID: u, Gold: 1, Fingerprint: sha256.Sum256([]byte(u)), ExpiresAt: time.Now().Add(-48 * time.Hour)})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	env := map[string]string{"GIFTD_PROXY_URL": l.ProxyURL, "GIFTD_PARTITION_URLS": strings.Join(l.PartitionURLs, " ")}
+	cmd := func(args ...string) (string, error) {
+		var out strings.Builder
+		err := run(ctx, append([]string{"giftd"}, args...), func(k string) string { return env[k] }, &out, io.Discard)
+		return out.String(), err
+	}
+	out, err := cmd("prune")
+	if err != nil {
+		t.Fatalf("giftd prune partitioned: %v\n%s", err, out)
+	}
+	for p := range 2 {
+		if want := fmt.Sprintf("partition %d (", p); !strings.Contains(out, want) ||
+			strings.Count(out, "pruned 2 debit request records") != 2 {
+			t.Errorf("giftd prune partitioned: want 2 records pruned on partition %d:\n%s", p, out)
+		}
+		if n := dbInt(t, l.PartitionURLs[p], `SELECT count(*) FROM debit_requests`); n != 0 {
+			t.Errorf("partition %d: %d debit records left, want none", p, n)
+		}
+		if n := dbInt(t, l.PartitionURLs[p], `SELECT count(*) FROM ledger_entries`); n != 4 {
+			t.Errorf("partition %d: %d ledger entries, want all 4", p, n)
+		}
+	}
+	if out, err := cmd("audit"); err != nil || !strings.Contains(out, "configuration OK") {
+		t.Errorf("giftd audit partitioned after pruning: %v\n%s", err, out)
+	}
+	conn, err := pgx.Connect(ctx, l.PartitionURLs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `INSERT INTO gift_catalogue (platform, gift_id, name, price, share_bp) VALUES ('linkv', 'rogue', 'r', 1, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cmd("audit"); err == nil || !strings.Contains(out, "DRIFT gifts: partition 1 differs") {
+		t.Errorf("giftd audit with partition 1's catalogue edited alone: %v\n%s; want a failure naming the drift", err, out)
 	}
 }
