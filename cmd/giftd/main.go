@@ -306,8 +306,11 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 	if partitioned {
 		// Cross-partition credits (docs/scale-out.md#cross-partition-credits):
 		// read from and applied on each partition directly, on small pools
-		// of their own.
+		// of their own; the admin audit uses them too.
 		consumer = credits.New(parts, credits.DefaultConfig(consumerOwner()), reg, log)
+		// The admin audit reads each partition's books on the same pools
+		// (docs/scale-out.md#reads-across-partitions).
+		deps.Partitions = parts
 	}
 
 	var deliverer *webhook.Deliverer

@@ -298,6 +298,17 @@ func writeLedgerError(w http.ResponseWriter, log *slog.Logger, err error) {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 	case errors.Is(err, ledger.ErrNoPartitionStores):
 		writeError(w, http.StatusNotImplemented, "not_partitioned", "not available in partitioned mode without GIFTD_PARTITION_URLS reachable from giftd")
+	case errors.Is(err, ledger.ErrPartitionUnreachable):
+		// PL/Proxy's error names the partition's host and database, never
+		// a password; the answer names neither.
+		log.Error("admin read across partitions failed", "error", err.Error())
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "partition_unavailable",
+			"a partition of the cluster cannot be reached; try again later (no partial answer is given)")
+	case errors.Is(err, ledger.ErrTooManyToMerge):
+		writeError(w, http.StatusUnprocessableEntity, "too_many_groups", fmt.Sprintf(
+			"more than %d groups to sum across partitions: narrow the period, or filter by platform or app_id",
+			ledger.MaxMergeRows))
 	case errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22"):
 		// A data exception: a value the checks above let through and
 		// PostgreSQL cannot store. The same request would fail again.

@@ -18,9 +18,9 @@ import (
 	"giftd/internal/pgtest"
 )
 
-// newPartitionedEnv serves the admin API on a proxy and two partitions,
+// newConfigEnv serves the admin API on a proxy and two partitions,
 // with a Store on each partition's own database.
-func newPartitionedEnv(t *testing.T) (*env, partition.Layout) {
+func newConfigEnv(t *testing.T) (*env, partition.Layout) {
 	t.Helper()
 	l := pgtest.Partitioned(t, 2)
 	ctx := context.Background()
@@ -52,7 +52,7 @@ func newPartitionedEnv(t *testing.T) (*env, partition.Layout) {
 // until a sync; the partitioned feed's cursor and a redelivery from a
 // position refuse what they cannot place, with 400s.
 func TestAdminPartitioned_ConfigurationPartlyAppliedDriftAndSync(t *testing.T) {
-	e, l := newPartitionedEnv(t)
+	e, l := newConfigEnv(t)
 	if a := e.adm(t, http.MethodPost, "/admin/v1/gifts/linkv", `{"gift_id":"rose","name":"Rose","price":10,"share_bp":5000}`); a.code != http.StatusCreated {
 		t.Fatalf("create: %d %s", a.code, a.raw)
 	}

@@ -520,11 +520,20 @@ func (s *Store) Consents(ctx context.Context, userIDs []string) (map[string]bool
 	for _, id := range userIDs {
 		out[id] = false
 	}
-	rows, _ := s.pool.Query(ctx, `
-		SELECT subject FROM spend_policies WHERE scope = 'user' AND subject = ANY ($1) AND consent`, userIDs)
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	var ids []string
+	var err error
+	if s.partitions > 0 {
+		ids, err = s.consentsPartitioned(ctx, userIDs)
+	} else {
+		rows, _ := s.pool.Query(ctx, `
+			SELECT subject FROM spend_policies WHERE scope = 'user' AND subject = ANY ($1) AND consent`, userIDs)
+		ids, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			err = fmt.Errorf("consents: %w", err)
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("consents: %w", err)
+		return nil, err
 	}
 	for _, id := range ids {
 		out[id] = true
