@@ -2,15 +2,19 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"giftd/internal/ledger"
 	"giftd/internal/partition"
 	"giftd/internal/pgtest"
 )
@@ -33,7 +37,8 @@ func TestRun_ServePartitioned(t *testing.T) {
 		"GIFTD_BATCH_WINDOW":   "1ms",
 		// Half of every gift to its receiver, "host": its earnings move to
 		// host's partition from the other one.
-		"GIFTD_DEFAULT_SHARE_BP": "5000",
+		"GIFTD_DEFAULT_SHARE_BP":      "5000",
+		"GIFTD_WEBHOOK_ALLOW_PRIVATE": "true",
 	})
 	ready := func() int {
 		t.Helper()
@@ -50,6 +55,20 @@ func TestRun_ServePartitioned(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("/readyz: not 200 within 30 s\n%s", srv.logs.String())
 		}
+	}
+
+	// A webhook endpoint, made before any event: it gets every event of
+	// both partitions (docs/events.md#partitioned-mode).
+	var hookMu sync.Mutex
+	hooked := map[string]bool{}
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hookMu.Lock()
+		hooked[r.Header.Get("webhook-id")] = true
+		hookMu.Unlock()
+	}))
+	defer hook.Close()
+	if code, m := adminCall(t, srv.admin, http.MethodPost, "/admin/v1/webhooks", e2eToken, `{"url":"`+hook.URL+`"}`); code != http.StatusCreated {
+		t.Fatalf("create a webhook endpoint: %d %v", code, m)
 	}
 
 	users := make([][]string, 2) // users[p]: users of partition p
@@ -84,7 +103,27 @@ func TestRun_ServePartitioned(t *testing.T) {
 	if code != http.StatusOK || m["gold"] != float64(90) {
 		t.Errorf("wallet of %s: %d %v; want 200 with 90 gold", users[1][0], code, m)
 	}
-	for _, path := range []string{"/admin/v1/wallets/" + users[0][0] + "/ledger", "/admin/v1/gifts",
+	// The catalogue is changed on every partition, and read with them
+	// agreeing (docs/scale-out.md#configuration-on-every-partition).
+	if code, m := adminCall(t, srv.admin, http.MethodPost, "/admin/v1/gifts/linkv", e2eToken,
+		`{"gift_id":"rose","name":"Rose","price":10,"share_bp":5000}`); code != http.StatusCreated {
+		t.Errorf("create a gift: %d %v; want 201", code, m)
+	}
+	if code, m := adminCall(t, srv.admin, http.MethodGet, "/admin/v1/config/drift", e2eToken, ""); code != http.StatusOK || m["agree"] != true {
+		t.Errorf("config drift: %d %v; want 200, agree", code, m)
+	}
+	for p, u := range l.PartitionURLs {
+		conn, err := pgx.Connect(context.Background(), u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var price int64
+		if err := conn.QueryRow(context.Background(), `SELECT price FROM gift_catalogue WHERE gift_id = 'rose'`).Scan(&price); err != nil || price != 10 {
+			t.Errorf("partition %d's gift: %d, %v; want price 10", p, price, err)
+		}
+		conn.Close(context.Background())
+	}
+	for _, path := range []string{"/admin/v1/wallets/" + users[0][0] + "/ledger",
 		"/admin/v1/debits/p0-0?platform=linkv&app_id=app1"} {
 		code, m := adminCall(t, srv.admin, http.MethodGet, path, e2eToken, "")
 		e, _ := m["error"].(map[string]any)
@@ -168,6 +207,39 @@ func TestRun_ServePartitioned(t *testing.T) {
 	if got != want {
 		t.Errorf("host's earnings on its partition %d: %d; want %d", hostPart, got, want)
 	}
+	// Every event of both partitions reaches the endpoint.
+	var ids []string
+	for _, u := range l.PartitionURLs {
+		c, err := pgx.Connect(context.Background(), u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, _ := c.Query(context.Background(), `SELECT id::text FROM events`)
+		more, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		c.Close(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, more...)
+	}
+	for deadline := time.Now().Add(time.Minute); ; {
+		hookMu.Lock()
+		missing := 0
+		for _, id := range ids {
+			if !hooked[id] {
+				missing++
+			}
+		}
+		hookMu.Unlock()
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%d of %d events of both partitions never reached the webhook endpoint", missing, len(ids))
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // delivery polls every 100 ms
+	}
 	// The reads across partitions: host's account sums both partitions;
 	// the admin audit is every partition's and the credits'.
 	code, m = adminCall(t, srv.admin, http.MethodGet, "/admin/v1/earnings/host", e2eToken, "")
@@ -188,12 +260,83 @@ func TestRun_ServePartitioned(t *testing.T) {
 	if err := run(context.Background(), []string{"giftd", "audit"}, func(k string) string { return env[k] }, &out, io.Discard); err != nil {
 		t.Errorf("giftd audit partitioned: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"partition 0 (", "partition 1 (", "audit OK", "credits OK", " 0 in flight"} {
+	for _, want := range []string{"partition 0 (", "partition 1 (", "audit OK", "credits OK", " 0 in flight", "configuration OK"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("giftd audit partitioned lacks %q:\n%s", want, out.String())
 		}
 	}
 	if logs := srv.logs.String(); !strings.Contains(logs, `"partitions":2`) {
 		t.Errorf("the start line does not say partitions 2:\n%s", logs)
+	}
+}
+
+// TestPrune_CommandPartitionedPrunesEveryPartition: giftd prune with the
+// partitioned settings prunes each partition's expired debit records on its
+// own connection, says so per partition, keeps every ledger entry, and
+// giftd audit then finds every partition clean (and the configuration the
+// same on both). A catalogue edited on one partition behind giftd's back
+// makes giftd audit fail, naming the drift.
+func TestPrune_CommandPartitionedPrunesEveryPartition(t *testing.T) {
+	l := pgtest.Partitioned(t, 2)
+	ctx := context.Background()
+	store, err := ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(2, partition.For), ledger.WithBatching(ledger.Batching{MaxBatch: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	users := [2][]string{}
+	for i := 0; len(users[0]) < 2 || len(users[1]) < 2; i++ {
+		u := fmt.Sprintf("viewer-%d", i)
+		if p := partition.For(u, 2); len(users[p]) < 2 {
+			users[p] = append(users[p], u)
+		}
+	}
+	for _, us := range users {
+		for _, u := range us {
+			if _, err := store.TopUp(ctx, ledger.TopUp{UserID: u, Amount: 10, Key: "seed-" + u}); err != nil {
+				t.Fatal(err)
+			}
+			_, err := store.Debit(ctx, ledger.Debit{Key: ledger.DebitKey{Platform: "linkv", AppID: "app1", RequestID: "old-" + u},
+				UserID: u, Gold: 1, Fingerprint: sha256.Sum256([]byte(u)), ExpiresAt: time.Now().Add(-48 * time.Hour)})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	env := map[string]string{"GIFTD_PROXY_URL": l.ProxyURL, "GIFTD_PARTITION_URLS": strings.Join(l.PartitionURLs, " ")}
+	cmd := func(args ...string) (string, error) {
+		var out strings.Builder
+		err := run(ctx, append([]string{"giftd"}, args...), func(k string) string { return env[k] }, &out, io.Discard)
+		return out.String(), err
+	}
+	out, err := cmd("prune")
+	if err != nil {
+		t.Fatalf("giftd prune partitioned: %v\n%s", err, out)
+	}
+	for p := range 2 {
+		if want := fmt.Sprintf("partition %d (", p); !strings.Contains(out, want) ||
+			strings.Count(out, "pruned 2 debit request records") != 2 {
+			t.Errorf("giftd prune partitioned: want 2 records pruned on partition %d:\n%s", p, out)
+		}
+		if n := dbInt(t, l.PartitionURLs[p], `SELECT count(*) FROM debit_requests`); n != 0 {
+			t.Errorf("partition %d: %d debit records left, want none", p, n)
+		}
+		if n := dbInt(t, l.PartitionURLs[p], `SELECT count(*) FROM ledger_entries`); n != 4 {
+			t.Errorf("partition %d: %d ledger entries, want all 4", p, n)
+		}
+	}
+	if out, err := cmd("audit"); err != nil || !strings.Contains(out, "configuration OK") {
+		t.Errorf("giftd audit partitioned after pruning: %v\n%s", err, out)
+	}
+	conn, err := pgx.Connect(ctx, l.PartitionURLs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `INSERT INTO gift_catalogue (platform, gift_id, name, price, share_bp) VALUES ('linkv', 'rogue', 'r', 1, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cmd("audit"); err == nil || !strings.Contains(out, "DRIFT gifts: partition 1 differs") {
+		t.Errorf("giftd audit with partition 1's catalogue edited alone: %v\n%s; want a failure naming the drift", err, out)
 	}
 }

@@ -289,6 +289,15 @@ func writeLedgerError(w http.ResponseWriter, log *slog.Logger, err error) {
 		writeError(w, http.StatusUnprocessableEntity, "insufficient_earnings", err.Error())
 	case errors.Is(err, ledger.ErrGiftExists):
 		writeError(w, http.StatusConflict, "gift_exists", err.Error())
+	case errors.Is(err, ledger.ErrPartlyApplied):
+		// docs/scale-out.md#configuration-on-every-partition: the message
+		// names the partitions by number only.
+		log.Warn("configuration change applied on some partitions only", "error", err.Error())
+		writeError(w, http.StatusServiceUnavailable, "partly_applied", err.Error())
+	case errors.Is(err, ledger.ErrBadPartition):
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+	case errors.Is(err, ledger.ErrNoPartitionStores):
+		writeError(w, http.StatusNotImplemented, "not_partitioned", "not available in partitioned mode without GIFTD_PARTITION_URLS reachable from giftd")
 	case errors.Is(err, ledger.ErrPartitionUnreachable):
 		// PL/Proxy's error names the partition's host and database, never
 		// a password; the answer names neither.

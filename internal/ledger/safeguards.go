@@ -251,6 +251,10 @@ var ErrUnknownUser = errors.New("unknown user: no wallet, earnings account or ro
 // malformed key, and ErrUnknownUser for a user giftd does not know.
 func (s *Store) PutPolicy(ctx context.Context, k PolicyKey, p Policy, operator string) (PolicyRecord, error) {
 	defer s.observe(OpPolicy, time.Now())
+	if s.partitions > 0 && k.Scope == ScopeApp {
+		return homeThenSpread(ctx, s, func(home *Store) (PolicyRecord, error) { return home.PutPolicy(ctx, k, p, operator) },
+			func() error { return s.spreadAppPolicy(ctx, k.Subject) })
+	}
 	if err := checkKey(k); err != nil {
 		return PolicyRecord{}, err
 	}
@@ -315,6 +319,11 @@ func (s *Store) PutPolicy(ctx context.Context, k PolicyKey, p Policy, operator s
 // the change; ErrNotFound when there is none.
 func (s *Store) ClearPolicy(ctx context.Context, k PolicyKey, operator string) error {
 	defer s.observe(OpPolicy, time.Now())
+	if s.partitions > 0 && k.Scope == ScopeApp {
+		_, err := homeThenSpread(ctx, s, func(home *Store) (struct{}, error) { return struct{}{}, home.ClearPolicy(ctx, k, operator) },
+			func() error { return s.spreadAppPolicy(ctx, k.Subject) })
+		return err
+	}
 	if err := checkKey(k); err != nil {
 		return err
 	}
@@ -340,6 +349,13 @@ func (s *Store) ClearPolicy(ctx context.Context, k PolicyKey, operator string) e
 // GetPolicy returns the policy of k, or ErrNotFound when it has none.
 func (s *Store) GetPolicy(ctx context.Context, k PolicyKey) (PolicyRecord, error) {
 	defer s.observe(OpPolicy, time.Now())
+	if s.partitions > 0 && k.Scope == ScopeApp {
+		home, err := s.home()
+		if err != nil {
+			return PolicyRecord{}, err
+		}
+		return home.GetPolicy(ctx, k)
+	}
 	if err := checkKey(k); err != nil {
 		return PolicyRecord{}, err
 	}
@@ -386,6 +402,13 @@ func keepChange(ctx context.Context, tx pgx.Tx, k PolicyKey, operator string, ol
 // most limit), or ErrNotFound when it never had one.
 func (s *Store) PolicyHistory(ctx context.Context, k PolicyKey, limit int) ([]PolicyChange, error) {
 	defer s.observe(OpPolicy, time.Now())
+	if s.partitions > 0 && k.Scope == ScopeApp {
+		home, err := s.home()
+		if err != nil {
+			return nil, err
+		}
+		return home.PolicyHistory(ctx, k, limit)
+	}
 	if err := checkKey(k); err != nil {
 		return nil, err
 	}
@@ -424,6 +447,9 @@ type Reminder struct {
 // at most limit, of userID ("" for every user).
 func (s *Store) Reminders(ctx context.Context, userID string, since time.Time, limit int) ([]Reminder, error) {
 	defer s.observe(OpPolicy, time.Now())
+	if s.partitions > 0 {
+		return s.remindersPartitioned(ctx, userID, since, limit)
+	}
 	rows, _ := s.pool.Query(ctx, `
 		SELECT user_id, day::text, threshold, day_gold, platform, app_id, request_id, created_at FROM spend_reminders
 		WHERE ($1 = '' OR user_id = $1) AND created_at >= $2
