@@ -92,8 +92,9 @@ func (c *Consumer) Run(ctx context.Context) {
 
 // Step moves at most one batch of credits from source partition p: the
 // lease, the batch read up to the events' horizon, each credit's first leg
-// on its receiver's partition, then the second legs and the cursor on p in
-// one transaction. It returns how many credits it moved (0 when another
+// on its receiver's partition, the claw-backs of the reversals read with
+// them on theirs, then the second legs and the cursor on p in one
+// transaction. It returns how many credits it moved (0 when another
 // consumer holds p's lease or nothing is pending). A step cut short
 // anywhere is safe to run again: a first leg applied twice applies once.
 func (c *Consumer) Step(ctx context.Context, p int) (int, error) {
@@ -131,6 +132,18 @@ func (c *Consumer) Step(ctx context.Context, p int) (int, error) {
 			continue
 		}
 		if _, err := c.parts[q].CreditsIn(ctx, p, ms); err != nil {
+			return 0, err
+		}
+	}
+	// The claw-backs of the reversals read with them (docs/scale-out.md
+	// #reversals-and-payouts), each once on its receiver's partition,
+	// before the cursor passes them.
+	claws, err := src.PendingClawbacks(ctx, from, upTo)
+	if err != nil {
+		return 0, err
+	}
+	for _, cb := range claws {
+		if _, _, _, err := c.parts[partition.For(cb.ReceiverID, len(c.parts))].ApplyClawback(ctx, p, cb); err != nil {
 			return 0, err
 		}
 	}

@@ -289,6 +289,19 @@ func writeLedgerError(w http.ResponseWriter, log *slog.Logger, err error) {
 		writeError(w, http.StatusUnprocessableEntity, "insufficient_earnings", err.Error())
 	case errors.Is(err, ledger.ErrGiftExists):
 		writeError(w, http.StatusConflict, "gift_exists", err.Error())
+	case errors.Is(err, ledger.ErrPartitionUnavailable):
+		// Partitioned mode: the user's partition (or, for a debit's
+		// look-up, any partition) is down. Never the error itself: it names
+		// hosts.
+		log.Warn("admin request: partition unavailable", "error", err.Error())
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "partition_unavailable",
+			"a partition this request needs is unavailable; try again (with the same idempotency key: applied at most once)")
+	case errors.Is(err, ledger.ErrCreditInTransit):
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "credit_in_transit", err.Error()+"; nothing was written, try again shortly")
+	case errors.Is(err, ledger.ErrDebitAmbiguous):
+		writeError(w, http.StatusConflict, "ambiguous_debit", err.Error())
 	case errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22"):
 		// A data exception: a value the checks above let through and
 		// PostgreSQL cannot store. The same request would fail again.

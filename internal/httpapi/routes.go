@@ -86,9 +86,9 @@ func NewAdmin(d Deps) http.Handler {
 		single := d.singleServerOnly
 		r.Post("/v1/wallets/{user_id}/topups", handleTopUp(d.Store, d.Log, d.Metrics))
 		r.Get("/v1/wallets/{user_id}", handleWallet(d.Store, d.Log))
-		r.Get("/v1/wallets/{user_id}/ledger", single(handleLedger(d.Store, d.Log)))
-		r.Get("/v1/debits/{request_id}", single(handleDebit(d.Store, d.Log)))
-		r.Post("/v1/debits/{request_id}/reversal", single(handleReversal(d.Store, d.Log, d.Metrics)))
+		r.Get("/v1/wallets/{user_id}/ledger", handleLedger(d.Store, d.Log))
+		r.Get("/v1/debits/{request_id}", handleDebit(d.Store, d.Log))
+		r.Post("/v1/debits/{request_id}/reversal", handleReversal(d.Store, d.Log, d.Metrics))
 		r.Get("/v1/audit", single(handleAudit(d.Store, d.Log)))
 		r.Get("/v1/stats", handleStats(d.Gatherer, d.readiness(), d.Callbacks))
 		// giftd as the platforms' client (platforms.go, docs/platform-apis.md).
@@ -107,7 +107,7 @@ func NewAdmin(d Deps) http.Handler {
 		r.Put("/v1/polyv/channels/{channel_id}/receiver", single(handleSetChannelReceiver(d.Store, d.Log)))
 		r.Delete("/v1/polyv/channels/{channel_id}/receiver", single(handleRemoveChannelReceiver(d.Store, d.Log)))
 		r.Get("/v1/earnings/{receiver_id}", single(handleEarnings(d.Store, d.Log)))
-		r.Post("/v1/earnings/{receiver_id}/payouts", single(handlePayout(d.Store, d.Log)))
+		r.Post("/v1/earnings/{receiver_id}/payouts", handlePayout(d.Store, d.Log))
 		// Reports and leaderboards (reports.go, docs/economy.md#reports-and-leaderboards).
 		r.Get("/v1/earnings/{receiver_id}/ledger", single(handleEarningsLedger(d.Store, d.Log)))
 		r.Get("/v1/earnings/{receiver_id}/report", single(handleReceiverReport(d.Store, d.Log)))
@@ -137,7 +137,7 @@ func NewAdmin(d Deps) http.Handler {
 			r.Delete(p.path, single(handleClearPolicy(d.Store, d.Log, p.scope)))
 			r.Get(p.path+"/history", single(handlePolicyHistory(d.Store, d.Log, p.scope)))
 		}
-		r.Get("/v1/spending/{user_id}", single(handleSpending(d.Store, d.Log)))
+		r.Get("/v1/spending/{user_id}", handleSpending(d.Store, d.Log))
 		r.Get("/v1/reminders", single(handleReminders(d.Store, d.Log)))
 		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, "not_found", "no such admin route")

@@ -464,18 +464,22 @@ func (s *Store) SpendWindowOf(ctx context.Context, userID string) (SpendWindow, 
 	if s.now != nil {
 		at = s.now()
 	}
-	err := s.pool.QueryRow(ctx, `
+	sql := `
 		SELECT (SELECT coalesce(sum(hours[(h % 25)::int + 1]), 0)
 		        FROM generate_series(greatest(hour_last - 24, floor(extract(epoch FROM $2::timestamptz) / 3600)::bigint - 24),
 		                             hour_last) AS h)::bigint,
 		       day::text, day_gold, month::text, month_gold, cool_until, updated_at
-		FROM spend_windows WHERE user_id = $1`, userID, at).
+		FROM spend_windows WHERE user_id = $1`
+	if s.partitions > 0 {
+		sql = `SELECT * FROM giftd_spend_window($1, $2)` // the same, on the user's partition
+	}
+	err := s.pool.QueryRow(ctx, sql, userID, at).
 		Scan(&w.Last24h, &w.Day, &w.DayGold, &w.Month, &w.MonthGold, &w.CoolUntil, &w.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return SpendWindow{}, fmt.Errorf("spending of %s: %w", userID, ErrNotFound)
 	}
 	if err != nil {
-		return SpendWindow{}, fmt.Errorf("spending of %s: %w", userID, err)
+		return SpendWindow{}, fmt.Errorf("spending of %s: %w", userID, s.routed(err))
 	}
 	if w.UpdatedAt != nil {
 		t := w.UpdatedAt.UTC()

@@ -1,0 +1,198 @@
+package ledger_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"giftd/internal/ledger"
+	"giftd/internal/partition"
+	"giftd/internal/pgtest"
+)
+
+// sideBySide is one server and a partitioned giftd (proxy + 2 partitions),
+// both with earnings on at a 50% share, to run the same calls on.
+type sideBySide struct {
+	one, parted *ledger.Store
+	layout      partition.Layout
+}
+
+func newSideBySide(t *testing.T) sideBySide {
+	t.Helper()
+	ctx := context.Background()
+	econ := ledger.WithEconomy(ledger.Economy{Earnings: true, DefaultShareBP: 5000})
+	one, err := ledger.Open(ctx, pgtest.URL(t), econ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(one.Close)
+	l := pgtest.Partitioned(t, 2)
+	parted, err := ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(2, partition.For), econ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(parted.Close)
+	return sideBySide{one: one, parted: parted, layout: l}
+}
+
+func giftOf(id, sender, receiver string, gold int64) ledger.Debit {
+	return ledger.Debit{
+		Key: ledger.DebitKey{Platform: "linkv", AppID: "app", RequestID: id}, UserID: sender, Gold: gold,
+		Fingerprint: sha256.Sum256([]byte(id)), ExpiresAt: time.Now().Add(time.Hour),
+		Gift: ledger.Gift{ReceiverID: receiver, RoomID: "room", GiftID: "rose", Count: 1},
+	}
+}
+
+// errKind names the sentinel err wraps, so that both sides' errors compare.
+func errKind(err error) string {
+	for _, s := range []error{ledger.ErrNotFound, ledger.ErrKeyReused, ledger.ErrAlreadyReversed,
+		ledger.ErrInsufficientEarnings, ledger.ErrBalanceOverflow, ledger.ErrPartitionUnavailable,
+		ledger.ErrCreditInTransit} {
+		if errors.Is(err, s) {
+			return s.Error()
+		}
+	}
+	if err != nil {
+		return "other: " + err.Error()
+	}
+	return "ok"
+}
+
+// booksOf is what a database's ledger holds, without ids, times and house
+// slots (which differ by nothing that matters): entries, account entries,
+// events, wallets, earnings accounts and the house's total, in id order.
+func booksOf(t *testing.T, databaseURL string) string {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, databaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var s string
+	err = conn.QueryRow(ctx, `
+		SELECT concat_ws(E'\n',
+			(SELECT jsonb_agg(jsonb_build_object('user_id', user_id, 'kind', kind, 'amount', amount,
+			        'balance_after', balance_after, 'platform', platform, 'app_id', app_id, 'ref', ref,
+			        'reverses', reverses IS NOT NULL, 'details', details) ORDER BY id) FROM ledger_entries),
+			(SELECT jsonb_agg(jsonb_build_object('account', account, 'receiver_id', receiver_id, 'kind', kind,
+			        'amount', amount, 'balance_after', CASE WHEN account <> 'house' THEN balance_after END,
+			        'gift', gift_entry IS NOT NULL, 'ref', ref,
+			        'details', details) ORDER BY id) FROM account_entries),
+			(SELECT jsonb_agg(jsonb_build_object('type', type,
+			        'data', data - 'entry_id' - 'reverses' - 'house_slot' - 'balance_after')) FROM events),
+			(SELECT jsonb_agg(jsonb_build_object('user_id', user_id, 'gold', gold) ORDER BY user_id) FROM wallets),
+			(SELECT jsonb_agg(jsonb_build_object('receiver_id', receiver_id, 'balance', balance, 'owed', owed)
+			        ORDER BY receiver_id) FROM earnings_accounts),
+			(SELECT sum(balance) FROM house_slots))`).Scan(&s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestPartitioned_ReversalsAndPayoutsOnOnePartitionWriteWhatOneServerWrites
+// runs the same top-up, gifts, payouts and reversals (replays, reused keys,
+// a reversal after a payout: a shortfall) on one server and on a
+// partitioned giftd whose sender and receiver share partition 1: every
+// answer is the same, and partition 1 holds exactly the rows the one
+// server holds. It holds giftd_payout and giftd_reverse (partition
+// migration 6) to Store.Payout and Store.Reverse.
+func TestPartitioned_ReversalsAndPayoutsOnOnePartitionWriteWhatOneServerWrites(t *testing.T) {
+	ctx := context.Background()
+	x := newSideBySide(t)
+	on1 := usersOn(2, 2)[1]
+	sender, receiver := on1[0], on1[1]
+	type step struct {
+		name string
+		call func(s *ledger.Store) (any, error)
+	}
+	reverse := func(req, key string) func(s *ledger.Store) (any, error) {
+		return func(s *ledger.Store) (any, error) {
+			c, err := s.Reverse(ctx, ledger.Reversal{Debit: ledger.DebitKey{Platform: "linkv", AppID: "app", RequestID: req},
+				Key: key, Note: "n " + key})
+			c.EntryID = 0
+			return c, err
+		}
+	}
+	payout := func(amount int64, key string) func(s *ledger.Store) (any, error) {
+		return func(s *ledger.Store) (any, error) {
+			p, err := s.Payout(ctx, ledger.Payout{ReceiverID: receiver, Amount: amount, Key: key, Note: "p " + key})
+			p.EntryID = 0
+			return p, err
+		}
+	}
+	steps := []step{
+		{"top-up", func(s *ledger.Store) (any, error) {
+			return s.TopUp(ctx, ledger.TopUp{UserID: sender, Amount: 1000, Key: "seed"})
+		}},
+	}
+	for i := range 4 {
+		id := fmt.Sprintf("g%d", i)
+		steps = append(steps, step{"gift " + id, func(s *ledger.Store) (any, error) {
+			r, err := s.Debit(ctx, giftOf(id, sender, receiver, 100))
+			return r.Status, err
+		}})
+	}
+	steps = append(steps,
+		step{"payout", payout(30, "pay1")},
+		step{"payout replayed", payout(30, "pay1")},
+		step{"payout key reused", payout(31, "pay1")},
+		step{"payout too much", payout(1000, "pay2")},
+		step{"payout of nobody", func(s *ledger.Store) (any, error) {
+			return s.Payout(ctx, ledger.Payout{ReceiverID: "nobody-" + receiver, Amount: 1, Key: "pay3"})
+		}},
+		step{"reversal", reverse("g0", "rev1")},
+		step{"reversal replayed", reverse("g0", "rev1")},
+		step{"reversed again", reverse("g0", "rev2")},
+		step{"reversal key reused", reverse("g1", "rev1")},
+		step{"reversal of nothing", reverse("none", "rev3")},
+		step{"payout of the rest", payout(120, "pay4")},
+		step{"reversal with a shortfall", reverse("g1", "rev4")},
+		step{"payout recovering nothing payable", payout(1, "pay5")},
+		step{"reversal owing more", reverse("g2", "rev5")},
+		step{"a top-up", func(s *ledger.Store) (any, error) {
+			return s.TopUp(ctx, ledger.TopUp{UserID: sender, Amount: 5, Key: "more"})
+		}},
+	)
+	for _, st := range steps {
+		a, aerr := st.call(x.one)
+		b, berr := st.call(x.parted)
+		aj, _ := json.Marshal(a)
+		bj, _ := json.Marshal(b)
+		if string(aj)+errKind(aerr) != string(bj)+errKind(berr) {
+			t.Errorf("%s: one server %+v, %v; partitioned %+v, %v", st.name, a, aerr, b, berr)
+		}
+	}
+	if a, b := booksOf(t, pgURL(x.one)), booksOf(t, x.layout.PartitionURLs[1]); a != b {
+		t.Errorf("one server wrote\n%s\npartition 1 wrote\n%s", a, b)
+	}
+	// The reads answer alike too.
+	for _, s := range []*ledger.Store{x.one, x.parted} {
+		if es, err := s.Entries(ctx, sender, 0, 100); err != nil || len(es) != 9 {
+			t.Errorf("ledger of %s: %d entries, %v; want 9", sender, len(es), err)
+		}
+		v, err := s.FindDebit(ctx, ledger.DebitKey{Platform: "linkv", AppID: "app", RequestID: "g1"})
+		if err != nil || v.Record == nil || v.Entry == nil || v.Reversal == nil || v.Reversal.Ref != "rev4" ||
+			v.Record.UserID != sender || v.Entry.Amount != -100 {
+			t.Errorf("debit g1: %+v, %v", v, err)
+		}
+		if _, err := s.FindDebit(ctx, ledger.DebitKey{Platform: "linkv", AppID: "app", RequestID: "none"}); !errors.Is(err, ledger.ErrNotFound) {
+			t.Errorf("debit none: %v; want ErrNotFound", err)
+		}
+		// Safeguards off: no counters, on either.
+		if _, err := s.SpendWindowOf(ctx, sender); !errors.Is(err, ledger.ErrNotFound) {
+			t.Errorf("spending of %s: %v; want ErrNotFound", sender, err)
+		}
+	}
+	auditPartitions(t, x.layout)
+}
+
+// pgURL is the URL of the database a single-server Store was opened on.
+func pgURL(s *ledger.Store) string { return s.Pool().Config().ConnString() }

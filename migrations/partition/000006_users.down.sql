@@ -1,0 +1,19 @@
+DROP FUNCTION giftd_reversed(text, text, text, text);
+DROP FUNCTION giftd_reverse(text, text, text, text, text, text);
+DROP FUNCTION giftd_clawbacks_after(bigint, bigint);
+DROP FUNCTION giftd_clawback(int, bigint, text, bigint);
+DROP FUNCTION giftd_payout(text, bigint, text, text, interval);
+DROP FUNCTION giftd_check_placed_here(text);
+-- Refused while claw-back legs exist: they have no place in migration 4's
+-- checks.
+ALTER TABLE account_entries DROP CONSTRAINT account_entries_leg;
+ALTER TABLE account_entries DROP CONSTRAINT account_entries_kind;
+ALTER TABLE account_entries ADD CONSTRAINT account_entries_kind CHECK (kind IN ('reversal', 'shortfall', 'payout',
+    'recovery', 'transfer_in', 'transfer_out'));
+ALTER TABLE account_entries ADD CONSTRAINT account_entries_leg CHECK (
+    CASE kind WHEN 'shortfall' THEN account = 'receivable' AND amount > 0 AND gift_entry IS NOT NULL
+              WHEN 'reversal' THEN account <> 'receivable' AND amount < 0 AND gift_entry IS NOT NULL
+              WHEN 'payout' THEN account = 'earnings' AND amount < 0
+              WHEN 'transfer_in' THEN account = 'earnings' AND amount > 0 AND gift_entry IS NULL
+              WHEN 'transfer_out' THEN account = 'earnings' AND amount < 0 AND gift_entry IS NULL
+              ELSE account <> 'house' AND amount < 0 END);

@@ -1,0 +1,85 @@
+-- The admin API's per-user routes in partitioned mode
+-- (docs/scale-out.md#the-admin-api-on-a-users-partition): each runs on the
+-- partition that owns its user (RUN ON giftd_placement), or looks for a debit
+-- on every partition (RUN ON ALL); the writes are the partition's functions
+-- of the same name (partition migration 6).
+
+-- A wallet's ledger, newest first, below entry id p_before.
+CREATE FUNCTION giftd_entries(p_user_id text, p_before bigint, p_limit int)
+    RETURNS TABLE (id bigint, user_id text, kind text, amount bigint, balance_after bigint, platform text,
+                   app_id text, ref text, reverses bigint, details jsonb, created_at timestamptz)
+    LANGUAGE plproxy AS $$
+    CLUSTER 'giftd';
+    RUN ON giftd_placement(p_user_id);
+    SELECT e.id, e.user_id, e.kind, e.amount, e.balance_after, e.platform, e.app_id, e.ref, e.reverses,
+           e.details, e.created_at
+    FROM ledger_entries AS e WHERE e.user_id = p_user_id AND e.id < p_before ORDER BY e.id DESC LIMIT p_limit;
+$$;
+
+-- A debit request as Store.FindDebit reads it (its record, its entry, its
+-- reversal, as JSON, in one snapshot of each partition), on every
+-- partition: its key does not name its user. A row only from the partition
+-- that knows it; the call fails while any partition is down.
+CREATE FUNCTION giftd_find_debit(p_platform text, p_app_id text, p_request_id text)
+    RETURNS TABLE (record jsonb, entry jsonb, reversal jsonb)
+    LANGUAGE plproxy AS $$
+    CLUSTER 'giftd';
+    RUN ON ALL;
+    SELECT (SELECT to_jsonb(r) FROM (SELECT d.user_id, d.gold, d.status, d.balance, d.entry_id, d.expires_at,
+                                            d.created_at, d.refusal, d.refusal_limit, d.refusal_resets_at
+                                     FROM debit_requests AS d WHERE d.platform = p_platform AND d.app_id = p_app_id
+                                       AND d.request_id = p_request_id) AS r) AS record,
+           to_jsonb(e) AS entry,
+           (SELECT to_jsonb(x) FROM (SELECT v.id, v.user_id, v.kind, v.amount, v.balance_after, v.platform, v.app_id,
+                                            v.ref, v.reverses, v.details, v.created_at
+                                     FROM ledger_entries AS v WHERE v.reverses = e.id) AS x) AS reversal
+    FROM (SELECT) AS one
+    LEFT JOIN LATERAL (SELECT l.id, l.user_id, l.kind, l.amount, l.balance_after, l.platform, l.app_id, l.ref,
+                              l.reverses, l.details, l.created_at
+                       FROM ledger_entries AS l WHERE l.kind = 'debit' AND l.platform = p_platform
+                         AND l.app_id = p_app_id AND l.ref = p_request_id) AS e ON true
+    WHERE e.id IS NOT NULL OR EXISTS (SELECT 1 FROM debit_requests AS d WHERE d.platform = p_platform
+                                        AND d.app_id = p_app_id AND d.request_id = p_request_id);
+$$;
+
+-- A sender's spending counters as of p_at (Store.SpendWindowOf).
+CREATE FUNCTION giftd_spend_window(p_user_id text, p_at timestamptz)
+    RETURNS TABLE (last_24h bigint, day text, day_gold bigint, month text, month_gold bigint,
+                   cool_until timestamptz, updated_at timestamptz)
+    LANGUAGE plproxy AS $$
+    CLUSTER 'giftd';
+    RUN ON giftd_placement(p_user_id);
+    SELECT (SELECT coalesce(sum(w.hours[(h % 25)::int + 1]), 0)
+            FROM generate_series(greatest(w.hour_last - 24, floor(extract(epoch FROM p_at) / 3600)::bigint - 24),
+                                 w.hour_last) AS h)::bigint AS last_24h,
+           w.day::text AS day, w.day_gold, w.month::text AS month, w.month_gold, w.cool_until, w.updated_at
+    FROM spend_windows AS w WHERE w.user_id = p_user_id;
+$$;
+
+-- A payout, on the receiver's partition only: never from another
+-- partition's transit account.
+CREATE FUNCTION giftd_payout(p_receiver text, p_amount bigint, p_key text, p_note text, p_hold interval)
+    RETURNS TABLE (status text, receiver_id text, amount bigint, recovered bigint, balance bigint,
+                   entry_id bigint, payable bigint)
+    LANGUAGE plproxy AS $$
+    CLUSTER 'giftd';
+    RUN ON giftd_placement(p_receiver);
+$$;
+
+-- A reversal, on the sender's partition.
+CREATE FUNCTION giftd_reverse(p_user_id text, p_platform text, p_app_id text, p_request_id text,
+                              p_key text, p_note text)
+    RETURNS TABLE (status text, user_id text, amount bigint, balance bigint, entry_id bigint,
+                   gift jsonb, clawback_position bigint)
+    LANGUAGE plproxy AS $$
+    CLUSTER 'giftd';
+    RUN ON giftd_placement(p_user_id);
+$$;
+
+-- A reversal's claw-back, on the receiver's partition.
+CREATE FUNCTION giftd_clawback(p_source int, p_position bigint, p_receiver text, p_amount bigint)
+    RETURNS TABLE (earnings bigint, shortfall bigint, applied boolean)
+    LANGUAGE plproxy AS $$
+    CLUSTER 'giftd';
+    RUN ON giftd_placement(p_receiver);
+$$;
