@@ -128,9 +128,14 @@ func handleReversal(store *ledger.Store, log *slog.Logger, m *Metrics) http.Hand
 			AppID          string `json:"app_id"`
 			IdempotencyKey string `json:"idempotency_key"`
 			Note           string `json:"note"`
+			UserID         string `json:"user_id"`
 		}
 		requestID, ok := pathParam(w, r, "request_id")
 		if !ok || !decode(w, r, &body) || !validKeyAndNote(w, body.IdempotencyKey, body.Note) {
+			return
+		}
+		if body.UserID != "" && !ledger.ValidUserID(body.UserID) {
+			writeError(w, http.StatusBadRequest, "bad_request", "user_id: 1-64 characters of [0-9A-Za-z+=_-], or absent")
 			return
 		}
 		if !validID(w, "request_id", requestID) {
@@ -153,7 +158,7 @@ func handleReversal(store *ledger.Store, log *slog.Logger, m *Metrics) http.Hand
 		ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
 		defer cancel()
 		debit := ledger.DebitKey{Platform: body.Platform, AppID: body.AppID, RequestID: requestID}
-		c, err := store.Reverse(ctx, ledger.Reversal{Debit: debit, Key: body.IdempotencyKey, Note: body.Note})
+		c, err := store.Reverse(ctx, ledger.Reversal{Debit: debit, UserID: body.UserID, Key: body.IdempotencyKey, Note: body.Note})
 		if err != nil {
 			writeLedgerError(w, log, err)
 			return

@@ -95,6 +95,10 @@ func (s *Store) TopUp(ctx context.Context, t TopUp) (Credit, error) {
 // Reversal asks to give a debit's gold back.
 type Reversal struct {
 	Debit DebitKey
+	// UserID, if set, is the debit's sender as the caller knows it: a debit
+	// of another user is ErrNotFound. Partitioned, only that user's
+	// partition is asked, so the reversal needs no other partition up.
+	UserID string
 	// Key is the operator's idempotency key: one key, one reversal.
 	Key  string
 	Note string
@@ -123,7 +127,7 @@ func (s *Store) Reverse(ctx context.Context, r Reversal) (Credit, error) {
 		err := tx.QueryRow(ctx, `
 			WITH d AS (
 				SELECT id, user_id, -amount AS amount FROM ledger_entries
-				WHERE kind = 'debit' AND platform = $1 AND app_id = $2 AND ref = $3
+				WHERE kind = 'debit' AND platform = $1 AND app_id = $2 AND ref = $3 AND ($7 = '' OR user_id = $7)
 			), w AS (
 				UPDATE wallets SET gold = wallets.gold + d.amount, updated_at = now()
 				FROM d WHERE wallets.user_id = d.user_id
@@ -134,7 +138,7 @@ func (s *Store) Reverse(ctx context.Context, r Reversal) (Credit, error) {
 				jsonb_build_object('platform', $1::text, 'app_id', $2::text, 'request_id', $3::text, 'note', $6::text)
 			FROM w
 			RETURNING user_id, amount, balance_after, id, reverses`,
-			r.Debit.Platform, r.Debit.AppID, r.Debit.RequestID, adminPlatform, r.Key, r.Note,
+			r.Debit.Platform, r.Debit.AppID, r.Debit.RequestID, adminPlatform, r.Key, r.Note, r.UserID,
 		).Scan(&c.UserID, &c.Amount, &c.Balance, &c.EntryID, &debitEntry)
 		if err != nil {
 			return err

@@ -98,21 +98,24 @@ func localTimes(v *DebitView) {
 	}
 }
 
-// reversePartitioned is Reverse on the sender's partition, found by asking
-// every partition for the debit. A gift whose receiver lives on another
+// reversePartitioned is Reverse on the sender's partition: r.UserID's, or
+// found by asking every partition for the debit. A gift whose receiver lives on another
 // partition is taken back there by a claw-back, once: tried at once through
 // the proxy, and applied by the credit consumer otherwise. Until the gift's
 // own credit has moved there, the reversal waits (up to reverseWait), then
 // answers ErrCreditInTransit.
 func (s *Store) reversePartitioned(ctx context.Context, r Reversal) (Credit, error) {
-	v, err := s.findDebitPartitioned(ctx, r.Debit)
-	if err != nil {
-		return Credit{}, fmt.Errorf("reverse: %w", err)
+	user := r.UserID
+	if user == "" {
+		v, err := s.findDebitPartitioned(ctx, r.Debit)
+		if err != nil {
+			return Credit{}, fmt.Errorf("reverse: %w", err)
+		}
+		if v.Entry == nil {
+			return Credit{}, fmt.Errorf("reverse %s: debit %w", r.Debit, ErrNotFound)
+		}
+		user = v.Entry.UserID
 	}
-	if v.Entry == nil {
-		return Credit{}, fmt.Errorf("reverse %s: debit %w", r.Debit, ErrNotFound)
-	}
-	user := v.Entry.UserID
 	var c Credit
 	var status string
 	var gift []byte

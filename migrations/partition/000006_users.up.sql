@@ -130,8 +130,8 @@ BEGIN
         RAISE EXCEPTION 'claw-back %: % has no earnings account here', k, p_receiver;
     END IF;
     SELECT min(c.receiver_id) AS receiver_id, count(DISTINCT c.receiver_id) AS receivers,
-           coalesce(-sum(c.amount) FILTER (WHERE c.account = 'earnings'), 0) AS earnings,
-           coalesce(sum(c.amount) FILTER (WHERE c.account = 'receivable'), 0) AS shortfall
+           coalesce(-sum(c.amount) FILTER (WHERE c.account = 'earnings'), 0)::bigint AS earnings,
+           coalesce(sum(c.amount) FILTER (WHERE c.account = 'receivable'), 0)::bigint AS shortfall
     INTO prev FROM account_entries AS c WHERE c.kind = 'clawback' AND c.ref = k;
     IF prev.receivers > 0 THEN
         IF prev.receivers > 1 OR prev.receiver_id <> p_receiver OR prev.earnings + prev.shortfall <> p_amount THEN
