@@ -20,8 +20,9 @@ import (
 // lands on the partition Go's placement names, a copy replays, a debit for
 // a user whose partition is down gets a retryable 500 while the other
 // partition's users carry on and /readyz stays 200, and its retry once the
-// partition is back is executed once. Admin routes that are not
-// partition-aware yet answer 501.
+// partition is back is executed once. The per-user admin routes work
+// (a reversal takes a gift's earnings back from its receiver's partition);
+// those that are not partition-aware yet answer 501.
 func TestRun_ServePartitioned(t *testing.T) {
 	l := pgtest.UnmigratedPartitioned(t, 2)
 	srv := startServe(t, map[string]string{
@@ -44,7 +45,7 @@ func TestRun_ServePartitioned(t *testing.T) {
 		return resp.StatusCode
 	}
 	if code := ready(); code != http.StatusOK {
-		t.Fatalf("/readyz: %d; want 200", code)
+		t.Fatalf("/readyz: %d; want 200\n%s", code, srv.logs.String())
 	}
 
 	users := make([][]string, 2) // users[p]: users of partition p
@@ -79,8 +80,7 @@ func TestRun_ServePartitioned(t *testing.T) {
 	if code != http.StatusOK || m["gold"] != float64(90) {
 		t.Errorf("wallet of %s: %d %v; want 200 with 90 gold", users[1][0], code, m)
 	}
-	for _, path := range []string{"/admin/v1/wallets/" + users[0][0] + "/ledger", "/admin/v1/audit", "/admin/v1/gifts",
-		"/admin/v1/debits/p0-0?platform=linkv&app_id=app1"} {
+	for _, path := range []string{"/admin/v1/audit", "/admin/v1/gifts"} {
 		code, m := adminCall(t, srv.admin, http.MethodGet, path, e2eToken, "")
 		e, _ := m["error"].(map[string]any)
 		if code != http.StatusNotImplemented || e["code"] != "not_partitioned" ||
@@ -97,6 +97,15 @@ func TestRun_ServePartitioned(t *testing.T) {
 		t.Errorf("debit of %s with its partition down: %d %s; want 500", users[1][1], code, body)
 	}
 	sent["down-1"] = users[1][1]
+	// A debit's look-up asks every partition: retryable, never a wrong 404;
+	// a wallet's ledger on the partition that is up goes on.
+	code, m = adminCall(t, srv.admin, http.MethodGet, "/admin/v1/debits/p0-0?app_id=app1", e2eToken, "")
+	if e, _ := m["error"].(map[string]any); code != http.StatusServiceUnavailable || e["code"] != "partition_unavailable" {
+		t.Errorf("debit look-up with partition 1 down: %d %v; want 503 partition_unavailable", code, m)
+	}
+	if code, m := adminCall(t, srv.admin, http.MethodGet, "/admin/v1/wallets/"+users[0][0]+"/ledger", e2eToken, ""); code != http.StatusOK {
+		t.Errorf("ledger of %s with partition 1 down: %d %v; want 200", users[0][0], code, m)
+	}
 	up := debitFields("up-1", users[0][1], 10, expires, e2eSecret)
 	if code, body := postDebit(t, srv.public, up); code != http.StatusOK {
 		t.Errorf("debit of %s on the partition that is up: %d %s; want 200", users[0][1], code, body)
@@ -162,6 +171,34 @@ func TestRun_ServePartitioned(t *testing.T) {
 	}
 	if got != want {
 		t.Errorf("host's earnings on its partition %d: %d; want %d", hostPart, got, want)
+	}
+	// The per-user admin routes: a wallet's ledger, a debit, its reversal
+	// (the gift's earnings taken back from host, whichever partition the
+	// sender is on), its replay, a payout of host's earnings.
+	if code, m := adminCall(t, srv.admin, http.MethodGet, "/admin/v1/wallets/"+users[0][0]+"/ledger", e2eToken, ""); code != http.StatusOK ||
+		len(m["entries"].([]any)) != 2 {
+		t.Errorf("ledger of %s: %d %v; want 200 with the top-up and the debit", users[0][0], code, m)
+	}
+	for p := range 2 {
+		id := fmt.Sprintf("p%d-0", p)
+		if code, m := adminCall(t, srv.admin, http.MethodGet, "/admin/v1/debits/"+id+"?app_id=app1", e2eToken, ""); code != http.StatusOK ||
+			m["user_id"] != users[p][0] {
+			t.Errorf("debit %s: %d %v; want 200 of %s", id, code, m, users[p][0])
+		}
+		body := `{"app_id":"app1","idempotency_key":"rev-` + id + `"}`
+		code, first := adminCall(t, srv.admin, http.MethodPost, "/admin/v1/debits/"+id+"/reversal", e2eToken, body)
+		gift, _ := first["gift"].(map[string]any)
+		if code != http.StatusOK || first["amount"] != float64(10) || gift["receiver_id"] != "host" || gift["earnings"] != float64(5) {
+			t.Errorf("reversal of %s: %d %v; want 200 giving 10 back, 5 taken from host", id, code, first)
+		}
+		if code, again := adminCall(t, srv.admin, http.MethodPost, "/admin/v1/debits/"+id+"/reversal", e2eToken, body); code != http.StatusOK ||
+			fmt.Sprint(again) != fmt.Sprint(first) {
+			t.Errorf("replay of the reversal of %s: %d %v; want %v", id, code, again, first)
+		}
+	}
+	if code, m := adminCall(t, srv.admin, http.MethodPost, "/admin/v1/earnings/host/payouts", e2eToken,
+		`{"amount":7,"idempotency_key":"pay-1"}`); code != http.StatusOK || m["balance"] != float64(want-10-7) {
+		t.Errorf("payout of host: %d %v; want 200 leaving %d", code, m, want-10-7)
 	}
 	if err := srv.stop(t); err != nil {
 		t.Errorf("run returned %v after shutdown", err)

@@ -92,10 +92,10 @@ func NewAdmin(d Deps) http.Handler {
 		r.Get("/v1/audit", single(handleAudit(d.Store, d.Log)))
 		r.Get("/v1/stats", handleStats(d.Gatherer, d.readiness(), d.Callbacks))
 		// giftd as the platforms' client (platforms.go, docs/platform-apis.md).
-		r.Post("/v1/linkv/accounts/{user_id}", single(handleLinkAccount(d.Store, d.Platforms, d.Log)))
-		r.Get("/v1/linkv/accounts/{user_id}", single(handleLinkedAccount(d.Store, d.Platforms, d.Log)))
-		r.Post("/v1/linkv/wallet-moves", single(handleWalletMoves(d.Store, d.Platforms, d.Log)))
-		r.Get("/v1/linkv/wallet-moves/{user_id}", single(handleWalletMove(d.Store, d.Platforms, d.Log)))
+		r.Post("/v1/linkv/accounts/{user_id}", handleLinkAccount(d.Store, d.Platforms, d.Log))
+		r.Get("/v1/linkv/accounts/{user_id}", handleLinkedAccount(d.Store, d.Platforms, d.Log))
+		r.Post("/v1/linkv/wallet-moves", handleWalletMoves(d.Store, d.Platforms, d.Log))
+		r.Get("/v1/linkv/wallet-moves/{user_id}", handleWalletMove(d.Store, d.Platforms, d.Log))
 		r.Post("/v1/polyv/donation-settings", handlePolyvDonations(d.Platforms, d.Log))
 		// The economy (docs/economy.md).
 		r.Get("/v1/gifts", single(handleGifts(d.Store, d.Log)))

@@ -196,3 +196,139 @@ func TestPartitioned_ReversalsAndPayoutsOnOnePartitionWriteWhatOneServerWrites(t
 
 // pgURL is the URL of the database a single-server Store was opened on.
 func pgURL(s *ledger.Store) string { return s.Pool().Config().ConnString() }
+
+// TestPartitioned_WalletMoveStepsWriteWhatOneServerWrites runs a LinkV
+// account's link and every step of a wallet move (a refused round, a
+// credited one, a credit replayed after a lost step, a stale step, an
+// error noted, the finish) on one server and on a partitioned giftd, for a
+// user of each partition: every answer is the same, and the user's
+// partition holds exactly the rows the one server holds for them.
+func TestPartitioned_WalletMoveStepsWriteWhatOneServerWrites(t *testing.T) {
+	ctx := context.Background()
+	x := newSideBySide(t)
+	for p, users := range usersOn(2, 1) {
+		u := users[0]
+		type step struct {
+			name string
+			call func(s *ledger.Store) (any, error)
+		}
+		var m = map[*ledger.Store]ledger.WalletMove{}
+		var lost = map[*ledger.Store]ledger.WalletMove{}
+		move := func(f func(s *ledger.Store, m ledger.WalletMove) (ledger.WalletMove, error)) func(s *ledger.Store) (any, error) {
+			return func(s *ledger.Store) (any, error) {
+				next, err := f(s, m[s])
+				if err == nil {
+					m[s] = next
+				}
+				next.UpdatedAt = time.Time{}
+				return next, err
+			}
+		}
+		credit := func(s *ledger.Store, from ledger.WalletMove) (any, error) {
+			next, c, err := s.CreditWalletMove(ctx, from, "moved")
+			if err == nil {
+				m[s] = next
+			}
+			next.UpdatedAt, c.EntryID = time.Time{}, 0
+			return []any{next, c}, err
+		}
+		steps := []step{
+			{"link", func(s *ledger.Store) (any, error) { return nil, s.SaveLinkVAccount(ctx, "app", u, "open-1") }},
+			{"relink", func(s *ledger.Store) (any, error) { return nil, s.SaveLinkVAccount(ctx, "app", u, "open-2") }},
+			{"open id", func(s *ledger.Store) (any, error) { return s.LinkVOpenID(ctx, "app", u) }},
+			{"no open id", func(s *ledger.Store) (any, error) { return s.LinkVOpenID(ctx, "other", u) }},
+			{"no move", func(s *ledger.Store) (any, error) { return s.WalletMove(ctx, "app", u) }},
+			{"start", move(func(s *ledger.Store, _ ledger.WalletMove) (ledger.WalletMove, error) {
+				return s.StartWalletMove(ctx, "app", u, "open-2")
+			})},
+			{"start again", move(func(s *ledger.Store, _ ledger.WalletMove) (ledger.WalletMove, error) {
+				return s.StartWalletMove(ctx, "app", u, "open-3")
+			})},
+			{"take out", move(func(s *ledger.Store, m ledger.WalletMove) (ledger.WalletMove, error) {
+				return s.RecordTakeOut(ctx, m, "rid-1-"+u, 40, 1700000000)
+			})},
+			{"refused", move(func(s *ledger.Store, m ledger.WalletMove) (ledger.WalletMove, error) {
+				return s.RecordTakeOutRefused(ctx, m, "LinkV said no")
+			})},
+			{"take out again", move(func(s *ledger.Store, m ledger.WalletMove) (ledger.WalletMove, error) {
+				return s.RecordTakeOut(ctx, m, "rid-2-"+u, 60, 1700000001)
+			})},
+			{"taken", move(func(s *ledger.Store, m ledger.WalletMove) (ledger.WalletMove, error) {
+				lost[s] = m
+				return s.RecordTaken(ctx, m)
+			})},
+			{"stale taken", func(s *ledger.Store) (any, error) { return s.RecordTaken(ctx, lost[s]) }},
+			{"note", func(s *ledger.Store) (any, error) { return nil, s.NoteWalletMoveError(ctx, m[s], "slow") }},
+			{"credit", func(s *ledger.Store) (any, error) { lost[s] = m[s]; return credit(s, m[s]) }},
+			{"credit again", func(s *ledger.Store) (any, error) { return credit(s, lost[s]) }},
+			{"lost step", func(s *ledger.Store) (any, error) {
+				// The step put back as it was before the credit (a restore):
+				// the credit's key stops a second credit.
+				db := pgURL(s)
+				if s.Partitions() > 0 {
+					db = x.layout.PartitionURLs[p]
+				}
+				conn, err := pgx.Connect(ctx, db)
+				if err != nil {
+					return nil, err
+				}
+				defer conn.Close(ctx)
+				_, err = conn.Exec(ctx, `UPDATE linkv_wallet_moves SET state = 'taken', round = $2, request_id = $3,
+					amount = $4, expriation = $5, moved = 0 WHERE user_id = $1`, u, lost[s].Round, lost[s].RequestID,
+					lost[s].Amount, lost[s].Expiration)
+				return nil, err
+			}},
+			{"credit replayed", func(s *ledger.Store) (any, error) { return credit(s, lost[s]) }},
+			{"finish", move(func(s *ledger.Store, m ledger.WalletMove) (ledger.WalletMove, error) {
+				return s.FinishWalletMove(ctx, m)
+			})},
+			{"the move", func(s *ledger.Store) (any, error) {
+				mv, err := s.WalletMove(ctx, "app", u)
+				mv.UpdatedAt = time.Time{}
+				return mv, err
+			}},
+		}
+		for _, st := range steps {
+			a, aerr := st.call(x.one)
+			b, berr := st.call(x.parted)
+			aj, _ := json.Marshal(a)
+			bj, _ := json.Marshal(b)
+			if string(aj)+moveErr(aerr) != string(bj)+moveErr(berr) {
+				t.Errorf("user %s of partition %d, %s: one server %s, %v; partitioned %s, %v", u, p, st.name, aj, aerr, bj, berr)
+			}
+		}
+		rows := func(db string) string {
+			conn, err := pgx.Connect(ctx, db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			var s string
+			if err := conn.QueryRow(ctx, `
+				SELECT concat_ws(E'\n',
+					(SELECT jsonb_agg(to_jsonb(a) - 'created_at' - 'updated_at') FROM linkv_accounts a WHERE user_id = $1),
+					(SELECT jsonb_agg(to_jsonb(m) - 'created_at' - 'updated_at') FROM linkv_wallet_moves m WHERE user_id = $1),
+					(SELECT jsonb_agg(to_jsonb(e) - 'id' - 'created_at' ORDER BY id) FROM ledger_entries e WHERE user_id = $1),
+					(SELECT jsonb_agg(data - 'entry_id' ORDER BY position) FROM events WHERE data->>'user_id' = $1),
+					(SELECT jsonb_agg(to_jsonb(w) - 'created_at' - 'updated_at') FROM wallets w WHERE user_id = $1))`, u).Scan(&s); err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		if a, b := rows(pgURL(x.one)), rows(x.layout.PartitionURLs[p]); a != b {
+			t.Errorf("user %s: one server wrote\n%s\npartition %d wrote\n%s", u, a, p, b)
+		}
+	}
+	auditPartitions(t, x.layout)
+}
+
+// moveErr names the sentinel a wallet move's error wraps.
+func moveErr(err error) string {
+	switch {
+	case errors.Is(err, ledger.ErrMoveConflict):
+		return "conflict"
+	case errors.Is(err, pgx.ErrNoRows):
+		return "no rows"
+	}
+	return errKind(err)
+}

@@ -337,3 +337,123 @@ BEGIN
     RETURN QUERY SELECT 'replay', r.user_id, r.amount, r.balance_after, r.id, gr, NULL::bigint;
 END
 $$;
+
+-- LinkV accounts and wallet moves (ledger/platform.go), on the user's
+-- partition: a move only ever credits its own user's wallet, so each of its
+-- steps is one call there.
+CREATE FUNCTION giftd_save_linkv_account(p_app_id text, p_user_id text, p_open_id text)
+    RETURNS void LANGUAGE sql AS $$
+    INSERT INTO linkv_accounts (app_id, user_id, open_id) VALUES (p_app_id, p_user_id, p_open_id)
+    ON CONFLICT (app_id, user_id) DO UPDATE SET open_id = excluded.open_id, updated_at = now()
+    WHERE linkv_accounts.open_id <> excluded.open_id;
+$$;
+
+-- Store.StartWalletMove: the move, started if there is none (a concurrent
+-- start's row is seen by the second statement).
+CREATE FUNCTION giftd_wallet_move_start(p_app_id text, p_user_id text, p_open_id text)
+    RETURNS SETOF linkv_wallet_moves LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM giftd_check_placed_here(p_user_id);
+    INSERT INTO linkv_wallet_moves (app_id, user_id, open_id) VALUES (p_app_id, p_user_id, p_open_id)
+    ON CONFLICT (app_id, user_id) DO NOTHING;
+    RETURN QUERY SELECT * FROM linkv_wallet_moves AS m WHERE m.app_id = p_app_id AND m.user_id = p_user_id;
+END
+$$;
+
+-- Store.step: the move from the state, round and request id the caller saw
+-- to the one p_op names (Store.RecordTakeOut 'take_out', RecordTaken
+-- 'taken', RecordTakeOutRefused 'refused', FinishWalletMove 'finish'); no
+-- row when another run moved it first.
+CREATE FUNCTION giftd_wallet_move_step(p_app_id text, p_user_id text, p_state text, p_round int, p_request_id text,
+                                       p_op text, p_new_request_id text, p_amount bigint, p_expiration bigint,
+                                       p_why text)
+    RETURNS SETOF linkv_wallet_moves LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM giftd_check_placed_here(p_user_id);
+    RETURN QUERY
+    UPDATE linkv_wallet_moves AS m SET
+        state = CASE p_op WHEN 'take_out' THEN 'taking' WHEN 'taken' THEN 'taken' WHEN 'refused' THEN 'pending'
+                          WHEN 'finish' THEN 'done' END,
+        round = CASE p_op WHEN 'refused' THEN m.round + 1 ELSE m.round END,
+        request_id = CASE p_op WHEN 'take_out' THEN p_new_request_id WHEN 'refused' THEN NULL ELSE m.request_id END,
+        amount = CASE p_op WHEN 'take_out' THEN p_amount WHEN 'refused' THEN NULL ELSE m.amount END,
+        expriation = CASE p_op WHEN 'take_out' THEN p_expiration WHEN 'refused' THEN NULL ELSE m.expriation END,
+        last_error = CASE p_op WHEN 'refused' THEN p_why ELSE '' END,
+        updated_at = now()
+    WHERE m.app_id = p_app_id AND m.user_id = p_user_id AND m.state = p_state AND m.round = p_round
+      AND coalesce(m.request_id, '') = p_request_id AND p_op IN ('take_out', 'taken', 'refused', 'finish')
+    RETURNING m.*;
+END
+$$;
+
+-- Store.NoteWalletMoveError.
+CREATE FUNCTION giftd_wallet_move_note(p_app_id text, p_user_id text, p_why text)
+    RETURNS void LANGUAGE sql AS $$
+    UPDATE linkv_wallet_moves SET last_error = p_why, updated_at = now() WHERE app_id = p_app_id AND user_id = p_user_id;
+$$;
+
+-- Store.CreditWalletMove as one function: under the move's row lock, the
+-- round's coins credited to the user's wallet as a top-up of platform linkv
+-- keyed by the round's request_id (once: a credit made before under that key
+-- is checked, 'replay'), then the move on to its next round. Status
+-- 'conflict' when the move is no longer taken at p_round with
+-- p_request_id, 'key_reused' when the key holds another user's or amount's
+-- credit, 'missing' when there is no move.
+CREATE FUNCTION giftd_wallet_move_credit(p_app_id text, p_user_id text, p_round int, p_request_id text, p_note text)
+    RETURNS TABLE (status text, credit_user text, credit_amount bigint, credit_balance bigint, credit_entry bigint,
+                   app_id text, user_id text, open_id text, state text, round int, request_id text, amount bigint,
+                   expriation bigint, moved bigint, last_error text, updated_at timestamptz)
+    LANGUAGE plpgsql AS $$
+DECLARE
+    cur  linkv_wallet_moves;
+    nxt  linkv_wallet_moves;
+    c    record;
+    bal  bigint;
+    eid  bigint;
+    st   text := 'done';
+BEGIN
+    PERFORM giftd_check_placed_here(p_user_id);
+    SELECT * INTO cur FROM linkv_wallet_moves AS m WHERE m.app_id = p_app_id AND m.user_id = p_user_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'missing', NULL::text, NULL::bigint, NULL::bigint, NULL::bigint, NULL::text,
+            NULL::text, NULL::text, NULL::text, NULL::int, NULL::text, NULL::bigint, NULL::bigint, NULL::bigint,
+            NULL::text, NULL::timestamptz;
+        RETURN;
+    END IF;
+    IF cur.state <> 'taken' OR cur.round <> p_round OR coalesce(cur.request_id, '') <> p_request_id THEN
+        st := 'conflict';
+    ELSE
+        SELECT e.user_id, e.amount, e.balance_after, e.id INTO c FROM ledger_entries AS e
+        WHERE e.kind = 'topup' AND e.platform = 'linkv' AND e.app_id = cur.app_id AND e.ref = cur.request_id;
+        IF FOUND THEN
+            IF c.user_id <> cur.user_id OR c.amount <> cur.amount THEN
+                st := 'key_reused';
+            ELSE
+                st := 'replay';
+                bal := c.balance_after;
+                eid := c.id;
+            END IF;
+        ELSE
+            INSERT INTO wallets AS w (user_id, gold) VALUES (cur.user_id, cur.amount)
+            ON CONFLICT ON CONSTRAINT wallets_pkey DO UPDATE SET gold = w.gold + excluded.gold, updated_at = now()
+            RETURNING w.gold INTO bal;
+            INSERT INTO ledger_entries (user_id, kind, amount, balance_after, platform, app_id, ref, details)
+            VALUES (cur.user_id, 'topup', cur.amount, bal, 'linkv', cur.app_id, cur.request_id,
+                    jsonb_build_object('note', p_note, 'live_open_id', cur.open_id, 'round', cur.round,
+                                       'source', 'linkv wallet move'))
+            RETURNING id INTO eid;
+            INSERT INTO events (type, data) VALUES ('wallet.topped_up', jsonb_build_object('user_id', cur.user_id,
+                'amount', cur.amount, 'balance_after', bal, 'entry_id', eid, 'platform', 'linkv', 'app_id', cur.app_id,
+                'key', cur.request_id, 'note', p_note, 'source', 'linkv wallet move'));
+        END IF;
+    END IF;
+    IF st IN ('done', 'replay') THEN
+        UPDATE linkv_wallet_moves AS m SET state = 'pending', round = m.round + 1, request_id = NULL, amount = NULL,
+            expriation = NULL, moved = m.moved + m.amount, last_error = '', updated_at = now()
+        WHERE m.app_id = cur.app_id AND m.user_id = cur.user_id
+        RETURNING m.* INTO nxt;
+    END IF;
+    RETURN QUERY SELECT st, cur.user_id, cur.amount, bal, eid, nxt.app_id, nxt.user_id, nxt.open_id, nxt.state,
+        nxt.round, nxt.request_id, nxt.amount, nxt.expriation, nxt.moved, nxt.last_error, nxt.updated_at;
+END
+$$;

@@ -1,3 +1,10 @@
+DROP FUNCTION giftd_wallet_move_credit(text, text, int, text, text);
+DROP FUNCTION giftd_wallet_move_note(text, text, text);
+DROP FUNCTION giftd_wallet_move_step(text, text, text, int, text, text, text, bigint, bigint, text);
+DROP FUNCTION giftd_wallet_move_start(text, text, text);
+DROP FUNCTION giftd_wallet_move(text, text);
+DROP FUNCTION giftd_linkv_account(text, text);
+DROP FUNCTION giftd_save_linkv_account(text, text, text);
 DROP FUNCTION giftd_clawback(int, bigint, text, bigint);
 DROP FUNCTION giftd_reverse(text, text, text, text, text, text);
 DROP FUNCTION giftd_payout(text, bigint, text, text, interval);

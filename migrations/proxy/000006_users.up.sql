@@ -83,3 +83,61 @@ CREATE FUNCTION giftd_clawback(p_source int, p_position bigint, p_receiver text,
     CLUSTER 'giftd';
     RUN ON giftd_placement(p_receiver);
 $$;
+
+-- LinkV accounts and wallet moves, on the user's partition (a move credits
+-- its own user only).
+CREATE FUNCTION giftd_save_linkv_account(p_app_id text, p_user_id text, p_open_id text)
+    RETURNS void LANGUAGE plproxy AS $$
+    CLUSTER 'giftd';
+    RUN ON giftd_placement(p_user_id);
+$$;
+
+CREATE FUNCTION giftd_linkv_account(p_app_id text, p_user_id text)
+    RETURNS TABLE (open_id text)
+    LANGUAGE plproxy AS $$
+    CLUSTER 'giftd';
+    RUN ON giftd_placement(p_user_id);
+    SELECT a.open_id FROM linkv_accounts AS a WHERE a.app_id = p_app_id AND a.user_id = p_user_id;
+$$;
+
+CREATE FUNCTION giftd_wallet_move(p_app_id text, p_user_id text)
+    RETURNS TABLE (app_id text, user_id text, open_id text, state text, round int, request_id text, amount bigint,
+                   expriation bigint, moved bigint, last_error text, created_at timestamptz, updated_at timestamptz)
+    LANGUAGE plproxy AS $$
+    CLUSTER 'giftd';
+    RUN ON giftd_placement(p_user_id);
+    SELECT m.* FROM linkv_wallet_moves AS m WHERE m.app_id = p_app_id AND m.user_id = p_user_id;
+$$;
+
+CREATE FUNCTION giftd_wallet_move_start(p_app_id text, p_user_id text, p_open_id text)
+    RETURNS TABLE (app_id text, user_id text, open_id text, state text, round int, request_id text, amount bigint,
+                   expriation bigint, moved bigint, last_error text, created_at timestamptz, updated_at timestamptz)
+    LANGUAGE plproxy AS $$
+    CLUSTER 'giftd';
+    RUN ON giftd_placement(p_user_id);
+$$;
+
+CREATE FUNCTION giftd_wallet_move_step(p_app_id text, p_user_id text, p_state text, p_round int, p_request_id text,
+                                       p_op text, p_new_request_id text, p_amount bigint, p_expiration bigint,
+                                       p_why text)
+    RETURNS TABLE (app_id text, user_id text, open_id text, state text, round int, request_id text, amount bigint,
+                   expriation bigint, moved bigint, last_error text, created_at timestamptz, updated_at timestamptz)
+    LANGUAGE plproxy AS $$
+    CLUSTER 'giftd';
+    RUN ON giftd_placement(p_user_id);
+$$;
+
+CREATE FUNCTION giftd_wallet_move_note(p_app_id text, p_user_id text, p_why text)
+    RETURNS void LANGUAGE plproxy AS $$
+    CLUSTER 'giftd';
+    RUN ON giftd_placement(p_user_id);
+$$;
+
+CREATE FUNCTION giftd_wallet_move_credit(p_app_id text, p_user_id text, p_round int, p_request_id text, p_note text)
+    RETURNS TABLE (status text, credit_user text, credit_amount bigint, credit_balance bigint, credit_entry bigint,
+                   app_id text, user_id text, open_id text, state text, round int, request_id text, amount bigint,
+                   expriation bigint, moved bigint, last_error text, updated_at timestamptz)
+    LANGUAGE plproxy AS $$
+    CLUSTER 'giftd';
+    RUN ON giftd_placement(p_user_id);
+$$;
