@@ -128,14 +128,18 @@ func NewAdmin(d Deps) http.Handler {
 		r.Post("/v1/webhooks/{endpoint_id}/redeliver", single(handleRedeliver(d.Store, d.Log)))
 		// The spending safeguards (safeguards.go, docs/safeguards.md).
 		r.Get("/v1/policies/defaults", handlePolicyDefaults(d.Store))
-		for _, p := range []struct{ scope, path string }{
-			{ledger.ScopeUser, "/v1/policies/users/{user_id}"},
-			{ledger.ScopeApp, "/v1/policies/apps/{platform}/{app_id}"},
+		for _, p := range []struct {
+			scope, path string
+			wrap        func(http.HandlerFunc) http.HandlerFunc
+		}{
+			// A user's policy is written on every partition, read on theirs.
+			{ledger.ScopeUser, "/v1/policies/users/{user_id}", func(h http.HandlerFunc) http.HandlerFunc { return h }},
+			{ledger.ScopeApp, "/v1/policies/apps/{platform}/{app_id}", single},
 		} {
-			r.Get(p.path, single(handleGetPolicy(d.Store, d.Log, p.scope)))
-			r.Put(p.path, single(handlePutPolicy(d.Store, d.Log, p.scope)))
-			r.Delete(p.path, single(handleClearPolicy(d.Store, d.Log, p.scope)))
-			r.Get(p.path+"/history", single(handlePolicyHistory(d.Store, d.Log, p.scope)))
+			r.Get(p.path, p.wrap(handleGetPolicy(d.Store, d.Log, p.scope)))
+			r.Put(p.path, p.wrap(handlePutPolicy(d.Store, d.Log, p.scope)))
+			r.Delete(p.path, p.wrap(handleClearPolicy(d.Store, d.Log, p.scope)))
+			r.Get(p.path+"/history", p.wrap(handlePolicyHistory(d.Store, d.Log, p.scope)))
 		}
 		r.Get("/v1/spending/{user_id}", handleSpending(d.Store, d.Log))
 		r.Get("/v1/reminders", single(handleReminders(d.Store, d.Log)))

@@ -332,3 +332,124 @@ func moveErr(err error) string {
 	}
 	return errKind(err)
 }
+
+// TestPartitioned_UserPoliciesAreEverywhereAndWriteWhatOneServerWrites puts,
+// reads, clears and lists a user's policies on one server and on a
+// partitioned giftd (a sender of partition 1, a receiver of partition 0):
+// the same answers; every partition holds the rows the one server holds;
+// the sender's max_debit refuses on their partition, and the receiver's
+// suspension, set once, sends a gift from partition 1 to the house.
+func TestPartitioned_UserPoliciesAreEverywhereAndWriteWhatOneServerWrites(t *testing.T) {
+	ctx := context.Background()
+	econ := ledger.WithEconomy(ledger.Economy{Earnings: true, DefaultShareBP: 5000})
+	guards := ledger.WithSafeguards(ledger.Safeguards{On: true})
+	one, err := ledger.Open(ctx, pgtest.URL(t), econ, guards)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(one.Close)
+	l := pgtest.Partitioned(t, 2)
+	parted, err := ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(2, partition.For), econ, guards)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(parted.Close)
+	us := usersOn(2, 1)
+	sender, receiver := us[1][0], us[0][0]
+	fifty, zone := int64(50), "Asia/Shanghai"
+	until := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	yes := true
+	user := func(u string) ledger.PolicyKey { return ledger.PolicyKey{Scope: ledger.ScopeUser, Subject: u} }
+	put := func(u string, p ledger.Policy) func(s *ledger.Store) (any, error) {
+		return func(s *ledger.Store) (any, error) {
+			rec, err := s.PutPolicy(ctx, user(u), p, "op")
+			rec.UpdatedAt = time.Time{}
+			return rec, err
+		}
+	}
+	steps := []struct {
+		name string
+		call func(s *ledger.Store) (any, error)
+	}{
+		{"unknown user", put(sender, ledger.Policy{MaxDebit: &fifty})},
+		{"top-up", func(s *ledger.Store) (any, error) {
+			return s.TopUp(ctx, ledger.TopUp{UserID: sender, Amount: 1000, Key: "seed"})
+		}},
+		{"a gift makes the receiver known", func(s *ledger.Store) (any, error) {
+			r, err := s.Debit(ctx, giftOf("g0", sender, receiver, 100))
+			return r.Status, err
+		}},
+		{"sender's policy", put(sender, ledger.Policy{MaxDebit: &fifty, TimeZone: &zone})},
+		{"changed", put(sender, ledger.Policy{MaxDebit: &fifty, Consent: &yes})},
+		{"receiver suspended", put(receiver, ledger.Policy{SuspendedUntil: &until})},
+		{"get", func(s *ledger.Store) (any, error) {
+			rec, err := s.GetPolicy(ctx, user(sender))
+			rec.UpdatedAt = time.Time{}
+			return rec, err
+		}},
+		{"a gift over max_debit", func(s *ledger.Store) (any, error) {
+			r, err := s.Debit(ctx, giftOf("g1", sender, receiver, 60))
+			return []any{r.Status, r.Refusal}, err
+		}},
+		{"a gift to the suspended receiver", func(s *ledger.Store) (any, error) {
+			r, err := s.Debit(ctx, giftOf("g2", sender, receiver, 40))
+			return r.Status, err
+		}},
+		{"clear", func(s *ledger.Store) (any, error) { return nil, s.ClearPolicy(ctx, user(sender), "op2") }},
+		{"clear again", func(s *ledger.Store) (any, error) { return nil, s.ClearPolicy(ctx, user(sender), "op2") }},
+		{"get cleared", func(s *ledger.Store) (any, error) { return s.GetPolicy(ctx, user(sender)) }},
+		{"history", func(s *ledger.Store) (any, error) {
+			h, err := s.PolicyHistory(ctx, user(sender), 10)
+			for i := range h {
+				h[i].ID, h[i].ChangedAt = 0, time.Time{}
+			}
+			return h, err
+		}},
+	}
+	for _, st := range steps {
+		a, aerr := st.call(one)
+		b, berr := st.call(parted)
+		aj, _ := json.Marshal(a)
+		bj, _ := json.Marshal(b)
+		if string(aj)+errKind(aerr)+fmt.Sprint(errors.Is(aerr, ledger.ErrUnknownUser)) !=
+			string(bj)+errKind(berr)+fmt.Sprint(errors.Is(berr, ledger.ErrUnknownUser)) {
+			t.Errorf("%s: one server %s, %v; partitioned %s, %v", st.name, aj, aerr, bj, berr)
+		}
+	}
+	policies := func(db string) string {
+		conn, err := pgx.Connect(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		var s string
+		if err := conn.QueryRow(ctx, `
+			SELECT concat_ws(E'\n',
+				(SELECT jsonb_agg(to_jsonb(x) - 'updated_at' ORDER BY subject) FROM spend_policies x),
+				(SELECT jsonb_agg(to_jsonb(h) - 'id' - 'changed_at' ORDER BY id) FROM spend_policy_history h))`).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	want := policies(pgURL(one))
+	for p, u := range l.PartitionURLs {
+		if got := policies(u); got != want {
+			t.Errorf("one server holds\n%s\npartition %d holds\n%s", want, p, got)
+		}
+	}
+	// The suspended receiver's share of g2 went to the house, on the
+	// sender's partition.
+	var withheld *string
+	conn, err := pgx.Connect(ctx, l.PartitionURLs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if err := conn.QueryRow(ctx, `SELECT withheld_from FROM gift_entries WHERE request_id = 'g2'`).Scan(&withheld); err != nil {
+		t.Fatal(err)
+	}
+	if withheld == nil || *withheld != receiver {
+		t.Errorf("g2 withheld from %v; want %s (suspended)", withheld, receiver)
+	}
+	auditPartitions(t, l)
+}

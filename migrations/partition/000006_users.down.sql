@@ -1,3 +1,6 @@
+DROP FUNCTION giftd_clear_policy(text, text, text);
+DROP FUNCTION giftd_put_policy(text, text, text, jsonb, bigint, bigint, bigint, bigint, bigint, text, boolean, boolean, boolean, timestamptz);
+DROP FUNCTION giftd_user_known(text);
 DROP FUNCTION giftd_wallet_move_credit(text, text, int, text, text);
 DROP FUNCTION giftd_wallet_move_note(text, text, text);
 DROP FUNCTION giftd_wallet_move_step(text, text, text, int, text, text, text, bigint, bigint, text);

@@ -457,3 +457,74 @@ BEGIN
         nxt.round, nxt.request_id, nxt.amount, nxt.expriation, nxt.moved, nxt.last_error, nxt.updated_at;
 END
 $$;
+
+-- Spending policies (ledger/safeguards.go) in partitioned mode: every
+-- partition holds every policy, since a debit reads its sender's policy and
+-- its receiver's suspension on the sender's partition. The proxy writes
+-- each on every partition (RUN ON ALL); a partition's copy is written as
+-- Store.PutPolicy and Store.ClearPolicy write it on one server, in one
+-- transaction there, the history's old value being the last kept new one
+-- (what Go would read and marshal: every change goes through here or
+-- PutPolicy, with its history).
+
+-- Whether giftd knows p_user here (Store.PutPolicy's check).
+CREATE FUNCTION giftd_user_known(p_user text) RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM wallets WHERE user_id = p_user)
+        OR EXISTS (SELECT 1 FROM earnings_accounts WHERE receiver_id = p_user)
+        OR EXISTS (SELECT 1 FROM room_receivers WHERE receiver_id = p_user)
+        OR EXISTS (SELECT 1 FROM spend_policies WHERE scope = 'user' AND subject = p_user);
+$$;
+
+-- Store.PutPolicy's transaction: p_new is the policy as Go marshals it (the
+-- history's new value), the other arguments its columns. A time zone
+-- PostgreSQL does not know raises 22023.
+CREATE FUNCTION giftd_put_policy(p_scope text, p_subject text, p_operator text, p_new jsonb,
+                                 p_max_debit bigint, p_cap_24h bigint, p_cap_month bigint, p_remind_day bigint,
+                                 p_cooling_off_s bigint, p_time_zone text, p_minor boolean, p_blocked boolean,
+                                 p_consent boolean, p_suspended_until timestamptz)
+    RETURNS timestamptz LANGUAGE plpgsql AS $$
+DECLARE
+    old jsonb;
+    at  timestamptz;
+BEGIN
+    IF p_time_zone IS NOT NULL THEN
+        PERFORM now() AT TIME ZONE p_time_zone;
+    END IF;
+    PERFORM 1 FROM spend_policies AS x WHERE x.scope = p_scope AND x.subject = p_subject FOR UPDATE;
+    IF FOUND THEN
+        old := (SELECT h.new FROM spend_policy_history AS h WHERE h.scope = p_scope AND h.subject = p_subject
+                ORDER BY h.id DESC LIMIT 1);
+    END IF;
+    INSERT INTO spend_policies AS x (scope, subject, updated_by, max_debit, cap_24h, cap_month, remind_day,
+                                     cooling_off_s, time_zone, minor, blocked, consent, suspended_until)
+    VALUES (p_scope, p_subject, p_operator, p_max_debit, p_cap_24h, p_cap_month, p_remind_day, p_cooling_off_s,
+            p_time_zone, p_minor, p_blocked, p_consent, p_suspended_until)
+    ON CONFLICT (scope, subject) DO UPDATE SET updated_by = excluded.updated_by, updated_at = now(),
+        max_debit = excluded.max_debit, cap_24h = excluded.cap_24h, cap_month = excluded.cap_month,
+        remind_day = excluded.remind_day, cooling_off_s = excluded.cooling_off_s, time_zone = excluded.time_zone,
+        minor = excluded.minor, blocked = excluded.blocked, consent = excluded.consent,
+        suspended_until = excluded.suspended_until
+    RETURNING x.updated_at INTO at;
+    INSERT INTO spend_policy_history (scope, subject, changed_by, old, new)
+    VALUES (p_scope, p_subject, p_operator, old, p_new);
+    RETURN at;
+END
+$$;
+
+-- Store.ClearPolicy's transaction: false when there is no policy here.
+CREATE FUNCTION giftd_clear_policy(p_scope text, p_subject text, p_operator text)
+    RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    old jsonb;
+BEGIN
+    PERFORM 1 FROM spend_policies AS x WHERE x.scope = p_scope AND x.subject = p_subject FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    old := (SELECT h.new FROM spend_policy_history AS h WHERE h.scope = p_scope AND h.subject = p_subject
+            ORDER BY h.id DESC LIMIT 1);
+    DELETE FROM spend_policies AS x WHERE x.scope = p_scope AND x.subject = p_subject;
+    INSERT INTO spend_policy_history (scope, subject, changed_by, old, new) VALUES (p_scope, p_subject, p_operator, old, NULL);
+    RETURN true;
+END
+$$;

@@ -141,3 +141,49 @@ CREATE FUNCTION giftd_wallet_move_credit(p_app_id text, p_user_id text, p_round 
     CLUSTER 'giftd';
     RUN ON giftd_placement(p_user_id);
 $$;
+
+-- Spending policies: written on every partition (each partition's debits
+-- read their senders' policies and their receivers' suspensions), read on
+-- the subject's partition. A write with a partition down fails, having
+-- been applied on the others: its retry (the same PUT or DELETE) makes
+-- them all alike.
+CREATE FUNCTION giftd_user_known(p_user text) RETURNS SETOF boolean LANGUAGE plproxy AS $$
+    CLUSTER 'giftd';
+    RUN ON ALL;
+$$;
+
+CREATE FUNCTION giftd_put_policy(p_scope text, p_subject text, p_operator text, p_new jsonb,
+                                 p_max_debit bigint, p_cap_24h bigint, p_cap_month bigint, p_remind_day bigint,
+                                 p_cooling_off_s bigint, p_time_zone text, p_minor boolean, p_blocked boolean,
+                                 p_consent boolean, p_suspended_until timestamptz)
+    RETURNS SETOF timestamptz LANGUAGE plproxy AS $$
+    CLUSTER 'giftd';
+    RUN ON ALL;
+$$;
+
+CREATE FUNCTION giftd_clear_policy(p_scope text, p_subject text, p_operator text)
+    RETURNS SETOF boolean LANGUAGE plproxy AS $$
+    CLUSTER 'giftd';
+    RUN ON ALL;
+$$;
+
+CREATE FUNCTION giftd_policy(p_scope text, p_subject text)
+    RETURNS TABLE (updated_at timestamptz, updated_by text, max_debit bigint, cap_24h bigint, cap_month bigint,
+                   remind_day bigint, cooling_off_s bigint, time_zone text, minor boolean, blocked boolean,
+                   consent boolean, suspended_until timestamptz)
+    LANGUAGE plproxy AS $$
+    CLUSTER 'giftd';
+    RUN ON giftd_placement(p_subject);
+    SELECT x.updated_at, x.updated_by, x.max_debit, x.cap_24h, x.cap_month, x.remind_day, x.cooling_off_s,
+           x.time_zone, x.minor, x.blocked, x.consent, x.suspended_until
+    FROM spend_policies AS x WHERE x.scope = p_scope AND x.subject = p_subject;
+$$;
+
+CREATE FUNCTION giftd_policy_history(p_scope text, p_subject text, p_limit int)
+    RETURNS TABLE (id bigint, changed_by text, changed_at timestamptz, old jsonb, new jsonb)
+    LANGUAGE plproxy AS $$
+    CLUSTER 'giftd';
+    RUN ON giftd_placement(p_subject);
+    SELECT h.id, h.changed_by, h.changed_at, h.old, h.new FROM spend_policy_history AS h
+    WHERE h.scope = p_scope AND h.subject = p_subject ORDER BY h.id DESC LIMIT p_limit;
+$$;
