@@ -209,7 +209,7 @@ func TestRun_ServePartitioned(t *testing.T) {
 	if err := run(context.Background(), []string{"giftd", "audit"}, func(k string) string { return env[k] }, &out, io.Discard); err != nil {
 		t.Errorf("giftd audit partitioned: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"partition 0 (", "partition 1 (", "audit OK", "credits OK", " 0 in flight"} {
+	for _, want := range []string{"partition 0 (", "partition 1 (", "audit OK", "credits OK", " 0 in flight", "claw-backs: 1, 0 pending"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("giftd audit partitioned lacks %q:\n%s", want, out.String())
 		}
