@@ -160,6 +160,6 @@ func (d Deps) singleServerOnly(h http.HandlerFunc) http.HandlerFunc {
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotImplemented, "not_partitioned",
-			"not available in partitioned mode yet: only wallet look-ups and top-ups are (docs/scale-out.md)")
+			"not available in partitioned mode yet: only the routes about one user are (docs/scale-out.md)")
 	}
 }
