@@ -451,5 +451,27 @@ func TestPartitioned_UserPoliciesAreEverywhereAndWriteWhatOneServerWrites(t *tes
 	if withheld == nil || *withheld != receiver {
 		t.Errorf("g2 withheld from %v; want %s (suspended)", withheld, receiver)
 	}
+	// A partition down: the write fails retryably; once it is back, the
+	// same write again leaves every partition with the policy.
+	ten := int64(10)
+	pgtest.StopPartition(t, l.PartitionURLs[0])
+	if _, err := parted.PutPolicy(ctx, user(sender), ledger.Policy{MaxDebit: &ten}, "op3"); !errors.Is(err, ledger.ErrPartitionUnavailable) {
+		t.Errorf("a policy with partition 0 down: %v; want ErrPartitionUnavailable", err)
+	}
+	pgtest.StartPartition(t, l.PartitionURLs[0])
+	if _, err := parted.PutPolicy(ctx, user(sender), ledger.Policy{MaxDebit: &ten}, "op3"); err != nil {
+		t.Fatalf("the same policy again: %v", err)
+	}
+	for p, u := range l.PartitionURLs {
+		c, err := pgx.Connect(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var max *int64
+		if err := c.QueryRow(ctx, `SELECT max_debit FROM spend_policies WHERE scope = 'user' AND subject = $1`, sender).Scan(&max); err != nil || max == nil || *max != 10 {
+			t.Errorf("partition %d: max_debit %v, %v; want 10", p, max, err)
+		}
+		c.Close(ctx)
+	}
 	auditPartitions(t, l)
 }

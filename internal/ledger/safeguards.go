@@ -548,8 +548,9 @@ func DisplaySender(userID string, consented bool, rank int) string {
 // putPolicyPartitioned is PutPolicy on every partition (each reads its
 // senders' policies and its receivers' suspensions in its debits), by the
 // partitions' giftd_put_policy: one transaction on each, not one across
-// them. With a partition down it fails (ErrPartitionUnavailable) having
-// written the others; the same call again makes every partition alike.
+// them. With a partition down it fails (ErrPartitionUnavailable), maybe
+// having written others (one lost mid-call); the same call again makes
+// every partition alike.
 func (s *Store) putPolicyPartitioned(ctx context.Context, k PolicyKey, rec PolicyRecord) (PolicyRecord, error) {
 	if k.Scope == ScopeUser {
 		rows, _ := s.pool.Query(ctx, `SELECT known FROM giftd_user_known($1) AS known`, k.Subject)

@@ -144,9 +144,9 @@ $$;
 
 -- Spending policies: written on every partition (each partition's debits
 -- read their senders' policies and their receivers' suspensions), read on
--- the subject's partition. A write with a partition down fails, having
--- been applied on the others: its retry (the same PUT or DELETE) makes
--- them all alike.
+-- the subject's partition. A write with a partition down fails (perhaps
+-- applied on others, if one is lost mid-call): its retry (the same PUT or
+-- DELETE) makes them all alike.
 CREATE FUNCTION giftd_user_known(p_user text) RETURNS SETOF boolean LANGUAGE plproxy AS $$
     CLUSTER 'giftd';
     RUN ON ALL;
