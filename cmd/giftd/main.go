@@ -296,7 +296,7 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 	if partitioned {
 		// Cross-partition credits (docs/scale-out.md#cross-partition-credits):
 		// read from and applied on each partition directly, on small pools
-		// of their own.
+		// of their own; the admin audit uses them too.
 		var parts []*ledger.Store
 		for i, u := range s.Partitioned.PartitionURLs {
 			p, err := ledger.Open(ctx, u, ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithMaxConns(3))
@@ -307,6 +307,9 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 			parts = append(parts, p)
 		}
 		consumer = credits.New(parts, credits.DefaultConfig(consumerOwner()), reg, log)
+		// The admin audit reads each partition's books on the same pools
+		// (docs/scale-out.md#reads-across-partitions).
+		deps.Partitions = parts
 	}
 
 	var deliverer *webhook.Deliverer

@@ -141,8 +141,8 @@ func TestReversal_OfACrossPartitionGiftWaitsForItsCreditThenTakesItBackOnce(t *t
 	// partition 0 and leaves the claw-back pending; without the sender it
 	// asks every partition and gets a retryable answer.
 	pgtest.StopPartition(t, c.layout.PartitionURLs[1])
-	if _, err := c.reverse("g2", "rev2", ""); !errors.Is(err, ledger.ErrPartitionUnavailable) {
-		t.Errorf("reversal without the sender, partition 1 down: %v; want ErrPartitionUnavailable", err)
+	if _, err := c.reverse("g2", "rev2", ""); !errors.Is(err, ledger.ErrPartitionUnreachable) {
+		t.Errorf("reversal without the sender, partition 1 down: %v; want ErrPartitionUnreachable", err)
 	}
 	got, err = c.reverse("g2", "rev2", sender)
 	if err != nil || got.Gift == nil || *got.Gift != (ledger.GiftReversal{ReceiverID: receiver, House: 5, Clawback: 5}) {

@@ -294,14 +294,17 @@ func writeLedgerError(w http.ResponseWriter, log *slog.Logger, err error) {
 		writeError(w, http.StatusUnprocessableEntity, "insufficient_earnings", err.Error())
 	case errors.Is(err, ledger.ErrGiftExists):
 		writeError(w, http.StatusConflict, "gift_exists", err.Error())
-	case errors.Is(err, ledger.ErrPartitionUnavailable):
-		// Partitioned mode: the user's partition (or, for a debit's
-		// look-up, any partition) is down. Never the error itself: it names
-		// hosts.
-		log.Warn("admin request: partition unavailable", "error", err.Error())
+	case errors.Is(err, ledger.ErrPartitionUnreachable):
+		// PL/Proxy's error names the partition's host and database, never
+		// a password; the answer names neither.
+		log.Error("admin request: a partition cannot be reached", "error", err.Error())
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "partition_unavailable",
-			"a partition this request needs is unavailable; try again (with the same idempotency key: applied at most once)")
+			"a partition of the cluster cannot be reached; try again later (no partial answer is given; a write with the same idempotency key is applied at most once)")
+	case errors.Is(err, ledger.ErrTooManyToMerge):
+		writeError(w, http.StatusUnprocessableEntity, "too_many_groups", fmt.Sprintf(
+			"more than %d groups to sum across partitions: narrow the period, or filter by platform or app_id",
+			ledger.MaxMergeRows))
 	case errors.Is(err, ledger.ErrCreditInTransit):
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "credit_in_transit", err.Error()+"; nothing was written, try again shortly")

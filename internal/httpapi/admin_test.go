@@ -40,12 +40,6 @@ func newEnv(t *testing.T, opts ...ledger.Option) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(store.Close)
-	return envOf(t, store)
-}
-
-// envOf serves store's admin and public listeners.
-func envOf(t *testing.T, store *ledger.Store) *env {
-	t.Helper()
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	deps := httpapi.Deps{

@@ -58,7 +58,19 @@ func getCSV(t *testing.T, e *env, path string) (http.Header, [][]string) {
 }
 
 func TestReports_CSVHasAHeaderAndNeutralisesFormulas(t *testing.T) {
-	e := newEnv(t)
+	for _, mode := range []string{"one server", "partitioned"} {
+		t.Run(mode, func(t *testing.T) {
+			if mode == "partitioned" {
+				e, _ := newPartitionedEnv(t, 0)
+				testReportsCSV(t, e)
+				return
+			}
+			testReportsCSV(t, newEnv(t))
+		})
+	}
+}
+
+func testReportsCSV(t *testing.T, e *env) {
 	// User ids may start with = + -; receivers, rooms and gifts with anything.
 	giveGift(t, e, "g1", "=evil", "-host", "+room", "@SUM(A1)", 10)
 	giveGift(t, e, "g2", "fan", "-host", "+room", "rose", 5)

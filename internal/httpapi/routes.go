@@ -37,6 +37,11 @@ type Deps struct {
 	// LeaderboardCache is how long a room's leaderboard is answered from
 	// memory after it was read (GIFTD_LEADERBOARD_CACHE); 0: read every time.
 	LeaderboardCache time.Duration
+	// Partitions are stores opened on each partition directly, in
+	// partition order, in partitioned mode (the credit consumer's): the
+	// audit reads each partition's books and the credits between them.
+	// Without them a partitioned Store's audit answers 501.
+	Partitions []*ledger.Store
 	// WebhookAllowPrivate lets webhook endpoints be loopback or private
 	// addresses (GIFTD_WEBHOOK_ALLOW_PRIVATE).
 	WebhookAllowPrivate bool
@@ -81,15 +86,15 @@ func NewAdmin(d Deps) http.Handler {
 	r.Route("/admin", func(r chi.Router) {
 		r.Use(requireToken(d.AdminToken), limitBody(64<<10))
 		r.MethodNotAllowed(methodNotAllowed(r))
-		// In partitioned mode only the routes that reach the user's
-		// partition work; the others answer 501 (docs/scale-out.md).
+		// In partitioned mode the routes wrapped in single answer 501
+		// (docs/scale-out.md#the-admin-api-partitioned).
 		single := d.singleServerOnly
 		r.Post("/v1/wallets/{user_id}/topups", handleTopUp(d.Store, d.Log, d.Metrics))
 		r.Get("/v1/wallets/{user_id}", handleWallet(d.Store, d.Log))
 		r.Get("/v1/wallets/{user_id}/ledger", handleLedger(d.Store, d.Log))
 		r.Get("/v1/debits/{request_id}", handleDebit(d.Store, d.Log))
 		r.Post("/v1/debits/{request_id}/reversal", handleReversal(d.Store, d.Log, d.Metrics))
-		r.Get("/v1/audit", single(handleAudit(d.Store, d.Log)))
+		r.Get("/v1/audit", d.audit())
 		r.Get("/v1/stats", handleStats(d.Gatherer, d.readiness(), d.Callbacks))
 		// giftd as the platforms' client (platforms.go, docs/platform-apis.md).
 		r.Post("/v1/linkv/accounts/{user_id}", handleLinkAccount(d.Store, d.Platforms, d.Log))
@@ -106,16 +111,18 @@ func NewAdmin(d Deps) http.Handler {
 		r.Get("/v1/polyv/channels", single(handleChannels(d.Store, d.Log)))
 		r.Put("/v1/polyv/channels/{channel_id}/receiver", single(handleSetChannelReceiver(d.Store, d.Log)))
 		r.Delete("/v1/polyv/channels/{channel_id}/receiver", single(handleRemoveChannelReceiver(d.Store, d.Log)))
-		r.Get("/v1/earnings/{receiver_id}", single(handleEarnings(d.Store, d.Log)))
+		r.Get("/v1/earnings/{receiver_id}", handleEarnings(d.Store, d.Log))
 		r.Post("/v1/earnings/{receiver_id}/payouts", handlePayout(d.Store, d.Log))
 		// Reports and leaderboards (reports.go, docs/economy.md#reports-and-leaderboards).
-		r.Get("/v1/earnings/{receiver_id}/ledger", single(handleEarningsLedger(d.Store, d.Log)))
-		r.Get("/v1/earnings/{receiver_id}/report", single(handleReceiverReport(d.Store, d.Log)))
-		r.Get("/v1/reports/gifts", single(handleGiftReport(d.Store, d.Log)))
+		// Partitioned, these read every partition (or one user's) and merge
+		// (docs/scale-out.md#reads-across-partitions).
+		r.Get("/v1/earnings/{receiver_id}/ledger", handleEarningsLedger(d.Store, d.Log))
+		r.Get("/v1/earnings/{receiver_id}/report", handleReceiverReport(d.Store, d.Log))
+		r.Get("/v1/reports/gifts", handleGiftReport(d.Store, d.Log))
 		boards := newBoardCache(d.LeaderboardCache)
-		r.Get("/v1/rooms/{platform}/{room_id}/leaderboard/senders", single(handleLeaderboard(d.Store, d.Log, boards, ledger.Senders)))
-		r.Get("/v1/rooms/{platform}/{room_id}/leaderboard/receivers", single(handleLeaderboard(d.Store, d.Log, boards, ledger.Receivers)))
-		r.Get("/v1/senders/{user_id}/spend", single(handleSenderSpend(d.Store, d.Log)))
+		r.Get("/v1/rooms/{platform}/{room_id}/leaderboard/senders", handleLeaderboard(d.Store, d.Log, boards, ledger.Senders))
+		r.Get("/v1/rooms/{platform}/{room_id}/leaderboard/receivers", handleLeaderboard(d.Store, d.Log, boards, ledger.Receivers))
+		r.Get("/v1/senders/{user_id}/spend", handleSenderSpend(d.Store, d.Log))
 		// Events: the pull feed and webhooks (docs/events.md).
 		r.Get("/v1/events", single(handleEvents(d.Store, d.Log)))
 		r.Get("/v1/webhooks", single(handleWebhooks(d.Store, d.Log)))
@@ -150,6 +157,18 @@ func NewAdmin(d Deps) http.Handler {
 	return r
 }
 
+// audit is the audit route: the Store's on one server; partitioned, every
+// partition's and the credits between them.
+func (d Deps) audit() http.HandlerFunc {
+	if d.Store != nil && d.Store.Partitions() > 0 {
+		if len(d.Partitions) == 0 {
+			return d.singleServerOnly(nil)
+		}
+		return handleAuditPartitioned(d.Partitions, d.Log)
+	}
+	return handleAudit(d.Store, d.Log)
+}
+
 // singleServerOnly wraps the handler of an admin route that is not
 // partition-aware yet: with a partitioned Store it answers 501 and a JSON
 // error saying so, instead of reading the proxy (which holds no wallets) or
@@ -160,6 +179,6 @@ func (d Deps) singleServerOnly(h http.HandlerFunc) http.HandlerFunc {
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotImplemented, "not_partitioned",
-			"not available in partitioned mode yet: only the routes about one user are (docs/scale-out.md)")
+			"not available in partitioned mode yet (docs/scale-out.md#the-admin-api-partitioned)")
 	}
 }

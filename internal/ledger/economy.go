@@ -245,6 +245,9 @@ type EarningsAccount struct {
 // it was never credited.
 func (s *Store) Earnings(ctx context.Context, receiverID string) (EarningsAccount, error) {
 	defer s.observe(OpEarnings, time.Now())
+	if s.partitions > 0 {
+		return s.earningsPartitioned(ctx, receiverID)
+	}
 	a := EarningsAccount{ReceiverID: receiverID}
 	err := s.pool.QueryRow(ctx, `SELECT balance, owed, `+heldSQL+`, updated_at FROM earnings_accounts WHERE receiver_id = $1`,
 		receiverID, s.safeguards.EarningsHold).Scan(&a.Balance, &a.Owed, &a.Maturing, &a.UpdatedAt)

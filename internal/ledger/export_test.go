@@ -40,3 +40,11 @@ func PartitionBatchers(s *Store) (handoffs, fallbacks []int64) {
 	}
 	return handoffs, fallbacks
 }
+
+// SetMergeBound sets the bound of the reads across partitions (MaxMergeRows)
+// to n until the test ends; tests using it must not run in parallel.
+func SetMergeBound(t interface{ Cleanup(func()) }, n int) {
+	old := mergeBound
+	mergeBound = n
+	t.Cleanup(func() { mergeBound = old })
+}

@@ -23,7 +23,9 @@ import (
 // batch runs there through the proxy's giftd_debit_gifts_on. Wallet and
 // TopUp go to the user's partition through the proxy's giftd_wallet and
 // giftd_topup; Recorded asks every partition; Ready checks the proxy and
-// every partition. Open refuses a count that is not a power of two.
+// every partition; the reports, leaderboards and earnings read every
+// partition, or the user's, and merge (reads.go). Open refuses a count that
+// is not a power of two.
 func WithPartitions(partitions int, place func(userID string, partitions int) int) Option {
 	return func(s *Store) { s.partitions, s.place = partitions, place }
 }

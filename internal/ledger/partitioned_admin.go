@@ -17,11 +17,6 @@ import (
 // migration 6) does what the Go of the single-server path does in one
 // transaction.
 
-// ErrPartitionUnavailable: the proxy could not reach a partition the call
-// needs (or lost it mid-call). Retryable: a write either committed there or
-// not, and its idempotency key makes the retry exact.
-var ErrPartitionUnavailable = errors.New("a partition is unavailable")
-
 // ErrCreditInTransit: a reversal of a gift whose earnings the credit
 // consumer has not yet moved to the receiver's partition. Nothing was
 // written; retry once they have moved (usually within a second).
@@ -36,11 +31,13 @@ var ErrDebitAmbiguous = errors.New("debit key found on more than one partition")
 // move to the receiver's partition before it answers ErrCreditInTransit.
 const reverseWait = 3 * time.Second
 
-// routed marks err, on a partitioned Store, as ErrPartitionUnavailable when
-// it is the proxy's report of a partition it could not reach.
+// routed marks err, on a partitioned Store, as ErrPartitionUnreachable
+// (reads.go) when it is the proxy's report of a partition it could not
+// reach or lost. Retryable: a write either committed there or not, and its
+// idempotency key makes the retry exact.
 func (s *Store) routed(err error) error {
 	if err != nil && s.partitions > 0 && partitionUnreachable(err) {
-		return fmt.Errorf("%w: %w", ErrPartitionUnavailable, err)
+		return fmt.Errorf("%w: %w", ErrPartitionUnreachable, err)
 	}
 	return err
 }
@@ -48,7 +45,7 @@ func (s *Store) routed(err error) error {
 const entryColumns = `id, user_id, kind, amount, balance_after, platform, app_id, ref, reverses, details, created_at`
 
 // findDebitPartitioned is FindDebit asking every partition; one that is
-// down makes it ErrPartitionUnavailable, never a wrong ErrNotFound.
+// down makes it ErrPartitionUnreachable, never a wrong ErrNotFound.
 func (s *Store) findDebitPartitioned(ctx context.Context, key DebitKey) (DebitView, error) {
 	rows, _ := s.pool.Query(ctx, `SELECT record, entry, reversal FROM giftd_find_debit($1, $2, $3)`,
 		key.Platform, key.AppID, key.RequestID)

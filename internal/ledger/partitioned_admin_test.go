@@ -52,7 +52,7 @@ func giftOf(id, sender, receiver string, gold int64) ledger.Debit {
 // errKind names the sentinel err wraps, so that both sides' errors compare.
 func errKind(err error) string {
 	for _, s := range []error{ledger.ErrNotFound, ledger.ErrKeyReused, ledger.ErrAlreadyReversed,
-		ledger.ErrInsufficientEarnings, ledger.ErrBalanceOverflow, ledger.ErrPartitionUnavailable,
+		ledger.ErrInsufficientEarnings, ledger.ErrBalanceOverflow, ledger.ErrPartitionUnreachable,
 		ledger.ErrCreditInTransit} {
 		if errors.Is(err, s) {
 			return s.Error()
@@ -455,8 +455,8 @@ func TestPartitioned_UserPoliciesAreEverywhereAndWriteWhatOneServerWrites(t *tes
 	// same write again leaves every partition with the policy.
 	ten := int64(10)
 	pgtest.StopPartition(t, l.PartitionURLs[0])
-	if _, err := parted.PutPolicy(ctx, user(sender), ledger.Policy{MaxDebit: &ten}, "op3"); !errors.Is(err, ledger.ErrPartitionUnavailable) {
-		t.Errorf("a policy with partition 0 down: %v; want ErrPartitionUnavailable", err)
+	if _, err := parted.PutPolicy(ctx, user(sender), ledger.Policy{MaxDebit: &ten}, "op3"); !errors.Is(err, ledger.ErrPartitionUnreachable) {
+		t.Errorf("a policy with partition 0 down: %v; want ErrPartitionUnreachable", err)
 	}
 	pgtest.StartPartition(t, l.PartitionURLs[0])
 	if _, err := parted.PutPolicy(ctx, user(sender), ledger.Policy{MaxDebit: &ten}, "op3"); err != nil {

@@ -110,6 +110,9 @@ func (s *Store) GiftReport(ctx context.Context, group ReportGroup, f GiftFilter,
 	if !ok {
 		return nil, fmt.Errorf("gift report: unknown group %q", group)
 	}
+	if s.partitions > 0 {
+		return s.giftReportPartitioned(ctx, group, f, limit, offset)
+	}
 	key := "g." + cols.key
 	platform := "''::text"
 	if cols.platform {
@@ -180,6 +183,9 @@ func (s *Store) RoomLeaderboard(ctx context.Context, platform, roomID string, si
 	default:
 		return Leaderboard{}, fmt.Errorf("leaderboard: unknown side %q", side)
 	}
+	if s.partitions > 0 {
+		return s.roomLeaderboardPartitioned(ctx, platform, roomID, side, window, limit)
+	}
 	var b Leaderboard
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		// One transaction, so that the window reported is the one read:
@@ -231,6 +237,9 @@ type SenderSpend struct {
 // entry per gift of the sender and no heap read. A sender never seen spent 0.
 func (s *Store) SenderSpend(ctx context.Context, senderID string) (SenderSpend, error) {
 	defer s.observe(OpReport, time.Now())
+	if s.partitions > 0 {
+		return s.senderSpendPartitioned(ctx, senderID)
+	}
 	sp := SenderSpend{SenderID: senderID}
 	err := s.pool.QueryRow(ctx, `
 		SELECT a.n - r.n, a.gold - r.gold FROM
@@ -277,6 +286,9 @@ type ReceiverPeriod struct {
 func (s *Store) ReceiverPeriod(ctx context.Context, receiverID string, from, to time.Time) (ReceiverPeriod, error) {
 	defer s.observe(OpReport, time.Now())
 	p := ReceiverPeriod{ReceiverID: receiverID, From: from.UTC(), To: to.UTC()}
+	if s.partitions > 0 {
+		return s.receiverPeriodPartitioned(ctx, p)
+	}
 	err := s.pool.QueryRow(ctx, `
 		SELECT g.n, g.gold, g.earned, a.taken, a.shortfall, a.recovered, a.paid FROM
 			(SELECT count(*) AS n, coalesce(sum(gold), 0)::bigint AS gold, coalesce(sum(earnings), 0)::bigint AS earned
@@ -328,17 +340,24 @@ type EarningsEntry struct {
 }
 
 // EarningsCursor is a place in a receiver's earnings ledger, which is
-// ordered newest first by time, then table, then id. Its text form is
-// "<unix microseconds>-<g|a>-<id>" (g: a gift, a: another entry).
+// ordered newest first by time, then table, then (partitioned) partition,
+// then id. Its text form is "<unix microseconds>-<g|a>-<id>" (g: a gift,
+// a: another entry), followed by "-<partition>" for an entry of a
+// partition other than 0 (docs/scale-out.md#reads-across-partitions).
 type EarningsCursor struct {
-	At     time.Time
-	Source byte
-	ID     int64
+	At        time.Time
+	Source    byte
+	Partition int
+	ID        int64
 }
 
 // String is the cursor's text form.
 func (c EarningsCursor) String() string {
-	return strconv.FormatInt(c.At.UnixMicro(), 10) + "-" + string(c.Source) + "-" + strconv.FormatInt(c.ID, 10)
+	s := strconv.FormatInt(c.At.UnixMicro(), 10) + "-" + string(c.Source) + "-" + strconv.FormatInt(c.ID, 10)
+	if c.Partition > 0 {
+		s += "-" + strconv.Itoa(c.Partition)
+	}
+	return s
 }
 
 // ErrBadCursor: a paging cursor that is not one giftd gave.
@@ -347,14 +366,23 @@ var ErrBadCursor = errors.New("not a cursor from a previous page")
 // ParseEarningsCursor parses an EarningsCursor's text form, or returns
 // ErrBadCursor.
 func ParseEarningsCursor(s string) (EarningsCursor, error) {
-	at, rest, ok1 := strings.Cut(s, "-")
-	src, id, ok2 := strings.Cut(rest, "-")
-	micros, err1 := strconv.ParseInt(at, 10, 64)
-	n, err2 := strconv.ParseInt(id, 10, 64)
-	if !ok1 || !ok2 || err1 != nil || err2 != nil || (src != "g" && src != "a") || n < 1 || micros < 0 {
+	f := strings.Split(s, "-")
+	if len(f) != 3 && len(f) != 4 {
 		return EarningsCursor{}, ErrBadCursor
 	}
-	return EarningsCursor{At: time.UnixMicro(micros).UTC(), Source: src[0], ID: n}, nil
+	micros, err1 := strconv.ParseInt(f[0], 10, 64)
+	n, err2 := strconv.ParseInt(f[2], 10, 64)
+	p, err3 := 0, error(nil)
+	if len(f) == 4 {
+		p, err3 = strconv.Atoi(f[3])
+		if p < 1 {
+			err3 = ErrBadCursor
+		}
+	}
+	if err1 != nil || err2 != nil || err3 != nil || (f[1] != "g" && f[1] != "a") || n < 1 || micros < 0 {
+		return EarningsCursor{}, ErrBadCursor
+	}
+	return EarningsCursor{At: time.UnixMicro(micros).UTC(), Source: f[1][0], Partition: p, ID: n}, nil
 }
 
 // EarningsLedger returns up to limit entries of a receiver's earnings
@@ -367,6 +395,9 @@ func (s *Store) EarningsLedger(ctx context.Context, receiverID string, before *E
 	c := EarningsCursor{At: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), Source: 'h', ID: math.MaxInt64}
 	if before != nil {
 		c = *before
+	}
+	if s.partitions > 0 {
+		return s.earningsLedgerPartitioned(ctx, receiverID, c, limit)
 	}
 	rows, _ := s.pool.Query(ctx, `
 		SELECT * FROM (

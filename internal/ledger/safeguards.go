@@ -522,11 +522,20 @@ func (s *Store) Consents(ctx context.Context, userIDs []string) (map[string]bool
 	for _, id := range userIDs {
 		out[id] = false
 	}
-	rows, _ := s.pool.Query(ctx, `
-		SELECT subject FROM spend_policies WHERE scope = 'user' AND subject = ANY ($1) AND consent`, userIDs)
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	var ids []string
+	var err error
+	if s.partitions > 0 {
+		ids, err = s.consentsPartitioned(ctx, userIDs)
+	} else {
+		rows, _ := s.pool.Query(ctx, `
+			SELECT subject FROM spend_policies WHERE scope = 'user' AND subject = ANY ($1) AND consent`, userIDs)
+		ids, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			err = fmt.Errorf("consents: %w", err)
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("consents: %w", err)
+		return nil, err
 	}
 	for _, id := range ids {
 		out[id] = true
@@ -548,7 +557,7 @@ func DisplaySender(userID string, consented bool, rank int) string {
 // putPolicyPartitioned is PutPolicy on every partition (each reads its
 // senders' policies and its receivers' suspensions in its debits), by the
 // partitions' giftd_put_policy: one transaction on each, not one across
-// them. With a partition down it fails (ErrPartitionUnavailable), maybe
+// them. With a partition down it fails (ErrPartitionUnreachable), maybe
 // having written others (one lost mid-call); the same call again makes
 // every partition alike.
 func (s *Store) putPolicyPartitioned(ctx context.Context, k PolicyKey, rec PolicyRecord) (PolicyRecord, error) {

@@ -1,0 +1,99 @@
+package httpapi
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"giftd/internal/credits"
+	"giftd/internal/ledger"
+)
+
+// partitionAudit is one partition's audit in the partitioned audit's answer.
+type partitionAudit struct {
+	Partition int  `json:"partition"`
+	OK        bool `json:"ok"`
+	ledger.AuditReport
+}
+
+// creditsAudit is credits.Report in the answer.
+type creditsAudit struct {
+	OK           bool     `json:"ok"`
+	Credits      int      `json:"credits"`
+	Moved        int      `json:"moved"`
+	InFlight     int      `json:"in_flight"`
+	Taken        int64    `json:"taken"`
+	MovedGold    int64    `json:"moved_gold"`
+	InFlightGold int64    `json:"in_flight_gold"`
+	Problems     []string `json:"problems"`
+}
+
+// handleAuditPartitioned is the audit of a partitioned giftd, as giftd audit
+// runs it: each partition's own audit on a direct connection (parts), then
+// the cross-partition credits (credits.Audit). The answer has the fields of
+// a single server's, each the sum over the partitions (findings: the first
+// 100 of all; checked_at: the last partition's), "ok" true only when every
+// partition's audit and the credits' are, and "partitions" and "credits"
+// with each part (docs/scale-out.md#reads-across-partitions). A partition
+// that cannot be reached answers 503, never a partial audit.
+func handleAuditPartitioned(parts []*ledger.Store, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), auditTimeout)
+		defer cancel()
+		fail := func(what string, err error) {
+			if ledger.IsUnreachable(err) {
+				err = fmt.Errorf("%s: %w: %w", what, ledger.ErrPartitionUnreachable, err)
+			}
+			writeLedgerError(w, log, err)
+		}
+		var sum ledger.AuditReport
+		each := make([]partitionAudit, len(parts))
+		ok := true
+		for i, p := range parts {
+			rep, err := p.Audit(ctx)
+			if err != nil {
+				fail(fmt.Sprintf("audit of partition %d", i), err)
+				return
+			}
+			each[i] = partitionAudit{Partition: i, OK: rep.OK(), AuditReport: rep}
+			ok = ok && rep.OK()
+			sum.Wallets += rep.Wallets
+			sum.Entries += rep.Entries
+			sum.TotalGold += rep.TotalGold
+			sum.EarningsAccounts += rep.EarningsAccounts
+			sum.TotalEarnings += rep.TotalEarnings
+			sum.TotalOwed += rep.TotalOwed
+			sum.House += rep.House
+			sum.Gifts += rep.Gifts
+			sum.Unassigned += rep.Unassigned
+			sum.Unsettled += rep.Unsettled
+			sum.Mismatched += rep.Mismatched
+			sum.Negative += rep.Negative
+			sum.Unbalanced += rep.Unbalanced
+			sum.Findings = append(sum.Findings, rep.Findings[:min(len(rep.Findings), 100-len(sum.Findings))]...)
+			sum.CheckedAt = rep.CheckedAt
+		}
+		cr, err := credits.Audit(ctx, parts)
+		if err != nil {
+			fail("audit of the credits across partitions", err)
+			return
+		}
+		ok = ok && cr.OK()
+		if !ok {
+			log.Error("audit failed", "mismatched", sum.Mismatched, "negative", sum.Negative,
+				"credit_problems", len(cr.Problems))
+		}
+		if sum.Findings == nil {
+			sum.Findings = []ledger.AuditFinding{}
+		}
+		writeJSON(w, http.StatusOK, struct {
+			OK bool `json:"ok"`
+			ledger.AuditReport
+			Partitions []partitionAudit `json:"partitions"`
+			Credits    creditsAudit     `json:"credits"`
+		}{ok, sum, each, creditsAudit{OK: cr.OK(), Credits: cr.Credits, Moved: cr.Moved, InFlight: cr.InFlight,
+			Taken: cr.Taken, MovedGold: cr.MovedGold, InFlightGold: cr.InFlightGold,
+			Problems: append([]string{}, cr.Problems...)}})
+	}
+}
