@@ -1,3 +1,16 @@
+-- Partition migration 5's receiver period, without the claw-back legs.
+CREATE OR REPLACE FUNCTION giftd_receiver_period(p_receiver_id text, p_from timestamptz, p_to timestamptz)
+    RETURNS TABLE (gifts bigint, gold bigint, earned bigint, taken bigint, shortfall bigint, recovered bigint, paid bigint)
+    LANGUAGE sql STABLE AS $$
+    SELECT g.n, g.gold, g.earned, a.taken, a.shortfall, a.recovered, a.paid FROM
+        (SELECT count(*) AS n, coalesce(sum(x.gold), 0)::bigint AS gold, coalesce(sum(x.earnings), 0)::bigint AS earned
+         FROM gift_entries x WHERE x.receiver_id = p_receiver_id AND x.created_at >= p_from AND x.created_at < p_to) AS g,
+        (SELECT coalesce(-sum(y.amount) FILTER (WHERE y.account = 'earnings' AND y.kind = 'reversal'), 0)::bigint AS taken,
+            coalesce(sum(y.amount) FILTER (WHERE y.kind = 'shortfall'), 0)::bigint AS shortfall,
+            coalesce(-sum(y.amount) FILTER (WHERE y.account = 'earnings' AND y.kind = 'recovery'), 0)::bigint AS recovered,
+            coalesce(-sum(y.amount) FILTER (WHERE y.kind = 'payout'), 0)::bigint AS paid
+         FROM account_entries y WHERE y.receiver_id = p_receiver_id AND y.created_at >= p_from AND y.created_at < p_to) AS a;
+$$;
 DROP FUNCTION giftd_clear_policy(text, text, text);
 DROP FUNCTION giftd_put_policy(text, text, text, jsonb, bigint, bigint, bigint, bigint, bigint, text, boolean, boolean, boolean, timestamptz);
 DROP FUNCTION giftd_user_known(text);

@@ -528,3 +528,21 @@ BEGIN
     RETURN true;
 END
 $$;
+
+-- A receiver's period (partition migration 5) with the claw-back legs: a
+-- cross-partition reversal's take-back is its claw-back on the receiver's
+-- partition (from the earnings, and owed), not the sender's partition's
+-- reversal leg, which its clawback_in offsets; so the sums are one
+-- server's.
+CREATE OR REPLACE FUNCTION giftd_receiver_period(p_receiver_id text, p_from timestamptz, p_to timestamptz)
+    RETURNS TABLE (gifts bigint, gold bigint, earned bigint, taken bigint, shortfall bigint, recovered bigint, paid bigint)
+    LANGUAGE sql STABLE AS $$
+    SELECT g.n, g.gold, g.earned, a.taken, a.shortfall, a.recovered, a.paid FROM
+        (SELECT count(*) AS n, coalesce(sum(x.gold), 0)::bigint AS gold, coalesce(sum(x.earnings), 0)::bigint AS earned
+         FROM gift_entries x WHERE x.receiver_id = p_receiver_id AND x.created_at >= p_from AND x.created_at < p_to) AS g,
+        (SELECT coalesce(-sum(y.amount) FILTER (WHERE y.account = 'earnings' AND y.kind IN ('reversal', 'clawback_in', 'clawback')), 0)::bigint AS taken,
+            coalesce(sum(y.amount) FILTER (WHERE y.kind = 'shortfall' OR (y.account = 'receivable' AND y.kind = 'clawback')), 0)::bigint AS shortfall,
+            coalesce(-sum(y.amount) FILTER (WHERE y.account = 'earnings' AND y.kind = 'recovery'), 0)::bigint AS recovered,
+            coalesce(-sum(y.amount) FILTER (WHERE y.kind = 'payout'), 0)::bigint AS paid
+         FROM account_entries y WHERE y.receiver_id = p_receiver_id AND y.created_at >= p_from AND y.created_at < p_to) AS a;
+$$;
