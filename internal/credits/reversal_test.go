@@ -167,7 +167,8 @@ func TestReversal_OfACrossPartitionGiftWaitsForItsCreditThenTakesItBackOnce(t *t
 	}
 	if w, err := c.proxy.Wallet(ctx, sender); err != nil || w.Gold != 990 {
 		t.Errorf("sender: %+v, %v; want 990 (3 of 4 gifts given back)", w, err)
-	}	// The receiver's period reads as one server's: 20 earned, 5 taken back
+	}
+	// The receiver's period reads as one server's: 20 earned, 5 taken back
 	// from the earnings, 10 owed.
 	per, err := c.proxy.ReceiverPeriod(ctx, receiver, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
 	if err != nil || per.Gifts != 4 || per.Earned != 20 || per.TakenBack != 5 || per.Shortfall != 10 {
