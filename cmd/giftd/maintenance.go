@@ -94,6 +94,7 @@ func auditPartitioned(ctx context.Context, l partition.Layout, getenv func(strin
 	}
 	fmt.Fprintf(stdout, "cross-partition credits: %d in the outboxes, %d gold: %d moved (%d gold), %d in flight (%d gold)\n",
 		r.Credits, r.Taken, r.Moved, r.MovedGold, r.InFlight, r.InFlightGold)
+	fmt.Fprintf(stdout, "reversals' claw-backs: %d, %d pending\n", r.Clawbacks, r.ClawbacksPending)
 	for _, p := range r.Problems {
 		fmt.Fprintf(stdout, "  MISMATCH %s\n", p)
 	}

@@ -24,9 +24,10 @@ import (
 // lands on the partition Go's placement names, a copy replays, a debit for
 // a user whose partition is down gets a retryable 500 while the other
 // partition's users carry on and /readyz stays 200, and its retry once the
-// partition is back is executed once. Admin routes that are not
-// partition-aware yet answer 501; the reads across partitions and the
-// audit answer.
+// partition is back is executed once. The admin routes answer: the
+// catalogue on every partition, the reads across partitions, the audit,
+// and the per-user routes (a reversal takes a gift's earnings back from
+// its receiver's partition).
 func TestRun_ServePartitioned(t *testing.T) {
 	l := pgtest.UnmigratedPartitioned(t, 2)
 	srv := startServe(t, map[string]string{
@@ -123,15 +124,6 @@ func TestRun_ServePartitioned(t *testing.T) {
 		}
 		conn.Close(context.Background())
 	}
-	for _, path := range []string{"/admin/v1/wallets/" + users[0][0] + "/ledger",
-		"/admin/v1/debits/p0-0?platform=linkv&app_id=app1"} {
-		code, m := adminCall(t, srv.admin, http.MethodGet, path, e2eToken, "")
-		e, _ := m["error"].(map[string]any)
-		if code != http.StatusNotImplemented || e["code"] != "not_partitioned" ||
-			!strings.Contains(fmt.Sprint(e["message"]), "partitioned mode") {
-			t.Errorf("%s: %d %v; want 501 not_partitioned", path, code, m)
-		}
-	}
 
 	// Partition 1 down: its users' debits get a 500 (retryable), partition
 	// 0's go on, and giftd stays ready.
@@ -141,6 +133,15 @@ func TestRun_ServePartitioned(t *testing.T) {
 		t.Errorf("debit of %s with its partition down: %d %s; want 500", users[1][1], code, body)
 	}
 	sent["down-1"] = users[1][1]
+	// A debit's look-up asks every partition: retryable, never a wrong 404;
+	// a wallet's ledger on the partition that is up goes on.
+	code, m = adminCall(t, srv.admin, http.MethodGet, "/admin/v1/debits/p0-0?app_id=app1", e2eToken, "")
+	if e, _ := m["error"].(map[string]any); code != http.StatusServiceUnavailable || e["code"] != "partition_unavailable" {
+		t.Errorf("debit look-up with partition 1 down: %d %v; want 503 partition_unavailable", code, m)
+	}
+	if code, m := adminCall(t, srv.admin, http.MethodGet, "/admin/v1/wallets/"+users[0][0]+"/ledger", e2eToken, ""); code != http.StatusOK {
+		t.Errorf("ledger of %s with partition 1 down: %d %v; want 200", users[0][0], code, m)
+	}
 	up := debitFields("up-1", users[0][1], 10, expires, e2eSecret)
 	if code, body := postDebit(t, srv.public, up); code != http.StatusOK {
 		t.Errorf("debit of %s on the partition that is up: %d %s; want 200", users[0][1], code, body)
@@ -251,6 +252,34 @@ func TestRun_ServePartitioned(t *testing.T) {
 		m["wallets"] != float64(len(users[0])+len(users[1])) {
 		t.Errorf("admin audit partitioned: %d %v; want 200, ok, 2 partitions, 6 wallets", code, m)
 	}
+	// The per-user admin routes: a wallet's ledger, a debit, its reversal
+	// (the gift's earnings taken back from host, whichever partition the
+	// sender is on), its replay, a payout of host's earnings.
+	if code, m := adminCall(t, srv.admin, http.MethodGet, "/admin/v1/wallets/"+users[0][0]+"/ledger", e2eToken, ""); code != http.StatusOK ||
+		len(m["entries"].([]any)) != 2 {
+		t.Errorf("ledger of %s: %d %v; want 200 with the top-up and the debit", users[0][0], code, m)
+	}
+	for p := range 2 {
+		id := fmt.Sprintf("p%d-0", p)
+		if code, m := adminCall(t, srv.admin, http.MethodGet, "/admin/v1/debits/"+id+"?app_id=app1", e2eToken, ""); code != http.StatusOK ||
+			m["user_id"] != users[p][0] {
+			t.Errorf("debit %s: %d %v; want 200 of %s", id, code, m, users[p][0])
+		}
+		body := `{"app_id":"app1","idempotency_key":"rev-` + id + `"}`
+		code, first := adminCall(t, srv.admin, http.MethodPost, "/admin/v1/debits/"+id+"/reversal", e2eToken, body)
+		gift, _ := first["gift"].(map[string]any)
+		if code != http.StatusOK || first["amount"] != float64(10) || gift["receiver_id"] != "host" || gift["earnings"] != float64(5) {
+			t.Errorf("reversal of %s: %d %v; want 200 giving 10 back, 5 taken from host", id, code, first)
+		}
+		if code, again := adminCall(t, srv.admin, http.MethodPost, "/admin/v1/debits/"+id+"/reversal", e2eToken, body); code != http.StatusOK ||
+			fmt.Sprint(again) != fmt.Sprint(first) {
+			t.Errorf("replay of the reversal of %s: %d %v; want %v", id, code, again, first)
+		}
+	}
+	if code, m := adminCall(t, srv.admin, http.MethodPost, "/admin/v1/earnings/host/payouts", e2eToken,
+		`{"amount":7,"idempotency_key":"pay-1"}`); code != http.StatusOK || m["balance"] != float64(want-10-7) {
+		t.Errorf("payout of host: %d %v; want 200 leaving %d", code, m, want-10-7)
+	}
 	if err := srv.stop(t); err != nil {
 		t.Errorf("run returned %v after shutdown", err)
 	}
@@ -260,7 +289,7 @@ func TestRun_ServePartitioned(t *testing.T) {
 	if err := run(context.Background(), []string{"giftd", "audit"}, func(k string) string { return env[k] }, &out, io.Discard); err != nil {
 		t.Errorf("giftd audit partitioned: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"partition 0 (", "partition 1 (", "audit OK", "credits OK", " 0 in flight", "configuration OK"} {
+	for _, want := range []string{"partition 0 (", "partition 1 (", "audit OK", "credits OK", " 0 in flight", "claw-backs: 1, 0 pending", "configuration OK"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("giftd audit partitioned lacks %q:\n%s", want, out.String())
 		}

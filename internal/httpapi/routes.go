@@ -86,21 +86,21 @@ func NewAdmin(d Deps) http.Handler {
 	r.Route("/admin", func(r chi.Router) {
 		r.Use(requireToken(d.AdminToken), limitBody(64<<10))
 		r.MethodNotAllowed(methodNotAllowed(r))
-		// In partitioned mode the routes wrapped in single answer 501
-		// (docs/scale-out.md#the-admin-api-partitioned).
-		single := d.singleServerOnly
+		// Every route works partitioned (docs/scale-out.md#the-admin-api-partitioned);
+		// those wrapped in parted need the partitions' own connections.
+		asIs := func(h http.HandlerFunc) http.HandlerFunc { return h }
 		r.Post("/v1/wallets/{user_id}/topups", handleTopUp(d.Store, d.Log, d.Metrics))
 		r.Get("/v1/wallets/{user_id}", handleWallet(d.Store, d.Log))
-		r.Get("/v1/wallets/{user_id}/ledger", single(handleLedger(d.Store, d.Log)))
-		r.Get("/v1/debits/{request_id}", single(handleDebit(d.Store, d.Log)))
-		r.Post("/v1/debits/{request_id}/reversal", single(handleReversal(d.Store, d.Log, d.Metrics)))
+		r.Get("/v1/wallets/{user_id}/ledger", handleLedger(d.Store, d.Log))
+		r.Get("/v1/debits/{request_id}", handleDebit(d.Store, d.Log))
+		r.Post("/v1/debits/{request_id}/reversal", handleReversal(d.Store, d.Log, d.Metrics))
 		r.Get("/v1/audit", d.audit())
 		r.Get("/v1/stats", handleStats(d.Gatherer, d.readiness(), d.Callbacks))
 		// giftd as the platforms' client (platforms.go, docs/platform-apis.md).
-		r.Post("/v1/linkv/accounts/{user_id}", single(handleLinkAccount(d.Store, d.Platforms, d.Log)))
-		r.Get("/v1/linkv/accounts/{user_id}", single(handleLinkedAccount(d.Store, d.Platforms, d.Log)))
-		r.Post("/v1/linkv/wallet-moves", single(handleWalletMoves(d.Store, d.Platforms, d.Log)))
-		r.Get("/v1/linkv/wallet-moves/{user_id}", single(handleWalletMove(d.Store, d.Platforms, d.Log)))
+		r.Post("/v1/linkv/accounts/{user_id}", handleLinkAccount(d.Store, d.Platforms, d.Log))
+		r.Get("/v1/linkv/accounts/{user_id}", handleLinkedAccount(d.Store, d.Platforms, d.Log))
+		r.Post("/v1/linkv/wallet-moves", handleWalletMoves(d.Store, d.Platforms, d.Log))
+		r.Get("/v1/linkv/wallet-moves/{user_id}", handleWalletMove(d.Store, d.Platforms, d.Log))
 		r.Post("/v1/polyv/donation-settings", handlePolyvDonations(d.Platforms, d.Log))
 		// The economy (docs/economy.md).
 		// Partitioned, the configuration every debit reads is changed on
@@ -117,7 +117,7 @@ func NewAdmin(d Deps) http.Handler {
 		r.Get("/v1/config/drift", parted(handleConfigDrift(d.Store, d.Log)))
 		r.Post("/v1/config/sync", parted(handleConfigSync(d.Store, d.Log)))
 		r.Get("/v1/earnings/{receiver_id}", handleEarnings(d.Store, d.Log))
-		r.Post("/v1/earnings/{receiver_id}/payouts", single(handlePayout(d.Store, d.Log)))
+		r.Post("/v1/earnings/{receiver_id}/payouts", handlePayout(d.Store, d.Log))
 		// Reports and leaderboards (reports.go, docs/economy.md#reports-and-leaderboards).
 		// Partitioned, these read every partition (or one user's) and merge
 		// (docs/scale-out.md#reads-across-partitions).
@@ -145,7 +145,8 @@ func NewAdmin(d Deps) http.Handler {
 			wrap        func(http.HandlerFunc) http.HandlerFunc
 			read        func(http.HandlerFunc) http.HandlerFunc
 		}{
-			{ledger.ScopeUser, "/v1/policies/users/{user_id}", single, single},
+			// A user's policy is written on every partition, read on theirs.
+			{ledger.ScopeUser, "/v1/policies/users/{user_id}", asIs, asIs},
 			// An app's policy is configuration every partition holds.
 			{ledger.ScopeApp, "/v1/policies/apps/{platform}/{app_id}", parted,
 				func(h http.HandlerFunc) http.HandlerFunc {
@@ -157,7 +158,7 @@ func NewAdmin(d Deps) http.Handler {
 			r.Delete(p.path, p.wrap(handleClearPolicy(d.Store, d.Log, p.scope)))
 			r.Get(p.path+"/history", p.wrap(handlePolicyHistory(d.Store, d.Log, p.scope)))
 		}
-		r.Get("/v1/spending/{user_id}", single(handleSpending(d.Store, d.Log)))
+		r.Get("/v1/spending/{user_id}", handleSpending(d.Store, d.Log))
 		r.Get("/v1/reminders", parted(handleReminders(d.Store, d.Log)))
 		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, "not_found", "no such admin route")

@@ -358,6 +358,9 @@ type PayoutResult struct {
 // A receiver never credited is ErrNotFound.
 func (s *Store) Payout(ctx context.Context, p Payout) (PayoutResult, error) {
 	defer s.observe(OpPayout, time.Now())
+	if s.partitions > 0 {
+		return s.payoutPartitioned(ctx, p)
+	}
 	var res PayoutResult
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
 		var balance, owed, held int64
