@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"giftd/internal/ledger"
 )
@@ -319,6 +320,9 @@ func Migrate(ctx context.Context, l Layout, opts ...ledger.MigrateOption) error 
 	if err := ledger.Migrate(l.ProxyURL, withSet(opts, ledger.ProxyMigrations())...); err != nil {
 		return fmt.Errorf("proxy (%s), proxy migrations: %w", Where(l.ProxyURL), err)
 	}
+	if err := join(ctx, l); err != nil {
+		return err
+	}
 	cluster, err := clusterID(ctx, l.ProxyURL)
 	if err != nil {
 		return err
@@ -334,6 +338,59 @@ func Migrate(ctx context.Context, l Layout, opts ...ledger.MigrateOption) error 
 		}
 	}
 	return Register(ctx, l.ProxyURL, l.proxyURLs())
+}
+
+// join puts a new proxy in front of a running cluster
+// (docs/scale-out.md#more-than-one-proxy): a proxy with no partition
+// registered yet takes the cluster id that its partitions claim, but only
+// when every partition of l is claimed, by one cluster, as its place in l
+// of len(l.PartitionURLs) partitions. Otherwise it changes nothing, and
+// the claims that Migrate checks next refuse a layout that mixes clusters
+// or orders; an unclaimed database among claimed ones is never claimed
+// under an id taken from the others.
+func join(ctx context.Context, l Layout) error {
+	var cluster string
+	for i, u := range l.PartitionURLs {
+		c, claimed, err := claimOf(ctx, u)
+		if err != nil {
+			return fmt.Errorf("partition %d: %w", i, err)
+		}
+		if !claimed || c.partition != i || c.partitions != len(l.PartitionURLs) || (i > 0 && c.cluster != cluster) {
+			return nil
+		}
+		cluster = c.cluster
+	}
+	conn, err := pgx.Connect(ctx, l.ProxyURL)
+	if err != nil {
+		return fmt.Errorf("connect to the proxy %s: %w", Where(l.ProxyURL), err)
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, `UPDATE giftd_cluster SET cluster_id = $1
+		WHERE cluster_id <> $1 AND NOT EXISTS (SELECT FROM giftd_partitions)`, cluster)
+	if err != nil {
+		return fmt.Errorf("the proxy %s: join cluster %s: %w", Where(l.ProxyURL), cluster, err)
+	}
+	return nil
+}
+
+// claimOf reads the claim of the database of partitionURL without making
+// one: claimed is false for a database never claimed, or not migrated yet.
+func claimOf(ctx context.Context, partitionURL string) (c claim, claimed bool, err error) {
+	conn, err := pgx.Connect(ctx, partitionURL)
+	if err != nil {
+		return c, false, fmt.Errorf("connect to %s: %w", Where(partitionURL), err)
+	}
+	defer conn.Close(context.Background())
+	err = conn.QueryRow(ctx, `SELECT cluster_id::text, partition, partitions FROM giftd_partition_identity`).
+		Scan(&c.cluster, &c.partition, &c.partitions)
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.Is(err, pgx.ErrNoRows), errors.As(err, &pgErr) && pgErr.Code == "42P01":
+		return c, false, nil
+	case err != nil:
+		return c, false, fmt.Errorf("read the claim of %s: %w", Where(partitionURL), err)
+	}
+	return c, true, nil
 }
 
 // clusterID reads the proxy's cluster id.
