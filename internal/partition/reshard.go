@@ -613,10 +613,9 @@ func fenceTriggers(on bool) []string {
 // disableFence disables the fence's trigger on partition p, once its fence
 // row is gone (it would refuse nothing more, at a cost to every write).
 func (rs *resharding) disableFence(ctx context.Context, p int) error {
-	for _, q := range fenceTriggers(false) {
-		if _, err := rs.conns[p].Exec(ctx, q); err != nil {
-			return fmt.Errorf("reshard: %s: disable the fence's trigger: %w", rs.where(p), err)
-		}
+	// Without arguments, one simple query: the statements in one transaction.
+	if _, err := rs.conns[p].Exec(ctx, strings.Join(fenceTriggers(false), "; ")); err != nil {
+		return fmt.Errorf("reshard: %s: disable the fence's trigger: %w", rs.where(p), err)
 	}
 	return nil
 }
@@ -653,10 +652,8 @@ func (rs *resharding) unfence(cut []bool) error {
 	var errs []error
 	for i := range rs.n {
 		err := exec(i, `DELETE FROM giftd_reshard_fence WHERE partitions = $1`, 2*rs.n)
-		for _, q := range fenceTriggers(false) {
-			if err == nil {
-				err = exec(i, q)
-			}
+		if err == nil {
+			err = exec(i, strings.Join(fenceTriggers(false), "; "))
 		}
 		errs = append(errs, err)
 	}
