@@ -19,17 +19,32 @@ import (
 // which resharding does not split yet (docs/scale-out.md).
 var ErrReshardEconomy = errors.New("a partition holds gift economy rows, which resharding does not split")
 
+// userTables are the tables holding a user's rows outside the gift economy:
+// giftd reshard copies them from partition i to the new partition i + n,
+// and fences them (partition migration 11's trigger giftd_reshard_fence on
+// each, enabled only from the fence to the forget).
+var userTables = []string{"wallets", "ledger_entries", "debit_requests", "spend_windows", "spend_reminders",
+	"linkv_accounts", "linkv_wallet_moves", "events"}
+
+// configTables are every partition's configuration, which debits read on
+// the sender's partition: the gift catalogue, the Polyv channels' receivers
+// and the spending policies (app and user), each with its history. giftd
+// reshard copies them whole from partition i to i + n, and nothing forgets
+// them. The other tables (webhook endpoints, house slots, the gift economy)
+// are each partition's own, made by its migrations.
+var configTables = []string{"gift_catalogue", "gift_catalogue_history", "room_receivers", "room_receivers_history",
+	"spend_policies", "spend_policy_history"}
+
 // copiedTables are the tables giftd reshard copies from partition i to the
-// new partition i + n: every table holding a user's rows outside the gift
-// economy, and the fence and marks that prove the copy caught up. The other
-// tables (catalogue, policies, webhook endpoints, house slots) are each
-// partition's own, made by its migrations.
-var copiedTables = []string{"wallets", "ledger_entries", "debit_requests", "spend_windows", "spend_reminders",
-	"linkv_accounts", "linkv_wallet_moves", "events", "giftd_reshard_fence", "giftd_reshard_marks"}
+// new partition i + n: the users' and the configuration's, and the fence
+// and marks that prove the copy caught up.
+var copiedTables = append(append(append([]string(nil), userTables...), configTables...),
+	"giftd_reshard_fence", "giftd_reshard_marks")
 
 // copiedSequences give the ids of copied rows: the new partition's go on
 // from the old one's, so that its new rows never take a copied id.
-var copiedSequences = []string{"ledger_entries_id_seq", "events_position_seq"}
+var copiedSequences = []string{"ledger_entries_id_seq", "events_position_seq", "room_receivers_history_id_seq",
+	"spend_policy_history_id_seq"}
 
 // A Resharding doubles a partitioned giftd (docs/scale-out.md#resharding-n--2n).
 type Resharding struct {
@@ -97,12 +112,14 @@ func (r Resharding) Check() error {
 //  1. It migrates the old cluster to this binary's sets, refuses it with
 //     ErrReshardEconomy if a partition holds gift economy rows, migrates
 //     each new database and claims it as partition i + n of 2n.
-//  2. It copies each old partition's user tables to its new one by logical
+//  2. It copies each old partition's user and configuration tables (the
+//     catalogue, room receivers, policies) to its new one by logical
 //     replication (a publication, a slot, a subscription with copy_data),
 //     waits for the initial copy, then for the copy to catch up with a mark.
 //  3. The pause: it fences each old partition (its moving users' writes
-//     refused with SQLSTATE GD003, a retryable error; the users staying are
-//     never refused), waits for the fence to arrive on the new partition
+//     refused with SQLSTATE GD003, a retryable error, by giftd_check_users
+//     and by a trigger on every user table; the users staying are never
+//     refused), waits for the fence to arrive on the new partition
 //     (the copy then holds every write before it), drops the subscription,
 //     carries the sequences on, moves each old claim to i of 2n and, in one
 //     proxy transaction, registers the 2n partitions, checking every claim
@@ -536,20 +553,30 @@ func (rs *resharding) step(name string) {
 	}
 }
 
-// fence fences old partition i's moving users (partition migration 8).
-// Taking the table's ACCESS EXCLUSIVE lock waits for every write that has
-// passed the check, and holds back every write until the fence commits.
+// fence fences old partition i's moving users (partition migration 8) and
+// enables the trigger that refuses their rows in every user table whatever
+// writes them (partition migration 11), in one transaction. Taking the
+// fence table's ACCESS EXCLUSIVE lock waits for every write that has passed
+// the check, and holds back every checked write until the fence commits;
+// ENABLE TRIGGER takes SHARE ROW EXCLUSIVE on each user table, which does
+// the same for every write of that table, checked or not (a reversal, a
+// payout, plain SQL): so every write in flight has committed before the
+// fence does (replication delivers it before the fence row), and every
+// write after it runs the trigger and sees the fence.
 //
-// While it waits for the lock, every write of the partition (the users
+// While it waits for the locks, every write of the partition (the users
 // staying too) waits behind it: a write stuck in a long transaction must
 // not hold them all, so the wait is bounded (a second) and tried again a
-// few times before the run fails and lifts the fences.
+// few times before the run fails and lifts the fences. A write that took a
+// user table before a checked call in its transaction deadlocks with the
+// fence: the fence looks first (its deadlock_timeout is short) and gives
+// way, as for a lock it waited too long for.
 func (rs *resharding) fence(ctx context.Context, i int) error {
 	var err error
 	for range 3 {
 		err = pgx.BeginFunc(ctx, rs.conns[i], func(tx pgx.Tx) error {
-			for _, q := range []string{`SET LOCAL lock_timeout = '1s'`,
-				`LOCK TABLE giftd_reshard_fence IN ACCESS EXCLUSIVE MODE`} {
+			for _, q := range append([]string{`SET LOCAL lock_timeout = '1s'`, `SET LOCAL deadlock_timeout = '100ms'`,
+				`LOCK TABLE giftd_reshard_fence IN ACCESS EXCLUSIVE MODE`}, fenceTriggers(true)...) {
 				if _, err := tx.Exec(ctx, q); err != nil {
 					return err
 				}
@@ -558,10 +585,10 @@ func (rs *resharding) fence(ctx context.Context, i int) error {
 			return err
 		})
 		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) || pgErr.Code != "55P03" { // lock_not_available
+		if !errors.As(err, &pgErr) || (pgErr.Code != "55P03" && pgErr.Code != "40P01") { // lock_not_available, deadlock_detected
 			break
 		}
-		rs.log.Warn("reshard: the fence waited a second for a write in progress; trying again", "partition", rs.where(i))
+		rs.log.Warn("reshard: the fence waited a second for a write in progress, or deadlocked with one; trying again", "partition", rs.where(i))
 	}
 	if err != nil {
 		return fmt.Errorf("reshard: %s: fence the moving users: %w", rs.where(i), err)
@@ -569,7 +596,32 @@ func (rs *resharding) fence(ctx context.Context, i int) error {
 	return nil
 }
 
-// unfence lifts the fences of a pause cut short. A new partition whose
+// fenceTriggers are the statements enabling (on) or disabling partition
+// migration 11's trigger on every user table.
+func fenceTriggers(on bool) []string {
+	verb := "DISABLE"
+	if on {
+		verb = "ENABLE"
+	}
+	var qs []string
+	for _, t := range userTables {
+		qs = append(qs, `ALTER TABLE `+t+` `+verb+` TRIGGER giftd_reshard_fence`)
+	}
+	return qs
+}
+
+// disableFence disables the fence's trigger on partition p, once its fence
+// row is gone (it would refuse nothing more, at a cost to every write).
+func (rs *resharding) disableFence(ctx context.Context, p int) error {
+	// Without arguments, one simple query: the statements in one transaction.
+	if _, err := rs.conns[p].Exec(ctx, strings.Join(fenceTriggers(false), "; ")); err != nil {
+		return fmt.Errorf("reshard: %s: disable the fence's trigger: %w", rs.where(p), err)
+	}
+	return nil
+}
+
+// unfence lifts the fences of a pause cut short, and disables their
+// triggers. A new partition whose
 // subscription was dropped loses its fence first, so that a run again
 // copies it anew: its copy would otherwise miss the writes after the fence
 // is lifted.
@@ -599,13 +651,17 @@ func (rs *resharding) unfence(cut []bool) error {
 	}
 	var errs []error
 	for i := range rs.n {
-		errs = append(errs, exec(i, `DELETE FROM giftd_reshard_fence WHERE partitions = $1`, 2*rs.n))
+		err := exec(i, `DELETE FROM giftd_reshard_fence WHERE partitions = $1`, 2*rs.n)
+		if err == nil {
+			err = exec(i, strings.Join(fenceTriggers(false), "; "))
+		}
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
 // finish is step 4: slots and publications dropped, and every partition
-// forgets the users it does not own.
+// forgets the users it does not own and disables the fence's trigger.
 func (rs *resharding) finish(ctx context.Context) ([]int64, error) {
 	for i := range rs.n {
 		if err := rs.dropSlot(ctx, i); err != nil {
@@ -620,6 +676,11 @@ func (rs *resharding) finish(ctx context.Context) ([]int64, error) {
 		err := rs.conns[p].QueryRow(ctx, `SELECT giftd_reshard_forget()`).Scan(&forgotten[p])
 		if err != nil {
 			return nil, fmt.Errorf("reshard: %s: forget the users it no longer owns: %w", rs.where(p), err)
+		}
+		// The fence is gone with the forget: its trigger goes too, so
+		// that writes pay nothing for it until the next reshard.
+		if err := rs.disableFence(ctx, p); err != nil {
+			return nil, err
 		}
 	}
 	rs.log.Info("reshard: done", "partitions", 2*rs.n, "wallets_forgotten", forgotten)

@@ -445,6 +445,20 @@ func TestReshard_CutShortCarriesOnWhenRunAgain(t *testing.T) {
 			if _, err := partition.Reshard(ctx, r); !errors.Is(err, context.Canceled) {
 				t.Fatalf("reshard cut short at %s: %v; want context.Canceled", step, err)
 			}
+			// The fences lifted, their triggers go with them; after
+			// the claims moved, both stay until the run again.
+			for i, u := range l.PartitionURLs {
+				want := 0
+				if step == "switch" {
+					want = 8
+				}
+				var enabled int
+				err := connect(t, u).QueryRow(bg, `SELECT count(*) FROM pg_trigger
+					WHERE tgname = 'giftd_reshard_fence' AND tgenabled <> 'D'`).Scan(&enabled)
+				if err != nil || enabled != want {
+					t.Errorf("partition %d after the run cut short: %d fence triggers enabled, %v; want %d", i, enabled, err, want)
+				}
+			}
 			mover := usersOn(2, 4, 1)[0]
 			between := "between-" + mover
 			if step == "switch" {
