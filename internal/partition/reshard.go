@@ -28,12 +28,16 @@ var userTables = []string{"wallets", "ledger_entries", "debit_requests", "spend_
 
 // configTables are every partition's configuration, which debits read on
 // the sender's partition: the gift catalogue, the Polyv channels' receivers
-// and the spending policies (app and user), each with its history. giftd
-// reshard copies them whole from partition i to i + n, and nothing forgets
-// them. The other tables (webhook endpoints, house slots, the gift economy)
-// are each partition's own, made by its migrations.
+// and the spending policies (app and user), each with its history; and the
+// webhook endpoints, each with its delivery of partition i's events: the
+// new partition i + n carries on delivering the moved users' events from
+// the cursor reached when the copy stopped (the events keep their ids, so
+// one delivered by both sides around the switch is one webhook-id twice).
+// giftd reshard copies them whole from partition i to i + n, and nothing
+// forgets them. The other tables (house slots, the gift economy) are each
+// partition's own, made by its migrations.
 var configTables = []string{"gift_catalogue", "gift_catalogue_history", "room_receivers", "room_receivers_history",
-	"spend_policies", "spend_policy_history"}
+	"spend_policies", "spend_policy_history", "webhook_endpoints"}
 
 // copiedTables are the tables giftd reshard copies from partition i to the
 // new partition i + n: the users' and the configuration's, and the fence

@@ -126,6 +126,10 @@ func TestReshard_CopiesTheConfiguration(t *testing.T) {
 		if _, err := ps.SetRoomReceiver(bg, "linkv", "room", "host"); err != nil {
 			t.Fatal(err)
 		}
+		if _, err := ps.CreateEndpoint(bg, ledger.Endpoint{ID: "ep-1", URL: "https://merchant.example/hooks", EventTypes: []string{},
+			Secrets: []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}, Enabled: true}); err != nil {
+			t.Fatal(err)
+		}
 		if p == partition.For(capped, 2) {
 			if _, err := ps.PutPolicy(bg, ledger.PolicyKey{Scope: "user", Subject: capped}, ledger.Policy{MaxDebit: max(50)}, "test"); err != nil {
 				t.Fatal(err)
@@ -169,7 +173,7 @@ func TestReshard_CopiesTheConfiguration(t *testing.T) {
 	for i, u := range l.PartitionURLs {
 		old, neu := connect(t, u), connect(t, newURLs[i])
 		for _, table := range []string{"gift_catalogue", "gift_catalogue_history", "room_receivers", "room_receivers_history",
-			"spend_policies", "spend_policy_history"} {
+			"spend_policies", "spend_policy_history", "webhook_endpoints"} {
 			q := `SELECT coalesce(array_agg(t::text ORDER BY t::text), '{}') FROM ` + table + ` AS t`
 			var want, got []string
 			if err := old.QueryRow(bg, q).Scan(&want); err != nil {
