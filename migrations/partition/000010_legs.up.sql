@@ -24,20 +24,6 @@ BEGIN
         RAISE EXCEPTION 'giftd: credits from partition % for receivers placed on another partition than %', p_source, me.partition
             USING ERRCODE = 'GD001';
     END IF;
-    -- A credit given for two receivers or amounts, in this batch or with
-    -- the one applied before, is refused.
-    SELECT p_source || ':' || t.pos INTO bad
-    FROM unnest(p_position, p_receiver, p_amount) AS t (pos, rcv, amt)
-    LEFT JOIN account_entries AS x ON x.account = 'earnings' AND x.kind = 'transfer_in' AND x.ref = p_source || ':' || t.pos
-    GROUP BY t.pos
-    HAVING count(DISTINCT t.rcv) > 1 OR count(DISTINCT t.amt) > 1
-        OR bool_or(x.ref IS NOT NULL AND (x.receiver_id IS DISTINCT FROM t.rcv OR x.amount IS DISTINCT FROM t.amt))
-    ORDER BY t.pos
-    LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'credit %: applied before for another receiver or amount', bad
-            USING ERRCODE = 'unique_violation';
-    END IF;
     -- The credits not applied before, once each; each receiver's account
     -- credited with their sum, in receiver order; each entry's balance_after
     -- its account's after the credits before it (by position).
@@ -62,6 +48,20 @@ BEGIN
         RETURNING 1
     )
     SELECT count(*) INTO applied FROM e;
+    -- A credit given for another receiver or amount than its leg applied
+    -- before (read after the insert, so that a rival's leg committed
+    -- meanwhile is seen too) is refused; two receivers or amounts for one
+    -- credit in the batch met the key above.
+    SELECT p_source || ':' || t.pos INTO bad
+    FROM unnest(p_position, p_receiver, p_amount) AS t (pos, rcv, amt)
+    JOIN account_entries AS x ON x.account = 'earnings' AND x.kind = 'transfer_in' AND x.ref = p_source || ':' || t.pos
+    WHERE x.receiver_id IS DISTINCT FROM t.rcv OR x.amount IS DISTINCT FROM t.amt
+    ORDER BY t.pos
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'credit %: applied before for another receiver or amount', bad
+            USING ERRCODE = 'unique_violation';
+    END IF;
     RETURN applied;
 END
 $$;
