@@ -211,3 +211,75 @@ func TestConsumer_StoppingGivesItsLeasesUp(t *testing.T) {
 		}
 	}
 }
+
+// TestLegs_RivalsApplyAFirstLegOnce: two consumers applying the same first
+// legs at once (one lost its lease mid-step): the second waits for the
+// first's accounts, then meets its keys and fails whole, so that each
+// receiver is credited once.
+func TestLegs_RivalsApplyAFirstLegOnce(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	users := usersOn("rival", 2)
+	r1, r2 := users[1][0], users[1][1]
+	pool := c.parts[1].Pool()
+	if _, err := pool.Exec(ctx, `INSERT INTO earnings_accounts (receiver_id, balance) VALUES ($1, 7)`, r1); err != nil {
+		t.Fatal(err)
+	}
+	pos, rcv, amt := []int64{1, 2, 3}, []string{r1, r2, r1}, []int64{5, 3, 4}
+	first, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Rollback(ctx)
+	if _, err := first.Exec(ctx, `SELECT giftd_credits_in(0, $1, $2, $3)`, pos, rcv, amt); err != nil {
+		t.Fatal(err)
+	}
+	var secondPID int
+	second, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Release()
+	if err := second.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&secondPID); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := second.Exec(ctx, `SELECT giftd_credits_in(0, $1, $2, $3)`, pos, rcv, amt)
+		done <- err
+	}()
+	// The second waits on the first's locks: then the first commits.
+	for {
+		var waiting bool
+		if err := pool.QueryRow(ctx, `SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1`, secondPID).
+			Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the second consumer's first legs ended before the first's committed: %v", err)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	if err := first.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var pe *pgconn.PgError
+	if err := <-done; !errors.As(err, &pe) || pe.Code != "23505" {
+		t.Errorf("the second consumer's first legs: %v; want unique_violation", err)
+	}
+	for r, want := range map[string]int64{r1: 7 + 5 + 4, r2: 3} {
+		var b int64
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT a.balance, (SELECT count(*) FROM account_entries AS x WHERE x.receiver_id = a.receiver_id)
+			FROM earnings_accounts AS a WHERE a.receiver_id = $1`, r).Scan(&b, &n); err != nil {
+			t.Fatal(err)
+		}
+		if b != want || n != len(slices.DeleteFunc(slices.Clone(rcv), func(x string) bool { return x != r })) {
+			t.Errorf("receiver %s: balance %d with %d legs; want %d, credited once", r, b, n, want)
+		}
+	}
+}
