@@ -27,8 +27,14 @@ type linkvClient struct {
 
 // send returns the final status and whether any attempt got a 200.
 func (c linkvClient) send(ctx context.Context, s *server, body string) (final int, got200 bool) {
+	return c.sendTo(ctx, func() *server { return s }, body)
+}
+
+// sendTo is send with each attempt sent to the server pick returns (LinkV
+// behind a load balancer in front of replicas).
+func (c linkvClient) sendTo(ctx context.Context, pick func() *server, body string) (final int, got200 bool) {
 	for ctx.Err() == nil {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.public+"/linkv/debit", strings.NewReader(body))
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+pick().public+"/linkv/debit", strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		resp, err := c.http.Do(req)
 		if err == nil {
@@ -118,12 +124,20 @@ func TestCrash_KillNineNeverLosesOrDoublesADebit(t *testing.T) {
 // auditPasses runs `giftd audit` on the database, as an operator would.
 func auditPasses(t *testing.T, dbURL string) {
 	t.Helper()
+	runAudit(t, "DATABASE_URL="+dbURL)
+}
+
+// runAudit runs `giftd audit` with the settings env, fails t unless it
+// exits 0, and returns what it printed.
+func runAudit(t *testing.T, env ...string) string {
+	t.Helper()
 	cmd := exec.Command(giftdBinary(t), "audit")
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL)
+	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Errorf("giftd audit: %v\n%s", err, out)
 	}
+	return string(out)
 }
 
 // checkRequests holds every request's final answer against the ledger:
@@ -131,22 +145,13 @@ func auditPasses(t *testing.T, dbURL string) {
 // when the final answer was 402.
 func checkRequests(t *testing.T, ctx context.Context, store *ledger.Store, reqs []*request) {
 	t.Helper()
-	entries := map[string]int{}
-	rows, err := store.Pool().Query(ctx, `SELECT ref, count(*) FROM ledger_entries WHERE kind = 'debit' GROUP BY ref`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var ref string
-		var c int
-		if err := rows.Scan(&ref, &c); err != nil {
-			t.Fatal(err)
-		}
-		entries[ref] = c
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
+	checkEntries(t, countDebits(t, ctx, store.Pool()), reqs)
+}
+
+// checkEntries is checkRequests against entries, the count of debit
+// entries of each request id.
+func checkEntries(t *testing.T, entries map[string]int, reqs []*request) {
+	t.Helper()
 	counts := map[int]int{}
 	for _, r := range reqs {
 		counts[r.final]++
@@ -170,27 +175,30 @@ func checkRequests(t *testing.T, ctx context.Context, store *ledger.Store, reqs 
 // wallets; every debit settled exactly once (one gift row, never two), its
 // gold = earnings + house; every wallet, earnings account, receivable and
 // house slot equal to its entries and none negative; and wallets + earnings
-// + house − owed = top-ups − payouts.
-func checkBooks(t *testing.T, ctx context.Context, store *ledger.Store) {
+// + house − owed = top-ups − payouts. Given the partitions of a partitioned
+// giftd, each is held to the rows' rules and their sum to the totals' (a
+// credit moving between partitions leaves one and enters another: wait
+// until none is in flight).
+func checkBooks(t *testing.T, ctx context.Context, stores ...*ledger.Store) {
 	t.Helper()
 	var credits, debits, balances, mismatched, negative int64
-	err := store.Pool().QueryRow(ctx, `
+	var debitEntries, settled, twice, unbalanced, earnings, house, owed, topups, payouts, offEntries, below int64
+	for _, store := range stores {
+		var c, d, b, m, n int64
+		err := store.Pool().QueryRow(ctx, `
 		SELECT
 			(SELECT coalesce(sum(amount), 0) FROM ledger_entries WHERE kind IN ('topup', 'reversal')),
 			(SELECT coalesce(-sum(amount), 0) FROM ledger_entries WHERE kind = 'debit'),
 			(SELECT coalesce(sum(gold), 0) FROM wallets),
 			(SELECT count(*) FROM wallets w WHERE w.gold <> (SELECT coalesce(sum(amount), 0) FROM ledger_entries e WHERE e.user_id = w.user_id)),
-			(SELECT count(*) FROM wallets WHERE gold < 0)`).Scan(&credits, &debits, &balances, &mismatched, &negative)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if credits-debits != balances || mismatched != 0 || negative != 0 {
-		t.Errorf("books: credits %d − debits %d ≠ balances %d, or %d wallets off their ledger, %d negative",
-			credits, debits, balances, mismatched, negative)
-	}
+			(SELECT count(*) FROM wallets WHERE gold < 0)`).Scan(&c, &d, &b, &m, &n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		credits, debits, balances, mismatched, negative = credits+c, debits+d, balances+b, mismatched+m, negative+n
 
-	var debitEntries, settled, twice, unbalanced, earnings, house, owed, topups, payouts, offEntries, below int64
-	err = store.Pool().QueryRow(ctx, `
+		var de, st, tw, ub, ea, ho, ow, tu, po, oe, be int64
+		err = store.Pool().QueryRow(ctx, `
 		SELECT
 			(SELECT count(*) FROM ledger_entries WHERE kind = 'debit'),
 			(SELECT count(DISTINCT debit_entry) FROM gift_entries),
@@ -211,9 +219,17 @@ func checkBooks(t *testing.T, ctx context.Context, store *ledger.Store) {
 				+ (SELECT coalesce(sum(amount), 0) FROM account_entries e WHERE e.house_slot = h.slot)),
 			(SELECT count(*) FROM earnings_accounts WHERE balance < 0 OR owed < 0)
 			+ (SELECT count(*) FROM house_slots WHERE balance < 0)`,
-	).Scan(&debitEntries, &settled, &twice, &unbalanced, &earnings, &house, &owed, &topups, &payouts, &offEntries, &below)
-	if err != nil {
-		t.Fatal(err)
+		).Scan(&de, &st, &tw, &ub, &ea, &ho, &ow, &tu, &po, &oe, &be)
+		if err != nil {
+			t.Fatal(err)
+		}
+		debitEntries, settled, twice, unbalanced = debitEntries+de, settled+st, twice+tw, unbalanced+ub
+		earnings, house, owed, topups, payouts = earnings+ea, house+ho, owed+ow, topups+tu, payouts+po
+		offEntries, below = offEntries+oe, below+be
+	}
+	if credits-debits != balances || mismatched != 0 || negative != 0 {
+		t.Errorf("books: credits %d − debits %d ≠ balances %d, or %d wallets off their ledger, %d negative",
+			credits, debits, balances, mismatched, negative)
 	}
 	switch {
 	case settled != debitEntries || twice != 0:

@@ -168,9 +168,13 @@ func (s *server) kill() {
 // catalogue seededStore makes, all to the receiver) or gift 2 (not in it:
 // GIFTD_DEFAULT_SHARE_BP, all to the house for 1 gold), by the request id.
 func signedForm(requestID, user string, gold int64) string {
-	now := time.Now().Unix()
 	last := int(requestID[len(requestID)-1])
-	receiver, giftID := fmt.Sprint("host", last%3), fmt.Sprint(1+last%2)
+	return signedGift(requestID, user, fmt.Sprint("host", last%3), fmt.Sprint(1+last%2), gold)
+}
+
+// signedGift is a LinkV debit of gold from user: gift giftID to receiver.
+func signedGift(requestID, user, receiver, giftID string, gold int64) string {
+	now := time.Now().Unix()
 	f := map[string]string{
 		"app_id": appID, "request_id": requestID, "user_id": user, "type": "1",
 		"nonce":      "abcdefgh" + strconv.FormatInt(now, 10) + "ijklmnop",

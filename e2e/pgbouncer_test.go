@@ -237,6 +237,24 @@ func emptyDatabase(t *testing.T) string {
 // under CI (.ci/run installs it) and is skipped otherwise.
 func startPgBouncer(t *testing.T, databaseURL, mode string) string {
 	t.Helper()
+	return newPgBouncer(t, databaseURL, mode).url
+}
+
+// A pgBouncer is a running PgBouncer that can be killed and started again
+// on the same port (see startPgBouncer).
+type pgBouncer struct {
+	t      *testing.T
+	argv   []string
+	dir    string
+	addr   string
+	url    string // the target's URL through it
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// newPgBouncer is startPgBouncer's PgBouncer itself.
+func newPgBouncer(t *testing.T, databaseURL, mode string) *pgBouncer {
+	t.Helper()
 	bin, err := exec.LookPath("pgbouncer")
 	if err != nil {
 		if _, serr := os.Stat("/usr/sbin/pgbouncer"); serr != nil {
@@ -297,7 +315,20 @@ pidfile = %s/pgbouncer.pid
 		}
 		argv = append([]string{"runuser", "-u", "postgres", "--"}, argv...)
 	}
-	cmd := exec.Command(argv[0], argv[1:]...)
+	b := &pgBouncer{t: t, argv: argv, dir: dir, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+	via := *target
+	via.Host = b.addr
+	b.url = via.String()
+	b.start()
+	t.Cleanup(b.stop)
+	return b
+}
+
+// start runs PgBouncer and waits until it listens.
+func (b *pgBouncer) start() {
+	t := b.t
+	t.Helper()
+	cmd := exec.Command(b.argv[0], b.argv[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	if err := cmd.Start(); err != nil {
@@ -305,24 +336,15 @@ pidfile = %s/pgbouncer.pid
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }() //nolint:errcheck // stopped on purpose
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) //nolint:errcheck // it may be gone already
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) //nolint:errcheck // last resort
-			<-exited
-		}
-	})
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	b.cmd, b.exited = cmd, exited
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		if c, err := net.Dial("tcp", addr); err == nil {
+		if c, err := net.Dial("tcp", b.addr); err == nil {
 			c.Close()
-			break
+			return
 		}
 		select {
 		case <-exited:
-			log, _ := os.ReadFile(filepath.Join(dir, "pgbouncer.log"))
+			log, _ := os.ReadFile(filepath.Join(b.dir, "pgbouncer.log"))
 			t.Fatalf("pgbouncer exited at start:\n%s", log)
 		case <-time.After(20 * time.Millisecond):
 		}
@@ -330,9 +352,27 @@ pidfile = %s/pgbouncer.pid
 			t.Fatal("pgbouncer not listening after 10s")
 		}
 	}
-	via := *target
-	via.Host = addr
-	return via.String()
+}
+
+// kill ends PgBouncer with SIGKILL, every connection through it cut, as a
+// crash would.
+func (b *pgBouncer) kill() {
+	syscall.Kill(-b.cmd.Process.Pid, syscall.SIGKILL) //nolint:errcheck // it may be gone already
+	<-b.exited
+	// Its pid file names a process that may linger as a zombie a moment:
+	// PgBouncer would refuse to start again.
+	os.Remove(filepath.Join(b.dir, "pgbouncer.pid")) //nolint:errcheck // may be gone
+}
+
+// stop ends PgBouncer: SIGTERM, then SIGKILL after 5 s.
+func (b *pgBouncer) stop() {
+	syscall.Kill(-b.cmd.Process.Pid, syscall.SIGTERM) //nolint:errcheck // it may be gone already
+	select {
+	case <-b.exited:
+	case <-time.After(5 * time.Second):
+		syscall.Kill(-b.cmd.Process.Pid, syscall.SIGKILL) //nolint:errcheck // last resort
+		<-b.exited
+	}
 }
 
 func freePort(t *testing.T) int {

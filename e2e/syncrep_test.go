@@ -159,7 +159,18 @@ func debitEntries(t *testing.T, ctx context.Context, dbURL string) map[string]in
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	rows, err := conn.Query(ctx, `SELECT ref, count(*) FROM ledger_entries WHERE kind = 'debit' GROUP BY ref`)
+	return countDebits(t, ctx, conn)
+}
+
+// A querier is a pgx connection or pool.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// countDebits counts the debit entries of each request id in q's ledger.
+func countDebits(t *testing.T, ctx context.Context, q querier) map[string]int {
+	t.Helper()
+	rows, err := q.Query(ctx, `SELECT ref, count(*) FROM ledger_entries WHERE kind = 'debit' GROUP BY ref`)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -477,7 +477,9 @@ func TestConsole_InABrowser(t *testing.T) {
 		click("#payout-submit"),
 		until(`document.getElementById('payout-result').textContent.includes('insufficient_earnings')`),
 		until(`document.getElementById('recv-payable').textContent === '3'`),
-		until(`document.querySelectorAll('#recv-ledger tr.kind-payout').length === 2`))
+		until(`document.querySelectorAll('#recv-ledger tr.kind-payout').length === 2`),
+		// The refusal is shown once the account has been read again.
+		until(`!document.getElementById('payout-result').hidden`))
 	if s := p.text("payout-result"); !strings.HasPrefix(s, "422 insufficient_earnings: ") {
 		t.Errorf("the API's refusal: %q", s)
 	}

@@ -247,19 +247,29 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 		// giftd talks to the proxy only; each batch goes to one partition
 		// (docs/scale-out.md#the-debit-batch).
 		dbURL, opts = s.Partitioned.ProxyURL, append(opts, ledger.WithPartitions(len(s.Partitioned.PartitionURLs), partition.For))
-		if s.Webhooks || s.PruneInterval > 0 {
-			// Both read and write one database's events and records: on the
-			// proxy they would fail every time (docs/scale-out.md).
-			log.Warn("partitioned mode: webhook delivery and pruning do not run (not partition-aware yet)",
-				"webhooks", s.Webhooks, "prune_interval", s.PruneInterval.String())
-			s.Webhooks, s.PruneInterval = false, 0
+	}
+	var parts []*ledger.Store
+	if partitioned {
+		// Direct pools to each partition: the cross-partition credits, the
+		// configuration every partition holds, each partition's webhook
+		// delivery and pruning (docs/scale-out.md). Never the debits'.
+		for i, u := range s.Partitioned.PartitionURLs {
+			p, err := ledger.Open(ctx, u, ledger.WithBatching(ledger.Batching{MaxBatch: 1}),
+				ledger.WithMaxConns(int32(s.Webhook.Workers+4)))
+			if err != nil {
+				return fmt.Errorf("GIFTD_PARTITION_URLS: partition %d: %w", i, err)
+			}
+			defer p.Close()
+			parts = append(parts, p)
 		}
+		opts = append(opts, ledger.WithPartitionStores(parts))
 	}
 	store, err := ledger.Open(ctx, dbURL, opts...)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
+	store.SetConfigLog(log)
 
 	reg := prometheus.NewRegistry()
 	metrics := httpapi.NewMetrics(reg)
@@ -301,15 +311,6 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 		// Cross-partition credits (docs/scale-out.md#cross-partition-credits):
 		// read from and applied on each partition directly, on small pools
 		// of their own; the admin audit uses them too.
-		var parts []*ledger.Store
-		for i, u := range s.Partitioned.PartitionURLs {
-			p, err := ledger.Open(ctx, u, ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithMaxConns(3))
-			if err != nil {
-				return fmt.Errorf("GIFTD_PARTITION_URLS: partition %d: %w", i, err)
-			}
-			defer p.Close()
-			parts = append(parts, p)
-		}
 		consumer = credits.New(parts, credits.DefaultConfig(consumerOwner()), reg, log)
 		// The admin audit reads each partition's books on the same pools
 		// (docs/scale-out.md#reads-across-partitions).
@@ -317,7 +318,12 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 	}
 
 	var deliverer *webhook.Deliverer
-	if s.Webhooks {
+	switch {
+	case s.Webhooks && partitioned:
+		// Each partition's events from its own outbox, on its pool above
+		// (docs/events.md#partitioned-mode).
+		deliverer = webhook.NewPartitioned(parts, s.Webhook, reg, log)
+	case s.Webhooks:
 		// Delivery has a pool of its own, so that slow endpoints can never
 		// hold the connections debits need.
 		delivery, err := ledger.Open(ctx, s.DatabaseURL, ledger.WithBatching(ledger.Batching{MaxBatch: 1}),

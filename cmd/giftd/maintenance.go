@@ -94,6 +94,7 @@ func auditPartitioned(ctx context.Context, l partition.Layout, getenv func(strin
 	}
 	fmt.Fprintf(stdout, "cross-partition credits: %d in the outboxes, %d gold: %d moved (%d gold), %d in flight (%d gold)\n",
 		r.Credits, r.Taken, r.Moved, r.MovedGold, r.InFlight, r.InFlightGold)
+	fmt.Fprintf(stdout, "reversals' claw-backs: %d, %d pending\n", r.Clawbacks, r.ClawbacksPending)
 	for _, p := range r.Problems {
 		fmt.Fprintf(stdout, "  MISMATCH %s\n", p)
 	}
@@ -101,6 +102,18 @@ func auditPartitioned(ctx context.Context, l partition.Layout, getenv func(strin
 		failed = append(failed, fmt.Errorf("cross-partition credits: %d problems", len(r.Problems)))
 	} else {
 		fmt.Fprintln(stdout, "credits OK: each moved once each way, every one behind its cursor moved, taken = moved + in flight")
+	}
+	// The configuration every debit reads, the same on every partition
+	// (docs/scale-out.md#configuration-on-every-partition).
+	drift, err := ledger.ConfigDriftOf(ctx, parts, nil)
+	if err != nil {
+		return err
+	}
+	if len(drift) > 0 {
+		fmt.Fprintf(stdout, "  DRIFT %s (POST /admin/v1/config/sync copies partition 0's again)\n", ledger.DriftText(drift))
+		failed = append(failed, fmt.Errorf("configuration: %d partitions and kinds differ from partition 0", len(drift)))
+	} else {
+		fmt.Fprintln(stdout, "configuration OK: the catalogue, rooms' receivers, apps' policies and webhook endpoints are the same on every partition")
 	}
 	return errors.Join(failed...)
 }
@@ -209,11 +222,36 @@ func formatInts(ns ...int64) []string {
 // runPrune deletes, once, the debit records that expired more than
 // GIFTD_PRUNE_MARGIN (or -margin) ago, as serve does in the background.
 func runPrune(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	store, s, err := openForOps(ctx, getenv)
-	if err != nil {
+	var ps settings
+	if err := readPartitions(getenv, &ps); err != nil {
 		return err
 	}
-	defer store.Close()
+	var stores []*ledger.Store
+	var names []string
+	var s settings
+	if ps.Partitioned.ProxyURL != "" {
+		// Each partition's own records and events, on a direct connection
+		// (docs/scale-out.md#reminders-pruning-partitioned); DATABASE_URL unused.
+		if err := readDatabase(getenv, &s); err != nil {
+			return err
+		}
+		for i, u := range ps.Partitioned.PartitionURLs {
+			p, err := ledger.Open(ctx, u, ledger.WithBatching(ledger.Batching{MaxBatch: 1}))
+			if err != nil {
+				return fmt.Errorf("partition %d: %w", i, err)
+			}
+			defer p.Close()
+			stores = append(stores, p)
+			names = append(names, fmt.Sprintf("partition %d (%s): ", i, partition.Where(u)))
+		}
+	} else {
+		store, opsSettings, err := openForOps(ctx, getenv)
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		stores, names, s = []*ledger.Store{store}, []string{""}, opsSettings
+	}
 	if err := readEvents(getenv, &s); err != nil {
 		return err
 	}
@@ -228,18 +266,25 @@ func runPrune(ctx context.Context, args []string, getenv func(string) string, st
 	if *margin < 0 || *retention < 0 || *batch < 1 {
 		return errors.New("prune: -margin and -retention must not be negative, -batch at least 1")
 	}
-	cutoff := time.Now().Add(-*margin)
-	n, err := store.PruneRequests(ctx, cutoff, *batch)
-	fmt.Fprintf(stdout, "pruned %d debit request records that expired before %s (the ledger is never pruned)\n",
-		n, cutoff.UTC().Format(time.RFC3339))
-	if err != nil {
-		return err
+	var failed []error
+	for i, store := range stores {
+		cutoff := time.Now().Add(-*margin)
+		n, err := store.PruneRequests(ctx, cutoff, *batch)
+		fmt.Fprintf(stdout, "%spruned %d debit request records that expired before %s (the ledger is never pruned)\n",
+			names[i], n, cutoff.UTC().Format(time.RFC3339))
+		if err != nil {
+			failed = append(failed, fmt.Errorf("%s%w", names[i], err))
+			continue
+		}
+		before := time.Now().Add(-*retention)
+		n, err = store.PruneEvents(ctx, before, *batch)
+		fmt.Fprintf(stdout, "%spruned %d events created before %s that every webhook endpoint has passed (undelivered ones are kept)\n",
+			names[i], n, before.UTC().Format(time.RFC3339))
+		if err != nil {
+			failed = append(failed, fmt.Errorf("%s%w", names[i], err))
+		}
 	}
-	before := time.Now().Add(-*retention)
-	n, err = store.PruneEvents(ctx, before, *batch)
-	fmt.Fprintf(stdout, "pruned %d events created before %s that every webhook endpoint has passed (undelivered ones are kept)\n",
-		n, before.UTC().Format(time.RFC3339))
-	return err
+	return errors.Join(failed...)
 }
 
 // pruneMetrics count what the background pruning did.

@@ -104,8 +104,9 @@ func (c *Consumer) Run(ctx context.Context) {
 
 // Step moves at most one batch of credits from source partition p: the
 // lease, the batch read up to the events' horizon, each credit's first leg
-// on its receiver's partition, then the second legs and the cursor on p in
-// one transaction. It returns how many credits it moved (0 when another
+// on its receiver's partition, the claw-backs of the reversals read with
+// them on theirs, then the second legs and the cursor on p in one
+// transaction. It returns how many credits it moved (0 when another
 // consumer holds p's lease or nothing is pending). A step cut short
 // anywhere is safe to run again: a first leg applied twice applies once.
 func (c *Consumer) Step(ctx context.Context, p int) (int, error) {
@@ -146,6 +147,18 @@ func (c *Consumer) Step(ctx context.Context, p int) (int, error) {
 			return 0, err
 		}
 	}
+	// The claw-backs of the reversals read with them (docs/scale-out.md
+	// #reversals-and-payouts), each once on its receiver's partition,
+	// before the cursor passes them.
+	claws, err := src.PendingClawbacks(ctx, from, upTo)
+	if err != nil {
+		return 0, err
+	}
+	for _, cb := range claws {
+		if _, _, _, err := c.parts[partition.For(cb.ReceiverID, len(c.parts))].ApplyClawback(ctx, p, cb); err != nil {
+			return 0, err
+		}
+	}
 	if c.beforeOut != nil && !c.beforeOut(p) {
 		return 0, nil
 	}
@@ -168,6 +181,10 @@ type Report struct {
 	// Taken is the earnings of those events, MovedGold and InFlightGold
 	// their split: Taken = MovedGold + InFlightGold when the books hold.
 	Taken, MovedGold, InFlightGold int64
+	// Clawbacks counts the reversals' claw-backs on the senders'
+	// partitions; ClawbacksPending those not yet applied on the receivers'
+	// (past their source's cursor).
+	Clawbacks, ClawbacksPending int
 	// Problems lists every credit that breaks a rule, at most 100.
 	Problems []string
 }
@@ -182,12 +199,39 @@ func (r Report) OK() bool { return len(r.Problems) == 0 && r.Taken == r.MovedGol
 // transfer_out has its transfer_in, and every credit event behind its
 // source's cursor was moved. The sources are read before the receivers, so
 // a credit moving meanwhile shows as in flight, never as a problem.
+//
+// And the reversals' claw-backs: each applied on a receiver's partition has
+// its leg on the sender's, of the same amount, and each behind its source's
+// cursor was applied once. A claw-back's legs go the other way (the
+// sender's first), so the receivers' claw-backs are read both before the
+// sources (each must have its source's leg) and after (each source's leg
+// behind the cursor must be there).
 func Audit(ctx context.Context, parts []*ledger.Store) (Report, error) {
 	var r Report
 	problem := func(format string, args ...any) {
 		if len(r.Problems) < 100 {
 			r.Problems = append(r.Problems, fmt.Sprintf(format, args...))
 		}
+	}
+	taken := func() (map[string]int64, error) {
+		m := map[string]int64{}
+		for p, s := range parts {
+			legs, err := s.ClawbacksTaken(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("partition %d: %w", p, err)
+			}
+			for _, l := range legs {
+				if _, dup := m[l.Ref]; dup {
+					problem("claw-back %s: applied on two partitions", l.Ref)
+				}
+				m[l.Ref] = l.Amount
+			}
+		}
+		return m, nil
+	}
+	takenBefore, err := taken()
+	if err != nil {
+		return Report{}, err
 	}
 	sources := make([]ledger.CreditSource, len(parts))
 	outs := map[string]int64{}
@@ -205,6 +249,36 @@ func Audit(ctx context.Context, parts []*ledger.Store) (Report, error) {
 				problem("credit %s: moved out twice", l.Ref)
 			}
 			outs[l.Ref] = l.Amount
+		}
+	}
+	takenAfter, err := taken()
+	if err != nil {
+		return Report{}, err
+	}
+	clawbacksIn := map[string]int64{}
+	for p, b := range sources {
+		for _, l := range b.ClawbacksIn {
+			r.Clawbacks++
+			clawbacksIn[l.Ref] = l.Amount
+			var pos int64
+			if _, err := fmt.Sscanf(l.Ref, fmt.Sprintf("%d:%%d", p), &pos); err != nil {
+				problem("claw-back %s: on partition %d, keyed for another", l.Ref, p)
+				continue
+			}
+			got, applied := takenAfter[l.Ref]
+			switch {
+			case !applied && pos > b.Cursor:
+				r.ClawbacksPending++
+			case !applied:
+				problem("claw-back %s: behind the cursor %d, never applied", l.Ref, b.Cursor)
+			case got != l.Amount:
+				problem("claw-back %s: %d to take back, %d taken", l.Ref, l.Amount, got)
+			}
+		}
+	}
+	for ref, got := range takenBefore {
+		if _, ok := clawbacksIn[ref]; !ok {
+			problem("claw-back %s: %d taken back, no reversal asked for it", ref, got)
 		}
 	}
 	ins := map[string]int64{}

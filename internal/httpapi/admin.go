@@ -128,9 +128,14 @@ func handleReversal(store *ledger.Store, log *slog.Logger, m *Metrics) http.Hand
 			AppID          string `json:"app_id"`
 			IdempotencyKey string `json:"idempotency_key"`
 			Note           string `json:"note"`
+			UserID         string `json:"user_id"`
 		}
 		requestID, ok := pathParam(w, r, "request_id")
 		if !ok || !decode(w, r, &body) || !validKeyAndNote(w, body.IdempotencyKey, body.Note) {
+			return
+		}
+		if body.UserID != "" && !ledger.ValidUserID(body.UserID) {
+			writeError(w, http.StatusBadRequest, "bad_request", "user_id: 1-64 characters of [0-9A-Za-z+=_-], or absent")
 			return
 		}
 		if !validID(w, "request_id", requestID) {
@@ -153,7 +158,7 @@ func handleReversal(store *ledger.Store, log *slog.Logger, m *Metrics) http.Hand
 		ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
 		defer cancel()
 		debit := ledger.DebitKey{Platform: body.Platform, AppID: body.AppID, RequestID: requestID}
-		c, err := store.Reverse(ctx, ledger.Reversal{Debit: debit, Key: body.IdempotencyKey, Note: body.Note})
+		c, err := store.Reverse(ctx, ledger.Reversal{Debit: debit, UserID: body.UserID, Key: body.IdempotencyKey, Note: body.Note})
 		if err != nil {
 			writeLedgerError(w, log, err)
 			return
@@ -289,17 +294,31 @@ func writeLedgerError(w http.ResponseWriter, log *slog.Logger, err error) {
 		writeError(w, http.StatusUnprocessableEntity, "insufficient_earnings", err.Error())
 	case errors.Is(err, ledger.ErrGiftExists):
 		writeError(w, http.StatusConflict, "gift_exists", err.Error())
+	case errors.Is(err, ledger.ErrPartlyApplied):
+		// docs/scale-out.md#configuration-on-every-partition: the message
+		// names the partitions by number only.
+		log.Warn("configuration change applied on some partitions only", "error", err.Error())
+		writeError(w, http.StatusServiceUnavailable, "partly_applied", err.Error())
+	case errors.Is(err, ledger.ErrBadPartition):
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+	case errors.Is(err, ledger.ErrNoPartitionStores):
+		writeError(w, http.StatusNotImplemented, "not_partitioned", "not available in partitioned mode without GIFTD_PARTITION_URLS reachable from giftd")
 	case errors.Is(err, ledger.ErrPartitionUnreachable):
 		// PL/Proxy's error names the partition's host and database, never
 		// a password; the answer names neither.
-		log.Error("admin read across partitions failed", "error", err.Error())
+		log.Error("admin request: a partition cannot be reached", "error", err.Error())
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "partition_unavailable",
-			"a partition of the cluster cannot be reached; try again later (no partial answer is given)")
+			"a partition of the cluster cannot be reached; try again later (no partial answer is given; a write with the same idempotency key is applied at most once)")
 	case errors.Is(err, ledger.ErrTooManyToMerge):
 		writeError(w, http.StatusUnprocessableEntity, "too_many_groups", fmt.Sprintf(
 			"more than %d groups to sum across partitions: narrow the period, or filter by platform or app_id",
 			ledger.MaxMergeRows))
+	case errors.Is(err, ledger.ErrCreditInTransit):
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "credit_in_transit", err.Error()+"; nothing was written, try again shortly")
+	case errors.Is(err, ledger.ErrDebitAmbiguous):
+		writeError(w, http.StatusConflict, "ambiguous_debit", err.Error())
 	case errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22"):
 		// A data exception: a value the checks above let through and
 		// PostgreSQL cannot store. The same request would fail again.

@@ -5,11 +5,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"giftd/internal/ledger"
@@ -30,7 +32,16 @@ func handleEvents(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		after, limit, wait := int64(0), 100, time.Duration(0)
-		if s := q.Get("after"); s != "" {
+		var cursor []int64 // partitioned: one position per partition
+		if n := store.Partitions(); n > 0 {
+			c, ok := parseCursor(q.Get("after"), n)
+			if !ok {
+				writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf(
+					"after: partitioned, a cursor of %d positions (0 or more) separated by commas, one per partition, as next_after gives it; or 0", n))
+				return
+			}
+			cursor = c
+		} else if s := q.Get("after"); s != "" {
 			n, err := strconv.ParseInt(s, 10, 64)
 			if err != nil || n < 0 {
 				writeError(w, http.StatusBadRequest, "bad_request", "after: must be a position, 0 or more")
@@ -60,6 +71,32 @@ func handleEvents(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
 		tick := time.NewTicker(feedPoll)
 		defer tick.Stop()
 		for {
+			if cursor != nil {
+				ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
+				page, err := store.EventsPartitioned(ctx, cursor, limit)
+				cancel()
+				if err != nil {
+					writeLedgerError(w, log, err)
+					return
+				}
+				if len(page.Events) > 0 || !time.Now().Before(deadline) {
+					if page.Events == nil {
+						page.Events = []ledger.Event{}
+					}
+					if page.Unavailable == nil {
+						page.Unavailable = []int{}
+					}
+					writeJSON(w, http.StatusOK, map[string]any{"events": page.Events, "next_after": formatCursor(page.Next),
+						"horizon": page.Horizons, "unavailable": page.Unavailable})
+					return
+				}
+				select {
+				case <-r.Context().Done():
+					return
+				case <-tick.C:
+				}
+				continue
+			}
 			ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
 			events, upTo, err := store.Events(ctx, after, limit)
 			cancel()
@@ -87,12 +124,59 @@ func handleEvents(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
 	}
 }
 
+// parseCursor reads the partitioned feed's cursor: n positions separated
+// by commas ("" or "0": all 0).
+func parseCursor(s string, n int) ([]int64, bool) {
+	if s == "" || s == "0" {
+		return make([]int64, n), true
+	}
+	fields := strings.Split(s, ",")
+	if len(fields) != n {
+		return nil, false
+	}
+	out := make([]int64, n)
+	for i, f := range fields {
+		v, err := strconv.ParseInt(f, 10, 64)
+		if err != nil || v < 0 {
+			return nil, false
+		}
+		out[i] = v
+	}
+	return out, true
+}
+
+func formatCursor(c []int64) string {
+	parts := make([]string, len(c))
+	for i, v := range c {
+		parts[i] = strconv.FormatInt(v, 10)
+	}
+	return strings.Join(parts, ",")
+}
+
 // endpointAnswer is an endpoint as the admin API shows it: never its
 // secrets, except Secret right after it was made.
 type endpointAnswer struct {
 	ledger.Endpoint
 	Secrets int    `json:"secrets"`
 	Secret  string `json:"secret,omitempty"`
+	// Warning: partitioned, the change reached some partitions only.
+	Warning string `json:"warning,omitempty"`
+}
+
+// partlyMade answers a new secret's change that reached partition 0 but
+// not every partition (ledger.ErrPartlyApplied) with 202, the endpoint,
+// its secret and a warning: an error answer would lose the secret, which
+// is shown only once and already signs partition 0's deliveries. It
+// reports whether it answered.
+func partlyMade(w http.ResponseWriter, log *slog.Logger, err error, e ledger.Endpoint, secret string) bool {
+	if !errors.Is(err, ledger.ErrPartlyApplied) || e.ID == "" {
+		return false
+	}
+	log.Warn("webhook endpoint changed on some partitions only", "endpoint", e.ID, "error", err.Error())
+	a := answerEndpoint(e, secret)
+	a.Warning = err.Error()
+	writeJSON(w, http.StatusAccepted, a)
+	return true
 }
 
 func answerEndpoint(e ledger.Endpoint, secret string) endpointAnswer {
@@ -181,6 +265,9 @@ func handleCreateWebhook(store *ledger.Store, log *slog.Logger, allowPrivate boo
 		ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
 		defer cancel()
 		created, err := store.CreateEndpoint(ctx, e)
+		if partlyMade(w, log, err, created, e.Secrets[0]) {
+			return
+		}
 		if err != nil {
 			writeLedgerError(w, log, err)
 			return
@@ -264,6 +351,9 @@ func handleWebhookSecret(store *ledger.Store, log *slog.Logger, add bool) http.H
 		} else {
 			e, err = store.DropOldSecrets(ctx, id)
 		}
+		if add && partlyMade(w, log, err, e, secret) {
+			return
+		}
 		if err != nil {
 			writeLedgerError(w, log, err)
 			return
@@ -278,6 +368,8 @@ func handleRedeliver(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
 		id, ok := endpointParam(w, r)
 		var b struct {
 			FromPosition json.RawMessage `json:"from_position"`
+			// Partitioned: the partition whose position from_position is.
+			Partition *int `json:"partition"`
 		}
 		if !ok || (r.ContentLength != 0 && !decode(w, r, &b)) {
 			return
@@ -292,7 +384,16 @@ func handleRedeliver(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
 		defer cancel()
-		e, err := store.Redeliver(ctx, id, from)
+		part := -1
+		if b.Partition != nil {
+			part = *b.Partition
+		}
+		if n := store.Partitions(); n > 0 && from > 0 && (part < 0 || part >= n) {
+			writeError(w, http.StatusBadRequest, "bad_request",
+				fmt.Sprintf("partition: partitioned, from_position is one partition's: give partition, 0 to %d", n-1))
+			return
+		}
+		e, err := store.RedeliverOn(ctx, id, from, part)
 		if err != nil {
 			writeLedgerError(w, log, err)
 			return

@@ -86,33 +86,38 @@ func NewAdmin(d Deps) http.Handler {
 	r.Route("/admin", func(r chi.Router) {
 		r.Use(requireToken(d.AdminToken), limitBody(64<<10))
 		r.MethodNotAllowed(methodNotAllowed(r))
-		// In partitioned mode the routes wrapped in single answer 501
-		// (docs/scale-out.md#the-admin-api-partitioned).
-		single := d.singleServerOnly
+		// Every route works partitioned (docs/scale-out.md#the-admin-api-partitioned);
+		// those wrapped in parted need the partitions' own connections.
+		asIs := func(h http.HandlerFunc) http.HandlerFunc { return h }
 		r.Post("/v1/wallets/{user_id}/topups", handleTopUp(d.Store, d.Log, d.Metrics))
 		r.Get("/v1/wallets/{user_id}", handleWallet(d.Store, d.Log))
-		r.Get("/v1/wallets/{user_id}/ledger", single(handleLedger(d.Store, d.Log)))
-		r.Get("/v1/debits/{request_id}", single(handleDebit(d.Store, d.Log)))
-		r.Post("/v1/debits/{request_id}/reversal", single(handleReversal(d.Store, d.Log, d.Metrics)))
+		r.Get("/v1/wallets/{user_id}/ledger", handleLedger(d.Store, d.Log))
+		r.Get("/v1/debits/{request_id}", handleDebit(d.Store, d.Log))
+		r.Post("/v1/debits/{request_id}/reversal", handleReversal(d.Store, d.Log, d.Metrics))
 		r.Get("/v1/audit", d.audit())
 		r.Get("/v1/stats", handleStats(d.Gatherer, d.readiness(), d.Callbacks))
 		// giftd as the platforms' client (platforms.go, docs/platform-apis.md).
-		r.Post("/v1/linkv/accounts/{user_id}", single(handleLinkAccount(d.Store, d.Platforms, d.Log)))
-		r.Get("/v1/linkv/accounts/{user_id}", single(handleLinkedAccount(d.Store, d.Platforms, d.Log)))
-		r.Post("/v1/linkv/wallet-moves", single(handleWalletMoves(d.Store, d.Platforms, d.Log)))
-		r.Get("/v1/linkv/wallet-moves/{user_id}", single(handleWalletMove(d.Store, d.Platforms, d.Log)))
+		r.Post("/v1/linkv/accounts/{user_id}", handleLinkAccount(d.Store, d.Platforms, d.Log))
+		r.Get("/v1/linkv/accounts/{user_id}", handleLinkedAccount(d.Store, d.Platforms, d.Log))
+		r.Post("/v1/linkv/wallet-moves", handleWalletMoves(d.Store, d.Platforms, d.Log))
+		r.Get("/v1/linkv/wallet-moves/{user_id}", handleWalletMove(d.Store, d.Platforms, d.Log))
 		r.Post("/v1/polyv/donation-settings", handlePolyvDonations(d.Platforms, d.Log))
 		// The economy (docs/economy.md).
-		r.Get("/v1/gifts", single(handleGifts(d.Store, d.Log)))
-		r.Post("/v1/gifts/{platform}", single(handleCreateGift(d.Store, d.Log)))
-		r.Get("/v1/gifts/{platform}/{gift_id}", single(handleGift(d.Store, d.Log)))
-		r.Patch("/v1/gifts/{platform}/{gift_id}", single(handleUpdateGift(d.Store, d.Log, false)))
-		r.Post("/v1/gifts/{platform}/{gift_id}/deactivate", single(handleUpdateGift(d.Store, d.Log, true)))
-		r.Get("/v1/polyv/channels", single(handleChannels(d.Store, d.Log)))
-		r.Put("/v1/polyv/channels/{channel_id}/receiver", single(handleSetChannelReceiver(d.Store, d.Log)))
-		r.Delete("/v1/polyv/channels/{channel_id}/receiver", single(handleRemoveChannelReceiver(d.Store, d.Log)))
+		// Partitioned, the configuration every debit reads is changed on
+		// every partition (config.go, docs/scale-out.md).
+		parted := d.partitionAware
+		r.Get("/v1/gifts", parted(withDrift(d.Store, ledger.ConfigGifts, handleGifts(d.Store, d.Log))))
+		r.Post("/v1/gifts/{platform}", parted(handleCreateGift(d.Store, d.Log)))
+		r.Get("/v1/gifts/{platform}/{gift_id}", parted(withDrift(d.Store, ledger.ConfigGifts, handleGift(d.Store, d.Log))))
+		r.Patch("/v1/gifts/{platform}/{gift_id}", parted(handleUpdateGift(d.Store, d.Log, false)))
+		r.Post("/v1/gifts/{platform}/{gift_id}/deactivate", parted(handleUpdateGift(d.Store, d.Log, true)))
+		r.Get("/v1/polyv/channels", parted(withDrift(d.Store, ledger.ConfigRooms, handleChannels(d.Store, d.Log))))
+		r.Put("/v1/polyv/channels/{channel_id}/receiver", parted(handleSetChannelReceiver(d.Store, d.Log)))
+		r.Delete("/v1/polyv/channels/{channel_id}/receiver", parted(handleRemoveChannelReceiver(d.Store, d.Log)))
+		r.Get("/v1/config/drift", parted(handleConfigDrift(d.Store, d.Log)))
+		r.Post("/v1/config/sync", parted(handleConfigSync(d.Store, d.Log)))
 		r.Get("/v1/earnings/{receiver_id}", handleEarnings(d.Store, d.Log))
-		r.Post("/v1/earnings/{receiver_id}/payouts", single(handlePayout(d.Store, d.Log)))
+		r.Post("/v1/earnings/{receiver_id}/payouts", handlePayout(d.Store, d.Log))
 		// Reports and leaderboards (reports.go, docs/economy.md#reports-and-leaderboards).
 		// Partitioned, these read every partition (or one user's) and merge
 		// (docs/scale-out.md#reads-across-partitions).
@@ -124,28 +129,37 @@ func NewAdmin(d Deps) http.Handler {
 		r.Get("/v1/rooms/{platform}/{room_id}/leaderboard/receivers", handleLeaderboard(d.Store, d.Log, boards, ledger.Receivers))
 		r.Get("/v1/senders/{user_id}/spend", handleSenderSpend(d.Store, d.Log))
 		// Events: the pull feed and webhooks (docs/events.md).
-		r.Get("/v1/events", single(handleEvents(d.Store, d.Log)))
-		r.Get("/v1/webhooks", single(handleWebhooks(d.Store, d.Log)))
-		r.Post("/v1/webhooks", single(handleCreateWebhook(d.Store, d.Log, d.WebhookAllowPrivate)))
-		r.Get("/v1/webhooks/{endpoint_id}", single(handleWebhook(d.Store, d.Log)))
-		r.Patch("/v1/webhooks/{endpoint_id}", single(handleUpdateWebhook(d.Store, d.Log, d.WebhookAllowPrivate)))
-		r.Delete("/v1/webhooks/{endpoint_id}", single(handleDeleteWebhook(d.Store, d.Log)))
-		r.Post("/v1/webhooks/{endpoint_id}/secrets", single(handleWebhookSecret(d.Store, d.Log, true)))
-		r.Delete("/v1/webhooks/{endpoint_id}/secrets/previous", single(handleWebhookSecret(d.Store, d.Log, false)))
-		r.Post("/v1/webhooks/{endpoint_id}/redeliver", single(handleRedeliver(d.Store, d.Log)))
+		r.Get("/v1/events", parted(handleEvents(d.Store, d.Log)))
+		r.Get("/v1/webhooks", parted(withDrift(d.Store, ledger.ConfigWebhooks, handleWebhooks(d.Store, d.Log))))
+		r.Post("/v1/webhooks", parted(handleCreateWebhook(d.Store, d.Log, d.WebhookAllowPrivate)))
+		r.Get("/v1/webhooks/{endpoint_id}", parted(withDrift(d.Store, ledger.ConfigWebhooks, handleWebhook(d.Store, d.Log))))
+		r.Patch("/v1/webhooks/{endpoint_id}", parted(handleUpdateWebhook(d.Store, d.Log, d.WebhookAllowPrivate)))
+		r.Delete("/v1/webhooks/{endpoint_id}", parted(handleDeleteWebhook(d.Store, d.Log)))
+		r.Post("/v1/webhooks/{endpoint_id}/secrets", parted(handleWebhookSecret(d.Store, d.Log, true)))
+		r.Delete("/v1/webhooks/{endpoint_id}/secrets/previous", parted(handleWebhookSecret(d.Store, d.Log, false)))
+		r.Post("/v1/webhooks/{endpoint_id}/redeliver", parted(handleRedeliver(d.Store, d.Log)))
 		// The spending safeguards (safeguards.go, docs/safeguards.md).
 		r.Get("/v1/policies/defaults", handlePolicyDefaults(d.Store))
-		for _, p := range []struct{ scope, path string }{
-			{ledger.ScopeUser, "/v1/policies/users/{user_id}"},
-			{ledger.ScopeApp, "/v1/policies/apps/{platform}/{app_id}"},
+		for _, p := range []struct {
+			scope, path string
+			wrap        func(http.HandlerFunc) http.HandlerFunc
+			read        func(http.HandlerFunc) http.HandlerFunc
+		}{
+			// A user's policy is written on every partition, read on theirs.
+			{ledger.ScopeUser, "/v1/policies/users/{user_id}", asIs, asIs},
+			// An app's policy is configuration every partition holds.
+			{ledger.ScopeApp, "/v1/policies/apps/{platform}/{app_id}", parted,
+				func(h http.HandlerFunc) http.HandlerFunc {
+					return parted(withDrift(d.Store, ledger.ConfigAppPolicies, h))
+				}},
 		} {
-			r.Get(p.path, single(handleGetPolicy(d.Store, d.Log, p.scope)))
-			r.Put(p.path, single(handlePutPolicy(d.Store, d.Log, p.scope)))
-			r.Delete(p.path, single(handleClearPolicy(d.Store, d.Log, p.scope)))
-			r.Get(p.path+"/history", single(handlePolicyHistory(d.Store, d.Log, p.scope)))
+			r.Get(p.path, p.read(handleGetPolicy(d.Store, d.Log, p.scope)))
+			r.Put(p.path, p.wrap(handlePutPolicy(d.Store, d.Log, p.scope)))
+			r.Delete(p.path, p.wrap(handleClearPolicy(d.Store, d.Log, p.scope)))
+			r.Get(p.path+"/history", p.wrap(handlePolicyHistory(d.Store, d.Log, p.scope)))
 		}
-		r.Get("/v1/spending/{user_id}", single(handleSpending(d.Store, d.Log)))
-		r.Get("/v1/reminders", single(handleReminders(d.Store, d.Log)))
+		r.Get("/v1/spending/{user_id}", handleSpending(d.Store, d.Log))
+		r.Get("/v1/reminders", parted(handleReminders(d.Store, d.Log)))
 		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, "not_found", "no such admin route")
 		})

@@ -95,6 +95,10 @@ func (s *Store) TopUp(ctx context.Context, t TopUp) (Credit, error) {
 // Reversal asks to give a debit's gold back.
 type Reversal struct {
 	Debit DebitKey
+	// UserID, if set, is the debit's sender as the caller knows it: a debit
+	// of another user is ErrNotFound. Partitioned, only that user's
+	// partition is asked, so the reversal needs no other partition up.
+	UserID string
 	// Key is the operator's idempotency key: one key, one reversal.
 	Key  string
 	Note string
@@ -112,6 +116,9 @@ type Reversal struct {
 // shortfall the receiver owes, recorded as an entry on their receivable.
 func (s *Store) Reverse(ctx context.Context, r Reversal) (Credit, error) {
 	defer s.observe(OpReversal, time.Now())
+	if s.partitions > 0 {
+		return s.reversePartitioned(ctx, r)
+	}
 	var c Credit
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
 		// Locks in the order every debit takes them: the wallet, then the
@@ -120,7 +127,7 @@ func (s *Store) Reverse(ctx context.Context, r Reversal) (Credit, error) {
 		err := tx.QueryRow(ctx, `
 			WITH d AS (
 				SELECT id, user_id, -amount AS amount FROM ledger_entries
-				WHERE kind = 'debit' AND platform = $1 AND app_id = $2 AND ref = $3
+				WHERE kind = 'debit' AND platform = $1 AND app_id = $2 AND ref = $3 AND ($7 = '' OR user_id = $7)
 			), w AS (
 				UPDATE wallets SET gold = wallets.gold + d.amount, updated_at = now()
 				FROM d WHERE wallets.user_id = d.user_id
@@ -131,7 +138,7 @@ func (s *Store) Reverse(ctx context.Context, r Reversal) (Credit, error) {
 				jsonb_build_object('platform', $1::text, 'app_id', $2::text, 'request_id', $3::text, 'note', $6::text)
 			FROM w
 			RETURNING user_id, amount, balance_after, id, reverses`,
-			r.Debit.Platform, r.Debit.AppID, r.Debit.RequestID, adminPlatform, r.Key, r.Note,
+			r.Debit.Platform, r.Debit.AppID, r.Debit.RequestID, adminPlatform, r.Key, r.Note, r.UserID,
 		).Scan(&c.UserID, &c.Amount, &c.Balance, &c.EntryID, &debitEntry)
 		if err != nil {
 			return err
@@ -171,6 +178,12 @@ type GiftReversal struct {
 	Earnings  int64 `json:"earnings"`
 	Shortfall int64 `json:"shortfall"`
 	House     int64 `json:"house"`
+	// Clawback, in partitioned mode only, is what is still to be taken back
+	// from a receiver living on another partition than the sender
+	// (docs/scale-out.md#reversals-and-payouts): the credit consumer takes it
+	// back there. It is 0 once taken, then part of Earnings and Shortfall;
+	// Earnings + Shortfall + House + Clawback is the gold given back.
+	Clawback int64 `json:"clawback,omitempty"`
 }
 
 // insertEvent writes one event of type typ with data in tx: the last
@@ -316,15 +329,18 @@ func (s *Store) Entries(ctx context.Context, userID string, before int64, limit 
 	if before <= 0 {
 		before = 1<<63 - 1
 	}
-	rows, err := s.pool.Query(ctx, `
-		SELECT id, user_id, kind, amount, balance_after, platform, app_id, ref, reverses, details, created_at
+	sql := `
+		SELECT ` + entryColumns + `
 		FROM ledger_entries
 		WHERE user_id = $1 AND id < $2
 		ORDER BY id DESC
-		LIMIT $3`,
-		userID, before, limit)
+		LIMIT $3`
+	if s.partitions > 0 {
+		sql = `SELECT ` + entryColumns + ` FROM giftd_entries($1, $2, $3)` // on the user's partition
+	}
+	rows, err := s.pool.Query(ctx, sql, userID, before, limit)
 	if err != nil {
-		return nil, fmt.Errorf("ledger of %s: %w", userID, err)
+		return nil, fmt.Errorf("ledger of %s: %w", userID, s.routed(err))
 	}
 	entries, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Entry, error) {
 		var e Entry
@@ -333,7 +349,7 @@ func (s *Store) Entries(ctx context.Context, userID string, before int64, limit 
 		return e, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("ledger of %s: %w", userID, err)
+		return nil, fmt.Errorf("ledger of %s: %w", userID, s.routed(err))
 	}
 	if len(entries) == 0 {
 		if _, err := s.Wallet(ctx, userID); err != nil {

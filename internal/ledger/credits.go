@@ -133,6 +133,9 @@ type CreditSource struct {
 	Cursor    int64
 	Out       []CreditLeg
 	Events    []CreditMove
+	// ClawbacksIn are the claw-back legs of the reversals made here of
+	// gifts whose receiver lives elsewhere (Ref '<partition>:<position>').
+	ClawbacksIn []CreditLeg
 }
 
 // CreditSourceBook returns the credits this Store's partition is the source
@@ -151,7 +154,11 @@ func (s *Store) CreditSourceBook(ctx context.Context) (CreditSource, error) {
 				return err
 			}
 			rows, _ = tx.Query(ctx, `SELECT event_position, receiver_id, earnings, created_at FROM giftd_credits_after(0, 9223372036854775807, 2147483647)`)
-			b.Events, err = pgx.CollectRows(rows, pgx.RowToStructByPos[CreditMove])
+			if b.Events, err = pgx.CollectRows(rows, pgx.RowToStructByPos[CreditMove]); err != nil {
+				return err
+			}
+			rows, _ = tx.Query(ctx, `SELECT ref, amount FROM account_entries WHERE account = 'earnings' AND kind = 'clawback_in'`)
+			b.ClawbacksIn, err = pgx.CollectRows(rows, pgx.RowToStructByPos[CreditLeg])
 			return err
 		})
 	if err != nil {
@@ -166,6 +173,18 @@ func (s *Store) CreditsReceived(ctx context.Context) ([]CreditLeg, error) {
 	legs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[CreditLeg])
 	if err != nil {
 		return nil, fmt.Errorf("credits received: %w", err)
+	}
+	return legs, nil
+}
+
+// ClawbacksTaken returns the claw-backs applied on this Store's partition
+// (a receiver's side of reversals made on other partitions): for each, its
+// key and what it took back, from the earnings and as owed together.
+func (s *Store) ClawbacksTaken(ctx context.Context) ([]CreditLeg, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT ref, sum(abs(amount))::bigint FROM account_entries WHERE kind = 'clawback' GROUP BY ref`)
+	legs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[CreditLeg])
+	if err != nil {
+		return nil, fmt.Errorf("claw-backs taken: %w", err)
 	}
 	return legs, nil
 }

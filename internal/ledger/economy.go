@@ -84,6 +84,20 @@ func scanGift(row pgx.CollectableRow) (CatalogueGift, error) {
 // already has a gift with g.GiftID.
 func (s *Store) CreateGift(ctx context.Context, g CatalogueGift) (CatalogueGift, error) {
 	defer s.observe(OpCatalogue, time.Now())
+	if s.partitions > 0 {
+		return homeThenSpread(ctx, s, func(home *Store) (CatalogueGift, error) {
+			created, err := home.CreateGift(ctx, g)
+			if errors.Is(err, ErrGiftExists) {
+				// A retry of a creation that reached the home only: the
+				// same gift at version 1 is this request's, made.
+				if had, herr := home.gift(ctx, g.Platform, g.GiftID); herr == nil && had.Version == 1 &&
+					had.Name == g.Name && had.Price == g.Price && had.ShareBP == g.ShareBP && had.Active == g.Active {
+					return had, nil
+				}
+			}
+			return created, err
+		}, func() error { return s.spreadGift(ctx, g.Platform, g.GiftID) })
+	}
 	rows, _ := s.pool.Query(ctx, `
 		INSERT INTO gift_catalogue (platform, gift_id, name, price, share_bp, active)
 		VALUES ($1, $2, $3, $4, $5, $6)
@@ -99,6 +113,13 @@ func (s *Store) CreateGift(ctx context.Context, g CatalogueGift) (CatalogueGift,
 	return created, nil
 }
 
+// gift returns the catalogue's gift platform/giftID as it is now.
+func (s *Store) gift(ctx context.Context, platform, giftID string) (CatalogueGift, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT `+catalogueColumns+` FROM gift_catalogue WHERE platform = $1 AND gift_id = $2`,
+		platform, giftID)
+	return pgx.CollectExactlyOneRow(rows, scanGift)
+}
+
 // GiftChange is an update of a catalogue gift: nil fields stay as they are.
 type GiftChange struct {
 	Name    *string
@@ -112,6 +133,11 @@ type GiftChange struct {
 // or ErrNotFound.
 func (s *Store) UpdateGift(ctx context.Context, platform, giftID string, c GiftChange) (CatalogueGift, error) {
 	defer s.observe(OpCatalogue, time.Now())
+	if s.partitions > 0 {
+		// A retry changes nothing on the home (the same values) and copies.
+		return homeThenSpread(ctx, s, func(home *Store) (CatalogueGift, error) { return home.UpdateGift(ctx, platform, giftID, c) },
+			func() error { return s.spreadGift(ctx, platform, giftID) })
+	}
 	rows, _ := s.pool.Query(ctx, `
 		WITH u AS (
 			UPDATE gift_catalogue SET name = coalesce($3, name), price = coalesce($4, price),
@@ -140,6 +166,13 @@ func (s *Store) UpdateGift(ctx context.Context, platform, giftID string, c GiftC
 // by platform and id.
 func (s *Store) Gifts(ctx context.Context, platform string) ([]CatalogueGift, error) {
 	defer s.observe(OpCatalogue, time.Now())
+	if s.partitions > 0 {
+		home, err := s.home()
+		if err != nil {
+			return nil, err
+		}
+		return home.Gifts(ctx, platform)
+	}
 	rows, _ := s.pool.Query(ctx, `
 		SELECT `+catalogueColumns+` FROM gift_catalogue
 		WHERE $1 = '' OR platform = $1 ORDER BY platform, gift_id`, platform)
@@ -154,6 +187,13 @@ func (s *Store) Gifts(ctx context.Context, platform string) ([]CatalogueGift, er
 // ErrNotFound.
 func (s *Store) GiftHistory(ctx context.Context, platform, giftID string) ([]CatalogueGift, error) {
 	defer s.observe(OpCatalogue, time.Now())
+	if s.partitions > 0 {
+		home, err := s.home()
+		if err != nil {
+			return nil, err
+		}
+		return home.GiftHistory(ctx, platform, giftID)
+	}
 	rows, _ := s.pool.Query(ctx, `
 		SELECT platform, gift_id, version, name, price, share_bp, active, changed_at FROM gift_catalogue_history
 		WHERE platform = $1 AND gift_id = $2 ORDER BY version DESC`, platform, giftID)
@@ -179,6 +219,12 @@ type RoomReceiver struct {
 // already settled keep their receiver. Every change is kept in history.
 func (s *Store) SetRoomReceiver(ctx context.Context, platform, roomID, receiverID string) (RoomReceiver, error) {
 	defer s.observe(OpCatalogue, time.Now())
+	if s.partitions > 0 {
+		return homeThenSpread(ctx, s, func(home *Store) (RoomReceiver, error) {
+			return home.SetRoomReceiver(ctx, platform, roomID, receiverID)
+		},
+			func() error { return s.spreadRoom(ctx, platform, roomID) })
+	}
 	rows, _ := s.pool.Query(ctx, `
 		INSERT INTO room_receivers AS r (platform, room_id, receiver_id) VALUES ($1, $2, $3)
 		ON CONFLICT (platform, room_id) DO UPDATE SET receiver_id = excluded.receiver_id, updated_at = now()
@@ -194,6 +240,13 @@ func (s *Store) SetRoomReceiver(ctx context.Context, platform, roomID, receiverI
 // on. It returns ErrNotFound when the room was not mapped.
 func (s *Store) RemoveRoomReceiver(ctx context.Context, platform, roomID string) error {
 	defer s.observe(OpCatalogue, time.Now())
+	if s.partitions > 0 {
+		// A retry finds the room unmapped on the home (ErrNotFound) and
+		// still copies that.
+		_, err := homeThenSpread(ctx, s, func(home *Store) (struct{}, error) { return struct{}{}, home.RemoveRoomReceiver(ctx, platform, roomID) },
+			func() error { return s.spreadRoom(ctx, platform, roomID) })
+		return err
+	}
 	tag, err := s.pool.Exec(ctx, `DELETE FROM room_receivers WHERE platform = $1 AND room_id = $2`, platform, roomID)
 	if err == nil && tag.RowsAffected() == 0 {
 		err = ErrNotFound
@@ -207,6 +260,13 @@ func (s *Store) RemoveRoomReceiver(ctx context.Context, platform, roomID string)
 // RoomReceivers lists the rooms of platform mapped to a receiver.
 func (s *Store) RoomReceivers(ctx context.Context, platform string) ([]RoomReceiver, error) {
 	defer s.observe(OpCatalogue, time.Now())
+	if s.partitions > 0 {
+		home, err := s.home()
+		if err != nil {
+			return nil, err
+		}
+		return home.RoomReceivers(ctx, platform)
+	}
 	rows, _ := s.pool.Query(ctx, `
 		SELECT platform, room_id, receiver_id, updated_at FROM room_receivers
 		WHERE platform = $1 ORDER BY room_id`, platform)
@@ -298,6 +358,9 @@ type PayoutResult struct {
 // A receiver never credited is ErrNotFound.
 func (s *Store) Payout(ctx context.Context, p Payout) (PayoutResult, error) {
 	defer s.observe(OpPayout, time.Now())
+	if s.partitions > 0 {
+		return s.payoutPartitioned(ctx, p)
+	}
 	var res PayoutResult
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
 		var balance, owed, held int64

@@ -33,6 +33,9 @@ type Event struct {
 	Type      string          `json:"type"`
 	CreatedAt time.Time       `json:"created_at"`
 	Data      json.RawMessage `json:"data"`
+	// Partition is the partition whose outbox holds the event, in
+	// partitioned mode (its Position is that partition's); nil otherwise.
+	Partition *int `json:"partition,omitempty"`
 }
 
 // horizon tracks how far positions are final: no transaction can still
@@ -174,6 +177,10 @@ func (s *Store) eventsBetween(ctx context.Context, after, upTo int64, types []st
 // they must read within the retention.
 func (s *Store) PruneEvents(ctx context.Context, cutoff time.Time, batch int) (int64, error) {
 	defer s.observe(OpPrune, time.Now())
+	if s.partitions > 0 {
+		// Each partition's own events, behind its own webhook cursors.
+		return s.prunePartitioned(ctx, func(p *Store) (int64, error) { return p.PruneEvents(ctx, cutoff, batch) })
+	}
 	if batch < 1 {
 		batch = DefaultPruneBatch
 	}

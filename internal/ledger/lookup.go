@@ -49,6 +49,9 @@ type DebitView struct {
 // record has since been pruned.
 func (s *Store) FindDebit(ctx context.Context, key DebitKey) (DebitView, error) {
 	defer s.observe(OpFindDebit, time.Now())
+	if s.partitions > 0 {
+		return s.findDebitPartitioned(ctx, key)
+	}
 	v := DebitView{Key: key}
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly},
 		func(tx pgx.Tx) error {

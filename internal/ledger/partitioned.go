@@ -224,7 +224,7 @@ func (s *Store) walletPartitioned(ctx context.Context, userID string) (Wallet, e
 		return Wallet{}, fmt.Errorf("wallet %s: %w", userID, ErrNotFound)
 	}
 	if err != nil {
-		return Wallet{}, fmt.Errorf("wallet %s: %w", userID, err)
+		return Wallet{}, fmt.Errorf("wallet %s: %w", userID, s.routed(err))
 	}
 	return w, nil
 }

@@ -20,13 +20,15 @@ const linkvPlatform = "linkv"
 // SaveLinkVAccount remembers userID's live_open_id under LinkV app appID
 // (replacing an earlier one).
 func (s *Store) SaveLinkVAccount(ctx context.Context, appID, userID, openID string) error {
-	_, err := s.pool.Exec(ctx, `
+	sql := `
 		INSERT INTO linkv_accounts (app_id, user_id, open_id) VALUES ($1, $2, $3)
 		ON CONFLICT (app_id, user_id) DO UPDATE SET open_id = excluded.open_id, updated_at = now()
-		WHERE linkv_accounts.open_id <> excluded.open_id`,
-		appID, userID, openID)
-	if err != nil {
-		return fmt.Errorf("save linkv account %s: %w", userID, err)
+		WHERE linkv_accounts.open_id <> excluded.open_id`
+	if s.partitions > 0 {
+		sql = `SELECT giftd_save_linkv_account($1, $2, $3)` // the same, on the user's partition
+	}
+	if _, err := s.pool.Exec(ctx, sql, appID, userID, openID); err != nil {
+		return fmt.Errorf("save linkv account %s: %w", userID, s.routed(err))
 	}
 	return nil
 }
@@ -35,13 +37,16 @@ func (s *Store) SaveLinkVAccount(ctx context.Context, appID, userID, openID stri
 // ErrNotFound.
 func (s *Store) LinkVOpenID(ctx context.Context, appID, userID string) (string, error) {
 	var open string
-	err := s.pool.QueryRow(ctx, `SELECT open_id FROM linkv_accounts WHERE app_id = $1 AND user_id = $2`,
-		appID, userID).Scan(&open)
+	sql := `SELECT open_id FROM linkv_accounts WHERE app_id = $1 AND user_id = $2`
+	if s.partitions > 0 {
+		sql = `SELECT open_id FROM giftd_linkv_account($1, $2)`
+	}
+	err := s.pool.QueryRow(ctx, sql, appID, userID).Scan(&open)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", fmt.Errorf("linkv account %s: %w", userID, ErrNotFound)
 	}
 	if err != nil {
-		return "", fmt.Errorf("linkv account %s: %w", userID, err)
+		return "", fmt.Errorf("linkv account %s: %w", userID, s.routed(err))
 	}
 	return open, nil
 }
@@ -89,13 +94,16 @@ func scanMove(row pgx.Row) (WalletMove, error) {
 // WalletMove returns userID's move under appID, or ErrNotFound when none
 // was started.
 func (s *Store) WalletMove(ctx context.Context, appID, userID string) (WalletMove, error) {
-	m, err := scanMove(s.pool.QueryRow(ctx, `SELECT `+moveColumns+` FROM linkv_wallet_moves
-		WHERE app_id = $1 AND user_id = $2`, appID, userID))
+	sql := `SELECT ` + moveColumns + ` FROM linkv_wallet_moves WHERE app_id = $1 AND user_id = $2`
+	if s.partitions > 0 {
+		sql = `SELECT ` + moveColumns + ` FROM giftd_wallet_move($1, $2)`
+	}
+	m, err := scanMove(s.pool.QueryRow(ctx, sql, appID, userID))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return WalletMove{}, fmt.Errorf("wallet move of %s: %w", userID, ErrNotFound)
 	}
 	if err != nil {
-		return WalletMove{}, fmt.Errorf("wallet move of %s: %w", userID, err)
+		return WalletMove{}, fmt.Errorf("wallet move of %s: %w", userID, s.routed(err))
 	}
 	return m, nil
 }
@@ -111,12 +119,16 @@ func (s *Store) StartWalletMove(ctx context.Context, appID, userID, openID strin
 		m, err = s.startWalletMove(ctx, appID, userID, openID)
 	}
 	if err != nil {
-		return WalletMove{}, fmt.Errorf("start wallet move of %s: %w", userID, err)
+		return WalletMove{}, fmt.Errorf("start wallet move of %s: %w", userID, s.routed(err))
 	}
 	return m, nil
 }
 
 func (s *Store) startWalletMove(ctx context.Context, appID, userID, openID string) (WalletMove, error) {
+	if s.partitions > 0 {
+		return scanMove(s.pool.QueryRow(ctx, `SELECT `+moveColumns+` FROM giftd_wallet_move_start($1, $2, $3)`,
+			appID, userID, openID))
+	}
 	return scanMove(s.pool.QueryRow(ctx, `
 		WITH ins AS (
 			INSERT INTO linkv_wallet_moves (app_id, user_id, open_id) VALUES ($1, $2, $3)
@@ -130,20 +142,36 @@ func (s *Store) startWalletMove(ctx context.Context, appID, userID, openID strin
 }
 
 // step moves m from its state and round to the one set, or returns
-// ErrMoveConflict when another run moved it first.
-func (s *Store) step(ctx context.Context, what string, m WalletMove, set string, args ...any) (WalletMove, error) {
-	args = append([]any{m.AppID, m.UserID, m.State, m.Round, m.RequestID}, args...)
-	next, err := scanMove(s.pool.QueryRow(ctx, `
-		UPDATE linkv_wallet_moves SET `+set+`, updated_at = now()
-		WHERE app_id = $1 AND user_id = $2 AND state = $3 AND round = $4 AND coalesce(request_id, '') = $5
-		RETURNING `+moveColumns, args...))
+// ErrMoveConflict when another run moved it first. Partitioned, the
+// partition's giftd_wallet_move_step does the same for op, with the new
+// request id, amount and expiration (op take_out) or why (op refused) in p.
+func (s *Store) step(ctx context.Context, what string, m WalletMove, op string, p moveStep, set string, args ...any) (WalletMove, error) {
+	var row pgx.Row
+	if s.partitions > 0 {
+		row = s.pool.QueryRow(ctx, `SELECT `+moveColumns+` FROM giftd_wallet_move_step($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+			m.AppID, m.UserID, m.State, m.Round, m.RequestID, op, p.requestID, p.amount, p.expiration, p.why)
+	} else {
+		args = append([]any{m.AppID, m.UserID, m.State, m.Round, m.RequestID}, args...)
+		row = s.pool.QueryRow(ctx, `
+			UPDATE linkv_wallet_moves SET `+set+`, updated_at = now()
+			WHERE app_id = $1 AND user_id = $2 AND state = $3 AND round = $4 AND coalesce(request_id, '') = $5
+			RETURNING `+moveColumns, args...)
+	}
+	next, err := scanMove(row)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return WalletMove{}, fmt.Errorf("%s of %s (round %d): %w", what, m.UserID, m.Round, ErrMoveConflict)
 	}
 	if err != nil {
-		return WalletMove{}, fmt.Errorf("%s of %s (round %d): %w", what, m.UserID, m.Round, err)
+		return WalletMove{}, fmt.Errorf("%s of %s (round %d): %w", what, m.UserID, m.Round, s.routed(err))
 	}
 	return next, nil
+}
+
+// moveStep is what a step sets besides its state (see step).
+type moveStep struct {
+	requestID          string
+	amount, expiration int64
+	why                string
 }
 
 // RecordTakeOut records, before it is sent, the changeGold that takes
@@ -154,7 +182,7 @@ func (s *Store) RecordTakeOut(ctx context.Context, m WalletMove, requestID strin
 	if m.State != MovePending || amount < 1 {
 		return WalletMove{}, fmt.Errorf("record take-out of %s: %w", m.UserID, ErrMoveConflict)
 	}
-	return s.step(ctx, "record take-out", m,
+	return s.step(ctx, "record take-out", m, "take_out", moveStep{requestID: requestID, amount: amount, expiration: expiration},
 		`state = 'taking', request_id = $6, amount = $7, expriation = $8, last_error = ''`, requestID, amount, expiration)
 }
 
@@ -163,7 +191,7 @@ func (s *Store) RecordTaken(ctx context.Context, m WalletMove) (WalletMove, erro
 	if m.State != MoveTaking {
 		return WalletMove{}, fmt.Errorf("record taken of %s: %w", m.UserID, ErrMoveConflict)
 	}
-	return s.step(ctx, "record taken", m, `state = 'taken', last_error = ''`)
+	return s.step(ctx, "record taken", m, "taken", moveStep{}, `state = 'taken', last_error = ''`)
 }
 
 // RecordTakeOutRefused records that LinkV refused m's changeGold for
@@ -174,8 +202,8 @@ func (s *Store) RecordTakeOutRefused(ctx context.Context, m WalletMove, why stri
 	if m.State != MoveTaking {
 		return WalletMove{}, fmt.Errorf("record refusal of %s: %w", m.UserID, ErrMoveConflict)
 	}
-	return s.step(ctx, "record refusal", m, `state = 'pending', round = round + 1, request_id = NULL, amount = NULL,
-		expriation = NULL, last_error = $6`, why)
+	return s.step(ctx, "record refusal", m, "refused", moveStep{why: why}, `state = 'pending', round = round + 1,
+		request_id = NULL, amount = NULL, expriation = NULL, last_error = $6`, why)
 }
 
 // FinishWalletMove records that LinkV's balance read 0 with m pending: the
@@ -184,16 +212,18 @@ func (s *Store) FinishWalletMove(ctx context.Context, m WalletMove) (WalletMove,
 	if m.State != MovePending {
 		return WalletMove{}, fmt.Errorf("finish wallet move of %s: %w", m.UserID, ErrMoveConflict)
 	}
-	return s.step(ctx, "finish wallet move", m, `state = 'done', last_error = ''`)
+	return s.step(ctx, "finish wallet move", m, "finish", moveStep{}, `state = 'done', last_error = ''`)
 }
 
 // NoteWalletMoveError records why m's last step did not get through (an
 // uncertain answer, an unreachable LinkV), leaving its state as it is.
 func (s *Store) NoteWalletMoveError(ctx context.Context, m WalletMove, why string) error {
-	_, err := s.pool.Exec(ctx, `UPDATE linkv_wallet_moves SET last_error = $3, updated_at = now()
-		WHERE app_id = $1 AND user_id = $2`, m.AppID, m.UserID, why)
-	if err != nil {
-		return fmt.Errorf("note wallet move error of %s: %w", m.UserID, err)
+	sql := `UPDATE linkv_wallet_moves SET last_error = $3, updated_at = now() WHERE app_id = $1 AND user_id = $2`
+	if s.partitions > 0 {
+		sql = `SELECT giftd_wallet_move_note($1, $2, $3)`
+	}
+	if _, err := s.pool.Exec(ctx, sql, m.AppID, m.UserID, why); err != nil {
+		return fmt.Errorf("note wallet move error of %s: %w", m.UserID, s.routed(err))
 	}
 	return nil
 }
@@ -208,6 +238,9 @@ func (s *Store) NoteWalletMoveError(ctx context.Context, m WalletMove, why strin
 // ErrBalanceOverflow.
 func (s *Store) CreditWalletMove(ctx context.Context, m WalletMove, note string) (WalletMove, Credit, error) {
 	defer s.observe(OpTopUp, time.Now())
+	if s.partitions > 0 {
+		return s.creditWalletMovePartitioned(ctx, m, note)
+	}
 	var next WalletMove
 	var c Credit
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -272,6 +305,54 @@ func (s *Store) CreditWalletMove(ctx context.Context, m WalletMove, note string)
 	})
 	if err != nil {
 		return WalletMove{}, Credit{}, fmt.Errorf("credit wallet move of %s (round %d): %w", m.UserID, m.Round, err)
+	}
+	return next, c, nil
+}
+
+// creditWalletMovePartitioned is CreditWalletMove on the user's partition,
+// by its giftd_wallet_move_credit: the same transaction there.
+func (s *Store) creditWalletMovePartitioned(ctx context.Context, m WalletMove, note string) (WalletMove, Credit, error) {
+	var status string
+	var user *string
+	var amount, balance, entry *int64
+	var next WalletMove
+	var app, moveUser, open, state, lastError *string
+	var round *int
+	var requestID *string
+	var mvAmount, expiration, moved *int64
+	var updated *time.Time
+	err := s.pool.QueryRow(ctx, `
+		SELECT status, credit_user, credit_amount, credit_balance, credit_entry, app_id, user_id, open_id, state, round,
+			request_id, amount, expriation, moved, last_error, updated_at
+		FROM giftd_wallet_move_credit($1, $2, $3, $4, $5)`, m.AppID, m.UserID, m.Round, m.RequestID, note,
+	).Scan(&status, &user, &amount, &balance, &entry, &app, &moveUser, &open, &state, &round,
+		&requestID, &mvAmount, &expiration, &moved, &lastError, &updated)
+	switch {
+	case isOverflow(err):
+		err = ErrBalanceOverflow
+	case err != nil:
+		err = s.routed(err)
+	case status == "missing":
+		err = pgx.ErrNoRows
+	case status == "conflict":
+		err = ErrMoveConflict
+	case status == "key_reused":
+		err = ErrKeyReused
+	}
+	if err != nil {
+		return WalletMove{}, Credit{}, fmt.Errorf("credit wallet move of %s (round %d): %w", m.UserID, m.Round, err)
+	}
+	c := Credit{UserID: *user, Amount: *amount, Balance: *balance, EntryID: *entry, Replay: status == "replay"}
+	next = WalletMove{AppID: *app, UserID: *moveUser, OpenID: *open, State: MoveState(*state), Round: *round,
+		Moved: *moved, LastError: *lastError, UpdatedAt: *updated}
+	if requestID != nil {
+		next.RequestID = *requestID
+	}
+	if mvAmount != nil {
+		next.Amount = *mvAmount
+	}
+	if expiration != nil {
+		next.Expiration = *expiration
 	}
 	return next, c, nil
 }

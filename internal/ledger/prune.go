@@ -22,6 +22,9 @@ const DefaultPruneBatch = 1000
 // are skipped rather than waited for.
 func (s *Store) PruneRequests(ctx context.Context, cutoff time.Time, batch int) (int64, error) {
 	defer s.observe(OpPrune, time.Now())
+	if s.partitions > 0 {
+		return s.prunePartitioned(ctx, func(p *Store) (int64, error) { return p.PruneRequests(ctx, cutoff, batch) })
+	}
 	if batch < 1 {
 		batch = DefaultPruneBatch
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -251,6 +252,10 @@ var ErrUnknownUser = errors.New("unknown user: no wallet, earnings account or ro
 // malformed key, and ErrUnknownUser for a user giftd does not know.
 func (s *Store) PutPolicy(ctx context.Context, k PolicyKey, p Policy, operator string) (PolicyRecord, error) {
 	defer s.observe(OpPolicy, time.Now())
+	if s.partitions > 0 && k.Scope == ScopeApp {
+		return homeThenSpread(ctx, s, func(home *Store) (PolicyRecord, error) { return home.PutPolicy(ctx, k, p, operator) },
+			func() error { return s.spreadAppPolicy(ctx, k.Subject) })
+	}
 	if err := checkKey(k); err != nil {
 		return PolicyRecord{}, err
 	}
@@ -258,6 +263,9 @@ func (s *Store) PutPolicy(ctx context.Context, k PolicyKey, p Policy, operator s
 		return PolicyRecord{}, err
 	}
 	rec := PolicyRecord{Scope: k.Scope, Subject: k.Subject, Policy: p, UpdatedBy: operator}
+	if s.partitions > 0 {
+		return s.putPolicyPartitioned(ctx, k, rec)
+	}
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
 		if k.Scope == ScopeUser {
 			var known bool
@@ -315,8 +323,16 @@ func (s *Store) PutPolicy(ctx context.Context, k PolicyKey, p Policy, operator s
 // the change; ErrNotFound when there is none.
 func (s *Store) ClearPolicy(ctx context.Context, k PolicyKey, operator string) error {
 	defer s.observe(OpPolicy, time.Now())
+	if s.partitions > 0 && k.Scope == ScopeApp {
+		_, err := homeThenSpread(ctx, s, func(home *Store) (struct{}, error) { return struct{}{}, home.ClearPolicy(ctx, k, operator) },
+			func() error { return s.spreadAppPolicy(ctx, k.Subject) })
+		return err
+	}
 	if err := checkKey(k); err != nil {
 		return err
+	}
+	if s.partitions > 0 {
+		return s.clearPolicyPartitioned(ctx, k, operator)
 	}
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
 		old, err := policyOf(ctx, tx, k, true)
@@ -340,15 +356,29 @@ func (s *Store) ClearPolicy(ctx context.Context, k PolicyKey, operator string) e
 // GetPolicy returns the policy of k, or ErrNotFound when it has none.
 func (s *Store) GetPolicy(ctx context.Context, k PolicyKey) (PolicyRecord, error) {
 	defer s.observe(OpPolicy, time.Now())
+	if s.partitions > 0 && k.Scope == ScopeApp {
+		home, err := s.home()
+		if err != nil {
+			return PolicyRecord{}, err
+		}
+		return home.GetPolicy(ctx, k)
+	}
 	if err := checkKey(k); err != nil {
 		return PolicyRecord{}, err
 	}
-	rec, err := policyOf(ctx, s.pool, k, false)
+	var rec *PolicyRecord
+	var err error
+	if s.partitions > 0 {
+		rec, err = scanPolicy(s.pool.QueryRow(ctx, `SELECT updated_at, updated_by, `+policyColumns+` FROM giftd_policy($1, $2)`,
+			k.Scope, k.Subject), k)
+	} else {
+		rec, err = policyOf(ctx, s.pool, k, false)
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		err = ErrNotFound
 	}
 	if err != nil {
-		return PolicyRecord{}, fmt.Errorf("policy %s: %w", k, err)
+		return PolicyRecord{}, fmt.Errorf("policy %s: %w", k, s.routed(err))
 	}
 	return *rec, nil
 }
@@ -358,12 +388,18 @@ type querier interface {
 }
 
 func policyOf(ctx context.Context, q querier, k PolicyKey, lock bool) (*PolicyRecord, error) {
-	rec := PolicyRecord{Scope: k.Scope, Subject: k.Subject}
 	sql := `SELECT updated_at, updated_by, ` + policyColumns + ` FROM spend_policies WHERE scope = $1 AND subject = $2`
 	if lock {
 		sql += ` FOR UPDATE`
 	}
-	err := q.QueryRow(ctx, sql, k.Scope, k.Subject).Scan(append([]any{&rec.UpdatedAt, &rec.UpdatedBy}, rec.Policy.targets()...)...)
+	return scanPolicy(q.QueryRow(ctx, sql, k.Scope, k.Subject), k)
+}
+
+// scanPolicy scans a policy row of k: updated_at, updated_by, then
+// policyColumns.
+func scanPolicy(row pgx.Row, k PolicyKey) (*PolicyRecord, error) {
+	rec := PolicyRecord{Scope: k.Scope, Subject: k.Subject}
+	err := row.Scan(append([]any{&rec.UpdatedAt, &rec.UpdatedBy}, rec.Policy.targets()...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -386,12 +422,23 @@ func keepChange(ctx context.Context, tx pgx.Tx, k PolicyKey, operator string, ol
 // most limit), or ErrNotFound when it never had one.
 func (s *Store) PolicyHistory(ctx context.Context, k PolicyKey, limit int) ([]PolicyChange, error) {
 	defer s.observe(OpPolicy, time.Now())
+	if s.partitions > 0 && k.Scope == ScopeApp {
+		home, err := s.home()
+		if err != nil {
+			return nil, err
+		}
+		return home.PolicyHistory(ctx, k, limit)
+	}
 	if err := checkKey(k); err != nil {
 		return nil, err
 	}
-	rows, _ := s.pool.Query(ctx, `
+	sql := `
 		SELECT id, changed_by, changed_at, old, new FROM spend_policy_history
-		WHERE scope = $1 AND subject = $2 ORDER BY id DESC LIMIT $3`, k.Scope, k.Subject, limit)
+		WHERE scope = $1 AND subject = $2 ORDER BY id DESC LIMIT $3`
+	if s.partitions > 0 {
+		sql = `SELECT id, changed_by, changed_at, old, new FROM giftd_policy_history($1, $2, $3)` // the subject's partition
+	}
+	rows, _ := s.pool.Query(ctx, sql, k.Scope, k.Subject, limit)
 	changes, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (PolicyChange, error) {
 		var c PolicyChange
 		err := row.Scan(&c.ID, &c.ChangedBy, &c.ChangedAt, &c.Old, &c.New)
@@ -402,7 +449,7 @@ func (s *Store) PolicyHistory(ctx context.Context, k PolicyKey, limit int) ([]Po
 		err = ErrNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("policy history %s: %w", k, err)
+		return nil, fmt.Errorf("policy history %s: %w", k, s.routed(err))
 	}
 	return changes, nil
 }
@@ -424,6 +471,9 @@ type Reminder struct {
 // at most limit, of userID ("" for every user).
 func (s *Store) Reminders(ctx context.Context, userID string, since time.Time, limit int) ([]Reminder, error) {
 	defer s.observe(OpPolicy, time.Now())
+	if s.partitions > 0 {
+		return s.remindersPartitioned(ctx, userID, since, limit)
+	}
 	rows, _ := s.pool.Query(ctx, `
 		SELECT user_id, day::text, threshold, day_gold, platform, app_id, request_id, created_at FROM spend_reminders
 		WHERE ($1 = '' OR user_id = $1) AND created_at >= $2
@@ -464,18 +514,22 @@ func (s *Store) SpendWindowOf(ctx context.Context, userID string) (SpendWindow, 
 	if s.now != nil {
 		at = s.now()
 	}
-	err := s.pool.QueryRow(ctx, `
+	sql := `
 		SELECT (SELECT coalesce(sum(hours[(h % 25)::int + 1]), 0)
 		        FROM generate_series(greatest(hour_last - 24, floor(extract(epoch FROM $2::timestamptz) / 3600)::bigint - 24),
 		                             hour_last) AS h)::bigint,
 		       day::text, day_gold, month::text, month_gold, cool_until, updated_at
-		FROM spend_windows WHERE user_id = $1`, userID, at).
+		FROM spend_windows WHERE user_id = $1`
+	if s.partitions > 0 {
+		sql = `SELECT * FROM giftd_spend_window($1, $2)` // the same, on the user's partition
+	}
+	err := s.pool.QueryRow(ctx, sql, userID, at).
 		Scan(&w.Last24h, &w.Day, &w.DayGold, &w.Month, &w.MonthGold, &w.CoolUntil, &w.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return SpendWindow{}, fmt.Errorf("spending of %s: %w", userID, ErrNotFound)
 	}
 	if err != nil {
-		return SpendWindow{}, fmt.Errorf("spending of %s: %w", userID, err)
+		return SpendWindow{}, fmt.Errorf("spending of %s: %w", userID, s.routed(err))
 	}
 	if w.UpdatedAt != nil {
 		t := w.UpdatedAt.UTC()
@@ -524,4 +578,55 @@ func DisplaySender(userID string, consented bool, rank int) string {
 		return userID
 	}
 	return fmt.Sprintf("anonymous #%d", rank)
+}
+
+// putPolicyPartitioned is PutPolicy on every partition (each reads its
+// senders' policies and its receivers' suspensions in its debits), by the
+// partitions' giftd_put_policy: one transaction on each, not one across
+// them. With a partition down it fails (ErrPartitionUnreachable), maybe
+// having written others (one lost mid-call); the same call again makes
+// every partition alike.
+func (s *Store) putPolicyPartitioned(ctx context.Context, k PolicyKey, rec PolicyRecord) (PolicyRecord, error) {
+	if k.Scope == ScopeUser {
+		rows, _ := s.pool.Query(ctx, `SELECT known FROM giftd_user_known($1) AS known`, k.Subject)
+		known, err := pgx.CollectRows(rows, pgx.RowTo[bool])
+		if err != nil {
+			return PolicyRecord{}, fmt.Errorf("policy %s: %w", k, s.routed(err))
+		}
+		if !slices.Contains(known, true) {
+			return PolicyRecord{}, fmt.Errorf("policy %s: %w", k, ErrUnknownUser)
+		}
+	}
+	p := rec.Policy
+	args := append([]any{k.Scope, k.Subject, rec.UpdatedBy, &p}, p.values()...)
+	rows, _ := s.pool.Query(ctx, `SELECT at FROM giftd_put_policy($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) AS at`, args...)
+	ats, err := pgx.CollectRows(rows, pgx.RowTo[time.Time])
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && pgErr.Code == "22023" && p.TimeZone != nil:
+		return PolicyRecord{}, fmt.Errorf("policy %s: %w: time_zone: %q is not known to PostgreSQL", k, ErrBadPolicy, *p.TimeZone)
+	case err != nil:
+		return PolicyRecord{}, fmt.Errorf("policy %s: %w", k, s.routed(err))
+	}
+	for _, at := range ats {
+		if at.After(rec.UpdatedAt) {
+			rec.UpdatedAt = at
+		}
+	}
+	rec.UpdatedAt = rec.UpdatedAt.UTC()
+	return rec, nil
+}
+
+// clearPolicyPartitioned is ClearPolicy on every partition, as
+// putPolicyPartitioned writes; ErrNotFound when no partition had it.
+func (s *Store) clearPolicyPartitioned(ctx context.Context, k PolicyKey, operator string) error {
+	rows, _ := s.pool.Query(ctx, `SELECT cleared FROM giftd_clear_policy($1, $2, $3) AS cleared`, k.Scope, k.Subject, operator)
+	cleared, err := pgx.CollectRows(rows, pgx.RowTo[bool])
+	switch {
+	case err != nil:
+		return fmt.Errorf("policy %s: %w", k, s.routed(err))
+	case !slices.Contains(cleared, true):
+		return fmt.Errorf("policy %s: %w", k, ErrNotFound)
+	}
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	"reflect"
 	"strconv"
@@ -78,6 +79,10 @@ type Store struct {
 	place      func(userID string, partitions int) int
 	route      atomic.Pointer[routing]
 	routeMu    sync.Mutex // one growth of route at a time
+	// parts are direct Stores of each partition (WithPartitionStores):
+	// configuration, events, webhooks and pruning partitioned.
+	parts      []*Store
+	configLog  *slog.Logger
 	economy    Economy
 	safeguards Safeguards
 	now        func() time.Time // nil: the database's clock

@@ -38,6 +38,9 @@ type Endpoint struct {
 	DeliveredAt   *time.Time `json:"delivered_at,omitempty"`
 	CreatedAt     time.Time  `json:"created_at"`
 	UpdatedAt     time.Time  `json:"updated_at"`
+	// Partitions is, in partitioned mode, each partition's delivery of its
+	// own events; the fields above are then partition 0's.
+	Partitions []EndpointDelivery `json:"partitions,omitempty"`
 }
 
 const endpointColumns = `id, url, description, event_types, secrets, enabled, cursor, state, attempts,
@@ -57,6 +60,9 @@ func scanEndpoint(row pgx.CollectableRow) (Endpoint, error) {
 // given by the caller); it receives the events after the current horizon.
 func (s *Store) CreateEndpoint(ctx context.Context, e Endpoint) (Endpoint, error) {
 	defer s.observe(OpWebhooks, time.Now())
+	if s.partitions > 0 {
+		return s.createEndpointPartitioned(ctx, e)
+	}
 	upTo, err := s.EventHorizon(ctx)
 	if err != nil {
 		return Endpoint{}, err
@@ -75,6 +81,9 @@ func (s *Store) CreateEndpoint(ctx context.Context, e Endpoint) (Endpoint, error
 // Endpoints lists every webhook endpoint by id.
 func (s *Store) Endpoints(ctx context.Context) ([]Endpoint, error) {
 	defer s.observe(OpWebhooks, time.Now())
+	if s.partitions > 0 {
+		return s.endpointsPartitioned(ctx)
+	}
 	rows, _ := s.pool.Query(ctx, `SELECT `+endpointColumns+` FROM webhook_endpoints ORDER BY id`)
 	eps, err := pgx.CollectRows(rows, scanEndpoint)
 	if err != nil {
@@ -86,6 +95,9 @@ func (s *Store) Endpoints(ctx context.Context) ([]Endpoint, error) {
 // Endpoint returns the webhook endpoint id, or ErrNotFound.
 func (s *Store) Endpoint(ctx context.Context, id string) (Endpoint, error) {
 	defer s.observe(OpWebhooks, time.Now())
+	if s.partitions > 0 {
+		return s.endpointPartitioned(ctx, id)
+	}
 	rows, _ := s.pool.Query(ctx, `SELECT `+endpointColumns+` FROM webhook_endpoints WHERE id = $1`, id)
 	return oneEndpoint(rows, id)
 }
@@ -112,6 +124,9 @@ type EndpointChange struct {
 // UpdateEndpoint applies c to the endpoint id and returns it, or ErrNotFound.
 func (s *Store) UpdateEndpoint(ctx context.Context, id string, c EndpointChange) (Endpoint, error) {
 	defer s.observe(OpWebhooks, time.Now())
+	if s.partitions > 0 {
+		return s.changeEndpoint(ctx, id, func(home *Store) (Endpoint, error) { return home.UpdateEndpoint(ctx, id, c) })
+	}
 	var types []string
 	if c.EventTypes != nil {
 		types = *c.EventTypes
@@ -128,6 +143,13 @@ func (s *Store) UpdateEndpoint(ctx context.Context, id string, c EndpointChange)
 // DeleteEndpoint removes the endpoint id; ErrNotFound if there is none.
 func (s *Store) DeleteEndpoint(ctx context.Context, id string) error {
 	defer s.observe(OpWebhooks, time.Now())
+	if s.partitions > 0 {
+		// A retry finds it gone on the home (ErrNotFound) and still copies
+		// the deletion.
+		_, err := homeThenSpread(ctx, s, func(home *Store) (struct{}, error) { return struct{}{}, home.DeleteEndpoint(ctx, id) },
+			func() error { return s.spreadEndpoint(ctx, id) })
+		return err
+	}
 	tag, err := s.pool.Exec(ctx, `DELETE FROM webhook_endpoints WHERE id = $1`, id)
 	if err == nil && tag.RowsAffected() == 0 {
 		err = ErrNotFound
@@ -142,6 +164,9 @@ func (s *Store) DeleteEndpoint(ctx context.Context, id string) error {
 // before it keep signing too, older ones are dropped (a rotation).
 func (s *Store) AddSecret(ctx context.Context, id, secret string) (Endpoint, error) {
 	defer s.observe(OpWebhooks, time.Now())
+	if s.partitions > 0 {
+		return s.changeEndpoint(ctx, id, func(home *Store) (Endpoint, error) { return home.AddSecret(ctx, id, secret) })
+	}
 	rows, _ := s.pool.Query(ctx, `
 		UPDATE webhook_endpoints SET secrets = ($2 || secrets)[1:3], updated_at = now()
 		WHERE id = $1 RETURNING `+endpointColumns, id, secret)
@@ -152,6 +177,9 @@ func (s *Store) AddSecret(ctx context.Context, id, secret string) (Endpoint, err
 // rotation.
 func (s *Store) DropOldSecrets(ctx context.Context, id string) (Endpoint, error) {
 	defer s.observe(OpWebhooks, time.Now())
+	if s.partitions > 0 {
+		return s.changeEndpoint(ctx, id, func(home *Store) (Endpoint, error) { return home.DropOldSecrets(ctx, id) })
+	}
 	rows, _ := s.pool.Query(ctx, `
 		UPDATE webhook_endpoints SET secrets = secrets[1:1], updated_at = now()
 		WHERE id = $1 RETURNING `+endpointColumns, id)
@@ -162,7 +190,18 @@ func (s *Store) DropOldSecrets(ctx context.Context, id string) (Endpoint, error)
 // and due now, its failures forgotten; with from > 0, it goes back (or
 // forward) to deliver every event from position from on again.
 func (s *Store) Redeliver(ctx context.Context, id string, from int64) (Endpoint, error) {
+	return s.RedeliverOn(ctx, id, from, -1)
+}
+
+// RedeliverOn is Redeliver; in partitioned mode it revives the endpoint's
+// delivery on every partition, or, with from > 0, goes back on partition
+// only (ErrBadPartition when it is not one: positions are a partition's
+// own). On one database partition is ignored.
+func (s *Store) RedeliverOn(ctx context.Context, id string, from int64, partition int) (Endpoint, error) {
 	defer s.observe(OpWebhooks, time.Now())
+	if s.partitions > 0 {
+		return s.redeliverPartitioned(ctx, id, from, partition)
+	}
 	rows, _ := s.pool.Query(ctx, `
 		UPDATE webhook_endpoints SET state = 'active', attempts = 0, failing_since = NULL, last_error = '',
 			next_attempt_at = now(), cursor = CASE WHEN $2 > 0 THEN $2 - 1 ELSE cursor END,

@@ -178,17 +178,9 @@ func (c *Cluster) pgctlStop(mode string, timeout time.Duration) error {
 // killPostmaster is the last resort when pg_ctl cannot stop the server: the
 // backends exit by themselves once they see the postmaster gone.
 func (c *Cluster) killPostmaster() error {
-	b, err := os.ReadFile(filepath.Join(c.dataDir, "postmaster.pid"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("pgcluster: read postmaster.pid: %w", err)
-	}
-	first, _, _ := strings.Cut(string(b), "\n")
-	pid, err := strconv.Atoi(strings.TrimSpace(first))
-	if err != nil || pid <= 0 {
-		return fmt.Errorf("pgcluster: postmaster.pid holds no process id: %q", first)
+	pid, err := c.postmasterPID()
+	if err != nil || pid == 0 {
+		return err
 	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		if errors.Is(err, syscall.ESRCH) {
@@ -385,10 +377,113 @@ func (c *Cluster) Restart(ctx context.Context, mode string, down time.Duration) 
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	return c.StartAgain(ctx)
+}
+
+// StartAgain starts a server that Crash or Kill stopped, on the same port
+// and with the same settings, and waits until it accepts a connection
+// (after its crash recovery).
+func (c *Cluster) StartAgain(ctx context.Context) error {
 	if err := c.run(ctx, "pg_ctl", "-D", c.dataDir, "-l", c.logPath, "-w", "-t", "60", "-o", c.opts, "start"); err != nil {
-		return fmt.Errorf("pgcluster: restart server: %w", err)
+		return fmt.Errorf("pgcluster: start server again: %w%s", err, c.logTail(0))
 	}
 	return c.ping(ctx)
+}
+
+// Kill ends the server as a crash of its machine would: SIGKILL to the
+// postmaster and to every process it had started, at once, with no
+// shutdown of any kind (Crash, by contrast, is PostgreSQL's own immediate
+// stop). Committed data survives (the files stay), what was in flight is
+// cut. It returns once all of them are gone; StartAgain starts it again.
+func (c *Cluster) Kill() error {
+	pid, err := c.postmasterPID()
+	if err != nil || pid == 0 {
+		return err
+	}
+	// The children first noted, then everything killed: a backend left
+	// alive would hold the old shared memory, and PostgreSQL refuses to
+	// start again while it does.
+	pids := append(childrenOf(pid), pid)
+	for _, p := range pids {
+		if err := syscall.Kill(p, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("pgcluster: kill process %d: %w", p, err)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		alive := 0
+		for _, p := range pids {
+			if gone(p) {
+				continue
+			}
+			alive++
+		}
+		if alive == 0 {
+			// A zombie postmaster, until its new parent reaps it, would make
+			// the next start refuse the lock files: the server is dead, the
+			// files stale, as after a machine's reboot.
+			for _, f := range []string{filepath.Join(c.dataDir, "postmaster.pid"), filepath.Join(c.dir, fmt.Sprintf(".s.PGSQL.%d.lock", c.port))} {
+				if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return fmt.Errorf("pgcluster: remove the killed server's lock file: %w", err)
+				}
+			}
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pgcluster: %d server processes still alive 10s after SIGKILL", alive)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// gone reports whether process pid has exited (a zombie counts: it holds
+// no shared memory).
+func gone(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	_, after, ok := strings.Cut(string(b), ") ")
+	return ok && strings.HasPrefix(after, "Z")
+}
+
+// childrenOf lists the processes whose parent is pid, from /proc.
+func childrenOf(pid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	var kids []int
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …; comm may hold spaces and parentheses.
+		_, after, ok := strings.Cut(string(b), ") ")
+		if f := strings.Fields(after); ok && len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			kids = append(kids, p)
+		}
+	}
+	return kids
+}
+
+// postmasterPID reads the postmaster's process id from postmaster.pid; 0
+// when there is none (the server is not running).
+func (c *Cluster) postmasterPID() (int, error) {
+	b, err := os.ReadFile(filepath.Join(c.dataDir, "postmaster.pid"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("pgcluster: read postmaster.pid: %w", err)
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("pgcluster: postmaster.pid holds no process id: %q", first)
+	}
+	return pid, nil
 }
 
 // Crash stops the server at once (pg_ctl stop -m immediate): no checkpoint,

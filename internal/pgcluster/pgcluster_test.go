@@ -147,3 +147,61 @@ func TestStartStandby_StreamsAndPromotes(t *testing.T) {
 		t.Errorf("sum on the promoted standby = %d, %v; want 85", sum, err)
 	}
 }
+
+// TestKill_EndsEveryProcessAndStartAgainRecovers kills a server with an
+// open session (a backend the postmaster started), then starts it again: it
+// must come back on the same URL with what was committed.
+func TestKill_EndsEveryProcessAndStartAgainRecovers(t *testing.T) {
+	if _, err := FindBinaries(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := Start(ctx, Options{Settings: []string{"fsync=off"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Stop() })
+	conn, err := pgx.Connect(ctx, c.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, `CREATE TABLE kept (n int); INSERT INTO kept VALUES (42)`); err != nil {
+		t.Fatal(err)
+	}
+	pid, err := c.postmasterPID()
+	if err != nil || pid == 0 {
+		t.Fatalf("postmaster pid: %d, %v", pid, err)
+	}
+	kids := childrenOf(pid)
+	if len(kids) == 0 {
+		t.Fatal("the postmaster has no child processes to kill")
+	}
+	if err := c.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range append(kids, pid) {
+		if !gone(p) {
+			t.Errorf("process %d alive after Kill", p)
+		}
+	}
+	if err := conn.Ping(ctx); err == nil {
+		t.Error("a session of the killed server still answers")
+	}
+	if err := c.StartAgain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	again, err := pgx.Connect(ctx, c.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close(context.Background())
+	var n int
+	if err := again.QueryRow(ctx, `SELECT n FROM kept`).Scan(&n); err != nil || n != 42 {
+		t.Errorf("after StartAgain: %d, %v; want the committed 42", n, err)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,6 +43,10 @@ type Config struct {
 	AllowPrivate bool
 }
 
+// partitionWait bounds, partitioned, the reads of one partition before a
+// delivery (the horizon, the claim, the events).
+const partitionWait = 5 * time.Second
+
 // DefaultConfig returns the defaults of docs/configuration.md.
 func DefaultConfig() Config {
 	return Config{Workers: 4, Timeout: 10 * time.Second, RetryBase: time.Second, RetryMax: 10 * time.Minute,
@@ -52,19 +57,38 @@ func DefaultConfig() Config {
 // several replicas, share the work through the endpoints' leases: one
 // delivery at a time per endpoint, in position order.
 type Deliverer struct {
-	store   *ledger.Store
-	cfg     Config
-	client  *http.Client
-	log     *slog.Logger
-	owner   string
-	lease   time.Duration
-	metrics *metrics
+	// stores are the databases whose events are delivered: one, or each
+	// partition's own (NewPartitioned), each with its own endpoints' rows.
+	stores      []*ledger.Store
+	partitioned bool
+	next        atomic.Uint32 // the partition a worker looks at first
+	cfg         Config
+	client      *http.Client
+	log         *slog.Logger
+	owner       string
+	lease       time.Duration
+	metrics     *metrics
 }
 
 // New returns a Deliverer of the events in store; it registers its metrics
 // on reg. store should have a pool of its own (at least Workers+1
 // connections), so that delivery never takes the debits' connections.
 func New(store *ledger.Store, cfg Config, reg prometheus.Registerer, log *slog.Logger) *Deliverer {
+	return newDeliverer([]*ledger.Store{store}, false, cfg, reg, log)
+}
+
+// NewPartitioned returns a Deliverer of every partition's events, parts
+// being each partition's own Store in partition order
+// (docs/events.md#partitioned-mode): each partition's events go to each
+// endpoint in that partition's position order, under a lease on that
+// partition's row of the endpoint, so one delivery at a time per endpoint
+// and partition; a payload names its partition. The metrics are New's,
+// the lag being the worst partition's.
+func NewPartitioned(parts []*ledger.Store, cfg Config, reg prometheus.Registerer, log *slog.Logger) *Deliverer {
+	return newDeliverer(parts, true, cfg, reg, log)
+}
+
+func newDeliverer(stores []*ledger.Store, partitioned bool, cfg Config, reg prometheus.Registerer, log *slog.Logger) *Deliverer {
 	b := make([]byte, 8)
 	crand.Read(b) //nolint:errcheck // never fails
 	transport := &http.Transport{
@@ -75,7 +99,7 @@ func New(store *ledger.Store, cfg Config, reg prometheus.Registerer, log *slog.L
 		IdleConnTimeout:     time.Minute,
 	}
 	return &Deliverer{
-		store: store, cfg: cfg, log: log, owner: hex.EncodeToString(b),
+		stores: stores, partitioned: partitioned, cfg: cfg, log: log, owner: hex.EncodeToString(b),
 		client: &http.Client{Transport: transport, Timeout: cfg.Timeout,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 		// A lease outlives the longest run of requests a worker starts
@@ -130,16 +154,46 @@ func (d *Deliverer) safeOnce(ctx context.Context) (busy bool, err error) {
 // order until one fails or the lease's budget is spent, and records how
 // far it got. It returns false when no endpoint had work.
 func (d *Deliverer) Once(ctx context.Context) (bool, error) {
-	upTo, err := d.store.EventHorizon(ctx)
+	// Partitioned, each partition in turn from a rotating start, so that
+	// one busy partition does not starve the others.
+	first := int(d.next.Add(1)) % len(d.stores)
+	var errs []error
+	for k := range d.stores {
+		p := (first + k) % len(d.stores)
+		busy, err := d.onceOn(ctx, p)
+		if err != nil && d.partitioned {
+			err = fmt.Errorf("partition %d: %w", p, err)
+		}
+		if busy {
+			return true, err
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return false, errors.Join(errs...)
+}
+
+// onceOn is Once on the events and endpoints of stores[p].
+func (d *Deliverer) onceOn(ctx context.Context, p int) (bool, error) {
+	store := d.stores[p]
+	// Partitioned, a partition that hangs (a server gone without a reset)
+	// holds a worker only this long before it looks at the others.
+	qctx, cancel := context.WithTimeout(ctx, partitionWait)
+	defer cancel()
+	if !d.partitioned {
+		qctx = ctx
+	}
+	upTo, err := store.EventHorizon(qctx)
 	if err != nil {
 		return false, err
 	}
-	ep, ok, err := d.store.ClaimEndpoint(ctx, d.owner, d.lease, upTo)
+	ep, ok, err := store.ClaimEndpoint(qctx, d.owner, d.lease, upTo)
 	if err != nil || !ok {
 		return false, err
 	}
 	start := time.Now()
-	events, err := d.store.EndpointEvents(ctx, ep, upTo, d.cfg.Batch)
+	events, err := store.EndpointEvents(qctx, ep, upTo, d.cfg.Batch)
 	if err != nil {
 		return true, err // the lease ends by itself
 	}
@@ -152,6 +206,9 @@ func (d *Deliverer) Once(ctx context.Context) (bool, error) {
 		}
 		if i == 0 && ep.Attempts > 0 {
 			d.metrics.retries.WithLabelValues(ep.ID).Inc()
+		}
+		if d.partitioned {
+			e.Partition = &p
 		}
 		if err := d.send(ep, e); err != nil {
 			o.Err = err.Error()
@@ -174,7 +231,7 @@ func (d *Deliverer) Once(ctx context.Context) (bool, error) {
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	rec, err := d.store.RecordDelivery(rctx, d.owner, ep.ID, o)
+	rec, err := store.RecordDelivery(rctx, d.owner, ep.ID, o)
 	if err != nil {
 		return true, err
 	}
@@ -209,12 +266,16 @@ type Payload struct {
 	Position  int64           `json:"position"`
 	Timestamp time.Time       `json:"timestamp"`
 	Data      json.RawMessage `json:"data"`
+	// Partition is, in partitioned mode, the partition whose outbox holds
+	// the event: Position is that partition's.
+	Partition *int `json:"partition,omitempty"`
 }
 
 // send makes one signed request of e to ep; any answer but 2xx is a
 // failure. The body read back is bounded: a garbage answer costs nothing.
 func (d *Deliverer) send(ep ledger.Endpoint, e ledger.Event) error {
-	body, err := json.Marshal(Payload{ID: e.ID, Type: e.Type, Position: e.Position, Timestamp: e.CreatedAt, Data: e.Data})
+	body, err := json.Marshal(Payload{ID: e.ID, Type: e.Type, Position: e.Position, Timestamp: e.CreatedAt, Data: e.Data,
+		Partition: e.Partition})
 	if err != nil {
 		return err
 	}
@@ -250,13 +311,45 @@ func (d *Deliverer) send(ep ledger.Endpoint, e ledger.Event) error {
 	return nil
 }
 
+// lags are every store's endpoint lags, the worst of each endpoint's
+// partitions: the oldest undelivered event, dead if dead on any. It fails
+// only when no store answers.
+func (d *Deliverer) lags(ctx context.Context) ([]ledger.EndpointLag, error) {
+	var out []ledger.EndpointLag
+	at := map[string]int{}
+	var errs []error
+	for _, st := range d.stores {
+		lags, err := st.EndpointLags(ctx)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, l := range lags {
+			i, ok := at[l.ID]
+			if !ok {
+				at[l.ID] = len(out)
+				out = append(out, l)
+				continue
+			}
+			if !l.Oldest.IsZero() && (out[i].Oldest.IsZero() || l.Oldest.Before(out[i].Oldest)) {
+				out[i].Oldest = l.Oldest
+			}
+			out[i].Dead = out[i].Dead || l.Dead
+		}
+	}
+	if len(errs) == len(d.stores) {
+		return nil, errors.Join(errs...)
+	}
+	return out, nil
+}
+
 // watchLag refreshes the lag and dead-letter gauges every interval.
 func (d *Deliverer) watchLag(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	seen := map[string]bool{}
 	for {
-		lags, err := d.store.EndpointLags(ctx)
+		lags, err := d.lags(ctx)
 		if err == nil {
 			now := map[string]bool{}
 			for _, l := range lags {

@@ -1,0 +1,128 @@
+package httpapi_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"giftd/internal/httpapi"
+	"giftd/internal/ledger"
+	"giftd/internal/partition"
+	"giftd/internal/pgtest"
+)
+
+// newConfigEnv serves the admin API on a proxy and two partitions,
+// with a Store on each partition's own database.
+func newConfigEnv(t *testing.T) (*env, partition.Layout) {
+	t.Helper()
+	l := pgtest.Partitioned(t, 2)
+	ctx := context.Background()
+	var parts []*ledger.Store
+	for _, u := range l.PartitionURLs {
+		p, err := ledger.Open(ctx, u, ledger.WithBatching(ledger.Batching{MaxBatch: 1}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		parts = append(parts, p)
+	}
+	store, err := ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(2, partition.For), ledger.WithPartitionStores(parts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(store.Close)
+	reg := prometheus.NewRegistry()
+	deps := httpapi.Deps{Store: store, AdminToken: token, Metrics: httpapi.NewMetrics(reg), Gatherer: reg,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), WebhookAllowPrivate: true}
+	e := &env{store: store, reg: reg, admin: httptest.NewServer(httpapi.NewAdmin(deps))}
+	t.Cleanup(e.admin.Close)
+	return e, l
+}
+
+// TestAdminPartitioned_ConfigurationPartlyAppliedDriftAndSync: with
+// partition 1 down a catalogue change answers 503 partly_applied naming the
+// partitions (and no connection string); reads say the partitions disagree
+// until a sync; the partitioned feed's cursor and a redelivery from a
+// position refuse what they cannot place, with 400s.
+func TestAdminPartitioned_ConfigurationPartlyAppliedDriftAndSync(t *testing.T) {
+	e, l := newConfigEnv(t)
+	if a := e.adm(t, http.MethodPost, "/admin/v1/gifts/linkv", `{"gift_id":"rose","name":"Rose","price":10,"share_bp":5000}`); a.code != http.StatusCreated {
+		t.Fatalf("create: %d %s", a.code, a.raw)
+	}
+	pgtest.StopPartition(t, l.PartitionURLs[1])
+	a := e.adm(t, http.MethodPatch, "/admin/v1/gifts/linkv/rose", `{"price":12}`)
+	if a.code != http.StatusServiceUnavailable || a.errCode() != "partly_applied" ||
+		!strings.Contains(a.errMessage(), "applied on partitions [0], not on [1]") {
+		t.Errorf("a change with partition 1 down: %d %s; want 503 partly_applied naming the partitions", a.code, a.raw)
+	}
+	for _, secret := range []string{"postgres://", "password", "host="} {
+		if strings.Contains(a.raw, secret) {
+			t.Errorf("the answer names a connection (%q): %s", secret, a.raw)
+		}
+	}
+	if a := e.adm(t, http.MethodGet, "/admin/v1/gifts", ""); a.code != http.StatusOK ||
+		a.hdr.Get("Giftd-Config-Drift") != "gifts: partition 1 unreachable" {
+		t.Errorf("gifts with partition 1 down: %d, drift %q", a.code, a.hdr.Get("Giftd-Config-Drift"))
+	}
+	// An endpoint made on partition 0 only: 202 with its secret (shown
+	// once), not an error that would lose it.
+	a = e.adm(t, http.MethodPost, "/admin/v1/webhooks", `{"url":"http://127.0.0.1:1/early"}`)
+	if secret, _ := a.m["secret"].(string); a.code != http.StatusAccepted || !strings.HasPrefix(secret, "whsec_") ||
+		!strings.Contains(fmt.Sprint(a.m["warning"]), "not on [1]") {
+		t.Errorf("an endpoint made with partition 1 down: %d %s; want 202 with its secret and a warning", a.code, a.raw)
+	}
+	pgtest.StartPartition(t, l.PartitionURLs[1])
+	if a := e.adm(t, http.MethodGet, "/admin/v1/gifts/linkv/rose", ""); a.hdr.Get("Giftd-Config-Drift") != "gifts: partition 1 differs" {
+		t.Errorf("a gift while partition 1 missed its change: %d, drift %q", a.code, a.hdr.Get("Giftd-Config-Drift"))
+	}
+	if a := e.adm(t, http.MethodGet, "/admin/v1/config/drift", ""); a.code != http.StatusOK || a.m["agree"] != false {
+		t.Errorf("config drift: %d %s; want agree false", a.code, a.raw)
+	}
+	if a := e.adm(t, http.MethodPost, "/admin/v1/config/sync", ""); a.code != http.StatusOK {
+		t.Errorf("config sync: %d %s", a.code, a.raw)
+	}
+	if a := e.adm(t, http.MethodGet, "/admin/v1/gifts", ""); a.hdr.Get("Giftd-Config-Drift") != "" {
+		t.Errorf("gifts after a sync: drift %q", a.hdr.Get("Giftd-Config-Drift"))
+	}
+	if a := e.adm(t, http.MethodGet, "/admin/v1/config/drift", ""); a.code != http.StatusOK || a.m["agree"] != true {
+		t.Errorf("config drift after a sync: %d %s; want agree", a.code, a.raw)
+	}
+
+	for _, after := range []string{"5", "1,2,3", "1,-2", "x,1", ","} {
+		if a := e.adm(t, http.MethodGet, "/admin/v1/events?after="+after, ""); a.code != http.StatusBadRequest || !strings.Contains(a.errMessage(), "one per partition") {
+			t.Errorf("events after %q: %d %s; want 400", after, a.code, a.raw)
+		}
+	}
+	if a := e.adm(t, http.MethodGet, "/admin/v1/events?after=0,0", ""); a.code != http.StatusOK || a.m["next_after"] != "0,0" {
+		t.Errorf("events after 0,0: %d %s", a.code, a.raw)
+	}
+	a = e.adm(t, http.MethodPost, "/admin/v1/webhooks", `{"url":"http://127.0.0.1:1/hook"}`)
+	id, _ := a.m["id"].(string)
+	if ps, _ := a.m["partitions"].([]any); a.code != http.StatusCreated || len(ps) != 2 {
+		t.Fatalf("create an endpoint: %d %s; want 201 with both partitions' deliveries", a.code, a.raw)
+	}
+	if a := e.adm(t, http.MethodPost, "/admin/v1/webhooks/"+id+"/redeliver", `{"from_position":1}`); a.code != http.StatusBadRequest {
+		t.Errorf("redeliver from a position without its partition: %d %s; want 400", a.code, a.raw)
+	}
+	if a := e.adm(t, http.MethodPost, "/admin/v1/webhooks/"+id+"/redeliver", `{"from_position":1,"partition":1}`); a.code != http.StatusOK {
+		t.Errorf("redeliver from a position of partition 1: %d %s; want 200", a.code, a.raw)
+	}
+}
+
+// TestAdmin_ConfigRoutesAreForPartitionedMode: on one database there is
+// nothing to compare or copy.
+func TestAdmin_ConfigRoutesAreForPartitionedMode(t *testing.T) {
+	e := newEnv(t)
+	for _, r := range []struct{ method, path string }{{http.MethodGet, "/admin/v1/config/drift"}, {http.MethodPost, "/admin/v1/config/sync"}} {
+		if a := e.adm(t, r.method, r.path, ""); a.code != http.StatusNotFound || a.errCode() != "not_partitioned" {
+			t.Errorf("%s %s on one database: %d %s; want 404 not_partitioned", r.method, r.path, a.code, a.raw)
+		}
+	}
+}

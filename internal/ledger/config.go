@@ -1,0 +1,423 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Configuration on every partition (docs/scale-out.md#configuration-on-every-partition).
+//
+// The debit function reads the gift catalogue, the rooms' receivers and the
+// apps' policies on the sender's partition, and each partition delivers its
+// own events to the webhook endpoints: all of them must be on every
+// partition. PostgreSQL gives no transaction across partitions, so a change
+// is made on the home (partition 0) by the single-server code, in its one
+// transaction, and the state it leaves is then copied to the others by the
+// partition set's giftd_copy_* functions (partition migration 7), each
+// carrying the home's order number of the change so that a copy applies
+// once and never over a newer one. A copy that fails leaves the change on
+// the home and the partitions it reached: the call returns ErrPartlyApplied
+// naming them, and the same request again, or SyncConfig, copies it again
+// and converges. Reads are the home's; ConfigDrift compares the partitions.
+
+// ErrPartlyApplied: a configuration change was made on the home partition
+// but not copied to every other one (one was unreachable). Retry the same
+// request, or SyncConfig: either copies the home's state again.
+var ErrPartlyApplied = errors.New("configuration change applied on some partitions only")
+
+// ErrNoPartitionStores: a partitioned Store was opened without
+// WithPartitionStores, so it cannot reach the partitions' configuration.
+var ErrNoPartitionStores = errors.New("partitioned store without direct partition connections")
+
+// WithPartitionStores gives a partitioned Store a Store on each partition's
+// own database, in partition order, through which it reads and writes the
+// configuration every partition holds (the catalogue, rooms' receivers,
+// apps' policies, webhook endpoints), the events and webhook deliveries of
+// each partition, and prunes them. The caller owns and closes them.
+func WithPartitionStores(parts []*Store) Option {
+	return func(s *Store) { s.parts = parts }
+}
+
+// PartitionStores returns the Stores of WithPartitionStores (nil if none).
+func (s *Store) PartitionStores() []*Store { return s.parts }
+
+// SetConfigLog makes a partitioned Store log each partition a configuration
+// copy failed on (the error, which names no secret, stays out of answers).
+func (s *Store) SetConfigLog(log *slog.Logger) { s.configLog = log }
+
+// home is the partition every configuration change is made on first.
+func (s *Store) home() (*Store, error) {
+	if len(s.parts) == 0 {
+		return nil, ErrNoPartitionStores
+	}
+	return s.parts[0], nil
+}
+
+// copyStatement is one copy of a key's state, run on every other partition:
+// args, given the partition's Store, are the statement's arguments there.
+type copyStatement struct {
+	sql  string
+	args func(ctx context.Context, p *Store) ([]any, error)
+}
+
+// spread copies the home's state of one key (read by read, nil statement:
+// nothing to copy) to every other partition, each on its own. It returns
+// ErrPartlyApplied naming the partitions it failed on.
+func (s *Store) spread(ctx context.Context, what string, read func(ctx context.Context, home *Store) (*copyStatement, error)) error {
+	home, err := s.home()
+	if err != nil {
+		return err
+	}
+	st, err := read(ctx, home)
+	if err != nil {
+		return fmt.Errorf("%s: read partition 0: %w", what, err)
+	}
+	if st == nil {
+		return nil
+	}
+	var failed []int
+	for i, p := range s.parts[1:] {
+		args, err := st.args(ctx, p)
+		if err == nil {
+			_, err = p.pool.Exec(ctx, st.sql, args...)
+		}
+		if err != nil {
+			failed = append(failed, i+1)
+			if s.configLog != nil {
+				s.configLog.Warn("configuration copy failed", "what", what, "partition", i+1, "err", err.Error())
+			}
+		}
+	}
+	if failed != nil {
+		applied := []int{0}
+		for i := 1; i < len(s.parts); i++ {
+			if !slices.Contains(failed, i) {
+				applied = append(applied, i)
+			}
+		}
+		return fmt.Errorf("%s: %w: applied on partitions %v, not on %v; retry the same request or POST /admin/v1/config/sync",
+			what, ErrPartlyApplied, applied, failed)
+	}
+	return nil
+}
+
+func sameArgs(a ...any) func(context.Context, *Store) ([]any, error) {
+	return func(context.Context, *Store) ([]any, error) { return a, nil }
+}
+
+// spreadGift copies the home's gift platform/giftID to every partition.
+func (s *Store) spreadGift(ctx context.Context, platform, giftID string) error {
+	return s.spread(ctx, "gift "+platform+"/"+giftID, func(ctx context.Context, home *Store) (*copyStatement, error) {
+		a := make([]any, 9)
+		var created, updated time.Time
+		var version int
+		var name string
+		var price int64
+		var share int
+		var active bool
+		err := home.pool.QueryRow(ctx, `
+			SELECT version, name, price, share_bp, active, created_at, updated_at FROM gift_catalogue
+			WHERE platform = $1 AND gift_id = $2`, platform, giftID).
+			Scan(&version, &name, &price, &share, &active, &created, &updated)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8] = platform, giftID, version, name, price, share, active, created, updated
+		return &copyStatement{sql: `SELECT giftd_copy_gift($1, $2, $3, $4, $5, $6, $7, $8, $9)`, args: sameArgs(a...)}, nil
+	})
+}
+
+// spreadRoom copies the home's receiver of a room (or its absence) to every
+// partition; its order is the home's newest history row of the room.
+func (s *Store) spreadRoom(ctx context.Context, platform, roomID string) error {
+	return s.spread(ctx, "room "+platform+"/"+roomID, func(ctx context.Context, home *Store) (*copyStatement, error) {
+		var receiver *string
+		var seq *int64
+		if err := home.pool.QueryRow(ctx, `
+			SELECT (SELECT receiver_id FROM room_receivers WHERE platform = $1 AND room_id = $2),
+			       (SELECT max(id) FROM room_receivers_history WHERE platform = $1 AND room_id = $2)`,
+			platform, roomID).Scan(&receiver, &seq); err != nil {
+			return nil, err
+		}
+		if seq == nil {
+			return nil, nil
+		}
+		return &copyStatement{sql: `SELECT giftd_copy_room($1, $2, $3, $4)`, args: sameArgs(platform, roomID, receiver, *seq)}, nil
+	})
+}
+
+// spreadAppPolicy copies the home's policy of the app subject (or its
+// absence) to every partition; its order is the home's newest history row.
+func (s *Store) spreadAppPolicy(ctx context.Context, subject string) error {
+	return s.spread(ctx, "policy app "+subject, func(ctx context.Context, home *Store) (*copyStatement, error) {
+		var seq *int64
+		var policy []byte
+		var at *time.Time
+		var by *string
+		if err := home.pool.QueryRow(ctx, `
+			SELECT (SELECT max(id) FROM spend_policy_history WHERE scope = 'app' AND subject = $1),
+			       p.pol, p.updated_at, p.updated_by
+			FROM (SELECT) AS one
+			LEFT JOIN (SELECT jsonb_build_object('max_debit', max_debit, 'cap_24h', cap_24h, 'cap_month', cap_month,
+			                  'remind_day', remind_day, 'cooling_off_s', cooling_off_s) AS pol, updated_at, updated_by
+			           FROM spend_policies WHERE scope = 'app' AND subject = $1) AS p ON true`,
+			subject).Scan(&seq, &policy, &at, &by); err != nil {
+			return nil, err
+		}
+		if seq == nil {
+			return nil, nil
+		}
+		return &copyStatement{sql: `SELECT giftd_copy_app_policy($1, $2, $3, $4, $5)`,
+			args: sameArgs(subject, *seq, policy, at, by)}, nil
+	})
+}
+
+// spreadEndpoint copies the home's configuration of a webhook endpoint (or
+// its absence) to every partition, where a new one starts at that
+// partition's event horizon. Its order is a number of the home's
+// giftd_config_seq taken in the statement that reads the endpoint under a
+// share lock, so a change committed after the read waits for it and is read
+// with a greater number (updated_at, a transaction's start, would not
+// order two changes the way their locks did).
+func (s *Store) spreadEndpoint(ctx context.Context, id string) error {
+	return s.spread(ctx, "webhook endpoint "+id, func(ctx context.Context, home *Store) (*copyStatement, error) {
+		var seq int64
+		var url, desc *string
+		var types, secrets []string
+		var enabled *bool
+		err := home.pool.QueryRow(ctx, `
+			SELECT nextval('giftd_config_seq'), url, description, event_types, secrets, enabled
+			FROM webhook_endpoints WHERE id = $1 FOR SHARE`, id).Scan(&seq, &url, &desc, &types, &secrets, &enabled)
+		if errors.Is(err, pgx.ErrNoRows) {
+			// Deleted (an id is never made again): any number after the
+			// deletion orders it after every copy read before.
+			err = home.pool.QueryRow(ctx, `SELECT nextval('giftd_config_seq')`).Scan(&seq)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &copyStatement{sql: `SELECT giftd_copy_webhook($1, $2, $3, $4, $5, $6, $7, $8)`,
+			args: func(ctx context.Context, p *Store) ([]any, error) {
+				upTo := int64(0)
+				if url != nil {
+					var err error
+					if upTo, err = p.EventHorizon(ctx); err != nil {
+						return nil, err
+					}
+				}
+				return []any{id, seq, url, desc, types, secrets, enabled, upTo}, nil
+			}}, nil
+	})
+}
+
+// Kinds of configuration every partition holds.
+const (
+	ConfigGifts       = "gifts"
+	ConfigRooms       = "rooms"
+	ConfigAppPolicies = "app_policies"
+	ConfigWebhooks    = "webhooks"
+)
+
+// configDigests are the queries of one digest of each kind's configuration
+// on a partition: equal digests, equal configuration.
+var configDigests = map[string]string{
+	ConfigGifts: `SELECT md5(coalesce(string_agg(json_build_array(platform, gift_id, version, name, price, share_bp, active)::text,
+		',' ORDER BY platform, gift_id), '')) FROM gift_catalogue`,
+	ConfigRooms: `SELECT md5(coalesce(string_agg(json_build_array(platform, room_id, receiver_id)::text,
+		',' ORDER BY platform, room_id), '')) FROM room_receivers`,
+	ConfigAppPolicies: `SELECT md5(coalesce(string_agg(json_build_array(subject, max_debit, cap_24h, cap_month, remind_day, cooling_off_s)::text,
+		',' ORDER BY subject), '')) FROM spend_policies WHERE scope = 'app'`,
+	ConfigWebhooks: `SELECT md5(coalesce(string_agg(json_build_array(id, url, description, event_types, secrets, enabled)::text,
+		',' ORDER BY id), '')) FROM webhook_endpoints`,
+}
+
+// ConfigKinds returns the kinds of configuration every partition holds.
+func ConfigKinds() []string {
+	return []string{ConfigGifts, ConfigRooms, ConfigAppPolicies, ConfigWebhooks}
+}
+
+// Drift is one partition whose configuration of one kind is not the home's.
+type Drift struct {
+	Kind      string `json:"kind"`
+	Partition int    `json:"partition"`
+	// Reason is "differs" (from partition 0), or "unreachable" when the
+	// partition (or the home) could not be read.
+	Reason string `json:"reason"`
+}
+
+// ConfigDrift compares each kind's configuration (all kinds when none is
+// given) on every partition with the home's, and returns every partition
+// that differs or could not be read; none: they all agree. It returns
+// ErrNoPartitionStores on a Store not partitioned with WithPartitionStores.
+// A change being copied at that moment shows as drift until it is.
+func (s *Store) ConfigDrift(ctx context.Context, kinds ...string) ([]Drift, error) {
+	return ConfigDriftOf(ctx, s.parts, s.configLog, kinds...)
+}
+
+// ConfigDriftOf is ConfigDrift of the partitions' own Stores parts, in
+// partition order (giftd audit's); log, if not nil, is told why a
+// partition could not be read.
+func ConfigDriftOf(ctx context.Context, parts []*Store, log *slog.Logger, kinds ...string) ([]Drift, error) {
+	if len(parts) == 0 {
+		return nil, ErrNoPartitionStores
+	}
+	if len(kinds) == 0 {
+		kinds = ConfigKinds()
+	}
+	var out []Drift
+	for _, k := range kinds {
+		q, ok := configDigests[k]
+		if !ok {
+			return nil, fmt.Errorf("config drift: no kind %q", k)
+		}
+		digests := make([]string, len(parts))
+		for i, p := range parts {
+			if err := p.pool.QueryRow(ctx, q).Scan(&digests[i]); err != nil {
+				if ctx.Err() != nil {
+					return nil, fmt.Errorf("config drift: %w", ctx.Err())
+				}
+				digests[i] = ""
+				if log != nil {
+					log.Warn("configuration digest failed", "kind", k, "partition", i, "err", err.Error())
+				}
+			}
+		}
+		for i := 1; i < len(digests); i++ {
+			switch {
+			case digests[0] == "" || digests[i] == "":
+				out = append(out, Drift{Kind: k, Partition: i, Reason: "unreachable"})
+			case digests[i] != digests[0]:
+				out = append(out, Drift{Kind: k, Partition: i, Reason: "differs"})
+			}
+		}
+	}
+	return out, nil
+}
+
+// DriftText is drift as one line: "gifts: partition 1 differs; …".
+func DriftText(drift []Drift) string {
+	parts := make([]string, len(drift))
+	for i, d := range drift {
+		parts[i] = fmt.Sprintf("%s: partition %d %s", d.Kind, d.Partition, d.Reason)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// SyncReport is what SyncConfig copied.
+type SyncReport struct {
+	// Keys is how many keys (gifts, rooms, app policies, endpoints) it copied.
+	Keys int `json:"keys"`
+	// Failed names the keys whose copy failed somewhere, with the partitions.
+	Failed []string `json:"failed"`
+}
+
+// SyncConfig copies the home's state of every configuration key to every
+// other partition (each copy skipped where it is applied already): after a
+// change that returned ErrPartlyApplied, it makes the partitions agree.
+// Endpoints a partition has and the home does not are deleted there. It
+// returns an error only when the home cannot be read; copies that fail are
+// in the report.
+func (s *Store) SyncConfig(ctx context.Context) (SyncReport, error) {
+	home, err := s.home()
+	if err != nil {
+		return SyncReport{}, err
+	}
+	type key struct{ kind, a, b string }
+	var keys []key
+	collect := func(kind, sql string) error {
+		rows, _ := home.pool.Query(ctx, sql)
+		ks, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (key, error) {
+			k := key{kind: kind}
+			return k, row.Scan(&k.a, &k.b)
+		})
+		keys = append(keys, ks...)
+		return err
+	}
+	for _, q := range []struct{ kind, sql string }{
+		{ConfigGifts, `SELECT platform, gift_id FROM gift_catalogue ORDER BY 1, 2`},
+		{ConfigRooms, `SELECT DISTINCT platform, room_id FROM room_receivers_history ORDER BY 1, 2`},
+		{ConfigAppPolicies, `SELECT DISTINCT subject, '' FROM spend_policy_history WHERE scope = 'app' ORDER BY 1`},
+		{ConfigWebhooks, `SELECT id, '' FROM webhook_endpoints ORDER BY 1`},
+	} {
+		if err := collect(q.kind, q.sql); err != nil {
+			return SyncReport{}, fmt.Errorf("config sync: read partition 0: %w", err)
+		}
+	}
+	// Endpoints only another partition has: deleted on the home, the
+	// deletion's copy lost.
+	seen := map[string]bool{}
+	for _, k := range keys {
+		if k.kind == ConfigWebhooks {
+			seen[k.a] = true
+		}
+	}
+	for _, p := range s.parts[1:] {
+		rows, _ := p.pool.Query(ctx, `SELECT id FROM webhook_endpoints`)
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			continue // unreachable: its copies below fail and say so
+		}
+		for _, id := range ids {
+			if !seen[id] {
+				seen[id] = true
+				keys = append(keys, key{kind: ConfigWebhooks, a: id})
+			}
+		}
+	}
+	var rep SyncReport
+	for _, k := range keys {
+		var err error
+		switch k.kind {
+		case ConfigGifts:
+			err = s.spreadGift(ctx, k.a, k.b)
+		case ConfigRooms:
+			err = s.spreadRoom(ctx, k.a, k.b)
+		case ConfigAppPolicies:
+			err = s.spreadAppPolicy(ctx, k.a)
+		case ConfigWebhooks:
+			err = s.spreadEndpoint(ctx, k.a)
+		}
+		rep.Keys++
+		if err != nil {
+			if ctx.Err() != nil {
+				return rep, fmt.Errorf("config sync: %w", ctx.Err())
+			}
+			rep.Failed = append(rep.Failed, err.Error())
+		}
+	}
+	if rep.Failed == nil {
+		rep.Failed = []string{}
+	}
+	return rep, nil
+}
+
+// homeThenSpread is a configuration change on a partitioned Store: change
+// on the home, then spread its key, also when change failed (a retry of a
+// change that reached the home but not every partition finds it made and
+// must still copy it). It returns change's error first.
+func homeThenSpread[T any](ctx context.Context, s *Store, change func(home *Store) (T, error), spread func() error) (T, error) {
+	home, err := s.home()
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	v, err := change(home)
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return v, err
+	}
+	serr := spread()
+	if err != nil {
+		return v, err
+	}
+	return v, serr
+}

@@ -1,0 +1,18 @@
+DROP FUNCTION giftd_policy_history(text, text, int);
+DROP FUNCTION giftd_policy(text, text);
+DROP FUNCTION giftd_clear_policy(text, text, text);
+DROP FUNCTION giftd_put_policy(text, text, text, jsonb, bigint, bigint, bigint, bigint, bigint, text, boolean, boolean, boolean, timestamptz);
+DROP FUNCTION giftd_user_known(text);
+DROP FUNCTION giftd_wallet_move_credit(text, text, int, text, text);
+DROP FUNCTION giftd_wallet_move_note(text, text, text);
+DROP FUNCTION giftd_wallet_move_step(text, text, text, int, text, text, text, bigint, bigint, text);
+DROP FUNCTION giftd_wallet_move_start(text, text, text);
+DROP FUNCTION giftd_wallet_move(text, text);
+DROP FUNCTION giftd_linkv_account(text, text);
+DROP FUNCTION giftd_save_linkv_account(text, text, text);
+DROP FUNCTION giftd_clawback(int, bigint, text, bigint);
+DROP FUNCTION giftd_reverse(text, text, text, text, text, text);
+DROP FUNCTION giftd_payout(text, bigint, text, text, interval);
+DROP FUNCTION giftd_spend_window(text, timestamptz);
+DROP FUNCTION giftd_find_debit(text, text, text);
+DROP FUNCTION giftd_entries(text, bigint, int);
