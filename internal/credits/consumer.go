@@ -67,8 +67,13 @@ func New(parts []*ledger.Store, cfg Config, reg prometheus.Registerer, log *slog
 	return c
 }
 
+// releaseTimeout bounds giving up a lease once Run's context has ended.
+const releaseTimeout = 2 * time.Second
+
 // Run moves credits from every partition until ctx ends, one goroutine per
-// source partition, and returns when they have stopped.
+// source partition, and returns when they have stopped, each having given
+// up its partition's lease (if it still held it) so that another consumer
+// takes over at once rather than after the lease's length.
 func (c *Consumer) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for p := range c.parts {
@@ -84,6 +89,13 @@ func (c *Consumer) Run(ctx context.Context) {
 					case <-time.After(c.cfg.Idle):
 					}
 				}
+			}
+			// No step runs any more: a step cut short by ctx left at most
+			// its first legs, which the next owner applies again as no-ops.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+			defer cancel()
+			if _, err := c.parts[p].ReleaseCredits(rctx, c.cfg.Owner); err != nil {
+				c.log.Error("credit consumer: release the lease", "partition", p, "error", err.Error())
 			}
 		})
 	}

@@ -1,12 +1,16 @@
 package credits
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -288,7 +292,8 @@ func BenchmarkConsumer_Lag(b *testing.B) {
 	b.Cleanup(proxy.Close)
 	var parts []*ledger.Store
 	for _, u := range l.PartitionURLs {
-		s, err := ledger.Open(ctx, u, ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithMaxConns(3))
+		// Named, so that its backends' CPU is told apart (cpuOf).
+		s, err := ledger.Open(ctx, withAppName(b, u, "giftd-credits"), ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithMaxConns(3))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -307,6 +312,7 @@ func BenchmarkConsumer_Lag(b *testing.B) {
 	var cw sync.WaitGroup
 	consumer := New(parts, DefaultConfig("bench"), nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	cw.Go(func() { consumer.Run(rctx) })
+	cpu0 := cpuOf(b, parts[0])
 	b.ResetTimer()
 	var wg sync.WaitGroup
 	for g := range 64 {
@@ -345,6 +351,7 @@ func BenchmarkConsumer_Lag(b *testing.B) {
 			<-time.After(10 * time.Millisecond)
 		}
 	}
+	cpu1 := cpuOf(b, parts[0])
 	stop()
 	cw.Wait()
 	created := map[string]time.Time{} // '<p>:<position>' → the event's time
@@ -382,6 +389,67 @@ func BenchmarkConsumer_Lag(b *testing.B) {
 	b.ReportMetric(q(0.99), "lag-p99-ms")
 	b.ReportMetric(lags[len(lags)-1].Seconds()*1000, "lag-max-ms")
 	b.ReportMetric(float64(len(lags)), "credits")
+	// The partitions' CPU: their backends' (the consumer's, and the
+	// proxy's running the debits) per credit moved.
+	var consumerCPU, partsCPU time.Duration
+	for pid, t := range cpu1 {
+		d := t.cpu - cpu0[pid].cpu
+		partsCPU += d
+		if t.app == "giftd-credits" {
+			consumerCPU += d
+		}
+	}
+	b.ReportMetric(float64(consumerCPU.Microseconds())/float64(len(lags)), "consumer-cpu-us/credit")
+	b.ReportMetric(float64(partsCPU.Microseconds())/float64(len(lags)), "partitions-cpu-us/credit")
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "debits/s")
 	b.ReportMetric(0, "ns/op")
+}
+
+// withAppName returns databaseURL with application_name set to name.
+func withAppName(tb testing.TB, databaseURL, name string) string {
+	u, err := url.Parse(databaseURL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("application_name", name)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// backendCPU is one backend's application name and CPU time so far.
+type backendCPU struct {
+	app string
+	cpu time.Duration
+}
+
+// cpuOf returns the CPU time (user and system, from /proc) of every live
+// backend of the databases of the server s is on, except the template and
+// postgres databases, by pid. Backends that ended in between are missed (the
+// pools keep theirs), so it is a lower bound.
+func cpuOf(tb testing.TB, s *ledger.Store) map[int]backendCPU {
+	rows, _ := s.Pool().Query(context.Background(), `SELECT pid, coalesce(application_name, '') FROM pg_stat_activity
+		WHERE datname LIKE 'giftd\_p%'`)
+	out := map[int]backendCPU{}
+	for rows.Next() {
+		var pid int
+		var app string
+		if err := rows.Scan(&pid, &app); err != nil {
+			tb.Fatal(err)
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue // ended meanwhile
+		}
+		// Fields 14 and 15 (utime, stime), in clock ticks (USER_HZ: 100 on
+		// Linux), after the command name in parentheses.
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		out[pid] = backendCPU{app: app, cpu: time.Duration(ut+st) * 10 * time.Millisecond}
+	}
+	if err := rows.Err(); err != nil {
+		tb.Fatal(err)
+	}
+	return out
 }

@@ -32,6 +32,16 @@ func (s *Store) LeaseCredits(ctx context.Context, owner string, d time.Duration)
 	return *pos, true, nil
 }
 
+// ReleaseCredits gives up owner's lease of this partition's credit cursor,
+// if owner still holds it, so that another consumer takes the cursor at
+// once; held reports whether it did.
+func (s *Store) ReleaseCredits(ctx context.Context, owner string) (held bool, err error) {
+	if err := s.pool.QueryRow(ctx, `SELECT giftd_credit_release($1)`, owner).Scan(&held); err != nil {
+		return false, fmt.Errorf("release the credit cursor: %w", err)
+	}
+	return held, nil
+}
+
 // PendingCredits returns the credits of this partition's events after
 // position after, at most limit, in position order, and the position the
 // cursor may move to once they are applied: the events' horizon (see

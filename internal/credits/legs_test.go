@@ -1,0 +1,285 @@
+package credits
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"giftd/internal/ledger"
+	"giftd/migrations"
+)
+
+// TestLegs_WriteWhatMigration4Wrote runs the same calls of both legs on two
+// clusters, one with partition migration 10's set-based legs and one taken
+// back down to migration 4's bodies (checked to be those, as written), and
+// requires the same answers and the same rows: credits applied before,
+// repeated in a batch, a receiver several times in a batch, in no order,
+// and every refusal.
+func TestLegs_WriteWhatMigration4Wrote(t *testing.T) {
+	ctx := context.Background()
+	set, old := newCluster(t), newCluster(t)
+	v4, err := migrations.PartitionFS.ReadFile("partition/000004_credits.up.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, u := range old.layout.PartitionURLs {
+		if err := ledger.MigrateDown(u, ledger.WithMigrationSet(ledger.PartitionMigrations())); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"giftd_credits_in", "giftd_credit_out"} {
+			var src string
+			var conf *[]string
+			if err := old.parts[p].Pool().QueryRow(ctx, `SELECT prosrc, proconfig FROM pg_proc WHERE proname = $1`, f).
+				Scan(&src, &conf); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(v4), "AS $$"+src+"$$;") || conf != nil {
+				t.Errorf("partition %d, down from migration 10: %s is not migration 4's (settings %v)", p, f, conf)
+			}
+		}
+	}
+	// The receivers are on partition 1; partition 0 is the source.
+	users := usersOn("legs", 3)
+	r1, r2, r3, foreign := users[1][0], users[1][1], users[1][2], users[0][0]
+	type in struct {
+		pos []int64
+		rcv []string
+		amt []int64
+	}
+	batch := func(c ...any) in {
+		var b in
+		for i := 0; i < len(c); i += 3 {
+			b.pos, b.rcv, b.amt = append(b.pos, int64(c[i].(int))), append(b.rcv, c[i+1].(string)), append(b.amt, int64(c[i+2].(int)))
+		}
+		return b
+	}
+	ins := []in{
+		batch(3, r1, 4, 1, r1, 5, 2, r2, 3, 1, r1, 5), // repeated in the batch; r2 new
+		batch(2, r2, 3, 6, r1, 2, 4, r2, 6, 5, r1, 1, 4, r2, 6, 8, r3, 9),
+		batch(7, r1, 1, 7, r2, 1),       // one credit, two receivers
+		batch(7, r1, 1, 7, r1, 2),       // one credit, two amounts
+		batch(9, r1, 1, 1, r1, 6),       // applied before with another amount
+		batch(9, r1, 1, 2, r1, 3),       // applied before with another receiver
+		batch(9, r1, 1, 10, foreign, 1), // a receiver placed elsewhere
+		batch(5, r1, 1, 9, r2, 4, 9, r2, 4),
+	}
+	type out struct {
+		from, upTo int64
+		b          in
+	}
+	outs := []out{
+		{0, 10, batch(3, r1, 4, 1, r1, 5, 2, r2, 3)},
+		{10, 20, batch(1, r1, 5)},             // applied before
+		{10, 20, batch(11, r2, 1000)},         // below zero
+		{10, 20, batch(11, r2, 1, 12, r3, 1)}, // no transit account
+		{0, 20, batch(11, r2, 1)},             // the cursor moved on
+		{10, 20, batch(12, r1, 1, 12, r1, 1)}, // repeated in the batch
+		{10, 20, batch(6, r1, 2, 4, r2, 6, 5, r1, 1)},
+		{20, 30, in{}},
+	}
+	run := func(c *cluster) []string {
+		var got []string
+		answer := func(what string, v any, err error) {
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) {
+				got = append(got, fmt.Sprintf("%s: SQLSTATE %s", what, pe.Code))
+			} else if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			} else {
+				got = append(got, fmt.Sprintf("%s: %v", what, v))
+			}
+		}
+		in1, src := c.parts[1].Pool(), c.parts[0].Pool()
+		if _, err := in1.Exec(ctx, `INSERT INTO earnings_accounts (receiver_id, balance) VALUES ($1, 7)`, r1); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := src.Exec(ctx, `INSERT INTO earnings_accounts (receiver_id, balance) VALUES ($1, 100), ($2, 50)`, r1, r2); err != nil {
+			t.Fatal(err)
+		}
+		for i, b := range ins {
+			var n int
+			err := in1.QueryRow(ctx, `SELECT giftd_credits_in(0, $1, $2, $3)`, b.pos, b.rcv, b.amt).Scan(&n)
+			answer(fmt.Sprint("in ", i), n, err)
+		}
+		if _, ok, err := c.parts[0].LeaseCredits(ctx, "o", time.Hour); err != nil || !ok {
+			t.Fatalf("lease: %v, %v", ok, err)
+		}
+		for i, o := range outs {
+			_, err := src.Exec(ctx, `SELECT giftd_credit_out('o', $1, $2, $3, $4, $5)`, o.from, o.upTo, o.b.pos, o.b.rcv, o.b.amt)
+			answer(fmt.Sprint("out ", i), "done", err)
+		}
+		_, err := src.Exec(ctx, `SELECT giftd_credit_out('x', 30, 40, '{}', '{}', '{}')`)
+		answer("out, another owner", "done", err)
+		for p, s := range c.parts {
+			rows, _ := s.Pool().Query(ctx, `SELECT format('%s %s %s %s %s %s %s', account, receiver_id, kind, amount, balance_after, ref, details)
+				FROM account_entries ORDER BY id`)
+			for rows.Next() {
+				var r string
+				if err := rows.Scan(&r); err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, fmt.Sprintf("partition %d entry: %s", p, r))
+			}
+			rows, _ = s.Pool().Query(ctx, `SELECT format('%s %s', receiver_id, balance) FROM earnings_accounts ORDER BY 1`)
+			for rows.Next() {
+				var r string
+				if err := rows.Scan(&r); err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, fmt.Sprintf("partition %d account: %s", p, r))
+			}
+			var cursor int64
+			if err := s.Pool().QueryRow(ctx, `SELECT position FROM credit_cursor`).Scan(&cursor); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, fmt.Sprintf("partition %d cursor: %d", p, cursor))
+		}
+		return got
+	}
+	want, got := run(old), run(set)
+	if !slices.Equal(got, want) {
+		t.Errorf("migration 10's legs:\n%s\nmigration 4's:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// Not vacuous: both batches applied (4 + 3 legs), the cursor moved.
+	for _, w := range []string{"in 0: 3", "in 1: 4", "in 2: SQLSTATE 23505", "in 6: SQLSTATE GD001", "out 0: done",
+		"out 2: SQLSTATE 23514", "out 6: done", "partition 0 cursor: 30", "partition 1 account: " + r1 + " 19"} {
+		if !slices.Contains(got, w) {
+			t.Errorf("no %q in:\n%s", w, strings.Join(got, "\n"))
+		}
+	}
+}
+
+// TestConsumer_StoppingGivesItsLeasesUp: a consumer's Run that ends gives up
+// its leases, so that another consumer takes the cursors at once although
+// the leases had an hour to run; a consumer giving up a lease it no longer
+// holds leaves the holder's alone.
+func TestConsumer_StoppingGivesItsLeasesUp(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	cfg := DefaultConfig("first")
+	cfg.Lease, cfg.Idle = time.Hour, time.Millisecond
+	first := New(c.parts, cfg, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	// Run until it holds both partitions' leases.
+	held := make(chan struct{})
+	var once sync.Once
+	rctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { first.Run(rctx) })
+	go func() {
+		for rctx.Err() == nil {
+			n := 0
+			for _, s := range c.parts {
+				var owner *string
+				if err := s.Pool().QueryRow(ctx, `SELECT lease_owner FROM credit_cursor WHERE lease_until > now()`).Scan(&owner); err == nil &&
+					owner != nil && *owner == "first" {
+					n++
+				}
+			}
+			if n == len(c.parts) {
+				once.Do(func() { close(held) })
+				return
+			}
+			<-time.After(time.Millisecond)
+		}
+	}()
+	<-held
+	for p, s := range c.parts {
+		if _, ok, err := s.LeaseCredits(ctx, "second", time.Hour); err != nil || ok {
+			t.Fatalf("partition %d: a second consumer leased the cursor while the first runs: %v, %v", p, ok, err)
+		}
+	}
+	stop()
+	wg.Wait()
+	for p, s := range c.parts {
+		if _, ok, err := s.LeaseCredits(ctx, "second", time.Hour); err != nil || !ok {
+			t.Errorf("partition %d: the first consumer stopped, yet a second cannot lease the cursor: %v, %v", p, ok, err)
+		}
+		if held, err := s.ReleaseCredits(ctx, "first"); err != nil || held {
+			t.Errorf("partition %d: the first consumer gave up a lease it no longer held: %v, %v", p, held, err)
+		}
+		if _, ok, err := s.LeaseCredits(ctx, "third", time.Hour); err != nil || ok {
+			t.Errorf("partition %d: a third consumer leased the second's cursor: %v, %v", p, ok, err)
+		}
+	}
+}
+
+// TestLegs_RivalsApplyAFirstLegOnce: two consumers applying the same first
+// legs at once (one lost its lease mid-step): the second waits for the
+// first's accounts, then meets its keys and fails whole, so that each
+// receiver is credited once.
+func TestLegs_RivalsApplyAFirstLegOnce(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	users := usersOn("rival", 2)
+	r1, r2 := users[1][0], users[1][1]
+	pool := c.parts[1].Pool()
+	if _, err := pool.Exec(ctx, `INSERT INTO earnings_accounts (receiver_id, balance) VALUES ($1, 7)`, r1); err != nil {
+		t.Fatal(err)
+	}
+	pos, rcv, amt := []int64{1, 2, 3}, []string{r1, r2, r1}, []int64{5, 3, 4}
+	first, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Rollback(ctx)
+	if _, err := first.Exec(ctx, `SELECT giftd_credits_in(0, $1, $2, $3)`, pos, rcv, amt); err != nil {
+		t.Fatal(err)
+	}
+	var secondPID int
+	second, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Release()
+	if err := second.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&secondPID); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := second.Exec(ctx, `SELECT giftd_credits_in(0, $1, $2, $3)`, pos, rcv, amt)
+		done <- err
+	}()
+	// The second waits on the first's locks: then the first commits.
+	for {
+		var waiting bool
+		if err := pool.QueryRow(ctx, `SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1`, secondPID).
+			Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the second consumer's first legs ended before the first's committed: %v", err)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	if err := first.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var pe *pgconn.PgError
+	if err := <-done; !errors.As(err, &pe) || pe.Code != "23505" {
+		t.Errorf("the second consumer's first legs: %v; want unique_violation", err)
+	}
+	for r, want := range map[string]int64{r1: 7 + 5 + 4, r2: 3} {
+		var b int64
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT a.balance, (SELECT count(*) FROM account_entries AS x WHERE x.receiver_id = a.receiver_id)
+			FROM earnings_accounts AS a WHERE a.receiver_id = $1`, r).Scan(&b, &n); err != nil {
+			t.Fatal(err)
+		}
+		if b != want || n != len(slices.DeleteFunc(slices.Clone(rcv), func(x string) bool { return x != r })) {
+			t.Errorf("receiver %s: balance %d with %d legs; want %d, credited once", r, b, n, want)
+		}
+	}
+}
