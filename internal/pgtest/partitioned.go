@@ -48,18 +48,7 @@ func UnmigratedPartitioned(tb testing.TB, n int) partition.Layout {
 		tb.Skipf("pgtest: skipped since CI is not set: %v", err)
 	}
 	suffix := randomHex()
-	create := func(name string) string {
-		u, err := s.createEmpty(name)
-		if err != nil {
-			tb.Fatalf("pgtest: %v", err)
-		}
-		tb.Cleanup(func() {
-			if err := s.dropDatabase(name); err != nil {
-				tb.Errorf("pgtest: %v", err)
-			}
-		})
-		return u
-	}
+	create := func(name string) string { return s.database(tb, name, s.createEmpty) }
 	// Cleanups run last-in first-out: the partitions are dropped after the
 	// proxy, whose backends hold connections to them.
 	var l partition.Layout
@@ -147,15 +136,5 @@ func (s *server) allowConnections(databaseURL string, allow bool) error {
 func EmptyDatabase(tb testing.TB) string {
 	tb.Helper()
 	shared.ready(tb)
-	name := "giftd_e_" + randomHex()
-	u, err := shared.createEmpty(name)
-	if err != nil {
-		tb.Fatalf("pgtest: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := shared.dropDatabase(name); err != nil {
-			tb.Errorf("pgtest: %v", err)
-		}
-	})
-	return u
+	return shared.database(tb, "giftd_e_"+randomHex(), shared.createEmpty)
 }

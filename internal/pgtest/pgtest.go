@@ -110,13 +110,19 @@ func Main(m *testing.M) {
 func URL(tb testing.TB) string {
 	tb.Helper()
 	shared.ready(tb)
-	name := "giftd_t_" + randomHex()
-	u, err := shared.createDatabase(name)
+	return shared.database(tb, "giftd_t_"+randomHex(), shared.createDatabase)
+}
+
+// database makes the database name with create and drops it when tb ends;
+// it fails tb if either fails.
+func (s *server) database(tb testing.TB, name string, create func(name string) (string, error)) string {
+	tb.Helper()
+	u, err := create(name)
 	if err != nil {
 		tb.Fatalf("pgtest: %v", err)
 	}
 	tb.Cleanup(func() {
-		if err := shared.dropDatabase(name); err != nil {
+		if err := s.dropDatabase(name); err != nil {
 			tb.Errorf("pgtest: %v", err)
 		}
 	})
