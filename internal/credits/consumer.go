@@ -28,8 +28,8 @@ type Config struct {
 	Lease time.Duration
 	// Batch is the most credits one step moves.
 	Batch int
-	// Idle is how long a source partition with nothing to move waits
-	// before it is read again.
+	// Idle is how long a source partition waits before it is read again
+	// after a step that moved less than a full batch (nothing included).
 	Idle time.Duration
 }
 
@@ -83,7 +83,11 @@ func (c *Consumer) Run(ctx context.Context) {
 				if err != nil && ctx.Err() == nil {
 					c.log.Error("credit consumer", "partition", p, "error", err.Error())
 				}
-				if n == 0 || err != nil {
+				// A step short of a full batch waits as an idle one does, so
+				// that steps carry many credits each (a step's round trips
+				// and commits, not its credits, are most of its cost); a
+				// backlog is moved one full batch after another.
+				if n < c.cfg.Batch || err != nil {
 					select {
 					case <-ctx.Done():
 					case <-time.After(c.cfg.Idle):
