@@ -41,7 +41,9 @@ func DefaultConfig(owner string) Config {
 // Consumer moves credits between the partitions of parts, each a Store
 // opened on one partition database (not the proxy), in partition order.
 type Consumer struct {
+	mu    sync.Mutex
 	parts []*ledger.Store
+	grown chan struct{} // closed and replaced by Grow
 	cfg   Config
 	log   *slog.Logger
 	lag   *prometheus.GaugeVec
@@ -53,7 +55,7 @@ type Consumer struct {
 // New returns a consumer of parts, registering its metrics on reg (nil: not
 // registered).
 func New(parts []*ledger.Store, cfg Config, reg prometheus.Registerer, log *slog.Logger) *Consumer {
-	c := &Consumer{parts: parts, cfg: cfg, log: log,
+	c := &Consumer{parts: parts, grown: make(chan struct{}), cfg: cfg, log: log,
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "giftd_credit_lag_seconds",
 			Help: "Age of the oldest cross-partition credit read and not yet moved from the partition, by source partition (0: none pending)."},
 			[]string{"partition"}),
@@ -70,40 +72,78 @@ func New(parts []*ledger.Store, cfg Config, reg prometheus.Registerer, log *slog
 // releaseTimeout bounds giving up a lease once Run's context has ended.
 const releaseTimeout = 2 * time.Second
 
+// Grow gives the consumer the partitions of a cluster giftd reshard has
+// doubled: parts begins with the ones it had, in order. From then on each
+// credit goes to its receiver's partition of the new count, and Run reads
+// the new partitions' outboxes too.
+func (c *Consumer) Grow(parts []*ledger.Store) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(parts) <= len(c.parts) {
+		return
+	}
+	c.parts = append([]*ledger.Store(nil), parts...)
+	close(c.grown)
+	c.grown = make(chan struct{})
+}
+
+// current returns the partitions, and a channel closed when they grow.
+func (c *Consumer) current() ([]*ledger.Store, <-chan struct{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.parts, c.grown
+}
+
 // Run moves credits from every partition until ctx ends, one goroutine per
-// source partition, and returns when they have stopped, each having given
-// up its partition's lease (if it still held it) so that another consumer
-// takes over at once rather than after the lease's length.
+// source partition (started for new ones as Grow adds them), and returns
+// when they have stopped, each having given up its partition's lease (if
+// it still held it) so that another consumer takes over at once rather
+// than after the lease's length.
 func (c *Consumer) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	for p := range c.parts {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				n, err := c.Step(ctx, p)
-				if err != nil && ctx.Err() == nil {
-					c.log.Error("credit consumer", "partition", p, "error", err.Error())
-				}
-				// A step short of a full batch waits as an idle one does, so
-				// that steps carry many credits each (a step's round trips
-				// and commits, not its credits, are most of its cost); a
-				// backlog is moved one full batch after another.
-				if n < c.cfg.Batch || err != nil {
-					select {
-					case <-ctx.Done():
-					case <-time.After(c.cfg.Idle):
-					}
-				}
-			}
-			// No step runs any more: a step cut short by ctx left at most
-			// its first legs, which the next owner applies again as no-ops.
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
-			defer cancel()
-			if _, err := c.parts[p].ReleaseCredits(rctx, c.cfg.Owner); err != nil {
-				c.log.Error("credit consumer: release the lease", "partition", p, "error", err.Error())
-			}
-		})
+	started := 0
+	for {
+		parts, grown := c.current()
+		for p := started; p < len(parts); p++ {
+			wg.Go(func() { c.run(ctx, p) })
+		}
+		started = len(parts)
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return
+		case <-grown:
+		}
 	}
-	wg.Wait()
+}
+
+// run moves credits from source partition p until ctx ends, then gives up
+// its lease.
+func (c *Consumer) run(ctx context.Context, p int) {
+	for ctx.Err() == nil {
+		n, err := c.Step(ctx, p)
+		if err != nil && ctx.Err() == nil {
+			c.log.Error("credit consumer", "partition", p, "error", err.Error())
+		}
+		// A step short of a full batch waits as an idle one does, so
+		// that steps carry many credits each (a step's round trips
+		// and commits, not its credits, are most of its cost); a
+		// backlog is moved one full batch after another.
+		if n < c.cfg.Batch || err != nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(c.cfg.Idle):
+			}
+		}
+	}
+	// No step runs any more: a step cut short by ctx left at most
+	// its first legs, which the next owner applies again as no-ops.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	parts, _ := c.current()
+	if _, err := parts[p].ReleaseCredits(rctx, c.cfg.Owner); err != nil {
+		c.log.Error("credit consumer: release the lease", "partition", p, "error", err.Error())
+	}
 }
 
 // Step moves at most one batch of credits from source partition p: the
@@ -114,7 +154,8 @@ func (c *Consumer) Run(ctx context.Context) {
 // consumer holds p's lease or nothing is pending). A step cut short
 // anywhere is safe to run again: a first leg applied twice applies once.
 func (c *Consumer) Step(ctx context.Context, p int) (int, error) {
-	src := c.parts[p]
+	parts, _ := c.current()
+	src := parts[p]
 	label := strconv.Itoa(p)
 	from, ok, err := src.LeaseCredits(ctx, c.cfg.Owner, c.cfg.Lease)
 	if err != nil {
@@ -138,16 +179,16 @@ func (c *Consumer) Step(ctx context.Context, p int) (int, error) {
 		c.lag.WithLabelValues(label).Set(time.Since(moves[0].CreatedAt).Seconds())
 	}
 	// The first legs, one transaction per receivers' partition.
-	byPart := make([][]ledger.CreditMove, len(c.parts))
+	byPart := make([][]ledger.CreditMove, len(parts))
 	for _, m := range moves {
-		q := partition.For(m.ReceiverID, len(c.parts))
+		q := partition.For(m.ReceiverID, len(parts))
 		byPart[q] = append(byPart[q], m)
 	}
 	for q, ms := range byPart {
 		if len(ms) == 0 {
 			continue
 		}
-		if _, err := c.parts[q].CreditsIn(ctx, p, ms); err != nil {
+		if _, err := parts[q].CreditsIn(ctx, p, ms); err != nil {
 			return 0, err
 		}
 	}
@@ -159,7 +200,7 @@ func (c *Consumer) Step(ctx context.Context, p int) (int, error) {
 		return 0, err
 	}
 	for _, cb := range claws {
-		if _, _, _, err := c.parts[partition.For(cb.ReceiverID, len(c.parts))].ApplyClawback(ctx, p, cb); err != nil {
+		if _, _, _, err := parts[partition.For(cb.ReceiverID, len(parts))].ApplyClawback(ctx, p, cb); err != nil {
 			return 0, err
 		}
 	}
@@ -189,6 +230,9 @@ type Report struct {
 	// partitions; ClawbacksPending those not yet applied on the receivers'
 	// (past their source's cursor).
 	Clawbacks, ClawbacksPending int
+	// Reshards counts the pairs of resharding legs (a receiver's account
+	// squared between the two partitions giftd reshard split one into).
+	Reshards int
 	// Problems lists every credit that breaks a rule, at most 100.
 	Problems []string
 }
@@ -197,12 +241,59 @@ type Report struct {
 // every one behind its source's cursor moved both ways.
 func (r Report) OK() bool { return len(r.Problems) == 0 && r.Taken == r.MovedGold+r.InFlightGold }
 
+// auditReshards pairs the resharding legs of parts: each key once
+// reshard_in and once reshard_out, per account, of opposite amounts.
+func auditReshards(ctx context.Context, parts []*ledger.Store, r *Report, problem func(string, ...any)) error {
+	type side struct {
+		amount int64
+		n      int
+	}
+	type key struct{ account, ref string }
+	in, out := map[key]side{}, map[key]side{}
+	for p, s := range parts {
+		legs, err := s.ReshardLegs(ctx)
+		if err != nil {
+			return fmt.Errorf("partition %d: %w", p, err)
+		}
+		for _, l := range legs {
+			m := in
+			if l.Kind == "reshard_out" {
+				m = out
+			}
+			k := key{l.Account, l.Ref}
+			m[k] = side{m[k].amount + l.Amount, m[k].n + 1}
+		}
+	}
+	for k, i := range in {
+		o, ok := out[k]
+		switch {
+		case i.n > 1 || o.n > 1:
+			problem("reshard %s (%s): %d legs in, %d out; want one each", k.ref, k.account, i.n, o.n)
+		case !ok:
+			problem("reshard %s (%s): %d moved in, never out", k.ref, k.account, i.amount)
+		case i.amount != -o.amount:
+			problem("reshard %s (%s): %d moved out, %d moved in", k.ref, k.account, -o.amount, i.amount)
+		default:
+			r.Reshards++
+		}
+	}
+	for k, o := range out {
+		if _, ok := in[k]; !ok {
+			problem("reshard %s (%s): %d moved out, never in", k.ref, k.account, -o.amount)
+		}
+	}
+	return nil
+}
+
 // Audit checks the credits of parts (a Store on each partition, in order):
 // every transfer_in has its transfer_out of the same amount unless its
 // event is past its source's cursor (caught between the legs), every
 // transfer_out has its transfer_in, and every credit event behind its
 // source's cursor was moved. The sources are read before the receivers, so
-// a credit moving meanwhile shows as in flight, never as a problem.
+// a credit moving meanwhile shows as in flight, never as a problem. A
+// partition's credit events at or below its floor (written before giftd
+// reshard split it, all moved then) are not read; their legs still are.
+// And each pair of resharding legs is one in, one out, of opposite amounts.
 //
 // And the reversals' claw-backs: each applied on a receiver's partition has
 // its leg on the sender's, of the same amount, and each behind its source's
@@ -325,6 +416,9 @@ func Audit(ctx context.Context, parts []*ledger.Store) (Report, error) {
 		if in, ok := ins[ref]; !ok || in != out {
 			problem("credit %s: %d moved out, %d moved in", ref, out, in)
 		}
+	}
+	if err := auditReshards(ctx, parts, &r, problem); err != nil {
+		return Report{}, err
 	}
 	for ref, in := range ins {
 		var p int

@@ -127,12 +127,17 @@ type CreditLeg struct {
 // CreditSource is what a partition holds of the credits it is the source
 // of, read in one snapshot: its number, its cursor, its transfer_out legs,
 // and its credit events (the foreign receivers' earnings of its gifts)
-// still in the outbox, by position.
+// still in the outbox above its floor, by position.
 type CreditSource struct {
 	Partition int
 	Cursor    int64
-	Out       []CreditLeg
-	Events    []CreditMove
+	// Floor is the cursor when giftd reshard last split this partition's
+	// economy (0: never): the events at or below it were written under an
+	// earlier partition count and all moved before the split, so Events
+	// holds those above it only (docs/scale-out.md#resharding-with-the-gift-economy).
+	Floor  int64
+	Out    []CreditLeg
+	Events []CreditMove
 	// ClawbacksIn are the claw-back legs of the reversals made here of
 	// gifts whose receiver lives elsewhere (Ref '<partition>:<position>').
 	ClawbacksIn []CreditLeg
@@ -144,8 +149,8 @@ func (s *Store) CreditSourceBook(ctx context.Context) (CreditSource, error) {
 	var b CreditSource
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly},
 		func(tx pgx.Tx) error {
-			if err := tx.QueryRow(ctx, `SELECT i.partition, c.position FROM giftd_partition_identity AS i, credit_cursor AS c`).
-				Scan(&b.Partition, &b.Cursor); err != nil {
+			if err := tx.QueryRow(ctx, `SELECT i.partition, c.position, c.floor FROM giftd_partition_identity AS i, credit_cursor AS c`).
+				Scan(&b.Partition, &b.Cursor, &b.Floor); err != nil {
 				return err
 			}
 			rows, _ := tx.Query(ctx, `SELECT ref, -amount FROM account_entries WHERE account = 'earnings' AND kind = 'transfer_out'`)
@@ -153,7 +158,7 @@ func (s *Store) CreditSourceBook(ctx context.Context) (CreditSource, error) {
 			if b.Out, err = pgx.CollectRows(rows, pgx.RowToStructByPos[CreditLeg]); err != nil {
 				return err
 			}
-			rows, _ = tx.Query(ctx, `SELECT event_position, receiver_id, earnings, created_at FROM giftd_credits_after(0, 9223372036854775807, 2147483647)`)
+			rows, _ = tx.Query(ctx, `SELECT event_position, receiver_id, earnings, created_at FROM giftd_credits_after($1, 9223372036854775807, 2147483647)`, b.Floor)
 			if b.Events, err = pgx.CollectRows(rows, pgx.RowToStructByPos[CreditMove]); err != nil {
 				return err
 			}
@@ -185,6 +190,26 @@ func (s *Store) ClawbacksTaken(ctx context.Context) ([]CreditLeg, error) {
 	legs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[CreditLeg])
 	if err != nil {
 		return nil, fmt.Errorf("claw-backs taken: %w", err)
+	}
+	return legs, nil
+}
+
+// A ReshardLeg is one side of what giftd reshard moved of a receiver's
+// account between the two partitions it split one into: a reshard_in (on
+// the receiver's home) or a reshard_out (on the other), of the earnings or
+// the receivable, with the key both sides share and a signed amount; the
+// two legs of a key are opposite.
+type ReshardLeg struct {
+	Account, Kind, Ref string
+	Amount             int64
+}
+
+// ReshardLegs returns the resharding legs this Store's partition holds.
+func (s *Store) ReshardLegs(ctx context.Context) ([]ReshardLeg, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT account, kind, ref, amount FROM account_entries WHERE kind IN ('reshard_in', 'reshard_out')`)
+	legs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[ReshardLeg])
+	if err != nil {
+		return nil, fmt.Errorf("resharding legs: %w", err)
 	}
 	return legs, nil
 }

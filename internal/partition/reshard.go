@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -13,11 +14,6 @@ import (
 
 	"giftd/internal/ledger"
 )
-
-// ErrReshardEconomy is returned, wrapped, by Reshard when a partition holds
-// gift economy rows (gift entries, account entries, earnings accounts),
-// which resharding does not split yet (docs/scale-out.md).
-var ErrReshardEconomy = errors.New("a partition holds gift economy rows, which resharding does not split")
 
 // userTables are the tables holding a user's rows outside the gift economy:
 // giftd reshard copies them from partition i to the new partition i + n,
@@ -34,21 +30,31 @@ var userTables = []string{"wallets", "ledger_entries", "debit_requests", "spend_
 // the cursor reached when the copy stopped (the events keep their ids, so
 // one delivered by both sides around the switch is one webhook-id twice).
 // giftd reshard copies them whole from partition i to i + n, and nothing
-// forgets them. The other tables (house slots, the gift economy) are each
-// partition's own, made by its migrations.
+// forgets them.
 var configTables = []string{"gift_catalogue", "gift_catalogue_history", "room_receivers", "room_receivers_history",
 	"spend_policies", "spend_policy_history", "webhook_endpoints"}
+
+// economyTables are the gift economy: giftd reshard copies them whole from
+// partition i to i + n, then, inside the pause, each side keeps what it
+// owns and squares each receiver's accounts (partition migration 12's
+// giftd_reshard_split). From the fence to that split, the trigger
+// giftd_reshard_freeze on the entries' tables refuses every economy write
+// but the credit consumer's legs.
+var economyTables = []string{"gift_entries", "account_entries", "earnings_accounts", "house_slots"}
+
+// frozenTables carry partition migration 12's trigger giftd_reshard_freeze.
+var frozenTables = []string{"gift_entries", "account_entries"}
 
 // copiedTables are the tables giftd reshard copies from partition i to the
 // new partition i + n: the users' and the configuration's, and the fence
 // and marks that prove the copy caught up.
-var copiedTables = append(append(append([]string(nil), userTables...), configTables...),
+var copiedTables = append(append(append(append([]string(nil), userTables...), configTables...), economyTables...),
 	"giftd_reshard_fence", "giftd_reshard_marks")
 
 // copiedSequences give the ids of copied rows: the new partition's go on
 // from the old one's, so that its new rows never take a copied id.
 var copiedSequences = []string{"ledger_entries_id_seq", "events_position_seq", "room_receivers_history_id_seq",
-	"spend_policy_history_id_seq"}
+	"spend_policy_history_id_seq", "gift_entries_id_seq", "account_entries_id_seq"}
 
 // A Resharding doubles a partitioned giftd (docs/scale-out.md#resharding-n--2n).
 type Resharding struct {
@@ -62,6 +68,9 @@ type Resharding struct {
 	NewProxyPartitionURLs []string
 	// Log gets one line per step (nil: none).
 	Log *slog.Logger
+	// DrainTimeout bounds how long the pause waits for the credit
+	// consumer to move every credit of the old count (0: 10 s).
+	DrainTimeout time.Duration
 	// onStep, when set (tests), runs at the pause's steps: "fence" before
 	// the first fence, "sequences" once every subscription is dropped,
 	// "switch" once every claim has moved.
@@ -113,20 +122,24 @@ func (r Resharding) Check() error {
 // (docs/scale-out.md#resharding-n--2n): the users of partition i whose
 // placement has bit n set move to the new partition i + n.
 //
-//  1. It migrates the old cluster to this binary's sets, refuses it with
-//     ErrReshardEconomy if a partition holds gift economy rows, migrates
-//     each new database and claims it as partition i + n of 2n.
-//  2. It copies each old partition's user and configuration tables (the
-//     catalogue, room receivers, policies) to its new one by logical
+//  1. It migrates the old cluster to this binary's sets, migrates each new
+//     database and claims it as partition i + n of 2n.
+//  2. It copies each old partition's user, configuration (the catalogue,
+//     room receivers, policies) and gift economy tables to its new one by logical
 //     replication (a publication, a slot, a subscription with copy_data),
 //     waits for the initial copy, then for the copy to catch up with a mark.
 //  3. The pause: it fences each old partition (its moving users' writes
 //     refused with SQLSTATE GD003, a retryable error, by giftd_check_users
 //     and by a trigger on every user table; the users staying are never
-//     refused), waits for the fence to arrive on the new partition
-//     (the copy then holds every write before it), drops the subscription,
-//     carries the sequences on, moves each old claim to i of 2n and, in one
-//     proxy transaction, registers the 2n partitions, checking every claim
+//     refused) and freezes its gift economy (every gift, payout and
+//     reversal refused with GD003 but the credit consumer's legs), waits
+//     for the fence to arrive on the new partition (the copy then holds
+//     every write before it), for the credit consumer to move every credit
+//     of the old count and for the copy to catch up again, drops the
+//     subscription, carries the sequences on, moves each old claim to i of
+//     2n, splits the economy on every partition (giftd_reshard_split, one
+//     transaction each, which ends the freeze) and, in one proxy
+//     transaction, registers the 2n partitions, checking every claim
 //     through the proxy.
 //  4. It drops the slots and publications, and each partition forgets the
 //     users it no longer owns (giftd_reshard_forget).
@@ -242,11 +255,6 @@ func (rs *resharding) copyAndSwitch(ctx context.Context, opts []ledger.MigrateOp
 		return nil, err
 	}
 	for i := range n {
-		if err := rs.refuseEconomy(ctx, i); err != nil {
-			return nil, err
-		}
-	}
-	for i := range n {
 		if err := rs.startCopy(ctx, i, opts); err != nil {
 			return nil, err
 		}
@@ -257,21 +265,6 @@ func (rs *resharding) copyAndSwitch(ctx context.Context, opts []ledger.MigrateOp
 		}
 	}
 	return rs.pause(ctx)
-}
-
-// refuseEconomy returns ErrReshardEconomy when partition p holds gift
-// economy rows.
-func (rs *resharding) refuseEconomy(ctx context.Context, p int) error {
-	var held bool
-	err := rs.conns[p].QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM gift_entries) OR EXISTS (SELECT 1 FROM account_entries)
-		OR EXISTS (SELECT 1 FROM earnings_accounts)`).Scan(&held)
-	if err != nil {
-		return fmt.Errorf("reshard: %s: %w", rs.where(p), err)
-	}
-	if held {
-		return fmt.Errorf("reshard: %s: %w (docs/scale-out.md)", rs.where(p), ErrReshardEconomy)
-	}
-	return nil
 }
 
 // subscribed reports whether new partition p has giftd reshard's
@@ -465,10 +458,6 @@ func (rs *resharding) pause(ctx context.Context) (pauses []time.Duration, err er
 		if err := rs.fence(ctx, i); err != nil {
 			return nil, err
 		}
-		// Nothing of the gift economy may have arrived since step 1.
-		if err := rs.refuseEconomy(ctx, i); err != nil {
-			return nil, err
-		}
 	}
 	for i := range n {
 		j := n + i
@@ -478,6 +467,17 @@ func (rs *resharding) pause(ctx context.Context) (pauses []time.Duration, err er
 		})
 		if err != nil {
 			return nil, fmt.Errorf("reshard: %s: wait for the fence to arrive: %w", rs.where(j), err)
+		}
+	}
+	for i := range n {
+		if err := rs.drain(ctx, i); err != nil {
+			return nil, err
+		}
+	}
+	// The copy must hold the legs the drain wrote (on every old partition).
+	for i := range n {
+		if err := rs.mark(ctx, i, fmt.Sprintf("drained %d", time.Now().UnixNano())); err != nil {
+			return nil, err
 		}
 	}
 	for i := range n {
@@ -544,6 +544,26 @@ func (rs *resharding) switchOver(ctx context.Context) error {
 			return fmt.Errorf("%w: reshard: %s is %s, not %s", ErrWrongPartition, rs.where(i), got, want)
 		}
 	}
+	// Each partition's split is its own transaction, and none waits for
+	// another: all at once, the pause being as long as the slowest.
+	errs := make([]error, 2*n)
+	var wg sync.WaitGroup
+	for p := range 2 * n {
+		wg.Go(func() {
+			start := time.Now()
+			var legs int64
+			if err := rs.conns[p].QueryRow(ctx, `SELECT giftd_reshard_split($1)`, 2*n).Scan(&legs); err != nil {
+				errs[p] = fmt.Errorf("reshard: %s: split the gift economy (run giftd reshard again: the moving users are refused until it succeeds): %w", rs.where(p), err)
+				return
+			}
+			rs.log.Info("reshard: split the gift economy", "partition", rs.where(p), "resharding_legs", legs,
+				"took", time.Since(start).Round(time.Millisecond))
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
 	rs.step("switch")
 	if err := register(ctx, rs.after.ProxyURL, rs.after.proxyURLs(), true); err != nil {
 		return fmt.Errorf("reshard: switch the proxy (run giftd reshard again: the moving users are refused until it succeeds): %w", err)
@@ -601,7 +621,8 @@ func (rs *resharding) fence(ctx context.Context, i int) error {
 }
 
 // fenceTriggers are the statements enabling (on) or disabling partition
-// migration 11's trigger on every user table.
+// migration 11's trigger on every user table, and migration 12's freeze
+// of the gift economy.
 func fenceTriggers(on bool) []string {
 	verb := "DISABLE"
 	if on {
@@ -611,7 +632,48 @@ func fenceTriggers(on bool) []string {
 	for _, t := range userTables {
 		qs = append(qs, `ALTER TABLE `+t+` `+verb+` TRIGGER giftd_reshard_fence`)
 	}
+	for _, t := range frozenTables {
+		qs = append(qs, `ALTER TABLE `+t+` `+verb+` TRIGGER giftd_reshard_freeze`)
+	}
 	return qs
+}
+
+// drain waits, behind old partition i's fence and economy freeze, until
+// its credit cursor is past every gift and claw-back event written under
+// the old count: every credit moved both ways, every claw-back applied,
+// and no home gift of a receiver who moves left for the consumer to take
+// for a credit once the claim is of 2n. The freeze holds back every new
+// one, so the last such event is at or below the events' position now. The
+// credit consumer (giftd serve's) does the moving; without one running the
+// pause fails after DrainTimeout and the fences are lifted.
+func (rs *resharding) drain(ctx context.Context, i int) error {
+	var upto int64
+	if err := rs.conns[i].QueryRow(ctx, `SELECT last_value FROM events_position_seq`).Scan(&upto); err != nil {
+		return fmt.Errorf("reshard: %s: read the events' position: %w", rs.where(i), err)
+	}
+	timeout := rs.DrainTimeout
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	err := poll(dctx, 10*time.Millisecond, func() (bool, error) {
+		var pending bool
+		err := rs.conns[i].QueryRow(dctx, `
+			SELECT EXISTS (SELECT 1 FROM events AS e, credit_cursor AS c
+			               WHERE e.position > c.position AND e.position <= $1
+			                 AND ((e.type = 'gift.debited' AND (e.data->>'settled')::boolean AND (e.data->>'earnings')::bigint > 0)
+			                      OR (e.type = 'debit.reversed' AND coalesce((e.data->'gift'->>'clawback')::bigint, 0) > 0)))`,
+			upto).Scan(&pending)
+		return !pending, err
+	})
+	if err != nil {
+		return fmt.Errorf("reshard: %s: wait for the credit consumer to move the credits up to position %d (is giftd serve running?): %w",
+			rs.where(i), upto, err)
+	}
+	rs.log.Info("reshard: credits drained", "partition", rs.where(i), "wait", time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 // disableFence disables the fence's trigger on partition p, once its fence

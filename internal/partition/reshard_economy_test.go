@@ -1,0 +1,352 @@
+package partition_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"giftd/internal/credits"
+	"giftd/internal/ledger"
+	"giftd/internal/partition"
+	"giftd/internal/pgtest"
+)
+
+// placed returns n ids with prefix that partition.For places on p of parts.
+func placed(prefix string, p, parts, n int) []string {
+	var ids []string
+	for i := 0; len(ids) < n; i++ {
+		if id := fmt.Sprintf("%s-%d", prefix, i); partition.For(id, parts) == p {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// giftDebit is a gift of 10 gold (5 earned at the default share of 50%).
+func giftDebit(id, sender, receiver string) ledger.Debit {
+	return ledger.Debit{
+		Key:    ledger.DebitKey{Platform: "linkv", AppID: "app", RequestID: id},
+		UserID: sender, Gold: 10, Fingerprint: sha256.Sum256([]byte(id)), ExpiresAt: time.Now().Add(time.Hour),
+		Gift: ledger.Gift{ReceiverID: receiver, RoomID: "room", GiftID: "rose", Count: 1},
+	}
+}
+
+// waitDrained waits until every partition's credit cursor is past its last
+// event, while the consumer runs.
+func waitDrained(ctx context.Context, t *testing.T, urls []string) {
+	t.Helper()
+	for p, u := range urls {
+		c := connect(t, u)
+		for {
+			var behind bool
+			err := c.QueryRow(ctx, `SELECT c.position < coalesce((SELECT max(position) FROM events), 0) FROM credit_cursor AS c`).Scan(&behind)
+			if err != nil {
+				t.Fatalf("partition %d: %v", p, err)
+			}
+			if !behind {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("partition %d: the consumer never drained it: %v", p, ctx.Err())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// TestReshard_SplitsTheGiftEconomyUnderLoad doubles a cluster of 2 with
+// earnings on while 16 senders of all four partitions-to-be give gifts to
+// receivers of all four (half of them on the sender's own partition of 4,
+// half elsewhere), retrying every failure with the same key, and a credit
+// consumer runs throughout (grown to the 4 partitions after the switch).
+// Afterwards: every acknowledged gift once, on its sender's partition of 4,
+// with its gift entry; every partition's audit clean; the credits' audit
+// clean with the resharding legs paired; each receiver's whole earnings on
+// their own partition (the others' accounts at 0), equal to half the gold
+// of their acknowledged gifts. Then a reversal of a moved sender's gift to
+// a moved receiver, made before the reshard, and a payout of that
+// receiver: both on the partitions of 4, the books still clean.
+func TestReshard_SplitsTheGiftEconomyUnderLoad(t *testing.T) {
+	l := pgtest.Partitioned(t, 2)
+	requireLogical(t, l.ProxyURL)
+	newURLs := newPartitions(t, l)
+	after := append(append([]string{}, l.PartitionURLs...), newURLs...)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	b := ledger.DefaultBatching()
+	b.Window = 2 * time.Millisecond
+	s, err := ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(2, partition.For), ledger.WithBatching(b),
+		ledger.WithEconomy(ledger.Economy{Earnings: true, DefaultShareBP: 5000}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	senders := make([][]string, 4)   // by partition of 4
+	receivers := make([][]string, 4) // by partition of 4
+	for p := range 4 {
+		senders[p] = placed("sender", p, 4, 4)
+		receivers[p] = placed("receiver", p, 4, 2)
+		for _, u := range senders[p] {
+			if _, err := s.TopUp(ctx, ledger.TopUp{UserID: u, Amount: 1_000_000, Key: "seed-" + u}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	// The credit consumer, over the 2 partitions, then over the 4.
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	consumer := credits.New(stores(t, l.PartitionURLs), credits.Config{Owner: "test", Lease: 10 * time.Second, Batch: 256,
+		Idle: 20 * time.Millisecond}, nil, quiet)
+	cctx, stopConsumer := context.WithCancel(ctx)
+	var consumerDone sync.WaitGroup
+	consumerDone.Go(func() { consumer.Run(cctx) })
+	defer func() { stopConsumer(); consumerDone.Wait() }()
+
+	type gift struct{ sender, receiver string }
+	var mu sync.Mutex
+	acked := map[string]gift{} // request id → the gift, answered 200
+	sent := map[string]gift{}
+	failures := map[string]int{}
+	ackedOn := make([]int, 4) // by the sender's partition of 4
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Go(func() {
+			sp := g % 4
+			sender := senders[sp][g/4]
+			for k := 0; ; k++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				// Half to a receiver of the sender's partition of 4, half
+				// to one of the next partition's.
+				rp := sp
+				if k%2 == 1 {
+					rp = (sp + 1 + g/4%3) % 4
+				}
+				receiver := receivers[rp][k/2%2]
+				id := fmt.Sprintf("g%d-%d", g, k)
+				d := giftDebit(id, sender, receiver)
+				mu.Lock()
+				sent[id] = gift{sender, receiver}
+				mu.Unlock()
+				for {
+					dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
+					res, err := s.Debit(dctx, d)
+					dcancel()
+					if err == nil {
+						if res.Status != ledger.Debited {
+							t.Errorf("gift %s: %+v; want 200", id, res)
+						}
+						mu.Lock()
+						acked[id] = gift{sender, receiver}
+						ackedOn[sp]++
+						mu.Unlock()
+						break
+					}
+					code := "other"
+					var pgErr *pgconn.PgError
+					if errors.As(err, &pgErr) {
+						code = pgErr.Code
+					}
+					mu.Lock()
+					if failures[code] == 0 {
+						t.Logf("first failure %s: %v", code, err)
+					}
+					failures[code]++
+					mu.Unlock()
+					if ctx.Err() != nil {
+						t.Errorf("gift %s never got an outcome: %v", id, err)
+						return
+					}
+					select {
+					case <-time.After(5 * time.Millisecond):
+					case <-ctx.Done():
+					}
+				}
+			}
+		})
+	}
+	// waitAcks waits until each partition of 4 has n more acknowledged
+	// gifts than now.
+	waitAcks := func(n int) {
+		t.Helper()
+		mu.Lock()
+		base := append([]int(nil), ackedOn...)
+		mu.Unlock()
+		for {
+			mu.Lock()
+			done := true
+			for p := range 4 {
+				done = done && ackedOn[p] >= base[p]+n
+			}
+			mu.Unlock()
+			if done {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("waiting for gifts: %v", ctx.Err())
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	waitAcks(60)
+	mu.Lock()
+	ackedBefore := map[string]gift{}
+	for k, x := range acked {
+		ackedBefore[k] = x
+	}
+	mu.Unlock()
+	rep, err := partition.Reshard(ctx, partition.Resharding{Layout: l, NewPartitionURLs: newURLs,
+		Log: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	if err != nil {
+		t.Fatalf("reshard: %v", err)
+	}
+	parts := stores(t, after)
+	consumer.Grow(parts)
+	waitAcks(60)
+	close(stop)
+	wg.Wait()
+	t.Logf("reshard: %+v; failed attempts by SQLSTATE: %v; gifts acknowledged %d", rep, failures, len(acked))
+	for i, p := range rep.Pauses {
+		t.Logf("pause of partition %d: %v", i, p)
+	}
+	if len(acked) != len(sent) {
+		t.Errorf("%d gifts sent, %d acknowledged", len(sent), len(acked))
+	}
+	waitDrained(ctx, t, after)
+
+	// check is every assertion on the books, run after the load and again
+	// after the reversal and the payout; earned is each receiver's due.
+	check := func(stage string, earned map[string]int64) {
+		t.Helper()
+		gifts := make([]map[string]int, 4) // request id → gift entries, by partition
+		for p, u := range after {
+			gifts[p] = map[string]int{}
+			rows, err := connect(t, u).Query(ctx, `
+				SELECT g.request_id, count(*) FROM gift_entries AS g
+				JOIN ledger_entries AS d ON d.id = g.debit_entry AND d.ref = g.request_id
+				GROUP BY g.request_id`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rows.Next() {
+				var id string
+				var n int
+				if err := rows.Scan(&id, &n); err != nil {
+					t.Fatal(err)
+				}
+				gifts[p][id] = n
+			}
+			if err := rows.Err(); err != nil {
+				t.Fatal(err)
+			}
+			var strays int
+			if err := connect(t, u).QueryRow(ctx, `SELECT (SELECT count(*) FROM gift_entries WHERE giftd_placement(sender_id) & 3 <> $1)
+				+ (SELECT count(*) FROM account_entries AS a JOIN gift_entries AS g ON g.id = a.gift_entry
+				   WHERE giftd_placement(g.sender_id) & 3 <> $1)`, p).Scan(&strays); err != nil {
+				t.Fatal(err)
+			}
+			if strays != 0 {
+				t.Errorf("%s: partition %d keeps %d gifts (or their legs) of other partitions' senders", stage, p, strays)
+			}
+		}
+		for id, g := range sent {
+			home := partition.For(g.sender, 4)
+			for p := range 4 {
+				n := gifts[p][id]
+				switch {
+				case p != home && n > 0:
+					t.Errorf("%s: gift %s of %s: %d on partition %d; the sender lives on %d", stage, id, g.sender, n, p, home)
+				case p == home && (n > 1 || acked[id] != (gift{}) && n != 1):
+					t.Errorf("%s: gift %s of %s: %d on its sender's partition; acknowledged: %v", stage, id, g.sender, n, acked[id] != (gift{}))
+				}
+			}
+		}
+		for p, ps := range parts {
+			r, err := ps.Audit(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !r.OK() {
+				t.Errorf("%s: audit of partition %d: %+v", stage, p, r)
+			}
+		}
+		cr, err := credits.Audit(ctx, parts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !cr.OK() || cr.Reshards == 0 {
+			t.Errorf("%s: credits audit: %+v; want OK with resharding legs", stage, cr)
+		}
+		for _, rs := range receivers {
+			for _, r := range rs {
+				home := partition.For(r, 4)
+				for p, u := range after {
+					var balance int64
+					err := connect(t, u).QueryRow(ctx, `SELECT coalesce((SELECT balance - owed FROM earnings_accounts WHERE receiver_id = $1), 0)`, r).Scan(&balance)
+					if err != nil {
+						t.Fatal(err)
+					}
+					switch {
+					case p == home && balance != earned[r]:
+						t.Errorf("%s: receiver %s: %d on their partition %d; want %d (half of their gifts' gold)", stage, r, balance, p, earned[r])
+					case p != home && balance != 0:
+						t.Errorf("%s: receiver %s: %d left on partition %d, not theirs (%d)", stage, r, balance, p, home)
+					}
+				}
+			}
+		}
+	}
+	earned := map[string]int64{}
+	for _, g := range acked {
+		earned[g.receiver] += 5
+	}
+	check("after the reshard", earned)
+
+	// A gift acknowledged before the reshard from a sender who moved (0 →
+	// 2) to a receiver who moved (1 → 3), reversed now; then that
+	// receiver paid out.
+	var id string
+	var g gift
+	for k, x := range ackedBefore {
+		if partition.For(x.sender, 4) == 2 && partition.For(x.receiver, 4) == 3 {
+			id, g = k, x
+			break
+		}
+	}
+	if id == "" {
+		t.Fatal("no gift from partition 2 to partition 3 of 4")
+	}
+	rev, err := s.Reverse(ctx, ledger.Reversal{Debit: ledger.DebitKey{Platform: "linkv", AppID: "app", RequestID: id},
+		Key: "rev-" + id, Note: "test"})
+	if err != nil {
+		t.Fatalf("reverse %s: %v", id, err)
+	}
+	if rev.Gift == nil || rev.Gift.Earnings != 5 || rev.Gift.Shortfall != 0 || rev.Gift.House != 5 || rev.Gift.Clawback != 0 {
+		t.Errorf("reverse %s: %+v; want 5 earnings taken back on the receiver's partition and 5 from the house", id, rev.Gift)
+	}
+	earned[g.receiver] -= 5
+	pay, err := s.Payout(ctx, ledger.Payout{ReceiverID: g.receiver, Amount: earned[g.receiver], Key: "pay-" + g.receiver})
+	if err != nil {
+		t.Fatalf("payout of %s: %v", g.receiver, err)
+	}
+	if pay.Balance != 0 {
+		t.Errorf("payout of %s: %+v; want the whole balance paid", g.receiver, pay)
+	}
+	earned[g.receiver] = 0
+	waitDrained(ctx, t, after)
+	check("after a reversal and a payout", earned)
+}
