@@ -51,3 +51,35 @@ BEGIN
     RETURN wallets;
 END
 $$;
+
+CREATE OR REPLACE FUNCTION giftd_earnings_ledger(p_receiver_id text, p_at timestamptz, p_src text, p_partition int,
+                                      p_id bigint, p_limit int)
+    RETURNS TABLE (partition int, created_at timestamptz, src text, id bigint, kind text, account text, amount bigint,
+                   balance_after bigint, platform text, app_id text, request_id text, sender_id text, room_id text,
+                   gift_id text, gold bigint, share_bp int, gift_entry bigint, ref text)
+    LANGUAGE sql STABLE AS $$
+    SELECT i.partition, e.* FROM giftd_partition_identity AS i,
+    LATERAL (SELECT CASE WHEN i.partition < p_partition THEN 9223372036854775807
+                         WHEN i.partition = p_partition THEN p_id ELSE 0 END AS id) AS b,
+    LATERAL (
+        SELECT * FROM (
+            (SELECT g.created_at, 'g'::text AS src, g.id, 'gift'::text AS kind, 'earnings'::text AS account,
+                g.earnings AS amount, NULL::bigint AS balance_after, g.platform, g.app_id, g.request_id, g.sender_id,
+                g.room_id, g.gift_id, g.gold, g.share_bp, g.id AS gift_entry, ''::text AS ref
+             FROM gift_entries g
+             WHERE g.receiver_id = p_receiver_id AND g.created_at <= p_at
+               AND (g.created_at, 'g'::text, g.id) < (p_at, p_src, b.id)
+             ORDER BY g.created_at DESC, g.id DESC LIMIT p_limit)
+            UNION ALL
+            (SELECT a.created_at, 'a', a.id, a.kind, a.account, a.amount, a.balance_after, '', '', '', '', '', '', 0::bigint,
+                NULL::int, a.gift_entry, a.ref
+             FROM account_entries a
+             WHERE a.receiver_id = p_receiver_id AND a.created_at <= p_at
+               AND a.kind NOT IN ('transfer_in', 'transfer_out')
+               AND (a.created_at, 'a'::text, a.id) < (p_at, p_src, b.id)
+             ORDER BY a.created_at DESC, a.id DESC LIMIT p_limit)
+        ) AS u
+        ORDER BY u.created_at DESC, u.src DESC, u.id DESC
+        LIMIT p_limit
+    ) AS e;
+$$;
