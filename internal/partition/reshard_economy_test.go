@@ -350,3 +350,172 @@ func TestReshard_SplitsTheGiftEconomyUnderLoad(t *testing.T) {
 	waitDrained(ctx, t, after)
 	check("after a reversal and a payout", earned)
 }
+
+// TestReshard_KeepsEveryReceiversBooks doubles a quiet cluster of 2 whose
+// receivers have every kind of economy row: gifts from senders of both
+// partitions (moved by the consumer), payouts, reversals of gifts from their
+// own partition (taken back, then a shortfall) and from the other (a
+// claw-back owed). Each receiver's earnings account (balance, owed), period
+// report and earnings ledger read through the proxy are the same after the
+// reshard as before; their balance and what they owe are whole on their
+// partition of 4 and 0 on the others; every audit is clean. Then a payout
+// recovers what a moved receiver owes, on their new partition.
+func TestReshard_KeepsEveryReceiversBooks(t *testing.T) {
+	l := pgtest.Partitioned(t, 2)
+	requireLogical(t, l.ProxyURL)
+	newURLs := newPartitions(t, l)
+	after := append(append([]string{}, l.PartitionURLs...), newURLs...)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	s, err := ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(2, partition.For),
+		ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithEconomy(ledger.Economy{Earnings: true, DefaultShareBP: 5000}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	var senders, receivers []string
+	for p := range 4 {
+		senders = append(senders, placed("sender", p, 4, 2)...)
+		receivers = append(receivers, placed("receiver", p, 4, 1)...)
+	}
+	for _, u := range senders {
+		if _, err := s.TopUp(ctx, ledger.TopUp{UserID: u, Amount: 1000, Key: "seed-" + u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	consumer := credits.New(stores(t, l.PartitionURLs), credits.Config{Owner: "test", Lease: 10 * time.Second, Batch: 256,
+		Idle: 20 * time.Millisecond}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cctx, stopConsumer := context.WithCancel(ctx)
+	var consumerDone sync.WaitGroup
+	consumerDone.Go(func() { consumer.Run(cctx) })
+	defer func() { stopConsumer(); consumerDone.Wait() }()
+
+	give := func(round string) {
+		t.Helper()
+		for _, from := range senders {
+			for _, to := range receivers {
+				id := fmt.Sprintf("%s-%s-%s", round, from, to)
+				if res, err := s.Debit(ctx, giftDebit(id, from, to)); err != nil || res.Status != ledger.Debited {
+					t.Fatalf("gift %s: %+v, %v", id, res, err)
+				}
+			}
+		}
+	}
+	start := time.Now().Add(-time.Minute)
+	give("a")
+	give("b")
+	waitDrained(ctx, t, l.PartitionURLs)
+	// Each receiver: 16 gifts, 80 earned; 75 paid out, then a gift of
+	// their own partition of 2 reversed (5 taken back), another (5 owed),
+	// and one from the other partition (5 owed by the claw-back).
+	for _, r := range receivers {
+		if _, err := s.Payout(ctx, ledger.Payout{ReceiverID: r, Amount: 75, Key: "pay-" + r}); err != nil {
+			t.Fatalf("payout of %s: %v", r, err)
+		}
+		var own, other []string
+		for _, from := range senders {
+			if partition.For(from, 2) == partition.For(r, 2) {
+				own = append(own, from)
+			} else {
+				other = append(other, from)
+			}
+		}
+		for _, x := range []struct{ round, from string }{{"a", own[0]}, {"b", own[0]}, {"a", other[0]}} {
+			id := fmt.Sprintf("%s-%s-%s", x.round, x.from, r)
+			if _, err := s.Reverse(ctx, ledger.Reversal{Debit: ledger.DebitKey{Platform: "linkv", AppID: "app", RequestID: id},
+				Key: "rev-" + id}); err != nil {
+				t.Fatalf("reverse %s: %v", id, err)
+			}
+		}
+	}
+	give("c")
+	waitDrained(ctx, t, l.PartitionURLs)
+
+	type books struct {
+		account ledger.EarningsAccount
+		period  ledger.ReceiverPeriod
+		ledger  map[string]int64 // kind/account/request → amount
+	}
+	read := func() map[string]books {
+		t.Helper()
+		out := map[string]books{}
+		for _, r := range receivers {
+			var b books
+			var err error
+			if b.account, err = s.Earnings(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+			b.account.UpdatedAt = time.Time{}
+			if b.period, err = s.ReceiverPeriod(ctx, r, start, start.Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			entries, err := s.EarningsLedger(ctx, r, nil, 1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.ledger = map[string]int64{}
+			for _, e := range entries {
+				b.ledger[e.Kind+"/"+e.Account+"/"+e.RequestID] += e.Amount
+			}
+			out[r] = b
+		}
+		return out
+	}
+	before := read()
+	for _, r := range receivers {
+		if a := before[r].account; a.Balance != 40 || a.Owed != 10 {
+			t.Fatalf("receiver %s before: %+v; want 40 earned, 10 owed", r, a)
+		}
+	}
+	if _, err := partition.Reshard(ctx, partition.Resharding{Layout: l, NewPartitionURLs: newURLs}); err != nil {
+		t.Fatalf("reshard: %v", err)
+	}
+	parts := stores(t, after)
+	consumer.Grow(parts)
+	got := read()
+	for _, r := range receivers {
+		b, a := before[r], got[r]
+		if a.account != b.account || a.period != b.period {
+			t.Errorf("receiver %s: account %+v, period %+v after; before %+v, %+v", r, a.account, a.period, b.account, b.period)
+		}
+		if len(a.ledger) != len(b.ledger) {
+			t.Errorf("receiver %s: %d ledger entries after, %d before", r, len(a.ledger), len(b.ledger))
+		}
+		for k, v := range b.ledger {
+			if a.ledger[k] != v {
+				t.Errorf("receiver %s: ledger %s: %d after, %d before", r, k, a.ledger[k], v)
+			}
+		}
+		home := partition.For(r, 4)
+		for p, u := range after {
+			var balance, owed int64
+			if err := connect(t, u).QueryRow(ctx, `SELECT coalesce(sum(balance), 0), coalesce(sum(owed), 0) FROM earnings_accounts WHERE receiver_id = $1`, r).
+				Scan(&balance, &owed); err != nil {
+				t.Fatal(err)
+			}
+			if (p == home) != (balance == 40 && owed == 10) || (p != home && (balance != 0 || owed != 0)) {
+				t.Errorf("receiver %s (of partition %d): %d earned, %d owed on partition %d", r, home, balance, owed, p)
+			}
+		}
+	}
+	for p, ps := range parts {
+		if r, err := ps.Audit(ctx); err != nil || !r.OK() {
+			t.Errorf("audit of partition %d: %+v, %v", p, r, err)
+		}
+	}
+	if r, err := credits.Audit(ctx, parts); err != nil || !r.OK() || r.Reshards == 0 {
+		t.Errorf("credits audit: %+v, %v", r, err)
+	}
+	// A moved receiver's payout recovers what they owe, on their new
+	// partition.
+	moved := placed("receiver", 3, 4, 1)[0]
+	pay, err := s.Payout(ctx, ledger.Payout{ReceiverID: moved, Amount: 30, Key: "pay2-" + moved})
+	if err != nil || pay.Recovered != 10 || pay.Balance != 0 {
+		t.Errorf("payout of %s after: %+v, %v; want 10 recovered and nothing left", moved, pay, err)
+	}
+	for p, ps := range parts {
+		if r, err := ps.Audit(ctx); err != nil || !r.OK() {
+			t.Errorf("audit of partition %d after the payout: %+v, %v", p, r, err)
+		}
+	}
+}
