@@ -73,7 +73,8 @@ type Resharding struct {
 	DrainTimeout time.Duration
 	// onStep, when set (tests), runs at the pause's steps: "fence" before
 	// the first fence, "sequences" once every subscription is dropped,
-	// "switch" once every claim has moved.
+	// "split" once every claim has moved, "switch" once every partition's
+	// economy is split.
 	onStep func(step string)
 }
 
@@ -544,6 +545,7 @@ func (rs *resharding) switchOver(ctx context.Context) error {
 			return fmt.Errorf("%w: reshard: %s is %s, not %s", ErrWrongPartition, rs.where(i), got, want)
 		}
 	}
+	rs.step("split")
 	// Each partition's split is its own transaction, and none waits for
 	// another: all at once, the pause being as long as the slowest.
 	errs := make([]error, 2*n)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"giftd/internal/credits"
@@ -517,5 +518,130 @@ func TestReshard_KeepsEveryReceiversBooks(t *testing.T) {
 		if r, err := ps.Audit(ctx); err != nil || !r.OK() {
 			t.Errorf("audit of partition %d after the payout: %+v, %v", p, r, err)
 		}
+	}
+}
+
+// TestReshard_EconomyCutShortCarriesOnWhenRunAgain cuts giftd reshard short
+// with gift economy rows on the cluster and the consumer running: once the
+// subscriptions are dropped (the fences and the freeze lifted: gifts go on,
+// and the copy, economy too, is made anew), once the claims have moved and
+// before the economy is split (every gift of the old partitions refused
+// until the run again), and once it is split (the moving senders refused).
+// The run again completes: every gift once on its sender's partition, each
+// receiver's earnings whole on their partition, every audit clean.
+func TestReshard_EconomyCutShortCarriesOnWhenRunAgain(t *testing.T) {
+	for _, step := range []string{"sequences", "split", "switch"} {
+		t.Run(step, func(t *testing.T) {
+			l := pgtest.Partitioned(t, 2)
+			requireLogical(t, l.ProxyURL)
+			newURLs := newPartitions(t, l)
+			after := append(append([]string{}, l.PartitionURLs...), newURLs...)
+			bg, cancelAll := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancelAll()
+			s, err := ledger.Open(bg, l.ProxyURL, ledger.WithPartitions(2, partition.For),
+				ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithEconomy(ledger.Economy{Earnings: true, DefaultShareBP: 5000}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(s.Close)
+			var senders, receivers []string
+			for p := range 4 {
+				senders = append(senders, placed("sender", p, 4, 1)...)
+				receivers = append(receivers, placed("receiver", p, 4, 1)...)
+			}
+			for _, u := range senders {
+				if _, err := s.TopUp(bg, ledger.TopUp{UserID: u, Amount: 1000, Key: "seed-" + u}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			consumer := credits.New(stores(t, l.PartitionURLs), credits.Config{Owner: "test", Lease: 10 * time.Second,
+				Batch: 256, Idle: 20 * time.Millisecond}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			cctx, stopConsumer := context.WithCancel(bg)
+			var consumerDone sync.WaitGroup
+			consumerDone.Go(func() { consumer.Run(cctx) })
+			defer func() { stopConsumer(); consumerDone.Wait() }()
+			earned := map[string]int64{}
+			sentTo := map[string]string{} // request id → sender
+			give := func(round string) {
+				t.Helper()
+				for _, from := range senders {
+					for _, to := range receivers {
+						id := fmt.Sprintf("%s-%s-%s", round, from, to)
+						if res, err := s.Debit(bg, giftDebit(id, from, to)); err != nil || res.Status != ledger.Debited {
+							t.Fatalf("gift %s: %+v, %v", id, res, err)
+						}
+						earned[to] += 5
+						sentTo[id] = from
+					}
+				}
+			}
+			give("a")
+			ctx, cancel := context.WithCancel(bg)
+			defer cancel()
+			r := partition.WithOnStep(partition.Resharding{Layout: l, NewPartitionURLs: newURLs}, func(s string) {
+				if s == step {
+					cancel()
+				}
+			})
+			if _, err := partition.Reshard(ctx, r); !errors.Is(err, context.Canceled) {
+				t.Fatalf("reshard cut short at %s: %v; want context.Canceled", step, err)
+			}
+			stayer := placed("sender", 0, 4, 1)[0]
+			switch step {
+			case "sequences":
+				give("b") // nothing fenced or frozen any more
+			case "split":
+				if _, err := s.Debit(bg, giftDebit("between", stayer, receivers[1])); err == nil {
+					t.Errorf("a gift on an old partition between the claims and the split: accepted; want refused until the run again")
+				}
+			}
+			if _, err := partition.Reshard(bg, partition.Resharding{Layout: l, NewPartitionURLs: newURLs}); err != nil {
+				t.Fatalf("reshard again: %v", err)
+			}
+			parts := stores(t, after)
+			consumer.Grow(parts)
+			give("c")
+			waitDrained(bg, t, after)
+			for p, u := range after {
+				rows, err := connect(t, u).Query(bg, `SELECT request_id FROM gift_entries`)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+				if err != nil {
+					t.Fatal(err)
+				}
+				seen := map[string]bool{}
+				for _, id := range ids {
+					if seen[id] || partition.For(sentTo[id], 4) != p {
+						t.Errorf("gift %s of %q on partition %d: twice, or not its sender's partition", id, sentTo[id], p)
+					}
+					seen[id] = true
+				}
+				for id, from := range sentTo {
+					if partition.For(from, 4) == p && !seen[id] {
+						t.Errorf("gift %s of %s missing from partition %d", id, from, p)
+					}
+				}
+				for _, rc := range receivers {
+					var balance int64
+					if err := connect(t, u).QueryRow(bg, `SELECT coalesce(sum(balance - owed), 0) FROM earnings_accounts WHERE receiver_id = $1`, rc).
+						Scan(&balance); err != nil {
+						t.Fatal(err)
+					}
+					if want := map[bool]int64{true: earned[rc]}[partition.For(rc, 4) == p]; balance != want {
+						t.Errorf("receiver %s: %d on partition %d; want %d", rc, balance, p, want)
+					}
+				}
+			}
+			for p, ps := range parts {
+				if r, err := ps.Audit(bg); err != nil || !r.OK() {
+					t.Errorf("audit of partition %d: %+v, %v", p, r, err)
+				}
+			}
+			if r, err := credits.Audit(bg, parts); err != nil || !r.OK() || r.Reshards == 0 {
+				t.Errorf("credits audit: %+v, %v", r, err)
+			}
+		})
 	}
 }
