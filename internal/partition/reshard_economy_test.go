@@ -645,3 +645,136 @@ func TestReshard_EconomyCutShortCarriesOnWhenRunAgain(t *testing.T) {
 		})
 	}
 }
+
+// TestReshard_TwiceKeepsTheEconomy doubles a cluster with earnings on
+// twice, 2 → 4 → 8, gifts, payouts and reversals before each and gifts
+// after, the consumer running throughout: every receiver's earnings whole
+// on their partition of 8 and right, every gift on its sender's, every
+// audit clean, the resharding legs of both runs paired.
+func TestReshard_TwiceKeepsTheEconomy(t *testing.T) {
+	l := pgtest.Partitioned(t, 2)
+	requireLogical(t, l.ProxyURL)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	s, err := ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(2, partition.For),
+		ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithEconomy(ledger.Economy{Earnings: true, DefaultShareBP: 5000}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	var senders, receivers []string
+	for p := range 8 {
+		senders = append(senders, placed("sender", p, 8, 1)...)
+		receivers = append(receivers, placed("receiver", p, 8, 1)...)
+	}
+	for _, u := range senders {
+		if _, err := s.TopUp(ctx, ledger.TopUp{UserID: u, Amount: 10_000, Key: "seed-" + u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	consumer := credits.New(stores(t, l.PartitionURLs), credits.Config{Owner: "test", Lease: 10 * time.Second, Batch: 256,
+		Idle: 20 * time.Millisecond}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cctx, stopConsumer := context.WithCancel(ctx)
+	var consumerDone sync.WaitGroup
+	consumerDone.Go(func() { consumer.Run(cctx) })
+	defer func() { stopConsumer(); consumerDone.Wait() }()
+	due := map[string]int64{} // balance − owed each receiver must have
+	sentTo := map[string]string{}
+	give := func(round string) {
+		t.Helper()
+		for _, from := range senders {
+			for _, to := range receivers {
+				id := fmt.Sprintf("%s-%s-%s", round, from, to)
+				if res, err := s.Debit(ctx, giftDebit(id, from, to)); err != nil || res.Status != ledger.Debited {
+					t.Fatalf("gift %s: %+v, %v", id, res, err)
+				}
+				due[to] += 5
+				sentTo[id] = from
+			}
+		}
+	}
+	// Each receiver paid out all but 5, then two gifts reversed: one
+	// taken back, one owed.
+	payAndReverse := func(round string) {
+		t.Helper()
+		for i, r := range receivers {
+			if _, err := s.Payout(ctx, ledger.Payout{ReceiverID: r, Amount: due[r] - 5, Key: round + "-pay-" + r}); err != nil {
+				t.Fatalf("payout of %s: %v", r, err)
+			}
+			due[r] = 5
+			for _, from := range []string{senders[i], senders[(i+3)%len(senders)]} {
+				id := fmt.Sprintf("%s-%s-%s", round, from, r)
+				if _, err := s.Reverse(ctx, ledger.Reversal{Debit: ledger.DebitKey{Platform: "linkv", AppID: "app", RequestID: id},
+					Key: "rev-" + id}); err != nil {
+					t.Fatalf("reverse %s: %v", id, err)
+				}
+				due[r] -= 5
+			}
+		}
+	}
+	urls := l.PartitionURLs
+	check := func(stage string) {
+		t.Helper()
+		parts := stores(t, urls)
+		n := len(urls)
+		for p, u := range urls {
+			rows, err := connect(t, u).Query(ctx, `SELECT request_id FROM gift_entries`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen := map[string]bool{}
+			for _, id := range ids {
+				if seen[id] || partition.For(sentTo[id], n) != p {
+					t.Errorf("%s: gift %s on partition %d: twice, or not its sender's partition", stage, id, p)
+				}
+				seen[id] = true
+			}
+			if len(seen) != 0 {
+				for id, from := range sentTo {
+					if partition.For(from, n) == p && !seen[id] {
+						t.Errorf("%s: gift %s missing from partition %d", stage, id, p)
+					}
+				}
+			}
+			for _, rc := range receivers {
+				var net int64
+				if err := connect(t, u).QueryRow(ctx, `SELECT coalesce(sum(balance - owed), 0) FROM earnings_accounts WHERE receiver_id = $1`, rc).
+					Scan(&net); err != nil {
+					t.Fatal(err)
+				}
+				if want := map[bool]int64{true: due[rc]}[partition.For(rc, n) == p]; net != want {
+					t.Errorf("%s: receiver %s: %d on partition %d of %d; want %d", stage, rc, net, p, n, want)
+				}
+			}
+			if r, err := parts[p].Audit(ctx); err != nil || !r.OK() {
+				t.Errorf("%s: audit of partition %d: %+v, %v", stage, p, r, err)
+			}
+		}
+		if r, err := credits.Audit(ctx, parts); err != nil || !r.OK() {
+			t.Errorf("%s: credits audit: %+v, %v", stage, r, err)
+		}
+	}
+	double := func(round string) {
+		t.Helper()
+		give(round)
+		waitDrained(ctx, t, urls)
+		payAndReverse(round)
+		waitDrained(ctx, t, urls)
+		before := partition.Layout{ProxyURL: l.ProxyURL, PartitionURLs: urls}
+		newURLs := newPartitions(t, before)
+		if _, err := partition.Reshard(ctx, partition.Resharding{Layout: before, NewPartitionURLs: newURLs}); err != nil {
+			t.Fatalf("reshard %d -> %d: %v", len(urls), 2*len(urls), err)
+		}
+		urls = append(append([]string{}, urls...), newURLs...)
+		consumer.Grow(stores(t, urls))
+		give(round + "-after")
+		waitDrained(ctx, t, urls)
+		check(fmt.Sprintf("after %d", len(urls)))
+	}
+	double("a")
+	double("b")
+}
