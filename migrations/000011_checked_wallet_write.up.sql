@@ -15,8 +15,22 @@
 -- took from is not written (as before: it was skipped when its balance did
 -- not change).
 --
--- giftd_debit_gifts as migration 10 wrote it, with step 6 checked; the
--- signature and every other line are migration 10's.
+-- And its plans no longer depend on how large its tables looked when
+-- they were made. PL/pgSQL keeps a generic plan per statement per
+-- connection from its sixth call on; made while debit_requests held a few
+-- pages (a new database, a new partition), the key look-up of step 2 was a
+-- sequential scan, and stayed one as the table grew until autovacuum's
+-- first ANALYZE of it replanned (up to a minute, autovacuum_naptime): a
+-- batch of 64 took 100-300 ms at 20,000 records instead of 2-5
+-- (docs/scale-out.md#where-a-partitions-cpu-goes). Every table
+-- the function reads is read by its primary key, so it runs with
+-- enable_seqscan off: the planner takes the key's index whatever the
+-- table's size. And with jit off: a batch is never worth compiling (a JIT
+-- compile costs about 0.1 s, seen on partitions), and a sequential scan the
+-- planner could not avoid would otherwise cost past jit_above_cost.
+--
+-- giftd_debit_gifts as migration 10 wrote it, with step 6 checked and these
+-- two settings; the signature and every other line are migration 10's.
 CREATE OR REPLACE FUNCTION giftd_debit_gifts(
     p_platform      text[],
     p_app_id        text[],
@@ -38,7 +52,7 @@ CREATE OR REPLACE FUNCTION giftd_debit_gifts(
     p_now           timestamptz
 ) RETURNS TABLE (status smallint, balance bigint, replay boolean, reused boolean, refusal text, price bigint,
                  refusal_limit bigint, resets_at timestamptz, reminded boolean)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET jit = off AS $$
 #variable_conflict use_column
 DECLARE
     n      int := cardinality(p_request_id);
