@@ -229,12 +229,41 @@ func (s *Store) walletPartitioned(ctx context.Context, userID string) (Wallet, e
 	return w, nil
 }
 
+// Kinds of operators' idempotency keys, each claimed across partitions
+// (claimKey).
+const (
+	keyTopUp    = "topup"
+	keyReversal = "reversal"
+	keyPayout   = "payout"
+)
+
+// claimKey claims an operator's idempotency key of kind for content (what
+// one server compares when the key is used again), through the proxy, on
+// the partition the key's own placement names: every use of the key, for
+// whatever user, meets the one claim. The claim commits before the
+// operation runs on its user's partition. ErrKeyReused when the key is
+// claimed for other content; the same content goes through (a retry, after
+// a crash between the claim and the operation too: the operation is once
+// per key on its partition). docs/scale-out.md#keys-across-partitions.
+func (s *Store) claimKey(ctx context.Context, kind, key string, content map[string]any) error {
+	var mine bool
+	if err := s.pool.QueryRow(ctx, `SELECT giftd_claim_key($1, $2, $3)`, kind, key, content).Scan(&mine); err != nil {
+		return fmt.Errorf("claim of the key: %w", s.routed(err))
+	}
+	if !mine {
+		return ErrKeyReused
+	}
+	return nil
+}
+
 // topUpPartitioned is TopUp on the user's partition, by its giftd_topup
 // (partition migration 1): the same rows as TopUp on one database, once per
-// key; a key used for another user or amount is ErrKeyReused. A key reused
-// for a user of another partition is not seen: each partition knows its own
-// keys (docs/scale-out.md#what-partitioned-mode-does-not-do-yet).
+// key; a key used for another user or amount is ErrKeyReused, on this
+// user's partition or another's (claimKey).
 func (s *Store) topUpPartitioned(ctx context.Context, t TopUp) (Credit, error) {
+	if err := s.claimKey(ctx, keyTopUp, t.Key, map[string]any{"user_id": t.UserID, "amount": t.Amount}); err != nil {
+		return Credit{}, fmt.Errorf("top-up %s: %w", t.Key, err)
+	}
 	c := Credit{UserID: t.UserID, Amount: t.Amount}
 	err := s.pool.QueryRow(ctx, `SELECT entry_id, balance, replay FROM giftd_topup($1, $2, $3, $4)`,
 		t.UserID, t.Amount, t.Key, t.Note).Scan(&c.EntryID, &c.Balance, &c.Replay)
@@ -248,7 +277,7 @@ func (s *Store) topUpPartitioned(ctx context.Context, t TopUp) (Credit, error) {
 	case isOverflow(err):
 		return Credit{}, fmt.Errorf("top-up %s: %w", t.Key, ErrBalanceOverflow)
 	case err != nil:
-		return Credit{}, fmt.Errorf("top-up %s: %w", t.Key, err)
+		return Credit{}, fmt.Errorf("top-up %s: %w", t.Key, s.routed(err))
 	}
 	return c, nil
 }

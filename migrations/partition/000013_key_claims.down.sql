@@ -1,0 +1,2 @@
+DROP FUNCTION giftd_claim_key(text, text, jsonb);
+DROP TABLE giftd_key_claims;

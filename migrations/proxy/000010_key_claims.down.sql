@@ -1,0 +1,1 @@
+DROP FUNCTION giftd_claim_key(text, text, jsonb);

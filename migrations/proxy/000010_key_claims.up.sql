@@ -1,0 +1,8 @@
+-- An operator's idempotency key claimed on the partition its own placement
+-- names, not its user's (partition migration 13; docs/scale-out.md#keys-across-partitions):
+-- every use of one key, whatever its user, meets the same claim.
+CREATE FUNCTION giftd_claim_key(p_kind text, p_key text, p_content jsonb) RETURNS boolean
+    LANGUAGE plproxy AS $$
+    CLUSTER 'giftd';
+    RUN ON giftd_placement(p_key);
+$$;
