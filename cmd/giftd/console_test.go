@@ -201,11 +201,10 @@ const (
 // in any URL or in giftd's log.
 func TestConsole_InABrowser(t *testing.T) {
 	ctx := browser(t)
-	public, admin := freeAddr(t), freeAddr(t)
 	env := map[string]string{
 		"DATABASE_URL":      pgtest.URL(t),
-		"GIFTD_HTTP_ADDR":   public,
-		"GIFTD_ADMIN_ADDR":  admin,
+		"GIFTD_HTTP_ADDR":   "127.0.0.1:0",
+		"GIFTD_ADMIN_ADDR":  "127.0.0.1:0",
 		"GIFTD_ADMIN_TOKEN": consoleToken,
 		"GIFTD_LINKV_APPS":  consoleApp + ":" + e2eSecret,
 		"GIFTD_LOG_FORMAT":  "text",
@@ -225,6 +224,7 @@ func TestConsole_InABrowser(t *testing.T) {
 			t.Error("the admin token is in giftd's log")
 		}
 	})
+	public, admin := boundAddrs(t, &logs, errc)
 	waitHealthy(t, "http://"+admin, errc)
 
 	// adminCall calls the admin API as curl would: the status and the body.

@@ -85,15 +85,19 @@ type serving struct {
 	err                  error // run's answer, once stopped is closed
 }
 
-// startServe runs giftd serve with env over defaults (a fresh database, free
-// addresses, e2eToken, app1:e2eSecret) and waits until it is healthy. It is
-// stopped when the test ends, if the test did not stop it first.
+// startServe runs giftd serve with env over defaults (a fresh database,
+// ports the system picks, e2eToken, app1:e2eSecret) and waits until it is
+// healthy. It is stopped when the test ends, if the test did not stop it
+// first.
 func startServe(t *testing.T, env map[string]string) *serving {
 	t.Helper()
-	s := &serving{public: freeAddr(t), admin: freeAddr(t), logs: &syncBuffer{}, stopped: make(chan struct{})}
+	s := &serving{logs: &syncBuffer{}, stopped: make(chan struct{})}
 	full := map[string]string{
-		"GIFTD_HTTP_ADDR":   s.public,
-		"GIFTD_ADMIN_ADDR":  s.admin,
+		// Port 0: serve binds ports of its own and logs them. A port
+		// found free and handed over (freeAddr) may be taken meanwhile by
+		// another test binary's server, which then answered this test.
+		"GIFTD_HTTP_ADDR":   "127.0.0.1:0",
+		"GIFTD_ADMIN_ADDR":  "127.0.0.1:0",
 		"GIFTD_ADMIN_TOKEN": e2eToken,
 		"GIFTD_LINKV_APPS":  "app1:" + e2eSecret,
 	}
@@ -113,8 +117,32 @@ func startServe(t *testing.T, env map[string]string) *serving {
 		errc <- s.err
 	}()
 	t.Cleanup(func() { s.stop(t) }) //nolint:errcheck // the test checks stop's answer when it cares
+	s.public, s.admin = boundAddrs(t, s.logs, errc)
 	waitHealthy(t, "http://"+s.admin, errc)
 	return s
+}
+
+// listening finds the addresses in serve's "giftd listening" line, in the
+// text or the JSON log.
+var listening = regexp.MustCompile(`giftd listening"?\W.*?\bpublic"?[=:]"?([^\s",]+)"?[ ,]"?admin"?[=:]"?([^\s",]+)`)
+
+// boundAddrs waits for serve to log the addresses it bound, and returns
+// them.
+func boundAddrs(t *testing.T, logs *syncBuffer, errc <-chan error) (public, admin string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		if m := listening.FindStringSubmatch(logs.String()); m != nil {
+			return m[1], m[2]
+		}
+		select {
+		case err := <-errc:
+			t.Fatalf("run ended early: %v\n%s", err, logs.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Fatalf("giftd serve logged no addresses within a minute:\n%s", logs.String())
+	return "", ""
 }
 
 // stop cancels serve's context as SIGTERM would and returns run's answer.

@@ -68,7 +68,8 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 // auditPartitioned is giftd audit in partitioned mode: each partition's own
 // audit, on a direct connection, then the cross-partition credits
 // (credits.Audit: each moved once each way, every one behind its source's
-// cursor moved, the earnings taken = moved + in flight).
+// cursor moved, the earnings taken = moved + in flight), the keys (none on
+// two partitions) and the configuration.
 func auditPartitioned(ctx context.Context, l partition.Layout, getenv func(string) string, stdout io.Writer) error {
 	var s settings
 	if err := readPolicies(getenv, &s); err != nil {
@@ -102,6 +103,23 @@ func auditPartitioned(ctx context.Context, l partition.Layout, getenv func(strin
 		failed = append(failed, fmt.Errorf("cross-partition credits: %d problems", len(r.Problems)))
 	} else {
 		fmt.Fprintln(stdout, "credits OK: each moved once each way, every one behind its cursor moved, taken = moved + in flight")
+	}
+	// Every idempotency key on one partition only, as one server's unique
+	// indexes would have it (docs/scale-out.md#keys-across-partitions).
+	reused, n, err := ledger.ReusedKeys(ctx, parts, 100)
+	if err != nil {
+		return err
+	}
+	for _, k := range reused {
+		fmt.Fprintf(stdout, "  REUSED %s\n", k)
+	}
+	if n > 0 {
+		if n > len(reused) {
+			fmt.Fprintf(stdout, "  … and more (first %d shown)\n", len(reused))
+		}
+		failed = append(failed, fmt.Errorf("keys: %d found on more than one partition", n))
+	} else {
+		fmt.Fprintln(stdout, "keys OK: no debit, top-up, reversal or payout key on more than one partition")
 	}
 	// The configuration every debit reads, the same on every partition
 	// (docs/scale-out.md#configuration-on-every-partition).

@@ -24,9 +24,8 @@ func TestServe_PlatformJobsOnTheAdminAPI(t *testing.T) {
 	lf := linkvfake.New(t, "LMapp", platLinkVSecret)
 	pf := polyvfake.New(t, "pvapp", platPolyvSecret)
 	pf.AddChannel("2149710")
-	public, admin := freeAddr(t), freeAddr(t)
 	env := map[string]string{
-		"DATABASE_URL": pgtest.URL(t), "GIFTD_HTTP_ADDR": public, "GIFTD_ADMIN_ADDR": admin,
+		"DATABASE_URL": pgtest.URL(t), "GIFTD_HTTP_ADDR": "127.0.0.1:0", "GIFTD_ADMIN_ADDR": "127.0.0.1:0",
 		"GIFTD_ADMIN_TOKEN": e2eToken, "GIFTD_LINKV_APPS": "LMapp:" + e2eSecret,
 		"GIFTD_LINKV_API_URL": lf.URL, "GIFTD_LINKV_API_APP": "LMapp:" + platLinkVSecret,
 		"GIFTD_POLYV_API_URL": pf.URL, "GIFTD_POLYV_API_APP": "pvapp:" + platPolyvSecret,
@@ -40,6 +39,7 @@ func TestServe_PlatformJobsOnTheAdminAPI(t *testing.T) {
 		errc <- run(ctx, []string{"giftd", "serve"}, func(k string) string { return env[k] }, &logs, &logs)
 	}()
 	t.Cleanup(func() { cancel(); <-errc })
+	_, admin := boundAddrs(t, &logs, errc)
 	waitHealthy(t, "http://"+admin, errc)
 
 	code, m := adminCall(t, admin, http.MethodPost, "/admin/v1/linkv/accounts/ann", e2eToken, `{"name":"Ann","sex":"0"}`)

@@ -205,6 +205,13 @@ func TestRun_ServeCarriesOnThroughAReshard(t *testing.T) {
 	for range acks {
 	}
 	t.Logf("%s%d attempts answered 500 and retried", out.String(), retried)
+	// No batch may have failed the check of its wallets' write (main
+	// migration 11): under the row locks it cannot fire.
+	for _, line := range strings.Split(srv.logs.String(), "\n") {
+		if strings.Contains(line, "SQLSTATE GD005") {
+			t.Errorf("a debit batch failed its wallet check: %s", line)
+		}
+	}
 
 	after := append(append([]string{}, l.PartitionURLs...), newURLs...)
 	perUser := map[string]int64{}
@@ -246,11 +253,55 @@ func TestRun_ServeCarriesOnThroughAReshard(t *testing.T) {
 		code, m := adminCall(t, srv.admin, http.MethodGet, "/admin/v1/wallets/"+u, e2eToken, "")
 		if want := float64(1_000_000 - perUser[u]); code != http.StatusOK || m["gold"] != want {
 			t.Errorf("wallet of %s: %d %v; want %v gold", u, code, m, want)
+			logEntryChain(ctx, t, after, u)
 		}
 	}
 	env["GIFTD_PARTITION_URLS"] = strings.Join(after, " ")
 	out.Reset()
 	if err := run(ctx, []string{"giftd", "audit"}, getenv, &out, &errOut); err != nil {
 		t.Errorf("audit after the resharding: %v\n%s", err, out.String())
+	}
+}
+
+// logEntryChain logs, on every partition, the entries of user whose
+// balance_after does not follow from the entry before theirs and the last
+// balance_after: where a wallet and its entries parted.
+func logEntryChain(ctx context.Context, t *testing.T, partitions []string, user string) {
+	t.Helper()
+	for p, u := range partitions {
+		conn, err := pgx.Connect(ctx, u)
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		rows, err := conn.Query(ctx, `
+			SELECT id, ref, amount, balance_after, created_at, lag(balance_after) OVER (ORDER BY id)
+			FROM ledger_entries WHERE user_id = $1 ORDER BY id`, user)
+		if err != nil {
+			t.Error(err)
+			conn.Close(ctx)
+			continue
+		}
+		var last *int64
+		for rows.Next() {
+			var id, amount, balance int64
+			var ref string
+			var at time.Time
+			var prev *int64
+			if err := rows.Scan(&id, &ref, &amount, &balance, &at, &prev); err != nil {
+				t.Error(err)
+				break
+			}
+			if prev != nil && *prev+amount != balance {
+				t.Logf("partition %d, %s: entry %d (%s, %d) has balance_after %d after %d, at %s",
+					p, user, id, ref, amount, balance, *prev, at.Format(time.RFC3339Nano))
+			}
+			last = &balance
+		}
+		rows.Close()
+		if last != nil {
+			t.Logf("partition %d, %s: last balance_after %d", p, user, *last)
+		}
+		conn.Close(ctx)
 	}
 }

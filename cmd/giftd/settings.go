@@ -209,7 +209,8 @@ func readListeners(getenv func(string) string, s *settings) error {
 			return &settingsError{name, fmt.Sprintf("must be host:port or :port, got %q", addr)}
 		}
 	}
-	if s.HTTPAddr == s.AdminAddr {
+	// Port 0 asks the system for a free port each: two never clash.
+	if s.HTTPAddr == s.AdminAddr && !strings.HasSuffix(s.AdminAddr, ":0") {
 		return &settingsError{"GIFTD_ADMIN_ADDR", "must differ from GIFTD_HTTP_ADDR"}
 	}
 	if len(s.AdminToken) < 16 {

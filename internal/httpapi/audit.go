@@ -29,13 +29,22 @@ type creditsAudit struct {
 	Problems     []string `json:"problems"`
 }
 
+// keysAudit is ledger.ReusedKeys in the answer: the keys found on more
+// than one partition (keys: the first 100).
+type keysAudit struct {
+	OK     bool     `json:"ok"`
+	Reused int      `json:"reused"`
+	Keys   []string `json:"keys"`
+}
+
 // handleAuditPartitioned is the audit of a partitioned giftd, as giftd audit
 // runs it: each partition's own audit on a direct connection (parts), then
-// the cross-partition credits (credits.Audit). The answer has the fields of
+// the cross-partition credits (credits.Audit), then the keys found on more
+// than one partition (ledger.ReusedKeys). The answer has the fields of
 // a single server's, each the sum over the partitions (findings: the first
 // 100 of all; checked_at: the last partition's), "ok" true only when every
-// partition's audit and the credits' are, and "partitions" and "credits"
-// with each part (docs/scale-out.md#reads-across-partitions). A partition
+// partition's audit, the credits' and the keys' are, and "partitions",
+// "credits" and "keys" with each part (docs/scale-out.md#reads-across-partitions). A partition
 // that cannot be reached answers 503, never a partial audit.
 func handleAuditPartitioned(parts []*ledger.Store, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -80,9 +89,19 @@ func handleAuditPartitioned(parts []*ledger.Store, log *slog.Logger) http.Handle
 			return
 		}
 		ok = ok && cr.OK()
+		reused, nReused, err := ledger.ReusedKeys(ctx, parts, 100)
+		if err != nil {
+			fail("audit of the keys across partitions", err)
+			return
+		}
+		keys := keysAudit{OK: nReused == 0, Reused: nReused, Keys: []string{}}
+		for _, k := range reused {
+			keys.Keys = append(keys.Keys, k.String())
+		}
+		ok = ok && keys.OK
 		if !ok {
 			log.Error("audit failed", "mismatched", sum.Mismatched, "negative", sum.Negative,
-				"credit_problems", len(cr.Problems))
+				"credit_problems", len(cr.Problems), "reused_keys", nReused)
 		}
 		if sum.Findings == nil {
 			sum.Findings = []ledger.AuditFinding{}
@@ -92,8 +111,9 @@ func handleAuditPartitioned(parts []*ledger.Store, log *slog.Logger) http.Handle
 			ledger.AuditReport
 			Partitions []partitionAudit `json:"partitions"`
 			Credits    creditsAudit     `json:"credits"`
+			Keys       keysAudit        `json:"keys"`
 		}{ok, sum, each, creditsAudit{OK: cr.OK(), Credits: cr.Credits, Moved: cr.Moved, InFlight: cr.InFlight,
 			Taken: cr.Taken, MovedGold: cr.MovedGold, InFlightGold: cr.InFlightGold,
-			Problems: append([]string{}, cr.Problems...)}})
+			Problems: append([]string{}, cr.Problems...)}, keys})
 	}
 }

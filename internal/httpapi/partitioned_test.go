@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"log/slog"
@@ -207,7 +208,24 @@ func TestReports_PartitionDownAnswers503AndTheCacheStillServes(t *testing.T) {
 	if a := e.adm(t, http.MethodGet, "/admin/v1/rooms/linkv/r1/leaderboard/senders?limit=5", ""); a.code != 200 {
 		t.Errorf("leaderboard after the partition is back: %d %s", a.code, a.raw)
 	}
-	if a := e.adm(t, http.MethodGet, "/admin/v1/audit", ""); a.code != 200 || a.m["ok"] != true || a.m["wallets"] != float64(2) {
+	if a := e.adm(t, http.MethodGet, "/admin/v1/audit", ""); a.code != 200 || a.m["ok"] != true || a.m["wallets"] != float64(2) ||
+		!strings.Contains(a.raw, `"keys":{"ok":true,"reused":0,"keys":[]}`) {
 		t.Errorf("audit after the partition is back: %d %s", a.code, a.raw)
+	}
+	// A request id debited for a user of each partition: the audit says so.
+	for i, u := range []string{users[0][0], users[1][0]} {
+		if _, err := e.store.TopUp(context.Background(), ledger.TopUp{UserID: u, Amount: 5, Key: fmt.Sprintf("dup-%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+		res, err := e.store.Debit(context.Background(), ledger.Debit{
+			Key: ledger.DebitKey{Platform: "linkv", AppID: "app", RequestID: "dup"}, UserID: u, Gold: 5,
+			Fingerprint: sha256.Sum256([]byte(u)), ExpiresAt: time.Now().Add(time.Hour)})
+		if err != nil || res.Status != ledger.Debited {
+			t.Fatalf("debit dup of %s: %+v, %v", u, res, err)
+		}
+	}
+	if a := e.adm(t, http.MethodGet, "/admin/v1/audit", ""); a.code != 200 || a.m["ok"] != false ||
+		!strings.Contains(a.raw, `"keys":{"ok":false,"reused":1,"keys":["debit key linkv/app/dup on partitions 0, 1"]}`) {
+		t.Errorf("audit with a request id on both partitions: %d %s", a.code, a.raw)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"giftd/internal/ledger"
 	"giftd/internal/pgtest"
 )
@@ -173,4 +175,43 @@ func TestBatch_ReplicasShareOneDatabase(t *testing.T) {
 		t.Errorf("%d requests debited, %d debit entries; want 200 and 200 (4 wallets × 50)", debited, entries)
 	}
 	checkBooks(t, stores[0])
+}
+
+// TestBatch_WalletWriteChecked makes the database skip one wallet's write
+// in a batch (a BEFORE UPDATE trigger returning NULL for it), and then
+// change another's on its way (a trigger taking one coin more): either way
+// the batch must fail whole with GD005 (main migration 11) and apply
+// nothing, never commit entries their wallet does not carry.
+func TestBatch_WalletWriteChecked(t *testing.T) {
+	for _, fault := range []struct{ name, body string }{
+		{"skipped", `IF NEW.user_id = 'poison' THEN RETURN NULL; END IF; RETURN NEW;`},
+		{"changed", `IF NEW.user_id = 'poison' THEN NEW.gold := NEW.gold - 1; END IF; RETURN NEW;`},
+	} {
+		t.Run(fault.name, func(t *testing.T) {
+			s := openStore(t)
+			ctx := context.Background()
+			topUp(t, s, "u1", 100)
+			topUp(t, s, "poison", 100)
+			if _, err := s.Pool().Exec(ctx, `
+				CREATE FUNCTION fault_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN `+fault.body+` END $$;
+				CREATE TRIGGER fault_poison BEFORE UPDATE ON wallets FOR EACH ROW EXECUTE FUNCTION fault_poison();`); err != nil {
+				t.Fatal(err)
+			}
+			batch := []ledger.Debit{debit("a", "u1", 10), debit("b", "poison", 10), debit("c", "u1", 10)}
+			err := ledger.Execute(s, batch)
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) || pgErr.Code != "GD005" {
+				t.Fatalf("the batch whose wallet write went wrong: %v; want SQLSTATE GD005", err)
+			}
+			var requests, entries int
+			if err := s.Pool().QueryRow(ctx, `SELECT (SELECT count(*) FROM debit_requests),
+				(SELECT count(*) FROM ledger_entries WHERE kind = 'debit')`).Scan(&requests, &entries); err != nil {
+				t.Fatal(err)
+			}
+			if requests != 0 || entries != 0 {
+				t.Errorf("after the refused batch: %d request records, %d debit entries; want none", requests, entries)
+			}
+			checkBooks(t, s)
+		})
+	}
 }

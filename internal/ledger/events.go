@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -51,17 +52,35 @@ type Event struct {
 // (A snapshot's list of running transactions is not enough: it lists only
 // ids below its xmax, the newest completed id + 1, so a writer that got its
 // id after the last completion is running yet absent from the list.)
+//
+// Marks hold only within one run of the server: a crash can lose the WAL
+// of transaction ids and sequence values not yet flushed, and the restarted
+// server gives them again, so a mark's fence may be passed by a new
+// transaction that holds a position at or below the mark. Each statement
+// also reads pg_postmaster_start_time(); when it differs from the one the
+// marks were taken under (a restart, or a failover to a standby), the marks
+// and the horizon are dropped and computed afresh from that server.
 type horizon struct {
 	mu      sync.Mutex
 	safe    int64
 	marks   []horizonMark // increasing upTo and fence
+	started time.Time     // pg_postmaster_start_time() the marks and safe were taken under
 	checked time.Time
+}
+
+// reset forgets what was computed under another run of the server.
+func (h *horizon) reset(started time.Time) {
+	h.safe, h.marks, h.started = 0, h.marks[:0], started
 }
 
 type horizonMark struct {
 	upTo  int64
 	fence uint64
 }
+
+// errServerRestarted is EventHorizon's error when the server restarted
+// between its statements; the next call starts afresh.
+var errServerRestarted = errors.New("event horizon: the database server restarted during the call; try again")
 
 // maxHorizonMarks bounds the marks a long transaction can pile up; past it
 // the newest mark replaces the last one (the horizon only moves later).
@@ -78,7 +97,10 @@ const horizonReuse = 10 * time.Millisecond
 // call; a long transaction that holds a transaction id (any writer, not
 // only giftd's) holds it back until it ends. Each call that finds new
 // positions takes one transaction id, in a statement that writes nothing
-// (its commit waits for no flush).
+// (its commit waits for no flush). After a restart of the server (or a
+// failover) it starts again from that server's state, so it may go back for
+// a moment; it fails, and the next call starts afresh, when the server
+// restarted between its statements.
 func (s *Store) EventHorizon(ctx context.Context) (int64, error) {
 	h := &s.horizon
 	h.mu.Lock()
@@ -86,11 +108,19 @@ func (s *Store) EventHorizon(ctx context.Context) (int64, error) {
 	if time.Since(h.checked) < horizonReuse {
 		return h.safe, nil
 	}
-	// The sequence first, the fence after, in another statement.
+	// The sequence first, the fence after, in another statement. Each
+	// statement says which run of the server answered it (the statements
+	// may go over different connections, and a restart may fall between).
 	var last int64
 	var called bool
-	if err := s.pool.QueryRow(ctx, `SELECT last_value, is_called FROM events_position_seq`).Scan(&last, &called); err != nil {
+	var started time.Time
+	err := s.pool.QueryRow(ctx, `SELECT last_value, is_called, pg_postmaster_start_time() FROM events_position_seq`).
+		Scan(&last, &called, &started)
+	if err != nil {
 		return 0, fmt.Errorf("event horizon: %w", err)
+	}
+	if !started.Equal(h.started) {
+		h.reset(started)
 	}
 	if !called {
 		last = 0
@@ -98,9 +128,14 @@ func (s *Store) EventHorizon(ctx context.Context) (int64, error) {
 	if last > h.safe && (len(h.marks) == 0 || h.marks[len(h.marks)-1].upTo < last) {
 		// The fence: a transaction id of its own, ended at once.
 		var fence uint64
-		err := s.pool.QueryRow(ctx, `SELECT pg_current_xact_id()::text::numeric::bigint`).Scan(&fence)
+		err := s.pool.QueryRow(ctx, `SELECT pg_current_xact_id()::text::numeric::bigint, pg_postmaster_start_time()`).
+			Scan(&fence, &started)
 		if err != nil {
 			return 0, fmt.Errorf("event horizon: %w", err)
+		}
+		if !started.Equal(h.started) {
+			h.reset(time.Time{})
+			return 0, errServerRestarted
 		}
 		m := horizonMark{upTo: last, fence: fence}
 		if len(h.marks) >= maxHorizonMarks {
@@ -111,8 +146,14 @@ func (s *Store) EventHorizon(ctx context.Context) (int64, error) {
 	}
 	// The oldest running id now, after the fence's transaction ended.
 	var xmin uint64
-	if err := s.pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text::numeric::bigint`).Scan(&xmin); err != nil {
+	err = s.pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text::numeric::bigint, pg_postmaster_start_time()`).
+		Scan(&xmin, &started)
+	if err != nil {
 		return 0, fmt.Errorf("event horizon: %w", err)
+	}
+	if !started.Equal(h.started) {
+		h.reset(time.Time{})
+		return 0, errServerRestarted
 	}
 	clean := 0
 	for clean < len(h.marks) && h.marks[clean].fence <= xmin {

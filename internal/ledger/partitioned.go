@@ -8,6 +8,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -229,12 +230,68 @@ func (s *Store) walletPartitioned(ctx context.Context, userID string) (Wallet, e
 	return w, nil
 }
 
+// Kinds of operators' idempotency keys, each claimed across partitions
+// (claimKey).
+const (
+	keyTopUp    = "topup"
+	keyReversal = "reversal"
+	keyPayout   = "payout"
+)
+
+// claimKey claims an operator's idempotency key of kind for a call with
+// content (what one server compares when the key is used again), through
+// the proxy, on the partition the key's own placement names: every use of
+// the key, for whatever user, meets the one claim, which commits before the
+// operation runs on its user's partition. ErrKeyReused when the key is held
+// by other content: used by it, or a call of it still in flight or ended
+// unknown. The same content goes through (a retry, after a crash between
+// the claim and the operation too: the operation is once per key on its
+// partition). The caller passes the operation's error to settle, which
+// tells the claim how the call ended when that is known, so that a key
+// whose calls were all refused before writing is free for other content,
+// as on one server. docs/scale-out.md#keys-across-partitions.
+func (s *Store) claimKey(ctx context.Context, kind, key string, content map[string]any) (settle func(error), err error) {
+	var mine bool
+	if err := s.pool.QueryRow(ctx, `SELECT giftd_claim_key($1, $2, $3)`, kind, key, content).Scan(&mine); err != nil {
+		return nil, fmt.Errorf("claim of the key: %w", s.routed(err))
+	}
+	if !mine {
+		return nil, ErrKeyReused
+	}
+	return func(opErr error) {
+		used := opErr == nil || errors.Is(opErr, ErrKeyReused)
+		refused := false
+		for _, e := range []error{ErrNotFound, ErrAlreadyReversed, ErrInsufficientEarnings, ErrBalanceOverflow,
+			ErrCreditInTransit, ErrDebitAmbiguous} {
+			refused = refused || errors.Is(opErr, e)
+		}
+		if !used && !refused {
+			return // unknown: the claim keeps the call in flight for good
+		}
+		// Whatever becomes of the caller's context; if this fails, the claim
+		// stays in flight, which only ever refuses more.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_, _ = s.pool.Exec(sctx, `SELECT giftd_key_settled($1, $2, $3, $4)`, kind, key, content, used)
+	}, nil
+}
+
 // topUpPartitioned is TopUp on the user's partition, by its giftd_topup
 // (partition migration 1): the same rows as TopUp on one database, once per
-// key; a key used for another user or amount is ErrKeyReused. A key reused
-// for a user of another partition is not seen: each partition knows its own
-// keys (docs/scale-out.md#what-partitioned-mode-does-not-do-yet).
+// key; a key used for another user or amount is ErrKeyReused, on this
+// user's partition or another's (claimKey).
 func (s *Store) topUpPartitioned(ctx context.Context, t TopUp) (Credit, error) {
+	settle, err := s.claimKey(ctx, keyTopUp, t.Key, map[string]any{"user_id": t.UserID, "amount": t.Amount})
+	if err != nil {
+		return Credit{}, fmt.Errorf("top-up %s: %w", t.Key, err)
+	}
+	c, err := s.topUpOnPartition(ctx, t)
+	settle(err)
+	return c, err
+}
+
+// topUpOnPartition runs a claimed top-up on its user's partition.
+func (s *Store) topUpOnPartition(ctx context.Context, t TopUp) (Credit, error) {
 	c := Credit{UserID: t.UserID, Amount: t.Amount}
 	err := s.pool.QueryRow(ctx, `SELECT entry_id, balance, replay FROM giftd_topup($1, $2, $3, $4)`,
 		t.UserID, t.Amount, t.Key, t.Note).Scan(&c.EntryID, &c.Balance, &c.Replay)
@@ -248,7 +305,7 @@ func (s *Store) topUpPartitioned(ctx context.Context, t TopUp) (Credit, error) {
 	case isOverflow(err):
 		return Credit{}, fmt.Errorf("top-up %s: %w", t.Key, ErrBalanceOverflow)
 	case err != nil:
-		return Credit{}, fmt.Errorf("top-up %s: %w", t.Key, err)
+		return Credit{}, fmt.Errorf("top-up %s: %w", t.Key, s.routed(err))
 	}
 	return c, nil
 }

@@ -102,6 +102,19 @@ func localTimes(v *DebitView) {
 // own credit has moved there, the reversal waits (up to reverseWait), then
 // answers ErrCreditInTransit.
 func (s *Store) reversePartitioned(ctx context.Context, r Reversal) (Credit, error) {
+	// One key, one debit, whatever partition holds it (claimKey).
+	settle, err := s.claimKey(ctx, keyReversal, r.Key,
+		map[string]any{"platform": r.Debit.Platform, "app_id": r.Debit.AppID, "request_id": r.Debit.RequestID})
+	if err != nil {
+		return Credit{}, fmt.Errorf("reverse %s: %w", r.Debit, err)
+	}
+	c, err := s.reverseOnPartition(ctx, r)
+	settle(err)
+	return c, err
+}
+
+// reverseOnPartition runs a claimed reversal on the sender's partition.
+func (s *Store) reverseOnPartition(ctx context.Context, r Reversal) (Credit, error) {
 	user := r.UserID
 	if user == "" {
 		v, err := s.findDebitPartitioned(ctx, r.Debit)
@@ -172,8 +185,21 @@ func (s *Store) reversePartitioned(ctx context.Context, r Reversal) (Credit, err
 
 // payoutPartitioned is Payout on the receiver's partition, by its
 // giftd_payout: from the receiver's own account there, never from the
-// transit account another partition keeps for them.
+// transit account another partition keeps for them. Its key is claimed
+// first (claimKey), so a key used for a receiver of another partition is
+// ErrKeyReused too.
 func (s *Store) payoutPartitioned(ctx context.Context, p Payout) (PayoutResult, error) {
+	settle, err := s.claimKey(ctx, keyPayout, p.Key, map[string]any{"receiver_id": p.ReceiverID, "amount": p.Amount})
+	if err != nil {
+		return PayoutResult{}, fmt.Errorf("payout %s: %w", p.Key, err)
+	}
+	res, err := s.payoutOnPartition(ctx, p)
+	settle(err)
+	return res, err
+}
+
+// payoutOnPartition runs a claimed payout on the receiver's partition.
+func (s *Store) payoutOnPartition(ctx context.Context, p Payout) (PayoutResult, error) {
 	var res PayoutResult
 	var status string
 	var payable int64

@@ -281,6 +281,9 @@ func reshardUnderLoad(t *testing.T, lag bool) {
 	for range outcomes {
 	}
 	t.Logf("reshard: %+v; failed attempts by SQLSTATE: %v", rep, failures)
+	if failures["GD005"] != 0 {
+		t.Errorf("%d debit batches failed their wallet check (main migration 11); under the row locks none can", failures["GD005"])
+	}
 	for i, p := range rep.Pauses {
 		t.Logf("pause of partition %d's moving users: %v", i, p)
 	}

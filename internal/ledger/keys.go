@@ -1,0 +1,130 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ReusedKey is an idempotency key found on more than one partition
+// (docs/scale-out.md#keys-across-partitions): a debit's request key, or an
+// operator's top-up, reversal or payout key, that one server would have
+// refused the second time (its unique index).
+type ReusedKey struct {
+	// Kind is "debit", "topup", "reversal" or "payout"; Platform and AppID
+	// are empty for a payout (its key is the operator's alone).
+	Kind, Platform, AppID, Key string
+	// Partitions are the partitions holding it, in order.
+	Partitions []int
+}
+
+func (k ReusedKey) String() string {
+	parts := make([]string, len(k.Partitions))
+	for i, p := range k.Partitions {
+		parts[i] = fmt.Sprint(p)
+	}
+	return fmt.Sprintf("%s key %s/%s/%s on partitions %s", k.Kind, k.Platform, k.AppID, k.Key, strings.Join(parts, ", "))
+}
+
+// keysOfPartition is every key one partition holds, each once, in byte
+// order (COLLATE "C", Go's order of strings), so that the partitions'
+// lists merge in one pass: debits' (their records, pruned in time, and
+// their entries, kept: a refused debit has a record only), top-ups' and
+// reversals' (ledger_entries_key) and payouts' (account_entries_key).
+const keysOfPartition = `
+	SELECT kind, platform, app_id, key FROM (
+		SELECT 'debit' AS kind, platform, app_id, request_id AS key FROM debit_requests
+		UNION
+		SELECT kind, platform, app_id, ref FROM ledger_entries WHERE kind IN ('debit', 'topup', 'reversal')
+		UNION ALL
+		SELECT 'payout', '', '', ref FROM account_entries WHERE account = 'earnings' AND kind = 'payout'
+	) AS k
+	ORDER BY kind COLLATE "C", platform COLLATE "C", app_id COLLATE "C", key COLLATE "C"`
+
+// ReusedKeys reads every key of parts (a Store on each partition, in
+// order), each partition in one snapshot, and returns those found on more
+// than one partition: the first limit of them, and how many there are. It
+// reads every key of every partition at once (one connection each): an
+// operator's audit, not something to call per request. Errors are the
+// databases'.
+func ReusedKeys(ctx context.Context, parts []*Store, limit int) ([]ReusedKey, int, error) {
+	type cursor struct {
+		rows pgx.Rows
+		key  [4]string
+		ok   bool
+	}
+	curs := make([]*cursor, len(parts))
+	defer func() {
+		for _, c := range curs {
+			if c != nil {
+				c.rows.Close()
+			}
+		}
+	}()
+	next := func(p int) error {
+		c := curs[p]
+		if c.ok = c.rows.Next(); !c.ok {
+			if err := c.rows.Err(); err != nil {
+				return fmt.Errorf("keys of partition %d: %w", p, err)
+			}
+			return nil
+		}
+		if err := c.rows.Scan(&c.key[0], &c.key[1], &c.key[2], &c.key[3]); err != nil {
+			return fmt.Errorf("keys of partition %d: %w", p, err)
+		}
+		return nil
+	}
+	for p, s := range parts {
+		rows, err := s.pool.Query(ctx, keysOfPartition)
+		if err != nil {
+			return nil, 0, fmt.Errorf("keys of partition %d: %w", p, err)
+		}
+		curs[p] = &cursor{rows: rows}
+		if err := next(p); err != nil {
+			return nil, 0, err
+		}
+	}
+	var out []ReusedKey
+	total := 0
+	for {
+		// The least key among the partitions' current ones, and who holds it.
+		var least *[4]string
+		var holders []int
+		for p, c := range curs {
+			switch {
+			case !c.ok:
+			case least == nil || less(c.key, *least):
+				k := c.key
+				least, holders = &k, []int{p}
+			case c.key == *least:
+				holders = append(holders, p)
+			}
+		}
+		if least == nil {
+			return out, total, nil
+		}
+		if len(holders) > 1 {
+			total++
+			if len(out) < limit {
+				out = append(out, ReusedKey{Kind: least[0], Platform: least[1], AppID: least[2], Key: least[3], Partitions: holders})
+			}
+		}
+		for _, p := range holders {
+			if err := next(p); err != nil {
+				return nil, 0, err
+			}
+		}
+	}
+}
+
+// less orders keys as the partitions sort them (byte order, field by field).
+func less(a, b [4]string) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return a[i] < b[i]
+		}
+	}
+	return false
+}
