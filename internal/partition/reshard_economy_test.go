@@ -227,6 +227,9 @@ func TestReshard_SplitsTheGiftEconomyUnderLoad(t *testing.T) {
 	if len(acked) != len(sent) {
 		t.Errorf("%d gifts sent, %d acknowledged", len(sent), len(acked))
 	}
+	if failures["GD005"] != 0 {
+		t.Errorf("%d gift batches failed their wallet check (main migration 11); under the row locks none can", failures["GD005"])
+	}
 	waitDrained(ctx, t, after)
 
 	// check is every assertion on the books, run after the load and again
