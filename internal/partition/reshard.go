@@ -46,10 +46,13 @@ var economyTables = []string{"gift_entries", "account_entries", "earnings_accoun
 var frozenTables = []string{"gift_entries", "account_entries"}
 
 // copiedTables are the tables giftd reshard copies from partition i to the
-// new partition i + n: the users' and the configuration's, and the fence
-// and marks that prove the copy caught up.
+// new partition i + n: the users', the configuration's and the economy's;
+// the operators' key claims (partition migration 13), placed by their key
+// as users are, so that a claim moves with its key (each side forgets the
+// keys it no longer owns, partition migration 14); and the fence and marks
+// that prove the copy caught up.
 var copiedTables = append(append(append(append([]string(nil), userTables...), configTables...), economyTables...),
-	"giftd_reshard_fence", "giftd_reshard_marks")
+	"giftd_key_claims", "giftd_reshard_fence", "giftd_reshard_marks")
 
 // copiedSequences give the ids of copied rows: the new partition's go on
 // from the old one's, so that its new rows never take a copied id.

@@ -243,6 +243,19 @@ func reshardUnderLoad(t *testing.T, lag bool) {
 		}
 	}
 	waitFor("debits of every user before", acks([]int{0, 1, 2, 3}, 100))
+	// An operator's key claimed before the reshard on partition 0, which
+	// its key leaves for 2 (partition migrations 13 and 14): used again
+	// afterwards for a user of another partition, it must still be refused.
+	claimed := ""
+	for i := 0; claimed == ""; i++ {
+		if k := fmt.Sprint("op-key-", i); partition.For(k, 4) == 2 {
+			claimed = k
+		}
+	}
+	keyUsers := []string{usersOn(0, 4, 5)[4], usersOn(1, 4, 5)[4]}
+	if _, err := s.TopUp(ctx, ledger.TopUp{UserID: keyUsers[0], Amount: 7, Key: claimed}); err != nil {
+		t.Fatal(err)
+	}
 	r := partition.Resharding{Layout: l, NewPartitionURLs: newURLs, Log: slog.New(slog.NewTextHandler(testWriter{t}, nil))}
 	var held sync.WaitGroup
 	if lag {
@@ -351,6 +364,7 @@ func reshardUnderLoad(t *testing.T, lag bool) {
 			     + (SELECT count(*) FROM ledger_entries WHERE giftd_placement(user_id) & 3 <> $1)
 			     + (SELECT count(*) FROM debit_requests WHERE giftd_placement(user_id) & 3 <> $1)
 			     + (SELECT count(*) FROM events WHERE giftd_placement(data->>'user_id') & 3 IS DISTINCT FROM $1)
+			     + (SELECT count(*) FROM giftd_key_claims WHERE giftd_placement(key) & 3 <> $1)
 			     + (SELECT count(*) FROM giftd_reshard_fence) + (SELECT count(*) FROM giftd_reshard_marks)`, p).Scan(&strays)
 		if err != nil {
 			t.Fatal(err)
@@ -367,6 +381,9 @@ func reshardUnderLoad(t *testing.T, lag bool) {
 		if want := 1_000_000 - perUser[u]; w.Gold != want {
 			t.Errorf("wallet %s: %d gold; want %d (the seed less %d acknowledged debits)", u, w.Gold, want, perUser[u])
 		}
+	}
+	if _, err := s.TopUp(ctx, ledger.TopUp{UserID: keyUsers[1], Amount: 9, Key: claimed}); !errors.Is(err, ledger.ErrKeyReused) {
+		t.Errorf("a key claimed before the reshard, used again after it for a user of another partition: %v; want %v", err, ledger.ErrKeyReused)
 	}
 	parts := stores(t, after)
 	for p, ps := range parts {
