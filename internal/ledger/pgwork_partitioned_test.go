@@ -1,12 +1,8 @@
 package ledger_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -97,29 +93,6 @@ func BenchmarkDebit_PartitionWorkPerDebit(b *testing.B) {
 		}
 		return c.Database
 	}
-	cpuOf := func(db string) time.Duration {
-		rows, err := admin.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'`, db)
-		if err != nil {
-			b.Fatal(err)
-		}
-		pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
-		if err != nil {
-			b.Fatal(err)
-		}
-		var ticks int64
-		for _, pid := range pids {
-			stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-			if err != nil {
-				b.Skipf("cannot read the server's CPU time: %v", err)
-			}
-			f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-			for _, v := range f[11:13] {
-				n, _ := strconv.ParseInt(v, 10, 64)
-				ticks += n
-			}
-		}
-		return time.Duration(ticks) * 10 * time.Millisecond
-	}
 	dbs := map[string]string{"single": dbName(single), "proxy": dbName(l.ProxyURL), "partition": dbName(l.PartitionURLs[0])}
 	n := 0
 	batch := func(size int) []ledger.Debit {
@@ -141,7 +114,7 @@ func BenchmarkDebit_PartitionWorkPerDebit(b *testing.B) {
 			}
 			cpu := map[string]time.Duration{}
 			for k, db := range dbs {
-				cpu[k] = -cpuOf(db)
+				cpu[k] = -databaseCPU(b, admin, db)
 			}
 			b.ResetTimer()
 			for range b.N {
@@ -154,7 +127,7 @@ func BenchmarkDebit_PartitionWorkPerDebit(b *testing.B) {
 			b.StopTimer()
 			debits := float64(b.N * size)
 			for k, db := range dbs {
-				cpu[k] += cpuOf(db)
+				cpu[k] += databaseCPU(b, admin, db)
 				b.ReportMetric(float64(cpu[k].Microseconds())/debits, "cpu-µs/debit@"+k)
 			}
 			b.ReportMetric(float64(cpu["partition"])/float64(cpu["single"]), "partition/single")

@@ -173,8 +173,20 @@ func clientCPU() time.Duration {
 // serverCPU is the CPU time used so far by the backends serving s's
 // database, read from /proc (the server runs on this machine).
 func serverCPU(b *testing.B, s *ledger.Store) time.Duration {
-	rows, err := s.Pool().Query(context.Background(),
-		`SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'`)
+	var db string
+	if err := s.Pool().QueryRow(context.Background(), `SELECT current_database()`).Scan(&db); err != nil {
+		b.Fatal(err)
+	}
+	return databaseCPU(b, s.Pool(), db)
+}
+
+// databaseCPU is the CPU time so far of the client backends connected to
+// database db of q's server (utime + stime, from /proc).
+func databaseCPU(b *testing.B, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, db string) time.Duration {
+	rows, err := q.Query(context.Background(),
+		`SELECT pid FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'`, db)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -85,12 +85,7 @@ func TestReshard_SplitsTheGiftEconomyUnderLoad(t *testing.T) {
 	defer cancel()
 	b := ledger.DefaultBatching()
 	b.Window = 2 * time.Millisecond
-	s, err := ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(2, partition.For), ledger.WithBatching(b),
-		ledger.WithEconomy(ledger.Economy{Earnings: true, DefaultShareBP: 5000}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
+	s := economyStore(t, ctx, l.ProxyURL, b)
 	senders := make([][]string, 4)   // by partition of 4
 	receivers := make([][]string, 4) // by partition of 4
 	for p := range 4 {
@@ -104,13 +99,7 @@ func TestReshard_SplitsTheGiftEconomyUnderLoad(t *testing.T) {
 	}
 
 	// The credit consumer, over the 2 partitions, then over the 4.
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	consumer := credits.New(stores(t, l.PartitionURLs), credits.Config{Owner: "test", Lease: 10 * time.Second, Batch: 256,
-		Idle: 20 * time.Millisecond}, nil, quiet)
-	cctx, stopConsumer := context.WithCancel(ctx)
-	var consumerDone sync.WaitGroup
-	consumerDone.Go(func() { consumer.Run(cctx) })
-	defer func() { stopConsumer(); consumerDone.Wait() }()
+	consumer := startConsumer(t, ctx, l.PartitionURLs)
 
 	type gift struct{ sender, receiver string }
 	var mu sync.Mutex
@@ -371,12 +360,7 @@ func TestReshard_KeepsEveryReceiversBooks(t *testing.T) {
 	after := append(append([]string{}, l.PartitionURLs...), newURLs...)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	s, err := ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(2, partition.For),
-		ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithEconomy(ledger.Economy{Earnings: true, DefaultShareBP: 5000}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
+	s := economyStore(t, ctx, l.ProxyURL, ledger.Batching{MaxBatch: 1})
 	var senders, receivers []string
 	for p := range 4 {
 		senders = append(senders, placed("sender", p, 4, 2)...)
@@ -387,12 +371,7 @@ func TestReshard_KeepsEveryReceiversBooks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	consumer := credits.New(stores(t, l.PartitionURLs), credits.Config{Owner: "test", Lease: 10 * time.Second, Batch: 256,
-		Idle: 20 * time.Millisecond}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	cctx, stopConsumer := context.WithCancel(ctx)
-	var consumerDone sync.WaitGroup
-	consumerDone.Go(func() { consumer.Run(cctx) })
-	defer func() { stopConsumer(); consumerDone.Wait() }()
+	consumer := startConsumer(t, ctx, l.PartitionURLs)
 
 	give := func(round string) {
 		t.Helper()
@@ -541,12 +520,7 @@ func TestReshard_EconomyCutShortCarriesOnWhenRunAgain(t *testing.T) {
 			after := append(append([]string{}, l.PartitionURLs...), newURLs...)
 			bg, cancelAll := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancelAll()
-			s, err := ledger.Open(bg, l.ProxyURL, ledger.WithPartitions(2, partition.For),
-				ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithEconomy(ledger.Economy{Earnings: true, DefaultShareBP: 5000}))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(s.Close)
+			s := economyStore(t, bg, l.ProxyURL, ledger.Batching{MaxBatch: 1})
 			var senders, receivers []string
 			for p := range 4 {
 				senders = append(senders, placed("sender", p, 4, 1)...)
@@ -557,12 +531,7 @@ func TestReshard_EconomyCutShortCarriesOnWhenRunAgain(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			consumer := credits.New(stores(t, l.PartitionURLs), credits.Config{Owner: "test", Lease: 10 * time.Second,
-				Batch: 256, Idle: 20 * time.Millisecond}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
-			cctx, stopConsumer := context.WithCancel(bg)
-			var consumerDone sync.WaitGroup
-			consumerDone.Go(func() { consumer.Run(cctx) })
-			defer func() { stopConsumer(); consumerDone.Wait() }()
+			consumer := startConsumer(t, bg, l.PartitionURLs)
 			earned := map[string]int64{}
 			sentTo := map[string]string{} // request id → sender
 			give := func(round string) {
@@ -659,12 +628,7 @@ func TestReshard_TwiceKeepsTheEconomy(t *testing.T) {
 	requireLogical(t, l.ProxyURL)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	s, err := ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(2, partition.For),
-		ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithEconomy(ledger.Economy{Earnings: true, DefaultShareBP: 5000}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
+	s := economyStore(t, ctx, l.ProxyURL, ledger.Batching{MaxBatch: 1})
 	var senders, receivers []string
 	for p := range 8 {
 		senders = append(senders, placed("sender", p, 8, 1)...)
@@ -675,12 +639,7 @@ func TestReshard_TwiceKeepsTheEconomy(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	consumer := credits.New(stores(t, l.PartitionURLs), credits.Config{Owner: "test", Lease: 10 * time.Second, Batch: 256,
-		Idle: 20 * time.Millisecond}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	cctx, stopConsumer := context.WithCancel(ctx)
-	var consumerDone sync.WaitGroup
-	consumerDone.Go(func() { consumer.Run(cctx) })
-	defer func() { stopConsumer(); consumerDone.Wait() }()
+	consumer := startConsumer(t, ctx, l.PartitionURLs)
 	due := map[string]int64{} // balance − owed each receiver must have
 	sentTo := map[string]string{}
 	give := func(round string) {
@@ -780,4 +739,30 @@ func TestReshard_TwiceKeepsTheEconomy(t *testing.T) {
 	}
 	double("a")
 	double("b")
+}
+
+// economyStore opens a store through the proxy of a cluster of 2, earnings
+// on (half to the receiver), batching as b says.
+func economyStore(t *testing.T, ctx context.Context, proxyURL string, b ledger.Batching) *ledger.Store {
+	t.Helper()
+	s, err := ledger.Open(ctx, proxyURL, ledger.WithPartitions(2, partition.For), ledger.WithBatching(b),
+		ledger.WithEconomy(ledger.Economy{Earnings: true, DefaultShareBP: 5000}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// startConsumer runs a credit consumer over the partitions of urls until
+// the test ends.
+func startConsumer(t *testing.T, ctx context.Context, urls []string) *credits.Consumer {
+	t.Helper()
+	consumer := credits.New(stores(t, urls), credits.Config{Owner: "test", Lease: 10 * time.Second, Batch: 256,
+		Idle: 20 * time.Millisecond}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cctx, stop := context.WithCancel(ctx)
+	var done sync.WaitGroup
+	done.Go(func() { consumer.Run(cctx) })
+	t.Cleanup(func() { stop(); done.Wait() })
+	return consumer
 }
