@@ -275,6 +275,17 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 	metrics := httpapi.NewMetrics(reg)
 	reg.MustRegister(newPoolCollector(store.Pool()))
 	store.SetTimer(metrics.ObserveDB)
+	if partitioned {
+		// After giftd reshard the proxy routes over more partitions than
+		// this replica holds direct pools to, until it is restarted with
+		// the new GIFTD_PARTITION_URLS: the alert GiftdPartitionsNotConnected.
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "giftd_partitions",
+			Help: "Partitions the proxy routes over, as this replica last read it (partitioned mode)."},
+			func() float64 { return float64(store.Partitions()) }))
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "giftd_partitions_connected",
+			Help: "Partitions this replica holds direct pools to (GIFTD_PARTITION_URLS): the credit consumer, configuration copies, events and webhook delivery use them."},
+			func() float64 { return float64(len(parts)) }))
+	}
 	ready := httpapi.NewReadiness(reg, store, log)
 	calls := callback.NewRecorder(reg, log)
 	deps := httpapi.Deps{

@@ -213,6 +213,15 @@ func TestRun_ServeCarriesOnThroughAReshard(t *testing.T) {
 		}
 	}
 
+	// serve learnt the new count but still connects to the 2 it started
+	// with: the alert GiftdPartitionsNotConnected reads both.
+	metrics := scrape(t, srv.admin)
+	for _, want := range []string{"\ngiftd_partitions 4\n", "\ngiftd_partitions_connected 2\n"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics after the reshard lacks %q", strings.TrimSpace(want))
+		}
+	}
+
 	after := append(append([]string{}, l.PartitionURLs...), newURLs...)
 	perUser := map[string]int64{}
 	for id, u := range sentTo {
