@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -132,12 +133,29 @@ func (s *server) launch() {
 	go func(cmd *exec.Cmd, exited chan struct{}) { cmd.Wait(); close(exited) }(s.cmd, s.exited) //nolint:errcheck // killed on purpose
 }
 
-// start runs giftd and waits until it is ready.
+// start runs giftd and waits until it is ready. Its addresses are ports
+// found free and handed over (giftd restarts on the same ones), which
+// another process may take first: /readyz counts only once this process
+// has logged that it listens there, so that another server's answer is
+// never taken for its own (it fails at start instead, saying why).
 func (s *server) start() {
 	s.t.Helper()
+	from, err := s.log.Seek(0, io.SeekEnd)
+	if err != nil {
+		s.t.Fatal(err)
+	}
 	s.launch()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
+		if !s.listening(from) {
+			select {
+			case <-s.exited:
+				out, _ := os.ReadFile(s.log.Name())
+				s.t.Fatalf("giftd exited at start:\n%s", out)
+			case <-time.After(20 * time.Millisecond):
+			}
+			continue
+		}
 		if resp, err := http.Get("http://" + s.admin + "/readyz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -152,6 +170,21 @@ func (s *server) start() {
 		}
 	}
 	s.t.Fatal("giftd not ready in 30s")
+}
+
+// listening reports whether giftd logged, after offset from of its log,
+// that it listens on s's addresses.
+func (s *server) listening(from int64) bool {
+	out, err := os.ReadFile(s.log.Name())
+	if err != nil || int64(len(out)) < from {
+		return false
+	}
+	for _, line := range strings.Split(string(out[from:]), "\n") {
+		if strings.Contains(line, "giftd listening") && strings.Contains(line, s.public) && strings.Contains(line, s.admin) {
+			return true
+		}
+	}
+	return false
 }
 
 // kill ends giftd with SIGKILL: no shutdown, no cleanup, as a crash would.
