@@ -229,35 +229,7 @@ func TestRun_ServeCarriesOnThroughAReshard(t *testing.T) {
 			perUser[u]++
 		}
 	}
-	for p, u := range after {
-		conn, err := pgx.Connect(ctx, u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rows, err := conn.Query(ctx, `SELECT ref, user_id, count(*) FROM ledger_entries WHERE kind = 'debit' GROUP BY ref, user_id`)
-		if err != nil {
-			t.Fatal(err)
-		}
-		found := map[string]bool{}
-		for rows.Next() {
-			var ref, user string
-			var n int
-			if err := rows.Scan(&ref, &user, &n); err != nil {
-				t.Fatal(err)
-			}
-			found[ref] = true
-			if n != 1 || sentTo[ref] != user || partition.For(user, 4) != p {
-				t.Errorf("partition %d: %d debits %s of %s", p, n, ref, user)
-			}
-		}
-		rows.Close()
-		conn.Close(ctx)
-		for id, user := range sentTo {
-			if acked[id] && partition.For(user, 4) == p && !found[id] {
-				t.Errorf("debit %s of %s acknowledged but not on partition %d", id, user, p)
-			}
-		}
-	}
+	debitsPlaced(t, after, sentTo, func(id string) bool { return acked[id] })
 	for _, u := range users {
 		code, m := adminCall(t, srv.admin, http.MethodGet, "/admin/v1/wallets/"+u, e2eToken, "")
 		if want := float64(1_000_000 - perUser[u]); code != http.StatusOK || m["gold"] != want {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -10,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"giftd/internal/linkv"
+	"giftd/internal/partition"
 )
 
 // debitFields are a LinkV debit of gold from user, expiring at expriation,
@@ -85,4 +89,42 @@ func scrape(t *testing.T, admin string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// debitsPlaced checks every debit entry on the partitions of urls: each
+// request once, of the user it was sent for (sent: request id → user), on
+// that user's partition of len(urls); and every request that must be there
+// (must) is, on its user's partition.
+func debitsPlaced(t *testing.T, urls []string, sent map[string]string, must func(id string) bool) {
+	t.Helper()
+	ctx := context.Background()
+	for p, u := range urls {
+		conn, err := pgx.Connect(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := conn.Query(ctx, `SELECT ref, user_id, count(*) FROM ledger_entries WHERE kind = 'debit' GROUP BY ref, user_id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := map[string]bool{}
+		for rows.Next() {
+			var ref, user string
+			var n int
+			if err := rows.Scan(&ref, &user, &n); err != nil {
+				t.Fatal(err)
+			}
+			found[ref] = true
+			if n != 1 || sent[ref] != user || partition.For(user, len(urls)) != p {
+				t.Errorf("partition %d: %d debits %s of %s", p, n, ref, user)
+			}
+		}
+		rows.Close()
+		conn.Close(ctx)
+		for id, user := range sent {
+			if must(id) && partition.For(user, len(urls)) == p && !found[id] {
+				t.Errorf("debit %s of %s is not on partition %d", id, user, p)
+			}
+		}
+	}
 }

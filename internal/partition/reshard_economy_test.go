@@ -361,16 +361,7 @@ func TestReshard_KeepsEveryReceiversBooks(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	s := economyStore(t, ctx, l.ProxyURL, ledger.Batching{MaxBatch: 1})
-	var senders, receivers []string
-	for p := range 4 {
-		senders = append(senders, placed("sender", p, 4, 2)...)
-		receivers = append(receivers, placed("receiver", p, 4, 1)...)
-	}
-	for _, u := range senders {
-		if _, err := s.TopUp(ctx, ledger.TopUp{UserID: u, Amount: 1000, Key: "seed-" + u}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	senders, receivers := economyUsers(t, ctx, s, 4, 2, 1000)
 	consumer := startConsumer(t, ctx, l.PartitionURLs)
 
 	give := func(round string) {
@@ -521,16 +512,7 @@ func TestReshard_EconomyCutShortCarriesOnWhenRunAgain(t *testing.T) {
 			bg, cancelAll := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancelAll()
 			s := economyStore(t, bg, l.ProxyURL, ledger.Batching{MaxBatch: 1})
-			var senders, receivers []string
-			for p := range 4 {
-				senders = append(senders, placed("sender", p, 4, 1)...)
-				receivers = append(receivers, placed("receiver", p, 4, 1)...)
-			}
-			for _, u := range senders {
-				if _, err := s.TopUp(bg, ledger.TopUp{UserID: u, Amount: 1000, Key: "seed-" + u}); err != nil {
-					t.Fatal(err)
-				}
-			}
+			senders, receivers := economyUsers(t, bg, s, 4, 1, 1000)
 			consumer := startConsumer(t, bg, l.PartitionURLs)
 			earned := map[string]int64{}
 			sentTo := map[string]string{} // request id → sender
@@ -629,16 +611,7 @@ func TestReshard_TwiceKeepsTheEconomy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	s := economyStore(t, ctx, l.ProxyURL, ledger.Batching{MaxBatch: 1})
-	var senders, receivers []string
-	for p := range 8 {
-		senders = append(senders, placed("sender", p, 8, 1)...)
-		receivers = append(receivers, placed("receiver", p, 8, 1)...)
-	}
-	for _, u := range senders {
-		if _, err := s.TopUp(ctx, ledger.TopUp{UserID: u, Amount: 10_000, Key: "seed-" + u}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	senders, receivers := economyUsers(t, ctx, s, 8, 1, 10_000)
 	consumer := startConsumer(t, ctx, l.PartitionURLs)
 	due := map[string]int64{} // balance − owed each receiver must have
 	sentTo := map[string]string{}
@@ -752,6 +725,22 @@ func economyStore(t *testing.T, ctx context.Context, proxyURL string, b ledger.B
 	}
 	t.Cleanup(s.Close)
 	return s
+}
+
+// economyUsers places k senders and one receiver on each of n partitions,
+// and tops each sender up with amount.
+func economyUsers(t *testing.T, ctx context.Context, s *ledger.Store, n, k int, amount int64) (senders, receivers []string) {
+	t.Helper()
+	for p := range n {
+		senders = append(senders, placed("sender", p, n, k)...)
+		receivers = append(receivers, placed("receiver", p, n, 1)...)
+	}
+	for _, u := range senders {
+		if _, err := s.TopUp(ctx, ledger.TopUp{UserID: u, Amount: amount, Key: "seed-" + u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return senders, receivers
 }
 
 // startConsumer runs a credit consumer over the partitions of urls until
