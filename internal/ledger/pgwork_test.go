@@ -3,6 +3,8 @@ package ledger_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -10,19 +12,35 @@ import (
 )
 
 // BenchmarkDebit_PostgresWorkPerDebit measures what PostgreSQL spends per
-// debit, with earnings on, at migration 8's schema and at the latest: two
-// databases on one server, each with a store of one connection, taking
-// batches in turn so that both see the same load on the machine. One op is
-// one batch of 64 gifts of 64 senders (of 100 000) to 64 receivers (of 1000)
-// on each, executed as one statement. Per schema it reports the server's
-// CPU time (the backend's utime + stime, from /proc) and the WAL written
-// (pg_current_wal_lsn around each batch) per debit, which hold still when
-// other work shares the machine; nothing else should use the test's server
-// meanwhile (docs/benchmarks.md):
+// debit, with earnings on, at a baseline schema (migration 8's, or
+// GIFTD_BENCH_BASE_SCHEMA) and at the latest: two databases on one server,
+// each with a store of one connection, taking batches in turn so that both
+// see the same load on the machine. One op is one batch of 64 gifts of 64
+// senders (of 100 000) to 64 receivers (of 1000) on each, executed as one
+// statement; batch=1 takes lone debits instead. Per schema it reports the
+// server's CPU time (the backend's utime + stime, from /proc) and the WAL
+// written (pg_current_wal_lsn around each batch) per debit, which hold still
+// when other work shares the machine; nothing else should use the test's
+// server meanwhile (docs/benchmarks.md):
 //
-//	go test -run '^$' -bench PostgresWorkPerDebit -benchtime 600x -count 3 ./internal/ledger/
+//	go test -run '^$' -bench PostgresWorkPerDebit/batch=64 -benchtime 600x -count 3 ./internal/ledger/
+//	GIFTD_BENCH_BASE_SCHEMA=11 go test -run '^$' -bench PostgresWorkPerDebit/batch=1 -benchtime 4000x -count 3 ./internal/ledger/
 func BenchmarkDebit_PostgresWorkPerDebit(b *testing.B) {
-	const senders, receivers, batch = 100_000, 1000, 64
+	base := uint(8)
+	if v := os.Getenv("GIFTD_BENCH_BASE_SCHEMA"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			b.Fatalf("GIFTD_BENCH_BASE_SCHEMA: %v", err)
+		}
+		base = uint(n)
+	}
+	for _, batch := range []int{64, 1} {
+		b.Run(fmt.Sprint("batch=", batch), func(b *testing.B) { postgresWorkPerDebit(b, base, batch) })
+	}
+}
+
+func postgresWorkPerDebit(b *testing.B, base uint, batch int) {
+	const senders, receivers = 100_000, 1000
 	type schema struct {
 		name  string
 		s     *ledger.Store
@@ -31,7 +49,7 @@ func BenchmarkDebit_PostgresWorkPerDebit(b *testing.B) {
 		debit int
 	}
 	var schemas []*schema
-	for _, version := range []uint{8, 0} {
+	for _, version := range []uint{base, 0} {
 		url := emptyDatabase(b)
 		name := "latest"
 		var err error
@@ -107,6 +125,6 @@ func BenchmarkDebit_PostgresWorkPerDebit(b *testing.B) {
 		b.ReportMetric(float64(sc.wal)/debits, "wal-B/debit@"+sc.name)
 		b.ReportMetric(float64(sc.cpu.Microseconds())/debits, "server-cpu-µs/debit@"+sc.name)
 	}
-	b.ReportMetric(float64(schemas[1].cpu)/float64(schemas[0].cpu), "cpu-latest/8")
+	b.ReportMetric(float64(schemas[1].cpu)/float64(schemas[0].cpu), "cpu-latest/base")
 	b.ReportMetric(0, "ns/op")
 }
