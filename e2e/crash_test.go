@@ -34,7 +34,7 @@ func (c linkvClient) send(ctx context.Context, s *server, body string) (final in
 // behind a load balancer in front of replicas).
 func (c linkvClient) sendTo(ctx context.Context, pick func() *server, body string) (final int, got200 bool) {
 	for ctx.Err() == nil {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+pick().public+"/linkv/debit", strings.NewReader(body))
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+pick().public()+"/linkv/debit", strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		resp, err := c.http.Do(req)
 		if err == nil {

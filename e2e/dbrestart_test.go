@@ -55,7 +55,7 @@ func TestDatabaseRestart_FastAndImmediate(t *testing.T) {
 				r.body = signedForm(r.id, r.user, 1)
 				for ctx.Err() == nil {
 					t0 := time.Now()
-					req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+srv.public+"/linkv/debit", strings.NewReader(r.body))
+					req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+srv.public()+"/linkv/debit", strings.NewReader(r.body))
 					req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 					resp, err := client.Do(req)
 					if err != nil {
@@ -111,7 +111,7 @@ func TestDatabaseRestart_FastAndImmediate(t *testing.T) {
 }
 
 func ready(s *server) int {
-	resp, err := http.Get("http://" + s.admin + "/readyz")
+	resp, err := http.Get("http://" + s.admin() + "/readyz")
 	if err != nil {
 		return 0
 	}

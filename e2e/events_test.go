@@ -141,7 +141,7 @@ func TestEvents_EveryCommittedEventDeliveredInOrderThroughFaults(t *testing.T) {
 				id := fmt.Sprintf("ev-%02d-%05d", c, i)
 				form := signedForm(id, fmt.Sprint("w", rand.IntN(wallets)), 1)
 				for try := 0; ctx.Err() == nil; try++ {
-					resp, err := client.Post("http://"+servers[(c+try)%2].public+"/linkv/debit", "application/x-www-form-urlencoded", strings.NewReader(form))
+					resp, err := client.Post("http://"+servers[(c+try)%2].public()+"/linkv/debit", "application/x-www-form-urlencoded", strings.NewReader(form))
 					if err == nil {
 						io.Copy(io.Discard, resp.Body) //nolint:errcheck // the status says it
 						resp.Body.Close()
@@ -253,9 +253,9 @@ func TestEvents_EveryCommittedEventDeliveredInOrderThroughFaults(t *testing.T) {
 		}
 		for _, s := range servers {
 			code, body := adminJSON(t, s, http.MethodGet, "/admin/v1/webhooks/"+ep.ID, "")
-			t.Logf("endpoint as %s sees it: %d %s", s.admin, code, body)
+			t.Logf("endpoint as %s sees it: %d %s", s.admin(), code, body)
 			code, body = adminJSON(t, s, http.MethodGet, fmt.Sprintf("/admin/v1/events?after=%d&limit=1", want[len(want)-1].Position), "")
-			t.Logf("feed's horizon at %s: %d %s", s.admin, code, body)
+			t.Logf("feed's horizon at %s: %d %s", s.admin(), code, body)
 		}
 		var snap string
 		store.Pool().QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&snap) //nolint:errcheck // diagnostics
@@ -289,7 +289,7 @@ func TestEvents_EveryCommittedEventDeliveredInOrderThroughFaults(t *testing.T) {
 // adminJSON sends an admin request to s and returns the status and body.
 func adminJSON(t *testing.T, s *server, method, path, body string) (int, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest(method, "http://"+s.admin+path, strings.NewReader(body))
+	req, _ := http.NewRequest(method, "http://"+s.admin()+path, strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

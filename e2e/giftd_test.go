@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -21,6 +20,7 @@ import (
 
 	"giftd/internal/ledger"
 	"giftd/internal/linkv"
+	"giftd/internal/listening"
 	"giftd/internal/pgtest"
 )
 
@@ -67,25 +67,44 @@ type buildError struct {
 
 func (e *buildError) Error() string { return "go build: " + e.err.Error() + "\n" + e.out }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+// server is one giftd process that can be killed and started again. Both
+// its listeners are on port 0: each run binds ports the system picks, and
+// the test learns them from its "giftd listening" line (never ports found
+// free and handed over, which another process may take first), so a
+// restarted giftd has new addresses: whatever talks to it asks public and
+// admin for each request.
+type server struct {
+	t      *testing.T
+	env    []string
+	log    *os.File
+	from   int64 // where the current run's log begins
+	cmd    *exec.Cmd
+	exited chan struct{}
+
+	mu  sync.Mutex
+	pub string // the running process's public address, "" until it logged it and once it is killed
+	adm string // its admin address, likewise
 }
 
-// server is one giftd process that can be killed and started again on the
-// same addresses.
-type server struct {
-	t             *testing.T
-	env           []string
-	public, admin string
-	log           *os.File
-	cmd           *exec.Cmd
-	exited        chan struct{}
+// public is the address of s's public listener now: "" while s is not
+// known to listen (a request there fails as one to a stopped giftd would).
+func (s *server) public() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pub
+}
+
+// admin is the address of s's admin listener now, as public.
+func (s *server) admin() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.adm
+}
+
+func (s *server) setAddrs(public, admin string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pub, s.adm = public, admin
 }
 
 // newServer starts a giftd on databaseURL with extra settings and waits
@@ -104,11 +123,11 @@ func stoppedServer(t *testing.T, databaseURL string, extra ...string) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &server{t: t, public: freeAddr(t), admin: freeAddr(t), log: log}
+	s := &server{t: t, log: log}
 	s.env = append(os.Environ(),
 		"DATABASE_URL="+databaseURL,
-		"GIFTD_HTTP_ADDR="+s.public,
-		"GIFTD_ADMIN_ADDR="+s.admin,
+		"GIFTD_HTTP_ADDR=127.0.0.1:0",
+		"GIFTD_ADMIN_ADDR=127.0.0.1:0",
 		"GIFTD_LINKV_APPS="+appID+":"+secret,
 		"GIFTD_ADMIN_TOKEN="+token,
 		// The receiving side on, half to the receiver: the fault tests
@@ -121,9 +140,16 @@ func stoppedServer(t *testing.T, databaseURL string, extra ...string) *server {
 	return s
 }
 
-// launch starts s's process without waiting for anything.
+// launch starts s's process without waiting for anything: s has no
+// addresses until awaitAddrs read them from this run's log.
 func (s *server) launch() {
 	s.t.Helper()
+	from, err := s.log.Seek(0, io.SeekEnd)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.from = from
+	s.setAddrs("", "")
 	s.cmd = exec.Command(giftdBinary(s.t), "serve")
 	s.cmd.Env, s.cmd.Stdout, s.cmd.Stderr = s.env, s.log, s.log
 	if err := s.cmd.Start(); err != nil {
@@ -133,34 +159,38 @@ func (s *server) launch() {
 	go func(cmd *exec.Cmd, exited chan struct{}) { cmd.Wait(); close(exited) }(s.cmd, s.exited) //nolint:errcheck // killed on purpose
 }
 
-// start runs giftd and waits until it is ready. Its addresses are ports
-// found free and handed over (giftd restarts on the same ones), which
-// another process may take first: /readyz counts only once this process
-// has logged that it listens there, so that another server's answer is
-// never taken for its own (it fails at start instead, saying why).
-func (s *server) start() {
+// awaitAddrs waits until the process launch started has logged the
+// addresses it bound ("giftd listening") and makes them s's; it fails the
+// test if the process exits first or logs none within a minute.
+func (s *server) awaitAddrs() {
 	s.t.Helper()
-	from, err := s.log.Seek(0, io.SeekEnd)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	s.launch()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if !s.listening(from) {
-			select {
-			case <-s.exited:
-				out, _ := os.ReadFile(s.log.Name())
-				s.t.Fatalf("giftd exited at start:\n%s", out)
-			case <-time.After(20 * time.Millisecond):
-			}
-			continue
-		}
-		if resp, err := http.Get("http://" + s.admin + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
+		if out, err := os.ReadFile(s.log.Name()); err == nil && int64(len(out)) >= s.from {
+			if public, admin, ok := listening.Addrs(string(out[s.from:])); ok {
+				s.setAddrs(public, admin)
 				return
 			}
+		}
+		select {
+		case <-s.exited:
+			out, _ := os.ReadFile(s.log.Name())
+			s.t.Fatalf("giftd exited at start:\n%s", out)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	out, _ := os.ReadFile(s.log.Name())
+	s.t.Fatalf("giftd logged no addresses within a minute:\n%s", out)
+}
+
+// start runs giftd, learns its addresses and waits until it is ready.
+func (s *server) start() {
+	s.t.Helper()
+	s.launch()
+	s.awaitAddrs()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if ready(s) == http.StatusOK {
+			return
 		}
 		select {
 		case <-s.exited:
@@ -172,21 +202,6 @@ func (s *server) start() {
 	s.t.Fatal("giftd not ready in 30s")
 }
 
-// listening reports whether giftd logged, after offset from of its log,
-// that it listens on s's addresses.
-func (s *server) listening(from int64) bool {
-	out, err := os.ReadFile(s.log.Name())
-	if err != nil || int64(len(out)) < from {
-		return false
-	}
-	for _, line := range strings.Split(string(out[from:]), "\n") {
-		if strings.Contains(line, "giftd listening") && strings.Contains(line, s.public) && strings.Contains(line, s.admin) {
-			return true
-		}
-	}
-	return false
-}
-
 // kill ends giftd with SIGKILL: no shutdown, no cleanup, as a crash would.
 func (s *server) kill() {
 	if s.cmd == nil || s.cmd.Process == nil {
@@ -194,6 +209,9 @@ func (s *server) kill() {
 	}
 	s.cmd.Process.Signal(syscall.SIGKILL) //nolint:errcheck // it may be gone already
 	<-s.exited
+	// Its ports are free again, for any process to take: nothing is sent
+	// there until it logs new ones.
+	s.setAddrs("", "")
 }
 
 // signedForm is a LinkV debit of gold from user with the given request id:

@@ -30,7 +30,7 @@ func TestLoad_EveryCountedDebitIsInTheLedger(t *testing.T) {
 			srv := newServer(t, dbURL, "GIFTD_POLYV_APPS="+polyvApp, "GIFTD_POLYV_POINT_SCALE=100",
 				"GIFTD_POLYV_URL_PARAMS=zone")
 			cmd := exec.CommandContext(ctx, buildCmd(t, "giftd-load"), "-platform", tc.platform,
-				"-url", "http://"+srv.public+tc.path, "-admin-url", "http://"+srv.admin,
+				"-url", "http://"+srv.public()+tc.path, "-admin-url", "http://"+srv.admin(),
 				"-c", "4", "-wallets", "3", "-d", "500ms")
 			cmd.Env = append(os.Environ(), "GIFTD_ADMIN_TOKEN="+token, "GIFTD_LINKV_APPS="+appID+":"+secret,
 				"GIFTD_POLYV_APPS="+polyvApp, "GIFTD_POLYV_POINT_SCALE=100")

@@ -159,7 +159,7 @@ func sendTwiceEach(t *testing.T, ctx context.Context, replicas []*server, reqs [
 
 // post sends body to s's debit path once and returns the status, 0 for no answer.
 func post(ctx context.Context, client *http.Client, s *server, body string) int {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.public+"/linkv/debit", strings.NewReader(body))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.public()+"/linkv/debit", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	resp, err := client.Do(req)
 	if err != nil {
@@ -182,8 +182,9 @@ func startTogether(t *testing.T, n int, databaseURL string, extra ...string) []*
 	return servers
 }
 
-// startAgainTogether launches every (stopped) server at once, then waits
-// until each is ready; it fails the test with the log of any that exits.
+// startAgainTogether launches every (stopped) server at once, then learns
+// their addresses and waits until each is ready; it fails the test with the
+// log of any that exits.
 func startAgainTogether(t *testing.T, servers []*server) {
 	t.Helper()
 	for _, s := range servers {
@@ -191,6 +192,7 @@ func startAgainTogether(t *testing.T, servers []*server) {
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for i, s := range servers {
+		s.awaitAddrs()
 		for ready(s) != http.StatusOK {
 			select {
 			case <-s.exited:
@@ -375,9 +377,15 @@ func (b *pgBouncer) stop() {
 	}
 }
 
+// freePort returns a TCP port of 127.0.0.1 that was free a moment ago, for
+// PgBouncer: the URLs through it are written before it starts, and it
+// starts again on the same port. (giftd binds port 0 instead, see server.)
 func freePort(t *testing.T) int {
 	t.Helper()
-	_, port, _ := net.SplitHostPort(freeAddr(t))
-	n, _ := strconv.Atoi(port)
-	return n
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }

@@ -137,7 +137,7 @@ func TestCommitUnknown_RetryReplaysInsteadOfDebitingTwice(t *testing.T) {
 	srv := newServer(t, u.String())
 
 	post := func(body string) (int, string) {
-		resp, err := http.Post("http://"+srv.public+"/linkv/debit", "application/x-www-form-urlencoded", strings.NewReader(body))
+		resp, err := http.Post("http://"+srv.public()+"/linkv/debit", "application/x-www-form-urlencoded", strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}

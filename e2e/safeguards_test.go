@@ -20,7 +20,7 @@ import (
 // does, and returns the final status and body.
 func postLinkV(ctx context.Context, c *http.Client, s *server, body string) (int, string) {
 	for ctx.Err() == nil {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.public+"/linkv/debit", strings.NewReader(body))
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.public()+"/linkv/debit", strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		resp, err := c.Do(req)
 		if err == nil {

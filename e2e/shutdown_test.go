@@ -45,7 +45,7 @@ func TestShutdown_SIGTERMMidBurstLosesNoAnsweredDebit(t *testing.T) {
 
 	// The held debit: its headers and half its body now, the rest later.
 	heldBody := signedForm("term-held", "held", 7)
-	heldConn, err := net.Dial("tcp", srv.public)
+	heldConn, err := net.Dial("tcp", srv.public())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func TestShutdown_SIGTERMMidBurstLosesNoAnsweredDebit(t *testing.T) {
 		id := fmt.Sprintf("term-%05d", seq.Add(1))
 		after := signaled.Load()
 		status := 0
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+srv.public+"/linkv/debit",
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+srv.public()+"/linkv/debit",
 			strings.NewReader(signedForm(id, user, 1)))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		if resp, err := client.Do(req); err == nil {
@@ -117,7 +117,7 @@ func TestShutdown_SIGTERMMidBurstLosesNoAnsweredDebit(t *testing.T) {
 	// During the delay giftd still serves, but both probes say 503 before
 	// the listeners close.
 	probe := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	for _, addr := range []string{srv.public, srv.admin} {
+	for _, addr := range []string{srv.public(), srv.admin()} {
 		got := 0
 		eventually(ctx, 30*time.Second, func() bool {
 			resp, err := probe.Get("http://" + addr + "/readyz")
@@ -138,7 +138,7 @@ func TestShutdown_SIGTERMMidBurstLosesNoAnsweredDebit(t *testing.T) {
 	if !waitLog(ctx, srv, `"msg":"shutting down"`) {
 		t.Fatal(`giftd never logged "shutting down" after SIGTERM`)
 	}
-	for _, addr := range []string{srv.public, srv.admin} {
+	for _, addr := range []string{srv.public(), srv.admin()} {
 		if !eventually(ctx, 30*time.Second, func() bool {
 			resp, err := probe.Get("http://" + addr + "/healthz")
 			if err == nil {

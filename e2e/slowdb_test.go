@@ -51,7 +51,7 @@ func TestSlowDatabase_LockWaitsCutAndPoolKeepsMoving(t *testing.T) {
 				r := &request{id: fmt.Sprintf("slow-%02d-%02d", c, i), user: fmt.Sprint("w", rand.IntN(wallets))}
 				r.body = signedForm(r.id, r.user, 1)
 				for attempt := 0; ctx.Err() == nil; attempt++ {
-					resp, err := http.Post("http://"+srv.public+"/linkv/debit", "application/x-www-form-urlencoded", strings.NewReader(r.body))
+					resp, err := http.Post("http://"+srv.public()+"/linkv/debit", "application/x-www-form-urlencoded", strings.NewReader(r.body))
 					if err != nil {
 						t.Errorf("no answer: %v", err)
 						return

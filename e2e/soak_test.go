@@ -70,7 +70,7 @@ func TestSoak(t *testing.T) {
 				for ctx.Err() == nil {
 					s := replicas[rand.IntN(len(replicas))]
 					attempts.Add(1)
-					resp, err := client.Post("http://"+s.public+"/linkv/debit", "application/x-www-form-urlencoded", strings.NewReader(r.body))
+					resp, err := client.Post("http://"+s.public()+"/linkv/debit", "application/x-www-form-urlencoded", strings.NewReader(r.body))
 					if err != nil {
 						unanswered.Add(1)
 						time.Sleep(20 * time.Millisecond)

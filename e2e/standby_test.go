@@ -34,7 +34,7 @@ func TestStandby_FirstInAMultiHostURL(t *testing.T) {
 	t.Run("without target_session_attrs refused at start", func(t *testing.T) {
 		cmd := exec.Command(giftdBinary(t), "serve")
 		cmd.Env = append(os.Environ(), "DATABASE_URL="+both.String(), "GIFTD_MIGRATE=false",
-			"GIFTD_HTTP_ADDR="+freeAddr(t), "GIFTD_ADMIN_ADDR="+freeAddr(t),
+			"GIFTD_HTTP_ADDR=127.0.0.1:0", "GIFTD_ADMIN_ADDR=127.0.0.1:0",
 			"GIFTD_LINKV_APPS="+appID+":"+secret, "GIFTD_ADMIN_TOKEN="+token)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
@@ -87,6 +87,7 @@ func TestStandby_FirstInAMultiHostURL(t *testing.T) {
 	t.Run("on the standby alone not ready", func(t *testing.T) {
 		srv := stoppedServer(t, standby.URL, "GIFTD_MIGRATE=false")
 		srv.launch()
+		srv.awaitAddrs()
 		if !eventually(ctx, 15*time.Second, func() bool { return health(srv) == http.StatusOK }) {
 			out, _ := os.ReadFile(srv.log.Name())
 			t.Fatalf("giftd never answered /healthz:\n%s", out)
@@ -105,7 +106,7 @@ func TestStandby_FirstInAMultiHostURL(t *testing.T) {
 }
 
 func health(s *server) int {
-	resp, err := http.Get("http://" + s.admin + "/healthz")
+	resp, err := http.Get("http://" + s.admin() + "/healthz")
 	if err != nil {
 		return 0
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"giftd/internal/linkv"
+	"giftd/internal/listening"
 	"giftd/internal/partition"
 	"giftd/internal/pgtest"
 	"giftd/migrations"
@@ -122,18 +123,14 @@ func startServe(t *testing.T, env map[string]string) *serving {
 	return s
 }
 
-// listening finds the addresses in serve's "giftd listening" line, in the
-// text or the JSON log.
-var listening = regexp.MustCompile(`giftd listening"?\W.*?\bpublic"?[=:]"?([^\s",]+)"?[ ,]"?admin"?[=:]"?([^\s",]+)`)
-
 // boundAddrs waits for serve to log the addresses it bound, and returns
 // them.
 func boundAddrs(t *testing.T, logs *syncBuffer, errc <-chan error) (public, admin string) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
-		if m := listening.FindStringSubmatch(logs.String()); m != nil {
-			return m[1], m[2]
+		if public, admin, ok := listening.Addrs(logs.String()); ok {
+			return public, admin
 		}
 		select {
 		case err := <-errc:
@@ -347,15 +344,15 @@ func TestRun_MigrateUpDownVersion(t *testing.T) {
 }
 
 func TestRun_DevPrintsWorkingCurl(t *testing.T) {
-	public, admin := freeAddr(t), freeAddr(t)
-	env := map[string]string{"GIFTD_HTTP_ADDR": public, "GIFTD_ADMIN_ADDR": admin, "CI": os.Getenv("CI")}
+	env := map[string]string{"GIFTD_HTTP_ADDR": "127.0.0.1:0", "GIFTD_ADMIN_ADDR": "127.0.0.1:0", "CI": os.Getenv("CI")}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out syncBuffer
+	var out, logs syncBuffer
 	errc := make(chan error, 1)
 	go func() {
-		errc <- run(ctx, []string{"giftd", "dev"}, func(k string) string { return env[k] }, &out, io.Discard)
+		errc <- run(ctx, []string{"giftd", "dev"}, func(k string) string { return env[k] }, &out, &logs)
 	}()
+	_, admin := boundAddrs(t, &logs, errc)
 	waitHealthy(t, "http://"+admin, errc)
 
 	m := regexp.MustCompile(`curl -sS -X POST (\S+) -H '[^']+' --data '([^']+)'`).FindStringSubmatch(out.String())
