@@ -313,3 +313,68 @@ func TestLegs_RivalsApplyAFirstLegOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestConsumer_ALeaseTakenOverMeanwhileMovesNothingTwice: a consumer that
+// renewed its lease with its last step takes the next one on what it
+// remembers (no lease taken); if another consumer took the lease meanwhile
+// (here: the first's made to expire in the database) and moved the credits,
+// the first's step applies no leg twice, fails on its second legs (GD002),
+// and the step after leases again (and finds the other holding it).
+func TestConsumer_ALeaseTakenOverMeanwhileMovesNothingTwice(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	senders, receivers := usersOn("over-s", 2), usersOn("over-h", 2)
+	for _, s := range senders[0] {
+		if _, err := c.proxy.TopUp(ctx, ledger.TopUp{UserID: s, Amount: 1_000_000, Key: "seed-" + s}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.gifts(t, "r1", senders[0], receivers[1], 5) // 20 credits from partition 0 to 1
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := DefaultConfig("first")
+	cfg.Lease, cfg.Batch = time.Hour, 6
+	first := New(c.parts, cfg, nil, quiet)
+	if n, err := first.Step(ctx, 0); err != nil || n == 0 {
+		t.Fatalf("the first consumer's first step: %d, %v", n, err)
+	}
+	if _, err := c.parts[0].Pool().Exec(ctx, `UPDATE credit_cursor SET lease_until = now() - interval '1 second'`); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Owner = "second"
+	second := New(c.parts, cfg, nil, quiet)
+	for {
+		n, err := second.Step(ctx, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	legs := func() (n int) {
+		t.Helper()
+		if err := c.parts[1].Pool().QueryRow(ctx, `SELECT count(*) FROM account_entries WHERE kind = 'transfer_in'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := legs()
+	if before != 20 {
+		t.Fatalf("%d credits moved in; want 20", before)
+	}
+	var pe *pgconn.PgError
+	if _, err := first.Step(ctx, 0); !errors.As(err, &pe) || pe.Code != "GD002" {
+		t.Errorf("the first consumer's step after the second took over: %v; want SQLSTATE GD002", err)
+	}
+	if n, err := first.Step(ctx, 0); n != 0 || err != nil {
+		t.Errorf("the first consumer's next step: %d, %v; want none moved (the second holds the lease)", n, err)
+	}
+	if after := legs(); after != before {
+		t.Errorf("%d credits moved in, %d before the first consumer's steps", after, before)
+	}
+	if _, err := c.parts[0].ReleaseCredits(ctx, "second"); err != nil {
+		t.Fatal(err)
+	}
+	c.drain(t, "drain")
+	c.check(t)
+}
