@@ -24,18 +24,25 @@ import (
 type Config struct {
 	// Owner names this consumer in the leases: unique per process.
 	Owner string
-	// Lease is how long a lease lasts unless renewed (each batch renews it).
+	// Lease is how long a lease lasts unless renewed (each step that moves
+	// the cursor renews it).
 	Lease time.Duration
-	// Batch is the most credits one step moves.
+	// Batch is the most gifts with earnings and claw-backs one step reads
+	// (so the most credits it moves).
 	Batch int
 	// Idle is how long a source partition waits before it is read again
-	// after a step that moved less than a full batch (nothing included).
+	// after a step that read less than a full batch (nothing included).
 	Idle time.Duration
 }
 
-// DefaultConfig returns the consumer's defaults for owner.
+// DefaultConfig returns the consumer's defaults for owner: a step reads up
+// to 512 gifts and claw-backs, and a partition that had less is read again
+// 200 ms later, so that under load steps are large (a step's fixed cost,
+// its round trips and commits, is then spread over many credits) while the
+// lag stays far below its 2 s target (docs/scale-out.md
+// #the-credit-consumer-per-credit).
 func DefaultConfig(owner string) Config {
-	return Config{Owner: owner, Lease: 10 * time.Second, Batch: 256, Idle: 100 * time.Millisecond}
+	return Config{Owner: owner, Lease: 10 * time.Second, Batch: 512, Idle: 200 * time.Millisecond}
 }
 
 // Consumer moves credits between the partitions of parts, each a Store
@@ -44,6 +51,9 @@ type Consumer struct {
 	mu    sync.Mutex
 	parts []*ledger.Store
 	grown chan struct{} // closed and replaced by Grow
+	// held is, by source partition, the lease this consumer renewed with
+	// its last step's second legs, and the cursor they moved.
+	held  map[int]heldLease
 	cfg   Config
 	log   *slog.Logger
 	lag   *prometheus.GaugeVec
@@ -55,7 +65,7 @@ type Consumer struct {
 // New returns a consumer of parts, registering its metrics on reg (nil: not
 // registered).
 func New(parts []*ledger.Store, cfg Config, reg prometheus.Registerer, log *slog.Logger) *Consumer {
-	c := &Consumer{parts: parts, grown: make(chan struct{}), cfg: cfg, log: log,
+	c := &Consumer{parts: parts, grown: make(chan struct{}), held: map[int]heldLease{}, cfg: cfg, log: log,
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "giftd_credit_lag_seconds",
 			Help: "Age of the oldest cross-partition credit read and not yet moved from the partition, by source partition (0: none pending)."},
 			[]string{"partition"}),
@@ -85,6 +95,49 @@ func (c *Consumer) Grow(parts []*ledger.Store) {
 	c.parts = append([]*ledger.Store(nil), parts...)
 	close(c.grown)
 	c.grown = make(chan struct{})
+}
+
+// heldLease is a lease a consumer knows it holds until (its clock: half the
+// lease's length after it sent the transaction that renewed it, which
+// started later), with the cursor at position.
+type heldLease struct {
+	position int64
+	until    time.Time
+}
+
+// lease returns the cursor of source partition p and whether this consumer
+// holds p's lease: from what its last step renewed while that is surely
+// still valid, otherwise by leasing it (a transaction on p).
+func (c *Consumer) lease(ctx context.Context, p int, src *ledger.Store) (int64, bool, error) {
+	c.mu.Lock()
+	h, ok := c.held[p]
+	c.mu.Unlock()
+	if ok && time.Now().Before(h.until) {
+		return h.position, true, nil
+	}
+	c.forget(p)
+	sent := time.Now()
+	from, ok, err := src.LeaseCredits(ctx, c.cfg.Owner, c.cfg.Lease)
+	if err == nil && ok {
+		c.remember(p, from, sent)
+	}
+	return from, ok, err
+}
+
+// remember records that this consumer holds p's lease, renewed by a
+// transaction sent at sent, with the cursor at position.
+func (c *Consumer) remember(p int, position int64, sent time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.held[p] = heldLease{position: position, until: sent.Add(c.cfg.Lease / 2)}
+}
+
+// forget drops what this consumer knew of p's lease and cursor: the next
+// step leases it again and reads the cursor.
+func (c *Consumer) forget(p int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.held, p)
 }
 
 // current returns the partitions, and a channel closed when they grow.
@@ -121,15 +174,15 @@ func (c *Consumer) Run(ctx context.Context) {
 // its lease.
 func (c *Consumer) run(ctx context.Context, p int) {
 	for ctx.Err() == nil {
-		n, err := c.Step(ctx, p)
+		_, full, err := c.step(ctx, p)
 		if err != nil && ctx.Err() == nil {
 			c.log.Error("credit consumer", "partition", p, "error", err.Error())
 		}
-		// A step short of a full batch waits as an idle one does, so
-		// that steps carry many credits each (a step's round trips
-		// and commits, not its credits, are most of its cost); a
-		// backlog is moved one full batch after another.
-		if n < c.cfg.Batch || err != nil {
+		// A step that read less than a full batch waits as an idle one
+		// does, so that steps carry many credits each (a step's round
+		// trips and commits are much of its cost); a backlog is moved
+		// one full batch after another.
+		if !full || err != nil {
 			select {
 			case <-ctx.Done():
 			case <-time.After(c.cfg.Idle):
@@ -141,39 +194,69 @@ func (c *Consumer) run(ctx context.Context, p int) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
 	parts, _ := c.current()
+	c.forget(p)
 	if _, err := parts[p].ReleaseCredits(rctx, c.cfg.Owner); err != nil {
 		c.log.Error("credit consumer: release the lease", "partition", p, "error", err.Error())
 	}
 }
 
 // Step moves at most one batch of credits from source partition p: the
-// lease, the batch read up to the events' horizon, each credit's first leg
-// on its receiver's partition, the claw-backs of the reversals read with
-// them on theirs, then the second legs and the cursor on p in one
-// transaction. It returns how many credits it moved (0 when another
-// consumer holds p's lease or nothing is pending). A step cut short
-// anywhere is safe to run again: a first leg applied twice applies once.
+// lease (taken again only when the last step's second legs did not renew
+// it, or half its length has passed since), the batch read up to the events' horizon (the credits and the
+// reversals' claw-backs in one read), each credit's first leg on its
+// receiver's partition, the claw-backs on theirs, then the second legs and
+// the cursor on p in one transaction. It returns how many credits it moved
+// (0 when another consumer holds p's lease or nothing is pending). A step
+// cut short anywhere is safe to run again: a first leg applied twice
+// applies once.
 func (c *Consumer) Step(ctx context.Context, p int) (int, error) {
+	n, _, err := c.step(ctx, p)
+	return n, err
+}
+
+// step is Step, and reports whether the read was a full batch (more may be
+// pending).
+func (c *Consumer) step(ctx context.Context, p int) (moved int, full bool, err error) {
 	parts, _ := c.current()
 	src := parts[p]
 	label := strconv.Itoa(p)
-	from, ok, err := src.LeaseCredits(ctx, c.cfg.Owner, c.cfg.Lease)
+	// Any failure below forgets the lease and the cursor: the next step
+	// leases again and reads where the cursor is.
+	defer func() {
+		if err != nil {
+			c.forget(p)
+		}
+	}()
+	from, ok, err := c.lease(ctx, p, src)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	if !ok {
 		// Another replica holds the lease and reports the lag (the alert
 		// takes the worst replica's view).
 		c.lag.WithLabelValues(label).Set(0)
-		return 0, nil
+		return 0, false, nil
 	}
-	moves, upTo, err := src.PendingCredits(ctx, from, c.cfg.Batch)
+	ev, err := src.CreditEvents(ctx, from, c.cfg.Batch)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	if upTo == from {
+	if ev.UpTo == from {
 		c.lag.WithLabelValues(label).Set(0)
-		return 0, nil
+		return 0, false, nil
+	}
+	// The credits: the gifts whose receiver the partition's own identity,
+	// read with them, places on another partition (as giftd_credits_after
+	// decides in SQL; partition.For agrees with giftd_placement).
+	n := ev.Partitions
+	if len(ev.Gifts) > 0 && (n <= 0 || n&(n-1) != 0 || ev.Partition < 0 || ev.Partition >= n) {
+		return 0, false, fmt.Errorf("partition %d claims to be partition %d of %d", p, ev.Partition, n)
+	}
+	var moves []ledger.CreditMove
+	for _, m := range ev.Gifts {
+		if partition.For(m.ReceiverID, n) != ev.Partition {
+			moves = append(moves, m)
+		}
 	}
 	if len(moves) > 0 {
 		c.lag.WithLabelValues(label).Set(time.Since(moves[0].CreatedAt).Seconds())
@@ -189,32 +272,32 @@ func (c *Consumer) Step(ctx context.Context, p int) (int, error) {
 			continue
 		}
 		if _, err := parts[q].CreditsIn(ctx, p, ms); err != nil {
-			return 0, err
+			return 0, false, err
 		}
 	}
 	// The claw-backs of the reversals read with them (docs/scale-out.md
 	// #reversals-and-payouts), each once on its receiver's partition,
 	// before the cursor passes them.
-	claws, err := src.PendingClawbacks(ctx, from, upTo)
-	if err != nil {
-		return 0, err
-	}
-	for _, cb := range claws {
+	for _, cb := range ev.Clawbacks {
 		if _, _, _, err := parts[partition.For(cb.ReceiverID, len(parts))].ApplyClawback(ctx, p, cb); err != nil {
-			return 0, err
+			return 0, false, err
 		}
 	}
 	if c.beforeOut != nil && !c.beforeOut(p) {
-		return 0, nil
+		c.forget(p)
+		return 0, false, nil
 	}
-	if err := src.CreditOut(ctx, c.cfg.Owner, from, upTo, moves); err != nil {
-		return 0, err
+	sent := time.Now()
+	if err := src.CreditOutRenewing(ctx, c.cfg.Owner, from, ev.UpTo, moves, c.cfg.Lease); err != nil {
+		return 0, false, err
 	}
+	c.remember(p, ev.UpTo, sent)
 	c.moved.WithLabelValues(label).Add(float64(len(moves)))
-	if len(moves) < c.cfg.Batch {
+	full = ev.Full(c.cfg.Batch)
+	if !full {
 		c.lag.WithLabelValues(label).Set(0)
 	}
-	return len(moves), nil
+	return len(moves), full, nil
 }
 
 // Report is the audit of cross-partition credits across every partition.

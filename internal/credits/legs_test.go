@@ -19,8 +19,10 @@ import (
 )
 
 // TestLegs_WriteWhatMigration4Wrote runs the same calls of both legs on two
-// clusters, one with partition migration 10's set-based legs and one taken
-// back down to migration 4's bodies (checked to be those, as written), and
+// clusters, one with the latest legs (set-based since partition migration
+// 10, their look-ups by key since 15) and one taken back down to migration
+// 4's bodies (checked to be those, as written, and on the way down
+// migration 10's, as written, once 15 is reverted), and
 // requires the same answers and the same rows: credits applied before,
 // repeated in a batch, a receiver several times in a batch, in no order,
 // and every refusal.
@@ -31,13 +33,40 @@ func TestLegs_WriteWhatMigration4Wrote(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	v10, err := migrations.PartitionFS.ReadFile("partition/000010_legs.up.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// bodiesAre checks that both legs' functions on partition p are those
+	// of migration file src, settings included.
+	bodiesAre := func(p int, src []byte, name string, settings []string) {
+		t.Helper()
+		for _, f := range []string{"giftd_credits_in", "giftd_credit_out"} {
+			var body string
+			var conf *[]string
+			if err := old.parts[p].Pool().QueryRow(ctx, `SELECT prosrc, proconfig FROM pg_proc WHERE proname = $1`, f).
+				Scan(&body, &conf); err != nil {
+				t.Fatal(err)
+			}
+			got := []string(nil)
+			if conf != nil {
+				got = *conf
+			}
+			if !strings.Contains(string(src), "AS $$"+body+"$$;") || !slices.Equal(got, settings) {
+				t.Errorf("partition %d, down to %s: %s is not as its file wrote it (settings %v)", p, name, f, got)
+			}
+		}
+	}
 	for p, u := range old.layout.PartitionURLs {
 		// Down one migration at a time until migration 10 is reverted
-		// (later ones, which do not touch the legs, go first).
+		// (the others, which do not touch the legs, go too).
 		for {
 			v, _, err := ledger.MigrationVersion(u, ledger.WithMigrationSet(ledger.PartitionMigrations()))
 			if err != nil {
 				t.Fatal(err)
+			}
+			if v == 14 {
+				bodiesAre(p, v10, "migration 14", []string{"plan_cache_mode=force_generic_plan"})
 			}
 			if v < 10 {
 				break
@@ -46,17 +75,7 @@ func TestLegs_WriteWhatMigration4Wrote(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		for _, f := range []string{"giftd_credits_in", "giftd_credit_out"} {
-			var src string
-			var conf *[]string
-			if err := old.parts[p].Pool().QueryRow(ctx, `SELECT prosrc, proconfig FROM pg_proc WHERE proname = $1`, f).
-				Scan(&src, &conf); err != nil {
-				t.Fatal(err)
-			}
-			if !strings.Contains(string(v4), "AS $$"+src+"$$;") || conf != nil {
-				t.Errorf("partition %d, down from migration 10: %s is not migration 4's (settings %v)", p, f, conf)
-			}
-		}
+		bodiesAre(p, v4, "migration 9", nil)
 	}
 	// The receivers are on partition 1; partition 0 is the source.
 	users := usersOn("legs", 3)
@@ -158,7 +177,7 @@ func TestLegs_WriteWhatMigration4Wrote(t *testing.T) {
 	}
 	want, got := run(old), run(set)
 	if !slices.Equal(got, want) {
-		t.Errorf("migration 10's legs:\n%s\nmigration 4's:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		t.Errorf("the latest legs:\n%s\nmigration 4's:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	// Not vacuous: both batches applied (4 + 3 legs), the cursor moved.
 	for _, w := range []string{"in 0: 3", "in 1: 4", "in 2: SQLSTATE 23505", "in 6: SQLSTATE GD001", "out 0: done",
@@ -293,4 +312,69 @@ func TestLegs_RivalsApplyAFirstLegOnce(t *testing.T) {
 			t.Errorf("receiver %s: balance %d with %d legs; want %d, credited once", r, b, n, want)
 		}
 	}
+}
+
+// TestConsumer_ALeaseTakenOverMeanwhileMovesNothingTwice: a consumer that
+// renewed its lease with its last step takes the next one on what it
+// remembers (no lease taken); if another consumer took the lease meanwhile
+// (here: the first's made to expire in the database) and moved the credits,
+// the first's step applies no leg twice, fails on its second legs (GD002),
+// and the step after leases again (and finds the other holding it).
+func TestConsumer_ALeaseTakenOverMeanwhileMovesNothingTwice(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	senders, receivers := usersOn("over-s", 2), usersOn("over-h", 2)
+	for _, s := range senders[0] {
+		if _, err := c.proxy.TopUp(ctx, ledger.TopUp{UserID: s, Amount: 1_000_000, Key: "seed-" + s}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.gifts(t, "r1", senders[0], receivers[1], 5) // 20 credits from partition 0 to 1
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := DefaultConfig("first")
+	cfg.Lease, cfg.Batch = time.Hour, 6
+	first := New(c.parts, cfg, nil, quiet)
+	if n, err := first.Step(ctx, 0); err != nil || n == 0 {
+		t.Fatalf("the first consumer's first step: %d, %v", n, err)
+	}
+	if _, err := c.parts[0].Pool().Exec(ctx, `UPDATE credit_cursor SET lease_until = now() - interval '1 second'`); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Owner = "second"
+	second := New(c.parts, cfg, nil, quiet)
+	for {
+		n, err := second.Step(ctx, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	legs := func() (n int) {
+		t.Helper()
+		if err := c.parts[1].Pool().QueryRow(ctx, `SELECT count(*) FROM account_entries WHERE kind = 'transfer_in'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := legs()
+	if before != 20 {
+		t.Fatalf("%d credits moved in; want 20", before)
+	}
+	var pe *pgconn.PgError
+	if _, err := first.Step(ctx, 0); !errors.As(err, &pe) || pe.Code != "GD002" {
+		t.Errorf("the first consumer's step after the second took over: %v; want SQLSTATE GD002", err)
+	}
+	if n, err := first.Step(ctx, 0); n != 0 || err != nil {
+		t.Errorf("the first consumer's next step: %d, %v; want none moved (the second holds the lease)", n, err)
+	}
+	if after := legs(); after != before {
+		t.Errorf("%d credits moved in, %d before the first consumer's steps", after, before)
+	}
+	if _, err := c.parts[0].ReleaseCredits(ctx, "second"); err != nil {
+		t.Fatal(err)
+	}
+	c.drain(t, "drain")
+	c.check(t)
 }

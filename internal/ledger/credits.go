@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -75,6 +76,79 @@ func (s *Store) PendingCredits(ctx context.Context, after int64, limit int) ([]C
 	return moves, upTo, nil
 }
 
+// CreditEvents is what a credit consumer's step reads of a partition's
+// events (see Store.CreditEvents).
+type CreditEvents struct {
+	// Gifts are the settled gifts with earnings, whatever their receivers'
+	// placement: the credits are those whose receiver is placed on another
+	// partition than Partition among Partitions.
+	Gifts []CreditMove
+	// Clawbacks are the reversals' claw-backs (see PendingClawbacks).
+	Clawbacks []Clawback
+	// Partition and Partitions are the partition's identity, read with
+	// them (both 0 when nothing was read).
+	Partition, Partitions int
+	// UpTo is the position the cursor may move to once they are applied:
+	// the events' horizon, or the last one's position when limit cut the
+	// read short.
+	UpTo int64
+}
+
+// Full reports whether limit cut the read short: more is pending.
+func (e CreditEvents) Full(limit int) bool { return len(e.Gifts)+len(e.Clawbacks) >= limit }
+
+// CreditEvents returns, in one statement, the gifts and claw-backs of this
+// partition's events after position after, at most limit of them together,
+// in position order, up to the events' horizon (see PendingCredits, which
+// returns the credits among them, and PendingClawbacks). Leaving the
+// receivers' placement to the caller spares the partition a call of
+// giftd_placement per event, which PostgreSQL cannot inline. Called on a
+// Store opened on the partition itself; an error if the partition has no
+// identity.
+func (s *Store) CreditEvents(ctx context.Context, after int64, limit int) (CreditEvents, error) {
+	ev := CreditEvents{UpTo: after}
+	h, err := s.EventHorizon(ctx)
+	if err != nil {
+		return ev, err
+	}
+	if h <= after {
+		return ev, nil
+	}
+	rows, err := s.pool.Query(ctx, `SELECT event_position, clawback, receiver_id, amount, created_at, partition, partitions
+		FROM giftd_credit_events($1, $2, $3)`, after, h, limit)
+	if err != nil {
+		return ev, fmt.Errorf("read credits: %w", err)
+	}
+	var (
+		pos             int64
+		clawback        bool
+		receiver        string
+		amount          int64
+		at              time.Time
+		part, partCount *int
+	)
+	_, err = pgx.ForEachRow(rows, []any{&pos, &clawback, &receiver, &amount, &at, &part, &partCount}, func() error {
+		if part == nil || partCount == nil {
+			return errors.New("the partition has no identity (giftd_partition_identity)")
+		}
+		ev.Partition, ev.Partitions = *part, *partCount
+		if clawback {
+			ev.Clawbacks = append(ev.Clawbacks, Clawback{Position: pos, ReceiverID: receiver, Amount: amount})
+		} else {
+			ev.Gifts = append(ev.Gifts, CreditMove{Position: pos, ReceiverID: receiver, Earnings: amount, CreatedAt: at})
+		}
+		ev.UpTo = pos
+		return nil
+	})
+	if err != nil {
+		return CreditEvents{UpTo: after}, fmt.Errorf("read credits: %w", err)
+	}
+	if !ev.Full(limit) {
+		ev.UpTo = h
+	}
+	return ev, nil
+}
+
 // CreditIn applies the first leg of m, from partition source, on this
 // Store's partition (the receiver's): its earnings to the receiver, once
 // per (source, m.Position). applied is false when it was applied before.
@@ -107,11 +181,23 @@ func (s *Store) CreditsIn(ctx context.Context, source int, moves []CreditMove) (
 // transaction, provided owner still holds the lease and the cursor is still
 // at from; otherwise nothing (an error with SQLSTATE GD002).
 func (s *Store) CreditOut(ctx context.Context, owner string, from, upTo int64, moves []CreditMove) error {
+	return s.CreditOutRenewing(ctx, owner, from, upTo, moves, 0)
+}
+
+// CreditOutRenewing is CreditOut that also renews owner's lease for lease
+// from now, in the same transaction (0: not renewed), so that a consumer
+// holding the lease need not take it again before its next step.
+func (s *Store) CreditOutRenewing(ctx context.Context, owner string, from, upTo int64, moves []CreditMove, lease time.Duration) error {
 	pos, rcv, amt := make([]int64, len(moves)), make([]string, len(moves)), make([]int64, len(moves))
 	for i, m := range moves {
 		pos[i], rcv[i], amt[i] = m.Position, m.ReceiverID, m.Earnings
 	}
-	if _, err := s.pool.Exec(ctx, `SELECT giftd_credit_out($1, $2, $3, $4, $5, $6)`, owner, from, upTo, pos, rcv, amt); err != nil {
+	var secs *float64
+	if lease > 0 {
+		secs = new(float64)
+		*secs = lease.Seconds()
+	}
+	if _, err := s.pool.Exec(ctx, `SELECT giftd_credit_out($1, $2, $3, $4, $5, $6, $7)`, owner, from, upTo, pos, rcv, amt, secs); err != nil {
 		return fmt.Errorf("credits out after %d: %w", from, err)
 	}
 	return nil
