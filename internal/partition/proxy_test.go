@@ -75,6 +75,24 @@ func TestPlacement_GoAgreesWithSQL(t *testing.T) {
 	}
 }
 
+// TestPlacement_InlinedOnAPartition plans a partition's check of a batch's
+// users (as giftd_check_users makes it) and finds giftd_placement's body in
+// the plan, not a call of it: PostgreSQL inlines it (partition migration
+// 16; as migration 3 declared it, IMMUTABLE around a STABLE convert_to, it
+// was called once per user).
+func TestPlacement_InlinedOnAPartition(t *testing.T) {
+	l := pgtest.Partitioned(t, 2)
+	var plan string
+	if err := connect(t, l.PartitionURLs[1]).QueryRow(context.Background(),
+		`EXPLAIN (VERBOSE, FORMAT JSON) SELECT count(*) FROM unnest($1::text[]) AS u WHERE giftd_placement(u) & 1 <> 1`,
+		[]string{"u1", "u2"}).Scan(&plan); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(plan, "giftd_placement") || !strings.Contains(plan, "sha256") {
+		t.Errorf("giftd_placement is not inlined on a partition:\n%s", plan)
+	}
+}
+
 // placementAgrees compares giftd_placement on the database of databaseURL
 // (the proxy's, or its copy on a partition, partition migration 3, which
 // checks a debit batch's users) with partition.Placement.

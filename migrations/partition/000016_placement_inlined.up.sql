@@ -1,0 +1,14 @@
+-- A partition's giftd_placement inlined where it is used
+-- (docs/scale-out.md#where-a-partitions-cpu-goes).
+--
+-- Partition migration 3 declared it IMMUTABLE, but convert_to in its body
+-- is STABLE, and PostgreSQL inlines a SQL function only when its body is no
+-- more volatile than it says: so every use ran it through a function call
+-- of its own, about 3 microseconds a user, where inlined it costs 1. Every
+-- debit batch checks its users with it (giftd_check_users), as do the
+-- fence, the credits' first legs and the reshard's functions. STABLE is a
+-- weaker promise than IMMUTABLE, and nothing on a partition needs the
+-- stronger one (no index or generated column uses the function); its
+-- values are unchanged. The proxy's own copy (proxy migration 1) is left
+-- as it is: PL/Proxy evaluates it once per call.
+ALTER FUNCTION giftd_placement(text) STABLE;
