@@ -7,3 +7,10 @@ func WithOnStep(r Resharding, f func(step string)) Resharding {
 	r.onStep = f
 	return r
 }
+
+// WithoutPreSplit returns r that splits the whole gift economy inside the
+// pause, as before partition migration 17.
+func WithoutPreSplit(r Resharding) Resharding {
+	r.onePhase = true
+	return r
+}
