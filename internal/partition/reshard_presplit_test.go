@@ -171,7 +171,8 @@ func TestReshard_PreSplitEndsAsTheOneStepSplit(t *testing.T) {
 		if len(want) < 100 {
 			t.Errorf("partition %d: %d economy rows after the one-step split; the test wants more", p, len(want))
 		}
-		for k := 0; k < max(len(want), len(got)); k++ {
+		shown := 0
+		for k := 0; k < max(len(want), len(got)) && shown < 5; k++ {
 			var w, g string
 			if k < len(want) {
 				w = want[k]
@@ -180,7 +181,9 @@ func TestReshard_PreSplitEndsAsTheOneStepSplit(t *testing.T) {
 				g = got[k]
 			}
 			if w != g {
-				t.Errorf("partition %d, row %d:\none-step: %s\npre-split: %s", p, k, w, g)
+				t.Errorf("partition %d (%d rows after the one-step split, %d after the pre-split), row %d:\none-step: %s\npre-split: %s",
+					p, len(want), len(got), k, w, g)
+				shown++
 			}
 		}
 	}
