@@ -1,6 +1,7 @@
 package partition
 
-// WithOnStep returns r that calls f at the pause's steps: "fence" before the
+// WithOnStep returns r that calls f at the pause's steps: "presplit" between
+// the economy's two pre-splits, "fence" before the
 // first fence, "sequences" once every subscription is dropped, "split" once
 // every claim has moved, "switch" once every partition's economy is split.
 func WithOnStep(r Resharding, f func(step string)) Resharding {

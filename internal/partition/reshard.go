@@ -76,7 +76,8 @@ type Resharding struct {
 	// DrainTimeout bounds how long the pause waits for the credit
 	// consumer to move every credit of the old count (0: 10 s).
 	DrainTimeout time.Duration
-	// onStep, when set (tests), runs at the pause's steps: "fence" before
+	// onStep, when set (tests), runs at the pause's steps: "presplit"
+	// between the economy's two pre-splits, "fence" before
 	// the first fence, "sequences" once every subscription is dropped,
 	// "split" once every claim has moved, "switch" once every partition's
 	// economy is split.
@@ -278,65 +279,67 @@ func (rs *resharding) copyAndSwitch(ctx context.Context, opts []ledger.MigrateOp
 			return nil, err
 		}
 	}
-	for i := range n {
-		if rs.onePhase {
-			break
+	// Twice: the first over the economy, the second over what was written
+	// meanwhile, so that the pause has only what is written after that.
+	for round := range 2 {
+		if round == 1 {
+			rs.step("presplit")
 		}
-		if err := rs.presplit(ctx, i); err != nil {
-			return nil, err
+		for i := range n {
+			if rs.onePhase {
+				break
+			}
+			if err := rs.presplit(ctx, i, round); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return rs.pause(ctx)
 }
 
 // presplit splits, before the pause, the gift economy rows old partition i
-// and its copy on n + i hold up to a cut (partition migration 17): each side
-// sums what it gives away of them, and n + i, which serves nobody yet,
-// deletes it; the split inside the pause then reads only the rows written
-// since. The cut is the gift and account entry ids handed out when it is
-// taken, once every transaction that was running then has ended: a row
-// under it is then committed, or never will be. (An id is taken inside a
-// transaction, so one running when the cut is read; every transaction holds
-// its virtual transaction id's lock to its end.) A mark then proves the copy
-// holds those rows too. Run again, it finds the cut old partition i kept,
-// and does what is left.
-func (rs *resharding) presplit(ctx context.Context, i int) error {
+// and its copy on n + i hold up to a cut, past an earlier round's
+// (partition migration 17): each side sums what it gives away of them, and
+// n + i, which serves nobody yet, deletes it; the split inside the pause
+// then reads only the rows written since. The cut is the gift and account
+// entry ids handed out when it is taken, once every transaction that was
+// running then has ended: a row under it is then committed, or never will
+// be. (An id is taken inside a transaction, so one running when the cut is
+// read; every transaction holds its virtual transaction id's lock to its
+// end.) A mark then proves the copy holds those rows too. Run again, each
+// side carries on from the cut it reached.
+func (rs *resharding) presplit(ctx context.Context, i, round int) error {
 	j := rs.n + i
 	old := rs.conns[i]
 	var gcut, ecut int64
-	err := old.QueryRow(ctx, `SELECT gift_cut, entry_cut FROM giftd_reshard_presplit WHERE partitions = $1`, 2*rs.n).Scan(&gcut, &ecut)
-	if errors.Is(err, pgx.ErrNoRows) {
-		// The entries' cut first: a leg's gift has its id before the leg.
-		err = old.QueryRow(ctx, `
-			SELECT (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM account_entries_id_seq),
-			       (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM gift_entries_id_seq)`).Scan(&ecut, &gcut)
-		if err != nil {
-			return fmt.Errorf("reshard: %s: read the economy's ids: %w", rs.where(i), err)
-		}
-		var running []string
-		err = old.QueryRow(ctx, `SELECT coalesce(array_agg(virtualxid), '{}') FROM pg_locks
-			WHERE locktype = 'virtualxid' AND granted AND pid <> pg_backend_pid()`).Scan(&running)
-		if err != nil {
-			return fmt.Errorf("reshard: %s: read the transactions running: %w", rs.where(i), err)
-		}
-		start := time.Now()
-		err = poll(ctx, 10*time.Millisecond, func() (bool, error) {
-			var left bool
-			err := old.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'virtualxid' AND virtualxid = ANY ($1))`,
-				running).Scan(&left)
-			return !left, err
-		})
-		if err != nil {
-			return fmt.Errorf("reshard: %s: wait for the transactions running at the economy's cut: %w", rs.where(i), err)
-		}
-		rs.log.Info("reshard: cut the gift economy", "partition", rs.where(i), "gift_cut", gcut, "entry_cut", ecut,
-			"waited", time.Since(start).Round(time.Millisecond))
-	} else if err != nil {
-		return fmt.Errorf("reshard: %s: read the pre-split: %w", rs.where(i), err)
+	// The entries' cut first: a leg's gift has its id before the leg.
+	err := old.QueryRow(ctx, `
+		SELECT (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM account_entries_id_seq),
+		       (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM gift_entries_id_seq)`).Scan(&ecut, &gcut)
+	if err != nil {
+		return fmt.Errorf("reshard: %s: read the economy's ids: %w", rs.where(i), err)
 	}
+	var running []string
+	err = old.QueryRow(ctx, `SELECT coalesce(array_agg(virtualxid), '{}') FROM pg_locks
+		WHERE locktype = 'virtualxid' AND granted AND pid <> pg_backend_pid()`).Scan(&running)
+	if err != nil {
+		return fmt.Errorf("reshard: %s: read the transactions running: %w", rs.where(i), err)
+	}
+	start := time.Now()
+	err = poll(ctx, 5*time.Millisecond, func() (bool, error) {
+		var left bool
+		err := old.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'virtualxid' AND virtualxid = ANY ($1))`,
+			running).Scan(&left)
+		return !left, err
+	})
+	if err != nil {
+		return fmt.Errorf("reshard: %s: wait for the transactions running at the economy's cut: %w", rs.where(i), err)
+	}
+	rs.log.Info("reshard: cut the gift economy", "partition", rs.where(i), "round", round+1, "gift_cut", gcut, "entry_cut", ecut,
+		"waited", time.Since(start).Round(time.Millisecond))
 	for k, p := range []int{i, j} {
 		if k == 1 {
-			if err := rs.mark(ctx, i, fmt.Sprintf("cut %d", time.Now().UnixNano())); err != nil {
+			if err := rs.mark(ctx, i, fmt.Sprintf("cut %d %d", round, time.Now().UnixNano())); err != nil {
 				return err
 			}
 		}
@@ -345,7 +348,7 @@ func (rs *resharding) presplit(ctx context.Context, i int) error {
 		if err := rs.conns[p].QueryRow(ctx, `SELECT giftd_reshard_presplit($1, $2, $3)`, 2*rs.n, gcut, ecut).Scan(&rows); err != nil {
 			return fmt.Errorf("reshard: %s: split the gift economy before the pause: %w", rs.where(p), err)
 		}
-		rs.log.Info("reshard: split the gift economy before the pause", "partition", rs.where(p), "rows", rows,
+		rs.log.Info("reshard: split the gift economy before the pause", "partition", rs.where(p), "round", round+1, "rows", rows,
 			"took", time.Since(start).Round(time.Millisecond))
 	}
 	return nil

@@ -118,44 +118,62 @@ func economyOf(t *testing.T, ctx context.Context, databaseURL string) []string {
 // TestReshard_PreSplitEndsAsTheOneStepSplit doubles two clusters of 1
 // holding the same economy, 1 → 2, one with the whole split inside the
 // pause (as before partition migration 17), the other split before the
-// fence: a first round of rows before the reshard, a second once the
-// pre-split is done and before the fence (reversing gifts of the first).
-// Both end with the same rows on each partition: every gift and entry (ids
-// included), each receiver's balance and what they owe, the house slots,
-// the credit cursors and the splits' floors. And the split inside the pause
-// read only the second round's rows on each partition, the pre-split the
-// first round's; the one-step split, both.
+// fence: a first round of rows before the reshard, a second between the
+// two pre-splits, a third after them and before the fence (the second and
+// third reversing gifts of the rounds before). Both end with the same rows
+// on each partition: every gift and entry (ids included), each receiver's
+// balance and what they owe, the house slots, the credit cursors and the
+// splits' floors. And the split inside the pause read only the third
+// round's rows on each partition, the pre-splits the first two; the
+// one-step split, all three.
 func TestReshard_PreSplitEndsAsTheOneStepSplit(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	senders := append(placed("sender", 0, 2, 3), placed("sender", 1, 2, 3)...)
 	receivers := append(placed("receiver", 0, 2, 2), placed("receiver", 1, 2, 2)...)
-	var before, since int64 // the rows of the first round, of the second
+	// The rows written before the reshard, between the pre-splits, and
+	// between the second and the fence.
+	var before, between, since int64
 	reshard := func(onePhase bool) []string {
 		l := pgtest.Partitioned(t, 1)
 		requireLogical(t, l.ProxyURL)
 		newURLs := newPartitions(t, l)
-		before = economyRows(t, ctx, l.PartitionURLs[0], 0, senders, receivers)
-		var last int64
-		if err := connect(t, l.PartitionURLs[0]).QueryRow(ctx, `SELECT max(id) FROM account_entries`).Scan(&last); err != nil {
-			t.Fatal(err)
+		lo := l.PartitionURLs[0]
+		// reversed checks that the last round reversed gifts of earlier
+		// ones, by senders of both partitions of 2.
+		reversed := func(after int64, round int) {
+			t.Helper()
+			var senders int
+			err := connect(t, lo).QueryRow(ctx, `SELECT count(DISTINCT giftd_placement(g.sender_id) & 1)
+				FROM account_entries AS a JOIN gift_entries AS g ON g.id = a.gift_entry
+				WHERE a.id > $1 AND g.request_id NOT LIKE $2`, after, fmt.Sprintf("r%d-%%", round)).Scan(&senders)
+			if err != nil || senders != 2 {
+				t.Errorf("round %d reversed gifts of earlier rounds of senders of %d partitions of 2; want both: %v", round, senders, err)
+			}
 		}
+		lastEntry := func() int64 {
+			t.Helper()
+			var last int64
+			if err := connect(t, lo).QueryRow(ctx, `SELECT max(id) FROM account_entries`).Scan(&last); err != nil {
+				t.Fatal(err)
+			}
+			return last
+		}
+		before = economyRows(t, ctx, lo, 0, senders, receivers)
 		r := partition.Resharding{Layout: l, NewPartitionURLs: newURLs}
 		if onePhase {
 			r = partition.WithoutPreSplit(r)
 		}
 		r = partition.WithOnStep(r, func(step string) {
-			if step != "fence" {
-				return
-			}
-			since = economyRows(t, ctx, l.PartitionURLs[0], 1, senders, receivers)
-			// Legs past the cut of gifts under it, of senders of both sides.
-			var senders int
-			err := connect(t, l.PartitionURLs[0]).QueryRow(ctx, `SELECT count(DISTINCT giftd_placement(g.sender_id) & 1)
-				FROM account_entries AS a JOIN gift_entries AS g ON g.id = a.gift_entry WHERE a.id > $1 AND g.request_id LIKE 'r0-%'`,
-				last).Scan(&senders)
-			if err != nil || senders != 2 {
-				t.Errorf("reversals in the second round of gifts of the first, by senders of both partitions of 2: of %d, %v", senders, err)
+			switch step {
+			case "presplit":
+				last := lastEntry()
+				between = economyRows(t, ctx, lo, 1, senders, receivers)
+				reversed(last, 1)
+			case "fence":
+				last := lastEntry()
+				since = economyRows(t, ctx, lo, 2, senders, receivers)
+				reversed(last, 2)
 			}
 		})
 		if _, err := partition.Reshard(ctx, r); err != nil {
@@ -165,7 +183,7 @@ func TestReshard_PreSplitEndsAsTheOneStepSplit(t *testing.T) {
 	}
 	one := reshard(true)
 	two := reshard(false)
-	t.Logf("economy rows: %d before the reshard, %d between the pre-split and the fence", before, since)
+	t.Logf("economy rows: %d before the reshard, %d between the pre-splits, %d between the second and the fence", before, between, since)
 	for p := range 2 {
 		want, got := economyOf(t, ctx, one[p]), economyOf(t, ctx, two[p])
 		if len(want) < 100 {
@@ -199,17 +217,17 @@ func TestReshard_PreSplitEndsAsTheOneStepSplit(t *testing.T) {
 		return n
 	}
 	for p := range 2 {
-		if got := read(one[p], "giftd_reshard_split"); got != before+since {
-			t.Errorf("one-step, partition %d: the split read %d rows inside the pause; want all %d", p, got, before+since)
+		if got := read(one[p], "giftd_reshard_split"); got != before+between+since {
+			t.Errorf("one-step, partition %d: the split read %d rows inside the pause; want all %d", p, got, before+between+since)
 		}
 		if got := read(one[p], "giftd_reshard_presplit"); got != -1 {
 			t.Errorf("one-step, partition %d: a pre-split of %d rows", p, got)
 		}
-		if got := read(two[p], "giftd_reshard_presplit"); got != before {
-			t.Errorf("partition %d: the pre-split read %d rows; want the %d written before it", p, got, before)
+		if got := read(two[p], "giftd_reshard_presplit"); got != before+between {
+			t.Errorf("partition %d: the pre-splits read %d rows; want the %d written before the second", p, got, before+between)
 		}
 		if got := read(two[p], "giftd_reshard_split"); got != since {
-			t.Errorf("partition %d: the split read %d rows inside the pause; want only the %d written since the pre-split", p, got, since)
+			t.Errorf("partition %d: the split read %d rows inside the pause; want only the %d written since the second pre-split", p, got, since)
 		}
 	}
 }

@@ -10,7 +10,7 @@
 -- what each side gives away, by account, and the split squares the
 -- balances with those sums plus its own.
 
--- What a partition's pre-split did at a count: the gifts with ids up to
+-- What a partition's pre-splits did at a count: the gifts with ids up to
 -- gift_cut and the account entries up to entry_cut were decided then, rows
 -- of them read.
 CREATE TABLE giftd_reshard_presplit (
@@ -21,8 +21,9 @@ CREATE TABLE giftd_reshard_presplit (
     presplit_at timestamptz NOT NULL DEFAULT now()
 );
 
--- What this side does not own of those rows, summed by account: a
--- receiver's earnings or receivable, or a house slot.
+-- What this side does not own of those rows, summed by account (a
+-- receiver's earnings or receivable, or a house slot), a row per account
+-- and pre-split.
 CREATE TABLE giftd_reshard_gone (
     partitions  integer  NOT NULL,
     account     text     NOT NULL,
@@ -71,47 +72,62 @@ $$;
 
 -- The pre-split of this partition's economy at p_partitions = 2n, before
 -- the fence, over the gifts with ids up to p_gift_cut and the account
--- entries up to p_entry_cut. giftd reshard picks the cuts on old partition
--- i once every transaction that could still write a row under them has
--- ended, calls this on i, then on new partition i + n once the copy holds
--- everything i committed before: both sides decide the same rows. Each sums
--- what it does not own of them (giftd_reshard_gone); new partition i + n,
--- which serves nobody yet, also deletes it; old partition i serves on and
--- keeps those rows (a moving sender's gift is still theirs to reverse, a
--- report still reads it) until giftd_reshard_forget, after the switch.
--- Balances are left as they are. Returns the rows it read; a second call
--- (or one after the split), 0.
+-- entries up to p_entry_cut, past those of an earlier call (giftd reshard
+-- makes two: one over the economy, one over what was written meanwhile).
+-- giftd reshard picks the cuts on old partition i once every transaction
+-- that could still write a row under them has ended, calls this on i, then
+-- on new partition i + n once the copy holds everything i committed before:
+-- both sides decide the same rows. Each sums what it does not own of them
+-- (giftd_reshard_gone); new partition i + n, which serves nobody yet, also
+-- deletes it; old partition i serves on and keeps those rows (a moving
+-- sender's gift is still theirs to reverse, a report still reads it) until
+-- giftd_reshard_forget, after the switch. Balances are left as they are.
+-- Returns the rows it read: 0 for cuts not past the last ones, or after the
+-- split.
 CREATE FUNCTION giftd_reshard_presplit(p_partitions integer, p_gift_cut bigint, p_entry_cut bigint)
     RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
-    me   record;
-    rows bigint;
-    half integer := p_partitions / 2;
+    me    record;
+    rows  bigint;
+    half  integer := p_partitions / 2;
+    gfrom bigint := 0;
+    efrom bigint := 0;
+    gto   bigint;
+    eto   bigint;
 BEGIN
     SELECT i.partition, i.partitions INTO STRICT me FROM giftd_partition_identity AS i;
     IF NOT ((me.partitions = half AND me.partition < half) OR (me.partitions = p_partitions AND me.partition >= half)) THEN
         RAISE EXCEPTION 'giftd: partition % of % is neither an old nor a new partition of a reshard to %', me.partition, me.partitions, p_partitions
             USING ERRCODE = 'GD001';
     END IF;
-    IF EXISTS (SELECT 1 FROM giftd_reshard_presplit AS s WHERE s.partitions = p_partitions)
-       OR EXISTS (SELECT 1 FROM giftd_reshard_split AS s WHERE s.partitions = p_partitions) THEN
+    IF EXISTS (SELECT 1 FROM giftd_reshard_split AS s WHERE s.partitions = p_partitions) THEN
+        RETURN 0;
+    END IF;
+    SELECT s.gift_cut, s.entry_cut INTO gfrom, efrom FROM giftd_reshard_presplit AS s WHERE s.partitions = p_partitions FOR UPDATE;
+    gfrom := coalesce(gfrom, 0);
+    efrom := coalesce(efrom, 0);
+    gto := greatest(gfrom, p_gift_cut);
+    eto := greatest(efrom, p_entry_cut);
+    IF gto = gfrom AND eto = efrom THEN
         RETURN 0;
     END IF;
     SET LOCAL session_replication_role = replica;
     CREATE TEMP TABLE giftd_presplit_gone ON COMMIT DROP AS
-    SELECT * FROM giftd_reshard_gone_rows(p_partitions, 0, p_gift_cut, 0, p_entry_cut);
+    SELECT * FROM giftd_reshard_gone_rows(p_partitions, gfrom, gto, efrom, eto);
     INSERT INTO giftd_reshard_gone (partitions, account, receiver_id, house_slot, amount)
     SELECT p_partitions, x.account, x.receiver_id, x.slot, sum(x.amount) FROM giftd_presplit_gone AS x
     WHERE x.account = 'house' OR x.receiver_id IS NOT NULL
     GROUP BY x.account, x.receiver_id, x.slot
     HAVING sum(x.amount) <> 0;
-    SELECT (SELECT count(*) FROM gift_entries AS g WHERE g.id <= p_gift_cut)
-         + (SELECT count(*) FROM account_entries AS a WHERE a.id <= p_entry_cut) INTO rows;
+    SELECT (SELECT count(*) FROM gift_entries AS g WHERE g.id > gfrom AND g.id <= gto)
+         + (SELECT count(*) FROM account_entries AS a WHERE a.id > efrom AND a.id <= eto) INTO rows;
     IF me.partition >= half THEN
         DELETE FROM account_entries AS a USING giftd_presplit_gone AS x WHERE a.id = x.entry;
         DELETE FROM gift_entries AS g WHERE g.id IN (SELECT x.gift FROM giftd_presplit_gone AS x WHERE x.gift IS NOT NULL);
     END IF;
-    INSERT INTO giftd_reshard_presplit (partitions, gift_cut, entry_cut, rows) VALUES (p_partitions, p_gift_cut, p_entry_cut, rows);
+    INSERT INTO giftd_reshard_presplit AS s (partitions, gift_cut, entry_cut, rows) VALUES (p_partitions, gto, eto, rows)
+    ON CONFLICT (partitions) DO UPDATE SET gift_cut = excluded.gift_cut, entry_cut = excluded.entry_cut,
+        rows = s.rows + excluded.rows, presplit_at = now();
     RETURN rows;
 END
 $$;
