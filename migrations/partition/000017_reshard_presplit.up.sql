@@ -49,25 +49,33 @@ CREATE FUNCTION giftd_reshard_gone_rows(p_partitions integer, p_gift_after bigin
                                         p_entry_after bigint, p_entry_upto bigint)
     RETURNS TABLE (gift bigint, entry bigint, account text, receiver_id text, slot smallint, amount bigint)
     LANGUAGE sql STABLE AS $$
-    WITH me AS (
-        SELECT i.partition, i.partition % (p_partitions / 2) AS lo, i.partition % (p_partitions / 2) + p_partitions / 2 AS hi
-        FROM giftd_partition_identity AS i
-    )
+    -- This partition as uncorrelated subqueries (each read once) and a
+    -- leg's gift as a correlated one (a look-up by its key): a join with
+    -- the unanalysed identity table, or with gift_entries, let the planner
+    -- read all of gift_entries for a few legs (the split inside the pause
+    -- must read only the rows past its cut).
     SELECT g.id, NULL::bigint, v.account, v.receiver_id, v.slot, v.amount
-    FROM me, gift_entries AS g,
+    FROM gift_entries AS g,
          LATERAL (VALUES ('earnings', g.receiver_id, NULL::smallint, g.earnings),
                          ('house', NULL, g.house_slot, g.house)) AS v (account, receiver_id, slot, amount)
     WHERE g.id > p_gift_after AND g.id <= p_gift_upto
-      AND giftd_placement(g.sender_id) & (p_partitions - 1) <> me.partition
+      AND giftd_placement(g.sender_id) & (p_partitions - 1) <> (SELECT i.partition FROM giftd_partition_identity AS i)
     UNION ALL
     SELECT NULL, a.id, a.account, a.receiver_id, a.house_slot, a.amount
-    FROM me, account_entries AS a
-    LEFT JOIN gift_entries AS g ON g.id = a.gift_entry
+    FROM account_entries AS a
     WHERE a.id > p_entry_after AND a.id <= p_entry_upto
-      AND CASE WHEN a.gift_entry IS NOT NULL THEN g.id IS NULL OR giftd_placement(g.sender_id) & (p_partitions - 1) <> me.partition
-               WHEN a.kind IN ('transfer_out', 'clawback_in') THEN split_part(a.ref, ':', 1)::integer <> me.partition
-               ELSE CASE WHEN giftd_placement(a.receiver_id) & (p_partitions - 1) IN (me.lo, me.hi)
-                         THEN giftd_placement(a.receiver_id) & (p_partitions - 1) ELSE me.lo END <> me.partition END;
+      AND CASE WHEN a.gift_entry IS NOT NULL
+               THEN coalesce((SELECT giftd_placement(g.sender_id) & (p_partitions - 1) FROM gift_entries AS g WHERE g.id = a.gift_entry)
+                             <> (SELECT i.partition FROM giftd_partition_identity AS i), true)
+               WHEN a.kind IN ('transfer_out', 'clawback_in')
+               THEN split_part(a.ref, ':', 1)::integer <> (SELECT i.partition FROM giftd_partition_identity AS i)
+               -- the receiver's home: their partition of 2n if it is lo or
+               -- hi (the same partition of n as this one), else lo.
+               ELSE CASE WHEN (giftd_placement(a.receiver_id) & (p_partitions - 1)) % (p_partitions / 2)
+                              = (SELECT i.partition FROM giftd_partition_identity AS i) % (p_partitions / 2)
+                         THEN giftd_placement(a.receiver_id) & (p_partitions - 1)
+                         ELSE (SELECT i.partition FROM giftd_partition_identity AS i) % (p_partitions / 2) END
+                    <> (SELECT i.partition FROM giftd_partition_identity AS i) END;
 $$;
 
 -- The pre-split of this partition's economy at p_partitions = 2n, before
