@@ -2,6 +2,7 @@ package partition_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -228,6 +229,80 @@ func TestReshard_PreSplitEndsAsTheOneStepSplit(t *testing.T) {
 		}
 		if got := read(two[p], "giftd_reshard_split"); got != since {
 			t.Errorf("partition %d: the split read %d rows inside the pause; want only the %d written since the second pre-split", p, got, since)
+		}
+	}
+}
+
+// TestReshard_SplitReadsOnlyTheRowsPastTheCut splits a partition's economy
+// of 40 rounds of rows, pre-split, then one more round written, and counts
+// what the split inside the pause read of the gift and account entries
+// (PostgreSQL's counters for its own transaction, rolled back): no
+// sequential scan of either, rows fetched by index in proportion to the
+// last round's rows only, and the rows it reports reading the last round's.
+func TestReshard_SplitReadsOnlyTheRowsPastTheCut(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	l := pgtest.Partitioned(t, 1)
+	u := l.PartitionURLs[0]
+	senders := append(placed("sender", 0, 2, 3), placed("sender", 1, 2, 3)...)
+	receivers := append(placed("receiver", 0, 2, 2), placed("receiver", 1, 2, 2)...)
+	var before int64
+	for r := range 40 {
+		before += economyRows(t, ctx, u, r, senders, receivers)
+	}
+	c := connect(t, u)
+	var pre int64
+	if err := c.QueryRow(ctx, `SELECT giftd_reshard_presplit(2, (SELECT max(id) FROM gift_entries), (SELECT max(id) FROM account_entries))`).
+		Scan(&pre); err != nil || pre != before {
+		t.Fatalf("the pre-split read %d rows; want %d: %v", pre, before, err)
+	}
+	since := economyRows(t, ctx, u, 40, senders, receivers)
+	if _, err := c.Exec(ctx, `ANALYZE gift_entries, account_entries`); err != nil {
+		t.Fatal(err)
+	}
+	type read struct {
+		table        string
+		seq, fetched int64
+	}
+	var reads []read
+	var rows int64
+	// A connection of its own: PostgreSQL's counters for a transaction
+	// also hold what the session read before, until they are flushed.
+	err := pgx.BeginFunc(ctx, connect(t, u), func(tx pgx.Tx) error {
+		for _, q := range []string{`INSERT INTO giftd_reshard_fence (partitions) VALUES (2)`,
+			`SELECT giftd_reshard_claim(cluster_id, 2) FROM giftd_partition_identity`, `SELECT giftd_reshard_split(2)`} {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				return err
+			}
+		}
+		if err := tx.QueryRow(ctx, `SELECT rows FROM giftd_reshard_split WHERE partitions = 2`).Scan(&rows); err != nil {
+			return err
+		}
+		rs, err := tx.Query(ctx, `SELECT relname, coalesce(seq_tup_read, 0), coalesce(idx_tup_fetch, 0) FROM pg_stat_xact_user_tables
+			WHERE relname IN ('gift_entries', 'account_entries') ORDER BY relname`)
+		if err != nil {
+			return err
+		}
+		reads, err = pgx.CollectRows(rs, func(r pgx.CollectableRow) (read, error) {
+			var x read
+			return x, r.Scan(&x.table, &x.seq, &x.fetched)
+		})
+		if err != nil {
+			return err
+		}
+		return errors.New("roll back")
+	})
+	if err == nil || err.Error() != "roll back" {
+		t.Fatalf("split: %v", err)
+	}
+	t.Logf("economy rows: %d pre-split, %d since; the split read %+v", before, since, reads)
+	if rows != since {
+		t.Errorf("the split read %d rows inside the pause; want the %d written since the pre-split", rows, since)
+	}
+	for _, r := range reads {
+		if r.seq != 0 || r.fetched > 4*since {
+			t.Errorf("the split read %s: %d rows by sequential scan, %d fetched by index; want none, and at most 4 × the %d rows past the cut",
+				r.table, r.seq, r.fetched, since)
 		}
 	}
 }

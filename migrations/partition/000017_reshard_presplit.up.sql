@@ -182,8 +182,10 @@ BEGIN
     SELECT NULL, NULL, s.account, s.receiver_id, s.house_slot, s.amount
     FROM giftd_reshard_gone AS s WHERE s.partitions = p_partitions;
 
-    DELETE FROM account_entries AS a USING giftd_split_gone AS x WHERE a.id = x.entry;
-    DELETE FROM gift_entries AS g WHERE g.id IN (SELECT x.gift FROM giftd_split_gone AS x WHERE x.gift IS NOT NULL);
+    -- By key (the temporary table has no statistics: joined, the planner
+    -- reads the whole entries' tables).
+    DELETE FROM account_entries AS a WHERE a.id = ANY (ARRAY(SELECT x.entry FROM giftd_split_gone AS x WHERE x.entry IS NOT NULL));
+    DELETE FROM gift_entries AS g WHERE g.id = ANY (ARRAY(SELECT x.gift FROM giftd_split_gone AS x WHERE x.gift IS NOT NULL));
 
     UPDATE house_slots AS h SET balance = h.balance - x.amount, updated_at = now()
     FROM (SELECT slot, sum(amount) AS amount FROM giftd_split_gone WHERE account = 'house' GROUP BY slot) AS x
