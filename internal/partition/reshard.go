@@ -35,9 +35,11 @@ var configTables = []string{"gift_catalogue", "gift_catalogue_history", "room_re
 	"spend_policies", "spend_policy_history", "webhook_endpoints"}
 
 // economyTables are the gift economy: giftd reshard copies them whole from
-// partition i to i + n, then, inside the pause, each side keeps what it
-// owns and squares each receiver's accounts (partition migration 12's
-// giftd_reshard_split). From the fence to that split, the trigger
+// partition i to i + n, decides before the pause which side owns each row
+// copied so far (partition migration 17's giftd_reshard_presplit), then,
+// inside the pause, the rows written since, and each side keeps what it
+// owns and squares each receiver's accounts (giftd_reshard_split). From the
+// fence to that split, the trigger
 // giftd_reshard_freeze on the entries' tables refuses every economy write
 // but the credit consumer's legs.
 var economyTables = []string{"gift_entries", "account_entries", "earnings_accounts", "house_slots"}
@@ -74,11 +76,15 @@ type Resharding struct {
 	// DrainTimeout bounds how long the pause waits for the credit
 	// consumer to move every credit of the old count (0: 10 s).
 	DrainTimeout time.Duration
-	// onStep, when set (tests), runs at the pause's steps: "fence" before
+	// onStep, when set (tests), runs at the pause's steps: "presplit"
+	// between the economy's two pre-splits, "fence" before
 	// the first fence, "sequences" once every subscription is dropped,
 	// "split" once every claim has moved, "switch" once every partition's
 	// economy is split.
 	onStep func(step string)
+	// onePhase (tests) leaves out the pre-split: the whole economy is
+	// split inside the pause, as before partition migration 17.
+	onePhase bool
 }
 
 // A ReshardReport is what Reshard did.
@@ -132,6 +138,9 @@ func (r Resharding) Check() error {
 //     room receivers, policies) and gift economy tables to its new one by logical
 //     replication (a publication, a slot, a subscription with copy_data),
 //     waits for the initial copy, then for the copy to catch up with a mark.
+//     Then it splits the gift economy up to a cut before the pause
+//     (presplit): each side sums what it gives away of those rows, and
+//     i + n deletes it.
 //  3. The pause: it fences each old partition (its moving users' writes
 //     refused with SQLSTATE GD003, a retryable error, by giftd_check_users
 //     and by a trigger on every user table; the users staying are never
@@ -142,11 +151,13 @@ func (r Resharding) Check() error {
 //     of the old count and for the copy to catch up again, drops the
 //     subscription, carries the sequences on, moves each old claim to i of
 //     2n, splits the economy on every partition (giftd_reshard_split, one
-//     transaction each, which ends the freeze) and, in one proxy
+//     transaction each, reading only the rows past the cut, which ends the
+//     freeze) and, in one proxy
 //     transaction, registers the 2n partitions, checking every claim
 //     through the proxy.
 //  4. It drops the slots and publications, and each partition forgets the
-//     users it no longer owns (giftd_reshard_forget).
+//     users it no longer owns (giftd_reshard_forget), and old partition i
+//     the economy rows under the cut it gave away.
 //
 // Run again after a failure, it carries on: before the switch, a failed
 // pause lifts the fences (and marks a copy cut off as to be made again);
@@ -268,7 +279,79 @@ func (rs *resharding) copyAndSwitch(ctx context.Context, opts []ledger.MigrateOp
 			return nil, err
 		}
 	}
+	// Twice: the first over the economy, the second over what was written
+	// meanwhile, so that the pause has only what is written after that.
+	for round := range 2 {
+		if round == 1 {
+			rs.step("presplit")
+		}
+		for i := range n {
+			if rs.onePhase {
+				break
+			}
+			if err := rs.presplit(ctx, i, round); err != nil {
+				return nil, err
+			}
+		}
+	}
 	return rs.pause(ctx)
+}
+
+// presplit splits, before the pause, the gift economy rows old partition i
+// and its copy on n + i hold up to a cut, past an earlier round's
+// (partition migration 17): each side sums what it gives away of them, and
+// n + i, which serves nobody yet, deletes it; the split inside the pause
+// then reads only the rows written since. The cut is the gift and account
+// entry ids handed out when it is taken, once every transaction that was
+// running then has ended: a row under it is then committed, or never will
+// be. (An id is taken inside a transaction, so one running when the cut is
+// read; every transaction holds its virtual transaction id's lock to its
+// end.) A mark then proves the copy holds those rows too. Run again, each
+// side carries on from the cut it reached.
+func (rs *resharding) presplit(ctx context.Context, i, round int) error {
+	j := rs.n + i
+	old := rs.conns[i]
+	var gcut, ecut int64
+	// The entries' cut first: a leg's gift has its id before the leg.
+	err := old.QueryRow(ctx, `
+		SELECT (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM account_entries_id_seq),
+		       (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM gift_entries_id_seq)`).Scan(&ecut, &gcut)
+	if err != nil {
+		return fmt.Errorf("reshard: %s: read the economy's ids: %w", rs.where(i), err)
+	}
+	var running []string
+	err = old.QueryRow(ctx, `SELECT coalesce(array_agg(virtualxid), '{}') FROM pg_locks
+		WHERE locktype = 'virtualxid' AND granted AND pid <> pg_backend_pid()`).Scan(&running)
+	if err != nil {
+		return fmt.Errorf("reshard: %s: read the transactions running: %w", rs.where(i), err)
+	}
+	start := time.Now()
+	err = poll(ctx, 5*time.Millisecond, func() (bool, error) {
+		var left bool
+		err := old.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'virtualxid' AND virtualxid = ANY ($1))`,
+			running).Scan(&left)
+		return !left, err
+	})
+	if err != nil {
+		return fmt.Errorf("reshard: %s: wait for the transactions running at the economy's cut: %w", rs.where(i), err)
+	}
+	rs.log.Info("reshard: cut the gift economy", "partition", rs.where(i), "round", round+1, "gift_cut", gcut, "entry_cut", ecut,
+		"waited", time.Since(start).Round(time.Millisecond))
+	for k, p := range []int{i, j} {
+		if k == 1 {
+			if err := rs.mark(ctx, i, fmt.Sprintf("cut %d %d", round, time.Now().UnixNano())); err != nil {
+				return err
+			}
+		}
+		start := time.Now()
+		var rows int64
+		if err := rs.conns[p].QueryRow(ctx, `SELECT giftd_reshard_presplit($1, $2, $3)`, 2*rs.n, gcut, ecut).Scan(&rows); err != nil {
+			return fmt.Errorf("reshard: %s: split the gift economy before the pause: %w", rs.where(p), err)
+		}
+		rs.log.Info("reshard: split the gift economy before the pause", "partition", rs.where(p), "round", round+1, "rows", rows,
+			"took", time.Since(start).Round(time.Millisecond))
+	}
+	return nil
 }
 
 // subscribed reports whether new partition p has giftd reshard's
@@ -311,7 +394,8 @@ func (rs *resharding) startCopy(ctx context.Context, i int, opts []ledger.Migrat
 	err = pgx.BeginFunc(ctx, neu, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `SET LOCAL session_replication_role = replica`)
 		if err == nil {
-			_, err = tx.Exec(ctx, `TRUNCATE `+strings.Join(copiedTables, ", "))
+			// With the copy goes what a pre-split made of it.
+			_, err = tx.Exec(ctx, `TRUNCATE `+strings.Join(copiedTables, ", ")+`, giftd_reshard_presplit, giftd_reshard_gone`)
 		}
 		return err
 	})
@@ -561,7 +645,12 @@ func (rs *resharding) switchOver(ctx context.Context) error {
 				errs[p] = fmt.Errorf("reshard: %s: split the gift economy (run giftd reshard again: the moving users are refused until it succeeds): %w", rs.where(p), err)
 				return
 			}
-			rs.log.Info("reshard: split the gift economy", "partition", rs.where(p), "resharding_legs", legs,
+			var rows int64
+			if err := rs.conns[p].QueryRow(ctx, `SELECT coalesce(rows, 0) FROM giftd_reshard_split WHERE partitions = $1`, 2*n).Scan(&rows); err != nil {
+				errs[p] = fmt.Errorf("reshard: %s: read its split: %w", rs.where(p), err)
+				return
+			}
+			rs.log.Info("reshard: split the gift economy", "partition", rs.where(p), "resharding_legs", legs, "rows", rows,
 				"took", time.Since(start).Round(time.Millisecond))
 		})
 	}

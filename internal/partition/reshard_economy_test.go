@@ -199,10 +199,30 @@ func TestReshard_SplitsTheGiftEconomyUnderLoad(t *testing.T) {
 		ackedBefore[k] = x
 	}
 	mu.Unlock()
+	economyBefore := make([]int64, 2) // the economy rows of each old partition
+	for i, u := range l.PartitionURLs {
+		if err := connect(t, u).QueryRow(ctx, `SELECT (SELECT count(*) FROM gift_entries) + (SELECT count(*) FROM account_entries)`).
+			Scan(&economyBefore[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
 	rep, err := partition.Reshard(ctx, partition.Resharding{Layout: l, NewPartitionURLs: newURLs,
 		Log: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
 	if err != nil {
 		t.Fatalf("reshard: %v", err)
+	}
+	// The rows there before the reshard were split before the pause, on
+	// both sides; inside it, only those written since.
+	for p, u := range after {
+		var pre, in int64
+		if err := connect(t, u).QueryRow(ctx, `SELECT (SELECT rows FROM giftd_reshard_presplit WHERE partitions = 4),
+			(SELECT rows FROM giftd_reshard_split WHERE partitions = 4)`).Scan(&pre, &in); err != nil {
+			t.Fatalf("partition %d: %v", p, err)
+		}
+		t.Logf("partition %d: %d economy rows split before the pause, %d inside it", p, pre, in)
+		if pre < economyBefore[p%2] {
+			t.Errorf("partition %d: %d economy rows split before the pause; want at least the %d there before the reshard", p, pre, economyBefore[p%2])
+		}
 	}
 	parts := stores(t, after)
 	consumer.Grow(parts)
