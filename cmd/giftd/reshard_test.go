@@ -199,6 +199,16 @@ func TestRun_ServeCarriesOnThroughAReshard(t *testing.T) {
 	if err := run(ctx, []string{"giftd", "reshard"}, getenv, &out, &errOut); err != nil {
 		t.Fatalf("reshard: %v\n%s", err, errOut.String())
 	}
+	// Only debits answered after the reshard count: those queued while it
+	// ran would otherwise satisfy the wait before any debit met the new
+	// routing.
+	for drained := false; !drained; {
+		select {
+		case <-acks:
+		default:
+			drained = true
+		}
+	}
 	waitAcks(20)
 	close(stop)
 	go func() { wg.Wait(); close(acks) }()
