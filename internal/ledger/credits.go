@@ -83,7 +83,7 @@ type CreditEvents struct {
 	// placement: the credits are those whose receiver is placed on another
 	// partition than Partition among Partitions.
 	Gifts []CreditMove
-	// Clawbacks are the reversals' claw-backs (see PendingClawbacks).
+	// Clawbacks are the reversals' claw-backs (giftd_clawbacks_after's).
 	Clawbacks []Clawback
 	// Partition and Partitions are the partition's identity, read with
 	// them (both 0 when nothing was read).
@@ -100,9 +100,8 @@ func (e CreditEvents) Full(limit int) bool { return len(e.Gifts)+len(e.Clawbacks
 // CreditEvents returns, in one statement, the gifts and claw-backs of this
 // partition's events after position after, at most limit of them together,
 // in position order, up to the events' horizon (see PendingCredits, which
-// returns the credits among them, and PendingClawbacks). Leaving the
-// receivers' placement to the caller spares the partition a call of
-// giftd_placement per event, which PostgreSQL cannot inline. Called on a
+// returns the credits among them). Leaving the receivers' placement to the
+// caller spares the partition a call of giftd_placement per event. Called on a
 // Store opened on the partition itself; an error if the partition has no
 // identity.
 func (s *Store) CreditEvents(ctx context.Context, after int64, limit int) (CreditEvents, error) {

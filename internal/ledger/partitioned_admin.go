@@ -256,15 +256,3 @@ func (s *Store) ApplyClawback(ctx context.Context, source int, c Clawback) (earn
 	}
 	return earnings, shortfall, applied, nil
 }
-
-// PendingClawbacks returns the claw-backs of this partition's reversals at
-// positions after..upTo, in position order. Called on a Store opened on the
-// partition itself.
-func (s *Store) PendingClawbacks(ctx context.Context, after, upTo int64) ([]Clawback, error) {
-	rows, _ := s.pool.Query(ctx, `SELECT event_position, receiver_id, amount FROM giftd_clawbacks_after($1, $2)`, after, upTo)
-	cs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Clawback])
-	if err != nil {
-		return nil, fmt.Errorf("read claw-backs: %w", err)
-	}
-	return cs, nil
-}
