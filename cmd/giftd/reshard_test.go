@@ -358,6 +358,21 @@ func TestRun_ServeGrowsOntoTheNewPartitions(t *testing.T) {
 	auditCommand(ctx, t, l.ProxyURL, after)
 }
 
+// TestRun_ServeRefusesFewerPartitionURLsThanTheProxyRoutes: serve given 1
+// URL for a proxy routing over 2 partitions does not start, and says why.
+func TestRun_ServeRefusesFewerPartitionURLsThanTheProxyRoutes(t *testing.T) {
+	l := pgtest.Partitioned(t, 2)
+	env := map[string]string{"DATABASE_URL": "postgres://unused@127.0.0.1:1/unused", "GIFTD_PROXY_URL": l.ProxyURL,
+		"GIFTD_PARTITION_URLS": l.PartitionURLs[0], "GIFTD_HTTP_ADDR": "127.0.0.1:0", "GIFTD_ADMIN_ADDR": "127.0.0.1:0",
+		"GIFTD_ADMIN_TOKEN": e2eToken, "GIFTD_LINKV_APPS": "app1:" + e2eSecret}
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"giftd", "serve"}, func(k string) string { return env[k] }, &out, &errOut)
+	var se *settingsError
+	if !errors.As(err, &se) || se.name != "GIFTD_PARTITION_URLS" || !strings.Contains(se.problem, "1 URLs, but the proxy routes over 2 partitions") {
+		t.Errorf("serve with 1 URL of 2 partitions: %v; want a settings error naming GIFTD_PARTITION_URLS and both counts", err)
+	}
+}
+
 // debitThroughAReshard runs giftd reshard 2 -> 4 (l onto newURLs) under the
 // serve srv while a client per user posts LinkV debits (fields of the
 // request id, the user and its k-th debit), each retried after a 500 with
