@@ -173,12 +173,18 @@ func runMigrate(args []string, getenv func(string) string, stdout, stderr io.Wri
 // each database. The output names databases by host and name, never with a
 // password.
 func migratePartitioned(action string, l partition.Layout, opts []ledger.MigrateOption, stdout io.Writer) error {
+	// A bound for the registration's connection; the migrations have
+	// GIFTD_MIGRATE_LOCK_WAIT's.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if action == "up" || action == "version" {
+		var err error
+		if l, err = routedLayout(ctx, l); err != nil {
+			return err
+		}
+	}
 	switch action {
 	case "up":
-		// A bound for the registration's connection; the migrations have
-		// GIFTD_MIGRATE_LOCK_WAIT's.
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer cancel()
 		if err := partition.Migrate(ctx, l, opts...); err != nil {
 			return err
 		}
@@ -203,6 +209,24 @@ func migratePartitioned(action string, l partition.Layout, opts []ledger.Migrate
 	return nil
 }
 
+// routedLayout is l as the proxy routes over it: GIFTD_PARTITION_URLS may
+// list more partitions, the ones a coming giftd reshard adds (all of them
+// when the proxy routes over none yet, a new cluster); fewer is a settings
+// error.
+func routedLayout(ctx context.Context, l partition.Layout) (partition.Layout, error) {
+	n, err := partition.Routed(ctx, l.ProxyURL)
+	switch {
+	case err != nil:
+		return l, fmt.Errorf("GIFTD_PROXY_URL: %w", err)
+	case n > len(l.PartitionURLs):
+		return l, &settingsError{"GIFTD_PARTITION_URLS", fmt.Sprintf("%d URLs, but the proxy routes over %d partitions: "+
+			"list every partition's, in partition order", len(l.PartitionURLs), n)}
+	case n > 0:
+		return l.First(n), nil
+	}
+	return l, nil
+}
+
 func newLogger(format string, w io.Writer) *slog.Logger {
 	if format == "text" {
 		return slog.New(slog.NewTextHandler(w, nil))
@@ -225,12 +249,23 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 		tlsConfig = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
 	}
 	partitioned := s.Partitioned.ProxyURL != ""
+	// routed is the cluster the proxy routes over: GIFTD_PARTITION_URLS may
+	// list more, the partitions a coming giftd reshard adds, taken into
+	// use once the proxy routes over them (growPartitions).
+	routed := s.Partitioned
+	if partitioned {
+		var err error
+		if routed, err = routedLayout(ctx, s.Partitioned); err != nil {
+			return err
+		}
+	}
 	switch {
 	case s.Migrate && partitioned:
 		// What giftd migrate up does: the proxy, every partition, the
-		// registration (docs/scale-out.md#migrating).
-		log.Info("migrating partitioned", "partitions", len(s.Partitioned.PartitionURLs), "lock_wait", s.MigrateLockWait.String())
-		if err := partition.Migrate(ctx, s.Partitioned, ledger.WithLockWait(s.MigrateLockWait), ledger.WithMigrateLog(log, 0)); err != nil {
+		// registration (docs/scale-out.md#migrating); of the partitions
+		// the proxy routes over only (all of them in a new cluster).
+		log.Info("migrating partitioned", "partitions", len(routed.PartitionURLs), "lock_wait", s.MigrateLockWait.String())
+		if err := partition.Migrate(ctx, routed, ledger.WithLockWait(s.MigrateLockWait), ledger.WithMigrateLog(log, 0)); err != nil {
 			return err
 		}
 	case s.Migrate:
@@ -246,13 +281,16 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 	if partitioned {
 		// giftd talks to the proxy only; each batch goes to one partition
 		// (docs/scale-out.md#the-debit-batch).
-		dbURL, opts = s.Partitioned.ProxyURL, append(opts, ledger.WithPartitions(len(s.Partitioned.PartitionURLs), partition.For))
+		dbURL, opts = s.Partitioned.ProxyURL, append(opts, ledger.WithPartitions(len(routed.PartitionURLs), partition.For))
 	}
 	var parts []*ledger.Store
 	if partitioned {
 		// Direct pools to each partition: the cross-partition credits, the
 		// configuration every partition holds, each partition's webhook
-		// delivery and pruning (docs/scale-out.md). Never the debits'.
+		// delivery and pruning (docs/scale-out.md). Never the debits'. To
+		// every URL given, those beyond the routed ones unused until the
+		// proxy routes over them (and not connected to before: a pool
+		// connects at its first use).
 		for i, u := range s.Partitioned.PartitionURLs {
 			p, err := ledger.Open(ctx, u, ledger.WithBatching(ledger.Batching{MaxBatch: 1}),
 				ledger.WithMaxConns(int32(s.Webhook.Workers+4)))
@@ -277,14 +315,15 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 	store.SetTimer(metrics.ObserveDB)
 	if partitioned {
 		// After giftd reshard the proxy routes over more partitions than
-		// this replica holds direct pools to, until it is restarted with
-		// the new GIFTD_PARTITION_URLS: the alert GiftdPartitionsNotConnected.
+		// this replica uses until growPartitions takes the new pools into
+		// use, or for good when GIFTD_PARTITION_URLS lists too few: the
+		// alert GiftdPartitionsNotConnected.
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "giftd_partitions",
 			Help: "Partitions the proxy routes over, as this replica last read it (partitioned mode)."},
 			func() float64 { return float64(store.Partitions()) }))
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "giftd_partitions_connected",
-			Help: "Partitions this replica holds direct pools to (GIFTD_PARTITION_URLS): the credit consumer, configuration copies, events and webhook delivery use them."},
-			func() float64 { return float64(len(parts)) }))
+			Help: "Partitions this replica uses direct pools to (of GIFTD_PARTITION_URLS, those the proxy routes over whose claims were checked): the credit consumer, configuration copies, events and webhook delivery use them."},
+			func() float64 { return float64(len(store.PartitionStores())) }))
 	}
 	ready := httpapi.NewReadiness(reg, store, log)
 	calls := callback.NewRecorder(reg, log)
@@ -322,10 +361,11 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 		// Cross-partition credits (docs/scale-out.md#cross-partition-credits):
 		// read from and applied on each partition directly, on small pools
 		// of their own; the admin audit uses them too.
-		consumer = credits.New(parts, credits.DefaultConfig(consumerOwner()), reg, log)
+		// growPartitions gives it more when the proxy routes over more.
+		consumer = credits.New(store.PartitionStores(), credits.DefaultConfig(consumerOwner()), reg, log)
 		// The admin audit reads each partition's books on the same pools
-		// (docs/scale-out.md#reads-across-partitions).
-		deps.Partitions = parts
+		// (docs/scale-out.md#reads-across-partitions), those in use.
+		deps.Partitions = store.PartitionStores
 	}
 
 	var deliverer *webhook.Deliverer
@@ -333,7 +373,7 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 	case s.Webhooks && partitioned:
 		// Each partition's events from its own outbox, on its pool above
 		// (docs/events.md#partitioned-mode).
-		deliverer = webhook.NewPartitioned(parts, s.Webhook, reg, log)
+		deliverer = webhook.NewPartitioned(store.PartitionStores, s.Webhook, reg, log)
 	case s.Webhooks:
 		// Delivery has a pool of its own, so that slow endpoints can never
 		// hold the connections debits need.
@@ -363,7 +403,7 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 		"debit_path", s.DebitPath, "apps", len(s.LinkVApps), "polyv_apps", len(s.PolyvApps),
 		"earnings", s.Economy.Earnings, "price_check", s.Economy.PriceCheck, "default_share_bp", s.Economy.DefaultShareBP,
 		"safeguards", s.Safeguards.On, "safeguards_profile", s.SafeguardsProfile, "webhooks", s.Webhooks,
-		"partitions", store.Partitions())
+		"partitions", store.Partitions(), "partition_urls", len(parts))
 	if onListen != nil {
 		onListen(publicLn.Addr().String(), adminLn.Addr().String())
 	}
@@ -384,6 +424,7 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 	}
 	if consumer != nil {
 		g.Go(func() error { consumer.Run(gctx); return nil })
+		g.Go(func() error { growPartitions(gctx, store, consumer, log, growInterval); return nil })
 	}
 	if s.PruneInterval > 0 {
 		g.Go(func() error { pruneLoop(gctx, store, s, log, newPruneMetrics(reg)); return nil })

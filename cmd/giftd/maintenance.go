@@ -24,6 +24,45 @@ import (
 // giftd_ready is fresh between /readyz calls: one trivial query.
 const readyProbeInterval = 5 * time.Second
 
+// growInterval is how often serve looks whether the proxy routes over more
+// partitions than it uses (an atomic read; the store learns the count from
+// the readiness probe, every readyProbeInterval, and from the debits).
+const growInterval = time.Second
+
+// growPartitions takes into use, until ctx ends, the direct pools of the
+// partitions a giftd reshard adds, once the proxy routes over them and each
+// claims its place (ledger.Store.GrowPartitionStores), and gives them to
+// the credit consumer; webhook delivery, the admin API and the
+// configuration's copies read them from the store. A failure (a claim that
+// does not match, fewer URLs than partitions) is logged when it changes,
+// and tried again.
+func growPartitions(ctx context.Context, store *ledger.Store, consumer *credits.Consumer, log *slog.Logger, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	last := ""
+	for {
+		before := len(store.PartitionStores())
+		n, err := store.GrowPartitionStores(ctx)
+		if n > before {
+			log.Info("partitions in use", "partitions", n, "routed", store.Partitions())
+			consumer.Grow(store.PartitionStores())
+		}
+		msg := ""
+		if err != nil && ctx.Err() == nil {
+			msg = err.Error()
+		}
+		if msg != "" && msg != last {
+			log.Warn("partitions not in use", "in_use", n, "routed", store.Partitions(), "err", msg)
+		}
+		last = msg
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // openForOps opens DATABASE_URL for a one-off command: no batching, since
 // such a command never debits, and the safeguards' settings, for the
 // earnings hold of the export. It returns the database settings too.
@@ -55,7 +94,11 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	if ps.Partitioned.ProxyURL != "" {
-		return auditPartitioned(ctx, ps.Partitioned, getenv, stdout)
+		l, err := routedLayout(ctx, ps.Partitioned)
+		if err != nil {
+			return err
+		}
+		return auditPartitioned(ctx, l, getenv, stdout)
 	}
 	store, _, err := openForOps(ctx, getenv)
 	if err != nil {
@@ -253,7 +296,11 @@ func runPrune(ctx context.Context, args []string, getenv func(string) string, st
 		if err := readDatabase(getenv, &s); err != nil {
 			return err
 		}
-		for i, u := range ps.Partitioned.PartitionURLs {
+		l, err := routedLayout(ctx, ps.Partitioned)
+		if err != nil {
+			return err
+		}
+		for i, u := range l.PartitionURLs {
 			p, err := ledger.Open(ctx, u, ledger.WithBatching(ledger.Batching{MaxBatch: 1}))
 			if err != nil {
 				return fmt.Errorf("partition %d: %w", i, err)

@@ -60,8 +60,9 @@ func runReshard(ctx context.Context, args []string, getenv func(string) string, 
 	for p, n := range rep.Forgotten {
 		fmt.Fprintf(stdout, "partition %d (%s): forgot %d wallets it no longer owns\n", p, partition.Where(r.After().PartitionURLs[p]), n)
 	}
-	fmt.Fprintf(stdout, "proxy: %d partitions registered in cluster %s; set GIFTD_PARTITION_URLS to all %d URLs "+
-		"(GIFTD_PARTITION_URLS then GIFTD_NEW_PARTITION_URLS) before giftd's next start\n",
+	fmt.Fprintf(stdout, "proxy: %d partitions registered in cluster %s; giftd serve replicas given all %d URLs "+
+		"(GIFTD_PARTITION_URLS then GIFTD_NEW_PARTITION_URLS) use them within seconds; give them to every other "+
+		"replica, and to giftd's other commands, with a restart\n",
 		rep.Partitions, partition.ClusterName, rep.Partitions)
 	return nil
 }

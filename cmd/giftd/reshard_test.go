@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"giftd/internal/linkv"
 	"giftd/internal/partition"
 	"giftd/internal/pgtest"
 )
@@ -100,22 +101,287 @@ func TestRun_ServeCarriesOnThroughAReshard(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	var users []string // 2 of each partition of 4
-	for i := 0; len(users) < 8; i++ {
-		u := fmt.Sprintf("viewer-%d", i)
-		n := 0
-		for _, v := range users {
-			if partition.For(v, 4) == partition.For(u, 4) {
-				n++
-			}
-		}
-		if n < 2 {
-			users = append(users, u)
-		}
-	}
+	users := ofEachPartition("viewer", 4, 2)
 	for _, u := range users {
 		topUpWallet(t, srv.admin, u, 1_000_000)
 	}
+	sentTo, acked := debitThroughAReshard(ctx, t, srv, l, newURLs, users, func(id, user string, _ int) map[string]string {
+		return debitFields(id, user, 1, time.Now().Add(time.Hour).Unix(), e2eSecret)
+	})
+	// No batch may have failed the check of its wallets' write (main
+	// migration 11): under the row locks it cannot fire.
+	for _, line := range strings.Split(srv.logs.String(), "\n") {
+		if strings.Contains(line, "SQLSTATE GD005") {
+			t.Errorf("a debit batch failed its wallet check: %s", line)
+		}
+	}
+
+	// serve learnt the new count, but has URLs of the 2 it started with
+	// only: the alert GiftdPartitionsNotConnected reads both gauges.
+	metrics := scrape(t, srv.admin)
+	for _, want := range []string{"\ngiftd_partitions 4\n", "\ngiftd_partitions_connected 2\n"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics after the reshard lacks %q", strings.TrimSpace(want))
+		}
+	}
+	// A configuration change would miss partitions 2 and 3: refused, and
+	// written nowhere.
+	code, m := adminCall(t, srv.admin, http.MethodPost, "/admin/v1/gifts/linkv", e2eToken,
+		`{"gift_id":"rose","name":"Rose","price":10,"share_bp":5000}`)
+	if e, _ := m["error"].(map[string]any); code != http.StatusServiceUnavailable || e["code"] != "partitions_not_connected" ||
+		!strings.Contains(fmt.Sprint(e["message"]), "routes over 4 partitions, this giftd uses 2") {
+		t.Errorf("a gift created with 2 partitions of 4 connected: %d %v; want 503 partitions_not_connected naming 4 and 2", code, m)
+	}
+	after := append(append([]string{}, l.PartitionURLs...), newURLs...)
+	if n := giftOnEachPartition(ctx, t, after, "rose"); n != [4]int{} {
+		t.Errorf("the refused gift is on the partitions %v times; want on none", n)
+	}
+
+	perUser := map[string]int64{}
+	for id, u := range sentTo {
+		if acked[id] {
+			perUser[u]++
+		}
+	}
+	debitsPlaced(t, after, sentTo, func(id string) bool { return acked[id] })
+	for _, u := range users {
+		code, m := adminCall(t, srv.admin, http.MethodGet, "/admin/v1/wallets/"+u, e2eToken, "")
+		if want := float64(1_000_000 - perUser[u]); code != http.StatusOK || m["gold"] != want {
+			t.Errorf("wallet of %s: %d %v; want %v gold", u, code, m, want)
+			logEntryChain(ctx, t, after, u)
+		}
+	}
+	auditCommand(ctx, t, l.ProxyURL, after)
+}
+
+// readFeedPartitioned reads the admin pull feed from cursor after to its end, adding
+// each event's id to seen (an id seen before is an error), and returns the
+// cursor reached.
+func readFeedPartitioned(t *testing.T, admin, after string, seen map[string]bool) string {
+	t.Helper()
+	for {
+		code, m := adminCall(t, admin, http.MethodGet, "/admin/v1/events?limit=500&wait=1&after="+after, e2eToken, "")
+		events, _ := m["events"].([]any)
+		if code != http.StatusOK {
+			t.Fatalf("events after %s: %d %v", after, code, m)
+		}
+		if len(events) == 0 {
+			return after
+		}
+		for _, e := range events {
+			ev, _ := e.(map[string]any)
+			id := fmt.Sprint(ev["id"])
+			if seen[id] {
+				t.Errorf("event %s (partition %v, position %v) read again after %s", id, ev["partition"], ev["position"], after)
+			}
+			seen[id] = true
+		}
+		after = fmt.Sprint(m["next_after"])
+	}
+}
+
+// auditCommand runs giftd audit of the cluster of proxyURL and partitionURLs.
+func auditCommand(ctx context.Context, t *testing.T, proxyURL string, partitionURLs []string) {
+	t.Helper()
+	env := map[string]string{"GIFTD_PROXY_URL": proxyURL, "GIFTD_PARTITION_URLS": strings.Join(partitionURLs, " ")}
+	var out, errOut bytes.Buffer
+	if err := run(ctx, []string{"giftd", "audit"}, func(k string) string { return env[k] }, &out, &errOut); err != nil {
+		t.Errorf("audit after the resharding: %v\n%s%s", err, out.String(), errOut.String())
+	}
+}
+
+// ofEachPartition returns perPartition users named prefix-<i> placed on
+// each partition of n.
+func ofEachPartition(prefix string, n, perPartition int) []string {
+	var users []string
+	count := make([]int, n)
+	for i := 0; len(users) < n*perPartition; i++ {
+		u := fmt.Sprintf("%s-%d", prefix, i)
+		if p := partition.For(u, n); count[p] < perPartition {
+			count[p]++
+			users = append(users, u)
+		}
+	}
+	return users
+}
+
+// giftOnEachPartition counts LinkV catalogue gift giftID on each partition
+// of urls (4).
+func giftOnEachPartition(ctx context.Context, t *testing.T, urls []string, giftID string) (n [4]int) {
+	t.Helper()
+	for p, u := range urls {
+		conn, err := pgx.Connect(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM gift_catalogue WHERE platform = 'linkv' AND gift_id = $1`, giftID).Scan(&n[p]); err != nil {
+			t.Error(err)
+		}
+		conn.Close(ctx)
+	}
+	return n
+}
+
+// TestRun_ServeGrowsOntoTheNewPartitions doubles a cluster of 2 under a
+// giftd serve started with the URLs of all 4 partitions, the 2 new ones
+// empty databases then, while gifts (earnings on, half to the receiver)
+// cross between partitions: serve uses the 2 the proxy routes over, and
+// without a restart grows onto the new ones once the proxy routes over
+// them. The credit consumer moves the credits to receivers on the new
+// partitions and from their senders there, a catalogue change reaches all
+// 4, the admin audit reads 4, giftd_partitions_connected becomes 4.
+func TestRun_ServeGrowsOntoTheNewPartitions(t *testing.T) {
+	l := pgtest.Partitioned(t, 2)
+	newURLs := []string{pgtest.EmptyDatabase(t), pgtest.EmptyDatabase(t)}
+	after := append(append([]string{}, l.PartitionURLs...), newURLs...)
+	srv := startServe(t, map[string]string{
+		"DATABASE_URL":           "postgres://unused@127.0.0.1:1/unused",
+		"GIFTD_PROXY_URL":        l.ProxyURL,
+		"GIFTD_PARTITION_URLS":   strings.Join(after, " "),
+		"GIFTD_BATCH_WINDOW":     "1ms",
+		"GIFTD_DEFAULT_SHARE_BP": "5000",
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	metrics := scrape(t, srv.admin)
+	for _, want := range []string{"\ngiftd_partitions 2\n", "\ngiftd_partitions_connected 2\n"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics before the reshard lacks %q", strings.TrimSpace(want))
+		}
+	}
+	users := ofEachPartition("viewer", 4, 2)
+	receivers := ofEachPartition("host", 4, 1) // receivers[i] on partition i of 4
+	for _, u := range users {
+		topUpWallet(t, srv.admin, u, 1_000_000)
+	}
+	// The pull feed read to its end before: its cursor has 2 positions.
+	seen := map[string]bool{}
+	cursor := "0"
+	for len(seen) < len(users) && ctx.Err() == nil {
+		cursor = readFeedPartitioned(t, srv.admin, cursor, seen)
+	}
+	if strings.Count(cursor, ",") != 1 || len(seen) != len(users) {
+		t.Fatalf("the feed before the reshard: cursor %q, %d events; want 2 positions, one event per top-up", cursor, len(seen))
+	}
+	receiverOf := sync.Map{} // request id -> receiver
+	sentTo, acked := debitThroughAReshard(ctx, t, srv, l, newURLs, users, func(id, user string, k int) map[string]string {
+		f := debitFields(id, user, 2, time.Now().Add(time.Hour).Unix(), e2eSecret)
+		r := receivers[k%len(receivers)]
+		receiverOf.Store(id, r)
+		f["reason"] = fmt.Sprintf(`{"gift_id":"7","send_num":1,"resource_id":"room","vtype":"1","receiver_id":%q}`, r)
+		delete(f, "sign")
+		f["sign"] = linkv.Sign(f, e2eSecret)
+		return f
+	})
+	for _, line := range strings.Split(srv.logs.String(), "\n") {
+		if strings.Contains(line, "SQLSTATE GD005") {
+			t.Errorf("a debit batch failed its wallet check: %s", line)
+		}
+	}
+
+	// Without a restart: the new partitions in use.
+	for !strings.Contains(scrape(t, srv.admin), "\ngiftd_partitions_connected 4\n") {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("giftd_partitions_connected never 4:\n%s", srv.logs.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if !strings.Contains(scrape(t, srv.admin), "\ngiftd_partitions 4\n") {
+		t.Errorf("/metrics after the reshard lacks giftd_partitions 4")
+	}
+	// Every gift's half in its receiver's account on the receiver's
+	// partition of 4: the consumer moved the credits to and from the new
+	// partitions.
+	earned := map[string]int64{}
+	for id := range sentTo {
+		if !acked[id] {
+			t.Errorf("debit %s never acknowledged", id)
+		}
+		r, _ := receiverOf.Load(id)
+		earned[r.(string)]++
+	}
+	for _, r := range receivers {
+		p := partition.For(r, 4)
+		conn, err := pgx.Connect(ctx, after[p])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			var balance int64
+			err := conn.QueryRow(ctx, `SELECT balance FROM earnings_accounts WHERE receiver_id = $1`, r).Scan(&balance)
+			if err == nil && balance == earned[r] {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("earnings of %s on partition %d: %d, %v; want %d", r, p, balance, err, earned[r])
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		conn.Close(ctx)
+	}
+	// A catalogue change reaches every partition.
+	if code, m := adminCall(t, srv.admin, http.MethodPost, "/admin/v1/gifts/linkv", e2eToken,
+		`{"gift_id":"rose","name":"Rose","price":10,"share_bp":5000}`); code != http.StatusCreated {
+		t.Errorf("create a gift after the reshard: %d %v; want 201", code, m)
+	}
+	if n := giftOnEachPartition(ctx, t, after, "rose"); n != [4]int{1, 1, 1, 1} {
+		t.Errorf("the gift is on the partitions %v times; want once on each", n)
+	}
+	// The admin audit reads the 4 (once the last credits' second legs are
+	// in).
+	for {
+		code, m := adminCall(t, srv.admin, http.MethodGet, "/admin/v1/audit", e2eToken, "")
+		parts, _ := m["partitions"].([]any)
+		credits, _ := m["credits"].(map[string]any)
+		if code == http.StatusOK && m["ok"] == true && len(parts) == 4 && credits["in_flight_gold"] == float64(0) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("admin audit after the reshard: %d, ok %v, %d partitions, credits %v; want 200, ok, 4, none in flight",
+				code, m["ok"], len(parts), credits)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	// The cursor of 2 goes on over the 4: the new partitions from their old
+	// one's positions, so that no event read before comes again (the moved
+	// users' top-ups are on the new partitions now, with their positions).
+	before := len(seen)
+	for len(seen)-before < len(sentTo) && ctx.Err() == nil {
+		cursor = readFeedPartitioned(t, srv.admin, cursor, seen)
+	}
+	if strings.Count(cursor, ",") != 3 || len(seen)-before < len(sentTo) {
+		t.Errorf("the feed after the reshard: cursor %q, %d events more; want 4 positions, at least %d events", cursor, len(seen)-before, len(sentTo))
+	}
+	auditCommand(ctx, t, l.ProxyURL, after)
+}
+
+// TestRun_ServeRefusesFewerPartitionURLsThanTheProxyRoutes: serve given 1
+// URL for a proxy routing over 2 partitions does not start, and says why.
+func TestRun_ServeRefusesFewerPartitionURLsThanTheProxyRoutes(t *testing.T) {
+	l := pgtest.Partitioned(t, 2)
+	env := map[string]string{"DATABASE_URL": "postgres://unused@127.0.0.1:1/unused", "GIFTD_PROXY_URL": l.ProxyURL,
+		"GIFTD_PARTITION_URLS": l.PartitionURLs[0], "GIFTD_HTTP_ADDR": "127.0.0.1:0", "GIFTD_ADMIN_ADDR": "127.0.0.1:0",
+		"GIFTD_ADMIN_TOKEN": e2eToken, "GIFTD_LINKV_APPS": "app1:" + e2eSecret}
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"giftd", "serve"}, func(k string) string { return env[k] }, &out, &errOut)
+	var se *settingsError
+	if !errors.As(err, &se) || se.name != "GIFTD_PARTITION_URLS" || !strings.Contains(se.problem, "1 URLs, but the proxy routes over 2 partitions") {
+		t.Errorf("serve with 1 URL of 2 partitions: %v; want a settings error naming GIFTD_PARTITION_URLS and both counts", err)
+	}
+}
+
+// debitThroughAReshard runs giftd reshard 2 -> 4 (l onto newURLs) under the
+// serve srv while a client per user posts LinkV debits (fields of the
+// request id, the user and its k-th debit), each retried after a 500 with
+// the same request until answered 200: 20 acknowledged per user before,
+// 20 after. It returns the request ids sent (id -> user) and acknowledged;
+// at the end every debit sent is acknowledged.
+func debitThroughAReshard(ctx context.Context, t *testing.T, srv *serving, l partition.Layout, newURLs, users []string,
+	fields func(id, user string, k int) map[string]string) (sentTo map[string]string, acked map[string]bool) {
+	t.Helper()
 	post := func(f map[string]string) (int, error) {
 		form := url.Values{}
 		for k, v := range f {
@@ -137,9 +403,9 @@ func TestRun_ServeCarriesOnThroughAReshard(t *testing.T) {
 	acks := make(chan string, 1<<16) // the user of each acknowledged debit
 	stop := make(chan struct{})
 	var mu sync.Mutex
-	sentTo, acked, retried := map[string]string{}, map[string]bool{}, 0
+	retried := 0
+	sentTo, acked = map[string]string{}, map[string]bool{}
 	var wg sync.WaitGroup
-	expires := time.Now().Add(time.Hour).Unix()
 	for g, u := range users {
 		wg.Go(func() {
 			for k := 0; ; k++ {
@@ -149,7 +415,7 @@ func TestRun_ServeCarriesOnThroughAReshard(t *testing.T) {
 				default:
 				}
 				id := fmt.Sprintf("g%d-%d", g, k)
-				f := debitFields(id, u, 1, expires, e2eSecret)
+				f := fields(id, u, k)
 				mu.Lock()
 				sentTo[id] = u
 				mu.Unlock()
@@ -215,43 +481,7 @@ func TestRun_ServeCarriesOnThroughAReshard(t *testing.T) {
 	for range acks {
 	}
 	t.Logf("%s%d attempts answered 500 and retried", out.String(), retried)
-	// No batch may have failed the check of its wallets' write (main
-	// migration 11): under the row locks it cannot fire.
-	for _, line := range strings.Split(srv.logs.String(), "\n") {
-		if strings.Contains(line, "SQLSTATE GD005") {
-			t.Errorf("a debit batch failed its wallet check: %s", line)
-		}
-	}
-
-	// serve learnt the new count but still connects to the 2 it started
-	// with: the alert GiftdPartitionsNotConnected reads both.
-	metrics := scrape(t, srv.admin)
-	for _, want := range []string{"\ngiftd_partitions 4\n", "\ngiftd_partitions_connected 2\n"} {
-		if !strings.Contains(metrics, want) {
-			t.Errorf("/metrics after the reshard lacks %q", strings.TrimSpace(want))
-		}
-	}
-
-	after := append(append([]string{}, l.PartitionURLs...), newURLs...)
-	perUser := map[string]int64{}
-	for id, u := range sentTo {
-		if acked[id] {
-			perUser[u]++
-		}
-	}
-	debitsPlaced(t, after, sentTo, func(id string) bool { return acked[id] })
-	for _, u := range users {
-		code, m := adminCall(t, srv.admin, http.MethodGet, "/admin/v1/wallets/"+u, e2eToken, "")
-		if want := float64(1_000_000 - perUser[u]); code != http.StatusOK || m["gold"] != want {
-			t.Errorf("wallet of %s: %d %v; want %v gold", u, code, m, want)
-			logEntryChain(ctx, t, after, u)
-		}
-	}
-	env["GIFTD_PARTITION_URLS"] = strings.Join(after, " ")
-	out.Reset()
-	if err := run(ctx, []string{"giftd", "audit"}, getenv, &out, &errOut); err != nil {
-		t.Errorf("audit after the resharding: %v\n%s", err, out.String())
-	}
+	return sentTo, acked
 }
 
 // logEntryChain logs, on every partition, the entries of user whose

@@ -7,6 +7,7 @@ package credits
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -140,6 +141,21 @@ func (c *Consumer) forget(p int) {
 	delete(c.held, p)
 }
 
+// errOutOfReach: source partition source claims to be one of claimed
+// partitions, more than the consumer reaches.
+type errOutOfReach struct{ source, claimed, reached int }
+
+func (e *errOutOfReach) Error() string {
+	return fmt.Sprintf("partition %d claims to be one of %d partitions; this consumer reaches %d (GIFTD_PARTITION_URLS): lease given up until it grows",
+		e.source, e.claimed, e.reached)
+}
+
+// grown is a channel closed when c's partitions grow.
+func grown(c *Consumer) <-chan struct{} {
+	_, g := c.current()
+	return g
+}
+
 // current returns the partitions, and a channel closed when they grow.
 func (c *Consumer) current() ([]*ledger.Store, <-chan struct{}) {
 	c.mu.Lock()
@@ -182,10 +198,16 @@ func (c *Consumer) run(ctx context.Context, p int) {
 		// does, so that steps carry many credits each (a step's round
 		// trips and commits are much of its cost); a backlog is moved
 		// one full batch after another.
+		wait := c.cfg.Idle
+		if errors.As(err, new(*errOutOfReach)) {
+			// Long enough for another replica to lease p.
+			wait = c.cfg.Lease
+		}
 		if !full || err != nil {
 			select {
 			case <-ctx.Done():
-			case <-time.After(c.cfg.Idle):
+			case <-grown(c):
+			case <-time.After(wait):
 			}
 		}
 	}
@@ -249,8 +271,19 @@ func (c *Consumer) step(ctx context.Context, p int) (moved int, full bool, err e
 	// read with them, places on another partition (as giftd_credits_after
 	// decides in SQL; partition.For agrees with giftd_placement).
 	n := ev.Partitions
-	if len(ev.Gifts) > 0 && (n <= 0 || n&(n-1) != 0 || ev.Partition < 0 || ev.Partition >= n) {
+	read := len(ev.Gifts)+len(ev.Clawbacks) > 0
+	if read && (n <= 0 || n&(n-1) != 0 || ev.Partition < 0 || ev.Partition >= n) {
 		return 0, false, fmt.Errorf("partition %d claims to be partition %d of %d", p, ev.Partition, n)
+	}
+	if read && n > len(parts) {
+		// Resharded to partitions this consumer does not reach (yet): it
+		// gives the lease up, so that a replica that reaches them moves
+		// the credits, and waits for Grow.
+		c.forget(p)
+		if _, err := src.ReleaseCredits(ctx, c.cfg.Owner); err != nil {
+			return 0, false, err
+		}
+		return 0, false, &errOutOfReach{source: p, claimed: n, reached: len(parts)}
 	}
 	var moves []ledger.CreditMove
 	for _, m := range ev.Gifts {
@@ -261,10 +294,11 @@ func (c *Consumer) step(ctx context.Context, p int) (moved int, full bool, err e
 	if len(moves) > 0 {
 		c.lag.WithLabelValues(label).Set(time.Since(moves[0].CreatedAt).Seconds())
 	}
-	// The first legs, one transaction per receivers' partition.
-	byPart := make([][]ledger.CreditMove, len(parts))
+	// The first legs, one transaction per receivers' partition, placed by
+	// the count the source's claim names.
+	byPart := make([][]ledger.CreditMove, n)
 	for _, m := range moves {
-		q := partition.For(m.ReceiverID, len(parts))
+		q := partition.For(m.ReceiverID, n)
 		byPart[q] = append(byPart[q], m)
 	}
 	for q, ms := range byPart {
@@ -279,7 +313,7 @@ func (c *Consumer) step(ctx context.Context, p int) (moved int, full bool, err e
 	// #reversals-and-payouts), each once on its receiver's partition,
 	// before the cursor passes them.
 	for _, cb := range ev.Clawbacks {
-		if _, _, _, err := parts[partition.For(cb.ReceiverID, len(parts))].ApplyClawback(ctx, p, cb); err != nil {
+		if _, _, _, err := parts[partition.For(cb.ReceiverID, n)].ApplyClawback(ctx, p, cb); err != nil {
 			return 0, false, err
 		}
 	}

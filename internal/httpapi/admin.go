@@ -301,6 +301,12 @@ func writeLedgerError(w http.ResponseWriter, log *slog.Logger, err error) {
 		writeError(w, http.StatusServiceUnavailable, "partly_applied", err.Error())
 	case errors.Is(err, ledger.ErrBadPartition):
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+	case errors.Is(err, ledger.ErrPartitionsNotConnected):
+		// After giftd reshard, before this replica uses the new partitions
+		// (or when GIFTD_PARTITION_URLS lists too few): nothing was written.
+		log.Warn("admin request: partitions not connected", "error", err.Error())
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, "partitions_not_connected", err.Error())
 	case errors.Is(err, ledger.ErrNoPartitionStores):
 		writeError(w, http.StatusNotImplemented, "not_partitioned", "not available in partitioned mode without GIFTD_PARTITION_URLS reachable from giftd")
 	case errors.Is(err, ledger.ErrPartitionUnreachable):

@@ -38,15 +38,17 @@ type keysAudit struct {
 }
 
 // handleAuditPartitioned is the audit of a partitioned giftd, as giftd audit
-// runs it: each partition's own audit on a direct connection (parts), then
+// runs it: each partition's own audit on a direct connection (partitions()
+// in use now), then
 // the cross-partition credits (credits.Audit), then the keys found on more
 // than one partition (ledger.ReusedKeys). The answer has the fields of
 // a single server's, each the sum over the partitions (findings: the first
 // 100 of all; checked_at: the last partition's), "ok" true only when every
 // partition's audit, the credits' and the keys' are, and "partitions",
 // "credits" and "keys" with each part (docs/scale-out.md#reads-across-partitions). A partition
-// that cannot be reached answers 503, never a partial audit.
-func handleAuditPartitioned(parts []*ledger.Store, log *slog.Logger) http.HandlerFunc {
+// that cannot be reached answers 503, never a partial audit; so do fewer
+// partitions in use than the proxy routes over (partitions_not_connected).
+func handleAuditPartitioned(store *ledger.Store, partitions func() []*ledger.Store, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), auditTimeout)
 		defer cancel()
@@ -55,6 +57,14 @@ func handleAuditPartitioned(parts []*ledger.Store, log *slog.Logger) http.Handle
 				err = fmt.Errorf("%s: %w: %w", what, ledger.ErrPartitionUnreachable, err)
 			}
 			writeLedgerError(w, log, err)
+		}
+		// Every partition the proxy routes over, or no answer: the credits
+		// to a partition left out would look lost.
+		parts := partitions()
+		if n := store.Partitions(); len(parts) < n {
+			fail("audit", fmt.Errorf("%w: the proxy routes over %d partitions, this giftd uses %d",
+				ledger.ErrPartitionsNotConnected, n, len(parts)))
+			return
 		}
 		var sum ledger.AuditReport
 		each := make([]partitionAudit, len(parts))

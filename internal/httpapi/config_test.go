@@ -95,13 +95,17 @@ func TestAdminPartitioned_ConfigurationPartlyAppliedDriftAndSync(t *testing.T) {
 		t.Errorf("config drift after a sync: %d %s; want agree", a.code, a.raw)
 	}
 
-	for _, after := range []string{"5", "1,2,3", "1,-2", "x,1", ","} {
+	for _, after := range []string{"1,2,3,4", "1,2,3", "1,-2", "x,1", ","} {
 		if a := e.adm(t, http.MethodGet, "/admin/v1/events?after="+after, ""); a.code != http.StatusBadRequest || !strings.Contains(a.errMessage(), "one per partition") {
 			t.Errorf("events after %q: %d %s; want 400", after, a.code, a.raw)
 		}
 	}
 	if a := e.adm(t, http.MethodGet, "/admin/v1/events?after=0,0", ""); a.code != http.StatusOK || a.m["next_after"] != "0,0" {
 		t.Errorf("events after 0,0: %d %s", a.code, a.raw)
+	}
+	// A cursor of a cluster of 1 goes on over the 2 it was resharded to.
+	if a := e.adm(t, http.MethodGet, "/admin/v1/events?after=5", ""); a.code != http.StatusOK || a.m["next_after"] != "5,5" {
+		t.Errorf("events after 5: %d %s; want 200 and next_after 5,5", a.code, a.raw)
 	}
 	a = e.adm(t, http.MethodPost, "/admin/v1/webhooks", `{"url":"http://127.0.0.1:1/hook"}`)
 	id, _ := a.m["id"].(string)

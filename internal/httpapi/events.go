@@ -125,16 +125,18 @@ func handleEvents(store *ledger.Store, log *slog.Logger) http.HandlerFunc {
 }
 
 // parseCursor reads the partitioned feed's cursor: n positions separated
-// by commas ("" or "0": all 0).
+// by commas ("" or "0": all 0), or n/2^k of them from before a reshard.
 func parseCursor(s string, n int) ([]int64, bool) {
 	if s == "" || s == "0" {
 		return make([]int64, n), true
 	}
 	fields := strings.Split(s, ",")
-	if len(fields) != n {
+	// A cursor from before giftd reshard doubled the partitions (fewer
+	// positions, n a multiple) goes on: ledger.EventsPartitioned extends it.
+	if len(fields) > n || n%len(fields) != 0 {
 		return nil, false
 	}
-	out := make([]int64, n)
+	out := make([]int64, len(fields))
 	for i, f := range fields {
 		v, err := strconv.ParseInt(f, 10, 64)
 		if err != nil || v < 0 {

@@ -44,7 +44,8 @@ func newPartitionedEnv(t *testing.T, cache time.Duration, opts ...ledger.Option)
 	}
 	reg := prometheus.NewRegistry()
 	deps := httpapi.Deps{Store: store, AdminToken: token, Metrics: httpapi.NewMetrics(reg), Gatherer: reg,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), LeaderboardCache: cache, Partitions: parts}
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), LeaderboardCache: cache,
+		Partitions: func() []*ledger.Store { return parts }}
 	e := &env{store: store, reg: reg, admin: httptest.NewServer(httpapi.NewAdmin(deps)), public: httptest.NewServer(httpapi.NewPublic(deps))}
 	t.Cleanup(e.admin.Close)
 	t.Cleanup(e.public.Close)

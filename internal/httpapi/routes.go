@@ -37,11 +37,12 @@ type Deps struct {
 	// LeaderboardCache is how long a room's leaderboard is answered from
 	// memory after it was read (GIFTD_LEADERBOARD_CACHE); 0: read every time.
 	LeaderboardCache time.Duration
-	// Partitions are stores opened on each partition directly, in
-	// partition order, in partitioned mode (the credit consumer's): the
-	// audit reads each partition's books and the credits between them.
-	// Without them a partitioned Store's audit answers 501.
-	Partitions []*ledger.Store
+	// Partitions returns the stores opened on each partition directly, in
+	// partition order, in partitioned mode, that are in use now
+	// (ledger.Store.PartitionStores): the audit reads each partition's
+	// books and the credits between them. Nil: a partitioned Store's audit
+	// answers 501.
+	Partitions func() []*ledger.Store
 	// WebhookAllowPrivate lets webhook endpoints be loopback or private
 	// addresses (GIFTD_WEBHOOK_ALLOW_PRIVATE).
 	WebhookAllowPrivate bool
@@ -171,10 +172,10 @@ func NewAdmin(d Deps) http.Handler {
 // partition's and the credits between them.
 func (d Deps) audit() http.HandlerFunc {
 	if d.Store != nil && d.Store.Partitions() > 0 {
-		if len(d.Partitions) == 0 {
+		if d.Partitions == nil {
 			return d.singleServerOnly(nil)
 		}
-		return handleAuditPartitioned(d.Partitions, d.Log)
+		return handleAuditPartitioned(d.Store, d.Partitions, d.Log)
 	}
 	return handleAudit(d.Store, d.Log)
 }

@@ -40,13 +40,13 @@ var ErrNoPartitionStores = errors.New("partitioned store without direct partitio
 // own database, in partition order, through which it reads and writes the
 // configuration every partition holds (the catalogue, rooms' receivers,
 // apps' policies, webhook endpoints), the events and webhook deliveries of
-// each partition, and prunes them. The caller owns and closes them.
+// each partition, and prunes them. There may be more than the partitions
+// the proxy routes over: only those are used, and the next ones once the
+// proxy routes over them (GrowPartitionStores). The caller owns and closes
+// them.
 func WithPartitionStores(parts []*Store) Option {
 	return func(s *Store) { s.parts = parts }
 }
-
-// PartitionStores returns the Stores of WithPartitionStores (nil if none).
-func (s *Store) PartitionStores() []*Store { return s.parts }
 
 // SetConfigLog makes a partitioned Store log each partition a configuration
 // copy failed on (the error, which names no secret, stays out of answers).
@@ -54,10 +54,11 @@ func (s *Store) SetConfigLog(log *slog.Logger) { s.configLog = log }
 
 // home is the partition every configuration change is made on first.
 func (s *Store) home() (*Store, error) {
-	if len(s.parts) == 0 {
+	parts := s.PartitionStores()
+	if len(parts) == 0 {
 		return nil, ErrNoPartitionStores
 	}
-	return s.parts[0], nil
+	return parts[0], nil
 }
 
 // copyStatement is one copy of a key's state, run on every other partition:
@@ -69,12 +70,15 @@ type copyStatement struct {
 
 // spread copies the home's state of one key (read by read, nil statement:
 // nothing to copy) to every other partition, each on its own. It returns
-// ErrPartlyApplied naming the partitions it failed on.
+// ErrPartlyApplied naming the partitions it failed on, and
+// ErrPartitionsNotConnected, copying nothing, when this Store does not use
+// every partition the proxy routes over.
 func (s *Store) spread(ctx context.Context, what string, read func(ctx context.Context, home *Store) (*copyStatement, error)) error {
-	home, err := s.home()
+	parts, err := s.RoutedPartitionStores()
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", what, err)
 	}
+	home := parts[0]
 	st, err := read(ctx, home)
 	if err != nil {
 		return fmt.Errorf("%s: read partition 0: %w", what, err)
@@ -83,7 +87,7 @@ func (s *Store) spread(ctx context.Context, what string, read func(ctx context.C
 		return nil
 	}
 	var failed []int
-	for i, p := range s.parts[1:] {
+	for i, p := range parts[1:] {
 		args, err := st.args(ctx, p)
 		if err == nil {
 			_, err = p.pool.Exec(ctx, st.sql, args...)
@@ -97,7 +101,7 @@ func (s *Store) spread(ctx context.Context, what string, read func(ctx context.C
 	}
 	if failed != nil {
 		applied := []int{0}
-		for i := 1; i < len(s.parts); i++ {
+		for i := 1; i < len(parts); i++ {
 			if !slices.Contains(failed, i) {
 				applied = append(applied, i)
 			}
@@ -250,8 +254,9 @@ func ConfigKinds() []string {
 type Drift struct {
 	Kind      string `json:"kind"`
 	Partition int    `json:"partition"`
-	// Reason is "differs" (from partition 0), or "unreachable" when the
-	// partition (or the home) could not be read.
+	// Reason is "differs" (from partition 0), "unreachable" when the
+	// partition (or the home) could not be read, or "not connected" when
+	// this giftd does not use it (ConfigDrift).
 	Reason string `json:"reason"`
 }
 
@@ -259,9 +264,24 @@ type Drift struct {
 // given) on every partition with the home's, and returns every partition
 // that differs or could not be read; none: they all agree. It returns
 // ErrNoPartitionStores on a Store not partitioned with WithPartitionStores.
-// A change being copied at that moment shows as drift until it is.
+// A change being copied at that moment shows as drift until it is. A
+// partition the proxy routes over and this Store does not use (yet) is
+// one of Reason "not connected", of every kind.
 func (s *Store) ConfigDrift(ctx context.Context, kinds ...string) ([]Drift, error) {
-	return ConfigDriftOf(ctx, s.parts, s.configLog, kinds...)
+	parts := s.PartitionStores()
+	out, err := ConfigDriftOf(ctx, parts, s.configLog, kinds...)
+	if err != nil {
+		return nil, err
+	}
+	if len(kinds) == 0 {
+		kinds = ConfigKinds()
+	}
+	for _, k := range kinds {
+		for i := len(parts); i < s.Partitions(); i++ {
+			out = append(out, Drift{Kind: k, Partition: i, Reason: "not connected"})
+		}
+	}
+	return out, nil
 }
 
 // ConfigDriftOf is ConfigDrift of the partitions' own Stores parts, in
@@ -328,10 +348,11 @@ type SyncReport struct {
 // returns an error only when the home cannot be read; copies that fail are
 // in the report.
 func (s *Store) SyncConfig(ctx context.Context) (SyncReport, error) {
-	home, err := s.home()
+	parts, err := s.RoutedPartitionStores()
 	if err != nil {
-		return SyncReport{}, err
+		return SyncReport{}, fmt.Errorf("config sync: %w", err)
 	}
+	home := parts[0]
 	type key struct{ kind, a, b string }
 	var keys []key
 	collect := func(kind, sql string) error {
@@ -361,7 +382,7 @@ func (s *Store) SyncConfig(ctx context.Context) (SyncReport, error) {
 			seen[k.a] = true
 		}
 	}
-	for _, p := range s.parts[1:] {
+	for _, p := range parts[1:] {
 		rows, _ := p.pool.Query(ctx, `SELECT id FROM webhook_endpoints`)
 		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
@@ -404,13 +425,16 @@ func (s *Store) SyncConfig(ctx context.Context) (SyncReport, error) {
 // homeThenSpread is a configuration change on a partitioned Store: change
 // on the home, then spread its key, also when change failed (a retry of a
 // change that reached the home but not every partition finds it made and
-// must still copy it). It returns change's error first.
+// must still copy it). It returns change's error first. It changes nothing
+// while this Store does not use every partition the proxy routes over
+// (ErrPartitionsNotConnected): the change would miss some.
 func homeThenSpread[T any](ctx context.Context, s *Store, change func(home *Store) (T, error), spread func() error) (T, error) {
-	home, err := s.home()
+	parts, err := s.RoutedPartitionStores()
 	if err != nil {
 		var zero T
 		return zero, err
 	}
+	home := parts[0]
 	v, err := change(home)
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return v, err

@@ -29,8 +29,9 @@ type EndpointDelivery struct {
 
 // withDeliveries fills e.Partitions with each partition's delivery state.
 func (s *Store) withDeliveries(ctx context.Context, eps []Endpoint) []Endpoint {
-	byPart := make([]map[string]Endpoint, len(s.parts))
-	for i, p := range s.parts {
+	parts := s.PartitionStores()
+	byPart := make([]map[string]Endpoint, len(parts))
+	for i, p := range parts {
 		if i == 0 {
 			byPart[0] = map[string]Endpoint{}
 			for _, e := range eps {
@@ -48,8 +49,8 @@ func (s *Store) withDeliveries(ctx context.Context, eps []Endpoint) []Endpoint {
 		}
 	}
 	for k := range eps {
-		eps[k].Partitions = make([]EndpointDelivery, len(s.parts))
-		for i := range s.parts {
+		eps[k].Partitions = make([]EndpointDelivery, len(parts))
+		for i := range parts {
 			d := EndpointDelivery{Partition: i}
 			e, ok := byPart[i][eps[k].ID]
 			switch {
@@ -114,24 +115,28 @@ func (s *Store) changeEndpoint(ctx context.Context, id string, change func(home 
 // on partition only (positions are a partition's own). ErrPartlyApplied
 // names the partitions it failed on.
 func (s *Store) redeliverPartitioned(ctx context.Context, id string, from int64, partition int) (Endpoint, error) {
-	home, err := s.home()
-	if err != nil {
-		return Endpoint{}, err
-	}
+	parts := s.PartitionStores()
 	if from > 0 {
-		if partition < 0 || partition >= len(s.parts) {
-			return Endpoint{}, fmt.Errorf("%w: a position is a partition's: give the partition, 0 to %d", ErrBadPartition, len(s.parts)-1)
+		if partition < 0 || partition >= s.Partitions() {
+			return Endpoint{}, fmt.Errorf("%w: a position is a partition's: give the partition, 0 to %d", ErrBadPartition, s.Partitions()-1)
 		}
-		if _, err := s.parts[partition].Redeliver(ctx, id, from); err != nil {
+		if partition >= len(parts) {
+			return Endpoint{}, fmt.Errorf("webhook endpoint %s: partition %d: %w", id, partition, ErrPartitionsNotConnected)
+		}
+		if _, err := parts[partition].Redeliver(ctx, id, from); err != nil {
 			return Endpoint{}, err
 		}
 		return s.endpointPartitioned(ctx, id)
 	}
-	if _, err := home.Redeliver(ctx, id, 0); err != nil {
+	parts, err := s.RoutedPartitionStores()
+	if err != nil {
+		return Endpoint{}, fmt.Errorf("webhook endpoint %s: %w", id, err)
+	}
+	if _, err := parts[0].Redeliver(ctx, id, 0); err != nil {
 		return Endpoint{}, err
 	}
 	var failed []int
-	for i, p := range s.parts[1:] {
+	for i, p := range parts[1:] {
 		if _, err := p.Redeliver(ctx, id, 0); err != nil {
 			failed = append(failed, i+1)
 		}
@@ -167,20 +172,31 @@ type PartitionedEvents struct {
 // resuming from Next misses nothing and repeats nothing. A partition
 // that cannot be read is skipped and named; it returns an error only when
 // none can be read, or ErrBadPartition when after has the wrong length.
+// A cursor of the count before giftd reshard doubled it goes on: new
+// partition i + n starts from partition i's position, since it holds a copy
+// of partition i's events with their positions (events copied and read
+// already from i are not read again; those of i not read yet may be read
+// from both, with one id). It reads the partitions this Store uses
+// (PartitionStores), ErrPartitionsNotConnected when they are fewer than
+// the proxy routes over.
 func (s *Store) EventsPartitioned(ctx context.Context, after []int64, limit int) (PartitionedEvents, error) {
-	if len(s.parts) == 0 {
-		return PartitionedEvents{}, ErrNoPartitionStores
+	parts, err := s.RoutedPartitionStores()
+	if err != nil {
+		return PartitionedEvents{}, err
 	}
 	if after == nil {
-		after = make([]int64, len(s.parts))
+		after = make([]int64, len(parts))
 	}
-	if len(after) != len(s.parts) {
-		return PartitionedEvents{}, fmt.Errorf("%w: the cursor has %d positions, want one per partition (%d)", ErrBadPartition, len(after), len(s.parts))
+	for len(after) > 0 && len(after) < len(parts) && len(parts)%(2*len(after)) == 0 {
+		after = append(slices.Clone(after), after...)
 	}
-	out := PartitionedEvents{Next: slices.Clone(after), Horizons: make([]int64, len(s.parts))}
-	heads := make([][]Event, len(s.parts))
+	if len(after) != len(parts) {
+		return PartitionedEvents{}, fmt.Errorf("%w: the cursor has %d positions, want one per partition (%d)", ErrBadPartition, len(after), len(parts))
+	}
+	out := PartitionedEvents{Next: slices.Clone(after), Horizons: make([]int64, len(parts))}
+	heads := make([][]Event, len(parts))
 	var errs []error
-	for i, p := range s.parts {
+	for i, p := range parts {
 		events, upTo, err := p.Events(ctx, after[i], limit)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -197,7 +213,7 @@ func (s *Store) EventsPartitioned(ctx context.Context, after []int64, limit int)
 		}
 		heads[i] = events
 	}
-	if len(errs) == len(s.parts) {
+	if len(errs) == len(parts) {
 		return PartitionedEvents{}, errors.Join(errs...)
 	}
 	// A merge, not a sort: each partition's events stay in position order
@@ -226,12 +242,13 @@ func (s *Store) EventsPartitioned(ctx context.Context, after []int64, limit int)
 // prunePartitioned runs prune on every partition's own Store, going on past
 // one that fails, and returns the total and every failure.
 func (s *Store) prunePartitioned(ctx context.Context, prune func(p *Store) (int64, error)) (int64, error) {
-	if len(s.parts) == 0 {
+	parts := s.PartitionStores()
+	if len(parts) == 0 {
 		return 0, ErrNoPartitionStores
 	}
 	var total int64
 	var errs []error
-	for i, p := range s.parts {
+	for i, p := range parts {
 		n, err := prune(p)
 		total += n
 		if err != nil {
@@ -250,14 +267,19 @@ func (s *Store) prunePartitioned(ctx context.Context, prune func(p *Store) (int6
 // fails when a partition it needs cannot be read: a list missing a
 // partition's users would look complete.
 func (s *Store) remindersPartitioned(ctx context.Context, userID string, since time.Time, limit int) ([]Reminder, error) {
-	if len(s.parts) == 0 {
-		return nil, ErrNoPartitionStores
+	parts, err := s.RoutedPartitionStores()
+	if err != nil {
+		return nil, err
 	}
 	if userID != "" {
-		return s.parts[s.partitionOf(userID)].Reminders(ctx, userID, since, limit)
+		p := s.partitionOf(userID)
+		if p >= len(parts) {
+			return nil, fmt.Errorf("reminders of %s: partition %d: %w", userID, p, ErrPartitionsNotConnected)
+		}
+		return parts[p].Reminders(ctx, userID, since, limit)
 	}
 	var all []Reminder
-	for i, p := range s.parts {
+	for i, p := range parts {
 		rs, err := p.Reminders(ctx, "", since, limit)
 		if err != nil {
 			return nil, fmt.Errorf("partition %d: %w", i, err)

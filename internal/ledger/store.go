@@ -80,8 +80,11 @@ type Store struct {
 	route      atomic.Pointer[routing]
 	routeMu    sync.Mutex // one growth of route at a time
 	// parts are direct Stores of each partition (WithPartitionStores):
-	// configuration, events, webhooks and pruning partitioned.
+	// configuration, events, webhooks and pruning partitioned; the first
+	// partsInUse of them are in use (partition_stores.go).
 	parts      []*Store
+	partsInUse atomic.Int32
+	partsMu    sync.Mutex // one GrowPartitionStores at a time
 	configLog  *slog.Logger
 	economy    Economy
 	safeguards Safeguards
@@ -164,6 +167,9 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*Store, erro
 	}
 	if s.partitions > 0 {
 		s.route.Store(s.routing(nil, s.partitions))
+		// The first as many as the proxy routes over, unchecked as before:
+		// Ready checks their claims through the proxy.
+		s.partsInUse.Store(int32(min(len(s.parts), s.partitions)))
 	}
 	return s, nil
 }

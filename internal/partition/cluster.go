@@ -465,3 +465,26 @@ func Versions(l Layout, opts ...ledger.MigrateOption) ([]DatabaseVersion, error)
 func withSet(opts []ledger.MigrateOption, set ledger.MigrationSet) []ledger.MigrateOption {
 	return append(slices.Clone(opts), ledger.WithMigrationSet(set))
 }
+
+// Routed returns how many partitions the proxy of proxyURL routes over
+// (registered in its cluster table), 0 when none are, or its proxy
+// migrations have not run yet.
+func Routed(ctx context.Context, proxyURL string) (int, error) {
+	n, err := registeredCount(ctx, proxyURL)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42P01" {
+		return 0, nil
+	}
+	return n, err
+}
+
+// First is l with its first n partitions only (n at most their count): the
+// cluster the proxy routes over when l lists more, the partitions a coming
+// giftd reshard adds.
+func (l Layout) First(n int) Layout {
+	out := Layout{ProxyURL: l.ProxyURL, PartitionURLs: l.PartitionURLs[:n:n]}
+	if len(l.ProxyPartitionURLs) != 0 {
+		out.ProxyPartitionURLs = l.ProxyPartitionURLs[:n:n]
+	}
+	return out
+}

@@ -57,9 +57,10 @@ func DefaultConfig() Config {
 // several replicas, share the work through the endpoints' leases: one
 // delivery at a time per endpoint, in position order.
 type Deliverer struct {
-	// stores are the databases whose events are delivered: one, or each
-	// partition's own (NewPartitioned), each with its own endpoints' rows.
-	stores      []*ledger.Store
+	// stores returns the databases whose events are delivered: one, or
+	// each partition's own in use now (NewPartitioned), each with its own
+	// endpoints' rows.
+	stores      func() []*ledger.Store
 	partitioned bool
 	next        atomic.Uint32 // the partition a worker looks at first
 	cfg         Config
@@ -74,21 +75,24 @@ type Deliverer struct {
 // on reg. store should have a pool of its own (at least Workers+1
 // connections), so that delivery never takes the debits' connections.
 func New(store *ledger.Store, cfg Config, reg prometheus.Registerer, log *slog.Logger) *Deliverer {
-	return newDeliverer([]*ledger.Store{store}, false, cfg, reg, log)
+	one := []*ledger.Store{store}
+	return newDeliverer(func() []*ledger.Store { return one }, false, cfg, reg, log)
 }
 
 // NewPartitioned returns a Deliverer of every partition's events, parts
-// being each partition's own Store in partition order
-// (docs/events.md#partitioned-mode): each partition's events go to each
+// returning each partition's own Store in partition order, those in use
+// now (ledger.Store.PartitionStores: more once giftd reshard has doubled
+// the cluster), read again at each round (docs/events.md#partitioned-mode):
+// each partition's events go to each
 // endpoint in that partition's position order, under a lease on that
 // partition's row of the endpoint, so one delivery at a time per endpoint
 // and partition; a payload names its partition. The metrics are New's,
 // the lag being the worst partition's.
-func NewPartitioned(parts []*ledger.Store, cfg Config, reg prometheus.Registerer, log *slog.Logger) *Deliverer {
+func NewPartitioned(parts func() []*ledger.Store, cfg Config, reg prometheus.Registerer, log *slog.Logger) *Deliverer {
 	return newDeliverer(parts, true, cfg, reg, log)
 }
 
-func newDeliverer(stores []*ledger.Store, partitioned bool, cfg Config, reg prometheus.Registerer, log *slog.Logger) *Deliverer {
+func newDeliverer(stores func() []*ledger.Store, partitioned bool, cfg Config, reg prometheus.Registerer, log *slog.Logger) *Deliverer {
 	b := make([]byte, 8)
 	crand.Read(b) //nolint:errcheck // never fails
 	transport := &http.Transport{
@@ -156,11 +160,12 @@ func (d *Deliverer) safeOnce(ctx context.Context) (busy bool, err error) {
 func (d *Deliverer) Once(ctx context.Context) (bool, error) {
 	// Partitioned, each partition in turn from a rotating start, so that
 	// one busy partition does not starve the others.
-	first := int(d.next.Add(1)) % len(d.stores)
+	stores := d.stores()
+	first := int(d.next.Add(1)) % len(stores)
 	var errs []error
-	for k := range d.stores {
-		p := (first + k) % len(d.stores)
-		busy, err := d.onceOn(ctx, p)
+	for k := range stores {
+		p := (first + k) % len(stores)
+		busy, err := d.onceOn(ctx, stores[p], p)
 		if err != nil && d.partitioned {
 			err = fmt.Errorf("partition %d: %w", p, err)
 		}
@@ -174,9 +179,8 @@ func (d *Deliverer) Once(ctx context.Context) (bool, error) {
 	return false, errors.Join(errs...)
 }
 
-// onceOn is Once on the events and endpoints of stores[p].
-func (d *Deliverer) onceOn(ctx context.Context, p int) (bool, error) {
-	store := d.stores[p]
+// onceOn is Once on the events and endpoints of store, partition p's.
+func (d *Deliverer) onceOn(ctx context.Context, store *ledger.Store, p int) (bool, error) {
 	// Partitioned, a partition that hangs (a server gone without a reset)
 	// holds a worker only this long before it looks at the others.
 	qctx, cancel := context.WithTimeout(ctx, partitionWait)
@@ -318,7 +322,8 @@ func (d *Deliverer) lags(ctx context.Context) ([]ledger.EndpointLag, error) {
 	var out []ledger.EndpointLag
 	at := map[string]int{}
 	var errs []error
-	for _, st := range d.stores {
+	stores := d.stores()
+	for _, st := range stores {
 		lags, err := st.EndpointLags(ctx)
 		if err != nil {
 			errs = append(errs, err)
@@ -337,7 +342,7 @@ func (d *Deliverer) lags(ctx context.Context) ([]ledger.EndpointLag, error) {
 			out[i].Dead = out[i].Dead || l.Dead
 		}
 	}
-	if len(errs) == len(d.stores) {
+	if len(errs) == len(stores) {
 		return nil, errors.Join(errs...)
 	}
 	return out, nil

@@ -112,7 +112,7 @@ func TestDeliverPartitioned_EveryEventOnceInPartitionOrderAcrossAKilledWorker(t 
 	cfg.AllowPrivate, cfg.Batch, cfg.Timeout = true, 4, 100*time.Millisecond
 	// The first worker: killed in its second batch, after the receiver got
 	// the batch's second event.
-	a := webhook.NewPartitioned(killable, cfg, prometheus.NewRegistry(), quiet())
+	a := webhook.NewPartitioned(func() []*ledger.Store { return killable }, cfg, prometheus.NewRegistry(), quiet())
 	for {
 		busy, err := a.Once(ctx)
 		select {
@@ -129,7 +129,7 @@ func TestDeliverPartitioned_EveryEventOnceInPartitionOrderAcrossAKilledWorker(t 
 		break
 	}
 	// The second worker carries on once the lease of the first has run out.
-	b := webhook.NewPartitioned(parts, cfg, prometheus.NewRegistry(), quiet())
+	b := webhook.NewPartitioned(func() []*ledger.Store { return parts }, cfg, prometheus.NewRegistry(), quiet())
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		if _, err := b.Once(ctx); err != nil {
