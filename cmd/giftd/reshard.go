@@ -14,7 +14,8 @@ import (
 
 // runReshard is giftd reshard (docs/scale-out.md#resharding-n--2n): the
 // cluster of GIFTD_PROXY_URL and GIFTD_PARTITION_URLS doubled onto the new
-// databases of GIFTD_NEW_PARTITION_URLS, under load. It prints each old
+// databases of GIFTD_NEW_PARTITION_URLS, under load, keeping
+// GIFTD_EARNINGS_HOLD for the earnings it moves. It prints each old
 // partition's pause and what each partition forgot; run again after a
 // failure, it carries on.
 func runReshard(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -28,6 +29,11 @@ func runReshard(ctx context.Context, args []string, getenv func(string) string, 
 	if err := readPartitions(getenv, &s); err != nil {
 		return err
 	}
+	// The earnings hold as giftd serve reads it: the split keeps it for the
+	// gifts younger than it (partition migration 19).
+	if err := readPolicies(getenv, &s); err != nil {
+		return err
+	}
 	if s.Partitioned.ProxyURL == "" {
 		return &settingsError{"GIFTD_PROXY_URL", "required by giftd reshard, with GIFTD_PARTITION_URLS: the cluster as it is registered today"}
 	}
@@ -36,6 +42,7 @@ func runReshard(ctx context.Context, args []string, getenv func(string) string, 
 		NewPartitionURLs:      strings.Fields(getenv("GIFTD_NEW_PARTITION_URLS")),
 		NewProxyPartitionURLs: strings.Fields(getenv("GIFTD_NEW_PROXY_PARTITION_URLS")),
 		Log:                   newLogger("text", stderr),
+		EarningsHold:          s.Safeguards.EarningsHold,
 	}
 	if err := r.Check(); err != nil {
 		var le *partition.LayoutError

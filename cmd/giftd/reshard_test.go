@@ -54,10 +54,27 @@ func TestRun_ReshardDoublesTheClusterAndNamesNoSecret(t *testing.T) {
 		t.Fatalf("reshard without new partitions: %v; want a settings error naming GIFTD_NEW_PARTITION_URLS", err)
 	}
 	env["GIFTD_NEW_PARTITION_URLS"] = withSecret(newURL)
+	env["GIFTD_EARNINGS_HOLD"] = "1h"
 	out.Reset()
 	errOut.Reset()
+	var started time.Time
+	if err := proxy.QueryRow(ctx, `SELECT now()`).Scan(&started); err != nil {
+		t.Fatal(err)
+	}
 	if err := run(ctx, []string{"giftd", "reshard"}, getenv, &out, &errOut); err != nil {
 		t.Fatalf("reshard: %v\n%s", err, errOut.String())
+	}
+	// The earnings hold reached the split: the time a gift must be younger
+	// than for its earnings to be held, recorded on the old partition.
+	var young time.Time
+	old, err := pgx.Connect(ctx, l.PartitionURLs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close(ctx)
+	if err := old.QueryRow(ctx, `SELECT young_after FROM giftd_reshard_presplit WHERE partitions = 2`).Scan(&young); err != nil ||
+		young.Before(started.Add(-time.Hour)) || young.After(time.Now().Add(-time.Hour+time.Minute)) {
+		t.Errorf("young_after %v, %v; want the command's start less GIFTD_EARNINGS_HOLD (1h), after %v", young, err, started.Add(-time.Hour))
 	}
 	for _, want := range []string{"partition 0: writes of the users moving to partition 1 paused ",
 		"partition 0 (", "partition 1 (", "forgot 1 wallets", "proxy: 2 partitions registered in cluster giftd"} {

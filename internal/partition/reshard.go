@@ -76,6 +76,12 @@ type Resharding struct {
 	// DrainTimeout bounds how long the pause waits for the credit
 	// consumer to move every credit of the old count (0: 10 s).
 	DrainTimeout time.Duration
+	// EarningsHold is giftd serve's GIFTD_EARNINGS_HOLD (0: none). The
+	// earnings of gifts younger than it at the first pre-split that the
+	// split moves to their receiver's home arrive there in a held leg,
+	// which giftd_payout holds for this long from the split (partition
+	// migration 19).
+	EarningsHold time.Duration
 	// onStep, when set (tests), runs at the pause's steps: "presplit"
 	// between the economy's two pre-splits, "fence" before
 	// the first fence, "sequences" once every subscription is dropped,
@@ -215,6 +221,9 @@ type resharding struct {
 	after   Layout
 	cluster string
 	conns   []*pgx.Conn
+	// young is, per old partition i, the time a gift must be younger than
+	// for its earnings to be held across the split (nil: none): readYoung.
+	young []*time.Time
 }
 
 func (rs *resharding) open(ctx context.Context) error {
@@ -278,6 +287,9 @@ func (rs *resharding) copyAndSwitch(ctx context.Context, opts []ledger.MigrateOp
 		if err := rs.waitCopied(ctx, i); err != nil {
 			return nil, err
 		}
+	}
+	if err := rs.readYoung(ctx); err != nil {
+		return nil, err
 	}
 	// Twice: the first over the economy, the second over what was written
 	// meanwhile, so that the pause has only what is written after that.
@@ -345,11 +357,33 @@ func (rs *resharding) presplit(ctx context.Context, i, round int) error {
 		}
 		start := time.Now()
 		var rows int64
-		if err := rs.conns[p].QueryRow(ctx, `SELECT giftd_reshard_presplit($1, $2, $3)`, 2*rs.n, gcut, ecut).Scan(&rows); err != nil {
+		if err := rs.conns[p].QueryRow(ctx, `SELECT giftd_reshard_presplit($1, $2, $3, $4)`, 2*rs.n, gcut, ecut, rs.young[i]).Scan(&rows); err != nil {
 			return fmt.Errorf("reshard: %s: split the gift economy before the pause: %w", rs.where(p), err)
 		}
 		rs.log.Info("reshard: split the gift economy before the pause", "partition", rs.where(p), "round", round+1, "rows", rows,
 			"took", time.Since(start).Round(time.Millisecond))
+	}
+	return nil
+}
+
+// readYoung sets rs.young: for each old partition i, the time its first
+// pre-split of this count recorded (partition migration 19), else its
+// clock now less EarningsHold (nil when there is no hold). Both sides of the
+// pair pre-split and split with it: new partition i + n, copied anew after
+// a run cut short, loses its own record, never old partition i. Any time at
+// or before the split keeps the hold whole: the earnings of a gift older
+// than it have matured by the split.
+func (rs *resharding) readYoung(ctx context.Context) error {
+	rs.young = make([]*time.Time, rs.n)
+	for i := range rs.n {
+		err := rs.conns[i].QueryRow(ctx, `
+			SELECT coalesce((SELECT s.young_after FROM giftd_reshard_presplit AS s WHERE s.partitions = $1),
+			                CASE WHEN NOT EXISTS (SELECT 1 FROM giftd_reshard_presplit AS s WHERE s.partitions = $1)
+			                      AND $2::interval > '0' THEN now() - $2::interval END)`,
+			2*rs.n, rs.EarningsHold).Scan(&rs.young[i])
+		if err != nil {
+			return fmt.Errorf("reshard: %s: read the earnings hold's time: %w", rs.where(i), err)
+		}
 	}
 	return nil
 }
@@ -632,6 +666,11 @@ func (rs *resharding) switchOver(ctx context.Context) error {
 			return fmt.Errorf("%w: reshard: %s is %s, not %s", ErrWrongPartition, rs.where(i), got, want)
 		}
 	}
+	if rs.young == nil {
+		if err := rs.readYoung(ctx); err != nil {
+			return err
+		}
+	}
 	rs.step("split")
 	// Each partition's split is its own transaction, and none waits for
 	// another: all at once, the pause being as long as the slowest.
@@ -641,7 +680,7 @@ func (rs *resharding) switchOver(ctx context.Context) error {
 		wg.Go(func() {
 			start := time.Now()
 			var legs int64
-			if err := rs.conns[p].QueryRow(ctx, `SELECT giftd_reshard_split($1)`, 2*n).Scan(&legs); err != nil {
+			if err := rs.conns[p].QueryRow(ctx, `SELECT giftd_reshard_split($1, $2)`, 2*n, rs.young[p%n]).Scan(&legs); err != nil {
 				errs[p] = fmt.Errorf("reshard: %s: split the gift economy (run giftd reshard again: the moving users are refused until it succeeds): %w", rs.where(p), err)
 				return
 			}

@@ -206,7 +206,7 @@ func TestReshard_SplitsTheGiftEconomyUnderLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rep, err := partition.Reshard(ctx, partition.Resharding{Layout: l, NewPartitionURLs: newURLs,
+	rep, err := partition.Reshard(ctx, partition.Resharding{Layout: l, NewPartitionURLs: newURLs, EarningsHold: time.Hour,
 		Log: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
 	if err != nil {
 		t.Fatalf("reshard: %v", err)
@@ -303,6 +303,19 @@ func TestReshard_SplitsTheGiftEconomyUnderLoad(t *testing.T) {
 		}
 		if !cr.OK() || cr.Reshards == 0 {
 			t.Errorf("%s: credits audit: %+v; want OK with resharding legs", stage, cr)
+		}
+		// Every gift is younger than the hold (an hour): the earnings moved
+		// to a receiver's home are in held legs (paired by the audit above).
+		var held int
+		for _, u := range after {
+			var n int
+			if err := connect(t, u).QueryRow(ctx, `SELECT count(*) FROM account_entries WHERE ref LIKE 'reshard-held:%'`).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			held += n
+		}
+		if held == 0 {
+			t.Errorf("%s: no held resharding leg; want the young earnings moved in them", stage)
 		}
 		for _, rs := range receivers {
 			for _, r := range rs {
@@ -552,7 +565,7 @@ func TestReshard_EconomyCutShortCarriesOnWhenRunAgain(t *testing.T) {
 			give("a")
 			ctx, cancel := context.WithCancel(bg)
 			defer cancel()
-			r := partition.WithOnStep(partition.Resharding{Layout: l, NewPartitionURLs: newURLs}, func(s string) {
+			r := partition.WithOnStep(partition.Resharding{Layout: l, NewPartitionURLs: newURLs, EarningsHold: time.Hour}, func(s string) {
 				if s == step {
 					cancel()
 				}
@@ -569,7 +582,7 @@ func TestReshard_EconomyCutShortCarriesOnWhenRunAgain(t *testing.T) {
 					t.Errorf("a gift on an old partition between the claims and the split: accepted; want refused until the run again")
 				}
 			}
-			if _, err := partition.Reshard(bg, partition.Resharding{Layout: l, NewPartitionURLs: newURLs}); err != nil {
+			if _, err := partition.Reshard(bg, partition.Resharding{Layout: l, NewPartitionURLs: newURLs, EarningsHold: time.Hour}); err != nil {
 				t.Fatalf("reshard again: %v", err)
 			}
 			parts := stores(t, after)

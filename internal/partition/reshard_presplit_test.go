@@ -161,7 +161,7 @@ func TestReshard_PreSplitEndsAsTheOneStepSplit(t *testing.T) {
 			return last
 		}
 		before = economyRows(t, ctx, lo, 0, senders, receivers)
-		r := partition.Resharding{Layout: l, NewPartitionURLs: newURLs}
+		r := partition.Resharding{Layout: l, NewPartitionURLs: newURLs, EarningsHold: time.Hour}
 		if onePhase {
 			r = partition.WithoutPreSplit(r)
 		}
