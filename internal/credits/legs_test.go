@@ -197,7 +197,9 @@ func TestConsumer_StoppingGivesItsLeasesUp(t *testing.T) {
 	ctx := context.Background()
 	cfg := DefaultConfig("first")
 	cfg.Lease, cfg.Idle = time.Hour, time.Millisecond
-	first := New(c.parts, cfg, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	// Its errors in the test's output: a failure says whether a step or
+	// the release failed.
+	first := New(c.parts, cfg, nil, slog.New(slog.NewTextHandler(t.Output(), nil)))
 	// Run until it holds both partitions' leases.
 	held := make(chan struct{})
 	var once sync.Once
