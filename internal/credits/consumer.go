@@ -188,9 +188,27 @@ func (c *Consumer) Run(ctx context.Context) {
 
 // run moves credits from source partition p until ctx ends, then gives up
 // its lease.
+//
+// A step in flight when ctx ends runs to its end, or for a lease more: a
+// statement cut short by its context is given up by the client only, the
+// partition runs it on, and giftd_credit_lease or giftd_credit_out (which
+// checks the lease against its own start) could then take or renew the
+// lease after the release below, leaving it to a consumer that has
+// stopped, for a whole lease.
 func (c *Consumer) run(ctx context.Context, p int) {
+	sctx, cutSteps := context.WithCancel(context.WithoutCancel(ctx))
+	defer cutSteps()
+	defer context.AfterFunc(ctx, func() {
+		t := time.NewTimer(c.cfg.Lease)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cutSteps()
+		case <-sctx.Done():
+		}
+	})()
 	for ctx.Err() == nil {
-		_, full, err := c.step(ctx, p)
+		_, full, err := c.step(sctx, p)
 		if err != nil && ctx.Err() == nil {
 			c.log.Error("credit consumer", "partition", p, "error", err.Error())
 		}
@@ -211,8 +229,9 @@ func (c *Consumer) run(ctx context.Context, p int) {
 			}
 		}
 	}
-	// No step runs any more: a step cut short by ctx left at most
-	// its first legs, which the next owner applies again as no-ops.
+	// No step runs any more, here or (unless one was cut short a lease
+	// after ctx ended) on the partition. A step cut short left at most its
+	// first legs, which the next owner applies again as no-ops.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
 	parts, _ := c.current()

@@ -210,7 +210,7 @@ func TestConsumer_MovesEveryCreditOnceAcrossACrashAndRivals(t *testing.T) {
 	// A first leg sent to a partition the receiver is not placed on is
 	// refused.
 	wrong := c.parts[1-partition.For(receivers[0][0], 2)]
-	if _, err := wrong.CreditIn(ctx, 0, ledger.CreditMove{Position: 1, ReceiverID: receivers[0][0], Earnings: 5}); err == nil ||
+	if _, err := wrong.CreditsIn(ctx, 0, []ledger.CreditMove{{Position: 1, ReceiverID: receivers[0][0], Earnings: 5}}); err == nil ||
 		!strings.Contains(err.Error(), "GD001") {
 		t.Errorf("a credit in on the wrong partition: %v; want SQLSTATE GD001", err)
 	}

@@ -197,7 +197,9 @@ func TestConsumer_StoppingGivesItsLeasesUp(t *testing.T) {
 	ctx := context.Background()
 	cfg := DefaultConfig("first")
 	cfg.Lease, cfg.Idle = time.Hour, time.Millisecond
-	first := New(c.parts, cfg, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	// Its errors in the test's output: a failure says whether a step or
+	// the release failed.
+	first := New(c.parts, cfg, nil, slog.New(slog.NewTextHandler(t.Output(), nil)))
 	// Run until it holds both partitions' leases.
 	held := make(chan struct{})
 	var once sync.Once
@@ -239,6 +241,86 @@ func TestConsumer_StoppingGivesItsLeasesUp(t *testing.T) {
 		if _, ok, err := s.LeaseCredits(ctx, "third", time.Hour); err != nil || ok {
 			t.Errorf("partition %d: a third consumer leased the second's cursor: %v, %v", p, ok, err)
 		}
+	}
+}
+
+// TestConsumer_StoppingWaitsForTheStepOnThePartition: a consumer's Run that
+// ends while a step's giftd_credit_out runs on the partition gives its lease
+// up only once that statement has ended. Cut short by Run's context, the
+// statement would be given up by the client only; the partition would run
+// it on, and, its lease checked against its own start, renew the lease
+// after the release: the stopped consumer would hold it for a whole lease.
+// Here giftd_credit_out is held back on the partition until the lease is
+// given up (what a descheduled backend does under load), deaf to the
+// cancel pgx sends, or for 2 s when no release comes meanwhile.
+func TestConsumer_StoppingWaitsForTheStepOnThePartition(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	sender, receiver := usersOn("sender", 1)[0][0], usersOn("host", 1)[1][0]
+	if _, err := c.proxy.TopUp(ctx, ledger.TopUp{UserID: sender, Amount: 100, Key: "seed"}); err != nil {
+		t.Fatal(err)
+	}
+	c.gifts(t, "r", []string{sender}, []string{receiver}, 1)
+	src := c.parts[0]
+	if _, err := src.Pool().Exec(ctx, `
+		ALTER FUNCTION giftd_credit_out(text, bigint, bigint, bigint[], text[], bigint[], double precision)
+			RENAME TO giftd_credit_out_held;
+		CREATE FUNCTION giftd_credit_out(p_owner text, p_from bigint, p_upto bigint, p_position bigint[],
+		                                 p_receiver text[], p_amount bigint[], p_lease double precision DEFAULT NULL)
+		    RETURNS void LANGUAGE plpgsql AS $$
+		DECLARE
+		    t0 timestamptz := clock_timestamp();
+		BEGIN
+		    LOOP
+		        BEGIN
+		            EXIT WHEN (SELECT lease_until <= clock_timestamp() FROM credit_cursor)
+		                OR clock_timestamp() > t0 + interval '2 seconds';
+		            PERFORM pg_sleep(0.001);
+		        EXCEPTION WHEN query_canceled THEN NULL;
+		        END;
+		    END LOOP;
+		    LOOP
+		        BEGIN
+		            PERFORM giftd_credit_out_held(p_owner, p_from, p_upto, p_position, p_receiver, p_amount, p_lease);
+		            RETURN;
+		        EXCEPTION WHEN query_canceled THEN NULL;
+		        END;
+		    END LOOP;
+		END $$`); err != nil {
+		t.Fatal(err)
+	}
+	running := func() bool {
+		t.Helper()
+		var n int
+		if err := src.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE state = 'active' AND query LIKE '%giftd_credit_out(%' AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n > 0
+	}
+	cfg := DefaultConfig("first")
+	cfg.Lease, cfg.Idle = time.Hour, time.Millisecond
+	first := New(c.parts, cfg, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	rctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { first.Run(rctx) })
+	for !running() {
+		<-time.After(time.Millisecond)
+	}
+	stop()
+	wg.Wait()
+	for running() {
+		<-time.After(time.Millisecond)
+	}
+	if _, ok, err := src.LeaseCredits(ctx, "second", time.Hour); err != nil || !ok {
+		var owner string
+		var until time.Time
+		_ = src.Pool().QueryRow(ctx, `SELECT lease_owner, lease_until FROM credit_cursor`).Scan(&owner, &until)
+		t.Fatalf("the first consumer stopped, yet a second cannot lease the cursor: %v, %v (leased to %s until %s)", ok, err, owner, until)
+	}
+	var cursor int64
+	if err := src.Pool().QueryRow(ctx, `SELECT position FROM credit_cursor`).Scan(&cursor); err != nil || cursor == 0 {
+		t.Errorf("the step in flight when Run stopped did not move the cursor: at %d, %v", cursor, err)
 	}
 }
 

@@ -43,39 +43,6 @@ func (s *Store) ReleaseCredits(ctx context.Context, owner string) (held bool, er
 	return held, nil
 }
 
-// PendingCredits returns the credits of this partition's events after
-// position after, at most limit, in position order, and the position the
-// cursor may move to once they are applied: the events' horizon (see
-// EventHorizon; no event at or below it can still commit), or the last
-// credit's position when limit cut the read short.
-func (s *Store) PendingCredits(ctx context.Context, after int64, limit int) ([]CreditMove, int64, error) {
-	h, err := s.EventHorizon(ctx)
-	if err != nil {
-		return nil, after, err
-	}
-	if h <= after {
-		return nil, after, nil
-	}
-	rows, err := s.pool.Query(ctx, `SELECT event_position, receiver_id, earnings, created_at FROM giftd_credits_after($1, $2, $3)`,
-		after, h, limit)
-	if err != nil {
-		return nil, after, fmt.Errorf("read credits: %w", err)
-	}
-	moves, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (CreditMove, error) {
-		var m CreditMove
-		err := r.Scan(&m.Position, &m.ReceiverID, &m.Earnings, &m.CreatedAt)
-		return m, err
-	})
-	if err != nil {
-		return nil, after, fmt.Errorf("read credits: %w", err)
-	}
-	upTo := h
-	if len(moves) == limit {
-		upTo = moves[len(moves)-1].Position
-	}
-	return moves, upTo, nil
-}
-
 // CreditEvents is what a credit consumer's step reads of a partition's
 // events (see Store.CreditEvents).
 type CreditEvents struct {
@@ -99,8 +66,8 @@ func (e CreditEvents) Full(limit int) bool { return len(e.Gifts)+len(e.Clawbacks
 
 // CreditEvents returns, in one statement, the gifts and claw-backs of this
 // partition's events after position after, at most limit of them together,
-// in position order, up to the events' horizon (see PendingCredits, which
-// returns the credits among them). Leaving the receivers' placement to the
+// in position order, up to the events' horizon (see EventHorizon: no event
+// at or below it can still commit). Leaving the receivers' placement to the
 // caller spares the partition a call of giftd_placement per event. Called on a
 // Store opened on the partition itself; an error if the partition has no
 // identity.
@@ -148,21 +115,12 @@ func (s *Store) CreditEvents(ctx context.Context, after int64, limit int) (Credi
 	return ev, nil
 }
 
-// CreditIn applies the first leg of m, from partition source, on this
-// Store's partition (the receiver's): its earnings to the receiver, once
-// per (source, m.Position). applied is false when it was applied before.
-func (s *Store) CreditIn(ctx context.Context, source int, m CreditMove) (applied bool, err error) {
-	err = s.pool.QueryRow(ctx, `SELECT giftd_credit_in($1, $2, $3, $4)`, source, m.Position, m.ReceiverID, m.Earnings).Scan(&applied)
-	if err != nil {
-		return false, fmt.Errorf("credit %d:%d in: %w", source, m.Position, err)
-	}
-	return applied, nil
-}
-
 // CreditsIn applies the first legs of moves, all from partition source and
-// for receivers of this Store's partition, in one transaction (see
-// CreditIn): it returns how many were applied now, the others having been
-// applied before. On error none was applied.
+// for receivers of this Store's partition (the receivers'), in one
+// transaction: each move's earnings to its receiver, once per (source,
+// move's Position). It returns how many were applied now, the others having
+// been applied before. On error none was applied; a receiver placed on
+// another partition fails it (SQLSTATE GD001).
 func (s *Store) CreditsIn(ctx context.Context, source int, moves []CreditMove) (applied int, err error) {
 	pos, rcv, amt := make([]int64, len(moves)), make([]string, len(moves)), make([]int64, len(moves))
 	for i, m := range moves {
@@ -175,17 +133,13 @@ func (s *Store) CreditsIn(ctx context.Context, source int, moves []CreditMove) (
 	return applied, nil
 }
 
-// CreditOut applies, on this Store's partition (the source), the second leg
-// of moves, read after from, and moves the cursor to upTo, in one
+// CreditOutRenewing applies, on this Store's partition (the source), the
+// second leg of moves, read after from, and moves the cursor to upTo, in one
 // transaction, provided owner still holds the lease and the cursor is still
-// at from; otherwise nothing (an error with SQLSTATE GD002).
-func (s *Store) CreditOut(ctx context.Context, owner string, from, upTo int64, moves []CreditMove) error {
-	return s.CreditOutRenewing(ctx, owner, from, upTo, moves, 0)
-}
-
-// CreditOutRenewing is CreditOut that also renews owner's lease for lease
-// from now, in the same transaction (0: not renewed), so that a consumer
-// holding the lease need not take it again before its next step.
+// at from; otherwise nothing (an error with SQLSTATE GD002). It also renews
+// owner's lease for lease from now, in the same transaction (0: not
+// renewed), so that a consumer holding the lease need not take it again
+// before its next step.
 func (s *Store) CreditOutRenewing(ctx context.Context, owner string, from, upTo int64, moves []CreditMove, lease time.Duration) error {
 	pos, rcv, amt := make([]int64, len(moves)), make([]string, len(moves)), make([]int64, len(moves))
 	for i, m := range moves {

@@ -475,9 +475,18 @@ func TestPartitionedEarnings_CountsACreditInTransitOnce(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("lease: %v %v", ok, err)
 	}
-	moves, upTo, err := src.PendingCredits(ctx, from, 100)
-	if err != nil || len(moves) != 3 {
-		t.Fatalf("pending: %d credits, %v; want 3", len(moves), err)
+	ev, err := src.CreditEvents(ctx, from, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var moves []ledger.CreditMove
+	for _, m := range ev.Gifts {
+		if partition.For(m.ReceiverID, ev.Partitions) != ev.Partition {
+			moves = append(moves, m)
+		}
+	}
+	if len(moves) != 3 {
+		t.Fatalf("pending: %d credits; want 3", len(moves))
 	}
 	if _, err := dst.CreditsIn(ctx, 0, moves[:2]); err != nil {
 		t.Fatal(err)
@@ -487,7 +496,7 @@ func TestPartitionedEarnings_CountsACreditInTransitOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("every credit moved in, none out")
-	if err := src.CreditOut(ctx, "test", from, upTo, moves); err != nil {
+	if err := src.CreditOutRenewing(ctx, "test", from, ev.UpTo, moves, 0); err != nil {
 		t.Fatal(err)
 	}
 	check("every credit moved")
