@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+	"time"
 
 	"giftd/internal/ledger"
 	"giftd/internal/pgtest"
@@ -26,8 +27,15 @@ import (
 func TestDebit_CopiesRacingAcrossBatchesAndReplicasDebitOnce(t *testing.T) {
 	url := pgtest.URL(t)
 	economy := ledger.WithEconomy(ledger.Economy{Earnings: true, DefaultShareBP: 5000})
+	// The batches get a minute, not DefaultBatching's 2 s: they queue for
+	// 16 wallets' locks behind each other and the single debits, and run
+	// again when a copy of one of their keys committed meanwhile; on a
+	// loaded machine (load 10-15 on 2 cores) that queue outlasted 2 s, a
+	// timeout this test does not check.
+	batching := ledger.DefaultBatching()
+	batching.Timeout = time.Minute
 	var stores []*ledger.Store
-	for _, b := range []ledger.Batching{ledger.DefaultBatching(), ledger.DefaultBatching(), {MaxBatch: 1}} {
+	for _, b := range []ledger.Batching{batching, batching, {MaxBatch: 1}} {
 		s, err := ledger.Open(context.Background(), url, economy, ledger.WithBatching(b))
 		if err != nil {
 			t.Fatal(err)
