@@ -5,7 +5,13 @@ import "context"
 // RunBatch executes debits as one batch, exactly as the batcher would had
 // they arrived together, and returns each one's answer.
 func RunBatch(s *Store, debits []Debit) ([]DebitResult, []error) {
-	b := &batcher{store: s, cfg: DefaultBatching()}
+	// The store's own batching (its Timeout above all), DefaultBatching's
+	// for a store opened without batching.
+	cfg := s.batching
+	if cfg.MaxBatch <= 1 {
+		cfg = DefaultBatching()
+	}
+	b := &batcher{store: s, cfg: cfg}
 	batch := make([]*pending, len(debits))
 	for i, d := range debits {
 		batch[i] = &pending{ctx: context.Background(), d: d, done: make(chan outcome, 1)}
