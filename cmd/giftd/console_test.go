@@ -77,7 +77,11 @@ type page struct {
 func (p *page) do(what string, actions ...chromedp.Action[chromedp.Void]) {
 	p.t.Helper()
 	if err := chromedp.Do(p.ctx, actions...); err != nil {
-		p.t.Fatalf("%s: %v (problems in the page: %v)", what, err, p.problems)
+		// What the page shows in its result lines, to tell a lost click
+		// from an answer the test did not expect.
+		shown, _ := chromedp.Run(p.ctx, chromedp.Evaluate[string](`Array.from(document.querySelectorAll('[id$="-result"]'))
+			.map(e => e.id + '=' + JSON.stringify(e.className + ': ' + e.textContent)).join(' ')`))
+		p.t.Fatalf("%s: %v (problems in the page: %v; result lines: %s)", what, err, p.problems, shown)
 	}
 }
 
