@@ -16,8 +16,9 @@ import (
 // cluster of GIFTD_PROXY_URL and GIFTD_PARTITION_URLS doubled onto the new
 // databases of GIFTD_NEW_PARTITION_URLS, under load, keeping
 // GIFTD_EARNINGS_HOLD for the earnings it moves. It prints each old
-// partition's pause and what each partition forgot; run again after a
-// failure, it carries on.
+// partition's pause and what each partition forgot, then audits the 2n
+// partitions as giftd audit does, failing when the audit does; run again
+// after a failure, it carries on.
 func runReshard(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) != 0 {
 		return errors.New("usage: giftd reshard (settings from the environment, see docs/scale-out.md#resharding-n--2n)")
@@ -71,5 +72,12 @@ func runReshard(ctx context.Context, args []string, getenv func(string) string, 
 		"(GIFTD_PARTITION_URLS then GIFTD_NEW_PARTITION_URLS) use them within seconds; give them to every other "+
 		"replica, and to giftd's other commands, with a restart\n",
 		rep.Partitions, partition.ClusterName, rep.Partitions)
+	// The audit an operator is told to run after a reshard, run here so that
+	// it is never forgotten: every partition's, the credits, the keys and the
+	// configuration across the 2n.
+	fmt.Fprintf(stdout, "audit of the %d partitions:\n", rep.Partitions)
+	if err := auditPartitioned(ctx, r.After(), getenv, stdout); err != nil {
+		return fmt.Errorf("the reshard is done (a run again only audits again), but the audit after it fails: %w", err)
+	}
 	return nil
 }

@@ -77,7 +77,8 @@ func TestRun_ReshardDoublesTheClusterAndNamesNoSecret(t *testing.T) {
 		t.Errorf("young_after %v, %v; want the command's start less GIFTD_EARNINGS_HOLD (1h), after %v", young, err, started.Add(-time.Hour))
 	}
 	for _, want := range []string{"partition 0: writes of the users moving to partition 1 paused ",
-		"partition 0 (", "partition 1 (", "forgot 1 wallets", "proxy: 2 partitions registered in cluster giftd"} {
+		"partition 0 (", "partition 1 (", "forgot 1 wallets", "proxy: 2 partitions registered in cluster giftd",
+		"audit of the 2 partitions:", "credits OK", "keys OK", "configuration OK"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("reshard printed\n%s\nwithout %q", out.String(), want)
 		}
@@ -99,6 +100,22 @@ func TestRun_ReshardDoublesTheClusterAndNamesNoSecret(t *testing.T) {
 	}
 	if n := partition.For("u1", 2); n != 1 {
 		t.Fatalf("u1 is placed on %d of 2; the test expects 1", n)
+	}
+	// A wallet that parts from its entries: the run again (only step 4 and
+	// the audit are left) fails, naming the wallet.
+	moved, err := pgx.Connect(ctx, newURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer moved.Close(ctx)
+	if _, err := moved.Exec(ctx, `UPDATE wallets SET gold = gold + 1 WHERE user_id = 'u1'`); err != nil {
+		t.Fatal(err)
+	}
+	env["GIFTD_PARTITION_URLS"] = withSecret(l.PartitionURLs[0])
+	out.Reset()
+	err = run(ctx, []string{"giftd", "reshard"}, getenv, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "the audit after it fails") || !strings.Contains(out.String(), "u1") {
+		t.Errorf("reshard run again over a wallet one gold above its entries: %v\n%s\nwant the audit's failure naming u1", err, out.String())
 	}
 }
 
