@@ -50,10 +50,12 @@ func TestRun_ReshardDoublesTheClusterAndNamesNoSecret(t *testing.T) {
 	var out, errOut bytes.Buffer
 	err = run(ctx, []string{"giftd", "reshard"}, getenv, &out, &errOut)
 	var se *settingsError
-	if !errors.As(err, &se) || se.name != "GIFTD_NEW_PARTITION_URLS" {
-		t.Fatalf("reshard without new partitions: %v; want a settings error naming GIFTD_NEW_PARTITION_URLS", err)
+	if !errors.As(err, &se) || se.name != "GIFTD_PARTITION_URLS" || !strings.Contains(se.problem, "1 URLs, but the proxy routes over 1 partitions") {
+		t.Fatalf("reshard without new partitions: %v; want a settings error naming GIFTD_PARTITION_URLS and both counts", err)
 	}
-	env["GIFTD_NEW_PARTITION_URLS"] = withSecret(newURL)
+	// One variable, as giftd serve takes the cluster: the old partition,
+	// then the new one.
+	env["GIFTD_PARTITION_URLS"] = withSecret(l.PartitionURLs[0]) + " " + withSecret(newURL)
 	env["GIFTD_EARNINGS_HOLD"] = "1h"
 	out.Reset()
 	errOut.Reset()
@@ -92,13 +94,61 @@ func TestRun_ReshardDoublesTheClusterAndNamesNoSecret(t *testing.T) {
 			t.Errorf("wallet %s through the proxy: %d, %v; want 5", u, gold, err)
 		}
 	}
-	env["GIFTD_PARTITION_URLS"] = withSecret(l.PartitionURLs[0]) + " " + withSecret(newURL)
+	// Run again with the same settings, the proxy routing over both: only
+	// the forget is left, and nothing is left to forget.
+	out.Reset()
+	if err := run(ctx, []string{"giftd", "reshard"}, getenv, &out, &errOut); err != nil {
+		t.Fatalf("reshard again: %v\n%s", err, errOut.String())
+	}
+	if strings.Contains(out.String(), "paused") || strings.Count(out.String(), "forgot 0 wallets") != 2 {
+		t.Errorf("reshard again printed\n%s\nwant no pause and 0 wallets forgotten on each of 2 partitions", out.String())
+	}
 	out.Reset()
 	if err := run(ctx, []string{"giftd", "audit"}, getenv, &out, &errOut); err != nil {
 		t.Errorf("audit after the resharding: %v\n%s", err, out.String())
 	}
 	if n := partition.For("u1", 2); n != 1 {
 		t.Fatalf("u1 is placed on %d of 2; the test expects 1", n)
+	}
+}
+
+// TestRun_ReshardRefusesAnUnclearCluster: giftd reshard given URLs of
+// another count than twice (or once) the proxy's, or both forms of the
+// cluster at once, does nothing and names the variable.
+func TestRun_ReshardRefusesAnUnclearCluster(t *testing.T) {
+	ctx := context.Background()
+	l := pgtest.Partitioned(t, 1)
+	// Never reached: each case is refused before any partition is.
+	other := func(name string) string { return "postgres://postgres@127.0.0.1:1/" + name }
+	for _, c := range []struct {
+		name       string
+		env        map[string]string
+		variable   string
+		mentioning string
+	}{
+		{"four URLs for a proxy routing over one", map[string]string{
+			"GIFTD_PARTITION_URLS": strings.Join([]string{l.PartitionURLs[0], other("a"), other("b"), other("c")}, " ")},
+			"GIFTD_PARTITION_URLS", "4 URLs, but the proxy routes over 1 partitions"},
+		{"all the URLs and the new ones too", map[string]string{
+			"GIFTD_PARTITION_URLS": l.PartitionURLs[0] + " " + other("a"), "GIFTD_NEW_PARTITION_URLS": other("a")},
+			"GIFTD_NEW_PARTITION_URLS", "1 URLs, with 2 in GIFTD_PARTITION_URLS"},
+		{"the new ones as the proxy reaches them alone", map[string]string{
+			"GIFTD_PARTITION_URLS": l.PartitionURLs[0] + " " + other("a"), "GIFTD_PROXY_PARTITION_URLS": other("p0") + " " + other("pa"),
+			"GIFTD_NEW_PROXY_PARTITION_URLS": other("pa")},
+			"GIFTD_NEW_PROXY_PARTITION_URLS", "set without GIFTD_NEW_PARTITION_URLS"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.env["GIFTD_PROXY_URL"] = l.ProxyURL
+			var out, errOut bytes.Buffer
+			err := run(ctx, []string{"giftd", "reshard"}, func(k string) string { return c.env[k] }, &out, &errOut)
+			var se *settingsError
+			if !errors.As(err, &se) || se.name != c.variable || !strings.Contains(se.problem, c.mentioning) {
+				t.Errorf("reshard: %v; want a settings error naming %s, saying %q", err, c.variable, c.mentioning)
+			}
+			if n, err := partition.Routed(ctx, l.ProxyURL); n != 1 || err != nil {
+				t.Errorf("the proxy routes over %d partitions, %v; want 1", n, err)
+			}
+		})
 	}
 }
 
