@@ -172,7 +172,7 @@ func TestRun_ServeCarriesOnThroughAReshard(t *testing.T) {
 	for _, u := range users {
 		topUpWallet(t, srv.admin, u, 1_000_000)
 	}
-	sentTo, acked := debitThroughAReshard(ctx, t, srv, l, newURLs, users, func(id, user string, _ int) map[string]string {
+	sentTo, acked := debitThroughAReshard(ctx, t, srv, l, newURLs, false, users, func(id, user string, _ int) map[string]string {
 		return debitFields(id, user, 1, time.Now().Add(time.Hour).Unix(), e2eSecret)
 	})
 	// No batch may have failed the check of its wallets' write (main
@@ -291,7 +291,8 @@ func giftOnEachPartition(ctx context.Context, t *testing.T, urls []string, giftI
 
 // TestRun_ServeGrowsOntoTheNewPartitions doubles a cluster of 2 under a
 // giftd serve started with the URLs of all 4 partitions, the 2 new ones
-// empty databases then, while gifts (earnings on, half to the receiver)
+// empty databases then (giftd reshard given the same GIFTD_PARTITION_URLS),
+// while gifts (earnings on, half to the receiver)
 // cross between partitions: serve uses the 2 the proxy routes over, and
 // without a restart grows onto the new ones once the proxy routes over
 // them. The credit consumer moves the credits to receivers on the new
@@ -331,7 +332,7 @@ func TestRun_ServeGrowsOntoTheNewPartitions(t *testing.T) {
 		t.Fatalf("the feed before the reshard: cursor %q, %d events; want 2 positions, one event per top-up", cursor, len(seen))
 	}
 	receiverOf := sync.Map{} // request id -> receiver
-	sentTo, acked := debitThroughAReshard(ctx, t, srv, l, newURLs, users, func(id, user string, k int) map[string]string {
+	sentTo, acked := debitThroughAReshard(ctx, t, srv, l, newURLs, true, users, func(id, user string, k int) map[string]string {
 		f := debitFields(id, user, 2, time.Now().Add(time.Hour).Unix(), e2eSecret)
 		r := receivers[k%len(receivers)]
 		receiverOf.Store(id, r)
@@ -440,13 +441,14 @@ func TestRun_ServeRefusesFewerPartitionURLsThanTheProxyRoutes(t *testing.T) {
 	}
 }
 
-// debitThroughAReshard runs giftd reshard 2 -> 4 (l onto newURLs) under the
-// serve srv while a client per user posts LinkV debits (fields of the
+// debitThroughAReshard runs giftd reshard 2 -> 4 (l onto newURLs; with
+// oneVariable, given all 4 in GIFTD_PARTITION_URLS, otherwise the 2 new ones
+// in GIFTD_NEW_PARTITION_URLS) under the serve srv while a client per user posts LinkV debits (fields of the
 // request id, the user and its k-th debit), each retried after a 500 with
 // the same request until answered 200: 20 acknowledged per user before,
 // 20 after. It returns the request ids sent (id -> user) and acknowledged;
 // at the end every debit sent is acknowledged.
-func debitThroughAReshard(ctx context.Context, t *testing.T, srv *serving, l partition.Layout, newURLs, users []string,
+func debitThroughAReshard(ctx context.Context, t *testing.T, srv *serving, l partition.Layout, newURLs []string, oneVariable bool, users []string,
 	fields func(id, user string, k int) map[string]string) (sentTo map[string]string, acked map[string]bool) {
 	t.Helper()
 	post := func(f map[string]string) (int, error) {
@@ -527,6 +529,9 @@ func debitThroughAReshard(ctx context.Context, t *testing.T, srv *serving, l par
 	waitAcks(20)
 	env := map[string]string{"GIFTD_PROXY_URL": l.ProxyURL, "GIFTD_PARTITION_URLS": strings.Join(l.PartitionURLs, " "),
 		"GIFTD_NEW_PARTITION_URLS": strings.Join(newURLs, " ")}
+	if oneVariable {
+		env = map[string]string{"GIFTD_PROXY_URL": l.ProxyURL, "GIFTD_PARTITION_URLS": strings.Join(append(append([]string{}, l.PartitionURLs...), newURLs...), " ")}
+	}
 	getenv := func(k string) string { return env[k] }
 	var out, errOut bytes.Buffer
 	if err := run(ctx, []string{"giftd", "reshard"}, getenv, &out, &errOut); err != nil {
