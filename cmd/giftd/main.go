@@ -61,8 +61,8 @@ Usage:
   giftd dev                      run it with a throwaway PostgreSQL, a dev app and a demo wallet
   giftd migrate up|down|version  manage the schema (of GIFTD_MIGRATE_DATABASE_URL, else DATABASE_URL; in
                                  partitioned mode of GIFTD_PROXY_URL and every one of GIFTD_PARTITION_URLS)
-  giftd reshard                  double a partitioned giftd (GIFTD_PROXY_URL, GIFTD_PARTITION_URLS) onto the new
-                                 databases of GIFTD_NEW_PARTITION_URLS, under load (docs/scale-out.md)
+  giftd reshard                  double a partitioned giftd (GIFTD_PROXY_URL) under load onto new databases:
+                                 GIFTD_PARTITION_URLS lists the old partitions then the new (docs/scale-out.md)
   giftd audit                    check every balance against the ledger; exit 1 on any mismatch (partitioned:
                                  every partition, then the cross-partition credits)
   giftd earnings -from DATE [-to DATE]  CSV of every receiver's earnings in the period and payable at its end

@@ -25,8 +25,8 @@ import (
 const readyProbeInterval = 5 * time.Second
 
 // growInterval is how often serve looks whether the proxy routes over more
-// partitions than it uses (an atomic read; the store learns the count from
-// the readiness probe, every readyProbeInterval, and from the debits).
+// partitions than it uses: while GIFTD_PARTITION_URLS lists more than are
+// in use, one query of the proxy's count; otherwise an atomic read.
 const growInterval = time.Second
 
 // growPartitions takes into use, until ctx ends, the direct pools of the

@@ -50,10 +50,12 @@ func TestRun_ReshardDoublesTheClusterAndNamesNoSecret(t *testing.T) {
 	var out, errOut bytes.Buffer
 	err = run(ctx, []string{"giftd", "reshard"}, getenv, &out, &errOut)
 	var se *settingsError
-	if !errors.As(err, &se) || se.name != "GIFTD_NEW_PARTITION_URLS" {
-		t.Fatalf("reshard without new partitions: %v; want a settings error naming GIFTD_NEW_PARTITION_URLS", err)
+	if !errors.As(err, &se) || se.name != "GIFTD_PARTITION_URLS" || !strings.Contains(se.problem, "1 URLs, but the proxy routes over 1 partitions") {
+		t.Fatalf("reshard without new partitions: %v; want a settings error naming GIFTD_PARTITION_URLS and both counts", err)
 	}
-	env["GIFTD_NEW_PARTITION_URLS"] = withSecret(newURL)
+	// One variable, as giftd serve takes the cluster: the old partition,
+	// then the new one.
+	env["GIFTD_PARTITION_URLS"] = withSecret(l.PartitionURLs[0]) + " " + withSecret(newURL)
 	env["GIFTD_EARNINGS_HOLD"] = "1h"
 	out.Reset()
 	errOut.Reset()
@@ -93,7 +95,15 @@ func TestRun_ReshardDoublesTheClusterAndNamesNoSecret(t *testing.T) {
 			t.Errorf("wallet %s through the proxy: %d, %v; want 5", u, gold, err)
 		}
 	}
-	env["GIFTD_PARTITION_URLS"] = withSecret(l.PartitionURLs[0]) + " " + withSecret(newURL)
+	// Run again with the same settings, the proxy routing over both: only
+	// the forget is left, and nothing is left to forget.
+	out.Reset()
+	if err := run(ctx, []string{"giftd", "reshard"}, getenv, &out, &errOut); err != nil {
+		t.Fatalf("reshard again: %v\n%s", err, errOut.String())
+	}
+	if strings.Contains(out.String(), "paused") || strings.Count(out.String(), "forgot 0 wallets") != 2 {
+		t.Errorf("reshard again printed\n%s\nwant no pause and 0 wallets forgotten on each of 2 partitions", out.String())
+	}
 	out.Reset()
 	if err := run(ctx, []string{"giftd", "audit"}, getenv, &out, &errOut); err != nil {
 		t.Errorf("audit after the resharding: %v\n%s", err, out.String())
@@ -111,11 +121,50 @@ func TestRun_ReshardDoublesTheClusterAndNamesNoSecret(t *testing.T) {
 	if _, err := moved.Exec(ctx, `UPDATE wallets SET gold = gold + 1 WHERE user_id = 'u1'`); err != nil {
 		t.Fatal(err)
 	}
-	env["GIFTD_PARTITION_URLS"] = withSecret(l.PartitionURLs[0])
 	out.Reset()
 	err = run(ctx, []string{"giftd", "reshard"}, getenv, &out, &errOut)
 	if err == nil || !strings.Contains(err.Error(), "the audit after it fails") || !strings.Contains(out.String(), "u1") {
 		t.Errorf("reshard run again over a wallet one gold above its entries: %v\n%s\nwant the audit's failure naming u1", err, out.String())
+	}
+}
+
+// TestRun_ReshardRefusesAnUnclearCluster: giftd reshard given URLs of
+// another count than twice (or once) the proxy's, or both forms of the
+// cluster at once, does nothing and names the variable.
+func TestRun_ReshardRefusesAnUnclearCluster(t *testing.T) {
+	ctx := context.Background()
+	l := pgtest.Partitioned(t, 1)
+	// Never reached: each case is refused before any partition is.
+	other := func(name string) string { return "postgres://postgres@127.0.0.1:1/" + name }
+	for _, c := range []struct {
+		name       string
+		env        map[string]string
+		variable   string
+		mentioning string
+	}{
+		{"four URLs for a proxy routing over one", map[string]string{
+			"GIFTD_PARTITION_URLS": strings.Join([]string{l.PartitionURLs[0], other("a"), other("b"), other("c")}, " ")},
+			"GIFTD_PARTITION_URLS", "4 URLs, but the proxy routes over 1 partitions"},
+		{"all the URLs and the new ones too", map[string]string{
+			"GIFTD_PARTITION_URLS": l.PartitionURLs[0] + " " + other("a"), "GIFTD_NEW_PARTITION_URLS": other("a")},
+			"GIFTD_NEW_PARTITION_URLS", "1 URLs, with 2 in GIFTD_PARTITION_URLS"},
+		{"the new ones as the proxy reaches them alone", map[string]string{
+			"GIFTD_PARTITION_URLS": l.PartitionURLs[0] + " " + other("a"), "GIFTD_PROXY_PARTITION_URLS": other("p0") + " " + other("pa"),
+			"GIFTD_NEW_PROXY_PARTITION_URLS": other("pa")},
+			"GIFTD_NEW_PROXY_PARTITION_URLS", "set without GIFTD_NEW_PARTITION_URLS"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.env["GIFTD_PROXY_URL"] = l.ProxyURL
+			var out, errOut bytes.Buffer
+			err := run(ctx, []string{"giftd", "reshard"}, func(k string) string { return c.env[k] }, &out, &errOut)
+			var se *settingsError
+			if !errors.As(err, &se) || se.name != c.variable || !strings.Contains(se.problem, c.mentioning) {
+				t.Errorf("reshard: %v; want a settings error naming %s, saying %q", err, c.variable, c.mentioning)
+			}
+			if n, err := partition.Routed(ctx, l.ProxyURL); n != 1 || err != nil {
+				t.Errorf("the proxy routes over %d partitions, %v; want 1", n, err)
+			}
+		})
 	}
 }
 
@@ -139,7 +188,7 @@ func TestRun_ServeCarriesOnThroughAReshard(t *testing.T) {
 	for _, u := range users {
 		topUpWallet(t, srv.admin, u, 1_000_000)
 	}
-	sentTo, acked := debitThroughAReshard(ctx, t, srv, l, newURLs, users, func(id, user string, _ int) map[string]string {
+	sentTo, acked := debitThroughAReshard(ctx, t, srv, l, newURLs, false, users, func(id, user string, _ int) map[string]string {
 		return debitFields(id, user, 1, time.Now().Add(time.Hour).Unix(), e2eSecret)
 	})
 	// No batch may have failed the check of its wallets' write (main
@@ -258,7 +307,8 @@ func giftOnEachPartition(ctx context.Context, t *testing.T, urls []string, giftI
 
 // TestRun_ServeGrowsOntoTheNewPartitions doubles a cluster of 2 under a
 // giftd serve started with the URLs of all 4 partitions, the 2 new ones
-// empty databases then, while gifts (earnings on, half to the receiver)
+// empty databases then (giftd reshard given the same GIFTD_PARTITION_URLS),
+// while gifts (earnings on, half to the receiver)
 // cross between partitions: serve uses the 2 the proxy routes over, and
 // without a restart grows onto the new ones once the proxy routes over
 // them. The credit consumer moves the credits to receivers on the new
@@ -298,7 +348,7 @@ func TestRun_ServeGrowsOntoTheNewPartitions(t *testing.T) {
 		t.Fatalf("the feed before the reshard: cursor %q, %d events; want 2 positions, one event per top-up", cursor, len(seen))
 	}
 	receiverOf := sync.Map{} // request id -> receiver
-	sentTo, acked := debitThroughAReshard(ctx, t, srv, l, newURLs, users, func(id, user string, k int) map[string]string {
+	sentTo, acked := debitThroughAReshard(ctx, t, srv, l, newURLs, true, users, func(id, user string, k int) map[string]string {
 		f := debitFields(id, user, 2, time.Now().Add(time.Hour).Unix(), e2eSecret)
 		r := receivers[k%len(receivers)]
 		receiverOf.Store(id, r)
@@ -407,13 +457,14 @@ func TestRun_ServeRefusesFewerPartitionURLsThanTheProxyRoutes(t *testing.T) {
 	}
 }
 
-// debitThroughAReshard runs giftd reshard 2 -> 4 (l onto newURLs) under the
-// serve srv while a client per user posts LinkV debits (fields of the
+// debitThroughAReshard runs giftd reshard 2 -> 4 (l onto newURLs; with
+// oneVariable, given all 4 in GIFTD_PARTITION_URLS, otherwise the 2 new ones
+// in GIFTD_NEW_PARTITION_URLS) under the serve srv while a client per user posts LinkV debits (fields of the
 // request id, the user and its k-th debit), each retried after a 500 with
 // the same request until answered 200: 20 acknowledged per user before,
 // 20 after. It returns the request ids sent (id -> user) and acknowledged;
 // at the end every debit sent is acknowledged.
-func debitThroughAReshard(ctx context.Context, t *testing.T, srv *serving, l partition.Layout, newURLs, users []string,
+func debitThroughAReshard(ctx context.Context, t *testing.T, srv *serving, l partition.Layout, newURLs []string, oneVariable bool, users []string,
 	fields func(id, user string, k int) map[string]string) (sentTo map[string]string, acked map[string]bool) {
 	t.Helper()
 	post := func(f map[string]string) (int, error) {
@@ -494,6 +545,9 @@ func debitThroughAReshard(ctx context.Context, t *testing.T, srv *serving, l par
 	waitAcks(20)
 	env := map[string]string{"GIFTD_PROXY_URL": l.ProxyURL, "GIFTD_PARTITION_URLS": strings.Join(l.PartitionURLs, " "),
 		"GIFTD_NEW_PARTITION_URLS": strings.Join(newURLs, " ")}
+	if oneVariable {
+		env = map[string]string{"GIFTD_PROXY_URL": l.ProxyURL, "GIFTD_PARTITION_URLS": strings.Join(append(append([]string{}, l.PartitionURLs...), newURLs...), " ")}
+	}
 	getenv := func(k string) string { return env[k] }
 	var out, errOut bytes.Buffer
 	if err := run(ctx, []string{"giftd", "reshard"}, getenv, &out, &errOut); err != nil {

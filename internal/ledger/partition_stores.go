@@ -55,9 +55,17 @@ func (s *Store) RoutedPartitionStores() ([]*Store, error) {
 // (giftd_partition_identity): a database claiming another place is never
 // read or written. It returns how many are in use, and the error that
 // stopped it short of the routed count (ErrPartitionsNotConnected when
-// there are fewer Stores than partitions). It does not read the proxy's
-// count itself: Ready and the debits' refusals (GD001) do.
+// there are fewer Stores than partitions). While it has Stores beyond those
+// in use, it first rereads the proxy's count (one query, so that a replica
+// called every second grows within about a second of giftd reshard's
+// switch, debits or none); with every Store in use it reads nothing from
+// the proxy (Ready and the debits' refusals, GD001, still learn the count).
 func (s *Store) GrowPartitionStores(ctx context.Context) (int, error) {
+	if used := int(s.partsInUse.Load()); used < len(s.parts) {
+		if _, err := s.recount(ctx); err != nil {
+			return used, err
+		}
+	}
 	s.partsMu.Lock()
 	defer s.partsMu.Unlock()
 	used, n := int(s.partsInUse.Load()), s.Partitions()

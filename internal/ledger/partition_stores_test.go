@@ -64,3 +64,24 @@ func TestGrowPartitionStores_OnlyOntoADatabaseClaimingItsPlace(t *testing.T) {
 		t.Errorf("the partitions hold %v; want the gift on both", g)
 	}
 }
+
+// TestGrowPartitionStores_ReadsTheProxysCount: a store that starts routing
+// over 1 partition of a proxy routing over 2, and has not learnt the 2 (no
+// Ready, no debit), learns them at GrowPartitionStores, since it has a
+// second direct store not in use, and takes that one into use.
+func TestGrowPartitionStores_ReadsTheProxysCount(t *testing.T) {
+	ctx := context.Background()
+	l := pgtest.Partitioned(t, 2)
+	p0, p1 := partitionStore(t, l.PartitionURLs[0]), partitionStore(t, l.PartitionURLs[1])
+	s, err := ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(1, partition.For), ledger.WithPartitionStores([]*ledger.Store{p0, p1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	if s.Partitions() != 1 || len(s.PartitionStores()) != 1 {
+		t.Fatalf("at the start the store routes over %d partitions and uses %d; want 1 and 1", s.Partitions(), len(s.PartitionStores()))
+	}
+	if n, err := s.GrowPartitionStores(ctx); n != 2 || err != nil || s.Partitions() != 2 {
+		t.Errorf("grow: %d in use, %v, routing over %d; want 2 in use and routing over 2", n, err, s.Partitions())
+	}
+}

@@ -117,6 +117,37 @@ func (r Resharding) After() Layout {
 	return l
 }
 
+// ReshardingOf is the Resharding of all, the cluster as giftd serve's
+// replicas are given it for a reshard: the n partitions the proxy routes
+// over today, then the n new ones, 2n in all (and as many ProxyPartitionURLs,
+// if any). It reads how many partitions the proxy routes over: half of all's
+// gives the doubling onto the second half; all of them, a run after the
+// switch (Reshard then has only its step 4, the forget, left). Any other
+// count, or fewer than 2 partitions, is a *LayoutError on PartitionURLs
+// naming both counts; a layout Check refuses is its error; the proxy's
+// errors are returned as they are.
+func ReshardingOf(ctx context.Context, all Layout) (Resharding, error) {
+	if err := all.Check(); err != nil {
+		return Resharding{}, err
+	}
+	total := len(all.PartitionURLs)
+	routed, err := Routed(ctx, all.ProxyURL)
+	if err != nil {
+		return Resharding{}, err
+	}
+	if total < 2 || (routed != total/2 && routed != total) {
+		return Resharding{}, &LayoutError{"PartitionURLs", fmt.Sprintf("%d URLs, but the proxy routes over %d partitions: "+
+			"want twice as many URLs as it routes over, its partitions' then the new ones' (or as many, to finish a reshard whose switch is done)",
+			total, routed)}
+	}
+	n := total / 2
+	r := Resharding{Layout: all.First(n), NewPartitionURLs: all.PartitionURLs[n:]}
+	if len(all.ProxyPartitionURLs) != 0 {
+		r.NewProxyPartitionURLs = all.ProxyPartitionURLs[n:]
+	}
+	return r, nil
+}
+
 // Check returns an error when r cannot be run: a layout Layout.Check
 // refuses (for the cluster before and after), or new URLs of another
 // count than the partitions'.
