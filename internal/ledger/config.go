@@ -68,15 +68,36 @@ type copyStatement struct {
 	args func(ctx context.Context, p *Store) ([]any, error)
 }
 
+// recountedPartitionStores is RoutedPartitionStores once the proxy's
+// partition count is read again (recount): a giftd that has not yet
+// learned that giftd reshard doubled the cluster (it learns at a debit the
+// old partition refuses, GD001, or at its readiness probe) would otherwise
+// copy a change to the old partitions only. Configuration changes are rare:
+// a query more each costs nothing.
+func (s *Store) recountedPartitionStores(ctx context.Context) ([]*Store, error) {
+	if _, err := s.recount(ctx); err != nil {
+		return nil, err
+	}
+	return s.RoutedPartitionStores()
+}
+
 // spread copies the home's state of one key (read by read, nil statement:
 // nothing to copy) to every other partition, each on its own. It returns
-// ErrPartlyApplied naming the partitions it failed on, and
-// ErrPartitionsNotConnected, copying nothing, when this Store does not use
-// every partition the proxy routes over.
+// ErrPartlyApplied naming the partitions it failed on, and, copying
+// nothing, ErrPartlyApplied wrapping ErrPartitionsNotConnected when this
+// Store does not use every partition the proxy routes over, or the
+// proxy's error when its count cannot be read.
+//
+// It reads the proxy's count again (the change's caller read it before
+// changing the home): if giftd reshard switched the proxy to 2n partitions
+// since, its own copy of the configuration, made after the switch, may
+// have read the home before this change, so this copy must reach the new
+// partitions; if the switch comes after this read, it came after the
+// change was made on the home, and the reshard's copy takes it there.
 func (s *Store) spread(ctx context.Context, what string, read func(ctx context.Context, home *Store) (*copyStatement, error)) error {
-	parts, err := s.RoutedPartitionStores()
+	parts, err := s.recountedPartitionStores(ctx)
 	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return fmt.Errorf("%s: %w: copied from partition 0 to no other: %w", what, ErrPartlyApplied, err)
 	}
 	home := parts[0]
 	st, err := read(ctx, home)
@@ -345,10 +366,12 @@ type SyncReport struct {
 // other partition (each copy skipped where it is applied already): after a
 // change that returned ErrPartlyApplied, it makes the partitions agree.
 // Endpoints a partition has and the home does not are deleted there. It
-// returns an error only when the home cannot be read; copies that fail are
-// in the report.
+// reads the proxy's partition count first and returns
+// ErrPartitionsNotConnected, copying nothing, when this Store does not use
+// every partition the proxy routes over; otherwise an error only when the
+// home cannot be read: copies that fail are in the report.
 func (s *Store) SyncConfig(ctx context.Context) (SyncReport, error) {
-	parts, err := s.RoutedPartitionStores()
+	parts, err := s.recountedPartitionStores(ctx)
 	if err != nil {
 		return SyncReport{}, fmt.Errorf("config sync: %w", err)
 	}
@@ -425,11 +448,12 @@ func (s *Store) SyncConfig(ctx context.Context) (SyncReport, error) {
 // homeThenSpread is a configuration change on a partitioned Store: change
 // on the home, then spread its key, also when change failed (a retry of a
 // change that reached the home but not every partition finds it made and
-// must still copy it). It returns change's error first. It changes nothing
-// while this Store does not use every partition the proxy routes over
+// must still copy it). It returns change's error first. It reads the
+// proxy's partition count first, and changes nothing while this Store does
+// not use every partition the proxy routes over
 // (ErrPartitionsNotConnected): the change would miss some.
 func homeThenSpread[T any](ctx context.Context, s *Store, change func(home *Store) (T, error), spread func() error) (T, error) {
-	parts, err := s.RoutedPartitionStores()
+	parts, err := s.recountedPartitionStores(ctx)
 	if err != nil {
 		var zero T
 		return zero, err

@@ -85,3 +85,69 @@ func TestGrowPartitionStores_ReadsTheProxysCount(t *testing.T) {
 		t.Errorf("grow: %d in use, %v, routing over %d; want 2 in use and routing over 2", n, err, s.Partitions())
 	}
 }
+
+// configRows counts each partition's configuration rows: gifts, rooms'
+// receivers, app policies, webhook endpoints.
+func configRows(t *testing.T, parts []*ledger.Store) [][4]int {
+	t.Helper()
+	out := make([][4]int, len(parts))
+	for i, p := range parts {
+		err := p.Pool().QueryRow(context.Background(), `SELECT (SELECT count(*) FROM gift_catalogue),
+			(SELECT count(*) FROM room_receivers), (SELECT count(*) FROM spend_policies WHERE scope = 'app'),
+			(SELECT count(*) FROM webhook_endpoints)`).Scan(&out[i][0], &out[i][1], &out[i][2], &out[i][3])
+		if err != nil {
+			t.Fatalf("partition %d: %v", i, err)
+		}
+	}
+	return out
+}
+
+// TestConfig_AStoreThatHasNotRecountedIsRefusedOnceTheProxyGrows: a store
+// opened over 1 partition, given both partitions' stores, whose proxy has
+// since come to route over 2 (giftd reshard switched it; the store has
+// neither debited nor probed readiness since), refuses every configuration
+// change and a sync with ErrPartitionsNotConnected, nothing written on
+// either partition: it reads the proxy's count before changing anything,
+// instead of copying to the one partition it knew.
+func TestConfig_AStoreThatHasNotRecountedIsRefusedOnceTheProxyGrows(t *testing.T) {
+	ctx := context.Background()
+	l := pgtest.Partitioned(t, 2)
+	parts := []*ledger.Store{partitionStore(t, l.PartitionURLs[0]), partitionStore(t, l.PartitionURLs[1])}
+	s, err := ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(1, partition.For), ledger.WithPartitionStores(parts),
+		ledger.WithBatching(ledger.Batching{MaxBatch: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	max := int64(500)
+	for _, c := range []struct {
+		name   string
+		change func() error
+	}{
+		{"create a gift", func() error {
+			_, err := s.CreateGift(ctx, ledger.CatalogueGift{Platform: "linkv", GiftID: "rose", Name: "Rose", Price: 10, Active: true})
+			return err
+		}},
+		{"set a room's receiver", func() error { _, err := s.SetRoomReceiver(ctx, "polyv", "ch-1", "host-1"); return err }},
+		{"put an app's policy", func() error {
+			_, err := s.PutPolicy(ctx, ledger.PolicyKey{Scope: ledger.ScopeApp, Subject: "linkv/app"}, ledger.Policy{MaxDebit: &max}, "test")
+			return err
+		}},
+		{"create a webhook endpoint", func() error {
+			_, err := s.CreateEndpoint(ctx, ledger.Endpoint{ID: "ep_1", URL: "https://example.com/hook", EventTypes: []string{},
+				Enabled: true, Secrets: []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}})
+			return err
+		}},
+		{"sync", func() error { _, err := s.SyncConfig(ctx); return err }},
+	} {
+		if err := c.change(); !errors.Is(err, ledger.ErrPartitionsNotConnected) {
+			t.Errorf("%s through a store routing over 1 of the proxy's 2 partitions: %v; want ErrPartitionsNotConnected", c.name, err)
+		}
+	}
+	if got := configRows(t, parts); got[0] != [4]int{} || got[1] != [4]int{} {
+		t.Errorf("after the refusals the partitions hold %v configuration rows (gifts, rooms, app policies, endpoints); want none", got)
+	}
+	if s.Partitions() != 2 {
+		t.Errorf("the store routes over %d partitions after the refusals; want 2 (it read the proxy's count)", s.Partitions())
+	}
+}
