@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"giftd/internal/ledger"
 	"giftd/internal/partition"
@@ -149,5 +150,88 @@ func TestConfig_AStoreThatHasNotRecountedIsRefusedOnceTheProxyGrows(t *testing.T
 	}
 	if s.Partitions() != 2 {
 		t.Errorf("the store routes over %d partitions after the refusals; want 2 (it read the proxy's count)", s.Partitions())
+	}
+}
+
+// TestConfig_ASwitchDuringAChangeIsSeenBeforeItsCopies: the proxy comes to
+// route over 2 partitions while a store routing over 1 makes a change on
+// partition 0 (held there, past the store's first read of the count, by a
+// trigger waiting for the test's lock). giftd reshard's own copy of the
+// configuration may have read partition 0 before that change committed, so
+// the store must not copy it to partition 0 only and answer success: it
+// reads the count again before copying and says the change is partly
+// applied (not connected to partition 1). The same request again, once the
+// store uses both partitions, puts the gift on both.
+func TestConfig_ASwitchDuringAChangeIsSeenBeforeItsCopies(t *testing.T) {
+	ctx := context.Background()
+	l := pgtest.Partitioned(t, 2)
+	parts := []*ledger.Store{partitionStore(t, l.PartitionURLs[0]), partitionStore(t, l.PartitionURLs[1])}
+	proxy, home := connect(t, l.ProxyURL), connect(t, l.PartitionURLs[0])
+	for _, q := range []string{
+		// The proxy's count as the test says, 1 until the switch.
+		`CREATE TABLE test_count (n integer NOT NULL)`, `INSERT INTO test_count VALUES (1)`,
+		`CREATE OR REPLACE FUNCTION giftd_partition_count() RETURNS integer LANGUAGE sql STABLE RETURN (SELECT n FROM test_count)`,
+	} {
+		if _, err := proxy.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, q := range []string{
+		`CREATE FUNCTION test_hold() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN NEW; END $$`,
+		`CREATE TRIGGER test_hold BEFORE INSERT ON gift_catalogue FOR EACH ROW EXECUTE FUNCTION test_hold()`,
+		`SELECT pg_advisory_lock(4242)`,
+	} {
+		if _, err := home.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(1, partition.For), ledger.WithPartitionStores(parts),
+		ledger.WithBatching(ledger.Batching{MaxBatch: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	rose := ledger.CatalogueGift{Platform: "linkv", GiftID: "rose", Name: "Rose", Price: 10, Active: true}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.CreateGift(ctx, rose)
+		done <- err
+	}()
+	for deadline := time.Now().Add(time.Minute); ; {
+		var held bool
+		if err := home.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted)`).
+			Scan(&held); err != nil {
+			t.Fatal(err)
+		}
+		if held {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the gift's insert on partition 0 never came to wait for the test's lock")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := proxy.Exec(ctx, `UPDATE test_count SET n = 2`); err != nil { // the switch
+		t.Fatal(err)
+	}
+	if _, err := home.Exec(ctx, `SELECT pg_advisory_unlock(4242)`); err != nil {
+		t.Fatal(err)
+	}
+	err = <-done
+	if !errors.Is(err, ledger.ErrPartlyApplied) || !errors.Is(err, ledger.ErrPartitionsNotConnected) {
+		t.Errorf("a gift created across the switch: %v; want ErrPartlyApplied, not connected", err)
+	}
+	if g := giftsOf(t, parts); len(g[0]) != 1 || len(g[1]) != 0 {
+		t.Errorf("after it the partitions hold %v; want the gift on partition 0 only", g)
+	}
+	if n, err := s.GrowPartitionStores(ctx); n != 2 || err != nil {
+		t.Fatalf("grow onto partition 1: %d in use, %v; want 2", n, err)
+	}
+	if _, err := s.CreateGift(ctx, rose); err != nil {
+		t.Fatalf("the same gift again: %v", err)
+	}
+	if g := giftsOf(t, parts); len(g[0]) != 1 || len(g[1]) != 1 {
+		t.Errorf("after the retry the partitions hold %v; want the gift on both", g)
 	}
 }
