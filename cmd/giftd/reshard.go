@@ -52,6 +52,12 @@ func runReshard(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return err
 	}
+	if len(rep.ConfigDrift) == 0 {
+		fmt.Fprintf(stdout, "configuration: every partition held partition 0's (nothing drifted, nothing copied)\n")
+	} else {
+		fmt.Fprintf(stdout, "configuration: copied partition 0's to every partition (%d keys), it had drifted: %s\n",
+			rep.ConfigSync.Keys, ledger.DriftText(rep.ConfigDrift))
+	}
 	for p, n := range rep.Forgotten {
 		fmt.Fprintf(stdout, "partition %d (%s): forgot %d wallets it no longer owns\n", p, partition.Where(r.After().PartitionURLs[p]), n)
 	}

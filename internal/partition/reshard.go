@@ -105,6 +105,13 @@ type ReshardReport struct {
 	// partition i those that moved to i + n, on new partition i + n those
 	// that stayed on i.
 	Forgotten []int64
+	// ConfigDrift is how the configuration every partition holds (the
+	// catalogue, rooms' receivers, apps' policies, webhook endpoints)
+	// differed from partition 0's after the switch: none, nothing drifted;
+	// otherwise ConfigSync is the copy of partition 0's to every partition
+	// that levelled it.
+	ConfigDrift []ledger.Drift
+	ConfigSync  ledger.SyncReport
 }
 
 // After is the layout that routes over all 2n partitions.
@@ -192,9 +199,13 @@ func (r Resharding) Check() error {
 //     freeze) and, in one proxy
 //     transaction, registers the 2n partitions, checking every claim
 //     through the proxy.
-//  4. It drops the slots and publications, and each partition forgets the
-//     users it no longer owns (giftd_reshard_forget), and old partition i
-//     the economy rows under the cut it gave away.
+//  4. When the configuration every partition holds differs anywhere from
+//     partition 0's (a change made after the subscriptions were dropped
+//     reached the old partitions only), it copies partition 0's to every
+//     partition (levelConfig). It drops the slots and publications, and
+//     each partition forgets the users it no longer owns
+//     (giftd_reshard_forget), and old partition i the economy rows under
+//     the cut it gave away.
 //
 // Run again after a failure, it carries on: before the switch, a failed
 // pause lifts the fences (and marks a copy cut off as to be made again);
@@ -239,8 +250,64 @@ func Reshard(ctx context.Context, r Resharding, opts ...ledger.MigrateOption) (R
 		}
 		defer rs.close()
 	}
+	if rep.ConfigDrift, rep.ConfigSync, err = rs.levelConfig(ctx); err != nil {
+		return rep, err
+	}
 	rep.Forgotten, err = rs.finish(ctx)
 	return rep, err
+}
+
+// levelConfig is the first part of step 4: when the configuration of any of
+// the 2n partitions differs from partition 0's, it copies partition 0's to
+// every partition, as POST /admin/v1/config/sync does
+// (ledger.Store.SyncConfig, through a Store on the 2n partitions). A change
+// made after the pause dropped the subscriptions reached the old partitions
+// only: made through a giftd whose proxy still routed over n, or through one
+// that had not learned the switch yet (a change reads the proxy's count
+// before it is made and again before its copies, so one whose copies took
+// the old count was made on partition 0 before the switch, and is read
+// here). It returns the drift found and the copy (none when nothing
+// drifted), and an error when partition 0 or a copy failed: run again, it
+// copies again.
+func (rs *resharding) levelConfig(ctx context.Context) ([]ledger.Drift, ledger.SyncReport, error) {
+	var parts []*ledger.Store
+	defer func() {
+		for _, p := range parts {
+			p.Close()
+		}
+	}()
+	for p, u := range rs.after.PartitionURLs {
+		ps, err := ledger.Open(ctx, u, ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithMaxConns(2))
+		if err != nil {
+			return nil, ledger.SyncReport{}, fmt.Errorf("reshard: %s: %w", rs.where(p), err)
+		}
+		parts = append(parts, ps)
+	}
+	s, err := ledger.Open(ctx, rs.after.ProxyURL, ledger.WithPartitions(2*rs.n, For), ledger.WithPartitionStores(parts),
+		ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithMaxConns(2))
+	if err != nil {
+		return nil, ledger.SyncReport{}, fmt.Errorf("reshard: the proxy %s: %w", Where(rs.after.ProxyURL), err)
+	}
+	defer s.Close()
+	s.SetConfigLog(rs.log)
+	drift, err := s.ConfigDrift(ctx)
+	if err != nil {
+		return nil, ledger.SyncReport{}, fmt.Errorf("reshard: compare the partitions' configuration: %w", err)
+	}
+	if len(drift) == 0 {
+		rs.log.Info("reshard: every partition holds partition 0's configuration; nothing drifted, nothing copied")
+		return nil, ledger.SyncReport{}, nil
+	}
+	rep, err := s.SyncConfig(ctx)
+	if err == nil && len(rep.Failed) > 0 {
+		err = fmt.Errorf("%d of %d keys not copied everywhere: %s", len(rep.Failed), rep.Keys, strings.Join(rep.Failed, "; "))
+	}
+	if err != nil {
+		return drift, rep, fmt.Errorf("reshard: copy partition 0's configuration to every partition (run giftd reshard again, "+
+			"or POST /admin/v1/config/sync): drifted %s: %w", ledger.DriftText(drift), err)
+	}
+	rs.log.Info("reshard: copied partition 0's configuration to every partition", "drifted", ledger.DriftText(drift), "keys", rep.Keys)
+	return drift, rep, nil
 }
 
 // resharding is one run of Reshard: its connections, old partition i's at
