@@ -108,7 +108,7 @@ func TestReshard_LevelsAConfigurationChangedDuringThePause(t *testing.T) {
 			want        ledger.DebitStatus
 		}{
 			{1, 20, ledger.Debited},
-			{1, 10, ledger.Refused},       // the old price
+			{1, 10, ledger.Refused},        // the old price
 			{6, 120, ledger.PolicyRefused}, // the app's policy set during the pause
 		} {
 			if res := debit(u, c.count, c.gold); res.Status != c.want {
