@@ -20,7 +20,8 @@ import (
 // its end giftd reshard must have copied them to the 2 new partitions: two
 // moved users' debits there meet the new price and the new policy, every
 // partition's configuration is partition 0's, and the report says what
-// drifted.
+// drifted. A run again, the switch done, levels a change made on the old
+// partitions only after it.
 func TestReshard_LevelsAConfigurationChangedDuringThePause(t *testing.T) {
 	l := pgtest.Partitioned(t, 2)
 	requireLogical(t, l.ProxyURL)
@@ -116,9 +117,28 @@ func TestReshard_LevelsAConfigurationChangedDuringThePause(t *testing.T) {
 			}
 		}
 	}
-	all := append(append([]string{}, l.PartitionURLs...), newURLs...)
-	drift, err := ledger.ConfigDriftOf(bg, stores(t, all), nil)
+	all := stores(t, append(append([]string{}, l.PartitionURLs...), newURLs...))
+	drift, err := ledger.ConfigDriftOf(bg, all, nil)
 	if err != nil || len(drift) != 0 {
 		t.Errorf("the 4 partitions' configuration after the resharding: %s, %v; want partition 0's everywhere", ledger.DriftText(drift), err)
+	}
+
+	// A run again, the switch done, levels too: a gift created on the old
+	// partitions only (by hand, or by a giftd that does not reread the
+	// proxy's count) reaches the new ones.
+	for _, ps := range all[:2] {
+		if _, err := ps.CreateGift(bg, ledger.CatalogueGift{Platform: "linkv", GiftID: "tulip", Name: "Tulip", Price: 5, Active: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err = partition.Reshard(bg, partition.Resharding{Layout: l, NewPartitionURLs: newURLs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.ConfigDrift) != 2 || rep.ConfigSync.Keys != 3 || len(rep.ConfigSync.Failed) != 0 {
+		t.Errorf("the run again: drift %s, copy %+v; want the gifts of partitions 2 and 3, every key (2 gifts, 1 policy) copied", ledger.DriftText(rep.ConfigDrift), rep.ConfigSync)
+	}
+	if drift, err := ledger.ConfigDriftOf(bg, all, nil); err != nil || len(drift) != 0 {
+		t.Errorf("the 4 partitions' configuration after the run again: %s, %v; want partition 0's everywhere", ledger.DriftText(drift), err)
 	}
 }
