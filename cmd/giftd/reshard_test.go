@@ -79,6 +79,7 @@ func TestRun_ReshardDoublesTheClusterAndNamesNoSecret(t *testing.T) {
 		t.Errorf("young_after %v, %v; want the command's start less GIFTD_EARNINGS_HOLD (1h), after %v", young, err, started.Add(-time.Hour))
 	}
 	for _, want := range []string{"partition 0: writes of the users moving to partition 1 paused ",
+		"configuration: every partition held partition 0's (nothing drifted",
 		"partition 0 (", "partition 1 (", "forgot 1 wallets", "proxy: 2 partitions registered in cluster giftd",
 		"audit of the 2 partitions:", "credits OK", "keys OK", "configuration OK"} {
 		if !strings.Contains(out.String(), want) {
