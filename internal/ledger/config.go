@@ -71,8 +71,8 @@ type copyStatement struct {
 // recountedPartitionStores is RoutedPartitionStores once the proxy's
 // partition count is read again (recount): a giftd that has not yet
 // learned that giftd reshard doubled the cluster (it learns at a debit the
-// old partition refuses, GD001, or at its readiness probe) would otherwise
-// copy a change to the old partitions only. Configuration changes are rare:
+// old partition refuses, GD001, at its readiness probe, or at serve's
+// growth tick) would otherwise copy a change to the old partitions only. Configuration changes are rare:
 // a query more each costs nothing.
 func (s *Store) recountedPartitionStores(ctx context.Context) ([]*Store, error) {
 	if _, err := s.recount(ctx); err != nil {
@@ -83,10 +83,10 @@ func (s *Store) recountedPartitionStores(ctx context.Context) ([]*Store, error) 
 
 // spread copies the home's state of one key (read by read, nil statement:
 // nothing to copy) to every other partition, each on its own. It returns
-// ErrPartlyApplied naming the partitions it failed on, and, copying
-// nothing, ErrPartlyApplied wrapping ErrPartitionsNotConnected when this
-// Store does not use every partition the proxy routes over, or the
-// proxy's error when its count cannot be read.
+// ErrPartlyApplied naming the partitions it failed on; copying nothing,
+// ErrPartlyApplied wrapping ErrPartitionsNotConnected when this Store does
+// not use every partition the proxy routes over, or wrapping the proxy's
+// error when its count cannot be read.
 //
 // It reads the proxy's count again (the change's caller read it before
 // changing the home): if giftd reshard switched the proxy to 2n partitions
