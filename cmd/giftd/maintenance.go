@@ -191,6 +191,10 @@ func printAudit(ctx context.Context, store *ledger.Store, stdout io.Writer) erro
 		r.Gifts, r.Unassigned, r.Unsettled)
 	fmt.Fprintf(stdout, "  %d earnings accounts: %d earnings, %d owed by receivers; house %d\n",
 		r.EarningsAccounts, r.TotalEarnings, r.TotalOwed, r.House)
+	if r.ReshardNotForgotten > 0 {
+		fmt.Fprintf(stdout, "  NOTE a reshard to %d partitions switched but this partition has not forgotten the rows it gave away yet: "+
+			"they are left out of this audit; run giftd reshard again (docs/scale-out.md#resharding-n--2n)\n", r.ReshardNotForgotten)
+	}
 	for _, f := range r.Findings {
 		problem := "balance differs from its entries"
 		switch {

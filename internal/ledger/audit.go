@@ -41,6 +41,11 @@ type AuditReport struct {
 	Unbalanced int64 `json:"unbalanced_gifts"`
 	// Findings lists up to 100 of those accounts and gifts.
 	Findings []AuditFinding `json:"findings"`
+	// ReshardNotForgotten is, on a partition between a reshard's switch and
+	// its forget, the count it was resharded to (0: none, and always on one
+	// server): the rows it gave away, which it still holds, are left out of
+	// the report; giftd reshard run again forgets them.
+	ReshardNotForgotten int `json:"reshard_not_forgotten,omitempty"`
 	// CheckedAt is the time of the snapshot.
 	CheckedAt time.Time `json:"checked_at"`
 }
@@ -169,11 +174,11 @@ func (s *Store) Audit(ctx context.Context) (AuditReport, error) {
 	// Repeatable read: the totals and the findings see the same snapshot.
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly},
 		func(tx pgx.Tx) error {
-			unforgotten, err := reshardUnforgotten(ctx, tx)
-			if err != nil {
+			var err error
+			if r.ReshardNotForgotten, err = reshardUnforgotten(ctx, tx); err != nil {
 				return err
 			}
-			with := `WITH ` + auditRows(unforgotten) + `, ` + auditAccounts + `, ` + auditGifts
+			with := `WITH ` + auditRows(r.ReshardNotForgotten > 0) + `, ` + auditAccounts + `, ` + auditGifts
 			err = tx.QueryRow(ctx, with+`
 				SELECT
 					count(balance) FILTER (WHERE account = 'wallet'),
@@ -222,15 +227,16 @@ func (s *Store) Audit(ctx context.Context) (AuditReport, error) {
 	return r, nil
 }
 
-// reshardUnforgotten reports whether tx's database is a partition between a
-// reshard's switch and its forget (partition migration 20): false on one
-// server's database, which has no such function.
-func reshardUnforgotten(ctx context.Context, tx pgx.Tx) (bool, error) {
+// reshardUnforgotten is, when tx's database is a partition between a
+// reshard's switch and its forget (partition migration 20), the count it was
+// resharded to; else 0, and always on one server's database, which has no
+// such function.
+func reshardUnforgotten(ctx context.Context, tx pgx.Tx) (int, error) {
 	var partition bool
 	if err := tx.QueryRow(ctx, `SELECT to_regprocedure('giftd_reshard_unforgotten()') IS NOT NULL`).Scan(&partition); err != nil || !partition {
-		return false, err
+		return 0, err
 	}
-	var unforgotten bool
-	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM giftd_reshard_unforgotten())`).Scan(&unforgotten)
-	return unforgotten, err
+	var n int
+	err := tx.QueryRow(ctx, `SELECT coalesce((SELECT partitions FROM giftd_reshard_unforgotten()), 0)`).Scan(&n)
+	return n, err
 }
