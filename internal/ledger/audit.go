@@ -77,7 +77,8 @@ type AuditFinding struct {
 // (giftd_reshard_given_away). giftd_reshard_forget deletes the others, and
 // the split squared the partition's house slots and earnings accounts
 // without them: so the report is the one after the forget, and the
-// partitions' reports count nothing twice.
+// partitions' reports count nothing twice. (NOT IN: a hashed subplan, as
+// kept.)
 func auditRows(unforgotten bool) string {
 	if !unforgotten {
 		return `
@@ -94,9 +95,9 @@ func auditRows(unforgotten bool) string {
 	audit_ledger AS NOT MATERIALIZED (
 		SELECT e.* FROM ledger_entries AS e, claim AS c WHERE giftd_placement(e.user_id) & (c.partitions - 1) = c.partition),
 	audit_gifts AS NOT MATERIALIZED (
-		SELECT g.* FROM gift_entries AS g WHERE NOT EXISTS (SELECT 1 FROM given AS x WHERE x.gift = g.id)),
+		SELECT g.* FROM gift_entries AS g WHERE g.id NOT IN (SELECT x.gift FROM given AS x WHERE x.gift IS NOT NULL)),
 	audit_legs AS NOT MATERIALIZED (
-		SELECT a.* FROM account_entries AS a WHERE NOT EXISTS (SELECT 1 FROM given AS x WHERE x.entry = a.id))`
+		SELECT a.* FROM account_entries AS a WHERE a.id NOT IN (SELECT x.entry FROM given AS x WHERE x.entry IS NOT NULL))`
 }
 
 // auditAccounts is every account with its balance and the sum of its

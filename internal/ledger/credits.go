@@ -186,8 +186,10 @@ type CreditSource struct {
 // away in a reshard and holds only until its forget (partition migration
 // 20's giftd_reshard_given_away: none outside the window between the
 // proxy's switch and the forget), so that the audits read each leg once,
-// on the partition that owns it.
-const kept = `NOT EXISTS (SELECT 1 FROM giftd_reshard_given_away() AS x WHERE x.entry = a.id)`
+// on the partition that owns it. NOT IN, not NOT EXISTS: a hashed subplan,
+// the function's rows read once, where an anti-join could be planned as a
+// nested loop reading them again for every entry.
+const kept = `a.id NOT IN (SELECT x.entry FROM giftd_reshard_given_away() AS x WHERE x.entry IS NOT NULL)`
 
 // CreditSourceBook returns the credits this Store's partition is the source
 // of (see CreditSource), for the audit across partitions: the legs it owns
