@@ -97,7 +97,7 @@ func TestRun_ReshardDoublesTheClusterAndNamesNoSecret(t *testing.T) {
 	if err := run(ctx, []string{"giftd", "audit"}, getenv, &out, &errOut); err != nil {
 		t.Errorf("audit after the resharding: %v\n%s", err, out.String())
 	}
-	const note = "NOTE a reshard to 2 partitions switched but this partition has not forgotten the rows it gave away yet"
+	const note = "NOTE a reshard to 2 partitions split this partition but has not forgotten the rows it gave away yet"
 	if strings.Contains(out.String(), note) {
 		t.Errorf("audit after the resharding printed\n%s\nwith %q", out.String(), note)
 	}

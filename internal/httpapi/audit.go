@@ -17,7 +17,8 @@ type partitionAudit struct {
 	ledger.AuditReport
 }
 
-// creditsAudit is credits.Report in the answer.
+// creditsAudit is credits.Report in the answer (problems: its NotSwitched
+// lines, then its Problems).
 type creditsAudit struct {
 	OK           bool     `json:"ok"`
 	Credits      int      `json:"credits"`
@@ -126,6 +127,6 @@ func handleAuditPartitioned(store *ledger.Store, partitions func() []*ledger.Sto
 			Keys       keysAudit        `json:"keys"`
 		}{ok, sum, each, creditsAudit{OK: cr.OK(), Credits: cr.Credits, Moved: cr.Moved, InFlight: cr.InFlight,
 			Taken: cr.Taken, MovedGold: cr.MovedGold, InFlightGold: cr.InFlightGold,
-			Problems: append([]string{}, cr.Problems...)}, keys})
+			Problems: append(append([]string{}, cr.NotSwitched...), cr.Problems...)}, keys})
 	}
 }

@@ -168,8 +168,10 @@ type CreditLeg struct {
 // and its credit events (the foreign receivers' earnings of its gifts)
 // still in the outbox above its floor, by position.
 type CreditSource struct {
-	Partition int
-	Cursor    int64
+	// Partition and Partitions are the partition's claim: partition
+	// Partition of Partitions.
+	Partition, Partitions int
+	Cursor                int64
 	// Floor is the cursor when giftd reshard last split this partition's
 	// economy (0: never): the events at or below it were written under an
 	// earlier partition count and all moved before the split, so Events
@@ -198,8 +200,8 @@ func (s *Store) CreditSourceBook(ctx context.Context) (CreditSource, error) {
 	var b CreditSource
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly},
 		func(tx pgx.Tx) error {
-			if err := tx.QueryRow(ctx, `SELECT i.partition, c.position, c.floor FROM giftd_partition_identity AS i, credit_cursor AS c`).
-				Scan(&b.Partition, &b.Cursor, &b.Floor); err != nil {
+			if err := tx.QueryRow(ctx, `SELECT i.partition, i.partitions, c.position, c.floor FROM giftd_partition_identity AS i, credit_cursor AS c`).
+				Scan(&b.Partition, &b.Partitions, &b.Cursor, &b.Floor); err != nil {
 				return err
 			}
 			rows, _ := tx.Query(ctx, `SELECT ref, -amount FROM account_entries AS a WHERE account = 'earnings' AND kind = 'transfer_out' AND `+kept)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -167,5 +168,74 @@ func TestReshard_AuditsBetweenTheSwitchAndTheForgetAsAfter(t *testing.T) {
 	}
 	if want := int64(2 * len(senders) * len(receivers)); gifts != want {
 		t.Errorf("%d gifts across the partitions before the forget; want %d", gifts, want)
+	}
+}
+
+// TestReshard_AuditSaysAReshardStoppedBeforeTheSwitch stops giftd reshard
+// 2 → 4 once the claims moved (before the economy's split) and once the
+// economy is split (before the proxy's switch), and audits the 2 partitions
+// the proxy still routes over: each partition's audit clean (after the
+// split, of the rows each owns under its claim), and the credits' audit not
+// OK with one line per partition saying that the reshard has not switched,
+// no mismatch claimed (a credit moved in on a new partition, not read, or a
+// resharding leg without its pair there). The run again switches, forgets,
+// and the audits over 4 are clean.
+func TestReshard_AuditSaysAReshardStoppedBeforeTheSwitch(t *testing.T) {
+	for _, step := range []string{"split", "switch"} {
+		t.Run(step, func(t *testing.T) {
+			l := pgtest.Partitioned(t, 2)
+			requireLogical(t, l.ProxyURL)
+			newURLs := newPartitions(t, l)
+			ctx, cancelAll := context.WithTimeout(context.Background(), 4*time.Minute)
+			defer cancelAll()
+			s := economyStore(t, ctx, l.ProxyURL, ledger.Batching{MaxBatch: 1})
+			senders, receivers := economyUsers(t, ctx, s, 4, 1, 1000)
+			startConsumer(t, ctx, l.PartitionURLs)
+			for _, from := range senders {
+				for _, to := range receivers {
+					id := fmt.Sprintf("a-%s-%s", from, to)
+					if res, err := s.Debit(ctx, giftDebit(id, from, to)); err != nil || res.Status != ledger.Debited {
+						t.Fatalf("gift %s: %+v, %v", id, res, err)
+					}
+				}
+			}
+			waitDrained(ctx, t, l.PartitionURLs)
+			cut, cancel := context.WithCancel(ctx)
+			defer cancel()
+			r := partition.WithOnStep(partition.Resharding{Layout: l, NewPartitionURLs: newURLs}, func(s string) {
+				if s == step {
+					cancel()
+				}
+			})
+			if _, err := partition.Reshard(cut, r); !errors.Is(err, context.Canceled) {
+				t.Fatalf("reshard stopped at %s: %v; want context.Canceled", step, err)
+			}
+			a := auditAll(t, ctx, stores(t, l.PartitionURLs))
+			for p, pa := range a.Partitions {
+				if want := map[string]int{"split": 0, "switch": 4}[step]; !pa.OK() || pa.ReshardNotForgotten != want {
+					t.Errorf("audit of partition %d: %+v; want OK, reshard_not_forgotten %d", p, pa, want)
+				}
+			}
+			if a.Credits.OK() || len(a.Credits.Problems) != 0 || len(a.Credits.NotSwitched) != 2 {
+				t.Errorf("credits audit: %+v; want not OK, no problems, a line for each partition not switched", a.Credits)
+			}
+			for p, line := range a.Credits.NotSwitched {
+				if want := fmt.Sprintf("partition %d: claimed as %d of 4, audited as one of 2: giftd reshard moved the claims but has not switched the proxy", p, p); !strings.HasPrefix(line, want) {
+					t.Errorf("credits audit: %q; want it to start %q", line, want)
+				}
+			}
+			if _, err := partition.Reshard(ctx, partition.Resharding{Layout: l, NewPartitionURLs: newURLs}); err != nil {
+				t.Fatalf("reshard again: %v", err)
+			}
+			done := auditAll(t, ctx, stores(t, append(append([]string{}, l.PartitionURLs...), newURLs...)))
+			for p, pa := range done.Partitions {
+				if !pa.OK() || pa.ReshardNotForgotten != 0 {
+					t.Errorf("audit of partition %d after the run again: %+v", p, pa)
+				}
+			}
+			if !done.Credits.OK() || done.Credits.Reshards == 0 || done.NReused != 0 {
+				t.Errorf("after the run again: credits %+v, keys on two partitions %v", done.Credits, done.Reused)
+			}
+		})
 	}
 }
