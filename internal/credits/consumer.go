@@ -371,11 +371,19 @@ type Report struct {
 	Reshards int
 	// Problems lists every credit that breaks a rule, at most 100.
 	Problems []string
+	// NotSwitched names each partition claimed among another count than
+	// the partitions audited: giftd reshard moved the claims and has not
+	// switched the proxy (stopped there, or in its pause). The credits are
+	// not checked then (Problems empty): they cannot be paired until the
+	// switch.
+	NotSwitched []string
 }
 
 // OK reports whether every credit was moved at most once each way, and
 // every one behind its source's cursor moved both ways.
-func (r Report) OK() bool { return len(r.Problems) == 0 && r.Taken == r.MovedGold+r.InFlightGold }
+func (r Report) OK() bool {
+	return len(r.Problems) == 0 && len(r.NotSwitched) == 0 && r.Taken == r.MovedGold+r.InFlightGold
+}
 
 // auditReshards pairs the resharding legs of parts: each key once
 // reshard_in and once reshard_out, per account, of opposite amounts.
@@ -430,6 +438,10 @@ func auditReshards(ctx context.Context, parts []*ledger.Store, r *Report, proble
 // partition's credit events at or below its floor (written before giftd
 // reshard split it, all moved then) are not read; their legs still are.
 // And each pair of resharding legs is one in, one out, of opposite amounts.
+// A partition claimed among another count than len(parts) (giftd reshard
+// stopped, or in its pause, between the claims' move and the proxy's
+// switch) is reported in NotSwitched, and nothing else: the credits cannot
+// be paired then.
 //
 // And the reversals' claw-backs: each applied on a receiver's partition has
 // its leg on the sender's, of the same amount, and each behind its source's
@@ -466,6 +478,7 @@ func Audit(ctx context.Context, parts []*ledger.Store) (Report, error) {
 	}
 	sources := make([]ledger.CreditSource, len(parts))
 	outs := map[string]int64{}
+	var stuck []string
 	for p, s := range parts {
 		b, err := s.CreditSourceBook(ctx)
 		if err != nil {
@@ -474,6 +487,11 @@ func Audit(ctx context.Context, parts []*ledger.Store) (Report, error) {
 		if b.Partition != p {
 			return Report{}, fmt.Errorf("partition %d: the database is claimed as partition %d", p, b.Partition)
 		}
+		if b.Partitions != len(parts) {
+			stuck = append(stuck, fmt.Sprintf("partition %d: claimed as %d of %d, audited as one of %d: giftd reshard moved "+
+				"the claims but has not switched the proxy (or is in its pause now); run giftd reshard again "+
+				"(docs/scale-out.md#resharding-n--2n)", p, b.Partition, b.Partitions, len(parts)))
+		}
 		sources[p] = b
 		for _, l := range b.Out {
 			if _, dup := outs[l.Ref]; dup {
@@ -481,6 +499,13 @@ func Audit(ctx context.Context, parts []*ledger.Store) (Report, error) {
 			}
 			outs[l.Ref] = l.Amount
 		}
+	}
+	if stuck != nil {
+		// Between the claims' move and the proxy's switch the partitions
+		// read hold the credits as no audit of this count can pair them
+		// (some legs are on the new partitions, not read): the state is
+		// the finding, not its mismatches.
+		return Report{NotSwitched: stuck}, nil
 	}
 	takenAfter, err := taken()
 	if err != nil {

@@ -17,7 +17,8 @@ type partitionAudit struct {
 	ledger.AuditReport
 }
 
-// creditsAudit is credits.Report in the answer.
+// creditsAudit is credits.Report in the answer (problems: its NotSwitched
+// lines, then its Problems).
 type creditsAudit struct {
 	OK           bool     `json:"ok"`
 	Credits      int      `json:"credits"`
@@ -43,7 +44,8 @@ type keysAudit struct {
 // the cross-partition credits (credits.Audit), then the keys found on more
 // than one partition (ledger.ReusedKeys). The answer has the fields of
 // a single server's, each the sum over the partitions (findings: the first
-// 100 of all; checked_at: the last partition's), "ok" true only when every
+// 100 of all; checked_at: the last partition's; reshard_not_forgotten: the
+// largest), "ok" true only when every
 // partition's audit, the credits' and the keys' are, and "partitions",
 // "credits" and "keys" with each part (docs/scale-out.md#reads-across-partitions). A partition
 // that cannot be reached answers 503, never a partial audit; so do fewer
@@ -90,6 +92,7 @@ func handleAuditPartitioned(store *ledger.Store, partitions func() []*ledger.Sto
 			sum.Mismatched += rep.Mismatched
 			sum.Negative += rep.Negative
 			sum.Unbalanced += rep.Unbalanced
+			sum.ReshardNotForgotten = max(sum.ReshardNotForgotten, rep.ReshardNotForgotten)
 			sum.Findings = append(sum.Findings, rep.Findings[:min(len(rep.Findings), 100-len(sum.Findings))]...)
 			sum.CheckedAt = rep.CheckedAt
 		}
@@ -124,6 +127,6 @@ func handleAuditPartitioned(store *ledger.Store, partitions func() []*ledger.Sto
 			Keys       keysAudit        `json:"keys"`
 		}{ok, sum, each, creditsAudit{OK: cr.OK(), Credits: cr.Credits, Moved: cr.Moved, InFlight: cr.InFlight,
 			Taken: cr.Taken, MovedGold: cr.MovedGold, InFlightGold: cr.InFlightGold,
-			Problems: append([]string{}, cr.Problems...)}, keys})
+			Problems: append(append([]string{}, cr.NotSwitched...), cr.Problems...)}, keys})
 	}
 }

@@ -168,8 +168,10 @@ type CreditLeg struct {
 // and its credit events (the foreign receivers' earnings of its gifts)
 // still in the outbox above its floor, by position.
 type CreditSource struct {
-	Partition int
-	Cursor    int64
+	// Partition and Partitions are the partition's claim: partition
+	// Partition of Partitions.
+	Partition, Partitions int
+	Cursor                int64
 	// Floor is the cursor when giftd reshard last split this partition's
 	// economy (0: never): the events at or below it were written under an
 	// earlier partition count and all moved before the split, so Events
@@ -182,17 +184,27 @@ type CreditSource struct {
 	ClawbacksIn []CreditLeg
 }
 
+// kept leaves out an account entry a (as the alias) that the partition gave
+// away in a reshard and holds only until its forget (partition migration
+// 20's giftd_reshard_given_away: none outside the window between the
+// proxy's switch and the forget), so that the audits read each leg once,
+// on the partition that owns it. NOT IN, not NOT EXISTS: a hashed subplan,
+// the function's rows read once, where an anti-join could be planned as a
+// nested loop reading them again for every entry.
+const kept = `a.id NOT IN (SELECT x.entry FROM giftd_reshard_given_away() AS x WHERE x.entry IS NOT NULL)`
+
 // CreditSourceBook returns the credits this Store's partition is the source
-// of (see CreditSource), for the audit across partitions.
+// of (see CreditSource), for the audit across partitions: the legs it owns
+// (kept).
 func (s *Store) CreditSourceBook(ctx context.Context) (CreditSource, error) {
 	var b CreditSource
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly},
 		func(tx pgx.Tx) error {
-			if err := tx.QueryRow(ctx, `SELECT i.partition, c.position, c.floor FROM giftd_partition_identity AS i, credit_cursor AS c`).
-				Scan(&b.Partition, &b.Cursor, &b.Floor); err != nil {
+			if err := tx.QueryRow(ctx, `SELECT i.partition, i.partitions, c.position, c.floor FROM giftd_partition_identity AS i, credit_cursor AS c`).
+				Scan(&b.Partition, &b.Partitions, &b.Cursor, &b.Floor); err != nil {
 				return err
 			}
-			rows, _ := tx.Query(ctx, `SELECT ref, -amount FROM account_entries WHERE account = 'earnings' AND kind = 'transfer_out'`)
+			rows, _ := tx.Query(ctx, `SELECT ref, -amount FROM account_entries AS a WHERE account = 'earnings' AND kind = 'transfer_out' AND `+kept)
 			var err error
 			if b.Out, err = pgx.CollectRows(rows, pgx.RowToStructByPos[CreditLeg]); err != nil {
 				return err
@@ -201,7 +213,7 @@ func (s *Store) CreditSourceBook(ctx context.Context) (CreditSource, error) {
 			if b.Events, err = pgx.CollectRows(rows, pgx.RowToStructByPos[CreditMove]); err != nil {
 				return err
 			}
-			rows, _ = tx.Query(ctx, `SELECT ref, amount FROM account_entries WHERE account = 'earnings' AND kind = 'clawback_in'`)
+			rows, _ = tx.Query(ctx, `SELECT ref, amount FROM account_entries AS a WHERE account = 'earnings' AND kind = 'clawback_in' AND `+kept)
 			b.ClawbacksIn, err = pgx.CollectRows(rows, pgx.RowToStructByPos[CreditLeg])
 			return err
 		})
@@ -211,9 +223,10 @@ func (s *Store) CreditSourceBook(ctx context.Context) (CreditSource, error) {
 	return b, nil
 }
 
-// CreditsReceived returns the transfer_in legs this Store's partition received.
+// CreditsReceived returns the transfer_in legs this Store's partition
+// received and owns (kept).
 func (s *Store) CreditsReceived(ctx context.Context) ([]CreditLeg, error) {
-	rows, _ := s.pool.Query(ctx, `SELECT ref, amount FROM account_entries WHERE account = 'earnings' AND kind = 'transfer_in'`)
+	rows, _ := s.pool.Query(ctx, `SELECT ref, amount FROM account_entries AS a WHERE account = 'earnings' AND kind = 'transfer_in' AND `+kept)
 	legs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[CreditLeg])
 	if err != nil {
 		return nil, fmt.Errorf("credits received: %w", err)
@@ -223,9 +236,10 @@ func (s *Store) CreditsReceived(ctx context.Context) ([]CreditLeg, error) {
 
 // ClawbacksTaken returns the claw-backs applied on this Store's partition
 // (a receiver's side of reversals made on other partitions): for each, its
-// key and what it took back, from the earnings and as owed together.
+// key and what it took back, from the earnings and as owed together; those
+// it owns (kept).
 func (s *Store) ClawbacksTaken(ctx context.Context) ([]CreditLeg, error) {
-	rows, _ := s.pool.Query(ctx, `SELECT ref, sum(abs(amount))::bigint FROM account_entries WHERE kind = 'clawback' GROUP BY ref`)
+	rows, _ := s.pool.Query(ctx, `SELECT ref, sum(abs(amount))::bigint FROM account_entries AS a WHERE kind = 'clawback' AND `+kept+` GROUP BY ref`)
 	legs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[CreditLeg])
 	if err != nil {
 		return nil, fmt.Errorf("claw-backs taken: %w", err)
@@ -243,9 +257,10 @@ type ReshardLeg struct {
 	Amount             int64
 }
 
-// ReshardLegs returns the resharding legs this Store's partition holds.
+// ReshardLegs returns the resharding legs this Store's partition holds and
+// owns (kept).
 func (s *Store) ReshardLegs(ctx context.Context) ([]ReshardLeg, error) {
-	rows, _ := s.pool.Query(ctx, `SELECT account, kind, ref, amount FROM account_entries WHERE kind IN ('reshard_in', 'reshard_out')`)
+	rows, _ := s.pool.Query(ctx, `SELECT account, kind, ref, amount FROM account_entries AS a WHERE kind IN ('reshard_in', 'reshard_out') AND `+kept)
 	legs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[ReshardLeg])
 	if err != nil {
 		return nil, fmt.Errorf("resharding legs: %w", err)

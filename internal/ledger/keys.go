@@ -33,13 +33,21 @@ func (k ReusedKey) String() string {
 // lists merge in one pass: debits' (their records, pruned in time, and
 // their entries, kept: a refused debit has a record only), top-ups' and
 // reversals' (ledger_entries_key) and payouts' (account_entries_key).
+//
+// Between a reshard's switch and its forget, only the keys of the rows the
+// partition owns: its users' (by its claim, giftd_reshard_unforgotten, no
+// row outside that window) and the payouts it did not give away (kept).
 const keysOfPartition = `
 	SELECT kind, platform, app_id, key FROM (
-		SELECT 'debit' AS kind, platform, app_id, request_id AS key FROM debit_requests
+		SELECT 'debit' AS kind, platform, app_id, request_id AS key FROM debit_requests AS d
+		WHERE NOT EXISTS (SELECT 1 FROM giftd_reshard_unforgotten() AS c
+		                  WHERE giftd_placement(d.user_id) & (c.partitions - 1) <> c.partition)
 		UNION
-		SELECT kind, platform, app_id, ref FROM ledger_entries WHERE kind IN ('debit', 'topup', 'reversal')
+		SELECT kind, platform, app_id, ref FROM ledger_entries AS e WHERE kind IN ('debit', 'topup', 'reversal')
+		  AND NOT EXISTS (SELECT 1 FROM giftd_reshard_unforgotten() AS c
+		                  WHERE giftd_placement(e.user_id) & (c.partitions - 1) <> c.partition)
 		UNION ALL
-		SELECT 'payout', '', '', ref FROM account_entries WHERE account = 'earnings' AND kind = 'payout'
+		SELECT 'payout', '', '', ref FROM account_entries AS a WHERE account = 'earnings' AND kind = 'payout' AND ` + kept + `
 	) AS k
 	ORDER BY kind COLLATE "C", platform COLLATE "C", app_id COLLATE "C", key COLLATE "C"`
 

@@ -3,7 +3,8 @@ package partition
 // WithOnStep returns r that calls f at the pause's steps: "presplit" between
 // the economy's two pre-splits, "fence" before the
 // first fence, "sequences" once every subscription is dropped, "split" once
-// every claim has moved, "switch" once every partition's economy is split.
+// every claim has moved, "switch" once every partition's economy is split,
+// "forget" after the switch, before step 4.
 func WithOnStep(r Resharding, f func(step string)) Resharding {
 	r.onStep = f
 	return r

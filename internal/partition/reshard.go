@@ -86,7 +86,7 @@ type Resharding struct {
 	// between the economy's two pre-splits, "fence" before
 	// the first fence, "sequences" once every subscription is dropped,
 	// "split" once every claim has moved, "switch" once every partition's
-	// economy is split.
+	// economy is split, "forget" after the switch, before step 4.
 	onStep func(step string)
 	// onePhase (tests) leaves out the pre-split: the whole economy is
 	// split inside the pause, as before partition migration 17.
@@ -960,6 +960,7 @@ func (rs *resharding) unfence(cut []bool) error {
 // finish is step 4: slots and publications dropped, and every partition
 // forgets the users it does not own and disables the fence's trigger.
 func (rs *resharding) finish(ctx context.Context) ([]int64, error) {
+	rs.step("forget")
 	for i := range rs.n {
 		if err := rs.dropSlot(ctx, i); err != nil {
 			return nil, err

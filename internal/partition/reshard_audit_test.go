@@ -1,0 +1,241 @@
+package partition_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"giftd/internal/credits"
+	"giftd/internal/ledger"
+	"giftd/internal/partition"
+	"giftd/internal/pgtest"
+)
+
+// audits is everything giftd audit reads of a cluster: each partition's
+// audit (its time left out), the credits' audit and the keys found on more
+// than one partition.
+type audits struct {
+	Partitions []ledger.AuditReport
+	Credits    credits.Report
+	Reused     []ledger.ReusedKey
+	NReused    int
+}
+
+func auditAll(t *testing.T, ctx context.Context, parts []*ledger.Store) audits {
+	t.Helper()
+	var a audits
+	for p, s := range parts {
+		r, err := s.Audit(ctx)
+		if err != nil {
+			t.Fatalf("audit of partition %d: %v", p, err)
+		}
+		r.CheckedAt = time.Time{}
+		a.Partitions = append(a.Partitions, r)
+	}
+	var err error
+	if a.Credits, err = credits.Audit(ctx, parts); err != nil {
+		t.Fatalf("credits audit: %v", err)
+	}
+	if a.Reused, a.NReused, err = ledger.ReusedKeys(ctx, parts, 100); err != nil {
+		t.Fatalf("reused keys: %v", err)
+	}
+	return a
+}
+
+// TestReshard_AuditsBetweenTheSwitchAndTheForgetAsAfter stops giftd reshard
+// 2 → 4 after the proxy's switch and before step 4 (every partition's
+// giftd_reshard_forget), on a cluster with gifts from senders of all four
+// partitions-to-be to receivers of all four, the credits moved, payouts,
+// reversals of gifts of both partitions and their claw-backs. Old partition
+// i then still holds the rows of the users who moved to i + n and the
+// economy rows under the pre-split's cut it gave away; new partition i + n
+// the rows of the users who stayed. Every partition's audit, the credits'
+// audit and the keys' then read exactly what they read once the run again
+// has forgotten those rows: clean, every wallet, gift and leg counted once
+// across the partitions; each partition's report says that a reshard to 4
+// has not forgotten yet.
+func TestReshard_AuditsBetweenTheSwitchAndTheForgetAsAfter(t *testing.T) {
+	l := pgtest.Partitioned(t, 2)
+	requireLogical(t, l.ProxyURL)
+	newURLs := newPartitions(t, l)
+	after := append(append([]string{}, l.PartitionURLs...), newURLs...)
+	ctx, cancelAll := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancelAll()
+	s := economyStore(t, ctx, l.ProxyURL, ledger.Batching{MaxBatch: 1})
+	senders, receivers := economyUsers(t, ctx, s, 4, 2, 1000)
+	startConsumer(t, ctx, l.PartitionURLs)
+	for _, round := range []string{"a", "b"} {
+		for _, from := range senders {
+			for _, to := range receivers {
+				id := fmt.Sprintf("%s-%s-%s", round, from, to)
+				if res, err := s.Debit(ctx, giftDebit(id, from, to)); err != nil || res.Status != ledger.Debited {
+					t.Fatalf("gift %s: %+v, %v", id, res, err)
+				}
+			}
+		}
+	}
+	waitDrained(ctx, t, l.PartitionURLs)
+	// Each receiver is paid 70 of their 80, then a gift of a sender of
+	// each partition of 2 is reversed (the other partition's by a
+	// claw-back), one of them taking back more than is left (owed).
+	for _, r := range receivers {
+		if _, err := s.Payout(ctx, ledger.Payout{ReceiverID: r, Amount: 70, Key: "pay-" + r}); err != nil {
+			t.Fatalf("payout of %s: %v", r, err)
+		}
+		for _, from := range []string{senders[0], senders[len(senders)-1], senders[2]} {
+			id := fmt.Sprintf("a-%s-%s", from, r)
+			if _, err := s.Reverse(ctx, ledger.Reversal{Debit: ledger.DebitKey{Platform: "linkv", AppID: "app", RequestID: id},
+				Key: "rev-" + id}); err != nil {
+				t.Fatalf("reverse %s: %v", id, err)
+			}
+		}
+	}
+	waitDrained(ctx, t, l.PartitionURLs)
+
+	cut, cancel := context.WithCancel(ctx)
+	defer cancel()
+	r := partition.WithOnStep(partition.Resharding{Layout: l, NewPartitionURLs: newURLs, EarningsHold: time.Hour}, func(step string) {
+		if step == "forget" {
+			cancel()
+		}
+	})
+	if _, err := partition.Reshard(cut, r); !errors.Is(err, context.Canceled) {
+		t.Fatalf("reshard stopped before the forget: %v; want context.Canceled", err)
+	}
+	// The window: routed over 4, and every partition still holding rows
+	// of users it no longer owns.
+	var routed int
+	if err := connect(t, l.ProxyURL).QueryRow(ctx, `SELECT count(*) FROM giftd_partitions`).Scan(&routed); err != nil || routed != 4 {
+		t.Fatalf("the proxy routes over %d partitions, %v; want 4", routed, err)
+	}
+	for p, u := range after {
+		var foreign int
+		if err := connect(t, u).QueryRow(ctx, `SELECT count(*) FROM wallets WHERE giftd_placement(user_id) & 3 <> $1`, p).
+			Scan(&foreign); err != nil || foreign == 0 {
+			t.Fatalf("partition %d holds %d wallets of other partitions, %v; want some before the forget", p, foreign, err)
+		}
+	}
+	for p, u := range l.PartitionURLs {
+		var gifts int
+		if err := connect(t, u).QueryRow(ctx, `SELECT count(*) FROM gift_entries WHERE giftd_placement(sender_id) & 3 <> $1`, p).
+			Scan(&gifts); err != nil || gifts == 0 {
+			t.Fatalf("old partition %d holds %d gifts of moved senders, %v; want some before the forget", p, gifts, err)
+		}
+	}
+	parts := stores(t, after)
+	window := auditAll(t, ctx, parts)
+	for p := range window.Partitions {
+		if got := window.Partitions[p].ReshardNotForgotten; got != 4 {
+			t.Errorf("partition %d before the forget: reshard_not_forgotten %d; want 4", p, got)
+		}
+		window.Partitions[p].ReshardNotForgotten = 0
+	}
+
+	if _, err := partition.Reshard(ctx, partition.Resharding{Layout: l, NewPartitionURLs: newURLs, EarningsHold: time.Hour}); err != nil {
+		t.Fatalf("reshard again: %v", err)
+	}
+	done := auditAll(t, ctx, parts)
+	for p, a := range done.Partitions {
+		if !a.OK() {
+			t.Errorf("audit of partition %d after the forget: %+v", p, a)
+		}
+	}
+	if !done.Credits.OK() || done.Credits.Reshards == 0 || done.NReused != 0 {
+		t.Errorf("after the forget: credits %+v, keys on two partitions %v", done.Credits, done.Reused)
+	}
+	for p := range done.Partitions {
+		if w, d := window.Partitions[p], done.Partitions[p]; !reflect.DeepEqual(w, d) {
+			t.Errorf("audit of partition %d before the forget:\n%+v\nafter:\n%+v", p, w, d)
+		}
+	}
+	if !reflect.DeepEqual(window.Credits, done.Credits) {
+		t.Errorf("credits audit before the forget:\n%+v\nafter:\n%+v", window.Credits, done.Credits)
+	}
+	if window.NReused != done.NReused {
+		t.Errorf("keys on two partitions before the forget: %d %v; after: %d", window.NReused, window.Reused, done.NReused)
+	}
+	var wallets, gifts int64
+	for _, a := range window.Partitions {
+		wallets += a.Wallets
+		gifts += a.Gifts
+	}
+	if want := int64(len(senders)); wallets != want {
+		t.Errorf("%d wallets across the partitions before the forget; want %d", wallets, want)
+	}
+	if want := int64(2 * len(senders) * len(receivers)); gifts != want {
+		t.Errorf("%d gifts across the partitions before the forget; want %d", gifts, want)
+	}
+}
+
+// TestReshard_AuditSaysAReshardStoppedBeforeTheSwitch stops giftd reshard
+// 2 → 4 once the claims moved (before the economy's split) and once the
+// economy is split (before the proxy's switch), and audits the 2 partitions
+// the proxy still routes over: each partition's audit clean (after the
+// split, of the rows each owns under its claim), and the credits' audit not
+// OK with one line per partition saying that the reshard has not switched,
+// no mismatch claimed (a credit moved in on a new partition, not read, or a
+// resharding leg without its pair there). The run again switches, forgets,
+// and the audits over 4 are clean.
+func TestReshard_AuditSaysAReshardStoppedBeforeTheSwitch(t *testing.T) {
+	for _, step := range []string{"split", "switch"} {
+		t.Run(step, func(t *testing.T) {
+			l := pgtest.Partitioned(t, 2)
+			requireLogical(t, l.ProxyURL)
+			newURLs := newPartitions(t, l)
+			ctx, cancelAll := context.WithTimeout(context.Background(), 4*time.Minute)
+			defer cancelAll()
+			s := economyStore(t, ctx, l.ProxyURL, ledger.Batching{MaxBatch: 1})
+			senders, receivers := economyUsers(t, ctx, s, 4, 1, 1000)
+			startConsumer(t, ctx, l.PartitionURLs)
+			for _, from := range senders {
+				for _, to := range receivers {
+					id := fmt.Sprintf("a-%s-%s", from, to)
+					if res, err := s.Debit(ctx, giftDebit(id, from, to)); err != nil || res.Status != ledger.Debited {
+						t.Fatalf("gift %s: %+v, %v", id, res, err)
+					}
+				}
+			}
+			waitDrained(ctx, t, l.PartitionURLs)
+			cut, cancel := context.WithCancel(ctx)
+			defer cancel()
+			r := partition.WithOnStep(partition.Resharding{Layout: l, NewPartitionURLs: newURLs}, func(s string) {
+				if s == step {
+					cancel()
+				}
+			})
+			if _, err := partition.Reshard(cut, r); !errors.Is(err, context.Canceled) {
+				t.Fatalf("reshard stopped at %s: %v; want context.Canceled", step, err)
+			}
+			a := auditAll(t, ctx, stores(t, l.PartitionURLs))
+			for p, pa := range a.Partitions {
+				if want := map[string]int{"split": 0, "switch": 4}[step]; !pa.OK() || pa.ReshardNotForgotten != want {
+					t.Errorf("audit of partition %d: %+v; want OK, reshard_not_forgotten %d", p, pa, want)
+				}
+			}
+			if a.Credits.OK() || len(a.Credits.Problems) != 0 || len(a.Credits.NotSwitched) != 2 {
+				t.Errorf("credits audit: %+v; want not OK, no problems, a line for each partition not switched", a.Credits)
+			}
+			for p, line := range a.Credits.NotSwitched {
+				if want := fmt.Sprintf("partition %d: claimed as %d of 4, audited as one of 2: giftd reshard moved the claims but has not switched the proxy", p, p); !strings.HasPrefix(line, want) {
+					t.Errorf("credits audit: %q; want it to start %q", line, want)
+				}
+			}
+			if _, err := partition.Reshard(ctx, partition.Resharding{Layout: l, NewPartitionURLs: newURLs}); err != nil {
+				t.Fatalf("reshard again: %v", err)
+			}
+			done := auditAll(t, ctx, stores(t, append(append([]string{}, l.PartitionURLs...), newURLs...)))
+			for p, pa := range done.Partitions {
+				if !pa.OK() || pa.ReshardNotForgotten != 0 {
+					t.Errorf("audit of partition %d after the run again: %+v", p, pa)
+				}
+			}
+			if !done.Credits.OK() || done.Credits.Reshards == 0 || done.NReused != 0 {
+				t.Errorf("after the run again: credits %+v, keys on two partitions %v", done.Credits, done.Reused)
+			}
+		})
+	}
+}
