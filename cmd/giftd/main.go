@@ -324,6 +324,10 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "giftd_partitions_connected",
 			Help: "Partitions this replica uses direct pools to (of GIFTD_PARTITION_URLS, those the proxy routes over whose claims were checked): the credit consumer, configuration copies, events and webhook delivery use them."},
 			func() float64 { return float64(len(store.PartitionStores())) }))
+		// A giftd reshard stopped inside its pause or before its forget,
+		// read with each partition's readiness: the alerts
+		// GiftdReshardFenced and GiftdReshardUnforgotten.
+		reg.MustRegister(newReshardCollector(store.ReshardStates))
 	}
 	ready := httpapi.NewReadiness(reg, store, log)
 	calls := callback.NewRecorder(reg, log)

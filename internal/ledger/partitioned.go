@@ -153,14 +153,20 @@ func (s *Store) readyPartitioned(ctx context.Context) error {
 	for p := range n {
 		var mainV, partV, claimed, of *int64
 		var mainDirty, partDirty *bool
+		var reshard ReshardState
 		err := s.pool.QueryRow(ctx, `
-			SELECT main_version, main_dirty, partition_version, partition_dirty, partition, partitions
-			FROM giftd_partition_status($1)`, p).Scan(&mainV, &mainDirty, &partV, &partDirty, &claimed, &of)
+			SELECT main_version, main_dirty, partition_version, partition_dirty, partition, partitions,
+			       reshard_fenced, reshard_unforgotten
+			FROM giftd_partition_readiness($1)`, p).Scan(&mainV, &mainDirty, &partV, &partDirty, &claimed, &of,
+			&reshard.Fenced, &reshard.Unforgotten)
 		switch {
 		case partitionUnreachable(err):
 			continue
 		case err != nil:
 			return fmt.Errorf("%w: partition %d: %w", ErrNotReady, p, err)
+		}
+		s.setReshardState(p, reshard)
+		switch {
 		case mainV == nil || partV == nil || *mainDirty || *partDirty ||
 			uint(*mainV) < s.latestVersion || uint(*partV) < s.latest.partition:
 			return fmt.Errorf("%w: partition %d at main version %s, partition version %s; want %d and %d",
@@ -172,6 +178,36 @@ func (s *Store) readyPartitioned(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// ReshardState is what a giftd reshard left on one partition, as the last
+// readiness check read it (docs/scale-out.md#resharding-n--2n).
+type ReshardState struct {
+	// Fenced: a fence of a count above the partition's claim, a run stopped
+	// inside the pause: the moving users' writes are refused (GD003) until
+	// giftd reshard runs again or the fence is lifted.
+	Fenced bool
+	// Unforgotten: the claim moved and the economy split, the forget (step
+	// 4) not run: the partition holds rows it gave away.
+	Unforgotten bool
+}
+
+// ReshardStates returns each partition's ReshardState as Ready last read it,
+// partition i at index i: a partition not read yet (unreachable, or after
+// one that made Ready fail) keeps the last state read, none at first.
+func (s *Store) ReshardStates() []ReshardState {
+	s.reshardMu.Lock()
+	defer s.reshardMu.Unlock()
+	return append([]ReshardState(nil), s.reshard...)
+}
+
+func (s *Store) setReshardState(p int, st ReshardState) {
+	s.reshardMu.Lock()
+	defer s.reshardMu.Unlock()
+	for len(s.reshard) <= p {
+		s.reshard = append(s.reshard, ReshardState{})
+	}
+	s.reshard[p] = st
 }
 
 func versionText(v *int64, dirty *bool) string {

@@ -85,6 +85,9 @@ type Store struct {
 	parts      []*Store
 	partsInUse atomic.Int32
 	partsMu    sync.Mutex // one GrowPartitionStores at a time
+	// reshard is each partition's ReshardState as Ready last read it.
+	reshard    []ReshardState
+	reshardMu  sync.Mutex
 	configLog  *slog.Logger
 	economy    Economy
 	safeguards Safeguards
