@@ -165,6 +165,8 @@ func (s *Store) readyPartitioned(ctx context.Context) error {
 		case err != nil:
 			return fmt.Errorf("%w: partition %d: %w", ErrNotReady, p, err)
 		}
+		// Claimed as p of 2n, the proxy not switched: paused too.
+		reshard.Fenced = reshard.Fenced || (of != nil && *of == int64(2*n))
 		s.setReshardState(p, reshard)
 		switch {
 		case mainV == nil || partV == nil || *mainDirty || *partDirty ||
@@ -183,9 +185,10 @@ func (s *Store) readyPartitioned(ctx context.Context) error {
 // ReshardState is what a giftd reshard left on one partition, as the last
 // readiness check read it (docs/scale-out.md#resharding-n--2n).
 type ReshardState struct {
-	// Fenced: a fence of a count above the partition's claim, a run stopped
-	// inside the pause: the moving users' writes are refused (GD003) until
-	// giftd reshard runs again or the fence is lifted.
+	// Fenced: a fence of a count above the partition's claim, or its claim
+	// above the proxy's count (the claims moved, the proxy not switched): a
+	// run stopped inside the pause, the moving users' writes refused (GD003,
+	// GD001) until giftd reshard runs again (or the fence is lifted).
 	Fenced bool
 	// Unforgotten: the claim moved and the economy split, the forget (step
 	// 4) not run: the partition holds rows it gave away.
