@@ -44,6 +44,7 @@ func exposedMetrics(t *testing.T) map[string]bool {
 		t.Cleanup(func() {
 			if t.Skipped() {
 				names["giftd_credit_lag_seconds"], names["giftd_credits_moved_total"] = true, true
+				names["giftd_partition_reshard_fenced"], names["giftd_partition_reshard_unforgotten"] = true, true
 			}
 		})
 		l := pgtest.Partitioned(t, 2)
