@@ -16,9 +16,10 @@ import (
 // cluster of GIFTD_PROXY_URL doubled, under load, onto new databases
 // (reshardingOf: the second half of GIFTD_PARTITION_URLS, or
 // GIFTD_NEW_PARTITION_URLS), keeping GIFTD_EARNINGS_HOLD for the earnings
-// it moves. It prints each old partition's pause and what each partition
-// forgot, then audits the 2n partitions as giftd audit does, failing when
-// the audit does; run again after a failure, it carries on.
+// it moves. It prints each old partition's pause, whether the partitions'
+// configuration had drifted (and was levelled from partition 0's) and what
+// each partition forgot, then audits the 2n partitions as giftd audit does,
+// failing when the audit does; run again after a failure, it carries on.
 func runReshard(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) != 0 {
 		return errors.New("usage: giftd reshard (settings from the environment, see docs/scale-out.md#resharding-n--2n)")
