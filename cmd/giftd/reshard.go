@@ -59,6 +59,10 @@ func runReshard(ctx context.Context, args []string, getenv func(string) string, 
 		fmt.Fprintf(stdout, "configuration: copied partition 0's to every partition (%d keys), it had drifted: %s\n",
 			rep.ConfigSync.Keys, ledger.DriftText(rep.ConfigDrift))
 	}
+	if len(rep.PolicyDrift) > 0 {
+		fmt.Fprintf(stdout, "users' policies: DRIFT %s (not copied: put each differing policy again, "+
+			"PUT /admin/v1/policies/users/{user_id} writes it on every partition)\n", ledger.DriftText(rep.PolicyDrift))
+	}
 	for p, n := range rep.Forgotten {
 		fmt.Fprintf(stdout, "partition %d (%s): forgot %d wallets it no longer owns\n", p, partition.Where(r.After().PartitionURLs[p]), n)
 	}

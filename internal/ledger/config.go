@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Configuration on every partition (docs/scale-out.md#configuration-on-every-partition).
@@ -31,6 +32,31 @@ import (
 // but not copied to every other one (one was unreachable). Retry the same
 // request, or SyncConfig: either copies the home's state again.
 var ErrPartlyApplied = errors.New("configuration change applied on some partitions only")
+
+// ErrReshardPaused: giftd reshard is in its pause (from its fence to the
+// proxy's switch, partition migration 23) and the partitions refused the
+// configuration or policy change (SQLSTATE GD003). Retry: once the proxy
+// has switched, the same request lands on every partition. A change made
+// through the proxy on every partition (a user's policy) may have been
+// applied on some before the others were fenced; the retry makes them
+// alike.
+var ErrReshardPaused = errors.New("giftd reshard is in its pause: configuration changes are refused until the proxy switches")
+
+// reshardPaused marks err as ErrReshardPaused when it is a partition's
+// refusal during a reshard's pause (GD003).
+func reshardPaused(err error) error {
+	if isFenced(err) && !errors.Is(err, ErrReshardPaused) {
+		return fmt.Errorf("%w: %w", ErrReshardPaused, err)
+	}
+	return err
+}
+
+// isFenced reports whether err is a partition's refusal behind a reshard's
+// fence (SQLSTATE GD003, partition migrations 8, 11, 12 and 23).
+func isFenced(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "GD003"
+}
 
 // ErrNoPartitionStores: a partitioned Store was opened without
 // WithPartitionStores, so it cannot reach the partitions' configuration.
@@ -108,6 +134,7 @@ func (s *Store) spread(ctx context.Context, what string, read func(ctx context.C
 		return nil
 	}
 	var failed []int
+	paused := false
 	for i, p := range parts[1:] {
 		args, err := st.args(ctx, p)
 		if err == nil {
@@ -115,6 +142,7 @@ func (s *Store) spread(ctx context.Context, what string, read func(ctx context.C
 		}
 		if err != nil {
 			failed = append(failed, i+1)
+			paused = paused || isFenced(err)
 			if s.configLog != nil {
 				s.configLog.Warn("configuration copy failed", "what", what, "partition", i+1, "err", err.Error())
 			}
@@ -127,8 +155,14 @@ func (s *Store) spread(ctx context.Context, what string, read func(ctx context.C
 				applied = append(applied, i)
 			}
 		}
-		return fmt.Errorf("%s: %w: applied on partitions %v, not on %v; retry the same request or POST /admin/v1/config/sync",
+		err := fmt.Errorf("%s: %w: applied on partitions %v, not on %v; retry the same request or POST /admin/v1/config/sync",
 			what, ErrPartlyApplied, applied, failed)
+		if paused {
+			// A change made on partition 0 before its fence, copied after
+			// it: the retry after the switch copies it to every partition.
+			err = fmt.Errorf("%w (%w)", err, ErrReshardPaused)
+		}
+		return err
 	}
 	return nil
 }
@@ -251,6 +285,12 @@ const (
 	ConfigRooms       = "rooms"
 	ConfigAppPolicies = "app_policies"
 	ConfigWebhooks    = "webhooks"
+	// ConfigUserPolicies are the users' spending policies: written through
+	// the proxy on every partition (RUN ON ALL), not copied from partition
+	// 0, so compared (ConfigDrift) but never copied (SyncConfig): a
+	// partition that differs gets the policy again by the same PUT or
+	// DELETE of it.
+	ConfigUserPolicies = "user_policies"
 )
 
 // configDigests are the queries of one digest of each kind's configuration
@@ -264,10 +304,23 @@ var configDigests = map[string]string{
 		',' ORDER BY subject), '')) FROM spend_policies WHERE scope = 'app'`,
 	ConfigWebhooks: `SELECT md5(coalesce(string_agg(json_build_array(id, url, description, event_types, secrets, enabled)::text,
 		',' ORDER BY id), '')) FROM webhook_endpoints`,
+	// What a debit reads of each user's policy; not when or by whom it was
+	// written (each partition's own clock), and the time as a number, not
+	// as text in the session's time zone.
+	ConfigUserPolicies: `SELECT md5(coalesce(string_agg(json_build_array(subject, max_debit, cap_24h, cap_month, remind_day,
+		cooling_off_s, time_zone, minor, blocked, consent, extract(epoch FROM suspended_until))::text,
+		',' ORDER BY subject), '')) FROM spend_policies WHERE scope = 'user'`,
 }
 
-// ConfigKinds returns the kinds of configuration every partition holds.
+// ConfigKinds returns the kinds of configuration every partition holds:
+// those copied from partition 0 (CopiedConfigKinds), then the users'
+// policies.
 func ConfigKinds() []string {
+	return append(CopiedConfigKinds(), ConfigUserPolicies)
+}
+
+// CopiedConfigKinds returns the kinds SyncConfig copies from partition 0.
+func CopiedConfigKinds() []string {
 	return []string{ConfigGifts, ConfigRooms, ConfigAppPolicies, ConfigWebhooks}
 }
 
@@ -451,7 +504,9 @@ func (s *Store) SyncConfig(ctx context.Context) (SyncReport, error) {
 // must still copy it). It returns change's error first. It reads the
 // proxy's partition count first, and changes nothing while this Store does
 // not use every partition the proxy routes over
-// (ErrPartitionsNotConnected): the change would miss some.
+// (ErrPartitionsNotConnected): the change would miss some. Partition 0
+// refusing the change in a reshard's pause is ErrReshardPaused, nothing
+// written; a copy refused there is ErrPartlyApplied wrapping it too.
 func homeThenSpread[T any](ctx context.Context, s *Store, change func(home *Store) (T, error), spread func() error) (T, error) {
 	parts, err := s.recountedPartitionStores(ctx)
 	if err != nil {
@@ -465,7 +520,109 @@ func homeThenSpread[T any](ctx context.Context, s *Store, change func(home *Stor
 	}
 	serr := spread()
 	if err != nil {
-		return v, err
+		// Refused on partition 0 during a reshard's pause: nothing written.
+		return v, reshardPaused(err)
 	}
 	return v, serr
+}
+
+// A PolicyDivergence is a user whose spending policy is not partition 0's
+// on some partitions: a write through the proxy (RUN ON ALL) that reached
+// some partitions only. Differs lists them (a policy there and none on
+// partition 0 counts, and none there when partition 0 has one).
+type PolicyDivergence struct {
+	Subject string `json:"subject"`
+	Differs []int  `json:"differs"`
+}
+
+// userPolicyRows are a partition's users' policies, each as what a debit
+// reads of it (ConfigUserPolicies' digest, row by row), in byte order.
+const userPolicyRows = `SELECT subject, md5(json_build_array(max_debit, cap_24h, cap_month, remind_day, cooling_off_s,
+		time_zone, minor, blocked, consent, extract(epoch FROM suspended_until))::text)
+	FROM spend_policies WHERE scope = 'user' ORDER BY subject COLLATE "C"`
+
+// UserPolicyDivergences reads every user's policy on parts (a Store on each
+// partition, in order) and returns the users whose policy differs from
+// partition 0's on some partition: the first limit of them, and how many
+// there are. It reads every policy of every partition at once (one
+// connection each): an operator's audit, not something to call per
+// request. Errors are the databases'.
+func UserPolicyDivergences(ctx context.Context, parts []*Store, limit int) ([]PolicyDivergence, int, error) {
+	type cursor struct {
+		rows            pgx.Rows
+		subject, digest string
+		ok              bool
+	}
+	curs := make([]*cursor, len(parts))
+	defer func() {
+		for _, c := range curs {
+			if c != nil {
+				c.rows.Close()
+			}
+		}
+	}()
+	next := func(p int) error {
+		c := curs[p]
+		if c.ok = c.rows.Next(); !c.ok {
+			if err := c.rows.Err(); err != nil {
+				return fmt.Errorf("users' policies of partition %d: %w", p, err)
+			}
+			return nil
+		}
+		if err := c.rows.Scan(&c.subject, &c.digest); err != nil {
+			return fmt.Errorf("users' policies of partition %d: %w", p, err)
+		}
+		return nil
+	}
+	for p, s := range parts {
+		rows, err := s.pool.Query(ctx, userPolicyRows)
+		if err != nil {
+			return nil, 0, fmt.Errorf("users' policies of partition %d: %w", p, err)
+		}
+		curs[p] = &cursor{rows: rows}
+		if err := next(p); err != nil {
+			return nil, 0, err
+		}
+	}
+	var out []PolicyDivergence
+	total := 0
+	for {
+		// The least subject among the partitions' current ones.
+		least, found := "", false
+		for _, c := range curs {
+			if c.ok && (!found || c.subject < least) {
+				least, found = c.subject, true
+			}
+		}
+		if !found {
+			return out, total, nil
+		}
+		home := ""
+		if curs[0].ok && curs[0].subject == least {
+			home = curs[0].digest
+		}
+		var differs []int
+		for p, c := range curs[1:] {
+			here := ""
+			if c.ok && c.subject == least {
+				here = c.digest
+			}
+			if here != home {
+				differs = append(differs, p+1)
+			}
+		}
+		if differs != nil {
+			total++
+			if len(out) < limit {
+				out = append(out, PolicyDivergence{Subject: least, Differs: differs})
+			}
+		}
+		for p, c := range curs {
+			if c.ok && c.subject == least {
+				if err := next(p); err != nil {
+					return nil, 0, err
+				}
+			}
+		}
+	}
 }

@@ -584,8 +584,10 @@ func DisplaySender(userID string, consented bool, rank int) string {
 // senders' policies and its receivers' suspensions in its debits), by the
 // partitions' giftd_put_policy: one transaction on each, not one across
 // them. With a partition down it fails (ErrPartitionUnreachable), maybe
-// having written others (one lost mid-call); the same call again makes
-// every partition alike.
+// having written others (one lost mid-call); during a reshard's pause the
+// partitions refuse it (ErrReshardPaused, partition migration 23), maybe
+// after some wrote it (the fences go up one partition at a time); the same
+// call again makes every partition alike.
 func (s *Store) putPolicyPartitioned(ctx context.Context, k PolicyKey, rec PolicyRecord) (PolicyRecord, error) {
 	if k.Scope == ScopeUser {
 		rows, _ := s.pool.Query(ctx, `SELECT known FROM giftd_user_known($1) AS known`, k.Subject)
@@ -606,7 +608,7 @@ func (s *Store) putPolicyPartitioned(ctx context.Context, k PolicyKey, rec Polic
 	case errors.As(err, &pgErr) && pgErr.Code == "22023" && p.TimeZone != nil:
 		return PolicyRecord{}, fmt.Errorf("policy %s: %w: time_zone: %q is not known to PostgreSQL", k, ErrBadPolicy, *p.TimeZone)
 	case err != nil:
-		return PolicyRecord{}, fmt.Errorf("policy %s: %w", k, s.routed(err))
+		return PolicyRecord{}, fmt.Errorf("policy %s: %w", k, reshardPaused(s.routed(err)))
 	}
 	for _, at := range ats {
 		if at.After(rec.UpdatedAt) {
@@ -624,7 +626,7 @@ func (s *Store) clearPolicyPartitioned(ctx context.Context, k PolicyKey, operato
 	cleared, err := pgx.CollectRows(rows, pgx.RowTo[bool])
 	switch {
 	case err != nil:
-		return fmt.Errorf("policy %s: %w", k, s.routed(err))
+		return fmt.Errorf("policy %s: %w", k, reshardPaused(s.routed(err)))
 	case !slices.Contains(cleared, true):
 		return fmt.Errorf("policy %s: %w", k, ErrNotFound)
 	}

@@ -112,6 +112,11 @@ type ReshardReport struct {
 	// that levelled it.
 	ConfigDrift []ledger.Drift
 	ConfigSync  ledger.SyncReport
+	// PolicyDrift are the partitions whose users' spending policies
+	// differed from partition 0's after the switch (kind
+	// ledger.ConfigUserPolicies): not copied, since the proxy writes each
+	// on every partition and none is its home; put them again.
+	PolicyDrift []ledger.Drift
 }
 
 // After is the layout that routes over all 2n partitions.
@@ -188,21 +193,26 @@ func (r Resharding) Check() error {
 //  3. The pause: it fences each old partition (its moving users' writes
 //     refused with SQLSTATE GD003, a retryable error, by giftd_check_users
 //     and by a trigger on every user table; the users staying are never
-//     refused) and freezes its gift economy (every gift, payout and
-//     reversal refused with GD003 but the credit consumer's legs), waits
+//     refused), freezes its gift economy (every gift, payout and
+//     reversal refused with GD003 but the credit consumer's legs) and its
+//     configuration (every write of it refused with GD003, partition
+//     migration 23, until the switch), waits
 //     for the fence to arrive on the new partition (the copy then holds
 //     every write before it), for the credit consumer to move every credit
 //     of the old count and for the copy to catch up again, drops the
-//     subscription, carries the sequences on, moves each old claim to i of
+//     subscription (and refuses configuration writes on the new partition
+//     too), carries the sequences on, moves each old claim to i of
 //     2n, splits the economy on every partition (giftd_reshard_split, one
 //     transaction each, reading only the rows past the cut, which ends the
 //     freeze) and, in one proxy
 //     transaction, registers the 2n partitions, checking every claim
 //     through the proxy.
-//  4. When the configuration every partition holds differs anywhere from
-//     partition 0's (a change made after the subscriptions were dropped
-//     reached the old partitions only), it copies partition 0's to every
-//     partition (levelConfig). It drops the slots and publications, and
+//  4. It accepts configuration writes again on every partition
+//     (configWritable). When the configuration every partition holds
+//     differs anywhere from partition 0's (the safety net: the pause
+//     refused every change), it copies partition 0's to every partition,
+//     and reports users' policies that differ (levelConfig). It drops the
+//     slots and publications, and
 //     each partition forgets the users it no longer owns
 //     (giftd_reshard_forget), and old partition i the economy rows under
 //     the cut it gave away.
@@ -250,7 +260,10 @@ func Reshard(ctx context.Context, r Resharding, opts ...ledger.MigrateOption) (R
 		}
 		defer rs.close()
 	}
-	if rep.ConfigDrift, rep.ConfigSync, err = rs.levelConfig(ctx); err != nil {
+	if err := rs.configWritable(ctx); err != nil {
+		return rep, err
+	}
+	if rep.ConfigDrift, rep.ConfigSync, rep.PolicyDrift, err = rs.levelConfig(ctx); err != nil {
 		return rep, err
 	}
 	rep.Forgotten, err = rs.finish(ctx)
@@ -260,16 +273,22 @@ func Reshard(ctx context.Context, r Resharding, opts ...ledger.MigrateOption) (R
 // levelConfig is the first part of step 4: when the configuration of any of
 // the 2n partitions differs from partition 0's, it copies partition 0's to
 // every partition, as POST /admin/v1/config/sync does
-// (ledger.Store.SyncConfig, through a Store on the 2n partitions). A change
-// made after the pause dropped the subscriptions reached the old partitions
-// only: made through a giftd whose proxy still routed over n, or through one
-// that had not learned the switch yet (a change reads the proxy's count
-// before it is made and again before its copies, so one whose copies took
-// the old count was made on partition 0 before the switch, and is read
-// here). It returns the drift found and the copy (none when nothing
-// drifted), and an error when partition 0 or a copy failed: run again, it
-// copies again.
-func (rs *resharding) levelConfig(ctx context.Context) ([]ledger.Drift, ledger.SyncReport, error) {
+// (ledger.Store.SyncConfig, through a Store on the 2n partitions). The pause
+// refuses every configuration write from the fence to the switch (partition
+// migration 23), so the new partitions hold their old ones' configuration
+// at the switch: this is the safety net, for a write made as replication
+// does (session_replication_role = replica, by hand), a copy refused in the
+// pause whose change partition 0 made before its fence (then old partitions
+// differ from one another, as after any copy that failed), or a giftd of an
+// earlier release. It returns the drift found and the copy (none when
+// nothing drifted), and an error when partition 0 or a copy failed: run
+// again, it copies again.
+//
+// The users' policies are compared too, and never copied: they have no
+// home partition (the proxy writes each on every partition). The
+// partitions whose users' policies differ from partition 0's are returned
+// as policies, for the operator to put those policies again.
+func (rs *resharding) levelConfig(ctx context.Context) (drift []ledger.Drift, copied ledger.SyncReport, policies []ledger.Drift, err error) {
 	var parts []*ledger.Store
 	defer func() {
 		for _, p := range parts {
@@ -279,35 +298,41 @@ func (rs *resharding) levelConfig(ctx context.Context) ([]ledger.Drift, ledger.S
 	for p, u := range rs.after.PartitionURLs {
 		ps, err := ledger.Open(ctx, u, ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithMaxConns(2))
 		if err != nil {
-			return nil, ledger.SyncReport{}, fmt.Errorf("reshard: %s: %w", rs.where(p), err)
+			return nil, copied, nil, fmt.Errorf("reshard: %s: %w", rs.where(p), err)
 		}
 		parts = append(parts, ps)
 	}
 	s, err := ledger.Open(ctx, rs.after.ProxyURL, ledger.WithPartitions(2*rs.n, For), ledger.WithPartitionStores(parts),
 		ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithMaxConns(2))
 	if err != nil {
-		return nil, ledger.SyncReport{}, fmt.Errorf("reshard: the proxy %s: %w", Where(rs.after.ProxyURL), err)
+		return nil, copied, nil, fmt.Errorf("reshard: the proxy %s: %w", Where(rs.after.ProxyURL), err)
 	}
 	defer s.Close()
 	s.SetConfigLog(rs.log)
-	drift, err := s.ConfigDrift(ctx)
-	if err != nil {
-		return nil, ledger.SyncReport{}, fmt.Errorf("reshard: compare the partitions' configuration: %w", err)
+	if policies, err = s.ConfigDrift(ctx, ledger.ConfigUserPolicies); err != nil {
+		return nil, copied, nil, fmt.Errorf("reshard: compare the partitions' user policies: %w", err)
+	}
+	if len(policies) > 0 {
+		rs.log.Warn("reshard: users' policies differ between partitions (put each again: PUT /admin/v1/policies/users/{user_id} "+
+			"writes it on every partition)", "drifted", ledger.DriftText(policies))
+	}
+	if drift, err = s.ConfigDrift(ctx, ledger.CopiedConfigKinds()...); err != nil {
+		return nil, copied, policies, fmt.Errorf("reshard: compare the partitions' configuration: %w", err)
 	}
 	if len(drift) == 0 {
 		rs.log.Info("reshard: every partition holds partition 0's configuration; nothing drifted, nothing copied")
-		return nil, ledger.SyncReport{}, nil
+		return nil, copied, policies, nil
 	}
-	rep, err := s.SyncConfig(ctx)
-	if err == nil && len(rep.Failed) > 0 {
-		err = fmt.Errorf("%d of %d keys not copied everywhere: %s", len(rep.Failed), rep.Keys, strings.Join(rep.Failed, "; "))
+	copied, err = s.SyncConfig(ctx)
+	if err == nil && len(copied.Failed) > 0 {
+		err = fmt.Errorf("%d of %d keys not copied everywhere: %s", len(copied.Failed), copied.Keys, strings.Join(copied.Failed, "; "))
 	}
 	if err != nil {
-		return drift, rep, fmt.Errorf("reshard: copy partition 0's configuration to every partition (run giftd reshard again, "+
+		return drift, copied, policies, fmt.Errorf("reshard: copy partition 0's configuration to every partition (run giftd reshard again, "+
 			"or POST /admin/v1/config/sync): drifted %s: %w", ledger.DriftText(drift), err)
 	}
-	rs.log.Info("reshard: copied partition 0's configuration to every partition", "drifted", ledger.DriftText(drift), "keys", rep.Keys)
-	return drift, rep, nil
+	rs.log.Info("reshard: copied partition 0's configuration to every partition", "drifted", ledger.DriftText(drift), "keys", copied.Keys)
+	return drift, copied, policies, nil
 }
 
 // resharding is one run of Reshard: its connections, old partition i's at
@@ -721,6 +746,12 @@ func (rs *resharding) pause(ctx context.Context) (pauses []time.Duration, err er
 				return nil, fmt.Errorf("reshard: %s: drop the subscription: %w", rs.where(j), err)
 			}
 		}
+		// No longer a copy: configuration writes are refused here too
+		// until the switch, as on its old partition, so that a giftd
+		// growing onto it at the switch meets the same refusal on all 2n.
+		if _, err := rs.conns[j].Exec(ctx, strings.Join(configTriggers(true), "; ")); err != nil {
+			return nil, fmt.Errorf("reshard: %s: refuse configuration changes: %w", rs.where(j), err)
+		}
 	}
 	rs.step("sequences")
 	for i := range n {
@@ -817,7 +848,10 @@ func (rs *resharding) step(name string) {
 // the same for every write of that table, checked or not (a reversal, a
 // payout, plain SQL): so every write in flight has committed before the
 // fence does (replication delivers it before the fence row), and every
-// write after it runs the trigger and sees the fence.
+// write after it runs the trigger and sees the fence. The same holds for
+// the configuration tables (partition migration 23); a read of them (every
+// debit's) takes ACCESS SHARE, which SHARE ROW EXCLUSIVE does not conflict
+// with: it never waits for the fence's locks there.
 //
 // While it waits for the locks, every write of the partition (the users
 // staying too) waits behind it: a write stuck in a long transaction must
@@ -852,13 +886,11 @@ func (rs *resharding) fence(ctx context.Context, i int) error {
 }
 
 // fenceTriggers are the statements enabling (on) or disabling partition
-// migration 11's trigger on every user table, and migration 12's freeze
-// of the gift economy.
+// migration 11's trigger on every user table, migration 12's freeze
+// of the gift economy and migration 23's refusal of configuration writes
+// (configTriggers).
 func fenceTriggers(on bool) []string {
-	verb := "DISABLE"
-	if on {
-		verb = "ENABLE"
-	}
+	verb := triggerVerb(on)
 	var qs []string
 	for _, t := range userTables {
 		qs = append(qs, `ALTER TABLE `+t+` `+verb+` TRIGGER giftd_reshard_fence`)
@@ -866,7 +898,47 @@ func fenceTriggers(on bool) []string {
 	for _, t := range frozenTables {
 		qs = append(qs, `ALTER TABLE `+t+` `+verb+` TRIGGER giftd_reshard_freeze`)
 	}
+	return append(qs, configTriggers(on)...)
+}
+
+// configTriggers are the statements enabling (on) or disabling partition
+// migration 23's trigger giftd_reshard_config_fence on every configuration
+// table: enabled, it refuses every configuration write (but a webhook
+// endpoint's delivery state) while the partition holds a fence. It is
+// enabled from the fence to the switch: on old partition i in the fence's
+// transaction, on new partition i + n once its subscription is dropped.
+func configTriggers(on bool) []string {
+	verb := triggerVerb(on)
+	var qs []string
+	for _, t := range configTables {
+		qs = append(qs, `ALTER TABLE `+t+` `+verb+` TRIGGER giftd_reshard_config_fence`)
+	}
 	return qs
+}
+
+func triggerVerb(on bool) string {
+	if on {
+		return "ENABLE"
+	}
+	return "DISABLE"
+}
+
+// configWritable disables migration 23's trigger on every one of the 2n
+// partitions: the proxy has switched, so a configuration change reaches
+// them all (a giftd that has not learned the switch is refused by its own
+// recount, ErrPartitionsNotConnected). Run right after the switch, and
+// before step 4 in a run again after it (a run stopped in between left
+// the configuration refused).
+func (rs *resharding) configWritable(ctx context.Context) error {
+	for p := range rs.conns {
+		// Without arguments, one simple query: the statements in one transaction.
+		if _, err := rs.conns[p].Exec(ctx, strings.Join(configTriggers(false), "; ")); err != nil {
+			return fmt.Errorf("reshard: %s: end the refusal of configuration changes (run giftd reshard again: "+
+				"they are refused until it succeeds): %w", rs.where(p), err)
+		}
+	}
+	rs.log.Info("reshard: configuration changes accepted again on every partition")
+	return nil
 }
 
 // drain waits, behind old partition i's fence and economy freeze, until
@@ -944,6 +1016,11 @@ func (rs *resharding) unfence(cut []bool) error {
 			if err := exec(rs.n+i, `DELETE FROM giftd_reshard_fence`); err != nil {
 				return err
 			}
+		}
+		// Enabled once its subscription was dropped, in this run or one
+		// before: nothing is refused there before the next pause.
+		if err := exec(rs.n+i, strings.Join(configTriggers(false), "; ")); err != nil {
+			return err
 		}
 	}
 	var errs []error
