@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"giftd/internal/httpapi"
@@ -129,4 +130,102 @@ func TestAdmin_ConfigRoutesAreForPartitionedMode(t *testing.T) {
 			t.Errorf("%s %s on one database: %d %s; want 404 not_partitioned", r.method, r.path, a.code, a.raw)
 		}
 	}
+}
+
+// TestAdminPartitioned_ConfigurationRefusedInAReshardsPause fences both
+// partitions as giftd reshard's pause does (a fence row, partition
+// migration 23's trigger enabled on every configuration table): a change
+// of the catalogue, an app's policy, a webhook endpoint, and a user's
+// policy put or cleared through the proxy each answer 503 reshard_paused
+// with Retry-After, naming no connection, and write nothing; once the
+// fences are lifted the same requests succeed on both partitions.
+func TestAdminPartitioned_ConfigurationRefusedInAReshardsPause(t *testing.T) {
+	e, l := newConfigEnv(t)
+	ctx := context.Background()
+	if a := e.adm(t, http.MethodPost, "/admin/v1/gifts/linkv", `{"gift_id":"rose","name":"Rose","price":10,"share_bp":5000}`); a.code != http.StatusCreated {
+		t.Fatalf("create: %d %s", a.code, a.raw)
+	}
+	if a := e.adm(t, http.MethodPost, "/admin/v1/wallets/u1/topups", `{"amount":100,"idempotency_key":"seed"}`); a.code != http.StatusOK {
+		t.Fatalf("top-up: %d %s", a.code, a.raw)
+	}
+	if a := e.adm(t, http.MethodPut, "/admin/v1/policies/users/u1", `{"max_debit":50}`); a.code != http.StatusOK {
+		t.Fatalf("a user's policy: %d %s", a.code, a.raw)
+	}
+	tables := []string{"gift_catalogue", "gift_catalogue_history", "room_receivers", "room_receivers_history",
+		"spend_policies", "spend_policy_history", "webhook_endpoints"}
+	fence := func(on bool) {
+		t.Helper()
+		for _, u := range l.PartitionURLs {
+			q, verb := `INSERT INTO giftd_reshard_fence (partitions) VALUES (4)`, "ENABLE"
+			if !on {
+				q, verb = `DELETE FROM giftd_reshard_fence`, "DISABLE"
+			}
+			for _, table := range tables {
+				q += `; ALTER TABLE ` + table + ` ` + verb + ` TRIGGER giftd_reshard_config_fence`
+			}
+			if err := execOn(ctx, u, q); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	fence(true)
+	changes := []struct{ method, path, body string }{
+		{http.MethodPatch, "/admin/v1/gifts/linkv/rose", `{"price":12}`},
+		{http.MethodPost, "/admin/v1/gifts/linkv", `{"gift_id":"tulip","name":"Tulip","price":5,"share_bp":5000}`},
+		{http.MethodPut, "/admin/v1/polyv/channels/1001/receiver", `{"receiver_id":"host-1"}`},
+		{http.MethodPut, "/admin/v1/policies/apps/linkv/app", `{"max_debit":100}`},
+		{http.MethodPut, "/admin/v1/policies/users/u1", `{"max_debit":40}`},
+		{http.MethodDelete, "/admin/v1/policies/users/u1", ``},
+		{http.MethodPost, "/admin/v1/webhooks", `{"url":"http://127.0.0.1:1/hook"}`},
+	}
+	for _, c := range changes {
+		a := e.adm(t, c.method, c.path, c.body)
+		if a.code != http.StatusServiceUnavailable || a.errCode() != "reshard_paused" || a.hdr.Get("Retry-After") == "" ||
+			!strings.Contains(a.errMessage(), "giftd reshard") {
+			t.Errorf("%s %s in a reshard's pause: %d %s (Retry-After %q); want 503 reshard_paused naming the reshard, with Retry-After",
+				c.method, c.path, a.code, a.raw, a.hdr.Get("Retry-After"))
+		}
+		for _, secret := range []string{"postgres://", "password", "host=", "dbname="} {
+			if strings.Contains(a.raw, secret) {
+				t.Errorf("%s %s: the answer names a connection (%q): %s", c.method, c.path, secret, a.raw)
+			}
+		}
+	}
+	fence(false)
+	if a := e.adm(t, http.MethodGet, "/admin/v1/config/drift", ""); a.code != http.StatusOK || a.m["agree"] != true {
+		t.Errorf("config drift after the refused changes: %d %s; want agree", a.code, a.raw)
+	}
+	for _, c := range changes {
+		if a := e.adm(t, c.method, c.path, c.body); a.code/100 != 2 {
+			t.Errorf("%s %s once the fences are lifted: %d %s; want success", c.method, c.path, a.code, a.raw)
+		}
+	}
+	if a := e.adm(t, http.MethodGet, "/admin/v1/config/drift", ""); a.code != http.StatusOK || a.m["agree"] != true {
+		t.Errorf("config drift after the changes again: %d %s; want agree", a.code, a.raw)
+	}
+	for p, u := range l.PartitionURLs {
+		var price int64
+		var policies int
+		c, err := pgx.Connect(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = c.QueryRow(ctx, `SELECT (SELECT price FROM gift_catalogue WHERE gift_id = 'rose'),
+			(SELECT count(*) FROM spend_policies WHERE scope = 'user')`).Scan(&price, &policies)
+		c.Close(ctx)
+		if err != nil || price != 12 || policies != 0 {
+			t.Errorf("partition %d after the changes again: price %d, %d user policies, %v; want 12 and none (cleared)", p, price, policies, err)
+		}
+	}
+}
+
+// execOn runs sql (statements without arguments) on the database at url.
+func execOn(ctx context.Context, url, sql string) error {
+	c, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer c.Close(ctx)
+	_, err = c.Exec(ctx, sql)
+	return err
 }
