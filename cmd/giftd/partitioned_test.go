@@ -340,4 +340,14 @@ func TestPrune_CommandPartitionedPrunesEveryPartition(t *testing.T) {
 	if out, err := cmd("audit"); err == nil || !strings.Contains(out, "DRIFT gifts: partition 1 differs") {
 		t.Errorf("giftd audit with partition 1's catalogue edited alone: %v\n%s; want a failure naming the drift", err, out)
 	}
+	// A user's policy on partition 1 only (a write through the proxy that
+	// reached some partitions only): reported, and the user named.
+	if _, err := conn.Exec(ctx, `INSERT INTO spend_policies (scope, subject, updated_by, max_debit) VALUES ('user', $1, 'test', 5)`, users[0][0]); err != nil {
+		t.Fatal(err)
+	}
+	out, err = cmd("audit")
+	if want := fmt.Sprintf("POLICY user %s: partitions [1] differ from partition 0", users[0][0]); err == nil ||
+		!strings.Contains(out, "DRIFT user_policies: partition 1 differs") || !strings.Contains(out, want) {
+		t.Errorf("giftd audit with a user's policy on partition 1 alone: %v\n%s; want a failure naming the drift and %q", err, out, want)
+	}
 }
