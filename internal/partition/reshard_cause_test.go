@@ -504,3 +504,50 @@ func TestReshard_DebitDecidingFromAnUnlockedBalance(t *testing.T) {
 		})
 	}
 }
+
+// TestReshard_CopyStartedBetweenADebitsLockAndWriteLosesNothing holds a
+// debit batch of the old partition's users (two staying, one moving)
+// between its lock of the wallets and its write, before any fence (the
+// trigger disabled: the one time a batch could hold all three users of the
+// failure), while giftd reshard's copy starts there: the publication is
+// created and committed, and the logical slot's creation waits for the
+// batch to end. Every wallet is decremented once.
+func TestReshard_CopyStartedBetweenADebitsLockAndWriteLosesNothing(t *testing.T) {
+	for _, d := range bothDefs(t) {
+		t.Run(d.name, func(t *testing.T) {
+			b := newCauseBed(t, d)
+			requireLogical(t, b.url)
+			release, wait := b.heldAtStep4b(t, []string{"c1", "c2", "c3"}, b.stay1, b.stay2, b.mov)
+			var published []string
+			for _, table := range append(append([]string{}, fencedTables...), "giftd_reshard_fence", "giftd_reshard_marks") {
+				if table != "spend_windows" { // held by heldAtStep4b
+					published = append(published, table)
+				}
+			}
+			b.exec(t, `CREATE PUBLICATION giftd_reshard FOR TABLE `+strings.Join(published, ", "))
+			ctx := context.Background()
+			slotter := connect(t, b.url)
+			sp := pid(t, slotter)
+			slot := fmt.Sprintf("giftd_cause_%d", time.Now().UnixNano())
+			made := make(chan error, 1)
+			go func() {
+				_, err := slotter.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot)
+				made <- err
+			}()
+			t.Cleanup(func() {
+				if _, err := b.admin.Exec(ctx, `SELECT pg_drop_replication_slot($1) FROM pg_replication_slots WHERE slot_name = $1`, slot); err != nil {
+					t.Errorf("drop the slot %s: %v", slot, err)
+				}
+			})
+			b.waitLock(t, sp, "the batch's transaction", `locktype = 'transactionid'`)
+			release()
+			if err := wait(); err != nil {
+				t.Fatalf("the batch held while the copy started: %v", err)
+			}
+			if err := <-made; err != nil {
+				t.Fatalf("the slot: %v", err)
+			}
+			b.checkBooks(t, map[string]int64{b.stay1: 99, b.stay2: 99, b.mov: 99})
+		})
+	}
+}
