@@ -31,8 +31,9 @@ import (
 // once against today's (the AFTER ROW trigger, migration 11's checked
 // wallet write), and holds the books to the debits.
 
-// oldFenceFunction is the fence's trigger function as it was when the failure was seen: the
-// same check, BEFORE ROW, returning the row (afdb3de^:
+// oldFenceFunction is the fence's trigger function as it was when the
+// failure was seen: the same check, returning the row, as a BEFORE ROW
+// trigger should (afdb3de^:
 // migrations/partition/000011_reshard_fence_every_write.up.sql).
 const oldFenceFunction = `CREATE OR REPLACE FUNCTION giftd_reshard_fenced() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
