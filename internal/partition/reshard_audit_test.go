@@ -148,7 +148,8 @@ func readStore(t *testing.T, ctx context.Context, proxyURL string) *ledger.Store
 // 2 → 4 after the proxy's switch and before step 4 (every partition's
 // giftd_reshard_forget), on a cluster with gifts from senders of all four
 // partitions-to-be to receivers of all four, the credits moved, payouts,
-// reversals of gifts of both partitions and their claw-backs. Old partition
+// reversals of gifts of both partitions and their claw-backs, then gifts
+// older than the earnings hold and young ones. Old partition
 // i then still holds the rows of the users who moved to i + n and the
 // economy rows under the pre-split's cut it gave away; new partition i + n
 // the rows of the users who stayed. Every partition's audit, the credits'
@@ -170,20 +171,23 @@ func TestReshard_AuditsBetweenTheSwitchAndTheForgetAsAfter(t *testing.T) {
 	s := economyStore(t, ctx, l.ProxyURL, ledger.Batching{MaxBatch: 1})
 	senders, receivers := economyUsers(t, ctx, s, 4, 2, 1000)
 	startConsumer(t, ctx, l.PartitionURLs)
-	since, until := time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+	since, until := time.Now().Add(-3*time.Hour), time.Now().Add(time.Hour)
 	var keys []ledger.DebitKey
-	for _, round := range []string{"a", "b"} {
-		for _, from := range senders {
-			for _, to := range receivers {
-				id := fmt.Sprintf("%s-%s-%s", round, from, to)
-				keys = append(keys, ledger.DebitKey{Platform: "linkv", AppID: "app", RequestID: id})
-				if res, err := s.Debit(ctx, giftDebit(id, from, to)); err != nil || res.Status != ledger.Debited {
-					t.Fatalf("gift %s: %+v, %v", id, res, err)
+	give := func(rounds ...string) {
+		for _, round := range rounds {
+			for _, from := range senders {
+				for _, to := range receivers {
+					id := fmt.Sprintf("%s-%s-%s", round, from, to)
+					keys = append(keys, ledger.DebitKey{Platform: "linkv", AppID: "app", RequestID: id})
+					if res, err := s.Debit(ctx, giftDebit(id, from, to)); err != nil || res.Status != ledger.Debited {
+						t.Fatalf("gift %s: %+v, %v", id, res, err)
+					}
 				}
 			}
 		}
+		waitDrained(ctx, t, l.PartitionURLs)
 	}
-	waitDrained(ctx, t, l.PartitionURLs)
+	give("a", "b")
 	// Each receiver is paid 70 of their 80, then a gift of a sender of
 	// each partition of 2 is reversed (the other partition's by a
 	// claw-back), one of them taking back more than is left (owed).
@@ -200,6 +204,20 @@ func TestReshard_AuditsBetweenTheSwitchAndTheForgetAsAfter(t *testing.T) {
 		}
 	}
 	waitDrained(ctx, t, l.PartitionURLs)
+	// Earnings kept, older than the hold of an hour (their gifts' times
+	// set back 2 hours), then young ones: an account's maturing (its young
+	// earnings) is below its balance, so a young gift counted twice shows.
+	give("c")
+	for _, u := range l.PartitionURLs {
+		c := connect(t, u)
+		for _, q := range []string{`SET session_replication_role = replica`, // past the append-only trigger
+			`UPDATE gift_entries SET created_at = created_at - interval '2 hours'`} {
+			if _, err := c.Exec(ctx, q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+	}
+	give("d")
 
 	cut, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -242,6 +260,11 @@ func TestReshard_AuditsBetweenTheSwitchAndTheForgetAsAfter(t *testing.T) {
 	sameAsGivenAway(t, ctx, after)
 	rs := readStore(t, ctx, l.ProxyURL)
 	windowReads := readAll(t, ctx, rs, l.ProxyURL, since, until, receivers, keys)
+	for _, a := range windowReads.Accounts {
+		if a.Maturing == 0 || a.Maturing >= a.Balance {
+			t.Errorf("earnings of %s before the forget: %+v; want some maturing, below the balance", a.ReceiverID, a)
+		}
+	}
 
 	if _, err := partition.Reshard(ctx, partition.Resharding{Layout: l, NewPartitionURLs: newURLs, EarningsHold: time.Hour}); err != nil {
 		t.Fatalf("reshard again: %v", err)
@@ -275,7 +298,7 @@ func TestReshard_AuditsBetweenTheSwitchAndTheForgetAsAfter(t *testing.T) {
 	if want := int64(len(senders)); wallets != want {
 		t.Errorf("%d wallets across the partitions before the forget; want %d", wallets, want)
 	}
-	if want := int64(2 * len(senders) * len(receivers)); gifts != want {
+	if want := int64(4 * len(senders) * len(receivers)); gifts != want {
 		t.Errorf("%d gifts across the partitions before the forget; want %d", gifts, want)
 	}
 }
