@@ -84,12 +84,12 @@ func (s *Store) findDebitPartitioned(ctx context.Context, key DebitKey) (DebitVi
 
 // oneDebit returns the one debit that views (each read on a partition)
 // show, or false when they show debits of two users (a request id reused
-// for users of two partitions). A key has one user, on one partition, which holds it once (its
-// record and entry are unique there): two views of the same user are copies
-// of one debit, on the old and the new partition of a reshard between its
-// copy and its forget. The answer takes from any of them what it holds: the
-// reversal of a moved user's debit made after the switch is on the new
-// partition only.
+// for users of two partitions). A key has one user, on one partition,
+// which holds it once (its record and entry are unique there): two views
+// of the same user are copies of one debit, on the old and the new
+// partition of a reshard between its copy and its forget. The answer takes
+// from any of them what it holds: the reversal of a moved user's debit
+// made after the switch is on the new partition only.
 func oneDebit(views []DebitView) (DebitView, bool) {
 	user := func(v DebitView) string {
 		if v.Record != nil {

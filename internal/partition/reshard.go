@@ -204,10 +204,10 @@ func (r Resharding) Check() error {
 //     the rows a partition no longer owns). When the configuration every
 //     partition holds differs anywhere from partition 0's (a change made
 //     after the subscriptions were dropped reached the old partitions
-//     only), it copies partition 0's to every partition (levelConfig). It drops the slots and publications, and
-//     each partition forgets the users it no longer owns
-//     (giftd_reshard_forget), and old partition i the economy rows under
-//     the cut it gave away.
+//     only), it copies partition 0's to every partition (levelConfig). It
+//     drops the slots and publications, and each partition forgets the
+//     users it no longer owns (giftd_reshard_forget), and old partition i
+//     the economy rows under the cut it gave away.
 //
 // Run again after a failure, it carries on: before the switch, a failed
 // pause lifts the fences (and marks a copy cut off as to be made again);
@@ -264,11 +264,11 @@ func Reshard(ctx context.Context, r Resharding, opts ...ledger.MigrateOption) (R
 
 // recordSwitch writes on each of the 2n partitions that the proxy routes
 // over them (giftd_reshard_switched, partition migration 22), at once after
-// the switch and again in a run again: from then until its forget, a
-// partition's reads run on every partition (the period reports, boards,
-// earnings, wallet totals) leave out the rows it no longer owns, which its
-// pair holds too. Before it, old partition i is the only one the proxy
-// reaches holding its moved users' rows, and reads them all. A partition
+// the switch and again in a run again: from then until its forget, the
+// reads the proxy runs on every partition (the period reports, boards,
+// earnings, wallet totals) leave out, on each, the rows it no longer owns,
+// which its pair holds too. Before it, old partition i is the only one the
+// proxy reaches holding its moved users' rows, and reads them all. A partition
 // without migration 22 (a run of an earlier release carried on by this
 // one, the cluster not migrated since) has no such reads: nothing to write.
 func (rs *resharding) recordSwitch(ctx context.Context) error {
