@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -73,10 +74,39 @@ func (s *Store) findDebitPartitioned(ctx context.Context, key DebitKey) (DebitVi
 		return DebitView{}, fmt.Errorf("find debit %s: %w", key, s.routed(err))
 	case len(views) == 0:
 		return DebitView{}, fmt.Errorf("find debit %s: %w", key, ErrNotFound)
-	case len(views) > 1:
+	}
+	v, ok := oneDebit(views)
+	if !ok {
 		return DebitView{}, fmt.Errorf("find debit %s: %w", key, ErrDebitAmbiguous)
 	}
-	return views[0], nil
+	return v, nil
+}
+
+// oneDebit returns the one debit that views (each read on a partition)
+// show, or false when they show debits of two users (a request id reused
+// for users of two partitions). A key has one user, on one partition,
+// which holds it once (its record and entry are unique there): two views
+// of the same user are copies of one debit, on the old and the new
+// partition of a reshard between its copy and its forget. The answer takes
+// from any of them what it holds: the reversal of a moved user's debit
+// made after the switch is on the new partition only.
+func oneDebit(views []DebitView) (DebitView, bool) {
+	user := func(v DebitView) string {
+		if v.Record != nil {
+			return v.Record.UserID
+		}
+		return v.Entry.UserID // a view holds its record, its entry, or both
+	}
+	one := views[0]
+	for _, v := range views[1:] {
+		if user(v) != user(one) {
+			return DebitView{}, false
+		}
+		one.Record = cmp.Or(one.Record, v.Record)
+		one.Entry = cmp.Or(one.Entry, v.Entry)
+		one.Reversal = cmp.Or(one.Reversal, v.Reversal)
+	}
+	return one, true
 }
 
 // localTimes puts v's times in time.Local, as pgx scans them on one server.

@@ -480,3 +480,27 @@ func TestPartitioned_UserPoliciesAreEverywhereAndWriteWhatOneServerWrites(t *tes
 	}
 	auditPartitions(t, l)
 }
+
+// TestPartitioned_FindDebitOfAKeyOfTwoUsersIsAmbiguous: a request id used
+// for a user of each partition (which one server would have refused) is two
+// debits, and FindDebit cannot tell which one is meant. (The same user's
+// debit found on two partitions, as a reshard's copy leaves it until its
+// forget, is one: TestReshard_AuditsBetweenTheSwitchAndTheForgetAsAfter.)
+func TestPartitioned_FindDebitOfAKeyOfTwoUsersIsAmbiguous(t *testing.T) {
+	ctx := context.Background()
+	x := newSideBySide(t)
+	for _, users := range usersOn(2, 1) {
+		u := users[0]
+		if _, err := x.parted.TopUp(ctx, ledger.TopUp{UserID: u, Amount: 100, Key: "seed-" + u}); err != nil {
+			t.Fatal(err)
+		}
+		d := giftOf("twice", u, "", 10)
+		d.Fingerprint = sha256.Sum256([]byte("twice " + u))
+		if res, err := x.parted.Debit(ctx, d); err != nil || res.Status != ledger.Debited {
+			t.Fatalf("debit of %s: %+v, %v", u, res, err)
+		}
+	}
+	if v, err := x.parted.FindDebit(ctx, ledger.DebitKey{Platform: "linkv", AppID: "app", RequestID: "twice"}); !errors.Is(err, ledger.ErrDebitAmbiguous) {
+		t.Errorf("find debit twice: %+v, %v; want ErrDebitAmbiguous", v, err)
+	}
+}

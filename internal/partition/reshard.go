@@ -208,11 +208,13 @@ func (r Resharding) Check() error {
 //     transaction, registers the 2n partitions, checking every claim
 //     through the proxy.
 //  4. It accepts configuration writes again on every partition
-//     (configWritable). When the configuration every partition holds
-//     differs anywhere from partition 0's (the safety net: the pause
-//     refused every change), it copies partition 0's to every partition,
-//     and reports users' policies that differ (levelConfig). It drops the
-//     slots and publications, and
+//     (configWritable) and records the switch on every partition
+//     (recordSwitch: from then to the forget, the reads the proxy runs on
+//     every partition leave out the rows a partition no longer owns). When
+//     the configuration every partition holds differs anywhere from
+//     partition 0's (the safety net: the pause refused every change), it
+//     copies partition 0's to every partition, and reports users' policies
+//     that differ (levelConfig). It drops the slots and publications, and
 //     each partition forgets the users it no longer owns
 //     (giftd_reshard_forget), and old partition i the economy rows under
 //     the cut it gave away.
@@ -263,11 +265,38 @@ func Reshard(ctx context.Context, r Resharding, opts ...ledger.MigrateOption) (R
 	if err := rs.configWritable(ctx); err != nil {
 		return rep, err
 	}
+	if err := rs.recordSwitch(ctx); err != nil {
+		return rep, err
+	}
 	if rep.ConfigDrift, rep.ConfigSync, rep.PolicyDrift, err = rs.levelConfig(ctx); err != nil {
 		return rep, err
 	}
 	rep.Forgotten, err = rs.finish(ctx)
 	return rep, err
+}
+
+// recordSwitch writes on each of the 2n partitions that the proxy routes
+// over them (giftd_reshard_switched, partition migration 22), at once after
+// the switch and again in a run again: from then until its forget, the
+// reads the proxy runs on every partition (the period reports, boards,
+// earnings, wallet totals) leave out, on each, the rows it no longer owns,
+// which its pair holds too. Before it, old partition i is the only one the
+// proxy reaches holding its moved users' rows, and reads them all. A partition
+// without migration 22 (a run of an earlier release carried on by this
+// one, the cluster not migrated since) has no such reads: nothing to write.
+func (rs *resharding) recordSwitch(ctx context.Context) error {
+	for p := range 2 * rs.n {
+		var has bool
+		err := rs.conns[p].QueryRow(ctx, `SELECT to_regclass('giftd_reshard_switched') IS NOT NULL`).Scan(&has)
+		if err == nil && has {
+			_, err = rs.conns[p].Exec(ctx, `INSERT INTO giftd_reshard_switched (partitions) VALUES ($1)
+				ON CONFLICT (partitions) DO NOTHING`, 2*rs.n)
+		}
+		if err != nil {
+			return fmt.Errorf("reshard: %s: record the switch (run giftd reshard again): %w", rs.where(p), err)
+		}
+	}
+	return nil
 }
 
 // levelConfig is the first part of step 4: when the configuration of any of

@@ -46,18 +46,121 @@ func auditAll(t *testing.T, ctx context.Context, parts []*ledger.Store) audits {
 	return a
 }
 
+// reads is everything the admin API reads of a cluster on every partition
+// through the proxy (RUN ON ALL): the gift report by each group, the room's
+// two boards (their window's times left out), each receiver's period,
+// whole earnings ledger (read in pages of 3) and earnings account, each
+// gift's debit as FindDebit finds it, and the wallet totals.
+type reads struct {
+	Reports  map[ledger.ReportGroup][]ledger.GiftReportRow
+	Boards   map[ledger.BoardSide][]ledger.Leader
+	Periods  []ledger.ReceiverPeriod
+	Ledgers  [][]ledger.EarningsEntry
+	Accounts []ledger.EarningsAccount
+	Debits   []ledger.DebitView
+	Wallets  [2]int64
+}
+
+func readAll(t *testing.T, ctx context.Context, s *ledger.Store, proxyURL string, from, to time.Time,
+	receivers []string, keys []ledger.DebitKey) reads {
+	t.Helper()
+	r := reads{Reports: map[ledger.ReportGroup][]ledger.GiftReportRow{}, Boards: map[ledger.BoardSide][]ledger.Leader{}}
+	for _, g := range ledger.ReportGroups() {
+		rows, err := s.GiftReport(ctx, g, ledger.GiftFilter{From: from, To: to}, 1000, 0)
+		if err != nil || len(rows) == 0 {
+			t.Fatalf("gift report by %s: %d rows, %v", g, len(rows), err)
+		}
+		r.Reports[g] = rows
+	}
+	for _, side := range []ledger.BoardSide{ledger.Senders, ledger.Receivers} {
+		b, err := s.RoomLeaderboard(ctx, "linkv", "room", side, 24*time.Hour, 100)
+		if err != nil || len(b.Leaders) == 0 {
+			t.Fatalf("board of %s: %+v, %v", side, b, err)
+		}
+		r.Boards[side] = b.Leaders
+	}
+	for _, rcv := range receivers {
+		p, err := s.ReceiverPeriod(ctx, rcv, from, to)
+		if err != nil {
+			t.Fatalf("period of %s: %v", rcv, err)
+		}
+		r.Periods = append(r.Periods, p)
+		var all []ledger.EarningsEntry
+		var before *ledger.EarningsCursor
+		for {
+			page, err := s.EarningsLedger(ctx, rcv, before, 3)
+			if err != nil {
+				t.Fatalf("earnings ledger of %s: %v", rcv, err)
+			}
+			if len(page) == 0 {
+				break
+			}
+			all = append(all, page...)
+			before = &page[len(page)-1].Cursor
+		}
+		r.Ledgers = append(r.Ledgers, all)
+		a, err := s.Earnings(ctx, rcv)
+		if err != nil {
+			t.Fatalf("earnings of %s: %v", rcv, err)
+		}
+		r.Accounts = append(r.Accounts, a)
+	}
+	for _, k := range keys {
+		v, err := s.FindDebit(ctx, k)
+		if err != nil {
+			t.Fatalf("find debit %s: %v", k, err)
+		}
+		r.Debits = append(r.Debits, v)
+	}
+	if err := connect(t, proxyURL).QueryRow(ctx, `SELECT sum(wallets)::bigint, sum(gold)::bigint FROM giftd_wallet_totals()`).
+		Scan(&r.Wallets[0], &r.Wallets[1]); err != nil {
+		t.Fatalf("wallet totals: %v", err)
+	}
+	return r
+}
+
+// diffReads names each read of a that differs from b's.
+func diffReads(t *testing.T, when string, a, b reads) {
+	t.Helper()
+	av, bv := reflect.ValueOf(a), reflect.ValueOf(b)
+	for i := range av.NumField() {
+		if x, y := av.Field(i).Interface(), bv.Field(i).Interface(); !reflect.DeepEqual(x, y) {
+			t.Errorf("%s, %s:\n%+v\nafter the forget:\n%+v", when, av.Type().Field(i).Name, x, y)
+		}
+	}
+}
+
+// readStore is a Store on the proxy that reads as serve does, with an
+// earnings hold of an hour (every gift of the test young: maturing counts
+// them all).
+func readStore(t *testing.T, ctx context.Context, proxyURL string) *ledger.Store {
+	t.Helper()
+	s, err := ledger.Open(ctx, proxyURL, ledger.WithPartitions(2, partition.For),
+		ledger.WithSafeguards(ledger.Safeguards{EarningsHold: time.Hour}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
 // TestReshard_AuditsBetweenTheSwitchAndTheForgetAsAfter stops giftd reshard
 // 2 → 4 after the proxy's switch and before step 4 (every partition's
 // giftd_reshard_forget), on a cluster with gifts from senders of all four
 // partitions-to-be to receivers of all four, the credits moved, payouts,
-// reversals of gifts of both partitions and their claw-backs. Old partition
+// reversals of gifts of both partitions and their claw-backs, then gifts
+// older than the earnings hold and young ones. Old partition
 // i then still holds the rows of the users who moved to i + n and the
 // economy rows under the pre-split's cut it gave away; new partition i + n
 // the rows of the users who stayed. Every partition's audit, the credits'
 // audit and the keys' then read exactly what they read once the run again
 // has forgotten those rows: clean, every wallet, gift and leg counted once
 // across the partitions; each partition's report says that a reshard to 4
-// has not forgotten yet.
+// has not forgotten yet. So do the reads the proxy runs on every partition
+// (reads: the gift reports, the room's boards, each receiver's period,
+// earnings ledger and account, each gift's debit, the wallet totals): each
+// equals the same read after the forget; and the rows those reads leave out
+// on each partition are exactly those the audits leave out.
 func TestReshard_AuditsBetweenTheSwitchAndTheForgetAsAfter(t *testing.T) {
 	l := pgtest.Partitioned(t, 2)
 	requireLogical(t, l.ProxyURL)
@@ -68,17 +171,23 @@ func TestReshard_AuditsBetweenTheSwitchAndTheForgetAsAfter(t *testing.T) {
 	s := economyStore(t, ctx, l.ProxyURL, ledger.Batching{MaxBatch: 1})
 	senders, receivers := economyUsers(t, ctx, s, 4, 2, 1000)
 	startConsumer(t, ctx, l.PartitionURLs)
-	for _, round := range []string{"a", "b"} {
-		for _, from := range senders {
-			for _, to := range receivers {
-				id := fmt.Sprintf("%s-%s-%s", round, from, to)
-				if res, err := s.Debit(ctx, giftDebit(id, from, to)); err != nil || res.Status != ledger.Debited {
-					t.Fatalf("gift %s: %+v, %v", id, res, err)
+	since, until := time.Now().Add(-3*time.Hour), time.Now().Add(time.Hour)
+	var keys []ledger.DebitKey
+	give := func(rounds ...string) {
+		for _, round := range rounds {
+			for _, from := range senders {
+				for _, to := range receivers {
+					id := fmt.Sprintf("%s-%s-%s", round, from, to)
+					keys = append(keys, ledger.DebitKey{Platform: "linkv", AppID: "app", RequestID: id})
+					if res, err := s.Debit(ctx, giftDebit(id, from, to)); err != nil || res.Status != ledger.Debited {
+						t.Fatalf("gift %s: %+v, %v", id, res, err)
+					}
 				}
 			}
 		}
+		waitDrained(ctx, t, l.PartitionURLs)
 	}
-	waitDrained(ctx, t, l.PartitionURLs)
+	give("a", "b")
 	// Each receiver is paid 70 of their 80, then a gift of a sender of
 	// each partition of 2 is reversed (the other partition's by a
 	// claw-back), one of them taking back more than is left (owed).
@@ -95,6 +204,20 @@ func TestReshard_AuditsBetweenTheSwitchAndTheForgetAsAfter(t *testing.T) {
 		}
 	}
 	waitDrained(ctx, t, l.PartitionURLs)
+	// Earnings kept, older than the hold of an hour (their gifts' times
+	// set back 2 hours), then young ones: an account's maturing (its young
+	// earnings) is below its balance, so a young gift counted twice shows.
+	give("c")
+	for _, u := range l.PartitionURLs {
+		c := connect(t, u)
+		for _, q := range []string{`SET session_replication_role = replica`, // past the append-only trigger
+			`UPDATE gift_entries SET created_at = created_at - interval '2 hours'`} {
+			if _, err := c.Exec(ctx, q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+	}
+	give("d")
 
 	cut, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -134,11 +257,20 @@ func TestReshard_AuditsBetweenTheSwitchAndTheForgetAsAfter(t *testing.T) {
 		}
 		window.Partitions[p].ReshardNotForgotten = 0
 	}
+	sameAsGivenAway(t, ctx, after)
+	rs := readStore(t, ctx, l.ProxyURL)
+	windowReads := readAll(t, ctx, rs, l.ProxyURL, since, until, receivers, keys)
+	for _, a := range windowReads.Accounts {
+		if a.Maturing == 0 || a.Maturing >= a.Balance {
+			t.Errorf("earnings of %s before the forget: %+v; want some maturing, below the balance", a.ReceiverID, a)
+		}
+	}
 
 	if _, err := partition.Reshard(ctx, partition.Resharding{Layout: l, NewPartitionURLs: newURLs, EarningsHold: time.Hour}); err != nil {
 		t.Fatalf("reshard again: %v", err)
 	}
 	done := auditAll(t, ctx, parts)
+	diffReads(t, "read before the forget", windowReads, readAll(t, ctx, rs, l.ProxyURL, since, until, receivers, keys))
 	for p, a := range done.Partitions {
 		if !a.OK() {
 			t.Errorf("audit of partition %d after the forget: %+v", p, a)
@@ -166,8 +298,40 @@ func TestReshard_AuditsBetweenTheSwitchAndTheForgetAsAfter(t *testing.T) {
 	if want := int64(len(senders)); wallets != want {
 		t.Errorf("%d wallets across the partitions before the forget; want %d", wallets, want)
 	}
-	if want := int64(2 * len(senders) * len(receivers)); gifts != want {
+	if want := int64(4 * len(senders) * len(receivers)); gifts != want {
 		t.Errorf("%d gifts across the partitions before the forget; want %d", gifts, want)
+	}
+}
+
+// sameAsGivenAway checks, on each partition of urls between the switch and
+// the forget, that the rows the reads leave out (giftd_reshard_keeps_gift
+// and giftd_reshard_keeps_entry false) are exactly those the audits leave
+// out and the forget deletes (giftd_reshard_given_away), some on each old
+// partition.
+func sameAsGivenAway(t *testing.T, ctx context.Context, urls []string) {
+	t.Helper()
+	for p, u := range urls {
+		var onlyReads, onlyGiven, given, claimed int
+		err := connect(t, u).QueryRow(ctx, `
+			WITH c AS (SELECT * FROM giftd_reshard_read_claim()),
+			reads AS (
+				SELECT g.id AS gift, NULL::bigint AS entry FROM gift_entries AS g, c
+				WHERE NOT giftd_reshard_keeps_gift(g.id, g.sender_id, c.partition, c.partitions, c.gift_cut)
+				UNION ALL
+				SELECT NULL, a.id FROM account_entries AS a, c
+				WHERE NOT giftd_reshard_keeps_entry(a, c.partition, c.partitions, c.entry_cut)),
+			given AS (SELECT DISTINCT gift, entry FROM giftd_reshard_given_away()) -- a gift twice
+			SELECT (SELECT count(*) FROM (SELECT * FROM reads EXCEPT ALL SELECT * FROM given) AS x),
+			       (SELECT count(*) FROM (SELECT * FROM given EXCEPT ALL SELECT * FROM reads) AS x),
+			       (SELECT count(*) FROM given),
+			       (SELECT count(*) FROM c)`).Scan(&onlyReads, &onlyGiven, &given, &claimed)
+		if err != nil {
+			t.Fatalf("partition %d: %v", p, err)
+		}
+		if claimed != 1 || onlyReads != 0 || onlyGiven != 0 || (p < len(urls)/2 && given == 0) {
+			t.Errorf("partition %d: %d claims read by, %d rows left out by the reads only, %d by the audits only, of %d given away; want 1, 0, 0",
+				p, claimed, onlyReads, onlyGiven, given)
+		}
 	}
 }
 
@@ -178,8 +342,10 @@ func TestReshard_AuditsBetweenTheSwitchAndTheForgetAsAfter(t *testing.T) {
 // split, of the rows each owns under its claim), and the credits' audit not
 // OK with one line per partition saying that the reshard has not switched,
 // no mismatch claimed (a credit moved in on a new partition, not read, or a
-// resharding leg without its pair there). The run again switches, forgets,
-// and the audits over 4 are clean.
+// resharding leg without its pair there). The reads the proxy runs on every
+// partition (reads) still read every row of the old partitions, the only
+// ones it reaches: each equals the same read after the run again. The run
+// again switches, forgets, and the audits over 4 are clean.
 func TestReshard_AuditSaysAReshardStoppedBeforeTheSwitch(t *testing.T) {
 	for _, step := range []string{"split", "switch"} {
 		t.Run(step, func(t *testing.T) {
@@ -191,9 +357,12 @@ func TestReshard_AuditSaysAReshardStoppedBeforeTheSwitch(t *testing.T) {
 			s := economyStore(t, ctx, l.ProxyURL, ledger.Batching{MaxBatch: 1})
 			senders, receivers := economyUsers(t, ctx, s, 4, 1, 1000)
 			startConsumer(t, ctx, l.PartitionURLs)
+			since, until := time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+			var keys []ledger.DebitKey
 			for _, from := range senders {
 				for _, to := range receivers {
 					id := fmt.Sprintf("a-%s-%s", from, to)
+					keys = append(keys, ledger.DebitKey{Platform: "linkv", AppID: "app", RequestID: id})
 					if res, err := s.Debit(ctx, giftDebit(id, from, to)); err != nil || res.Status != ledger.Debited {
 						t.Fatalf("gift %s: %+v, %v", id, res, err)
 					}
@@ -211,6 +380,8 @@ func TestReshard_AuditSaysAReshardStoppedBeforeTheSwitch(t *testing.T) {
 				t.Fatalf("reshard stopped at %s: %v; want context.Canceled", step, err)
 			}
 			a := auditAll(t, ctx, stores(t, l.PartitionURLs))
+			rs := readStore(t, ctx, l.ProxyURL)
+			stopped := readAll(t, ctx, rs, l.ProxyURL, since, until, receivers, keys)
 			for p, pa := range a.Partitions {
 				if want := map[string]int{"split": 0, "switch": 4}[step]; !pa.OK() || pa.ReshardNotForgotten != want {
 					t.Errorf("audit of partition %d: %+v; want OK, reshard_not_forgotten %d", p, pa, want)
@@ -228,6 +399,23 @@ func TestReshard_AuditSaysAReshardStoppedBeforeTheSwitch(t *testing.T) {
 				t.Fatalf("reshard again: %v", err)
 			}
 			done := auditAll(t, ctx, stores(t, append(append([]string{}, l.PartitionURLs...), newURLs...)))
+			again := readAll(t, ctx, rs, l.ProxyURL, since, until, receivers, keys)
+			// A moved receiver's earnings account reads wrong until the
+			// switch, this change or not (docs/scale-out.md, the limits).
+			if !reflect.DeepEqual(stopped.Accounts, again.Accounts) {
+				t.Logf("earnings accounts before the switch:\n%+v\nafter the run again:\n%+v", stopped.Accounts, again.Accounts)
+			}
+			stopped.Accounts, again.Accounts = nil, nil
+			// A moved sender's gift is listed from its old partition, then
+			// from its new one: the same entry, at another place.
+			for _, r := range []reads{stopped, again} {
+				for _, l := range r.Ledgers {
+					for i := range l {
+						l[i].Cursor.Partition = 0
+					}
+				}
+			}
+			diffReads(t, "read before the switch", stopped, again)
 			for p, pa := range done.Partitions {
 				if !pa.OK() || pa.ReshardNotForgotten != 0 {
 					t.Errorf("audit of partition %d after the run again: %+v", p, pa)

@@ -52,6 +52,10 @@ type Cluster struct {
 	// are root (PostgreSQL refuses to run as root); nil: as ourselves.
 	asUser *syscall.Credential
 
+	// watchdog is the write end of the pipe the watchdog process reads
+	// (see watch); only this process holds it, and never writes to it.
+	watchdog *os.File
+
 	stopOnce sync.Once
 	stopErr  error
 }
@@ -119,6 +123,9 @@ func launch(ctx context.Context, opts Options, makeData func(*Cluster, context.C
 	if err := c.makeDir(); err != nil {
 		return nil, err
 	}
+	if err := c.watch(); err != nil {
+		return nil, err
+	}
 	if err := makeData(c, ctx); err != nil {
 		return nil, err
 	}
@@ -156,7 +163,40 @@ func (c *Cluster) stop() error {
 			errs = append(errs, fmt.Errorf("pgcluster: remove folder: %w", err))
 		}
 	}
+	if c.watchdog != nil {
+		// The watchdog finds nothing left to stop or remove, and exits.
+		c.watchdog.Close()
+	}
 	return errors.Join(errs...)
+}
+
+// watch starts the cluster's watchdog: a shell, as the user the server runs
+// as, that reads a pipe whose write end only this process holds. When this
+// process ends without Stop (killed, or a test binary panicking at its
+// timeout, which runs no cleanup), the kernel closes that end, the read
+// returns, and the watchdog stops the server (-m immediate) and removes its
+// folder, so that no throwaway server outlives its owner. Stop closes the end
+// itself, after removing the folder: the watchdog then finds nothing to do.
+// It runs in a process group of its own, so that a Ctrl-C reaching this
+// process's group does not stop it before it is needed.
+func (c *Cluster) watch() error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("pgcluster: watchdog pipe: %w", err)
+	}
+	defer r.Close()
+	cmd := exec.Command("/bin/sh", "-c", `read -r _; "$1" -D "$2" -m immediate -w stop >/dev/null 2>&1; rm -rf "$3"`,
+		"pgcluster-watchdog", c.program("pg_ctl"), c.dataDir, c.dir)
+	cmd.Stdin = r
+	cmd.Dir = c.dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: c.asUser}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return fmt.Errorf("pgcluster: start watchdog: %w", err)
+	}
+	go cmd.Wait() // reap it when it exits
+	c.watchdog = w
+	return nil
 }
 
 // running reports whether a postmaster.pid says a server may be running.

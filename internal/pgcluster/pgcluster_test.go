@@ -1,10 +1,13 @@
 package pgcluster
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -146,6 +149,82 @@ func TestStartStandby_StreamsAndPromotes(t *testing.T) {
 	if err := conn.QueryRow(ctx, "SELECT sum(x) FROM t").Scan(&sum); err != nil || sum != 85 {
 		t.Errorf("sum on the promoted standby = %d, %v; want 85", sum, err)
 	}
+}
+
+// TestStart_ServerEndsWithItsOwner kills a process that started a server,
+// with SIGKILL, so that it cleans nothing up (as a test binary panicking at
+// its timeout does not): the server's watchdog must stop the server and
+// remove its folder.
+func TestStart_ServerEndsWithItsOwner(t *testing.T) {
+	if os.Getenv("PGCLUSTER_TEST_OWNER") != "" {
+		ownAServer()
+		return
+	}
+	if _, err := FindBinaries(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	owner := exec.Command(os.Args[0], "-test.run=^TestStart_ServerEndsWithItsOwner$")
+	owner.Env = append(os.Environ(), "PGCLUSTER_TEST_OWNER=1")
+	out, err := owner.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner.Stderr = os.Stderr
+	if err := owner.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var dir string
+	var pid int
+	for sc := bufio.NewScanner(out); sc.Scan(); {
+		if _, err := fmt.Sscanf(sc.Text(), "owner: %s %d", &dir, &pid); err == nil {
+			break
+		}
+	}
+	if dir == "" || pid == 0 {
+		_ = owner.Process.Kill()
+		_ = owner.Wait()
+		t.Fatal("the owner process gave no server")
+	}
+	if gone(pid) {
+		t.Fatalf("postmaster %d not running before its owner is killed", pid)
+	}
+	if err := owner.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = owner.Wait()
+	// The watchdog's work is an event of its own: poll for it, for as long
+	// as pg_ctl stop may take on a slow machine.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		_, statErr := os.Stat(dir)
+		if gone(pid) && errors.Is(statErr, os.ErrNotExist) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a minute after its owner was killed: postmaster %d gone %v, folder %s: %v", pid, gone(pid), dir, statErr)
+		}
+	}
+}
+
+// ownAServer is the owner process of TestStart_ServerEndsWithItsOwner: it
+// starts a server, says where, and waits to be killed.
+func ownAServer() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := Start(ctx, Options{Settings: []string{"fsync=off"}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	pid, err := c.postmasterPID()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Printf("owner: %s %d\n", c.dir, pid)
+	time.Sleep(time.Hour)
 }
 
 // TestKill_EndsEveryProcessAndStartAgainRecovers kills a server with an
