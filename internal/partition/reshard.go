@@ -430,6 +430,9 @@ func (rs *resharding) copyAndSwitch(ctx context.Context, opts []ledger.MigrateOp
 	if err := Migrate(ctx, rs.Layout, opts...); err != nil {
 		return nil, err
 	}
+	if err := rs.liftLeftFences(ctx); err != nil {
+		return nil, err
+	}
 	for i := range n {
 		if err := rs.startCopy(ctx, i, opts); err != nil {
 			return nil, err
@@ -565,18 +568,14 @@ func (rs *resharding) startCopy(ctx context.Context, i int, opts []ledger.Migrat
 	if err := claimPartition(ctx, u, claim{rs.cluster, j, 2 * rs.n}); err != nil {
 		return err
 	}
-	sub, fenced, err := rs.subscribed(ctx, j)
+	sub, _, err := rs.subscribed(ctx, j)
 	if err != nil || sub {
 		return err
 	}
-	if fenced {
-		// A copy complete up to the fence, whose subscription is gone:
-		// the pause was cut short after it; the pause carries on.
-		return nil
-	}
 	rs.log.Info("reshard: copying", "from", rs.where(i), "to", rs.where(j))
-	// A new partition with no subscription and no fence has no copy, or
-	// one cut off before the fence: it never served, so it starts again.
+	// A new partition with no subscription has no copy, or one cut off
+	// (its fence, if it reached it, lifted by liftLeftFences): it never
+	// served, so it starts again.
 	err = pgx.BeginFunc(ctx, neu, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `SET LOCAL session_replication_role = replica`)
 		if err == nil {
@@ -721,7 +720,7 @@ func (rs *resharding) pause(ctx context.Context) (pauses []time.Duration, err er
 	switched := false
 	defer func() {
 		if err != nil && !switched {
-			if uerr := rs.unfence(cut); uerr != nil {
+			if uerr := rs.unfence(cut, nil); uerr != nil {
 				err = fmt.Errorf("%w; and lifting the fences failed, so the moving users stay refused until giftd reshard is run again: %w", err, uerr)
 			}
 		}
@@ -1018,15 +1017,58 @@ func (rs *resharding) disableFence(ctx context.Context, p int) error {
 	return nil
 }
 
+// liftLeftFences lifts, at the start of a run again that has not moved the
+// claims, the fences a pause cut short left up: its lifting failed (a
+// partition unreachable then) or never ran (the run killed). The moving
+// users are refused until then. A new partition whose subscription is gone
+// loses its fence first, as unfence does for one cut in its own run: its
+// copy stopped at the fence and misses every write made once the old
+// partition's fence is lifted, so startCopy copies it anew. (Taken as
+// complete, such a copy made the run again wait forever for a mark that
+// could not arrive, its moving users refused meanwhile, or, once a later
+// run cut short had lifted the old partitions' fences alone, switched over
+// a copy missing the writes made since.)
+func (rs *resharding) liftLeftFences(ctx context.Context) error {
+	cut := make([]bool, rs.n)
+	blank := make([]bool, rs.n) // a new database not migrated yet
+	left := false
+	for i := range rs.n {
+		var fenced bool
+		if err := rs.conns[i].QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM giftd_reshard_fence WHERE partitions = $1)`,
+			2*rs.n).Scan(&fenced); err != nil {
+			return fmt.Errorf("reshard: %s: look for a fence: %w", rs.where(i), err)
+		}
+		// A new database not migrated yet has neither a copy nor a fence.
+		var sub, fenceable bool
+		if err := rs.conns[rs.n+i].QueryRow(ctx, `
+			SELECT EXISTS (SELECT 1 FROM pg_subscription
+			               WHERE subname = 'giftd_reshard' AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())),
+			       to_regclass('giftd_reshard_fence') IS NOT NULL`).Scan(&sub, &fenceable); err != nil {
+			return fmt.Errorf("reshard: %s: look for a copy: %w", rs.where(rs.n+i), err)
+		}
+		left = left || fenced
+		cut[i] = !sub && fenceable
+		blank[i] = !fenceable
+	}
+	if !left {
+		return nil
+	}
+	rs.log.Warn("reshard: a pause cut short left the moving users fenced; lifting the fences before copying again")
+	if err := rs.unfence(cut, blank); err != nil {
+		return fmt.Errorf("reshard: lift the fences a pause cut short left up: %w", err)
+	}
+	return nil
+}
+
 // unfence lifts the fences of a pause cut short, and disables their
-// triggers. A new partition whose
-// subscription was dropped loses its fence first, so that a run again
-// copies it anew: its copy would otherwise miss the writes after the fence
-// is lifted.
+// triggers; blank (nil: none) marks new partitions not migrated yet. A new
+// partition whose subscription was dropped loses its fence first, so that
+// a run again copies it anew: its copy would otherwise miss the writes
+// after the fence is lifted.
 //
 // It connects anew, without the run's context: a pause cut short by that
 // context ending (an operator's Ctrl-C) may have closed the connections.
-func (rs *resharding) unfence(cut []bool) error {
+func (rs *resharding) unfence(cut, blank []bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	exec := func(p int, sql string, args ...any) error {
@@ -1047,7 +1089,11 @@ func (rs *resharding) unfence(cut []bool) error {
 			}
 		}
 		// Enabled once its subscription was dropped, in this run or one
-		// before: nothing is refused there before the next pause.
+		// before: nothing is refused there before the next pause. (A new
+		// database not migrated yet, blank, has no such trigger.)
+		if blank != nil && blank[i] {
+			continue
+		}
 		if err := exec(rs.n+i, strings.Join(configTriggers(false), "; ")); err != nil {
 			return err
 		}

@@ -602,3 +602,79 @@ func topUpThroughTx(ctx context.Context, tx pgx.Tx, user string, amount int64, k
 		user, amount, key, "test").Scan(&r.EntryID, &r.Balance, &r.Replay)
 	return r, err
 }
+
+// TestReshard_RunAgainLiftsAPauseLeftFenced leaves a pause cut short after
+// the subscriptions were dropped, with the fences' lifting failed (the new
+// partitions refusing connections then): the old partitions fenced, the new
+// ones fenced with no copy running. The run again must not take those
+// copies as complete: it lifts the fences first (the new partitions' before
+// the old ones') and copies anew, so that a moving user's debit made while a
+// later run is cut short before its fence reaches the new partition. (Taken
+// as complete, a copy missed every write made on the old partition after a
+// later run lifted only the old partitions' fences.)
+func TestReshard_RunAgainLiftsAPauseLeftFenced(t *testing.T) {
+	l := pgtest.Partitioned(t, 2)
+	requireLogical(t, l.ProxyURL)
+	newURLs := newPartitions(t, l)
+	bg := context.Background()
+	s, err := ledger.Open(bg, l.ProxyURL, ledger.WithPartitions(2, partition.For),
+		ledger.WithBatching(ledger.Batching{MaxBatch: 1}), ledger.WithEconomy(ledger.Economy{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	mover := usersOn(2, 4, 1)[0]
+	if _, err := s.TopUp(bg, ledger.TopUp{UserID: mover, Amount: 100, Key: "seed"}); err != nil {
+		t.Fatal(err)
+	}
+	cutAt := func(step string, then func()) partition.Resharding {
+		ctx, cancel := context.WithCancel(bg)
+		t.Cleanup(cancel)
+		r := partition.WithOnStep(partition.Resharding{Layout: l, NewPartitionURLs: newURLs}, func(s string) {
+			if s == step {
+				then()
+				cancel()
+			}
+		})
+		_, err := partition.Reshard(ctx, r)
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("reshard cut short at %s: %v; want context.Canceled", step, err)
+		}
+		return r
+	}
+	// Run 1: cut after the subscriptions were dropped; lifting the fences
+	// fails on the new partitions, so it stops before the old ones'.
+	cutAt("sequences", func() {
+		for _, u := range newURLs {
+			pgtest.StopPartition(t, u)
+		}
+	})
+	for _, u := range newURLs {
+		pgtest.StartPartition(t, u)
+	}
+	if _, err := s.Debit(bg, reshardDebit("fenced", mover)); err == nil {
+		t.Fatal("debit of a moving user with the fences left up: accepted; want refused")
+	}
+	// Run 2: cut before its own fences, once it has lifted those left up.
+	cutAt("fence", func() {})
+	if res, err := s.Debit(bg, reshardDebit("between", mover)); err != nil || res.Status != ledger.Debited {
+		t.Fatalf("debit of a moving user between the runs: %+v, %v", res, err)
+	}
+	// Run 3, whole.
+	ctx, cancel := context.WithTimeout(bg, 5*time.Minute)
+	defer cancel()
+	if _, err := partition.Reshard(ctx, partition.Resharding{Layout: l, NewPartitionURLs: newURLs}); err != nil {
+		t.Fatalf("reshard run again: %v", err)
+	}
+	var refs []string
+	rows, err := connect(t, newURLs[0]).Query(bg, `SELECT ref FROM ledger_entries WHERE user_id = $1 AND kind = 'debit'`, mover)
+	if err == nil {
+		refs, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+	if err != nil || len(refs) != 1 || refs[0] != "between" {
+		t.Errorf("the mover's debits on its new partition: %v, %v; want [between]", refs, err)
+	}
+	if w, err := s.Wallet(bg, mover); err != nil || w.Gold != 99 {
+		t.Errorf("the mover's wallet: %+v, %v; want 99", w, err)
+	}
+}
