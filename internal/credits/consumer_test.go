@@ -39,7 +39,13 @@ func newCluster(t *testing.T) *cluster {
 	ctx := context.Background()
 	c := &cluster{layout: l}
 	var err error
-	c.proxy, err = ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(2, partition.For),
+	// The batches get a minute, not DefaultBatching's 2 s, a timeout these
+	// tests do not check: on a loaded machine (a CI run beside other test
+	// runs, 2026-12-02) gifts racing the consumer, reversals and payouts on
+	// the same wallets outlasted 2 s, and the gift failed the test.
+	batching := ledger.DefaultBatching()
+	batching.Timeout = time.Minute
+	c.proxy, err = ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(2, partition.For), ledger.WithBatching(batching),
 		ledger.WithEconomy(ledger.Economy{Earnings: true, DefaultShareBP: 5000}))
 	if err != nil {
 		t.Fatal(err)

@@ -548,81 +548,40 @@ const userPolicyRows = `SELECT subject, md5(json_build_array(max_debit, cap_24h,
 // connection each): an operator's audit, not something to call per
 // request. Errors are the databases'.
 func UserPolicyDivergences(ctx context.Context, parts []*Store, limit int) ([]PolicyDivergence, int, error) {
-	type cursor struct {
-		rows            pgx.Rows
-		subject, digest string
-		ok              bool
+	type policy struct{ subject, digest string }
+	scan := func(rows pgx.Rows) (p policy, err error) {
+		err = rows.Scan(&p.subject, &p.digest)
+		return p, err
 	}
-	curs := make([]*cursor, len(parts))
-	defer func() {
-		for _, c := range curs {
-			if c != nil {
-				c.rows.Close()
-			}
-		}
-	}()
-	next := func(p int) error {
-		c := curs[p]
-		if c.ok = c.rows.Next(); !c.ok {
-			if err := c.rows.Err(); err != nil {
-				return fmt.Errorf("users' policies of partition %d: %w", p, err)
-			}
-			return nil
-		}
-		if err := c.rows.Scan(&c.subject, &c.digest); err != nil {
-			return fmt.Errorf("users' policies of partition %d: %w", p, err)
-		}
-		return nil
-	}
-	for p, s := range parts {
-		rows, err := s.pool.Query(ctx, userPolicyRows)
-		if err != nil {
-			return nil, 0, fmt.Errorf("users' policies of partition %d: %w", p, err)
-		}
-		curs[p] = &cursor{rows: rows}
-		if err := next(p); err != nil {
-			return nil, 0, err
-		}
-	}
+	bySubject := func(a, b policy) int { return strings.Compare(a.subject, b.subject) }
 	var out []PolicyDivergence
 	total := 0
-	for {
-		// The least subject among the partitions' current ones.
-		least, found := "", false
-		for _, c := range curs {
-			if c.ok && (!found || c.subject < least) {
-				least, found = c.subject, true
+	err := mergePartitions(ctx, parts, "users' policies", userPolicyRows, scan, bySubject, func(held []*policy) {
+		digest := func(p int) string {
+			if held[p] == nil {
+				return "" // no policy there
 			}
-		}
-		if !found {
-			return out, total, nil
-		}
-		home := ""
-		if curs[0].ok && curs[0].subject == least {
-			home = curs[0].digest
+			return held[p].digest
 		}
 		var differs []int
-		for p, c := range curs[1:] {
-			here := ""
-			if c.ok && c.subject == least {
-				here = c.digest
+		var subject string
+		for p, h := range held {
+			if h != nil {
+				subject = h.subject
 			}
-			if here != home {
-				differs = append(differs, p+1)
+			if p > 0 && digest(p) != digest(0) {
+				differs = append(differs, p)
 			}
 		}
 		if differs != nil {
 			total++
 			if len(out) < limit {
-				out = append(out, PolicyDivergence{Subject: least, Differs: differs})
+				out = append(out, PolicyDivergence{Subject: subject, Differs: differs})
 			}
 		}
-		for p, c := range curs {
-			if c.ok && c.subject == least {
-				if err := next(p); err != nil {
-					return nil, 0, err
-				}
-			}
-		}
+	})
+	if err != nil {
+		return nil, 0, err
 	}
+	return out, total, nil
 }

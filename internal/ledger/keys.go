@@ -58,9 +58,43 @@ const keysOfPartition = `
 // operator's audit, not something to call per request. Errors are the
 // databases'.
 func ReusedKeys(ctx context.Context, parts []*Store, limit int) ([]ReusedKey, int, error) {
+	var out []ReusedKey
+	total := 0
+	scan := func(rows pgx.Rows) (k [4]string, err error) {
+		err = rows.Scan(&k[0], &k[1], &k[2], &k[3])
+		return k, err
+	}
+	err := mergePartitions(ctx, parts, "keys", keysOfPartition, scan, compareKeys, func(held []*[4]string) {
+		var holders []int
+		var key *[4]string
+		for p, k := range held {
+			if k != nil {
+				holders, key = append(holders, p), k
+			}
+		}
+		if len(holders) > 1 {
+			total++
+			if len(out) < limit {
+				out = append(out, ReusedKey{Kind: key[0], Platform: key[1], AppID: key[2], Key: key[3], Partitions: holders})
+			}
+		}
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return out, total, nil
+}
+
+// mergePartitions runs query on every partition of parts at once (one
+// connection each, each in its own snapshot), whose rows come in the order
+// compare gives them, and merges them in one pass: visit gets each row
+// once, with the partitions' rows equal to it under compare (nil where a
+// partition has none), in partition order. what names the rows in errors.
+func mergePartitions[T any](ctx context.Context, parts []*Store, what, query string, scan func(pgx.Rows) (T, error),
+	compare func(a, b T) int, visit func(held []*T)) error {
 	type cursor struct {
 		rows pgx.Rows
-		key  [4]string
+		row  T
 		ok   bool
 	}
 	curs := make([]*cursor, len(parts))
@@ -71,68 +105,66 @@ func ReusedKeys(ctx context.Context, parts []*Store, limit int) ([]ReusedKey, in
 			}
 		}
 	}()
-	next := func(p int) error {
+	next := func(p int) (err error) {
 		c := curs[p]
 		if c.ok = c.rows.Next(); !c.ok {
-			if err := c.rows.Err(); err != nil {
-				return fmt.Errorf("keys of partition %d: %w", p, err)
-			}
-			return nil
+			err = c.rows.Err()
+		} else {
+			c.row, err = scan(c.rows)
 		}
-		if err := c.rows.Scan(&c.key[0], &c.key[1], &c.key[2], &c.key[3]); err != nil {
-			return fmt.Errorf("keys of partition %d: %w", p, err)
+		if err != nil {
+			return fmt.Errorf("%s of partition %d: %w", what, p, err)
 		}
 		return nil
 	}
 	for p, s := range parts {
-		rows, err := s.pool.Query(ctx, keysOfPartition)
+		rows, err := s.pool.Query(ctx, query)
 		if err != nil {
-			return nil, 0, fmt.Errorf("keys of partition %d: %w", p, err)
+			return fmt.Errorf("%s of partition %d: %w", what, p, err)
 		}
 		curs[p] = &cursor{rows: rows}
 		if err := next(p); err != nil {
-			return nil, 0, err
+			return err
 		}
 	}
-	var out []ReusedKey
-	total := 0
+	held := make([]*T, len(parts))
 	for {
-		// The least key among the partitions' current ones, and who holds it.
-		var least *[4]string
-		var holders []int
+		// The least row among the partitions' current ones, and who holds it.
+		var least *T
 		for p, c := range curs {
 			switch {
 			case !c.ok:
-			case least == nil || less(c.key, *least):
-				k := c.key
-				least, holders = &k, []int{p}
-			case c.key == *least:
-				holders = append(holders, p)
+				held[p] = nil
+			case least == nil || compare(c.row, *least) < 0:
+				clear(held[:p])
+				least, held[p] = &c.row, &c.row
+			case compare(c.row, *least) == 0:
+				held[p] = &c.row
+			default:
+				held[p] = nil
 			}
 		}
 		if least == nil {
-			return out, total, nil
+			return nil
 		}
-		if len(holders) > 1 {
-			total++
-			if len(out) < limit {
-				out = append(out, ReusedKey{Kind: least[0], Platform: least[1], AppID: least[2], Key: least[3], Partitions: holders})
-			}
-		}
-		for _, p := range holders {
-			if err := next(p); err != nil {
-				return nil, 0, err
+		visit(held)
+		for p, h := range held {
+			if h != nil {
+				if err := next(p); err != nil {
+					return err
+				}
 			}
 		}
 	}
 }
 
-// less orders keys as the partitions sort them (byte order, field by field).
-func less(a, b [4]string) bool {
+// compareKeys orders keys as the partitions sort them (byte order, field
+// by field).
+func compareKeys(a, b [4]string) int {
 	for i := range a {
-		if a[i] != b[i] {
-			return a[i] < b[i]
+		if c := strings.Compare(a[i], b[i]); c != 0 {
+			return c
 		}
 	}
-	return false
+	return 0
 }
