@@ -30,9 +30,7 @@ type hookReceiver struct {
 	busy      chan struct{} // a value whenever a request is in flight
 	mu        sync.Mutex
 	arrivals  []receiver.Event // every verified delivery, copies included
-	handled   []receiver.Event // once per webhook-id, in order
 	rcv       atomic.Pointer[receiver.Receiver]
-	progress  chan struct{}
 }
 
 func (h *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -21,14 +21,13 @@ import (
 // statement run and commit, then cuts the connection before giftd reads
 // the answer: the commit's outcome is unknown to giftd.
 type cutProxy struct {
-	ln      net.Listener
-	target  string
-	armed   atomic.Int32 // cuts still to make
-	cuts    atomic.Int32 // cuts made
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	conns   []net.Conn
-	closing atomic.Bool
+	ln     net.Listener
+	target string
+	armed  atomic.Int32 // cuts still to make
+	cuts   atomic.Int32 // cuts made
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	conns  []net.Conn
 }
 
 func newCutProxy(t *testing.T, target string) *cutProxy {

@@ -394,6 +394,9 @@ func measure(ctx context.Context, url string, sh shape, runs, n int) error {
 		  AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses = g.debit_entry
 			AND r.kind = 'reversal' AND r.created_at >= now() - interval '25 hours')
 		GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT 20`, plat, roomName(0))
+	if err != nil {
+		return fmt.Errorf("explain: %w", err)
+	}
 	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
 		return fmt.Errorf("explain: %w", err)

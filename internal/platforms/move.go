@@ -108,9 +108,6 @@ type Mover struct {
 	crash func(step string) bool
 }
 
-// errCrashed ends a run at a test's crash point.
-var errCrashed = errors.New("crashed (test)")
-
 // Move moves each user in turn, or with dryRun only reads their balances
 // and steps. It stops early, between or inside a user's steps, when ctx
 // ends: every step is recorded first, so the next run resumes.

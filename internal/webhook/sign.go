@@ -10,11 +10,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"math"
-	"net/http"
-	"strconv"
 	"strings"
-	"time"
 )
 
 // SecretPrefix starts every signing secret; base64 of the key bytes follows.
@@ -34,12 +30,6 @@ func secretKey(secret string) ([]byte, error) {
 		return nil, errors.New("not a whsec_ secret with at least 24 bytes in base64")
 	}
 	return key, nil
-}
-
-// CheckSecret returns nil when secret is a usable signing secret.
-func CheckSecret(secret string) error {
-	_, err := secretKey(secret)
-	return err
 }
 
 // Signature returns the webhook-signature header of one delivery: a
@@ -62,39 +52,4 @@ func sign(key []byte, id string, timestamp int64, body []byte) string {
 	fmt.Fprintf(m, "%s.%d.", id, timestamp)
 	m.Write(body)
 	return base64.StdEncoding.EncodeToString(m.Sum(nil))
-}
-
-// Errors of Verify.
-var (
-	ErrMissingHeaders = errors.New("webhook-id, webhook-timestamp or webhook-signature missing")
-	ErrTimestamp      = errors.New("webhook-timestamp too far from now")
-	ErrSignature      = errors.New("no valid signature")
-)
-
-// Verify checks a delivery as a receiver must: its timestamp within
-// tolerance of now, and a v1 signature of id.timestamp.body by one of
-// secrets, compared in constant time. It returns the webhook-id, the key
-// a receiver de-duplicates by.
-func Verify(secrets []string, h http.Header, body []byte, now time.Time, tolerance time.Duration) (string, error) {
-	id, ts, sigs := h.Get("webhook-id"), h.Get("webhook-timestamp"), h.Get("webhook-signature")
-	if id == "" || ts == "" || sigs == "" {
-		return "", ErrMissingHeaders
-	}
-	t, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil || math.Abs(float64(now.Unix()-t)) > tolerance.Seconds() {
-		return "", ErrTimestamp
-	}
-	for _, s := range secrets {
-		key, err := secretKey(s)
-		if err != nil {
-			return "", err
-		}
-		want := sign(key, id, t, body)
-		for _, sig := range strings.Fields(sigs) {
-			if v, b64, ok := strings.Cut(sig, ","); ok && v == "v1" && hmac.Equal([]byte(b64), []byte(want)) {
-				return id, nil
-			}
-		}
-	}
-	return "", ErrSignature
 }

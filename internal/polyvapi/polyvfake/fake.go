@@ -102,9 +102,6 @@ func (f *Fake) Close() {
 // AddChannel makes channelID one of the account's channels, its switch off.
 func (f *Fake) AddChannel(channelID string) { f.mu.Lock(); f.channels[channelID] = "N"; f.mu.Unlock() }
 
-// SetClock sets the clock the timestamp is checked against.
-func (f *Fake) SetClock(now func() time.Time) { f.mu.Lock(); f.now = now; f.mu.Unlock() }
-
 // Fail queues faults for the next calls of api, in order.
 func (f *Fake) Fail(api string, faults ...Fault) {
 	f.mu.Lock()
