@@ -45,6 +45,12 @@ func runReshard(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	r.Log = newLogger("text", stderr)
 	r.EarningsHold = s.Safeguards.EarningsHold
+	// The audit before the forget: a moved user's rows wrong on the new
+	// partition stop the run while its old partition still holds them.
+	r.BeforeForget = func(ctx context.Context) error {
+		fmt.Fprintf(stdout, "audit of the %d partitions before the forget:\n", 2*len(r.Layout.PartitionURLs))
+		return auditPartitioned(ctx, r.After(), getenv, stdout)
+	}
 	rep, err := partition.Reshard(ctx, r, ledger.WithLockWait(s.MigrateLockWait), ledger.WithMigrateLog(newLogger("text", stderr), 0))
 	for i, p := range rep.Pauses {
 		fmt.Fprintf(stdout, "partition %d: writes of the users moving to partition %d paused %s\n",

@@ -136,7 +136,7 @@ func TestRun_ReshardDoublesTheClusterAndNamesNoSecret(t *testing.T) {
 		t.Fatalf("u1 is placed on %d of 2; the test expects 1", n)
 	}
 	// A wallet that parts from its entries: the run again (only step 4 and
-	// the audit are left) fails, naming the wallet.
+	// the audits are left) fails before the forget, naming the wallet.
 	moved, err := pgx.Connect(ctx, newURL)
 	if err != nil {
 		t.Fatal(err)
@@ -147,8 +147,74 @@ func TestRun_ReshardDoublesTheClusterAndNamesNoSecret(t *testing.T) {
 	}
 	out.Reset()
 	err = run(ctx, []string{"giftd", "reshard"}, getenv, &out, &errOut)
-	if err == nil || !strings.Contains(err.Error(), "the audit after it fails") || !strings.Contains(out.String(), "u1") {
+	if err == nil || !strings.Contains(err.Error(), "nothing forgotten") || !strings.Contains(out.String(), "u1") {
 		t.Errorf("reshard run again over a wallet one gold above its entries: %v\n%s\nwant the audit's failure naming u1", err, out.String())
+	}
+}
+
+// TestRun_ReshardAuditsBeforeItForgets: a moving user's wallet parted from
+// its entries before giftd reshard (a fault the copy carries over) stops
+// the run after the switch, before the forget: its old partition still
+// holds the user's rows, the only other copy of them, and says so. Once
+// the wallet is repaired, the run again forgets them.
+func TestRun_ReshardAuditsBeforeItForgets(t *testing.T) {
+	ctx := context.Background()
+	l := pgtest.Partitioned(t, 1)
+	proxy, err := pgx.Connect(ctx, l.ProxyURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close(ctx)
+	if partition.For("u1", 2) != 1 || partition.For("a", 2) != 0 {
+		t.Fatal("the test expects u1 placed on partition 1 of 2, a on 0")
+	}
+	for _, u := range []string{"u1", "a"} {
+		if _, err := proxy.Exec(ctx, `SELECT * FROM giftd_topup($1, 5, $2, '')`, u, "k-"+u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old, err := pgx.Connect(ctx, l.PartitionURLs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close(ctx)
+	if _, err := old.Exec(ctx, `UPDATE wallets SET gold = gold + 1 WHERE user_id = 'u1'`); err != nil {
+		t.Fatal(err)
+	}
+	newURL := pgtest.EmptyDatabase(t)
+	env := map[string]string{"GIFTD_PROXY_URL": l.ProxyURL, "GIFTD_PARTITION_URLS": l.PartitionURLs[0] + " " + newURL}
+	getenv := func(k string) string { return env[k] }
+	wallets := func(c *pgx.Conn) (n int) {
+		t.Helper()
+		if err := c.QueryRow(ctx, `SELECT count(*) FROM wallets WHERE user_id = 'u1'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	var out, errOut bytes.Buffer
+	err = run(ctx, []string{"giftd", "reshard"}, getenv, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "switched to 2 partitions, nothing forgotten") ||
+		!strings.Contains(out.String(), "audit of the 2 partitions before the forget:") || !strings.Contains(out.String(), "u1") ||
+		strings.Contains(out.String(), "forgot ") {
+		t.Fatalf("reshard over a moving wallet one gold above its entries: %v\n%s\nwant the audit before the forget failing, naming u1, nothing forgotten", err, out.String())
+	}
+	if n := wallets(old); n != 1 {
+		t.Errorf("old partition 0 holds %d wallets of u1 after the failed check; want 1 (not forgotten)", n)
+	}
+	moved, err := pgx.Connect(ctx, newURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer moved.Close(ctx)
+	if _, err := moved.Exec(ctx, `UPDATE wallets SET gold = gold - 1 WHERE user_id = 'u1'`); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := run(ctx, []string{"giftd", "reshard"}, getenv, &out, &errOut); err != nil {
+		t.Fatalf("reshard again once repaired: %v\n%s%s", err, out.String(), errOut.String())
+	}
+	if n := wallets(old); n != 0 || !strings.Contains(out.String(), "partition 0 (") || !strings.Contains(out.String(), "forgot 1 wallets") {
+		t.Errorf("after the run again old partition 0 holds %d wallets of u1 (want 0), printed\n%s", n, out.String())
 	}
 }
 

@@ -82,6 +82,13 @@ type Resharding struct {
 	// which giftd_payout holds for this long from the split (partition
 	// migration 19).
 	EarningsHold time.Duration
+	// BeforeForget, when set, runs once the proxy routes over 2n and the
+	// configuration is levelled, right before step 4's forget deletes from
+	// each partition the rows it no longer owns: on old partition i the
+	// only other copy of the rows of the users it gave away. An error
+	// stops the run there, nothing forgotten; a run again goes on from
+	// that point (giftd reshard audits the 2n partitions here).
+	BeforeForget func(ctx context.Context) error
 	// onStep, when set (tests), runs at the pause's steps: "presplit"
 	// between the economy's two pre-splits, "fence" before
 	// the first fence, "sequences" once every subscription is dropped,
@@ -270,6 +277,13 @@ func Reshard(ctx context.Context, r Resharding, opts ...ledger.MigrateOption) (R
 	}
 	if rep.ConfigDrift, rep.ConfigSync, rep.PolicyDrift, err = rs.levelConfig(ctx); err != nil {
 		return rep, err
+	}
+	if r.BeforeForget != nil {
+		if err := r.BeforeForget(ctx); err != nil {
+			return rep, fmt.Errorf("reshard: switched to %d partitions, nothing forgotten (each old partition keeps the rows "+
+				"of the users it gave away): the check before the forget failed; once resolved, run giftd reshard again "+
+				"to forget them: %w", 2*n, err)
+		}
 	}
 	rep.Forgotten, err = rs.finish(ctx)
 	return rep, err
