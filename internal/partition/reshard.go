@@ -93,7 +93,8 @@ type Resharding struct {
 	// between the economy's two pre-splits, "fence" before
 	// the first fence, "sequences" once every subscription is dropped,
 	// "split" once every claim has moved, "switch" once every partition's
-	// economy is split, "forget" after the switch, before step 4.
+	// economy is split, "forget" after the switch and the checks before
+	// the forget, right before it.
 	onStep func(step string)
 	// onePhase (tests) leaves out the pre-split: the whole economy is
 	// split inside the pause, as before partition migration 17.
@@ -278,12 +279,10 @@ func Reshard(ctx context.Context, r Resharding, opts ...ledger.MigrateOption) (R
 	if rep.ConfigDrift, rep.ConfigSync, rep.PolicyDrift, err = rs.levelConfig(ctx); err != nil {
 		return rep, err
 	}
-	if r.BeforeForget != nil {
-		if err := r.BeforeForget(ctx); err != nil {
-			return rep, fmt.Errorf("reshard: switched to %d partitions, nothing forgotten (each old partition keeps the rows "+
-				"of the users it gave away): the check before the forget failed; once resolved, run giftd reshard again "+
-				"to forget them: %w", 2*n, err)
-		}
+	if err := rs.beforeForget(ctx); err != nil {
+		return rep, fmt.Errorf("reshard: switched to %d partitions, nothing forgotten (each old partition keeps the rows "+
+			"of the users it gave away): the check before the forget failed; once resolved, run giftd reshard again "+
+			"to forget them: %w", 2*n, err)
 	}
 	rep.Forgotten, err = rs.finish(ctx)
 	return rep, err
@@ -1149,6 +1148,55 @@ func (rs *resharding) finish(ctx context.Context) ([]int64, error) {
 	}
 	rs.log.Info("reshard: done", "partitions", 2*rs.n, "wallets_forgotten", forgotten)
 	return forgotten, nil
+}
+
+// beforeForget checks, once switched, what the forget would otherwise make
+// final: the copies (checkCopies), then the caller's BeforeForget.
+func (rs *resharding) beforeForget(ctx context.Context) error {
+	if err := rs.checkCopies(ctx); err != nil {
+		return err
+	}
+	if rs.BeforeForget != nil {
+		return rs.BeforeForget(ctx)
+	}
+	return nil
+}
+
+// checkCopies compares, on each old partition i and its new partition
+// i + n, the ledger entries of the users i gave away, up to the last one i
+// wrote for them (the fence stopped their writes there; the entries i + n
+// has written since the switch come after it, its sequence carried past
+// i's): their count and their sums of ids, amounts, balances and users'
+// placements must be the same on both, or the copy lost or changed one. The
+// audit checks each partition on its own, which a user missing from the
+// copy as a whole, or copied as of an earlier moment (wallet and entries
+// alike), would pass; the forget would then delete the only copy. A run
+// again after a forget that stopped midway compares what is left.
+func (rs *resharding) checkCopies(ctx context.Context) error {
+	const of = `FROM ledger_entries WHERE giftd_placement(user_id) & $1 = $2`
+	mask := 2*rs.n - 1
+	for i := range rs.n {
+		j := rs.n + i
+		var upto int64
+		if err := rs.conns[i].QueryRow(ctx, `SELECT coalesce(max(id), 0) `+of, mask, j).Scan(&upto); err != nil {
+			return fmt.Errorf("reshard: %s: read the last entry of the users it gave away: %w", rs.where(i), err)
+		}
+		var sums [2]string
+		for k, p := range []int{i, j} {
+			err := rs.conns[p].QueryRow(ctx, `SELECT format('%s entries, ids %s, amounts %s, balances %s, placements %s',
+				count(*), coalesce(sum(id), 0), coalesce(sum(amount), 0), coalesce(sum(balance_after), 0),
+				coalesce(sum(giftd_placement(user_id)::bigint), 0)) `+of+` AND id <= $3`, mask, j, upto).Scan(&sums[k])
+			if err != nil {
+				return fmt.Errorf("reshard: %s: sum the entries of the users partition %d gave away: %w", rs.where(p), i, err)
+			}
+		}
+		if sums[0] != sums[1] {
+			return fmt.Errorf("reshard: the copy differs: the ledger entries of the users partition %d gave away to %d, "+
+				"up to entry %d: %s on %s, %s on %s", i, j, upto, sums[0], rs.where(i), sums[1], rs.where(j))
+		}
+	}
+	rs.log.Info("reshard: every old partition's entries of the users it gave away are on its new partition")
+	return nil
 }
 
 // registeredCount is the number of partitions the proxy routes over.
