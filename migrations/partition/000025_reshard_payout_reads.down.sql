@@ -1,6 +1,7 @@
 -- Reverts partition migration 25: giftd_payout as partition migration 19
 -- wrote it, holding every young gift the partition holds, also between a
--- reshard's switch and its forget.
+-- reshard's switch and its forget; giftd_earnings_parts as partition
+-- migration 22 wrote it, read also before the switch.
 CREATE OR REPLACE FUNCTION giftd_payout(p_receiver text, p_amount bigint, p_key text, p_note text, p_hold interval)
     RETURNS TABLE (status text, receiver_id text, amount bigint, recovered bigint, balance bigint,
                    entry_id bigint, payable bigint)
@@ -54,5 +55,38 @@ BEGIN
         'receiver_id', p_receiver, 'amount', p_amount, 'recovered', a.owed, 'balance_after', bal,
         'entry_id', eid, 'key', p_key, 'note', p_note));
     RETURN QUERY SELECT 'done', p_receiver, p_amount, a.owed, bal, eid, 0::bigint;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION giftd_earnings_parts(p_receiver_id text, p_hold interval)
+    RETURNS TABLE (partition int, home boolean, balance bigint, owed bigint, maturing bigint, updated_at timestamptz,
+                   pending_refs text[], pending_amounts bigint[])
+    LANGUAGE plpgsql STABLE SET plan_cache_mode = force_custom_plan AS $$
+#variable_conflict use_column
+DECLARE
+    w_partition  integer;
+    w_partitions integer;
+    w_gift_cut   bigint;
+BEGIN
+    SELECT c.partition, c.partitions, c.gift_cut INTO w_partition, w_partitions, w_gift_cut
+    FROM giftd_reshard_read_claim() AS c;
+    RETURN QUERY
+    SELECT i.partition, giftd_placement(p_receiver_id) & (i.partitions - 1) = i.partition, a.balance, a.owed,
+        (SELECT coalesce(sum(g.earnings), 0) FROM gift_entries g
+         WHERE g.receiver_id = p_receiver_id AND p_hold > '0' AND g.created_at > now() - p_hold
+           AND (w_partition IS NULL OR giftd_reshard_keeps_gift(g.id, g.sender_id, w_partition, w_partitions, w_gift_cut)))::bigint,
+        a.updated_at,
+        coalesce(t.refs, '{}'), coalesce(t.amounts, '{}')
+    FROM giftd_partition_identity AS i
+    LEFT JOIN earnings_accounts AS a ON a.receiver_id = p_receiver_id
+    LEFT JOIN LATERAL (
+        SELECT array_agg(i.partition || ':' || e.position ORDER BY e.position) AS refs,
+               array_agg((e.data->>'earnings')::bigint ORDER BY e.position) AS amounts
+        FROM events AS e
+        WHERE e.position > (SELECT c.position FROM credit_cursor AS c) AND e.type = 'gift.debited'
+          AND e.data->>'receiver_id' = p_receiver_id
+          AND (e.data->>'settled')::boolean AND (e.data->>'earnings')::bigint > 0
+          AND giftd_placement(p_receiver_id) & (i.partitions - 1) <> i.partition
+    ) AS t ON true;
 END
 $$;

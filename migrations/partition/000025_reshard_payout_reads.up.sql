@@ -13,6 +13,9 @@
 -- when the query is planned with the call's values (force_custom_plan, as
 -- the reads): the sums are planned as before, plus one look-up of the
 -- window (giftd_reshard_read_claim).
+--
+-- And giftd_earnings_parts refuses, retryably, to read a receiver's earnings
+-- account before the switch once the claims moved (below).
 CREATE OR REPLACE FUNCTION giftd_payout(p_receiver text, p_amount bigint, p_key text, p_note text, p_hold interval)
     RETURNS TABLE (status text, receiver_id text, amount bigint, recovered bigint, balance bigint,
                    entry_id bigint, payable bigint)
@@ -74,5 +77,55 @@ BEGIN
         'receiver_id', p_receiver, 'amount', p_amount, 'recovered', a.owed, 'balance_after', bal,
         'entry_id', eid, 'key', p_key, 'note', p_note));
     RETURN QUERY SELECT 'done', p_receiver, p_amount, a.owed, bal, eid, 0::bigint;
+END
+$$;
+
+-- Partition migration 22's part of a receiver's earnings account, refused
+-- (GD003, retryable: giftd answers 503 reshard_paused) on a partition whose
+-- claim a reshard has moved to 2n before the proxy's switch is recorded
+-- (its fence row of that count still there, no giftd_reshard_switched row
+-- of it). There the proxy still routes over the n old partitions, and a
+-- moved receiver's account read wrong: counted twice until the split (their
+-- old partition's account read as a transit account by the new claim, then
+-- again as their home by the proxy's old count), 0 after it (the split
+-- moved it to the new partition, not routed yet). The window is the end of
+-- the pause (the economy's split and the proxy's switch), or a run stopped
+-- there: giftd reshard run again switches at once.
+CREATE OR REPLACE FUNCTION giftd_earnings_parts(p_receiver_id text, p_hold interval)
+    RETURNS TABLE (partition int, home boolean, balance bigint, owed bigint, maturing bigint, updated_at timestamptz,
+                   pending_refs text[], pending_amounts bigint[])
+    LANGUAGE plpgsql STABLE SET plan_cache_mode = force_custom_plan AS $$
+#variable_conflict use_column
+DECLARE
+    w_partition  integer;
+    w_partitions integer;
+    w_gift_cut   bigint;
+BEGIN
+    IF EXISTS (SELECT 1 FROM giftd_partition_identity AS i
+               WHERE EXISTS (SELECT 1 FROM giftd_reshard_fence AS f WHERE f.partitions = i.partitions)
+                 AND NOT EXISTS (SELECT 1 FROM giftd_reshard_switched AS w WHERE w.partitions = i.partitions)) THEN
+        RAISE EXCEPTION 'giftd: a reshard has moved this partition''s claim and the proxy has not switched yet: earnings accounts are not read until it does; retry'
+            USING ERRCODE = 'GD003', DETAIL = 'an earnings account read during a reshard''s pause';
+    END IF;
+    SELECT c.partition, c.partitions, c.gift_cut INTO w_partition, w_partitions, w_gift_cut
+    FROM giftd_reshard_read_claim() AS c;
+    RETURN QUERY
+    SELECT i.partition, giftd_placement(p_receiver_id) & (i.partitions - 1) = i.partition, a.balance, a.owed,
+        (SELECT coalesce(sum(g.earnings), 0) FROM gift_entries g
+         WHERE g.receiver_id = p_receiver_id AND p_hold > '0' AND g.created_at > now() - p_hold
+           AND (w_partition IS NULL OR giftd_reshard_keeps_gift(g.id, g.sender_id, w_partition, w_partitions, w_gift_cut)))::bigint,
+        a.updated_at,
+        coalesce(t.refs, '{}'), coalesce(t.amounts, '{}')
+    FROM giftd_partition_identity AS i
+    LEFT JOIN earnings_accounts AS a ON a.receiver_id = p_receiver_id
+    LEFT JOIN LATERAL (
+        SELECT array_agg(i.partition || ':' || e.position ORDER BY e.position) AS refs,
+               array_agg((e.data->>'earnings')::bigint ORDER BY e.position) AS amounts
+        FROM events AS e
+        WHERE e.position > (SELECT c.position FROM credit_cursor AS c) AND e.type = 'gift.debited'
+          AND e.data->>'receiver_id' = p_receiver_id
+          AND (e.data->>'settled')::boolean AND (e.data->>'earnings')::bigint > 0
+          AND giftd_placement(p_receiver_id) & (i.partitions - 1) <> i.partition
+    ) AS t ON true;
 END
 $$;
