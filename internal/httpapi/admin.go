@@ -302,15 +302,16 @@ func writeLedgerError(w http.ResponseWriter, log *slog.Logger, err error) {
 	case errors.Is(err, ledger.ErrReshardPaused):
 		// giftd reshard's pause, under a second or so: the partitions
 		// refuse configuration writes until the proxy switches
-		// (docs/scale-out.md#resharding-n--2n). A policy written through
-		// the proxy may have reached some partitions: the retry makes them
-		// alike. The error, which may carry the proxy's report naming a
+		// (docs/scale-out.md#resharding-n--2n), and earnings accounts'
+		// reads once the claims moved. A policy written through the proxy
+		// may have reached some partitions: the retry makes them alike.
+		// The error, which may carry the proxy's report naming a
 		// partition's host, is logged only.
 		log.Warn("admin request refused during a reshard's pause", "error", err.Error())
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "reshard_paused",
-			"giftd reshard is in its pause (from its fence to the proxy's switch): configuration and policy changes are refused until it switches; "+
-				"retry the same request shortly, it then lands on every partition")
+			"giftd reshard is in its pause (from its fence to the proxy's switch): configuration and policy changes, and at its end "+
+				"earnings accounts' reads, are refused until it switches; retry the same request shortly")
 	case errors.Is(err, ledger.ErrBadPartition):
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 	case errors.Is(err, ledger.ErrPartitionsNotConnected):

@@ -229,3 +229,42 @@ func execOn(ctx context.Context, url, sql string) error {
 	_, err = c.Exec(ctx, sql)
 	return err
 }
+
+// TestAdminPartitioned_EarningsRefusedBeforeTheSwitch puts partition 1 in
+// the state giftd reshard leaves between moving the claims and the proxy's
+// switch (a fence row of the count it is claimed at, no switch recorded of
+// it): a receiver's earnings account, which would read wrong there, answers
+// 503 reshard_paused with Retry-After: 1, naming no connection (partition
+// migration 25). With the switch recorded, or the fence gone, it reads
+// again (404 for a receiver never credited).
+func TestAdminPartitioned_EarningsRefusedBeforeTheSwitch(t *testing.T) {
+	e, l := newConfigEnv(t)
+	ctx := context.Background()
+	const path = "/admin/v1/earnings/nobody"
+	if a := e.adm(t, http.MethodGet, path, ""); a.code != http.StatusNotFound {
+		t.Fatalf("GET %s: %d %s; want 404", path, a.code, a.raw)
+	}
+	if err := execOn(ctx, l.PartitionURLs[1], `INSERT INTO giftd_reshard_fence (partitions) VALUES (2)`); err != nil {
+		t.Fatal(err)
+	}
+	a := e.adm(t, http.MethodGet, path, "")
+	if a.code != http.StatusServiceUnavailable || a.errCode() != "reshard_paused" || a.hdr.Get("Retry-After") != "1" ||
+		!strings.Contains(a.errMessage(), "giftd reshard") {
+		t.Errorf("GET %s with a claim moved, not switched: %d %s (Retry-After %q); want 503 reshard_paused naming the reshard, Retry-After 1",
+			path, a.code, a.raw, a.hdr.Get("Retry-After"))
+	}
+	for _, secret := range []string{"postgres://", "password", "host=", "dbname="} {
+		if strings.Contains(a.raw, secret) {
+			t.Errorf("GET %s: the answer names a connection (%q): %s", path, secret, a.raw)
+		}
+	}
+	for _, q := range []string{`INSERT INTO giftd_reshard_switched (partitions) VALUES (2)`,
+		`DELETE FROM giftd_reshard_switched; DELETE FROM giftd_reshard_fence`} {
+		if err := execOn(ctx, l.PartitionURLs[1], q); err != nil {
+			t.Fatal(err)
+		}
+		if a := e.adm(t, http.MethodGet, path, ""); a.code != http.StatusNotFound {
+			t.Errorf("GET %s after %q: %d %s; want 404", path, q, a.code, a.raw)
+		}
+	}
+}

@@ -39,7 +39,9 @@ var ErrPartlyApplied = errors.New("configuration change applied on some partitio
 // has switched, the same request lands on every partition. A change made
 // through the proxy on every partition (a user's policy) may have been
 // applied on some before the others were fenced; the retry makes them
-// alike.
+// alike. Earnings returns it too, at the pause's end, between the claims'
+// move and the switch (partition migration 25), where an earnings account
+// would read wrong.
 var ErrReshardPaused = errors.New("giftd reshard is in its pause: configuration changes are refused until the proxy switches")
 
 // reshardPaused marks err as ErrReshardPaused when it is a partition's

@@ -302,7 +302,9 @@ type EarningsAccount struct {
 }
 
 // Earnings returns the earnings account of receiverID, or ErrNotFound when
-// it was never credited.
+// it was never credited. Partitioned, it returns ErrReshardPaused between a
+// reshard's move of the claims and the proxy's switch (partition migration
+// 25): retry.
 func (s *Store) Earnings(ctx context.Context, receiverID string) (EarningsAccount, error) {
 	defer s.observe(OpEarnings, time.Now())
 	if s.partitions > 0 {

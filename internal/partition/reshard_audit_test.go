@@ -49,8 +49,9 @@ func auditAll(t *testing.T, ctx context.Context, parts []*ledger.Store) audits {
 // reads is everything the admin API reads of a cluster on every partition
 // through the proxy (RUN ON ALL): the gift report by each group, the room's
 // two boards (their window's times left out), each receiver's period,
-// whole earnings ledger (read in pages of 3) and earnings account, each
-// gift's debit as FindDebit finds it, and the wallet totals.
+// whole earnings ledger (read in pages of 3) and earnings account (when
+// readAll is asked to), each gift's debit as FindDebit finds it, and the
+// wallet totals.
 type reads struct {
 	Reports  map[ledger.ReportGroup][]ledger.GiftReportRow
 	Boards   map[ledger.BoardSide][]ledger.Leader
@@ -62,7 +63,7 @@ type reads struct {
 }
 
 func readAll(t *testing.T, ctx context.Context, s *ledger.Store, proxyURL string, from, to time.Time,
-	receivers []string, keys []ledger.DebitKey) reads {
+	receivers []string, keys []ledger.DebitKey, accounts bool) reads {
 	t.Helper()
 	r := reads{Reports: map[ledger.ReportGroup][]ledger.GiftReportRow{}, Boards: map[ledger.BoardSide][]ledger.Leader{}}
 	for _, g := range ledger.ReportGroups() {
@@ -99,6 +100,9 @@ func readAll(t *testing.T, ctx context.Context, s *ledger.Store, proxyURL string
 			before = &page[len(page)-1].Cursor
 		}
 		r.Ledgers = append(r.Ledgers, all)
+		if !accounts {
+			continue
+		}
 		a, err := s.Earnings(ctx, rcv)
 		if err != nil {
 			t.Fatalf("earnings of %s: %v", rcv, err)
@@ -259,7 +263,7 @@ func TestReshard_AuditsBetweenTheSwitchAndTheForgetAsAfter(t *testing.T) {
 	}
 	sameAsGivenAway(t, ctx, after)
 	rs := readStore(t, ctx, l.ProxyURL)
-	windowReads := readAll(t, ctx, rs, l.ProxyURL, since, until, receivers, keys)
+	windowReads := readAll(t, ctx, rs, l.ProxyURL, since, until, receivers, keys, true)
 	for _, a := range windowReads.Accounts {
 		if a.Maturing == 0 || a.Maturing >= a.Balance {
 			t.Errorf("earnings of %s before the forget: %+v; want some maturing, below the balance", a.ReceiverID, a)
@@ -270,7 +274,7 @@ func TestReshard_AuditsBetweenTheSwitchAndTheForgetAsAfter(t *testing.T) {
 		t.Fatalf("reshard again: %v", err)
 	}
 	done := auditAll(t, ctx, parts)
-	diffReads(t, "read before the forget", windowReads, readAll(t, ctx, rs, l.ProxyURL, since, until, receivers, keys))
+	diffReads(t, "read before the forget", windowReads, readAll(t, ctx, rs, l.ProxyURL, since, until, receivers, keys, true))
 	for p, a := range done.Partitions {
 		if !a.OK() {
 			t.Errorf("audit of partition %d after the forget: %+v", p, a)
@@ -344,8 +348,10 @@ func sameAsGivenAway(t *testing.T, ctx context.Context, urls []string) {
 // no mismatch claimed (a credit moved in on a new partition, not read, or a
 // resharding leg without its pair there). The reads the proxy runs on every
 // partition (reads) still read every row of the old partitions, the only
-// ones it reaches: each equals the same read after the run again. The run
-// again switches, forgets, and the audits over 4 are clean.
+// ones it reaches: each equals the same read after the run again; but a
+// receiver's earnings account, which would read wrong there, is refused
+// (ErrReshardPaused, partition migration 25). The run again switches,
+// forgets, and the audits over 4 are clean, the accounts read.
 func TestReshard_AuditSaysAReshardStoppedBeforeTheSwitch(t *testing.T) {
 	for _, step := range []string{"split", "switch"} {
 		t.Run(step, func(t *testing.T) {
@@ -381,7 +387,12 @@ func TestReshard_AuditSaysAReshardStoppedBeforeTheSwitch(t *testing.T) {
 			}
 			a := auditAll(t, ctx, stores(t, l.PartitionURLs))
 			rs := readStore(t, ctx, l.ProxyURL)
-			stopped := readAll(t, ctx, rs, l.ProxyURL, since, until, receivers, keys)
+			stopped := readAll(t, ctx, rs, l.ProxyURL, since, until, receivers, keys, false)
+			for _, r := range receivers {
+				if a, err := rs.Earnings(ctx, r); !errors.Is(err, ledger.ErrReshardPaused) {
+					t.Errorf("earnings of %s before the switch: %+v, %v; want ErrReshardPaused", r, a, err)
+				}
+			}
 			for p, pa := range a.Partitions {
 				if want := map[string]int{"split": 0, "switch": 4}[step]; !pa.OK() || pa.ReshardNotForgotten != want {
 					t.Errorf("audit of partition %d: %+v; want OK, reshard_not_forgotten %d", p, pa, want)
@@ -399,13 +410,13 @@ func TestReshard_AuditSaysAReshardStoppedBeforeTheSwitch(t *testing.T) {
 				t.Fatalf("reshard again: %v", err)
 			}
 			done := auditAll(t, ctx, stores(t, append(append([]string{}, l.PartitionURLs...), newURLs...)))
-			again := readAll(t, ctx, rs, l.ProxyURL, since, until, receivers, keys)
-			// A moved receiver's earnings account reads wrong until the
-			// switch, this change or not (docs/scale-out.md, the limits).
-			if !reflect.DeepEqual(stopped.Accounts, again.Accounts) {
-				t.Logf("earnings accounts before the switch:\n%+v\nafter the run again:\n%+v", stopped.Accounts, again.Accounts)
+			again := readAll(t, ctx, rs, l.ProxyURL, since, until, receivers, keys, true)
+			for _, a := range again.Accounts {
+				if a.Balance == 0 {
+					t.Errorf("earnings of %s after the run again: %+v; want a balance", a.ReceiverID, a)
+				}
 			}
-			stopped.Accounts, again.Accounts = nil, nil
+			again.Accounts = nil
 			// A moved sender's gift is listed from its old partition, then
 			// from its new one: the same entry, at another place.
 			for _, r := range []reads{stopped, again} {

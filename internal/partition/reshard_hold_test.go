@@ -25,8 +25,27 @@ import (
 // gifts'), a payout of those 10 goes through, and once the hold has passed
 // (every economy row's time set back 2 hours more) the young 20 can be paid
 // too. The held legs are +20 on the home, −20 on the other side; every
-// audit clean, the resharding legs paired.
+// audit clean, the resharding legs paired. Each receiver's earnings
+// account (GET) says as payable what the payout pays.
+//
+// "stopped before the forget" stops giftd reshard after the proxy's switch,
+// before step 4 (every partition's giftd_reshard_forget), and pays there:
+// old partition 0 still holds a's young gifts of senders moved to 2 under
+// the pre-split's cut, whose earnings came home in the held leg. The payouts
+// there pay what they pay after the forget (partition migration 25): 10,
+// not 0 (the young gifts held twice, by the gifts and by the leg); then the
+// run again forgets, and the rest is as after a whole run.
 func TestReshard_KeepsTheEarningsHold(t *testing.T) {
+	for _, stop := range []string{"", "forget"} {
+		name := map[string]string{"": "whole run", "forget": "stopped before the forget"}[stop]
+		t.Run(name, func(t *testing.T) { keepsTheEarningsHold(t, stop) })
+	}
+}
+
+// keepsTheEarningsHold is TestReshard_KeepsTheEarningsHold, with giftd
+// reshard stopped at step stop ("" for none), the payouts made there, then
+// run again.
+func keepsTheEarningsHold(t *testing.T, stop string) {
 	l := pgtest.Partitioned(t, 2)
 	requireLogical(t, l.ProxyURL)
 	newURLs := newPartitions(t, l)
@@ -85,23 +104,34 @@ func TestReshard_KeepsTheEarningsHold(t *testing.T) {
 	setBack(l.PartitionURLs, 2*hold)
 	give("young", 3)
 	waitDrained(ctx, t, l.PartitionURLs)
-	// payable wants a payout of everything refused with want payable.
+	// payable wants a payout of everything refused with want payable, and
+	// the receiver's earnings account saying want payable.
 	payable := func(r, key string, want int64) {
 		t.Helper()
 		_, err := s.Payout(ctx, ledger.Payout{ReceiverID: r, Amount: 30, Key: key})
 		if !errors.Is(err, ledger.ErrInsufficientEarnings) || !strings.Contains(err.Error(), fmt.Sprintf("(payable %d)", want)) {
 			t.Errorf("payout of 30 to %s: %v; want refused, %d payable", r, err, want)
 		}
+		if a, err := s.Earnings(ctx, r); err != nil || a.Payable != want {
+			t.Errorf("earnings of %s: %+v, %v; want %d payable", r, a, err, want)
+		}
 	}
 	payable(a, "all-before-"+a, 10)
 
+	cut, cancelCut := context.WithCancel(ctx)
+	defer cancelCut()
 	r := partition.WithOnStep(partition.Resharding{Layout: l, NewPartitionURLs: newURLs, EarningsHold: hold}, func(step string) {
 		if step == "fence" {
 			give("late", 1)
 		}
+		if step == stop {
+			cancelCut()
+		}
 	})
-	if _, err := partition.Reshard(ctx, r); err != nil {
+	if _, err := partition.Reshard(cut, r); stop == "" && err != nil {
 		t.Fatalf("reshard: %v", err)
+	} else if stop != "" && !errors.Is(err, context.Canceled) {
+		t.Fatalf("reshard stopped at %s: %v; want context.Canceled", stop, err)
 	}
 	parts := stores(t, after)
 	consumer.Grow(parts)
@@ -140,13 +170,30 @@ func TestReshard_KeepsTheEarningsHold(t *testing.T) {
 			t.Errorf("credits audit %s: %+v, %v", when, r, err)
 		}
 	}
-	audit("after the reshard")
+	if stop == "forget" {
+		var given int
+		if err := connect(t, l.PartitionURLs[0]).QueryRow(ctx, `SELECT count(*) FROM gift_entries
+			WHERE receiver_id = $1 AND giftd_placement(sender_id) & 3 <> 0`, a).Scan(&given); err != nil || given == 0 {
+			t.Fatalf("old partition 0 holds %d gifts to %s of senders moved to 2, %v; want some before the forget", given, a, err)
+		}
+	} else {
+		audit("after the reshard")
+	}
 	for _, r := range []string{a, b} {
 		payable(r, "all-after-"+r, 10)
 		if pay, err := s.Payout(ctx, ledger.Payout{ReceiverID: r, Amount: 10, Key: "old-" + r}); err != nil || pay.Balance != 20 {
 			t.Errorf("payout of the old 10 to %s: %+v, %v; want 20 left", r, pay, err)
 		}
 		payable(r, "rest-early-"+r, 0)
+	}
+	if stop != "" {
+		if _, err := partition.Reshard(ctx, partition.Resharding{Layout: l, NewPartitionURLs: newURLs, EarningsHold: hold}); err != nil {
+			t.Fatalf("reshard again: %v", err)
+		}
+		audit("after the run again")
+		for _, r := range []string{a, b} {
+			payable(r, "rest-forgotten-"+r, 0)
+		}
 	}
 	setBack(after, 2*hold)
 	for _, r := range []string{a, b} {
