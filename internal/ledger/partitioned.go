@@ -241,7 +241,8 @@ type Querier interface {
 // is one the proxy routes over (the switch checks every claim through the
 // proxy). Before the switch the partitions a reshard adds and those whose
 // claims moved are claimed as one of the next count, which the proxy does
-// not route over yet: nothing is written there.
+// not route over yet: nothing is written there. Its errors are the
+// database's, as they are.
 func RecordReshardSwitch(ctx context.Context, db Querier, partitions int) (written, there bool, err error) {
 	var has bool
 	if err := db.QueryRow(ctx, `SELECT to_regclass('giftd_reshard_switched') IS NOT NULL`).Scan(&has); err != nil || !has {
