@@ -33,13 +33,16 @@ const growInterval = time.Second
 // partitions a giftd reshard adds, once the proxy routes over them and each
 // claims its place (ledger.Store.GrowPartitionStores), and gives them to
 // the credit consumer; webhook delivery, the admin API and the
-// configuration's copies read them from the store. A failure (a claim that
-// does not match, fewer URLs than partitions) is logged when it changes,
-// and tried again.
+// configuration's copies read them from the store. It also records the
+// proxy's switch on each partition in use where a giftd reshard stopped
+// before recording it (ledger.Store.RecordReshardSwitches: from the
+// readiness probe's reading of each partition, so within about 5 s). A
+// failure (a claim that does not match, fewer URLs than partitions, a
+// record not written) is logged when it changes, and tried again.
 func growPartitions(ctx context.Context, store *ledger.Store, consumer *credits.Consumer, log *slog.Logger, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
-	last := ""
+	last, lastRecord := "", ""
 	for {
 		before := len(store.PartitionStores())
 		n, err := store.GrowPartitionStores(ctx)
@@ -55,6 +58,19 @@ func growPartitions(ctx context.Context, store *ledger.Store, consumer *credits.
 			log.Warn("partitions not in use", "in_use", n, "routed", store.Partitions(), "err", msg)
 		}
 		last = msg
+		wrote, err := store.RecordReshardSwitches(ctx)
+		if len(wrote) > 0 {
+			log.Info("recorded the proxy's switch where giftd reshard had not yet (a run stopped after its switch: run it again)",
+				"partitions", wrote, "routed", store.Partitions())
+		}
+		msg = ""
+		if err != nil && ctx.Err() == nil {
+			msg = err.Error()
+		}
+		if msg != "" && msg != lastRecord {
+			log.Warn("reshard switch not recorded", "err", msg)
+		}
+		lastRecord = msg
 		select {
 		case <-ctx.Done():
 			return

@@ -218,6 +218,96 @@ func TestRun_ReshardAuditsBeforeItForgets(t *testing.T) {
 	}
 }
 
+// TestRun_ServeRecordsTheSwitchOfAStoppedReshard: a giftd reshard 1 → 2
+// stopped after the proxy's switch, before its forget (the check before it
+// failing on a wallet parted from its entries), and the switch's record
+// then taken off both partitions: a run stopped between the switch and
+// that record. The wallet totals run on every partition count each wallet
+// twice (both partitions hold them all) until giftd serve, given both
+// URLs, records the switch on both partitions itself; then once.
+func TestRun_ServeRecordsTheSwitchOfAStoppedReshard(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	l := pgtest.Partitioned(t, 1)
+	proxy, err := pgx.Connect(ctx, l.ProxyURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close(ctx)
+	if partition.For("u1", 2) != 1 || partition.For("a", 2) != 0 {
+		t.Fatal("the test expects u1 placed on partition 1 of 2, a on 0")
+	}
+	for _, u := range []string{"u1", "a"} {
+		if _, err := proxy.Exec(ctx, `SELECT * FROM giftd_topup($1, 5, $2, '')`, u, "k-"+u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old, err := pgx.Connect(ctx, l.PartitionURLs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close(ctx)
+	if _, err := old.Exec(ctx, `UPDATE wallets SET gold = gold + 1 WHERE user_id = 'u1'`); err != nil {
+		t.Fatal(err)
+	}
+	newURL := pgtest.EmptyDatabase(t)
+	env := map[string]string{"GIFTD_PROXY_URL": l.ProxyURL, "GIFTD_PARTITION_URLS": l.PartitionURLs[0] + " " + newURL}
+	getenv := func(k string) string { return env[k] }
+	var out, errOut bytes.Buffer
+	if err := run(ctx, []string{"giftd", "reshard"}, getenv, &out, &errOut); err == nil ||
+		!strings.Contains(err.Error(), "switched to 2 partitions, nothing forgotten") {
+		t.Fatalf("reshard over a moving wallet one gold above its entries: %v\n%s; want it stopped before the forget", err, out.String())
+	}
+	moved, err := pgx.Connect(ctx, newURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer moved.Close(ctx)
+	for _, c := range []*pgx.Conn{old, moved} {
+		if _, err := c.Exec(ctx, `DELETE FROM giftd_reshard_switched`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wallets := func() (n int64) {
+		t.Helper()
+		if err := proxy.QueryRow(ctx, `SELECT sum(wallets)::bigint FROM giftd_wallet_totals()`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := wallets(); n != 4 {
+		t.Fatalf("wallet totals, the switch not recorded: %d; want 4 (each wallet on both partitions)", n)
+	}
+
+	srv := startServe(t, map[string]string{"DATABASE_URL": "postgres://unused@127.0.0.1:1/unused",
+		"GIFTD_PROXY_URL": l.ProxyURL, "GIFTD_PARTITION_URLS": env["GIFTD_PARTITION_URLS"]})
+	for n := wallets(); n != 2; n = wallets() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("wallet totals with serve running: %d; want 2\n%s", n, srv.logs.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if !strings.Contains(srv.logs.String(), "recorded the proxy's switch") {
+		t.Errorf("serve's log does not say it recorded the switch:\n%s", srv.logs.String())
+	}
+	if err := srv.stop(t); err != nil {
+		t.Errorf("serve: %v", err)
+	}
+
+	// The run again, once the wallet is repaired, forgets.
+	if _, err := moved.Exec(ctx, `UPDATE wallets SET gold = gold - 1 WHERE user_id = 'u1'`); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := run(ctx, []string{"giftd", "reshard"}, getenv, &out, &errOut); err != nil {
+		t.Fatalf("reshard again: %v\n%s%s", err, out.String(), errOut.String())
+	}
+	if n := wallets(); n != 2 {
+		t.Errorf("wallet totals after the forget: %d; want 2", n)
+	}
+}
+
 // TestRun_ReshardRefusesAnUnclearCluster: giftd reshard given URLs of
 // another count than twice (or once) the proxy's, or both forms of the
 // cluster at once, does nothing and names the variable.

@@ -213,6 +213,100 @@ func (s *Store) setReshardState(p int, st ReshardState) {
 	s.reshard[p] = st
 }
 
+// A Querier is one database's connection or pool (*pgx.Conn,
+// *pgxpool.Pool): a partition's, as giftd reshard and a Store hold it.
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// RecordReshardSwitch records on the partition db that the proxy routes
+// over partitions partitions (giftd_reshard_switched, partition migration
+// 22), if db is claimed as one of them (giftd_partition_identity): from
+// then until the forget of a reshard to that count, the reads the proxy
+// runs on every partition (RUN ON ALL: the period reports, room boards,
+// earnings, wallet totals) leave out there the rows it gave away
+// (docs/scale-out.md#the-audit-between-the-switch-and-the-forget). written
+// says it wrote the row now, there that the row is there (written now or
+// before); neither on a partition claimed as one of another count, or
+// without migration 22 (which has no such reads). The same row giftd
+// reshard writes after its switch and giftd serve when a run stopped
+// before it: one insert, nothing if it is there (ON CONFLICT DO NOTHING).
+//
+// Give it only a count read from the proxy (giftd_partition_count, or the
+// count a reshard has just registered): the proxy's count only grows, and
+// only at a reshard's switch, so the row is then a fact, whoever writes it
+// and whenever (before, with or after giftd reshard's own; from any number
+// of giftd serve replicas); and a partition claimed as one of that count
+// is one the proxy routes over (the switch checks every claim through the
+// proxy). Before the switch the partitions a reshard adds and those whose
+// claims moved are claimed as one of the next count, which the proxy does
+// not route over yet: nothing is written there. Its errors are the
+// database's, as they are.
+func RecordReshardSwitch(ctx context.Context, db Querier, partitions int) (written, there bool, err error) {
+	var has bool
+	if err := db.QueryRow(ctx, `SELECT to_regclass('giftd_reshard_switched') IS NOT NULL`).Scan(&has); err != nil || !has {
+		return false, false, err
+	}
+	err = db.QueryRow(ctx, `
+		WITH claim AS (SELECT i.partitions FROM giftd_partition_identity AS i WHERE i.partitions = $1),
+		     ins AS (INSERT INTO giftd_reshard_switched (partitions) SELECT c.partitions FROM claim AS c
+		             ON CONFLICT (partitions) DO NOTHING RETURNING 1)
+		SELECT EXISTS (SELECT 1 FROM ins), EXISTS (SELECT 1 FROM claim)`, partitions).Scan(&written, &there)
+	return written, there, err
+}
+
+// RecordReshardSwitches records the proxy's switch, where a giftd reshard
+// did not, on each partition this Store uses directly (PartitionStores)
+// whose last readiness check (Ready, ReshardStates) found a reshard not
+// forgotten: RecordReshardSwitch at the count the Store routes over
+// (Partitions, read from the proxy). A run stopped between the proxy's
+// switch and its own record of it left the reads the proxy runs on every
+// partition counting the rows it gave away a second time until its run
+// again; giftd serve calls this every second. A partition found with the
+// record is not written to again at that count. It returns the partitions
+// it wrote on, and the errors of those it could not write on (tried again
+// at the next call).
+func (s *Store) RecordReshardSwitches(ctx context.Context) ([]int, error) {
+	n, parts := s.Partitions(), s.PartitionStores()
+	var wrote []int
+	var errs []error
+	for p, st := range s.ReshardStates() {
+		if p >= len(parts) || !st.Unforgotten || s.switchRecorded(p) >= n {
+			continue
+		}
+		written, there, err := RecordReshardSwitch(ctx, parts[p].pool, n)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("partition %d: record the switch to %d partitions: %w", p, n, err))
+		case there:
+			s.setSwitchRecorded(p, n)
+		}
+		if written {
+			wrote = append(wrote, p)
+		}
+	}
+	return wrote, errors.Join(errs...)
+}
+
+func (s *Store) switchRecorded(p int) int {
+	s.reshardMu.Lock()
+	defer s.reshardMu.Unlock()
+	if p < len(s.switches) {
+		return s.switches[p]
+	}
+	return 0
+}
+
+func (s *Store) setSwitchRecorded(p, n int) {
+	s.reshardMu.Lock()
+	defer s.reshardMu.Unlock()
+	for len(s.switches) <= p {
+		s.switches = append(s.switches, 0)
+	}
+	s.switches[p] = n
+}
+
 func versionText(v *int64, dirty *bool) string {
 	if v == nil {
 		return "none"

@@ -4,7 +4,8 @@ package partition
 // the economy's two pre-splits, "fence" before the
 // first fence, "sequences" once every subscription is dropped, "split" once
 // every claim has moved, "switch" once every partition's economy is split,
-// "forget" after the switch and the checks before the forget, right before it.
+// "record" after the switch, before it is recorded on the partitions,
+// "forget" after the checks before the forget, right before it.
 func WithOnStep(r Resharding, f func(step string)) Resharding {
 	r.onStep = f
 	return r

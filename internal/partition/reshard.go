@@ -93,8 +93,9 @@ type Resharding struct {
 	// between the economy's two pre-splits, "fence" before
 	// the first fence, "sequences" once every subscription is dropped,
 	// "split" once every claim has moved, "switch" once every partition's
-	// economy is split, "forget" after the switch and the checks before
-	// the forget, right before it.
+	// economy is split, "record" after the switch, before it is recorded
+	// on the partitions, "forget" after the checks before the forget,
+	// right before it.
 	onStep func(step string)
 	// onePhase (tests) leaves out the pre-split: the whole economy is
 	// split inside the pause, as before partition migration 17.
@@ -289,23 +290,21 @@ func Reshard(ctx context.Context, r Resharding, opts ...ledger.MigrateOption) (R
 }
 
 // recordSwitch writes on each of the 2n partitions that the proxy routes
-// over them (giftd_reshard_switched, partition migration 22), at once after
-// the switch and again in a run again: from then until its forget, the
-// reads the proxy runs on every partition (the period reports, boards,
-// earnings, wallet totals) leave out, on each, the rows it no longer owns,
-// which its pair holds too. Before it, old partition i is the only one the
-// proxy reaches holding its moved users' rows, and reads them all. A partition
-// without migration 22 (a run of an earlier release carried on by this
-// one, the cluster not migrated since) has no such reads: nothing to write.
+// over them (ledger.RecordReshardSwitch: giftd_reshard_switched, partition
+// migration 22), at once after the switch and again in a run again: from
+// then until its forget, the reads the proxy runs on every partition (the
+// period reports, boards, earnings, wallet totals) leave out, on each, the
+// rows it no longer owns, which its pair holds too. Before it, old
+// partition i is the only one the proxy reaches holding its moved users'
+// rows, and reads them all. A partition without migration 22 (a run of an
+// earlier release carried on by this one, the cluster not migrated since)
+// has no such reads: nothing is written. giftd serve writes the same row
+// when it finds a reshard not forgotten without it (a run stopped between
+// the switch and this step: ledger.Store.RecordReshardSwitches).
 func (rs *resharding) recordSwitch(ctx context.Context) error {
+	rs.step("record")
 	for p := range 2 * rs.n {
-		var has bool
-		err := rs.conns[p].QueryRow(ctx, `SELECT to_regclass('giftd_reshard_switched') IS NOT NULL`).Scan(&has)
-		if err == nil && has {
-			_, err = rs.conns[p].Exec(ctx, `INSERT INTO giftd_reshard_switched (partitions) VALUES ($1)
-				ON CONFLICT (partitions) DO NOTHING`, 2*rs.n)
-		}
-		if err != nil {
+		if _, _, err := ledger.RecordReshardSwitch(ctx, rs.conns[p], 2*rs.n); err != nil {
 			return fmt.Errorf("reshard: %s: record the switch (run giftd reshard again): %w", rs.where(p), err)
 		}
 	}
