@@ -159,29 +159,7 @@ func TestRun_ReshardDoublesTheClusterAndNamesNoSecret(t *testing.T) {
 // the wallet is repaired, the run again forgets them.
 func TestRun_ReshardAuditsBeforeItForgets(t *testing.T) {
 	ctx := context.Background()
-	l := pgtest.Partitioned(t, 1)
-	proxy, err := pgx.Connect(ctx, l.ProxyURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close(ctx)
-	if partition.For("u1", 2) != 1 || partition.For("a", 2) != 0 {
-		t.Fatal("the test expects u1 placed on partition 1 of 2, a on 0")
-	}
-	for _, u := range []string{"u1", "a"} {
-		if _, err := proxy.Exec(ctx, `SELECT * FROM giftd_topup($1, 5, $2, '')`, u, "k-"+u); err != nil {
-			t.Fatal(err)
-		}
-	}
-	old, err := pgx.Connect(ctx, l.PartitionURLs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer old.Close(ctx)
-	if _, err := old.Exec(ctx, `UPDATE wallets SET gold = gold + 1 WHERE user_id = 'u1'`); err != nil {
-		t.Fatal(err)
-	}
-	newURL := pgtest.EmptyDatabase(t)
+	l, _, old, newURL := withAPartedMover(ctx, t)
 	env := map[string]string{"GIFTD_PROXY_URL": l.ProxyURL, "GIFTD_PARTITION_URLS": l.PartitionURLs[0] + " " + newURL}
 	getenv := func(k string) string { return env[k] }
 	wallets := func(c *pgx.Conn) (n int) {
@@ -192,7 +170,7 @@ func TestRun_ReshardAuditsBeforeItForgets(t *testing.T) {
 		return n
 	}
 	var out, errOut bytes.Buffer
-	err = run(ctx, []string{"giftd", "reshard"}, getenv, &out, &errOut)
+	err := run(ctx, []string{"giftd", "reshard"}, getenv, &out, &errOut)
 	if err == nil || !strings.Contains(err.Error(), "switched to 2 partitions, nothing forgotten") ||
 		!strings.Contains(out.String(), "audit of the 2 partitions before the forget:") || !strings.Contains(out.String(), "u1") ||
 		strings.Contains(out.String(), "forgot ") {
@@ -218,6 +196,36 @@ func TestRun_ReshardAuditsBeforeItForgets(t *testing.T) {
 	}
 }
 
+// withAPartedMover returns a cluster of 1 partition holding u1 (placed on
+// partition 1 of 2) and a (on 0), 5 gold each, u1's wallet one gold above
+// its entries: a fault a reshard's copy carries over; connections to its
+// proxy and its partition, and an empty database to reshard onto.
+func withAPartedMover(ctx context.Context, t *testing.T) (l partition.Layout, proxy, old *pgx.Conn, newURL string) {
+	t.Helper()
+	l = pgtest.Partitioned(t, 1)
+	if partition.For("u1", 2) != 1 || partition.For("a", 2) != 0 {
+		t.Fatal("the test expects u1 placed on partition 1 of 2, a on 0")
+	}
+	var err error
+	if proxy, err = pgx.Connect(ctx, l.ProxyURL); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close(context.Background()) })
+	for _, u := range []string{"u1", "a"} {
+		if _, err := proxy.Exec(ctx, `SELECT * FROM giftd_topup($1, 5, $2, '')`, u, "k-"+u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if old, err = pgx.Connect(ctx, l.PartitionURLs[0]); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { old.Close(context.Background()) })
+	if _, err := old.Exec(ctx, `UPDATE wallets SET gold = gold + 1 WHERE user_id = 'u1'`); err != nil {
+		t.Fatal(err)
+	}
+	return l, proxy, old, pgtest.EmptyDatabase(t)
+}
+
 // TestRun_ServeRecordsTheSwitchOfAStoppedReshard: a giftd reshard 1 → 2
 // stopped after the proxy's switch, before its forget (the check before it
 // failing on a wallet parted from its entries), and the switch's record
@@ -228,29 +236,7 @@ func TestRun_ReshardAuditsBeforeItForgets(t *testing.T) {
 func TestRun_ServeRecordsTheSwitchOfAStoppedReshard(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	l := pgtest.Partitioned(t, 1)
-	proxy, err := pgx.Connect(ctx, l.ProxyURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close(ctx)
-	if partition.For("u1", 2) != 1 || partition.For("a", 2) != 0 {
-		t.Fatal("the test expects u1 placed on partition 1 of 2, a on 0")
-	}
-	for _, u := range []string{"u1", "a"} {
-		if _, err := proxy.Exec(ctx, `SELECT * FROM giftd_topup($1, 5, $2, '')`, u, "k-"+u); err != nil {
-			t.Fatal(err)
-		}
-	}
-	old, err := pgx.Connect(ctx, l.PartitionURLs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer old.Close(ctx)
-	if _, err := old.Exec(ctx, `UPDATE wallets SET gold = gold + 1 WHERE user_id = 'u1'`); err != nil {
-		t.Fatal(err)
-	}
-	newURL := pgtest.EmptyDatabase(t)
+	l, proxy, old, newURL := withAPartedMover(ctx, t)
 	env := map[string]string{"GIFTD_PROXY_URL": l.ProxyURL, "GIFTD_PARTITION_URLS": l.PartitionURLs[0] + " " + newURL}
 	getenv := func(k string) string { return env[k] }
 	var out, errOut bytes.Buffer
