@@ -216,7 +216,6 @@ func (s *Store) setReshardState(p int, st ReshardState) {
 // A Querier is one database's connection or pool (*pgx.Conn,
 // *pgxpool.Pool): a partition's, as giftd reshard and a Store hold it.
 type Querier interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
@@ -226,12 +225,12 @@ type Querier interface {
 // then until the forget of a reshard to that count, the reads the proxy
 // runs on every partition (RUN ON ALL: the period reports, room boards,
 // earnings, wallet totals) leave out there the rows it gave away
-// (docs/scale-out.md#the-audit-between-the-switch-and-the-forget). written
-// says it wrote the row now, there that the row is there (written now or
-// before); neither on a partition claimed as one of another count, or
-// without migration 22 (which has no such reads). The same row giftd
-// reshard writes after its switch and giftd serve when a run stopped
-// before it: one insert, nothing if it is there (ON CONFLICT DO NOTHING).
+// (docs/scale-out.md#the-audit-between-the-switch-and-the-forget). It
+// reports whether it wrote the row now: not on a partition claimed as one
+// of another count, or without migration 22 (which has no such reads), or
+// where the row is already. The same row giftd reshard writes after its
+// switch and giftd serve when a run stopped before it: one insert, nothing
+// if it is there (ON CONFLICT DO NOTHING).
 //
 // Give it only a count read from the proxy (giftd_partition_count, or the
 // count a reshard has just registered): the proxy's count only grows, and
@@ -243,17 +242,17 @@ type Querier interface {
 // claims moved are claimed as one of the next count, which the proxy does
 // not route over yet: nothing is written there. Its errors are the
 // database's, as they are.
-func RecordReshardSwitch(ctx context.Context, db Querier, partitions int) (written, there bool, err error) {
+func RecordReshardSwitch(ctx context.Context, db Querier, partitions int) (written bool, err error) {
 	var has bool
 	if err := db.QueryRow(ctx, `SELECT to_regclass('giftd_reshard_switched') IS NOT NULL`).Scan(&has); err != nil || !has {
-		return false, false, err
+		return false, err
 	}
 	err = db.QueryRow(ctx, `
-		WITH claim AS (SELECT i.partitions FROM giftd_partition_identity AS i WHERE i.partitions = $1),
-		     ins AS (INSERT INTO giftd_reshard_switched (partitions) SELECT c.partitions FROM claim AS c
+		WITH ins AS (INSERT INTO giftd_reshard_switched (partitions)
+		             SELECT i.partitions FROM giftd_partition_identity AS i WHERE i.partitions = $1
 		             ON CONFLICT (partitions) DO NOTHING RETURNING 1)
-		SELECT EXISTS (SELECT 1 FROM ins), EXISTS (SELECT 1 FROM claim)`, partitions).Scan(&written, &there)
-	return written, there, err
+		SELECT EXISTS (SELECT 1 FROM ins)`, partitions).Scan(&written)
+	return written, err
 }
 
 // RecordReshardSwitches records the proxy's switch, where a giftd reshard
@@ -263,48 +262,27 @@ func RecordReshardSwitch(ctx context.Context, db Querier, partitions int) (writt
 // (Partitions, read from the proxy). A run stopped between the proxy's
 // switch and its own record of it left the reads the proxy runs on every
 // partition counting the rows it gave away a second time until its run
-// again; giftd serve calls this every second. A partition found with the
-// record is not written to again at that count. It returns the partitions
-// it wrote on, and the errors of those it could not write on (tried again
-// at the next call).
+// again; giftd serve calls this every second (two short queries a
+// partition while it is not forgotten). It returns the partitions it wrote
+// on, and the errors of those it could not write on (tried again at the
+// next call).
 func (s *Store) RecordReshardSwitches(ctx context.Context) ([]int, error) {
 	n, parts := s.Partitions(), s.PartitionStores()
 	var wrote []int
 	var errs []error
 	for p, st := range s.ReshardStates() {
-		if p >= len(parts) || !st.Unforgotten || s.switchRecorded(p) >= n {
+		if p >= len(parts) || !st.Unforgotten {
 			continue
 		}
-		written, there, err := RecordReshardSwitch(ctx, parts[p].pool, n)
-		switch {
-		case err != nil:
+		written, err := RecordReshardSwitch(ctx, parts[p].pool, n)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("partition %d: record the switch to %d partitions: %w", p, n, err))
-		case there:
-			s.setSwitchRecorded(p, n)
 		}
 		if written {
 			wrote = append(wrote, p)
 		}
 	}
 	return wrote, errors.Join(errs...)
-}
-
-func (s *Store) switchRecorded(p int) int {
-	s.reshardMu.Lock()
-	defer s.reshardMu.Unlock()
-	if p < len(s.switches) {
-		return s.switches[p]
-	}
-	return 0
-}
-
-func (s *Store) setSwitchRecorded(p, n int) {
-	s.reshardMu.Lock()
-	defer s.reshardMu.Unlock()
-	for len(s.switches) <= p {
-		s.switches = append(s.switches, 0)
-	}
-	s.switches[p] = n
 }
 
 func versionText(v *int64, dirty *bool) string {

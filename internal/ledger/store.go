@@ -85,11 +85,8 @@ type Store struct {
 	parts      []*Store
 	partsInUse atomic.Int32
 	partsMu    sync.Mutex // one GrowPartitionStores at a time
-	// reshard is each partition's ReshardState as Ready last read it;
-	// switches, the partition count whose switch each partition is known
-	// to have recorded (RecordReshardSwitches), 0 for none.
+	// reshard is each partition's ReshardState as Ready last read it.
 	reshard    []ReshardState
-	switches   []int
 	reshardMu  sync.Mutex
 	configLog  *slog.Logger
 	economy    Economy

@@ -223,8 +223,11 @@ func (r Resharding) Check() error {
 //     the configuration every partition holds differs anywhere from
 //     partition 0's (the safety net: the pause refused every change), it
 //     copies partition 0's to every partition, and reports users' policies
-//     that differ (levelConfig). It drops the slots and publications, and
-//     each partition forgets the users it no longer owns
+//     that differ (levelConfig). Before the forget it checks that the
+//     users each old partition gave away have their entries on its new
+//     one (checkCopies), then runs r.BeforeForget (giftd reshard's audit):
+//     either failing stops the run, nothing forgotten. It drops the slots
+//     and publications, and each partition forgets the users it no longer owns
 //     (giftd_reshard_forget), and old partition i the economy rows under
 //     the cut it gave away.
 //
@@ -304,7 +307,7 @@ func Reshard(ctx context.Context, r Resharding, opts ...ledger.MigrateOption) (R
 func (rs *resharding) recordSwitch(ctx context.Context) error {
 	rs.step("record")
 	for p := range 2 * rs.n {
-		if _, _, err := ledger.RecordReshardSwitch(ctx, rs.conns[p], 2*rs.n); err != nil {
+		if _, err := ledger.RecordReshardSwitch(ctx, rs.conns[p], 2*rs.n); err != nil {
 			return fmt.Errorf("reshard: %s: record the switch (run giftd reshard again): %w", rs.where(p), err)
 		}
 	}
