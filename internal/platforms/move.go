@@ -103,9 +103,26 @@ type Mover struct {
 	// Now is the clock of expriation (nil: time.Now).
 	Now func() time.Time
 
-	// crash, in tests, ends the run right after the named step as if the
-	// process had died there: it returns true to stop.
+	// crash, in tests only (CrashAfter), ends the run right after the
+	// named step as if the process had died there: it returns true to stop.
 	crash func(step string) bool
+}
+
+// CrashAfter is a test hook, for tests only (this package's and the
+// resharding tests of internal/partition): it makes m's run stop right
+// after the named step ("recorded", "sent", "taken", "refused", "credited",
+// "finished"), as if the process had died there, the first time the step
+// happens; the user's result is then OutcomeCrashed and the run ends. No
+// production code calls it.
+func CrashAfter(m *Mover, step string) {
+	fired := false
+	m.crash = func(s string) bool {
+		if s == step && !fired {
+			fired = true
+			return true
+		}
+		return false
+	}
 }
 
 // Move moves each user in turn, or with dryRun only reads their balances
