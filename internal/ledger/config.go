@@ -34,15 +34,18 @@ import (
 var ErrPartlyApplied = errors.New("configuration change applied on some partitions only")
 
 // ErrReshardPaused: giftd reshard is in its pause (from its fence to the
-// proxy's switch, partition migration 23) and the partitions refused the
-// configuration or policy change (SQLSTATE GD003). Retry: once the proxy
-// has switched, the same request lands on every partition. A change made
-// through the proxy on every partition (a user's policy) may have been
-// applied on some before the others were fenced; the retry makes them
-// alike. Earnings returns it too, at the pause's end, between the claims'
-// move and the switch (partition migration 25), where an earnings account
-// would read wrong.
-var ErrReshardPaused = errors.New("giftd reshard is in its pause: configuration changes are refused until the proxy switches")
+// proxy's switch) and the partitions refused the write: a configuration or
+// policy change (SQLSTATE GD003, partition migration 23), or a write of a
+// user the reshard is moving to a new partition (a LinkV account saved, a
+// wallet move's step: GD003 behind the fence, GD001 from the partition the
+// user is leaving once its claim moved; see userWriteErr). Retry: once the
+// proxy has switched, the same request lands on every partition, or on the
+// user's new one. A change made through the proxy on every partition (a
+// user's policy) may have been applied on some before the others were
+// fenced; the retry makes them alike. Earnings returns it too, at the
+// pause's end, between the claims' move and the switch (partition
+// migration 25), where an earnings account would read wrong.
+var ErrReshardPaused = errors.New("giftd reshard is in its pause: configuration changes and the writes of the users it moves are refused until the proxy switches; retry")
 
 // reshardPaused marks err as ErrReshardPaused when it is a partition's
 // refusal during a reshard's pause (GD003).

@@ -17,8 +17,55 @@ var ErrMoveConflict = errors.New("wallet move changed by another run")
 // coins that came from LinkV's wallet.
 const linkvPlatform = "linkv"
 
+// userWriteErr is the error of a write of userID's own rows through the
+// proxy (a LinkV account saved, a wallet move's step): routed's, and
+// marked ErrReshardPaused when giftd reshard's pause refused it, so that
+// the caller stops cleanly and runs again after the switch. Two refusals
+// are the pause's: the fence's (GD003, partition migrations 8 and 11: the
+// user is moving, its writes are refused until the switch); and, once the
+// reshard has moved the old partitions' claims (giftd_reshard_claim, from
+// i of n to i of 2n) and before the proxy switches, the refusal by the
+// partition the user is leaving of a user it no longer owns (GD001 from
+// giftd_check_placed_here, partition migration 6). GD001 also means a
+// database not claimed as a partition, or the proxy reaching one claimed
+// as another (its partition URLs out of order): those are not the pause,
+// and stay as they are. pausedClaim tells them apart by reading the claim
+// of the partition the proxy routes userID to.
+func (s *Store) userWriteErr(ctx context.Context, userID string, err error) error {
+	err = s.routed(err)
+	if err == nil || s.partitions == 0 || errors.Is(err, ErrReshardPaused) {
+		return err
+	}
+	if isFenced(err) || (isNotPlacedHere(err) && s.pausedClaim(ctx, userID)) {
+		return fmt.Errorf("%w: %w", ErrReshardPaused, err)
+	}
+	return err
+}
+
+// pausedClaim reports whether the partition the proxy routes userID to now
+// is claimed as that partition of twice the proxy's count (a reshard's
+// pause between the claims' move and the switch, the partition userID is
+// leaving refusing it), or of the proxy's count, so owning userID (the
+// switch came between the refusal and this read: the same write now goes
+// through). A partition not claimed, claimed as another, or a read that
+// fails is not the pause.
+func (s *Store) pausedClaim(ctx context.Context, userID string) bool {
+	var n int
+	if err := s.pool.QueryRow(ctx, `SELECT giftd_partition_count()`).Scan(&n); err != nil || n < 1 || n&(n-1) != 0 {
+		return false
+	}
+	p := s.place(userID, n)
+	var partition, partitions int
+	err := s.pool.QueryRow(ctx, `SELECT partition, partitions FROM giftd_partition_identity($1)`, p).Scan(&partition, &partitions)
+	if err != nil || partition != p {
+		return false
+	}
+	return partitions == 2*n || partitions == n
+}
+
 // SaveLinkVAccount remembers userID's live_open_id under LinkV app appID
-// (replacing an earlier one).
+// (replacing an earlier one). Partitioned, a user a reshard is moving is
+// refused during its pause: ErrReshardPaused.
 func (s *Store) SaveLinkVAccount(ctx context.Context, appID, userID, openID string) error {
 	sql := `
 		INSERT INTO linkv_accounts (app_id, user_id, open_id) VALUES ($1, $2, $3)
@@ -28,7 +75,7 @@ func (s *Store) SaveLinkVAccount(ctx context.Context, appID, userID, openID stri
 		sql = `SELECT giftd_save_linkv_account($1, $2, $3)` // the same, on the user's partition
 	}
 	if _, err := s.pool.Exec(ctx, sql, appID, userID, openID); err != nil {
-		return fmt.Errorf("save linkv account %s: %w", userID, s.routed(err))
+		return fmt.Errorf("save linkv account %s: %w", userID, s.userWriteErr(ctx, userID, err))
 	}
 	return nil
 }
@@ -119,7 +166,7 @@ func (s *Store) StartWalletMove(ctx context.Context, appID, userID, openID strin
 		m, err = s.startWalletMove(ctx, appID, userID, openID)
 	}
 	if err != nil {
-		return WalletMove{}, fmt.Errorf("start wallet move of %s: %w", userID, s.routed(err))
+		return WalletMove{}, fmt.Errorf("start wallet move of %s: %w", userID, s.userWriteErr(ctx, userID, err))
 	}
 	return m, nil
 }
@@ -162,7 +209,7 @@ func (s *Store) step(ctx context.Context, what string, m WalletMove, op string, 
 		return WalletMove{}, fmt.Errorf("%s of %s (round %d): %w", what, m.UserID, m.Round, ErrMoveConflict)
 	}
 	if err != nil {
-		return WalletMove{}, fmt.Errorf("%s of %s (round %d): %w", what, m.UserID, m.Round, s.routed(err))
+		return WalletMove{}, fmt.Errorf("%s of %s (round %d): %w", what, m.UserID, m.Round, s.userWriteErr(ctx, m.UserID, err))
 	}
 	return next, nil
 }
@@ -223,7 +270,7 @@ func (s *Store) NoteWalletMoveError(ctx context.Context, m WalletMove, why strin
 		sql = `SELECT giftd_wallet_move_note($1, $2, $3)`
 	}
 	if _, err := s.pool.Exec(ctx, sql, m.AppID, m.UserID, why); err != nil {
-		return fmt.Errorf("note wallet move error of %s: %w", m.UserID, s.routed(err))
+		return fmt.Errorf("note wallet move error of %s: %w", m.UserID, s.userWriteErr(ctx, m.UserID, err))
 	}
 	return nil
 }
@@ -331,7 +378,7 @@ func (s *Store) creditWalletMovePartitioned(ctx context.Context, m WalletMove, n
 	case isOverflow(err):
 		err = ErrBalanceOverflow
 	case err != nil:
-		err = s.routed(err)
+		err = s.userWriteErr(ctx, m.UserID, err)
 	case status == "missing":
 		err = pgx.ErrNoRows
 	case status == "conflict":

@@ -42,7 +42,8 @@ const (
 	// OutcomeUnknown: LinkV's answer to a take-out is not known (500 or
 	// none); the next run replays it under the same request_id.
 	OutcomeUnknown = "unknown"
-	// OutcomeFailed: a call or the database failed; the next run resumes.
+	// OutcomeFailed: a call or the database failed, or giftd reshard's
+	// pause refused the step (the error says so); the next run resumes.
 	OutcomeFailed = "failed"
 	// OutcomeNoOpenID: giftd knows no live_open_id for the user.
 	OutcomeNoOpenID = "no_open_id"
@@ -329,10 +330,22 @@ func (m *Mover) moveOne(ctx context.Context, u MoveUser) MoveResult {
 
 // stopped ends a user's run on err: busy when another run moved the step,
 // failed otherwise (the next run resumes from the recorded step).
+//
+// A step refused by giftd reshard's pause (ledger.ErrReshardPaused: the
+// user is moving to a new partition, its writes refused from the fence to
+// the proxy's switch) is failed too, its error saying so, and is not noted
+// on the row: the pause refuses that write as well. Nothing is lost or
+// doubled: the step recorded before stands, and a run after the switch
+// resumes from it on the user's new partition (a take-out LinkV applied
+// while its record was refused is replayed under the same request_id, which
+// LinkV answers without taking again).
 func (m *Mover) stopped(ctx context.Context, r MoveResult, mv ledger.WalletMove, err error) MoveResult {
 	if errors.Is(err, ledger.ErrMoveConflict) {
 		r.Outcome, r.Error = OutcomeBusy, err.Error()
 		return r
+	}
+	if errors.Is(err, ledger.ErrReshardPaused) {
+		return failed(r, err)
 	}
 	if mv.UserID != "" {
 		m.note(mv, err)
