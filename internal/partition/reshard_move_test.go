@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"giftd/internal/ledger"
 	"giftd/internal/linkvapi"
 	"giftd/internal/linkvapi/linkvfake"
@@ -76,6 +78,12 @@ func (b *moveBed) mover(log *bytes.Buffer) *platforms.Mover {
 		m.Log = slog.New(slog.NewTextHandler(log, nil))
 	}
 	return m
+}
+
+// isCode reports whether err carries a PostgreSQL error of SQLSTATE code.
+func isCode(err error, code string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == code
 }
 
 // crashAt cuts u's move short right after step, before the reshard.
@@ -232,8 +240,17 @@ func TestReshard_WalletMoveDuringThePauseIsRefusedAndResumes(t *testing.T) {
 		if strings.Contains(log.String(), "could not record an error") {
 			t.Errorf("at %q: the run tried to note an error the pause refuses: %s", step, log.String())
 		}
-		if err := b.store.SaveLinkVAccount(ctx, moveApp, pu.unlinked, b.opens[pu.unlinked]); !errors.Is(err, ledger.ErrReshardPaused) {
-			t.Errorf("at %q: linking %s, moving: %v; want ErrReshardPaused", step, pu.unlinked, err)
+		// Both refusals are the pause's: the fence's (GD003) throughout,
+		// the partition's that no longer owns the user (GD001) for a
+		// move's step once the claims moved.
+		refusals := map[string]string{"sequences": "GD003", "switch": "GD001"}
+		_, err := b.store.StartWalletMove(ctx, moveApp, pu.unlinked, b.opens[pu.unlinked])
+		if !errors.Is(err, ledger.ErrReshardPaused) || !isCode(err, refusals[step]) {
+			t.Errorf("at %q: starting the move of %s, moving: %v; want ErrReshardPaused from %s", step, pu.unlinked, err, refusals[step])
+		}
+		err = b.store.SaveLinkVAccount(ctx, moveApp, pu.unlinked, b.opens[pu.unlinked])
+		if !errors.Is(err, ledger.ErrReshardPaused) || !isCode(err, "GD003") {
+			t.Errorf("at %q: linking %s, moving: %v; want ErrReshardPaused from GD003", step, pu.unlinked, err)
 		}
 	})
 	if _, err := partition.Reshard(ctx, r); err != nil {
@@ -242,8 +259,9 @@ func TestReshard_WalletMoveDuringThePauseIsRefusedAndResumes(t *testing.T) {
 	if !paused["sequences"] || !paused["switch"] {
 		t.Fatalf("the reshard never reached its pause: %v", paused)
 	}
-	// Two take-outs during the pause: the recorded ones, sent once each.
-	// At "sequences" LinkV took its coins before giftd could record it.
+	// Three take-outs during the pause: the staying users' two, and at
+	// "sequences" the taking user's, which LinkV applied and giftd could
+	// not record (at "switch" the move stops at its start, nothing sent).
 	if got := b.fake.Applied() - applied; got != 3 {
 		t.Errorf("LinkV applied %d take-outs during the pause; want 3 (2 staying users', the taking user's at \"sequences\")", got)
 	}
