@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -278,4 +281,125 @@ func TestReshard_WalletMoveDuringThePauseIsRefusedAndResumes(t *testing.T) {
 		t.Logf("%s (partition %d of 4): %s, moved %d now, %d in all", r.UserID, partition.For(r.UserID, 4), r.Outcome, r.Moved, r.TotalMoved)
 	}
 	b.books(t, all)
+}
+
+// TestReshard_WalletMovesRacingAReshardMoveEveryCoinOnce runs LinkV wallet
+// moves of 24 users of all four partitions-to-be, most of them cut short
+// before after one of their steps, from three concurrent runners while a
+// reshard doubles the cluster from 2 to 4 partitions: they start just
+// before the first fence, and the reshard waits, once fenced and once the
+// claims have moved, until every runner has gone round twice more. Each round cuts its run short after one step (or none), in turn.
+// Every stop that is not a cut or another run's step says the reshard's
+// pause refused it (no raw database error), and once a last run has
+// finished every move, LinkV took each user's coins once and giftd credited
+// them once, on the user's partition of 4.
+func TestReshard_WalletMovesRacingAReshardMoveEveryCoinOnce(t *testing.T) {
+	b := newMoveBed(t)
+	ctx := context.Background()
+	var users []platforms.MoveUser
+	for p := range 4 {
+		for j, u := range usersOn(p, 4, 6) {
+			mu := b.user(t, u, int64(10*(6*p+j+1)), j%2 == 0)
+			if j%2 != 0 {
+				mu.OpenID = b.opens[u] // given, as for a user giftd did not link
+			}
+			// Cut short before the reshard after one step, or not started:
+			// the fence meets moves in every state.
+			if step := []string{"", "recorded", "sent", "taken", "credited"}[j%5]; step != "" {
+				b.crashAt(t, mu, step)
+			}
+			users = append(users, mu)
+		}
+	}
+	const runners = 3
+	var mu sync.Mutex
+	changed := sync.NewCond(&mu)
+	rounds := make([]int, runners)
+	var refusals []string                // what a stop other than a cut or busy said
+	paused := map[ledger.MoveState]int{} // the pause's refusals, by the state the move was in
+	start, stop := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range runners {
+		wg.Go(func() {
+			<-start
+			order := append([]platforms.MoveUser{}, users...)
+			for round := 0; ; round++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				m := b.mover(nil)
+				if step := []string{"", "recorded", "sent", "taken", "credited"}[(g+round)%5]; step != "" {
+					platforms.CrashAfter(m, step)
+				}
+				rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+				sum := m.Move(ctx, order, false)
+				mu.Lock()
+				for _, r := range sum.Results {
+					switch r.Outcome {
+					case platforms.OutcomeDone, platforms.OutcomeAlreadyDone, platforms.OutcomeCrashed, platforms.OutcomeBusy:
+					default:
+						if r.Outcome != platforms.OutcomeFailed || !strings.Contains(r.Error, ledger.ErrReshardPaused.Error()) {
+							refusals = append(refusals, fmt.Sprintf("%s: %s (%s)", r.UserID, r.Outcome, r.Error))
+						} else {
+							paused[r.State]++
+						}
+					}
+				}
+				rounds[g]++
+				changed.Broadcast()
+				mu.Unlock()
+			}
+		})
+	}
+	// twoRounds waits until every runner has finished two more rounds: the
+	// second of them began after this call.
+	twoRounds := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		from := append([]int{}, rounds...)
+		for {
+			all := true
+			for g := range runners {
+				all = all && rounds[g] >= from[g]+2
+			}
+			if all {
+				return
+			}
+			changed.Wait()
+		}
+	}
+	r := partition.WithOnStep(partition.Resharding{Layout: b.l, NewPartitionURLs: b.newURLs}, func(step string) {
+		switch step {
+		case "fence":
+			close(start)
+		case "sequences", "switch":
+			twoRounds()
+		}
+	})
+	_, err := partition.Reshard(ctx, r)
+	close(stop)
+	select {
+	case <-start:
+	default:
+		close(start) // the reshard failed before its pause
+	}
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range refusals {
+		t.Errorf("a move stopped, not by the pause: %s", r)
+	}
+	if paused[ledger.MoveTaking]+paused[ledger.MoveTaken]+paused[ledger.MovePending] == 0 {
+		t.Errorf("the pause refused no move under way (%v): the runners did not meet it", paused)
+	}
+	var log bytes.Buffer
+	sum := b.mover(&log).Move(ctx, users, false)
+	if !sum.OK() {
+		t.Errorf("the last run: %+v; want every user done", sum)
+	}
+	t.Logf("rounds of each runner: %v; refused by the pause, by state: %v; the last run: %v", rounds, paused, sum.Outcomes)
+	b.books(t, users)
 }
