@@ -303,16 +303,18 @@ func writeLedgerError(w http.ResponseWriter, log *slog.Logger, err error) {
 		// giftd reshard's pause, under a second or so: the partitions
 		// refuse configuration writes until the proxy switches
 		// (docs/scale-out.md#resharding-n--2n), the writes of the users
-		// it moves (a LinkV account link), and earnings accounts' reads
-		// once the claims moved. A policy written through the proxy
+		// and operators' keys it moves (a top-up, a reversal, a payout, a
+		// LinkV account link), with earnings on every payout and gift
+		// reversal until the economy is split, and earnings accounts'
+		// reads once the claims moved. A policy written through the proxy
 		// may have reached some partitions: the retry makes them alike.
 		// The error, which may carry the proxy's report naming a
 		// partition's host, is logged only.
 		log.Warn("admin request refused during a reshard's pause", "error", err.Error())
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "reshard_paused",
-			"giftd reshard is in its pause (from its fence to the proxy's switch): configuration and policy changes, the writes of "+
-				"the users it moves, and at its end earnings accounts' reads, are refused until it switches; retry the same request shortly")
+			"giftd reshard is in its pause (from its fence to the proxy's switch) and refused this request, as it refuses "+
+				"configuration changes and the writes of the users it moves until it switches; retry the same request shortly")
 	case errors.Is(err, ledger.ErrBadPartition):
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 	case errors.Is(err, ledger.ErrPartitionsNotConnected):

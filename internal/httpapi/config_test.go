@@ -268,3 +268,92 @@ func TestAdminPartitioned_EarningsRefusedBeforeTheSwitch(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminPartitioned_MovingUsersWritesRefusedInAReshardsPause: with both
+// partitions fenced for 4 by hand, as the pause does (the fence row, and the
+// economy's freeze enabled on account_entries), a top-up of a user the
+// reshard moves, a top-up of a staying user under a key that moves, and a
+// staying receiver's payout (every payout waits for the economy's split)
+// each answer 503 reshard_paused with Retry-After, nothing written; a
+// staying user's top-up under a staying key goes through. Once the fences
+// are lifted the same requests succeed, once: the refused keys were left
+// free for the same call. (A reversal of a gift meets its credit in
+// transit first here, no consumer running: 503 credit_in_transit.)
+func TestAdminPartitioned_MovingUsersWritesRefusedInAReshardsPause(t *testing.T) {
+	e, l := newConfigEnv(t)
+	ctx := context.Background()
+	moves := func(s string) bool { return partition.Placement(s)&3 >= 2 }
+	pick := func(prefix string, moving bool) string {
+		for i := 0; ; i++ {
+			if s := fmt.Sprintf("%s-%d", prefix, i); moves(s) == moving {
+				return s
+			}
+		}
+	}
+	mover, stayer := pick("mover", true), pick("stayer", false)
+	stayKey, movingKey, otherKey, freeKey := pick("key", false), pick("key", true), pick("other", false), pick("free", false)
+	for _, u := range []string{mover, stayer} {
+		if a := e.adm(t, http.MethodPost, "/admin/v1/wallets/"+u+"/topups", `{"amount":100,"idempotency_key":"seed-`+u+`"}`); a.code != http.StatusOK {
+			t.Fatalf("seed %s: %d %s", u, a.code, a.raw)
+		}
+	}
+	home := l.PartitionURLs[partition.Placement(stayer)&1]
+	if err := execOn(ctx, home, `INSERT INTO earnings_accounts (receiver_id, balance) VALUES ('`+stayer+`', 50)`); err != nil {
+		t.Fatal(err)
+	}
+	fence := func(q string) {
+		t.Helper()
+		for _, u := range l.PartitionURLs {
+			if err := execOn(ctx, u, q); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	fence(`INSERT INTO giftd_reshard_fence (partitions) VALUES (4); ALTER TABLE account_entries ENABLE TRIGGER giftd_reshard_freeze`)
+	refused := []struct{ path, body string }{
+		{"/admin/v1/wallets/" + mover + "/topups", `{"amount":7,"idempotency_key":"` + stayKey + `"}`},
+		{"/admin/v1/wallets/" + stayer + "/topups", `{"amount":5,"idempotency_key":"` + movingKey + `"}`},
+		{"/admin/v1/earnings/" + stayer + "/payouts", `{"amount":20,"idempotency_key":"` + otherKey + `-payout"}`},
+	}
+	for _, c := range refused {
+		a := e.adm(t, http.MethodPost, c.path, c.body)
+		if a.code != http.StatusServiceUnavailable || a.errCode() != "reshard_paused" || a.hdr.Get("Retry-After") == "" ||
+			!strings.Contains(a.errMessage(), "giftd reshard") || strings.Contains(a.raw, "postgres://") {
+			t.Errorf("POST %s in a reshard's pause: %d %s (Retry-After %q); want 503 reshard_paused naming the reshard, with Retry-After",
+				c.path, a.code, a.raw, a.hdr.Get("Retry-After"))
+		}
+	}
+	if a := e.adm(t, http.MethodPost, "/admin/v1/wallets/"+stayer+"/topups", `{"amount":3,"idempotency_key":"`+stayKey+`-2"}`); a.code != http.StatusOK {
+		t.Errorf("a staying user's top-up under a staying key in the pause: %d %s; want 200", a.code, a.raw)
+	}
+	freed := "/admin/v1/wallets/" + mover + "/topups"
+	if a := e.adm(t, http.MethodPost, freed, `{"amount":9,"idempotency_key":"`+freeKey+`"}`); a.code != http.StatusServiceUnavailable {
+		t.Errorf("a moving user's top-up in the pause: %d %s; want 503", a.code, a.raw)
+	}
+	fence(`DELETE FROM giftd_reshard_fence; ALTER TABLE account_entries DISABLE TRIGGER giftd_reshard_freeze`)
+	// The pause's refusal wrote nothing: its key is free for another call.
+	if a := e.adm(t, http.MethodPost, freed, `{"amount":1,"idempotency_key":"`+freeKey+`"}`); a.code != http.StatusOK {
+		t.Errorf("the key of a top-up the pause refused, used for another amount after it: %d %s; want 200 (the key free)", a.code, a.raw)
+	}
+	for _, c := range refused {
+		for range 2 { // the second a replay
+			if a := e.adm(t, http.MethodPost, c.path, c.body); a.code != http.StatusOK {
+				t.Errorf("POST %s once the fences are lifted: %d %s; want 200", c.path, a.code, a.raw)
+			}
+		}
+	}
+	for u, gold := range map[string]float64{mover: 108, stayer: 108} { // 100 + 7 + 1; 100 + 5 + 3
+		if a := e.adm(t, http.MethodGet, "/admin/v1/wallets/"+u, ""); a.code != http.StatusOK || a.m["gold"] != gold {
+			t.Errorf("wallet %s: %d %s; want gold %v (each write once)", u, a.code, a.raw, gold)
+		}
+	}
+	c, err := pgx.Connect(ctx, home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	var balance int64
+	if err := c.QueryRow(ctx, `SELECT balance FROM earnings_accounts WHERE receiver_id = $1`, stayer).Scan(&balance); err != nil || balance != 30 {
+		t.Errorf("%s's earnings after the payout and its replay: %d, %v; want 30 (paid once)", stayer, balance, err)
+	}
+}

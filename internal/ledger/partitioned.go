@@ -364,7 +364,7 @@ const (
 func (s *Store) claimKey(ctx context.Context, kind, key string, content map[string]any) (settle func(error), err error) {
 	var mine bool
 	if err := s.pool.QueryRow(ctx, `SELECT giftd_claim_key($1, $2, $3)`, kind, key, content).Scan(&mine); err != nil {
-		return nil, fmt.Errorf("claim of the key: %w", s.routed(err))
+		return nil, fmt.Errorf("claim of the key: %w", s.userWriteErr(ctx, key, err))
 	}
 	if !mine {
 		return nil, ErrKeyReused
@@ -373,7 +373,7 @@ func (s *Store) claimKey(ctx context.Context, kind, key string, content map[stri
 		used := opErr == nil || errors.Is(opErr, ErrKeyReused)
 		refused := false
 		for _, e := range []error{ErrNotFound, ErrAlreadyReversed, ErrInsufficientEarnings, ErrBalanceOverflow,
-			ErrCreditInTransit, ErrDebitAmbiguous} {
+			ErrCreditInTransit, ErrDebitAmbiguous, ErrReshardPaused} {
 			refused = refused || errors.Is(opErr, e)
 		}
 		if !used && !refused {
@@ -416,7 +416,7 @@ func (s *Store) topUpOnPartition(ctx context.Context, t TopUp) (Credit, error) {
 	case isOverflow(err):
 		return Credit{}, fmt.Errorf("top-up %s: %w", t.Key, ErrBalanceOverflow)
 	case err != nil:
-		return Credit{}, fmt.Errorf("top-up %s: %w", t.Key, s.routed(err))
+		return Credit{}, fmt.Errorf("top-up %s: %w", t.Key, s.userWriteErr(ctx, t.UserID, err))
 	}
 	return c, nil
 }

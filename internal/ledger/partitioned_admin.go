@@ -171,7 +171,7 @@ func (s *Store) reverseOnPartition(ctx context.Context, r Reversal) (Credit, err
 		case isOverflow(err):
 			return Credit{}, fmt.Errorf("reverse %s: %w", r.Debit, ErrBalanceOverflow)
 		case err != nil:
-			return Credit{}, fmt.Errorf("reverse %s: %w", r.Debit, s.routed(err))
+			return Credit{}, fmt.Errorf("reverse %s: %w", r.Debit, s.userWriteErr(ctx, user, err))
 		}
 		if status != "in_transit" {
 			break
@@ -242,7 +242,7 @@ func (s *Store) payoutOnPartition(ctx context.Context, p Payout) (PayoutResult, 
 	case errors.As(err, &pgErr) && pgErr.Code == "23505":
 		return PayoutResult{}, fmt.Errorf("payout %s: %w", p.Key, ErrKeyReused)
 	case err != nil:
-		return PayoutResult{}, fmt.Errorf("payout %s: %w", p.Key, s.routed(err))
+		return PayoutResult{}, fmt.Errorf("payout %s: %w", p.Key, s.userWriteErr(ctx, p.ReceiverID, err))
 	}
 	switch status {
 	case "not_found":

@@ -18,11 +18,14 @@ var ErrMoveConflict = errors.New("wallet move changed by another run")
 const linkvPlatform = "linkv"
 
 // userWriteErr is the error of a write of userID's own rows through the
-// proxy (a LinkV account saved, a wallet move's step): routed's, and
-// marked ErrReshardPaused when giftd reshard's pause refused it, so that
-// the caller stops cleanly and runs again after the switch. Two refusals
-// are the pause's: the fence's (GD003, partition migrations 8 and 11: the
-// user is moving, its writes are refused until the switch); and, once the
+// proxy (a LinkV account saved, a wallet move's step, a top-up, a
+// reversal, a payout; or the claim of an operator's key, placed as a user
+// is, passed as userID): routed's, and marked ErrReshardPaused when giftd
+// reshard's pause refused it, so that the caller stops cleanly and runs
+// again after the switch. Two refusals are the pause's: the fence's (GD003,
+// partition migrations 8, 11 and 13: the user or key is moving, its writes
+// are refused until the switch; with earnings on, every payout and gift
+// reversal on an old partition until its economy is split); and, once the
 // reshard has moved the old partitions' claims (giftd_reshard_claim, from
 // i of n to i of 2n) and before the proxy switches, the refusal by the
 // partition the user is leaving of a user it no longer owns (GD001 from
