@@ -67,8 +67,8 @@ func TestReshard_ChecksTheCopyBeforeTheForget(t *testing.T) {
 		}
 	})
 	_, err := partition.Reshard(bg, r)
-	if err == nil || !strings.Contains(err.Error(), "nothing forgotten") || !strings.Contains(err.Error(), "the copy differs") ||
-		!strings.Contains(err.Error(), "2 entries") || !strings.Contains(err.Error(), "3 entries") {
+	if err == nil || !strings.Contains(err.Error(), "nothing forgotten") || !strings.Contains(err.Error(), "the copy differs: the ledger entries") ||
+		!strings.Contains(err.Error(), "2 rows") || !strings.Contains(err.Error(), "3 rows") {
 		t.Fatalf("reshard over a copy missing an entry: %v; want the copy check failing with 3 entries against 2, nothing forgotten", err)
 	}
 	if n := wallets(); n != 1 {
