@@ -248,3 +248,79 @@ func TestReshard_ChecksEveryCopiedTableBeforeTheForget(t *testing.T) {
 		})
 	}
 }
+
+// TestReshard_CopyCheckLeavesOutWhatMayDiffer: what either side may
+// delete on its own between the switch and the forget is not compared, so
+// the run forgets with the new partition lacking it: a moved user's debit
+// record expiring within 10 minutes (giftd prune's, once expired), their
+// refusal (no entry to bound it by), and their events at or behind the
+// webhook endpoint's cursor (delivered: giftd prune's past the retention).
+func TestReshard_CopyCheckLeavesOutWhatMayDiffer(t *testing.T) {
+	l := pgtest.Partitioned(t, 1)
+	requireLogical(t, l.ProxyURL)
+	newURLs := newPartitions(t, l)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	mover := usersOn(1, 2, 1)[0]
+	s, err := ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(1, partition.For), ledger.WithBatching(ledger.Batching{MaxBatch: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	old, moved := connect(t, l.PartitionURLs[0]), connect(t, newURLs[0])
+	if _, err := s.TopUp(ctx, ledger.TopUp{UserID: mover, Amount: 10, Key: "seed"}); err != nil {
+		t.Fatal(err)
+	}
+	soon := reshardDebit("soon", mover)
+	soon.ExpiresAt = time.Now().Add(time.Minute)
+	broke := reshardDebit("broke", mover)
+	broke.Gold = 1000
+	for _, d := range []struct {
+		debit ledger.Debit
+		want  ledger.DebitStatus
+	}{{soon, ledger.Debited}, {broke, ledger.Insufficient}} {
+		if res, err := s.Debit(ctx, d.debit); err != nil || res.Status != d.want {
+			t.Fatalf("debit %s: %+v, %v; want %d", d.debit.Key.RequestID, res, err, d.want)
+		}
+	}
+	// Every event so far delivered; the next debit's is not.
+	if _, err := old.Exec(ctx, `INSERT INTO webhook_endpoints (id, url, secrets, cursor)
+		VALUES ('hook', 'http://127.0.0.1:9/', '{whsec_test}', (SELECT max(position) FROM events))`); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := s.Debit(ctx, reshardDebit("later", mover)); err != nil || res.Status != ledger.Debited {
+		t.Fatalf("debit later: %+v, %v", res, err)
+	}
+	r := partition.WithOnStep(partition.Resharding{Layout: l, NewPartitionURLs: newURLs}, func(step string) {
+		if step != "switch" {
+			return
+		}
+		err := pgx.BeginFunc(ctx, moved, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SET LOCAL session_replication_role = replica`); err != nil {
+				return err
+			}
+			for _, q := range []string{`DELETE FROM debit_requests WHERE user_id = $1 AND request_id = 'soon'`,
+				`DELETE FROM debit_requests WHERE user_id = $1 AND request_id = 'broke'`,
+				`DELETE FROM events WHERE data->>'user_id' = $1 AND position <= (SELECT min(cursor) FROM webhook_endpoints)`} {
+				tag, err := tx.Exec(ctx, q, mover)
+				if err == nil && tag.RowsAffected() == 0 {
+					err = fmt.Errorf("%s: no row", q)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Errorf("delete on the new partition what may differ: %v", err)
+		}
+	})
+	if _, err := partition.Reshard(ctx, r); err != nil {
+		t.Fatalf("reshard over a copy lacking only what may differ: %v; want it done", err)
+	}
+	var n int
+	if err := old.QueryRow(ctx, `SELECT count(*) FROM wallets WHERE user_id = $1`, mover).Scan(&n); err != nil || n != 0 {
+		t.Errorf("old partition 0 holds %d wallets of the mover, %v; want 0 (forgotten)", n, err)
+	}
+}
