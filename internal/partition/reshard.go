@@ -224,9 +224,9 @@ func (r Resharding) Check() error {
 //     partition 0's (the safety net: the pause refused every change), it
 //     copies partition 0's to every partition, and reports users' policies
 //     that differ (levelConfig). Before the forget it checks that the
-//     users each old partition gave away have their entries on its new
-//     one (checkCopies), then runs r.BeforeForget (giftd reshard's audit):
-//     either failing stops the run, nothing forgotten. It drops the slots
+//     rows each old partition gave away are on its new one (checkCopies),
+//     then runs r.BeforeForget (giftd reshard's audit): either failing
+//     stops the run, nothing forgotten. It drops the slots
 //     and publications, and each partition forgets the users it no longer owns
 //     (giftd_reshard_forget), and old partition i the economy rows under
 //     the cut it gave away.
