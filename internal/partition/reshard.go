@@ -1211,7 +1211,7 @@ type copyCheck struct {
 var copyChecks = []copyCheck{
 	{what: "ledger entries of the users", table: "ledger_entries", key: "id",
 		rows: `giftd_placement(user_id) & @mask = @to`},
-	{what: "debit records with an entry of the users", table: "debit_requests", key: "entry_id",
+	{what: "debit records (with an entry) of the users", table: "debit_requests", key: "entry_id",
 		rows:  `giftd_placement(user_id) & @mask = @to AND entry_id IS NOT NULL AND expires_at > to_timestamp(@floor::bigint)`,
 		floor: `SELECT extract(epoch FROM now() + interval '10 minutes')::bigint`},
 	{what: "events of the users", table: "events", key: "position",
