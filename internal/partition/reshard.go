@@ -224,9 +224,9 @@ func (r Resharding) Check() error {
 //     partition 0's (the safety net: the pause refused every change), it
 //     copies partition 0's to every partition, and reports users' policies
 //     that differ (levelConfig). Before the forget it checks that the
-//     users each old partition gave away have their entries on its new
-//     one (checkCopies), then runs r.BeforeForget (giftd reshard's audit):
-//     either failing stops the run, nothing forgotten. It drops the slots
+//     rows each old partition gave away are on its new one (checkCopies),
+//     then runs r.BeforeForget (giftd reshard's audit): either failing
+//     stops the run, nothing forgotten. It drops the slots
 //     and publications, and each partition forgets the users it no longer owns
 //     (giftd_reshard_forget), and old partition i the economy rows under
 //     the cut it gave away.
@@ -1164,40 +1164,132 @@ func (rs *resharding) beforeForget(ctx context.Context) error {
 	return nil
 }
 
+// A copyCheck is one table's rows that old partition i gave away to its new
+// partition j = i + n and that the forget deletes on i, compared on both by
+// checkCopies.
+type copyCheck struct {
+	// what names the rows in errors.
+	what  string
+	table string
+	// key orders the table's rows: i's last of the rows compared bounds
+	// them on both sides, since the rows j writes after the switch come
+	// after it (its sequences carried past i's, or its entries').
+	key string
+	// rows is the SQL condition choosing the rows compared on either side:
+	// @mask is 2n - 1, @to is j, @floor the greater of floor's value on i
+	// and on j.
+	rows string
+	// floor, when set, is a query giving a bigint on each side: the rows
+	// at or below it may legitimately differ (pruned on one side only).
+	floor string
+}
+
+// copyChecks are the rows checkCopies compares, each a table the forget
+// deletes the moved rows of on old partition i:
+//
+//   - ledger entries, all of them;
+//   - debit records with an entry (a debit that wrote), expiring after
+//     the later of both sides' clocks plus 10 minutes: expired ones are
+//     pruned on each side on its own (giftd prune). Refusals (402, 403)
+//     have no entry to bound them by, and i + n records the moved users'
+//     new ones after the switch: not compared (they hold no gold: a
+//     refusal lost lets a retry of its request be decided again);
+//   - events of a user, past both sides' lowest webhook cursor: those
+//     behind it (every event of a side with no endpoint) are delivered and
+//     may be pruned on one side only;
+//   - the gift and account entries under the pre-split's cuts that i gave
+//     away (giftd_reshard_given_away, partition migration 20, on i), which
+//     are the rows j holds under those cuts (its pre-split deleted the
+//     others; none on a partition split in one step, which deleted them in
+//     the pause).
+//
+// Not compared: wallets, spending counters (spend_windows), LinkV accounts
+// and wallet moves, updated in place by the moved users' writes on j after
+// the switch, with no key to bound them (a wallet is its entries' sum, which
+// each partition's audit checks); spending reminders and operators' key
+// claims, written on j after the switch with no key to bound them either.
+var copyChecks = []copyCheck{
+	{what: "ledger entries of the users", table: "ledger_entries", key: "id",
+		rows: `giftd_placement(user_id) & @mask = @to`},
+	{what: "debit records (with an entry) of the users", table: "debit_requests", key: "entry_id",
+		rows:  `giftd_placement(user_id) & @mask = @to AND entry_id IS NOT NULL AND expires_at > to_timestamp(@floor::bigint)`,
+		floor: `SELECT extract(epoch FROM now() + interval '10 minutes')::bigint`},
+	{what: "events of the users", table: "events", key: "position",
+		rows:  `giftd_placement(data->>'user_id') & @mask = @to AND position > @floor`,
+		floor: `SELECT coalesce(min(cursor), 9223372036854775807) FROM webhook_endpoints`},
+	{what: "gift entries", table: "gift_entries", key: "id",
+		rows: `(id IN (SELECT x.gift FROM giftd_reshard_given_away() AS x WHERE x.gift IS NOT NULL))
+			= ((SELECT i.partition FROM giftd_partition_identity AS i) <> @to)`},
+	{what: "account entries", table: "account_entries", key: "id",
+		rows: `(id IN (SELECT x.entry FROM giftd_reshard_given_away() AS x WHERE x.entry IS NOT NULL))
+			= ((SELECT i.partition FROM giftd_partition_identity AS i) <> @to)`},
+}
+
+// copyDigestSettings make a row's text the same on every server, whatever
+// its defaults: the digest hashes it.
+const copyDigestSettings = `SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL IntervalStyle = 'postgres';
+	SET LOCAL bytea_output = 'hex'; SET LOCAL extra_float_digits = 1`
+
 // checkCopies compares, on each old partition i and its new partition
-// i + n, the ledger entries of the users i gave away, up to the last one i
-// wrote for them (the fence stopped their writes there; the entries i + n
-// has written since the switch come after it, its sequence carried past
-// i's): their count and their sums of ids, amounts, balances and users'
-// placements must be the same on both, or the copy lost or changed one. The
-// audit checks each partition on its own, which a user missing from the
-// copy as a whole, or copied as of an earlier moment (wallet and entries
-// alike), would pass; the forget would then delete the only copy. A run
-// again after a forget that stopped midway compares what is left.
+// i + n, the rows of each of copyChecks that i gave away, up to the last one
+// i holds (the fence stopped the moved users' writes there, the split the
+// economy's; the rows i + n has written since the switch come after it):
+// their count and a digest of them (the sum of a 64-bit hash of each whole
+// row) must be the same on both, or the copy lost or changed one. The audit
+// checks each partition on its own, which a user missing from the copy as a
+// whole, or copied as of an earlier moment (wallet and entries alike), would
+// pass; the forget would then delete the only copy. A run again after a
+// forget that stopped midway compares what is left (nothing on an old
+// partition that forgot).
 func (rs *resharding) checkCopies(ctx context.Context) error {
-	const of = `FROM ledger_entries WHERE giftd_placement(user_id) & $1 = $2`
-	mask := 2*rs.n - 1
 	for i := range rs.n {
-		j := rs.n + i
-		var upto int64
-		if err := rs.conns[i].QueryRow(ctx, `SELECT coalesce(max(id), 0) `+of, mask, j).Scan(&upto); err != nil {
-			return fmt.Errorf("reshard: %s: read the last entry of the users it gave away: %w", rs.where(i), err)
-		}
-		var sums [2]string
-		for k, p := range []int{i, j} {
-			err := rs.conns[p].QueryRow(ctx, `SELECT format('%s entries, ids %s, amounts %s, balances %s, placements %s',
-				count(*), coalesce(sum(id), 0), coalesce(sum(amount), 0), coalesce(sum(balance_after), 0),
-				coalesce(sum(giftd_placement(user_id)::bigint), 0)) `+of+` AND id <= $3`, mask, j, upto).Scan(&sums[k])
-			if err != nil {
-				return fmt.Errorf("reshard: %s: sum the entries of the users partition %d gave away: %w", rs.where(p), i, err)
+		for _, c := range copyChecks {
+			if err := rs.checkCopy(ctx, c, i); err != nil {
+				return err
 			}
 		}
-		if sums[0] != sums[1] {
-			return fmt.Errorf("reshard: the copy differs: the ledger entries of the users partition %d gave away to %d, "+
-				"up to entry %d: %s on %s, %s on %s", i, j, upto, sums[0], rs.where(i), sums[1], rs.where(j))
+	}
+	rs.log.Info("reshard: every old partition's rows it gave away are on its new partition")
+	return nil
+}
+
+// checkCopy compares c's rows on old partition i and its new partition.
+func (rs *resharding) checkCopy(ctx context.Context, c copyCheck, i int) error {
+	j := rs.n + i
+	args := pgx.NamedArgs{"mask": 2*rs.n - 1, "to": j, "floor": int64(0)}
+	if c.floor != "" {
+		var floor [2]int64
+		for k, p := range []int{i, j} {
+			if err := rs.conns[p].QueryRow(ctx, c.floor).Scan(&floor[k]); err != nil {
+				return fmt.Errorf("reshard: %s: read the floor of the %s partition %d gave away: %w", rs.where(p), c.what, i, err)
+			}
+		}
+		args["floor"] = max(floor[0], floor[1])
+	}
+	var upto int64
+	err := rs.conns[i].QueryRow(ctx, `SELECT coalesce(max(`+c.key+`), 0) FROM `+c.table+` WHERE (`+c.rows+`)`, args).Scan(&upto)
+	if err != nil {
+		return fmt.Errorf("reshard: %s: read the last of the %s it gave away: %w", rs.where(i), c.what, err)
+	}
+	args["upto"] = upto
+	var digest [2]string
+	for k, p := range []int{i, j} {
+		err := pgx.BeginFunc(ctx, rs.conns[p], func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, copyDigestSettings); err != nil {
+				return err
+			}
+			return tx.QueryRow(ctx, `SELECT format('%s rows, digest %s', count(*),
+				coalesce(sum(('x' || left(md5(t::text), 16))::bit(64)::bigint::numeric), 0))
+				FROM `+c.table+` AS t WHERE (`+c.rows+`) AND `+c.key+` <= @upto`, args).Scan(&digest[k])
+		})
+		if err != nil {
+			return fmt.Errorf("reshard: %s: digest the %s partition %d gave away: %w", rs.where(p), c.what, i, err)
 		}
 	}
-	rs.log.Info("reshard: every old partition's entries of the users it gave away are on its new partition")
+	if digest[0] != digest[1] {
+		return fmt.Errorf("reshard: the copy differs: the %s partition %d gave away to %d, up to %s %d: %s on %s, %s on %s",
+			c.what, i, j, c.key, upto, digest[0], rs.where(i), digest[1], rs.where(j))
+	}
 	return nil
 }
 

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"giftd/internal/ledger"
 	"giftd/internal/partition"
@@ -67,8 +70,8 @@ func TestReshard_ChecksTheCopyBeforeTheForget(t *testing.T) {
 		}
 	})
 	_, err := partition.Reshard(bg, r)
-	if err == nil || !strings.Contains(err.Error(), "nothing forgotten") || !strings.Contains(err.Error(), "the copy differs") ||
-		!strings.Contains(err.Error(), "2 entries") || !strings.Contains(err.Error(), "3 entries") {
+	if err == nil || !strings.Contains(err.Error(), "nothing forgotten") || !strings.Contains(err.Error(), "the copy differs: the ledger entries") ||
+		!strings.Contains(err.Error(), "2 rows") || !strings.Contains(err.Error(), "3 rows") {
 		t.Fatalf("reshard over a copy missing an entry: %v; want the copy check failing with 3 entries against 2, nothing forgotten", err)
 	}
 	if n := wallets(); n != 1 {
@@ -115,5 +118,218 @@ func TestReshard_ChecksTheCopyBeforeTheForget(t *testing.T) {
 	}
 	if err := proxy.QueryRow(bg, `SELECT gold FROM giftd_wallet($1)`, mover).Scan(&gold); err != nil || gold != 30 {
 		t.Errorf("the mover's wallet through the proxy: %d, %v; want 30", gold, err)
+	}
+}
+
+// TestReshard_ChecksEveryCopiedTableBeforeTheForget: for each table the
+// copy check compares besides the ledger entries, a moved user's row of it
+// lost or changed on the new partition (as replication writes, at the
+// switch) stops the run after the switch with nothing forgotten; once the
+// row is as it was, the run again forgets.
+func TestReshard_ChecksEveryCopiedTableBeforeTheForget(t *testing.T) {
+	cases := []struct {
+		name, what, table, key string
+		// row picks one of the mover's ($1) rows of the table.
+		row string
+		// change, when set, changes the row (SET clause); else it is lost.
+		change string
+	}{
+		{name: "DebitRecordLost", what: "the debit records (with an entry)", table: "debit_requests", key: "entry_id",
+			row: `entry_id = (SELECT max(entry_id) FROM debit_requests WHERE user_id = $1)`},
+		{name: "EventChanged", what: "the events", table: "events", key: "position",
+			row:    `position = (SELECT max(position) FROM events WHERE data->>'user_id' = $1)`,
+			change: `data = data || '{"changed": true}'`},
+		{name: "GiftEntryChanged", what: "the gift entries", table: "gift_entries", key: "id",
+			row:    `id = (SELECT min(id) FROM gift_entries WHERE sender_id = $1)`,
+			change: `room_id = 'elsewhere'`},
+		{name: "AccountEntryLost", what: "the account entries", table: "account_entries", key: "id",
+			row: `id = (SELECT max(a.id) FROM account_entries AS a JOIN gift_entries AS g ON g.id = a.gift_entry WHERE g.sender_id = $1)`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			l := pgtest.Partitioned(t, 1)
+			requireLogical(t, l.ProxyURL)
+			newURLs := newPartitions(t, l)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			mover, receiver := usersOn(1, 2, 1)[0], usersOn(0, 2, 1)[0]
+			s, err := ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(1, partition.For), ledger.WithBatching(ledger.Batching{MaxBatch: 1}),
+				ledger.WithEconomy(ledger.Economy{Earnings: true, DefaultShareBP: 5000}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			startConsumer(t, ctx, l.PartitionURLs)
+			old, moved := connect(t, l.PartitionURLs[0]), connect(t, newURLs[0])
+			// An endpoint that delivers nothing (its cursor at 0): every
+			// event is past it, so every one is compared.
+			if _, err := old.Exec(ctx, `INSERT INTO webhook_endpoints (id, url, secrets, cursor)
+				VALUES ('hook', 'http://127.0.0.1:9/', '{whsec_test}', 0)`); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.TopUp(ctx, ledger.TopUp{UserID: mover, Amount: 100, Key: "seed"}); err != nil {
+				t.Fatal(err)
+			}
+			for k := range 3 {
+				id := fmt.Sprintf("gift-%d", k)
+				if res, err := s.Debit(ctx, giftDebit(id, mover, receiver)); err != nil || res.Status != ledger.Debited {
+					t.Fatalf("gift %s: %+v, %v", id, res, err)
+				}
+			}
+			if _, err := s.Reverse(ctx, ledger.Reversal{Debit: ledger.DebitKey{Platform: "linkv", AppID: "app", RequestID: "gift-2"},
+				Key: "rev-gift-2"}); err != nil {
+				t.Fatal(err)
+			}
+			waitDrained(ctx, t, l.PartitionURLs)
+			wallets := func() (n int) {
+				t.Helper()
+				if err := old.QueryRow(ctx, `SELECT count(*) FROM wallets WHERE user_id = $1`, mover).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			// The row kept aside, then lost or changed as replication
+			// writes (past the append-only triggers).
+			tamper := `DELETE FROM ` + tc.table + ` WHERE ` + tc.row
+			if tc.change != "" {
+				tamper = `UPDATE ` + tc.table + ` SET ` + tc.change + ` WHERE ` + tc.row
+			}
+			r := partition.WithOnStep(partition.Resharding{Layout: l, NewPartitionURLs: newURLs}, func(step string) {
+				if step != "switch" {
+					return
+				}
+				err := pgx.BeginFunc(ctx, moved, func(tx pgx.Tx) error {
+					if _, err := tx.Exec(ctx, `CREATE TABLE kept AS SELECT * FROM `+tc.table+` WHERE `+tc.row, mover); err != nil {
+						return err
+					}
+					if _, err := tx.Exec(ctx, `SET LOCAL session_replication_role = replica`); err != nil {
+						return err
+					}
+					tag, err := tx.Exec(ctx, tamper, mover)
+					if err == nil && tag.RowsAffected() != 1 {
+						err = fmt.Errorf("%d rows of the mover's, want 1", tag.RowsAffected())
+					}
+					return err
+				})
+				if err != nil {
+					t.Errorf("tamper with the mover's %s on the new partition: %v", tc.table, err)
+				}
+			})
+			_, err = partition.Reshard(ctx, r)
+			if err == nil || !strings.Contains(err.Error(), "nothing forgotten") ||
+				!strings.Contains(err.Error(), "the copy differs: "+tc.what) {
+				t.Fatalf("reshard over a copy with a row of %s tampered with: %v; want the copy check failing on %s, nothing forgotten",
+					tc.table, err, tc.what)
+			}
+			if n := wallets(); n != 1 {
+				t.Errorf("old partition 0 holds %d wallets of the mover after the failed check; want 1 (not forgotten)", n)
+			}
+
+			// Repaired: the row as it was; the run again forgets.
+			err = pgx.BeginFunc(ctx, moved, func(tx pgx.Tx) error {
+				for _, q := range []string{`SET LOCAL session_replication_role = replica`,
+					`DELETE FROM ` + tc.table + ` WHERE ` + tc.key + ` IN (SELECT ` + tc.key + ` FROM kept)`,
+					`INSERT INTO ` + tc.table + ` SELECT * FROM kept`} {
+					if _, err := tx.Exec(ctx, q); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := partition.Reshard(ctx, partition.Resharding{Layout: l, NewPartitionURLs: newURLs}); err != nil {
+				t.Fatalf("reshard again once repaired: %v", err)
+			}
+			if n := wallets(); n != 0 {
+				t.Errorf("old partition 0 holds %d wallets of the mover after the run again; want 0 (forgotten)", n)
+			}
+		})
+	}
+}
+
+// TestReshard_CopyCheckLeavesOutWhatMayDiffer: what either side may
+// delete on its own between the switch and the forget is not compared, so
+// the run forgets with the new partition lacking it: a moved user's debit
+// record expiring within 10 minutes (giftd prune's, once expired), their
+// refusal (no entry to bound it by), and their events at or behind the
+// webhook endpoint's cursor (delivered: giftd prune's past the retention).
+// The new partition's database shows times and dates in another form: the
+// digest hashes each row's text as every server writes it with the check's
+// settings.
+func TestReshard_CopyCheckLeavesOutWhatMayDiffer(t *testing.T) {
+	l := pgtest.Partitioned(t, 1)
+	requireLogical(t, l.ProxyURL)
+	newURLs := newPartitions(t, l)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	mover := usersOn(1, 2, 1)[0]
+	s, err := ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(1, partition.For), ledger.WithBatching(ledger.Batching{MaxBatch: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	old, moved := connect(t, l.PartitionURLs[0]), connect(t, newURLs[0])
+	if _, err := moved.Exec(ctx, `DO $$ BEGIN
+		EXECUTE format('ALTER DATABASE %I SET TimeZone = ''Asia/Tokyo''', current_database());
+		EXECUTE format('ALTER DATABASE %I SET DateStyle = ''SQL, DMY''', current_database());
+		END $$`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.TopUp(ctx, ledger.TopUp{UserID: mover, Amount: 10, Key: "seed"}); err != nil {
+		t.Fatal(err)
+	}
+	soon := reshardDebit("soon", mover)
+	soon.ExpiresAt = time.Now().Add(time.Minute)
+	broke := reshardDebit("broke", mover)
+	broke.Gold = 1000
+	for _, d := range []struct {
+		debit ledger.Debit
+		want  ledger.DebitStatus
+	}{{soon, ledger.Debited}, {broke, ledger.Insufficient}} {
+		if res, err := s.Debit(ctx, d.debit); err != nil || res.Status != d.want {
+			t.Fatalf("debit %s: %+v, %v; want %d", d.debit.Key.RequestID, res, err, d.want)
+		}
+	}
+	// Every event so far delivered; the next debit's is not.
+	if _, err := old.Exec(ctx, `INSERT INTO webhook_endpoints (id, url, secrets, cursor)
+		VALUES ('hook', 'http://127.0.0.1:9/', '{whsec_test}', (SELECT max(position) FROM events))`); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := s.Debit(ctx, reshardDebit("later", mover)); err != nil || res.Status != ledger.Debited {
+		t.Fatalf("debit later: %+v, %v", res, err)
+	}
+	r := partition.WithOnStep(partition.Resharding{Layout: l, NewPartitionURLs: newURLs}, func(step string) {
+		if step != "switch" {
+			return
+		}
+		err := pgx.BeginFunc(ctx, moved, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SET LOCAL session_replication_role = replica`); err != nil {
+				return err
+			}
+			for _, q := range []string{`DELETE FROM debit_requests WHERE user_id = $1 AND request_id = 'soon'`,
+				`DELETE FROM debit_requests WHERE user_id = $1 AND request_id = 'broke'`,
+				`DELETE FROM events WHERE data->>'user_id' = $1 AND position <= (SELECT min(cursor) FROM webhook_endpoints)`} {
+				tag, err := tx.Exec(ctx, q, mover)
+				if err == nil && tag.RowsAffected() == 0 {
+					err = fmt.Errorf("%s: no row", q)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Errorf("delete on the new partition what may differ: %v", err)
+		}
+	})
+	if _, err := partition.Reshard(ctx, r); err != nil {
+		t.Fatalf("reshard over a copy lacking only what may differ: %v; want it done", err)
+	}
+	var n int
+	if err := old.QueryRow(ctx, `SELECT count(*) FROM wallets WHERE user_id = $1`, mover).Scan(&n); err != nil || n != 0 {
+		t.Errorf("old partition 0 holds %d wallets of the mover, %v; want 0 (forgotten)", n, err)
 	}
 }
