@@ -56,6 +56,52 @@ func reshardPaused(err error) error {
 	return err
 }
 
+// userWriteErr is the error of a write of userID's own rows through the
+// proxy (a LinkV account saved, a wallet move's step, a top-up, a
+// reversal, a payout; or the claim of an operator's key, placed as a user
+// is, passed as userID): routed's, and marked ErrReshardPaused when giftd
+// reshard's pause refused it, so that the caller stops cleanly and runs
+// again after the switch. Two refusals are the pause's: the fence's (GD003,
+// partition migrations 8, 11 and 13: the user or key is moving, its writes
+// are refused until the switch; with earnings on, every payout and gift
+// reversal on an old partition until its economy is split); and, once the
+// reshard has moved the old partitions' claims (giftd_reshard_claim, from
+// i of n to i of 2n) and before the proxy switches, the refusal by the
+// partition the user is leaving of a user it no longer owns (GD001 from
+// giftd_check_placed_here, partition migration 6). GD001 also means a
+// database not claimed as a partition, or the proxy reaching one claimed
+// as another (its partition URLs out of order): those are not the pause,
+// and stay as they are. pausedClaim tells them apart by reading the claim
+// of the partition the proxy routes userID to.
+func (s *Store) userWriteErr(ctx context.Context, userID string, err error) error {
+	err = reshardPaused(s.routed(err))
+	if s.partitions > 0 && isNotPlacedHere(err) && !errors.Is(err, ErrReshardPaused) && s.pausedClaim(ctx, userID) {
+		return fmt.Errorf("%w: %w", ErrReshardPaused, err)
+	}
+	return err
+}
+
+// pausedClaim reports whether the partition the proxy routes userID to now
+// is claimed as that partition of twice the proxy's count (a reshard's
+// pause between the claims' move and the switch, the partition userID is
+// leaving refusing it), or of the proxy's count, so owning userID (the
+// switch came between the refusal and this read: the same write now goes
+// through). A partition not claimed, claimed as another, or a read that
+// fails is not the pause.
+func (s *Store) pausedClaim(ctx context.Context, userID string) bool {
+	var n int
+	if err := s.pool.QueryRow(ctx, `SELECT giftd_partition_count()`).Scan(&n); err != nil || n < 1 || n&(n-1) != 0 {
+		return false
+	}
+	p := s.place(userID, n)
+	var partition, partitions int
+	err := s.pool.QueryRow(ctx, `SELECT partition, partitions FROM giftd_partition_identity($1)`, p).Scan(&partition, &partitions)
+	if err != nil || partition != p {
+		return false
+	}
+	return partitions == 2*n || partitions == n
+}
+
 // isFenced reports whether err is a partition's refusal behind a reshard's
 // fence (SQLSTATE GD003, partition migrations 8, 11, 12 and 23).
 func isFenced(err error) bool {
