@@ -328,6 +328,9 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 		// read with each partition's readiness: the alerts
 		// GiftdReshardFenced and GiftdReshardUnforgotten.
 		reg.MustRegister(newReshardCollector(store.ReshardStates))
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "giftd_debits_awaiting_reshard_switch",
+			Help: "Debits of users a giftd reshard is moving, refused by its pause and waiting now for the proxy's switch to run on their new partition (each at most its callback's GIFTD_DB_TIMEOUT)."},
+			func() float64 { return float64(store.AwaitingSwitch()) }))
 	}
 	ready := httpapi.NewReadiness(reg, store, log)
 	calls := callback.NewRecorder(reg, log)

@@ -121,23 +121,34 @@ type DebitResult struct {
 //
 // With batching on, concurrent debits are executed together, several per
 // transaction, each keeping exactly these semantics.
+//
+// Partitioned, a debit of a user giftd reshard is moving, refused by the
+// reshard's pause, waits for the proxy's switch and runs again on the
+// user's new partition (debitAfterSwitch).
 func (s *Store) Debit(ctx context.Context, d Debit) (DebitResult, error) {
 	defer s.observe(OpDebit, time.Now())
-	var res DebitResult
-	var err error
-	switch {
-	case s.partitions > 0 && s.batching.MaxBatch > 1:
-		r := s.route.Load()
-		res, err = r.batchers[s.place(d.UserID, r.n)].debit(ctx, d)
-	case s.batcher != nil:
-		res, err = s.batcher.debit(ctx, d)
-	default:
-		res, err = s.debitOne(ctx, d)
+	from := s.Partitions()
+	res, err := s.debit(ctx, d)
+	if err != nil && s.partitions > 0 {
+		res, err = s.debitAfterSwitch(ctx, d, from, err)
 	}
 	if err != nil {
 		return DebitResult{}, fmt.Errorf("debit %s: %w", d.Key, err)
 	}
 	return res, nil
+}
+
+// debit runs d once: in a batch when batching is on (on one partition's
+// batcher, partitioned), else alone.
+func (s *Store) debit(ctx context.Context, d Debit) (DebitResult, error) {
+	switch {
+	case s.partitions > 0 && s.batching.MaxBatch > 1:
+		r := s.route.Load()
+		return r.batchers[s.place(d.UserID, r.n)].debit(ctx, d)
+	case s.batcher != nil:
+		return s.batcher.debit(ctx, d)
+	}
+	return s.debitOne(ctx, d)
 }
 
 // debitOne executes one debit in a transaction of its own.

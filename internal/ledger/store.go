@@ -86,8 +86,11 @@ type Store struct {
 	partsInUse atomic.Int32
 	partsMu    sync.Mutex // one GrowPartitionStores at a time
 	// reshard is each partition's ReshardState as Ready last read it.
-	reshard    []ReshardState
-	reshardMu  sync.Mutex
+	reshard   []ReshardState
+	reshardMu sync.Mutex
+	// switchWait is where debits refused by a reshard's pause wait for the
+	// proxy's switch (pausewait.go).
+	switchWait switchWait
 	configLog  *slog.Logger
 	economy    Economy
 	safeguards Safeguards
