@@ -491,8 +491,8 @@ func TestReshard_CutShortCarriesOnWhenRunAgain(t *testing.T) {
 			between := "between-" + mover
 			if step == "switch" {
 				sentTo[between] = mover
-				if _, err := s.Debit(bg, reshardDebit(between, mover)); err == nil {
-					t.Fatalf("debit of a moving user after the claims moved: accepted; want refused until the run again")
+				if _, err := s.Debit(bg, reshardDebit(between, mover)); !errors.Is(err, ledger.ErrReshardPaused) {
+					t.Fatalf("debit of a moving user after the claims moved: %v; want %v until the run again", err, ledger.ErrReshardPaused)
 				}
 			} else {
 				debitOK(between, mover) // the fences are lifted
@@ -652,8 +652,8 @@ func TestReshard_RunAgainLiftsAPauseLeftFenced(t *testing.T) {
 	for _, u := range newURLs {
 		pgtest.StartPartition(t, u)
 	}
-	if _, err := s.Debit(bg, reshardDebit("fenced", mover)); err == nil {
-		t.Fatal("debit of a moving user with the fences left up: accepted; want refused")
+	if _, err := s.Debit(bg, reshardDebit("fenced", mover)); !errors.Is(err, ledger.ErrReshardPaused) {
+		t.Fatalf("debit of a moving user with the fences left up: %v; want %v", err, ledger.ErrReshardPaused)
 	}
 	// Run 2: cut before its own fences, once it has lifted those left up.
 	cutAt("fence", func() {})
