@@ -122,9 +122,10 @@ type DebitResult struct {
 // With batching on, concurrent debits are executed together, several per
 // transaction, each keeping exactly these semantics.
 //
-// Partitioned, a debit of a user giftd reshard is moving, refused by the
-// reshard's pause, waits for the proxy's switch and runs again on the
-// user's new partition (debitAfterSwitch).
+// Partitioned, a debit giftd reshard's pause refused (its user moving; with
+// earnings on, any gift on an old partition until its economy is split)
+// waits for the proxy's switch and runs again where the new count places
+// its user (debitAfterSwitch).
 func (s *Store) Debit(ctx context.Context, d Debit) (DebitResult, error) {
 	defer s.observe(OpDebit, time.Now())
 	from := s.Partitions()

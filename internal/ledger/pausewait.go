@@ -11,7 +11,8 @@ import (
 // A debit of a user giftd reshard is moving is refused during the
 // reshard's pause (docs/scale-out.md#resharding-n--2n): behind the fence
 // (GD003) and, once the claims moved, by the partition the user is leaving
-// (GD001), nothing run. The pause lasts a second or two; answered at once,
+// (GD001), nothing run; with earnings on, so is every gift on an old
+// partition from the fence until its economy is split. The pause lasts a second or two; answered at once,
 // the refusal is a 500, and a platform's retries (LinkV's SDKs retry a 500
 // up to three times) may all fall inside it, so the viewer's gift fails.
 // Held until the proxy switches and run again on the user's new partition,
