@@ -329,7 +329,7 @@ func serve(ctx context.Context, s settings, log *slog.Logger, onListen func(publ
 		// GiftdReshardFenced and GiftdReshardUnforgotten.
 		reg.MustRegister(newReshardCollector(store.ReshardStates))
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "giftd_debits_awaiting_reshard_switch",
-			Help: "Debits of users a giftd reshard is moving, refused by its pause and waiting now for the proxy's switch to run on their new partition (each at most its callback's GIFTD_DB_TIMEOUT)."},
+			Help: "Debits a giftd reshard's pause refused (its moving users', and with earnings on every gift on an old partition until its economy is split), waiting now for the proxy's switch to run again where the new count places their user (each at most its callback's GIFTD_DB_TIMEOUT)."},
 			func() float64 { return float64(store.AwaitingSwitch()) }))
 	}
 	ready := httpapi.NewReadiness(reg, store, log)
