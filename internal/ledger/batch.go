@@ -100,6 +100,9 @@ type batcher struct {
 	// fallbacks counts batches that failed as a whole and went again one
 	// debit at a time (for tests: in partitioned mode, none should).
 	fallbacks atomic.Int64
+	// splits counts batches a reshard's pause refused that went again
+	// split by where the users go (executeAroundPause; for tests).
+	splits atomic.Int64
 }
 
 func startBatcher(s *Store, cfg Batching) *batcher {
@@ -284,6 +287,11 @@ func (b *batcher) run(batch []*pending) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
 	defer cancel()
 	results, errs, err := b.store.execute(ctx, debits)
+	if err != nil && len(debits) > 1 && ctx.Err() == nil && b.store.partitions > 0 && pauseLike(err) {
+		b.splits.Add(1)
+		results, errs = b.store.executeAroundPause(ctx, debits, err)
+		err = nil
+	}
 	if err != nil && len(debits) > 1 && ctx.Err() == nil {
 		// One bad debit must not fail its neighbours: the batch was not
 		// applied, so each goes again alone (a retry of a batch whose commit

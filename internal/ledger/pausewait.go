@@ -72,6 +72,66 @@ func (s *Store) debitAfterSwitch(ctx context.Context, d Debit, from int, err err
 	}
 }
 
+// pauseLike reports whether err, a partition's refusal of a whole batch,
+// may be a reshard's pause: the fence's GD003, or GD001 (the partition no
+// longer owns some of its users). Nothing ran.
+func pauseLike(err error) bool { return isFenced(err) || isNotPlacedHere(err) }
+
+// executeAroundPause answers debits, a batch refused as a whole with
+// refusal (pauseLike), without running them one at a time. A reshard's
+// pause refuses the users it moves (and, with earnings on, every gift on an
+// old partition until its economy is split); one at a time, the debits of a
+// mixed batch queued behind one another for a second or more, every answer
+// held until the last, so the moving users' wait for the switch began late
+// and the staying users' debits were slow. Instead the batch goes again as
+// one batch per pair of the partitions (under the store's count and under
+// twice it) its users are placed on: a reshard's moving users apart from
+// the staying ones, and the users of different partitions apart when the
+// proxy switched since the batch was formed. A batch refused again
+// (pauseLike) answers each of its debits with that refusal (nothing ran;
+// Store.Debit waits for the switch where it is the pause), as does a batch
+// that cannot be split; one failing otherwise goes one debit at a time.
+func (s *Store) executeAroundPause(ctx context.Context, debits []Debit, refusal error) ([]DebitResult, []error) {
+	n := s.Partitions()
+	type pair struct{ now, doubled int }
+	groups := map[pair][]int{} // indexes into debits
+	var order []pair
+	for i, d := range debits {
+		k := pair{s.place(d.UserID, n), s.place(d.UserID, 2*n)}
+		if groups[k] == nil {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], i)
+	}
+	results, errs := make([]DebitResult, len(debits)), make([]error, len(debits))
+	if len(order) == 1 {
+		// Nothing to split: the refusal stands for every debit.
+		for i := range debits {
+			errs[i] = refusal
+		}
+		return results, errs
+	}
+	for _, k := range order {
+		at := groups[k]
+		batch := make([]Debit, len(at))
+		for j, i := range at {
+			batch[j] = debits[i]
+		}
+		res, es, err := s.execute(ctx, batch)
+		for j, i := range at {
+			switch {
+			case err == nil:
+				results[i], errs[i] = res[j], es[j]
+			case pauseLike(err) || len(at) == 1 || ctx.Err() != nil:
+				errs[i] = err
+			default:
+				results[i], errs[i] = s.debitOne(ctx, batch[j])
+			}
+		}
+	}
+	return results, errs
+}
+
 // pausedDebit reports whether err is a reshard's pause refusing a debit of
 // userID.
 func (s *Store) pausedDebit(ctx context.Context, userID string, err error) bool {

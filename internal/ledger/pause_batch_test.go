@@ -1,0 +1,91 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"giftd/internal/ledger"
+	"giftd/internal/partition"
+	"giftd/internal/pgtest"
+)
+
+// TestPartitioned_BatchInAPauseGoesAgainSplit: a batch mixing users a
+// reshard moves and users it keeps, refused by a reshard's pause (behind the
+// fence, GD003; once the claims moved, GD001), goes again as two batches:
+// the staying users' debits commit together, in one transaction, and the
+// moving users' are answered with the pause's refusal, nothing written
+// (Store.Debit then waits for the switch). Before, the batch went again one
+// debit at a time, each answered only once all had run: in a real pause the
+// moving users' debits waited for a second or more behind the staying ones.
+func TestPartitioned_BatchInAPauseGoesAgainSplit(t *testing.T) {
+	ctx := context.Background()
+	l := pgtest.Partitioned(t, 2)
+	s, err := ledger.Open(ctx, l.ProxyURL, append(pgtest.StoreOptions(), ledger.WithPartitions(2, partition.For))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	of4 := usersOn(4, 3)
+	movers, stayers := of4[3], of4[1] // on partition 1 of 2: moving to 3 of 4, staying on 1
+	for _, u := range append(append([]string{}, movers...), stayers...) {
+		if _, err := s.TopUp(ctx, ledger.TopUp{UserID: u, Amount: 100, Key: "seed-" + u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, err := pgx.Connect(ctx, l.PartitionURLs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(ctx) })
+
+	for _, c := range []struct {
+		pause, lift string // on partition 1
+		code        string // the moving users' refusal
+	}{
+		{`INSERT INTO giftd_reshard_fence (partitions) VALUES (4)`, `DELETE FROM giftd_reshard_fence`, "GD003"},
+		{`UPDATE giftd_partition_identity SET partitions = 4`, `UPDATE giftd_partition_identity SET partitions = 2`, "GD001"},
+	} {
+		if _, err := conn.Exec(ctx, c.pause); err != nil {
+			t.Fatalf("%s: %v", c.pause, err)
+		}
+		var batch []ledger.Debit
+		for i := range stayers {
+			batch = append(batch, debit(c.code+"-stay-"+stayers[i], stayers[i], 1), debit(c.code+"-move-"+movers[i], movers[i], 1))
+		}
+		results, errs := ledger.RunBatch(s, batch)
+		var stayed []string
+		for i, d := range batch {
+			var pgErr *pgconn.PgError
+			if i%2 == 0 {
+				if errs[i] != nil || results[i].Status != ledger.Debited {
+					t.Errorf("%s: the staying user's debit %s: %+v, %v; want debited", c.code, d.Key.RequestID, results[i], errs[i])
+				}
+				stayed = append(stayed, d.Key.RequestID)
+			} else if !errors.As(errs[i], &pgErr) || pgErr.Code != c.code {
+				t.Errorf("%s: the moving user's debit %s: %+v, %v; want refused with %s", c.code, d.Key.RequestID, results[i], errs[i], c.code)
+			}
+		}
+		var txs []string
+		rows, err := conn.Query(ctx, `SELECT DISTINCT xmin::text FROM ledger_entries WHERE kind = 'debit' AND ref = ANY($1)`, stayed)
+		if err == nil {
+			txs, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		}
+		if err != nil || len(txs) != 1 {
+			t.Errorf("%s: the staying users' entries were written by the transactions %v (%v); want one batch", c.code, txs, err)
+		}
+		if _, err := conn.Exec(ctx, c.lift); err != nil {
+			t.Fatalf("%s: %v", c.lift, err)
+		}
+	}
+	// Nothing of the moving users' debits was written: each goes through now.
+	for _, u := range movers {
+		w, err := s.Wallet(ctx, u)
+		if err != nil || w.Gold != 100 {
+			t.Errorf("the wallet of moving user %s after the pauses: %+v, %v; want 100", u, w, err)
+		}
+	}
+}
