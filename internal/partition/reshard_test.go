@@ -170,6 +170,7 @@ func reshardUnderLoad(t *testing.T, lag bool) {
 	acked := map[string]bool{}    // request id → answered 200
 	sentTo := map[string]string{} // request id → user
 	failures := map[string]int{}  // what the failed attempts said
+	var slowest [2]time.Duration  // the longest acknowledged attempt: of a staying user, of a moving one
 	var wg sync.WaitGroup
 	for g := range 32 {
 		wg.Go(func() {
@@ -187,7 +188,9 @@ func reshardUnderLoad(t *testing.T, lag bool) {
 				for { // LinkV: every 5xx again with the same request id
 					after := resharded.Load()
 					dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
+					began := time.Now()
 					res, err := s.Debit(dctx, d)
+					took := time.Since(began)
 					dcancel()
 					outcomes <- outcome{partition.For(u, 4), err == nil, after}
 					if err == nil {
@@ -196,6 +199,11 @@ func reshardUnderLoad(t *testing.T, lag bool) {
 						}
 						mu.Lock()
 						acked[d.Key.RequestID] = true
+						i := 0
+						if partition.For(u, 4) >= 2 { // moving
+							i = 1
+						}
+						slowest[i] = max(slowest[i], took)
 						mu.Unlock()
 						break
 					}
@@ -301,7 +309,8 @@ func reshardUnderLoad(t *testing.T, lag bool) {
 	go func() { wg.Wait(); close(outcomes) }()
 	for range outcomes {
 	}
-	t.Logf("reshard: %+v; failed attempts by SQLSTATE: %v", rep, failures)
+	t.Logf("reshard: %+v; failed attempts by SQLSTATE: %v; the slowest acknowledged attempt of a staying user %v, of a moving one %v",
+		rep, failures, slowest[0].Round(time.Millisecond), slowest[1].Round(time.Millisecond))
 	if failures["GD005"] != 0 {
 		t.Errorf("%d debit batches failed their wallet check (main migration 11); under the row locks none can", failures["GD005"])
 	}
