@@ -54,3 +54,9 @@ func SetMergeBound(t interface{ Cleanup(func()) }, n int) {
 	mergeBound = n
 	t.Cleanup(func() { mergeBound = old })
 }
+
+// DebitAfterSwitch is the partitioned Store's answer to d, which a store
+// routing over from partitions ran and err refused.
+func DebitAfterSwitch(ctx context.Context, s *Store, d Debit, from int, err error) (DebitResult, error) {
+	return s.debitAfterSwitch(ctx, d, from, err)
+}

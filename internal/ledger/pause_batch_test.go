@@ -89,3 +89,44 @@ func TestPartitioned_BatchInAPauseGoesAgainSplit(t *testing.T) {
 		}
 	}
 }
+
+// TestPartitioned_PauseRefusalPastItsDeadlineNamesThePause: a debit the
+// partition it is leaving refused (GD001) in a reshard's pause, the answer
+// arriving as its deadline passed, is answered ErrReshardPaused, as one
+// arriving earlier whose wait the pause outlasts: before, the reads telling
+// the pause apart ran on the ended context, failed, and the raw GD001 came
+// back, read in the logs as a misplaced partition. A GD001 from a partition
+// claimed as another is still not the pause.
+func TestPartitioned_PauseRefusalPastItsDeadlineNamesThePause(t *testing.T) {
+	ctx := context.Background()
+	l := pgtest.Partitioned(t, 2)
+	s, err := ledger.Open(ctx, l.ProxyURL, append(pgtest.StoreOptions(), ledger.WithPartitions(2, partition.For))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	mover := usersOn(4, 1)[3][0] // from partition 1 of 2 to 3 of 4
+	conn, err := pgx.Connect(ctx, l.PartitionURLs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(ctx) })
+	ended, cancel := context.WithCancel(ctx)
+	cancel()
+	refusal := &pgconn.PgError{Code: "GD001", Message: "giftd: partition 1 of 4 does not own " + mover}
+	for _, c := range []struct {
+		claim  string
+		paused bool
+	}{
+		{`UPDATE giftd_partition_identity SET partitions = 4`, true},                 // 1 of 4, the proxy at 2
+		{`UPDATE giftd_partition_identity SET partition = 0, partitions = 2`, false}, // URLs out of order
+	} {
+		if _, err := conn.Exec(ctx, c.claim); err != nil {
+			t.Fatalf("%s: %v", c.claim, err)
+		}
+		_, err := ledger.DebitAfterSwitch(ended, s, debit("late-"+c.claim, mover, 1), 2, refusal)
+		if !errors.As(err, new(*pgconn.PgError)) || errors.Is(err, ledger.ErrReshardPaused) != c.paused {
+			t.Errorf("claimed by %s: the refusal past the deadline answered %v; want the GD001, ErrReshardPaused %t", c.claim, err, c.paused)
+		}
+	}
+}

@@ -61,7 +61,7 @@ func (s *Store) debitAfterSwitch(ctx context.Context, d Debit, from int, err err
 		defer cancel()
 	}
 	for {
-		if werr := s.awaitSwitch(wait, from); werr != nil {
+		if werr := s.awaitSwitch(wait, from); werr != nil || ctx.Err() != nil {
 			return DebitResult{}, fmt.Errorf("%w: %w", ErrReshardPaused, err)
 		}
 		from = s.Partitions()
@@ -135,7 +135,21 @@ func (s *Store) executeAroundPause(ctx context.Context, debits []Debit, refusal 
 // pausedDebit reports whether err is a reshard's pause refusing a debit of
 // userID.
 func (s *Store) pausedDebit(ctx context.Context, userID string, err error) bool {
-	return isFenced(err) || (isNotPlacedHere(err) && s.pausedClaim(ctx, userID))
+	if isFenced(err) {
+		return true
+	}
+	if !isNotPlacedHere(err) {
+		return false
+	}
+	if ctx.Err() != nil {
+		// A refusal answered as the debit's deadline passed is still told
+		// apart (its answer then names the pause, not a misplaced
+		// partition); the reads take a second at most.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+	}
+	return s.pausedClaim(ctx, userID)
 }
 
 // awaitSwitch waits until the Store routes over more than from partitions,
