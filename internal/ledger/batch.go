@@ -100,9 +100,6 @@ type batcher struct {
 	// fallbacks counts batches that failed as a whole and went again one
 	// debit at a time (for tests: in partitioned mode, none should).
 	fallbacks atomic.Int64
-	// splits counts batches a reshard's pause refused that went again
-	// split by where the users go (executeAroundPause; for tests).
-	splits atomic.Int64
 }
 
 func startBatcher(s *Store, cfg Batching) *batcher {
@@ -288,7 +285,6 @@ func (b *batcher) run(batch []*pending) {
 	defer cancel()
 	results, errs, err := b.store.execute(ctx, debits)
 	if err != nil && len(debits) > 1 && ctx.Err() == nil && b.store.partitions > 0 && pauseLike(err) {
-		b.splits.Add(1)
 		results, errs = b.store.executeAroundPause(ctx, debits, err)
 		err = nil
 	}
