@@ -5,11 +5,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-
 	"giftd/internal/ledger"
-	"giftd/internal/partition"
-	"giftd/internal/pgtest"
 )
 
 // TestPartitioned_WalletMoveNotPlacedHereIsPausedOnlyInAReshard: a wallet
@@ -24,19 +20,9 @@ import (
 // holds the same inside a real reshard.
 func TestPartitioned_WalletMoveNotPlacedHereIsPausedOnlyInAReshard(t *testing.T) {
 	ctx := context.Background()
-	l := pgtest.Partitioned(t, 2)
-	s, err := ledger.Open(ctx, l.ProxyURL, append(pgtest.StoreOptions(), ledger.WithPartitions(2, partition.For))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
+	s, conn := storeAndPartition1(t)
 	of4 := usersOn(4, 2)
 	mover, stayer := of4[3], of4[1] // on partition 1 of 2: moving to 3 of 4, staying on 1
-	conn, err := pgx.Connect(ctx, l.PartitionURLs[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(ctx) })
 	for i, c := range []struct {
 		claim  string // how partition 1's database is claimed
 		sql    string

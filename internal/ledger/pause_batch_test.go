@@ -23,12 +23,7 @@ import (
 // moving users' debits waited for a second or more behind the staying ones.
 func TestPartitioned_BatchInAPauseGoesAgainSplit(t *testing.T) {
 	ctx := context.Background()
-	l := pgtest.Partitioned(t, 2)
-	s, err := ledger.Open(ctx, l.ProxyURL, append(pgtest.StoreOptions(), ledger.WithPartitions(2, partition.For))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
+	s, conn := storeAndPartition1(t)
 	of4 := usersOn(4, 3)
 	movers, stayers := of4[3], of4[1] // on partition 1 of 2: moving to 3 of 4, staying on 1
 	for _, u := range append(append([]string{}, movers...), stayers...) {
@@ -36,11 +31,6 @@ func TestPartitioned_BatchInAPauseGoesAgainSplit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	conn, err := pgx.Connect(ctx, l.PartitionURLs[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(ctx) })
 
 	for _, c := range []struct {
 		pause, lift string // on partition 1
@@ -99,18 +89,8 @@ func TestPartitioned_BatchInAPauseGoesAgainSplit(t *testing.T) {
 // claimed as another is still not the pause.
 func TestPartitioned_PauseRefusalPastItsDeadlineNamesThePause(t *testing.T) {
 	ctx := context.Background()
-	l := pgtest.Partitioned(t, 2)
-	s, err := ledger.Open(ctx, l.ProxyURL, append(pgtest.StoreOptions(), ledger.WithPartitions(2, partition.For))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
+	s, conn := storeAndPartition1(t)
 	mover := usersOn(4, 1)[3][0] // from partition 1 of 2 to 3 of 4
-	conn, err := pgx.Connect(ctx, l.PartitionURLs[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(ctx) })
 	ended, cancel := context.WithCancel(ctx)
 	cancel()
 	refusal := &pgconn.PgError{Code: "GD001", Message: "giftd: partition 1 of 4 does not own " + mover}
@@ -129,4 +109,24 @@ func TestPartitioned_PauseRefusalPastItsDeadlineNamesThePause(t *testing.T) {
 			t.Errorf("claimed by %s: the refusal past the deadline answered %v; want the GD001, ErrReshardPaused %t", c.claim, err, c.paused)
 		}
 	}
+}
+
+// storeAndPartition1 returns a partitioned store on a new cluster of 2
+// partitions and a connection to partition 1's database, where the tests
+// set up a reshard's pause by hand.
+func storeAndPartition1(t *testing.T) (*ledger.Store, *pgx.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	l := pgtest.Partitioned(t, 2)
+	s, err := ledger.Open(ctx, l.ProxyURL, append(pgtest.StoreOptions(), ledger.WithPartitions(2, partition.For))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	conn, err := pgx.Connect(ctx, l.PartitionURLs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(ctx) })
+	return s, conn
 }
