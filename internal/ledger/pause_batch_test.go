@@ -130,3 +130,58 @@ func storeAndPartition1(t *testing.T) (*ledger.Store, *pgx.Conn) {
 	t.Cleanup(func() { conn.Close(ctx) })
 	return s, conn
 }
+
+// TestPartitioned_BatchAcrossASwitchGoesAgainPerPartition: a store that
+// still routes over 2 partitions after the proxy switched to 4 sends a
+// batch of users of partitions 0 and 2 (of 4) to partition 0, which refuses
+// it (GD001); the store learns the count, and the batch, which now spans
+// two partitions, goes again as one batch on each (before, one debit at a
+// time): each partition's debits are written by one transaction.
+func TestPartitioned_BatchAcrossASwitchGoesAgainPerPartition(t *testing.T) {
+	ctx := context.Background()
+	l := pgtest.Partitioned(t, 4)
+	s, err := ledger.Open(ctx, l.ProxyURL, append(pgtest.StoreOptions(), ledger.WithPartitions(2, partition.For))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	of8 := usersOn(8, 2)
+	on := map[int][]string{0: of8[0], 2: of8[2]} // partition of 4 → its users, of one partition of 8 each
+	var batch []ledger.Debit
+	for i := range 2 {
+		for _, p := range []int{0, 2} {
+			u := on[p][i]
+			if _, err := s.TopUp(ctx, ledger.TopUp{UserID: u, Amount: 100, Key: "seed-" + u}); err != nil {
+				t.Fatal(err)
+			}
+			batch = append(batch, debit("across-"+u, u, 1))
+		}
+	}
+	if s.Partitions() != 2 {
+		t.Fatalf("the store routes over %d partitions before the batch; want 2 (the switch not learnt yet)", s.Partitions())
+	}
+	results, errs := ledger.RunBatch(s, batch)
+	for i, d := range batch {
+		if errs[i] != nil || results[i].Status != ledger.Debited {
+			t.Errorf("debit %s: %+v, %v; want debited", d.Key.RequestID, results[i], errs[i])
+		}
+	}
+	if s.Partitions() != 4 {
+		t.Errorf("the store routes over %d partitions after the batch; want 4", s.Partitions())
+	}
+	for _, p := range []int{0, 2} {
+		conn, err := pgx.Connect(ctx, l.PartitionURLs[p])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var txs []string
+		rows, err := conn.Query(ctx, `SELECT DISTINCT xmin::text FROM ledger_entries WHERE kind = 'debit' AND ref LIKE 'across-%'`)
+		if err == nil {
+			txs, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		}
+		conn.Close(ctx)
+		if err != nil || len(txs) != 1 {
+			t.Errorf("partition %d: its users' entries were written by the transactions %v (%v); want one batch", p, txs, err)
+		}
+	}
+}
