@@ -59,12 +59,7 @@ func TestPartitioned_BatchInAPauseGoesAgainSplit(t *testing.T) {
 				t.Errorf("%s: the moving user's debit %s: %+v, %v; want refused with %s", c.code, d.Key.RequestID, results[i], errs[i], c.code)
 			}
 		}
-		var txs []string
-		rows, err := conn.Query(ctx, `SELECT DISTINCT xmin::text FROM ledger_entries WHERE kind = 'debit' AND ref = ANY($1)`, stayed)
-		if err == nil {
-			txs, err = pgx.CollectRows(rows, pgx.RowTo[string])
-		}
-		if err != nil || len(txs) != 1 {
+		if txs, err := debitTransactions(ctx, conn, stayed); err != nil || len(txs) != 1 {
 			t.Errorf("%s: the staying users' entries were written by the transactions %v (%v); want one batch", c.code, txs, err)
 		}
 		if _, err := conn.Exec(ctx, c.lift); err != nil {
@@ -174,14 +169,20 @@ func TestPartitioned_BatchAcrossASwitchGoesAgainPerPartition(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var txs []string
-		rows, err := conn.Query(ctx, `SELECT DISTINCT xmin::text FROM ledger_entries WHERE kind = 'debit' AND ref LIKE 'across-%'`)
-		if err == nil {
-			txs, err = pgx.CollectRows(rows, pgx.RowTo[string])
-		}
+		txs, err := debitTransactions(ctx, conn, []string{"across-" + on[p][0], "across-" + on[p][1]})
 		conn.Close(ctx)
 		if err != nil || len(txs) != 1 {
 			t.Errorf("partition %d: its users' entries were written by the transactions %v (%v); want one batch", p, txs, err)
 		}
 	}
+}
+
+// debitTransactions returns the transactions (xmin) that wrote the debit
+// entries of the request ids refs on conn's partition.
+func debitTransactions(ctx context.Context, conn *pgx.Conn, refs []string) ([]string, error) {
+	rows, err := conn.Query(ctx, `SELECT DISTINCT xmin::text FROM ledger_entries WHERE kind = 'debit' AND ref = ANY($1)`, refs)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
