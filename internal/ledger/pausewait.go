@@ -78,19 +78,16 @@ func (s *Store) debitAfterSwitch(ctx context.Context, d Debit, from int, err err
 func pauseLike(err error) bool { return isFenced(err) || isNotPlacedHere(err) }
 
 // executeAroundPause answers debits, a batch refused as a whole with
-// refusal (pauseLike), without running them one at a time. A reshard's
-// pause refuses the users it moves (and, with earnings on, every gift on an
-// old partition until its economy is split); one at a time, the debits of a
-// mixed batch queued behind one another for a second or more, every answer
-// held until the last, so the moving users' wait for the switch began late
-// and the staying users' debits were slow. Instead the batch goes again as
-// one batch per pair of the partitions (under the store's count and under
-// twice it) its users are placed on: a reshard's moving users apart from
-// the staying ones, and the users of different partitions apart when the
-// proxy switched since the batch was formed. A batch refused again
-// (pauseLike) answers each of its debits with that refusal (nothing ran;
-// Store.Debit waits for the switch where it is the pause), as does a batch
-// that cannot be split; one failing otherwise goes one debit at a time.
+// refusal (pauseLike), without running them one at a time (which held
+// every answer until the last, docs/scale-out.md#a-moving-users-debit-waits-through-the-pause).
+// The batch goes again as one batch per pair of partitions its users are
+// placed on, under the store's count and under twice it: a reshard's moving
+// users apart from the staying ones, and, when the proxy switched since the
+// batch was formed, the users of different partitions apart. A part refused
+// again (pauseLike) answers each of its debits with that refusal (nothing
+// ran; Store.Debit waits for the switch where it is the pause), as does a
+// batch that cannot be split; a part failing otherwise goes one debit at a
+// time.
 func (s *Store) executeAroundPause(ctx context.Context, debits []Debit, refusal error) ([]DebitResult, []error) {
 	n := s.Partitions()
 	type pair struct{ now, doubled int }
