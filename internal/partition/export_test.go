@@ -2,7 +2,8 @@ package partition
 
 // WithOnStep returns r that calls f at the pause's steps: "presplit" between
 // the economy's two pre-splits, "fence" before the
-// first fence, "sequences" once every subscription is dropped, "split" once
+// first fence, "drain" once every fence has reached its copy, before the
+// drain, "sequences" once every subscription is dropped, "split" once
 // every claim has moved, "switch" once every partition's economy is split,
 // "record" after the switch, before it is recorded on the partitions,
 // "forget" after the checks before the forget, right before it.

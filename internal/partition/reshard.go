@@ -91,7 +91,8 @@ type Resharding struct {
 	BeforeForget func(ctx context.Context) error
 	// onStep, when set (tests), runs at the pause's steps: "presplit"
 	// between the economy's two pre-splits, "fence" before
-	// the first fence, "sequences" once every subscription is dropped,
+	// the first fence, "drain" once every fence has reached its copy,
+	// before the drain, "sequences" once every subscription is dropped,
 	// "split" once every claim has moved, "switch" once every partition's
 	// economy is split, "record" after the switch, before it is recorded
 	// on the partitions, "forget" after the checks before the forget,
@@ -757,6 +758,7 @@ func (rs *resharding) pause(ctx context.Context) (pauses []time.Duration, err er
 			return nil, fmt.Errorf("reshard: %s: wait for the fence to arrive: %w", rs.where(j), err)
 		}
 	}
+	rs.step("drain")
 	for i := range n {
 		if err := rs.drain(ctx, i); err != nil {
 			return nil, err

@@ -782,11 +782,19 @@ func economyUsers(t *testing.T, ctx context.Context, s *ledger.Store, n, k int, 
 // the test ends.
 func startConsumer(t *testing.T, ctx context.Context, urls []string) *credits.Consumer {
 	t.Helper()
-	consumer := credits.New(stores(t, urls), credits.Config{Owner: "test", Lease: 10 * time.Second, Batch: 256,
+	consumer, stop := runConsumer(t, ctx, urls)
+	t.Cleanup(stop)
+	return consumer
+}
+
+// runConsumer runs a credit consumer over the partitions of urls until
+// stop, which returns once it has stopped (its leases given up).
+func runConsumer(t *testing.T, ctx context.Context, urls []string) (consumer *credits.Consumer, stop func()) {
+	t.Helper()
+	consumer = credits.New(stores(t, urls), credits.Config{Owner: "test", Lease: 10 * time.Second, Batch: 256,
 		Idle: 20 * time.Millisecond}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	cctx, stop := context.WithCancel(ctx)
+	cctx, cancel := context.WithCancel(ctx)
 	var done sync.WaitGroup
 	done.Go(func() { consumer.Run(cctx) })
-	t.Cleanup(func() { stop(); done.Wait() })
-	return consumer
+	return consumer, func() { cancel(); done.Wait() }
 }
