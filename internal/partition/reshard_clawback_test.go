@@ -14,16 +14,26 @@ import (
 	"giftd/internal/pgtest"
 )
 
-// TestReshard_DrainsClawbacksPendingAtTheFence reverses, with no credit
-// consumer running, gifts whose credits had moved to their receivers'
-// partitions, so that their claw-backs are pending when giftd reshard
+// TestReshard_DrainsWhatIsPendingAtTheFence leaves, with no credit consumer
+// running, claw-backs pending (reversals of gifts whose credits had moved
+// to their receivers' partitions), or credits (gifts), when giftd reshard
 // fences (2 → 4). A consumer starts once the fences are up, and the
 // earnings accounts it must write are held locked until the drain has
-// looked twice: the pause goes on only once every claw-back is applied.
+// looked twice: the pause goes on only once every one is applied.
 // Afterwards each claw-back is applied once, on one partition, and each
 // receiver's earnings and what they owe are right and whole on their
 // partition of 4; every audit is clean.
-func TestReshard_DrainsClawbacksPendingAtTheFence(t *testing.T) {
+func TestReshard_DrainsWhatIsPendingAtTheFence(t *testing.T) {
+	for _, clawbacks := range []bool{true, false} {
+		name := "credits"
+		if clawbacks {
+			name = "clawbacks"
+		}
+		t.Run(name, func(t *testing.T) { drainsPendingAtTheFence(t, clawbacks) })
+	}
+}
+
+func drainsPendingAtTheFence(t *testing.T, clawbacks bool) {
 	l := pgtest.Partitioned(t, 2)
 	requireLogical(t, l.ProxyURL)
 	newURLs := newPartitions(t, l)
@@ -71,11 +81,12 @@ func TestReshard_DrainsClawbacksPendingAtTheFence(t *testing.T) {
 	}
 
 	// Each receiver earned 20 (4 gifts of which 5 each). The last pays 15
-	// out, so that the second of its claw-backs is owed. Then the gifts
-	// from the senders of the other partition of 2 are reversed: their
-	// credits moved, so each takes 5 back on its receiver's partition.
-	// Senders and receivers who move and who stay are paired every way
-	// among them.
+	// out, so that the second of its claw-backs is owed. Then either the
+	// gifts from the senders of the other partition of 2 are reversed
+	// (their credits moved, so each takes 5 back on its receiver's
+	// partition), or every sender gives every receiver but the last one
+	// more (12 credits, the 6 that cross partitions of 2 to move). Senders
+	// and receivers who move and who stay are paired every way among them.
 	last := receivers[len(receivers)-1]
 	if _, err := s.Payout(ctx, ledger.Payout{ReceiverID: last, Amount: 15, Key: "pay-" + last}); err != nil {
 		t.Fatalf("payout of %s: %v", last, err)
@@ -84,7 +95,7 @@ func TestReshard_DrainsClawbacksPendingAtTheFence(t *testing.T) {
 	reversed := 0
 	for _, to := range receivers {
 		for _, from := range senders {
-			if partition.For(from, 2) == partition.For(to, 2) {
+			if !clawbacks || partition.For(from, 2) == partition.For(to, 2) {
 				continue
 			}
 			id := "gift-" + from + "-" + to
@@ -97,23 +108,37 @@ func TestReshard_DrainsClawbacksPendingAtTheFence(t *testing.T) {
 		}
 	}
 	clawbackAway(false)
-	// The claw-backs past each old partition's credit cursor.
-	pending := func() int {
+	gifts := 0
+	for _, from := range senders {
+		for _, to := range receivers[:len(receivers)-1] {
+			if clawbacks {
+				continue
+			}
+			id := "more-" + from + "-" + to
+			if res, err := s.Debit(ctx, giftDebit(id, from, to)); err != nil || res.Status != ledger.Debited {
+				t.Fatalf("gift %s: %+v, %v", id, res, err)
+			}
+			gifts++
+		}
+	}
+	// The claw-backs and the gifts with earnings past each old partition's
+	// credit cursor.
+	pending := func() (claws, credits int) {
 		t.Helper()
-		total := 0
 		for p, c := range old {
-			var n int
-			if err := c.QueryRow(ctx, `SELECT count(*) FROM events AS e, credit_cursor AS c
-				WHERE e.position > c.position AND e.type = 'debit.reversed'
-				  AND coalesce((e.data->'gift'->>'clawback')::bigint, 0) > 0`).Scan(&n); err != nil {
+			var cl, cr int
+			if err := c.QueryRow(ctx, `SELECT count(*) FILTER (WHERE e.type = 'debit.reversed'
+				                                     AND coalesce((e.data->'gift'->>'clawback')::bigint, 0) > 0),
+				       count(*) FILTER (WHERE e.type = 'gift.debited' AND (e.data->>'earnings')::bigint > 0)
+				FROM events AS e, credit_cursor AS c WHERE e.position > c.position`).Scan(&cl, &cr); err != nil {
 				t.Fatalf("partition %d: %v", p, err)
 			}
-			total += n
+			claws, credits = claws+cl, credits+cr
 		}
-		return total
+		return claws, credits
 	}
-	if n := pending(); n != reversed {
-		t.Fatalf("%d claw-backs pending before the reshard; want %d", n, reversed)
+	if cl, cr := pending(); cl != reversed || cr != gifts {
+		t.Fatalf("%d claw-backs and %d credits pending before the reshard; want %d and %d", cl, cr, reversed, gifts)
 	}
 	for p, c := range old {
 		var n int
@@ -137,8 +162,8 @@ func TestReshard_DrainsClawbacksPendingAtTheFence(t *testing.T) {
 	hook := func(step string) {
 		switch step {
 		case "drain":
-			if n := pending(); n != reversed {
-				t.Errorf("%d claw-backs pending behind the fences; want %d", n, reversed)
+			if cl, cr := pending(); cl != reversed || cr != gifts {
+				t.Errorf("%d claw-backs and %d credits pending behind the fences; want %d and %d", cl, cr, reversed, gifts)
 			}
 			for p, u := range l.PartitionURLs {
 				tx, err := connect(t, u).Begin(ctx)
@@ -162,8 +187,8 @@ func TestReshard_DrainsClawbacksPendingAtTheFence(t *testing.T) {
 			}()
 		case "split":
 			// Every claim has moved: the drain is behind.
-			if n := pending(); n != 0 {
-				t.Errorf("the pause went on past the drain with %d claw-backs pending", n)
+			if cl, cr := pending(); cl != 0 || cr != 0 {
+				t.Errorf("the pause went on past the drain with %d claw-backs and %d credits pending", cl, cr)
 			}
 			stopWatching()
 			release()
@@ -176,7 +201,7 @@ func TestReshard_DrainsClawbacksPendingAtTheFence(t *testing.T) {
 		t.Fatal("the reshard never reached its drain")
 	}
 	if err := <-watched; err != nil {
-		t.Errorf("the drain did not look again while the claw-backs were held back: %v", err)
+		t.Errorf("the drain did not look again while the credits were held back: %v", err)
 	}
 	parts := stores(t, after)
 	consumer.Grow(parts)
@@ -213,12 +238,18 @@ func TestReshard_DrainsClawbacksPendingAtTheFence(t *testing.T) {
 			t.Errorf("claw-back %s: legs on partitions %v taking %d; want one partition, 5", ref, ps, took[ref])
 		}
 	}
-	// Each receiver: 20 earned, 10 taken back (the last: 15 paid out, 5
-	// taken back and 5 owed), all on their partition of 4.
+	// Each receiver: 20 earned, then 10 taken back or 20 more earned (the
+	// last: 15 paid out, then 5 taken back and 5 owed, or no more), all on
+	// their partition of 4.
 	for _, r := range receivers {
-		balance, owed := int64(10), int64(0)
-		if r == last {
+		balance, owed := int64(40), int64(0)
+		switch {
+		case clawbacks && r == last:
 			balance, owed = 0, 5
+		case clawbacks:
+			balance = 10
+		case r == last:
+			balance = 5
 		}
 		if a, err := s.Earnings(ctx, r); err != nil || a.Balance != balance || a.Owed != owed {
 			t.Errorf("receiver %s: %+v, %v; want %d earned, %d owed", r, a, err, balance, owed)
