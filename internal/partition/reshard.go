@@ -477,7 +477,41 @@ func (rs *resharding) copyAndSwitch(ctx context.Context, opts []ledger.MigrateOp
 			}
 		}
 	}
+	if err := rs.consumerRunning(ctx); err != nil {
+		return nil, err
+	}
 	return rs.pause(ctx)
+}
+
+// creditEvent is true of an event the credit consumer moves or applies (as
+// giftd_credit_events reads them): a gift with earnings, a reversal with a
+// claw-back.
+const creditEvent = `((e.type = 'gift.debited' AND (e.data->>'settled')::boolean AND (e.data->>'earnings')::bigint > 0)
+	OR (e.type = 'debit.reversed' AND coalesce((e.data->'gift'->>'clawback')::bigint, 0) > 0))`
+
+// consumerRunning refuses to pause when an old partition has credits or
+// claw-backs past its cursor and no credit consumer holds its lease: the
+// drain would wait in vain for DrainTimeout, every gift of the old
+// partitions refused meanwhile by the freeze, before the fences were
+// lifted. A running consumer renews its lease at least every half of it,
+// idle or not. (One that stops after this check still makes the drain time
+// out.)
+func (rs *resharding) consumerRunning(ctx context.Context) error {
+	for i := range rs.n {
+		var pending, leased bool
+		err := rs.conns[i].QueryRow(ctx, `
+			SELECT EXISTS (SELECT 1 FROM events AS e, credit_cursor AS c WHERE e.position > c.position AND `+creditEvent+`),
+			       coalesce((SELECT lease_until > now() FROM credit_cursor), false)`).Scan(&pending, &leased)
+		if err != nil {
+			return fmt.Errorf("reshard: %s: read the credits pending: %w", rs.where(i), err)
+		}
+		if pending && !leased {
+			return fmt.Errorf("reshard: %s: credits are pending and no credit consumer holds its lease: start giftd serve "+
+				"(its consumer moves them, and the pause waits for it), then run giftd reshard again; nothing fenced, "+
+				"the copy goes on", rs.where(i))
+		}
+	}
+	return nil
 }
 
 // presplit splits, before the pause, the gift economy rows old partition i
@@ -1010,9 +1044,7 @@ func (rs *resharding) drain(ctx context.Context, i int) error {
 		var pending bool
 		err := rs.conns[i].QueryRow(dctx, `
 			SELECT EXISTS (SELECT 1 FROM events AS e, credit_cursor AS c
-			               WHERE e.position > c.position AND e.position <= $1
-			                 AND ((e.type = 'gift.debited' AND (e.data->>'settled')::boolean AND (e.data->>'earnings')::bigint > 0)
-			                      OR (e.type = 'debit.reversed' AND coalesce((e.data->'gift'->>'clawback')::bigint, 0) > 0)))`,
+			               WHERE e.position > c.position AND e.position <= $1 AND `+creditEvent+`)`,
 			upto).Scan(&pending)
 		return !pending, err
 	})

@@ -2,6 +2,7 @@ package partition_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -146,6 +147,10 @@ func drainsPendingAtTheFence(t *testing.T, clawbacks bool) {
 			t.Fatalf("partition %d: %d claw-backs applied before the reshard, %v; want none", p, n, err)
 		}
 	}
+
+	// A consumer holds the leases, as giftd reshard needs before it pauses:
+	// held here for the one of the same owner the drain's hook starts.
+	leaseTo(ctx, t, old, "test")
 
 	var locks []pgx.Tx
 	release := sync.OnceFunc(func() {
@@ -308,5 +313,104 @@ func drainLookedTwice(ctx context.Context, c *pgx.Conn, dbs []string) error {
 			return ctx.Err()
 		case <-time.After(2 * time.Millisecond):
 		}
+	}
+}
+
+// leaseTo gives the credit lease of each partition of conns to owner for an
+// hour.
+func leaseTo(ctx context.Context, t *testing.T, conns []*pgx.Conn, owner string) {
+	t.Helper()
+	for p, c := range conns {
+		if _, err := c.Exec(ctx, `UPDATE credit_cursor SET lease_owner = $1, lease_until = now() + interval '1 hour'`, owner); err != nil {
+			t.Fatalf("partition %d: %v", p, err)
+		}
+	}
+}
+
+// TestReshard_RefusesToPauseWithoutACreditConsumer gives gifts whose
+// credits are left pending with no credit consumer running: giftd reshard
+// refuses to pause, nothing fenced, and gifts go on. With the lease held by
+// a consumer that never steps, the drain gives up after DrainTimeout and
+// lifts the fences and the freeze. With a consumer running, the run again
+// completes, every receiver's earnings whole on their partition of 4.
+func TestReshard_RefusesToPauseWithoutACreditConsumer(t *testing.T) {
+	l := pgtest.Partitioned(t, 2)
+	requireLogical(t, l.ProxyURL)
+	newURLs := newPartitions(t, l)
+	after := append(append([]string{}, l.PartitionURLs...), newURLs...)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	s := economyStore(t, ctx, l.ProxyURL, ledger.Batching{MaxBatch: 1})
+	senders, receivers := economyUsers(t, ctx, s, 4, 1, 1000)
+	gifts := 0
+	give := func(round string) {
+		t.Helper()
+		for _, from := range senders {
+			for _, to := range receivers {
+				id := round + "-" + from + "-" + to
+				if res, err := s.Debit(ctx, giftDebit(id, from, to)); err != nil || res.Status != ledger.Debited {
+					t.Fatalf("gift %s: %+v, %v", id, res, err)
+				}
+				gifts++
+			}
+		}
+	}
+	var old []*pgx.Conn
+	for _, u := range l.PartitionURLs {
+		old = append(old, connect(t, u))
+	}
+	// Nothing fenced or frozen: no fence row, and a gift of every sender,
+	// those who move too, goes through.
+	unfenced := func(round string) {
+		t.Helper()
+		for p, c := range old {
+			var n int
+			if err := c.QueryRow(ctx, `SELECT count(*) FROM giftd_reshard_fence`).Scan(&n); err != nil || n != 0 {
+				t.Errorf("partition %d: %d fence rows, %v; want none", p, n, err)
+			}
+		}
+		give(round)
+	}
+	give("a")
+
+	_, err := partition.Reshard(ctx, partition.Resharding{Layout: l, NewPartitionURLs: newURLs})
+	if err == nil || !strings.Contains(err.Error(), "no credit consumer holds its lease") {
+		t.Fatalf("reshard with credits pending and no consumer: %v; want a refusal naming the consumer", err)
+	}
+	unfenced("b")
+
+	leaseTo(ctx, t, old, "gone")
+	_, err = partition.Reshard(ctx, partition.Resharding{Layout: l, NewPartitionURLs: newURLs, DrainTimeout: 100 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "wait for the credit consumer") {
+		t.Fatalf("reshard with the lease held by a consumer that never steps: %v; want the drain to give up", err)
+	}
+	unfenced("c")
+
+	for p, c := range old {
+		if _, err := c.Exec(ctx, `UPDATE credit_cursor SET lease_until = now()`); err != nil {
+			t.Fatalf("partition %d: %v", p, err)
+		}
+	}
+	consumer := startConsumer(t, ctx, l.PartitionURLs)
+	if _, err := partition.Reshard(ctx, partition.Resharding{Layout: l, NewPartitionURLs: newURLs}); err != nil {
+		t.Fatalf("reshard with a consumer running: %v", err)
+	}
+	parts := stores(t, after)
+	consumer.Grow(parts)
+	waitDrained(ctx, t, after)
+	// Each receiver: 5 earned of each gift to them, all on their partition.
+	want := int64(gifts / len(receivers) * 5)
+	for _, r := range receivers {
+		if a, err := s.Earnings(ctx, r); err != nil || a.Balance != want || a.Owed != 0 {
+			t.Errorf("receiver %s: %+v, %v; want %d earned", r, a, err, want)
+		}
+	}
+	for p, ps := range parts {
+		if r, err := ps.Audit(ctx); err != nil || !r.OK() {
+			t.Errorf("audit of partition %d: %+v, %v", p, r, err)
+		}
+	}
+	if r, err := credits.Audit(ctx, parts); err != nil || !r.OK() {
+		t.Errorf("credits audit: %+v, %v", r, err)
 	}
 }
