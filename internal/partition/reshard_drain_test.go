@@ -12,7 +12,6 @@ import (
 	"giftd/internal/credits"
 	"giftd/internal/ledger"
 	"giftd/internal/partition"
-	"giftd/internal/pgtest"
 )
 
 // TestReshard_DrainsWhatIsPendingAtTheFence leaves, with no credit consumer
@@ -35,13 +34,7 @@ func TestReshard_DrainsWhatIsPendingAtTheFence(t *testing.T) {
 }
 
 func drainsPendingAtTheFence(t *testing.T, clawbacks bool) {
-	l := pgtest.Partitioned(t, 2)
-	requireLogical(t, l.ProxyURL)
-	newURLs := newPartitions(t, l)
-	after := append(append([]string{}, l.PartitionURLs...), newURLs...)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	s := economyStore(t, ctx, l.ProxyURL, ledger.Batching{MaxBatch: 1})
+	l, newURLs, after, ctx, s := economyCluster(t)
 	senders, receivers := economyUsers(t, ctx, s, 4, 1, 1000) // one of each per partition of 4
 	_, stopFirst := runConsumer(t, ctx, l.PartitionURLs)
 	for _, from := range senders {
@@ -271,14 +264,7 @@ func drainsPendingAtTheFence(t *testing.T, clawbacks bool) {
 			}
 		}
 	}
-	for p, ps := range parts {
-		if r, err := ps.Audit(ctx); err != nil || !r.OK() {
-			t.Errorf("audit of partition %d: %+v, %v", p, r, err)
-		}
-	}
-	if r, err := credits.Audit(ctx, parts); err != nil || !r.OK() || r.ClawbacksPending != 0 {
-		t.Errorf("credits audit: %+v, %v", r, err)
-	}
+	auditsClean(t, ctx, parts)
 }
 
 // drainLookedTwice returns once a connection to one of the databases dbs
@@ -334,13 +320,7 @@ func leaseTo(ctx context.Context, t *testing.T, conns []*pgx.Conn, owner string)
 // lifts the fences and the freeze. With a consumer running, the run again
 // completes, every receiver's earnings whole on their partition of 4.
 func TestReshard_RefusesToPauseWithoutACreditConsumer(t *testing.T) {
-	l := pgtest.Partitioned(t, 2)
-	requireLogical(t, l.ProxyURL)
-	newURLs := newPartitions(t, l)
-	after := append(append([]string{}, l.PartitionURLs...), newURLs...)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	s := economyStore(t, ctx, l.ProxyURL, ledger.Batching{MaxBatch: 1})
+	l, newURLs, after, ctx, s := economyCluster(t)
 	senders, receivers := economyUsers(t, ctx, s, 4, 1, 1000)
 	gifts := 0
 	give := func(round string) {
@@ -405,12 +385,20 @@ func TestReshard_RefusesToPauseWithoutACreditConsumer(t *testing.T) {
 			t.Errorf("receiver %s: %+v, %v; want %d earned", r, a, err, want)
 		}
 	}
-	for p, ps := range parts {
-		if r, err := ps.Audit(ctx); err != nil || !r.OK() {
-			t.Errorf("audit of partition %d: %+v, %v", p, r, err)
+	auditsClean(t, ctx, parts)
+}
+
+// auditsClean checks that every partition's audit and the credits' audit
+// are clean, no claw-back pending.
+func auditsClean(t *testing.T, ctx context.Context, parts []*ledger.Store) {
+	t.Helper()
+	a := auditAll(t, ctx, parts)
+	for p, r := range a.Partitions {
+		if !r.OK() {
+			t.Errorf("audit of partition %d: %+v", p, r)
 		}
 	}
-	if r, err := credits.Audit(ctx, parts); err != nil || !r.OK() {
-		t.Errorf("credits audit: %+v, %v", r, err)
+	if !a.Credits.OK() || a.Credits.ClawbacksPending != 0 {
+		t.Errorf("credits audit: %+v", a.Credits)
 	}
 }

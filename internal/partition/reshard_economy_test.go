@@ -387,13 +387,7 @@ func TestReshard_SplitsTheGiftEconomyUnderLoad(t *testing.T) {
 // partition of 4 and 0 on the others; every audit is clean. Then a payout
 // recovers what a moved receiver owes, on their new partition.
 func TestReshard_KeepsEveryReceiversBooks(t *testing.T) {
-	l := pgtest.Partitioned(t, 2)
-	requireLogical(t, l.ProxyURL)
-	newURLs := newPartitions(t, l)
-	after := append(append([]string{}, l.PartitionURLs...), newURLs...)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	s := economyStore(t, ctx, l.ProxyURL, ledger.Batching{MaxBatch: 1})
+	l, newURLs, after, ctx, s := economyCluster(t)
 	senders, receivers := economyUsers(t, ctx, s, 4, 2, 1000)
 	consumer := startConsumer(t, ctx, l.PartitionURLs)
 
@@ -760,6 +754,20 @@ func economyStore(t *testing.T, ctx context.Context, proxyURL string, b ledger.B
 	}
 	t.Cleanup(s.Close)
 	return s
+}
+
+// economyCluster is a cluster of 2 to reshard with the gift economy: its
+// layout, 2 new databases, the 4 partitions' URLs in order, a context of 4
+// minutes and a store with earnings on over the proxy, one debit a batch.
+func economyCluster(t *testing.T) (l partition.Layout, newURLs, after []string, ctx context.Context, s *ledger.Store) {
+	t.Helper()
+	l = pgtest.Partitioned(t, 2)
+	requireLogical(t, l.ProxyURL)
+	newURLs = newPartitions(t, l)
+	after = append(append([]string{}, l.PartitionURLs...), newURLs...)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	t.Cleanup(cancel)
+	return l, newURLs, after, ctx, economyStore(t, ctx, l.ProxyURL, ledger.Batching{MaxBatch: 1})
 }
 
 // economyUsers places k senders and one receiver on each of n partitions,
