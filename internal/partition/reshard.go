@@ -483,9 +483,10 @@ func (rs *resharding) copyAndSwitch(ctx context.Context, opts []ledger.MigrateOp
 	return rs.pause(ctx)
 }
 
-// creditEvent is true of an event the credit consumer moves or applies (as
-// giftd_credit_events reads them): a gift with earnings, a reversal with a
-// claw-back.
+// creditEvent is true of an event the credit consumer's cursor must pass
+// before the economy is split: a settled gift with earnings (a credit to
+// move when its receiver is on another partition; one under the new count,
+// once the claims move, when its receiver is), a reversal with a claw-back.
 const creditEvent = `((e.type = 'gift.debited' AND (e.data->>'settled')::boolean AND (e.data->>'earnings')::bigint > 0)
 	OR (e.type = 'debit.reversed' AND coalesce((e.data->'gift'->>'clawback')::bigint, 0) > 0))`
 
