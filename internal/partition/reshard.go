@@ -485,8 +485,9 @@ func (rs *resharding) copyAndSwitch(ctx context.Context, opts []ledger.MigrateOp
 
 // creditEvent is true of an event the credit consumer's cursor must pass
 // before the economy is split: a settled gift with earnings (a credit to
-// move when its receiver is on another partition; one under the new count,
-// once the claims move, when its receiver is), a reversal with a claw-back.
+// move when its receiver is on another partition; a home gift would become
+// one once the claims move, were its receiver moving), a reversal with a
+// claw-back.
 const creditEvent = `((e.type = 'gift.debited' AND (e.data->>'settled')::boolean AND (e.data->>'earnings')::bigint > 0)
 	OR (e.type = 'debit.reversed' AND coalesce((e.data->'gift'->>'clawback')::bigint, 0) > 0))`
 
