@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -90,11 +91,12 @@ type Resharding struct {
 	// that point (giftd reshard audits the 2n partitions here).
 	BeforeForget func(ctx context.Context) error
 	// onStep, when set (tests), runs at the pause's steps: "presplit"
-	// between the economy's two pre-splits, "fence" before
-	// the first fence, "drain" once every fence has reached its copy,
-	// before the drain, "sequences" once every subscription is dropped,
-	// "split" once every claim has moved, "switch" once every partition's
-	// economy is split, "record" after the switch, before it is recorded
+	// between the economy's two pre-splits, "precheck" before the copy
+	// check before the pause, "fence" before the first fence, "drain" once
+	// every fence has reached its copy, before the drain, "sequences" once
+	// every subscription is dropped, "check" before the copy check inside
+	// the pause, "split" once every claim has moved, "switch" once every
+	// partition's economy is split, "record" after the switch, before it is recorded
 	// on the partitions, "forget" after the checks before the forget,
 	// right before it.
 	onStep func(step string)
@@ -392,6 +394,10 @@ type resharding struct {
 	// young is, per old partition i, the time a gift must be younger than
 	// for its earnings to be held across the split (nil: none): readYoung.
 	young []*time.Time
+	// checked is, per old partition i and per copyChecks entry checked
+	// before the switch (since set), the last key precheck compared: the
+	// pause compares the rows past it.
+	checked [][]int64
 }
 
 func (rs *resharding) open(ctx context.Context) error {
@@ -477,6 +483,15 @@ func (rs *resharding) copyAndSwitch(ctx context.Context, opts []ledger.MigrateOp
 			}
 		}
 	}
+	rs.step("precheck")
+	rs.checked = make([][]int64, n)
+	for round := range 2 {
+		for i := range n {
+			if err := rs.precheck(ctx, i, round); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if err := rs.consumerRunning(ctx); err != nil {
 		return nil, err
 	}
@@ -538,24 +553,12 @@ func (rs *resharding) presplit(ctx context.Context, i, round int) error {
 	if err != nil {
 		return fmt.Errorf("reshard: %s: read the economy's ids: %w", rs.where(i), err)
 	}
-	var running []string
-	err = old.QueryRow(ctx, `SELECT coalesce(array_agg(virtualxid), '{}') FROM pg_locks
-		WHERE locktype = 'virtualxid' AND granted AND pid <> pg_backend_pid()`).Scan(&running)
-	if err != nil {
-		return fmt.Errorf("reshard: %s: read the transactions running: %w", rs.where(i), err)
-	}
-	start := time.Now()
-	err = poll(ctx, 5*time.Millisecond, func() (bool, error) {
-		var left bool
-		err := old.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'virtualxid' AND virtualxid = ANY ($1))`,
-			running).Scan(&left)
-		return !left, err
-	})
+	waited, err := rs.waitRunning(ctx, i)
 	if err != nil {
 		return fmt.Errorf("reshard: %s: wait for the transactions running at the economy's cut: %w", rs.where(i), err)
 	}
 	rs.log.Info("reshard: cut the gift economy", "partition", rs.where(i), "round", round+1, "gift_cut", gcut, "entry_cut", ecut,
-		"waited", time.Since(start).Round(time.Millisecond))
+		"waited", waited.Round(time.Millisecond))
 	for k, p := range []int{i, j} {
 		if k == 1 {
 			if err := rs.mark(ctx, i, fmt.Sprintf("cut %d %d", round, time.Now().UnixNano())); err != nil {
@@ -571,6 +574,26 @@ func (rs *resharding) presplit(ctx context.Context, i, round int) error {
 			"took", time.Since(start).Round(time.Millisecond))
 	}
 	return nil
+}
+
+// waitRunning waits until every transaction running on old partition i
+// when it is called has ended (each holds its virtual transaction id's lock
+// to its end), and says how long that took.
+func (rs *resharding) waitRunning(ctx context.Context, i int) (time.Duration, error) {
+	var running []string
+	err := rs.conns[i].QueryRow(ctx, `SELECT coalesce(array_agg(virtualxid), '{}') FROM pg_locks
+		WHERE locktype = 'virtualxid' AND granted AND pid <> pg_backend_pid()`).Scan(&running)
+	if err != nil {
+		return 0, fmt.Errorf("read the transactions running: %w", err)
+	}
+	start := time.Now()
+	err = poll(ctx, 5*time.Millisecond, func() (bool, error) {
+		var left bool
+		err := rs.conns[i].QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'virtualxid' AND virtualxid = ANY ($1))`,
+			running).Scan(&left)
+		return !left, err
+	})
+	return time.Since(start), err
 }
 
 // readYoung sets rs.young: for each old partition i, the time its first
@@ -813,18 +836,9 @@ func (rs *resharding) pause(ctx context.Context) (pauses []time.Duration, err er
 			return nil, err
 		}
 		if sub {
-			// DISABLE, then no slot: DROP then stops the workers without
-			// reaching the publisher (the slot goes in step 4).
-			_, err := rs.conns[j].Exec(ctx, `ALTER SUBSCRIPTION giftd_reshard DISABLE`)
-			if err == nil {
-				_, err = rs.conns[j].Exec(ctx, `ALTER SUBSCRIPTION giftd_reshard SET (slot_name = NONE)`)
-			}
-			if err == nil {
-				cut[i] = true
-				_, err = rs.conns[j].Exec(ctx, `DROP SUBSCRIPTION giftd_reshard`)
-			}
-			if err != nil {
-				return nil, fmt.Errorf("reshard: %s: drop the subscription: %w", rs.where(j), err)
+			cut[i] = true
+			if err := rs.dropSubscription(ctx, j); err != nil {
+				return nil, err
 			}
 		}
 		// No longer a copy: configuration writes are refused here too
@@ -847,6 +861,10 @@ func (rs *resharding) pause(ctx context.Context) (pauses []time.Duration, err er
 			}
 		}
 	}
+	rs.step("check")
+	if err := rs.checkPaused(ctx); err != nil {
+		return nil, err
+	}
 	switched = true // from the first claim moved, only going forward is safe
 	if err := rs.switchOver(ctx); err != nil {
 		return nil, err
@@ -857,6 +875,23 @@ func (rs *resharding) pause(ctx context.Context) (pauses []time.Duration, err er
 	}
 	rs.log.Info("reshard: the proxy routes over the new count", "partitions", 2*n, "pauses", pauses)
 	return pauses, nil
+}
+
+// dropSubscription drops new partition j's subscription: DISABLE, then no
+// slot, so that DROP stops the workers without reaching the publisher (the
+// slot goes in step 4, or when a run again copies anew).
+func (rs *resharding) dropSubscription(ctx context.Context, j int) error {
+	_, err := rs.conns[j].Exec(ctx, `ALTER SUBSCRIPTION giftd_reshard DISABLE`)
+	if err == nil {
+		_, err = rs.conns[j].Exec(ctx, `ALTER SUBSCRIPTION giftd_reshard SET (slot_name = NONE)`)
+	}
+	if err == nil {
+		_, err = rs.conns[j].Exec(ctx, `DROP SUBSCRIPTION giftd_reshard`)
+	}
+	if err != nil {
+		return fmt.Errorf("reshard: %s: drop the subscription: %w", rs.where(j), err)
+	}
+	return nil
 }
 
 // switchOver moves each old claim from i of n to i of 2n, then registers the
@@ -1218,6 +1253,14 @@ type copyCheck struct {
 	// floor, when set, is a query giving a bigint on each side: the rows
 	// at or below it may legitimately differ (pruned on one side only).
 	floor string
+	// since, when set, is the SQL condition choosing, through an index,
+	// the rows whose key is past @from, and last a query giving, through
+	// an index, a key no row of the table committed so far is past: the
+	// check's rows are then compared before the switch too (precheck,
+	// then inside the pause past what it compared). Unset: the economy's
+	// rows, which the split inside the switch still moves, are compared
+	// only after it.
+	since, last string
 }
 
 // copyChecks are the rows checkCopies compares, each a table the forget
@@ -1246,13 +1289,22 @@ type copyCheck struct {
 // claims, written on j after the switch with no key to bound them either.
 var copyChecks = []copyCheck{
 	{what: "ledger entries of the users", table: "ledger_entries", key: "id",
-		rows: `giftd_placement(user_id) & @mask = @to`},
+		rows:  `giftd_placement(user_id) & @mask = @to`,
+		since: `id > @from`, last: `SELECT coalesce(max(id), 0) FROM ledger_entries`},
 	{what: "debit records (with an entry) of the users", table: "debit_requests", key: "entry_id",
 		rows:  `giftd_placement(user_id) & @mask = @to AND entry_id IS NOT NULL AND expires_at > to_timestamp(@floor::bigint)`,
-		floor: `SELECT extract(epoch FROM now() + interval '10 minutes')::bigint`},
+		floor: `SELECT extract(epoch FROM now() + interval '10 minutes')::bigint`,
+		// entry_id has no index: a debit record's entry is the debit
+		// entry of its key, written with it, found through the ledger's
+		// primary key (a condition on the entry's kind would let the
+		// planner read every debit entry through the ledger's key index).
+		since: `entry_id > @from AND (platform, app_id, request_id) IN
+			(SELECT l.platform, l.app_id, l.ref FROM ledger_entries AS l WHERE l.id > @from)`,
+		last: `SELECT coalesce(max(id), 0) FROM ledger_entries`},
 	{what: "events of the users", table: "events", key: "position",
 		rows:  `giftd_placement(data->>'user_id') & @mask = @to AND position > @floor`,
-		floor: `SELECT coalesce(min(cursor), 9223372036854775807) FROM webhook_endpoints`},
+		floor: `SELECT coalesce(min(cursor), 9223372036854775807) FROM webhook_endpoints`,
+		since: `position > @from`, last: `SELECT coalesce(max(position), 0) FROM events`},
 	{what: "gift entries", table: "gift_entries", key: "id",
 		rows: `(id IN (SELECT x.gift FROM giftd_reshard_given_away() AS x WHERE x.gift IS NOT NULL))
 			= ((SELECT i.partition FROM giftd_partition_identity AS i) <> @to)`},
@@ -1280,7 +1332,11 @@ const copyDigestSettings = `SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'I
 func (rs *resharding) checkCopies(ctx context.Context) error {
 	for i := range rs.n {
 		for _, c := range copyChecks {
-			if err := rs.checkCopy(ctx, c, i); err != nil {
+			upto, err := rs.lastGivenAway(ctx, c, i)
+			if err == nil {
+				err = rs.compareCopy(ctx, c, i, 0, upto)
+			}
+			if err != nil {
 				return err
 			}
 		}
@@ -1289,42 +1345,169 @@ func (rs *resharding) checkCopies(ctx context.Context) error {
 	return nil
 }
 
-// checkCopy compares c's rows on old partition i and its new partition.
-func (rs *resharding) checkCopy(ctx context.Context, c copyCheck, i int) error {
+// checkedBeforeSwitch are the copyChecks compared before the switch too.
+var checkedBeforeSwitch = func() (cs []copyCheck) {
+	for _, c := range copyChecks {
+		if c.since != "" {
+			cs = append(cs, c)
+		}
+	}
+	return cs
+}()
+
+// precheck compares, before the pause, the rows of each of
+// checkedBeforeSwitch that old partition i has given away so far, past
+// those an earlier round compared, on i and on its copy: it reads each
+// table's last key on i (of any user's row: the next round starts past it,
+// whoever wrote it), waits until every transaction running then has ended
+// (a key under it not committed yet is one of theirs: keys come from
+// sequences, inside transactions), proves by a mark that the copy holds
+// what they wrote, then compares both sides up to those keys. Two rounds
+// over every old partition, as the pre-split's: the first over everything,
+// the second over what was written meanwhile, so that the pause compares
+// only what is written after that. A copy that differs is dropped, nothing
+// fenced: a run again copies it anew.
+func (rs *resharding) precheck(ctx context.Context, i, round int) error {
 	j := rs.n + i
-	args := pgx.NamedArgs{"mask": 2*rs.n - 1, "to": j, "floor": int64(0)}
+	if round == 0 {
+		rs.checked[i] = make([]int64, len(checkedBeforeSwitch))
+	}
+	from := rs.checked[i]
+	start := time.Now()
+	upto := make([]int64, len(checkedBeforeSwitch))
+	for k, c := range checkedBeforeSwitch {
+		if err := rs.conns[i].QueryRow(ctx, c.last).Scan(&upto[k]); err != nil {
+			return fmt.Errorf("reshard: %s: read the last key of the %s: %w", rs.where(i), c.what, err)
+		}
+	}
+	if _, err := rs.waitRunning(ctx, i); err != nil {
+		return fmt.Errorf("reshard: %s: wait for the transactions running at the copy check: %w", rs.where(i), err)
+	}
+	if err := rs.mark(ctx, i, fmt.Sprintf("checked %d %d", round, time.Now().UnixNano())); err != nil {
+		return err
+	}
+	for k, c := range checkedBeforeSwitch {
+		if err := rs.compareCopy(ctx, c, i, from[k], upto[k]); err != nil {
+			if derr := rs.dropSubscription(ctx, j); derr != nil {
+				return fmt.Errorf("%w; and dropping that copy failed: %w", err, derr)
+			}
+			return fmt.Errorf("%w; nothing fenced: the copy on %s is dropped, and giftd reshard run again copies it anew", err, rs.where(j))
+		}
+	}
+	rs.checked[i] = upto
+	rs.log.Info("reshard: the copy checked before the pause", "partition", rs.where(i), "round", round+1, "up_to", upto,
+		"took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// checkPaused compares, inside the pause, the rows of each of
+// checkedBeforeSwitch that each old partition i gave away past those
+// precheck compared: the fence stopped the moved users' writes on i, the
+// drain's mark brought the last of them to the copy, and the copy is cut,
+// so both sides are final. It runs before the claims move, on every old
+// partition at once: a copy that differs fails the run with the fences
+// lifted and nothing switched.
+func (rs *resharding) checkPaused(ctx context.Context) error {
+	errs := make([]error, rs.n)
+	var wg sync.WaitGroup
+	for i := range rs.n {
+		wg.Go(func() {
+			for k, c := range checkedBeforeSwitch {
+				// Unbounded: neither side writes a moved user's row.
+				if err := rs.compareCopy(ctx, c, i, rs.checked[i][k], math.MaxInt64); err != nil {
+					errs[i] = fmt.Errorf("%w; nothing switched: the fences are lifted, and giftd reshard run again copies %s anew",
+						err, rs.where(rs.n+i))
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// copyArgs are the arguments of c's conditions for old partition i's rows
+// past key from.
+func (rs *resharding) copyArgs(ctx context.Context, c copyCheck, i int, from int64) (pgx.NamedArgs, error) {
+	j := rs.n + i
+	args := pgx.NamedArgs{"mask": 2*rs.n - 1, "to": j, "floor": int64(0), "from": from}
 	if c.floor != "" {
 		var floor [2]int64
 		for k, p := range []int{i, j} {
 			if err := rs.conns[p].QueryRow(ctx, c.floor).Scan(&floor[k]); err != nil {
-				return fmt.Errorf("reshard: %s: read the floor of the %s partition %d gave away: %w", rs.where(p), c.what, i, err)
+				return nil, fmt.Errorf("reshard: %s: read the floor of the %s partition %d gave away: %w", rs.where(p), c.what, i, err)
 			}
 		}
 		args["floor"] = max(floor[0], floor[1])
 	}
-	var upto int64
-	err := rs.conns[i].QueryRow(ctx, `SELECT coalesce(max(`+c.key+`), 0) FROM `+c.table+` WHERE (`+c.rows+`)`, args).Scan(&upto)
+	return args, nil
+}
+
+// givenAway is the SQL condition of c's rows past key from (0: all).
+func (c copyCheck) givenAway(from int64) string {
+	if from == 0 {
+		return `(` + c.rows + `)`
+	}
+	return `(` + c.rows + `) AND ` + c.since
+}
+
+// lastGivenAway is the last key of c's rows old partition i gave away (0:
+// none).
+func (rs *resharding) lastGivenAway(ctx context.Context, c copyCheck, i int) (int64, error) {
+	args, err := rs.copyArgs(ctx, c, i, 0)
 	if err != nil {
-		return fmt.Errorf("reshard: %s: read the last of the %s it gave away: %w", rs.where(i), c.what, err)
+		return 0, err
+	}
+	var upto int64
+	err = rs.conns[i].QueryRow(ctx, `SELECT coalesce(max(`+c.key+`), 0) FROM `+c.table+` WHERE `+c.givenAway(0), args).Scan(&upto)
+	if err != nil {
+		return 0, fmt.Errorf("reshard: %s: read the last of the %s it gave away: %w", rs.where(i), c.what, err)
+	}
+	return upto, nil
+}
+
+// compareCopy compares c's rows on old partition i and its new partition,
+// their keys past from and up to upto (unbounded: math.MaxInt64), both
+// sides at once.
+func (rs *resharding) compareCopy(ctx context.Context, c copyCheck, i int, from, upto int64) error {
+	j := rs.n + i
+	args, err := rs.copyArgs(ctx, c, i, from)
+	if err != nil {
+		return err
 	}
 	args["upto"] = upto
 	var digest [2]string
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
 	for k, p := range []int{i, j} {
-		err := pgx.BeginFunc(ctx, rs.conns[p], func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, copyDigestSettings); err != nil {
-				return err
+		wg.Go(func() {
+			err := pgx.BeginFunc(ctx, rs.conns[p], func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, copyDigestSettings); err != nil {
+					return err
+				}
+				return tx.QueryRow(ctx, `SELECT format('%s rows, digest %s', count(*),
+					coalesce(sum(('x' || left(md5(t::text), 16))::bit(64)::bigint::numeric), 0))
+					FROM `+c.table+` AS t WHERE `+c.givenAway(from)+` AND `+c.key+` <= @upto`, args).Scan(&digest[k])
+			})
+			if err != nil {
+				errs[k] = fmt.Errorf("reshard: %s: digest the %s partition %d gave away: %w", rs.where(p), c.what, i, err)
 			}
-			return tx.QueryRow(ctx, `SELECT format('%s rows, digest %s', count(*),
-				coalesce(sum(('x' || left(md5(t::text), 16))::bit(64)::bigint::numeric), 0))
-				FROM `+c.table+` AS t WHERE (`+c.rows+`) AND `+c.key+` <= @upto`, args).Scan(&digest[k])
 		})
-		if err != nil {
-			return fmt.Errorf("reshard: %s: digest the %s partition %d gave away: %w", rs.where(p), c.what, i, err)
-		}
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
 	if digest[0] != digest[1] {
-		return fmt.Errorf("reshard: the copy differs: the %s partition %d gave away to %d, up to %s %d: %s on %s, %s on %s",
-			c.what, i, j, c.key, upto, digest[0], rs.where(i), digest[1], rs.where(j))
+		span := fmt.Sprintf("up to %s %d", c.key, upto)
+		switch {
+		case upto == math.MaxInt64:
+			span = fmt.Sprintf("past %s %d", c.key, from)
+		case from > 0:
+			span = fmt.Sprintf("%s %d to %d", c.key, from+1, upto)
+		}
+		return fmt.Errorf("reshard: the copy differs: the %s partition %d gave away to %d, %s: %s on %s, %s on %s",
+			c.what, i, j, span, digest[0], rs.where(i), digest[1], rs.where(j))
 	}
 	return nil
 }

@@ -1,0 +1,153 @@
+package partition_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"giftd/internal/ledger"
+	"giftd/internal/partition"
+	"giftd/internal/pgtest"
+)
+
+// TestReshard_ChecksTheCopyBeforeTheSwitch: a moved user's row lost or
+// changed on the new partition (as replication writes) stops the run
+// before the switch: found before the pause (the rows copied so far, at
+// "precheck"), nothing is fenced and the copy is dropped; found inside it
+// (a row written after that check, tampered with once the copy is cut, at
+// "check"), the fences are lifted and the proxy does not switch. Either
+// way the mover's gifts go on on the old partition, and the run again
+// copies anew and switches, every row of the mover's on its new partition.
+func TestReshard_ChecksTheCopyBeforeTheSwitch(t *testing.T) {
+	cases := []struct {
+		name, at, what, table string
+		// row picks the mover's ($1) last row of the table.
+		row string
+		// tamper loses or changes that row.
+		tamper string
+		want   string
+	}{
+		{name: "EntryLostBeforeThePause", at: "precheck", what: "the ledger entries", table: "ledger_entries",
+			row: `id = (SELECT max(id) FROM ledger_entries WHERE user_id = $1)`,
+			// The wallet set back with it: each partition's audit passes.
+			tamper: `WITH last AS (DELETE FROM ledger_entries WHERE id = (SELECT max(id) FROM ledger_entries WHERE user_id = $1) RETURNING *)
+				UPDATE wallets SET gold = gold - (SELECT amount FROM last) WHERE user_id = $1`,
+			want: "nothing fenced"},
+		{name: "EntryLostInThePause", at: "check", what: "the ledger entries", table: "ledger_entries",
+			row: `id = (SELECT max(id) FROM ledger_entries WHERE user_id = $1)`,
+			tamper: `WITH last AS (DELETE FROM ledger_entries WHERE id = (SELECT max(id) FROM ledger_entries WHERE user_id = $1) RETURNING *)
+				UPDATE wallets SET gold = gold - (SELECT amount FROM last) WHERE user_id = $1`,
+			want: "nothing switched"},
+		{name: "DebitRecordLostInThePause", at: "check", what: "the debit records (with an entry)", table: "debit_requests",
+			row:    `entry_id = (SELECT max(entry_id) FROM debit_requests WHERE user_id = $1)`,
+			tamper: `DELETE FROM debit_requests WHERE entry_id = (SELECT max(entry_id) FROM debit_requests WHERE user_id = $1)`,
+			want:   "nothing switched"},
+		{name: "EventChangedInThePause", at: "check", what: "the events", table: "events",
+			row: `position = (SELECT max(position) FROM events WHERE data->>'user_id' = $1)`,
+			tamper: `UPDATE events SET data = data || '{"changed": true}'
+				WHERE position = (SELECT max(position) FROM events WHERE data->>'user_id' = $1)`,
+			want: "nothing switched"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			l := pgtest.Partitioned(t, 1)
+			requireLogical(t, l.ProxyURL)
+			newURLs := newPartitions(t, l)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			mover := usersOn(1, 2, 1)[0]
+			s, err := ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(1, partition.For), ledger.WithBatching(ledger.Batching{MaxBatch: 1}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			proxy, old, moved := connect(t, l.ProxyURL), connect(t, l.PartitionURLs[0]), connect(t, newURLs[0])
+			// An endpoint that delivers nothing: every event is compared.
+			if _, err := old.Exec(ctx, `INSERT INTO webhook_endpoints (id, url, secrets, cursor)
+				VALUES ('hook', 'http://127.0.0.1:9/', '{whsec_test}', 0)`); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.TopUp(ctx, ledger.TopUp{UserID: mover, Amount: 100, Key: "seed"}); err != nil {
+				t.Fatal(err)
+			}
+			debits := 0
+			debit := func(id string) {
+				t.Helper()
+				if res, err := s.Debit(ctx, reshardDebit(id, mover)); err != nil || res.Status != ledger.Debited {
+					t.Errorf("debit %s of the mover: %+v, %v; want debited", id, res, err)
+					return
+				}
+				debits++
+			}
+			for k := range 3 {
+				debit(fmt.Sprintf("early-%d", k))
+			}
+			r := partition.WithOnStep(partition.Resharding{Layout: l, NewPartitionURLs: newURLs}, func(step string) {
+				switch step {
+				case "fence": // after the check before the pause: a row for the pause to compare
+					debit("late")
+				case tc.at:
+					err := pgx.BeginFunc(ctx, moved, func(tx pgx.Tx) error {
+						if _, err := tx.Exec(ctx, `CREATE TABLE kept AS SELECT * FROM `+tc.table+` WHERE `+tc.row, mover); err != nil {
+							return err
+						}
+						if _, err := tx.Exec(ctx, `SET LOCAL session_replication_role = replica`); err != nil {
+							return err
+						}
+						tag, err := tx.Exec(ctx, tc.tamper, mover)
+						if err == nil && tag.RowsAffected() != 1 {
+							err = fmt.Errorf("%d rows of the mover's, want 1", tag.RowsAffected())
+						}
+						return err
+					})
+					if err != nil {
+						t.Errorf("tamper with the mover's %s on the new partition at %q: %v", tc.table, tc.at, err)
+					}
+				}
+			})
+			_, err = partition.Reshard(ctx, r)
+			if err == nil || !strings.Contains(err.Error(), "the copy differs: "+tc.what) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("reshard over a copy with the mover's last row of %s tampered with at %q: %v; want the copy differing in %s, %s",
+					tc.table, tc.at, err, tc.what, tc.want)
+			}
+
+			// Nothing switched, nothing fenced, the copy dropped: the
+			// mover's gifts go on on the old partition.
+			var count, fences, subs int
+			if err := proxy.QueryRow(ctx, `SELECT giftd_partition_count()`).Scan(&count); err != nil || count != 1 {
+				t.Errorf("the proxy's partition count after the failed check: %d, %v; want 1", count, err)
+			}
+			if err := old.QueryRow(ctx, `SELECT count(*) FROM giftd_reshard_fence`).Scan(&fences); err != nil || fences != 0 {
+				t.Errorf("fences on the old partition after the failed check: %d, %v; want 0", fences, err)
+			}
+			if err := moved.QueryRow(ctx, `SELECT count(*) FROM pg_subscription
+				WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&subs); err != nil || subs != 0 {
+				t.Errorf("subscriptions on the new partition after the failed check: %d, %v; want 0 (the copy dropped)", subs, err)
+			}
+			debit("between")
+
+			// The run again copies anew: every row of the mover's there.
+			if _, err := partition.Reshard(ctx, partition.Resharding{Layout: l, NewPartitionURLs: newURLs}); err != nil {
+				t.Fatalf("reshard again: %v", err)
+			}
+			var same int
+			if err := moved.QueryRow(ctx, `SELECT count(*) FROM kept AS k WHERE EXISTS (SELECT 1 FROM `+tc.table+` AS t WHERE t::text = k::text)`).
+				Scan(&same); err != nil || same != 1 {
+				t.Errorf("the row tampered with, on the new partition after the run again: %d as it was, %v; want 1", same, err)
+			}
+			var entries, gold int64
+			if err := moved.QueryRow(ctx, `SELECT count(*) FROM ledger_entries WHERE user_id = $1`, mover).Scan(&entries); err != nil ||
+				entries != int64(1+debits) {
+				t.Errorf("the mover's entries on its new partition: %d, %v; want %d", entries, err, 1+debits)
+			}
+			if err := proxy.QueryRow(ctx, `SELECT gold FROM giftd_wallet($1)`, mover).Scan(&gold); err != nil || gold != int64(100-debits) {
+				t.Errorf("the mover's wallet through the proxy: %d, %v; want %d", gold, err, 100-debits)
+			}
+			auditsClean(t, ctx, stores(t, append(append([]string(nil), l.PartitionURLs...), newURLs...)))
+		})
+	}
+}
