@@ -187,7 +187,7 @@ func TestDeploy_DashboardAndRulesUseRealMetrics(t *testing.T) {
 
 // TestDeploy_DocsDocumentEveryMetricAndSetting: every giftd metric a
 // running giftd exposes is in the Metrics table of docs/operations.md, and
-// every GIFTD_ setting the code reads is in the settings table of
+// every GIFTD_ setting the commands read is in the settings table of
 // docs/configuration.md.
 func TestDeploy_DocsDocumentEveryMetricAndSetting(t *testing.T) {
 	ops, err := os.ReadFile(filepath.Join(repoRoot, "docs/operations.md"))
@@ -213,9 +213,22 @@ func TestDeploy_DocsDocumentEveryMetricAndSetting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := os.ReadFile("settings.go")
+	// Every command's settings: serve's in settings.go, the others' beside
+	// their command (giftd reshard's drain timeout).
+	files, err := filepath.Glob("*.go")
 	if err != nil {
 		t.Fatal(err)
+	}
+	var src []byte
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src = append(src, b...)
 	}
 	var missing []string
 	for _, name := range regexp.MustCompile(`"(GIFTD_[A-Z_]+)"`).FindAllStringSubmatch(string(src), -1) {

@@ -39,10 +39,15 @@ func runReshard(ctx context.Context, args []string, getenv func(string) string, 
 	if s.Partitioned.ProxyURL == "" {
 		return &settingsError{"GIFTD_PROXY_URL", "required by giftd reshard, with GIFTD_PARTITION_URLS: the partitions' URLs, the old ones then the new ones"}
 	}
+	drain, err := drainTimeout(getenv)
+	if err != nil {
+		return err
+	}
 	r, err := reshardingOf(ctx, getenv, s.Partitioned)
 	if err != nil {
 		return err
 	}
+	r.DrainTimeout = drain
 	r.Log = newLogger("text", stderr)
 	r.EarningsHold = s.Safeguards.EarningsHold
 	// The audit before the forget: a moved user's rows wrong on the new
@@ -84,6 +89,24 @@ func runReshard(ctx context.Context, args []string, getenv func(string) string, 
 		return fmt.Errorf("the reshard is done (a run again only audits again), but the audit after it fails: %w", err)
 	}
 	return nil
+}
+
+// maxDrainTimeout bounds GIFTD_RESHARD_DRAIN_TIMEOUT: the moving users'
+// writes, and with the economy every gift of the old partitions, are
+// refused while the pause waits.
+const maxDrainTimeout = 2 * time.Minute
+
+// drainTimeout is GIFTD_RESHARD_DRAIN_TIMEOUT: how long the pause waits for
+// the credit consumer to move the credits of the old count before the run
+// fails and lifts the fences.
+func drainTimeout(getenv func(string) string) (time.Duration, error) {
+	var d time.Duration
+	err := durations(getenv, []durationSetting{{"GIFTD_RESHARD_DRAIN_TIMEOUT", "10s", 100 * time.Millisecond, &d}})
+	if err == nil && d > maxDrainTimeout {
+		err = &settingsError{"GIFTD_RESHARD_DRAIN_TIMEOUT", fmt.Sprintf("must be at most %s (the pause refuses the moving users' "+
+			"writes while it waits), got %s", maxDrainTimeout, d)}
+	}
+	return d, err
 }
 
 // reshardingOf is giftd reshard's cluster, in one of two forms:

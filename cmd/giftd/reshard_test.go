@@ -318,6 +318,12 @@ func TestRun_ReshardRefusesAnUnclearCluster(t *testing.T) {
 			"GIFTD_PARTITION_URLS": l.PartitionURLs[0] + " " + other("a"), "GIFTD_PROXY_PARTITION_URLS": other("p0") + " " + other("pa"),
 			"GIFTD_NEW_PROXY_PARTITION_URLS": other("pa")},
 			"GIFTD_NEW_PROXY_PARTITION_URLS", "set without GIFTD_NEW_PARTITION_URLS"},
+		{"a drain timeout that is not a duration", map[string]string{
+			"GIFTD_PARTITION_URLS": l.PartitionURLs[0] + " " + other("a"), "GIFTD_RESHARD_DRAIN_TIMEOUT": "ten"},
+			"GIFTD_RESHARD_DRAIN_TIMEOUT", `must be a duration of at least 100ms like 2s or 2400h, got "ten"`},
+		{"a drain timeout longer than the pause may be", map[string]string{
+			"GIFTD_PARTITION_URLS": l.PartitionURLs[0] + " " + other("a"), "GIFTD_RESHARD_DRAIN_TIMEOUT": "5m"},
+			"GIFTD_RESHARD_DRAIN_TIMEOUT", "must be at most 2m0s"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			c.env["GIFTD_PROXY_URL"] = l.ProxyURL
@@ -331,6 +337,53 @@ func TestRun_ReshardRefusesAnUnclearCluster(t *testing.T) {
 				t.Errorf("the proxy routes over %d partitions, %v; want 1", n, err)
 			}
 		})
+	}
+}
+
+// TestRun_ReshardDrainsAsLongAsItIsTold: with a credit pending and its
+// lease held by a consumer that never steps, the pause's drain gives up
+// after GIFTD_RESHARD_DRAIN_TIMEOUT, saying so, and the run fails with the
+// fences lifted and the proxy not switched; once the credit has moved, the
+// run again switches.
+func TestRun_ReshardDrainsAsLongAsItIsTold(t *testing.T) {
+	ctx := context.Background()
+	l := pgtest.Partitioned(t, 1)
+	old, err := pgx.Connect(ctx, l.PartitionURLs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close(ctx)
+	for _, q := range []string{
+		`INSERT INTO events (type, data) VALUES ('gift.debited', '{"user_id": "u1", "settled": true, "earnings": 5}')`,
+		`UPDATE credit_cursor SET lease_owner = 'gone', lease_until = now() + interval '1 hour'`} {
+		if _, err := old.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := map[string]string{"GIFTD_PROXY_URL": l.ProxyURL, "GIFTD_PARTITION_URLS": l.PartitionURLs[0] + " " + pgtest.EmptyDatabase(t),
+		"GIFTD_RESHARD_DRAIN_TIMEOUT": "150ms"}
+	var out, errOut bytes.Buffer
+	err = run(ctx, []string{"giftd", "reshard"}, func(k string) string { return env[k] }, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "wait for the credit consumer") || !strings.Contains(err.Error(), "150ms at most") {
+		t.Fatalf("reshard with a credit no consumer moves: %v; want the drain giving up after 150ms", err)
+	}
+	var fences int
+	if err := old.QueryRow(ctx, `SELECT count(*) FROM giftd_reshard_fence`).Scan(&fences); err != nil || fences != 0 {
+		t.Errorf("fences left on partition 0: %d, %v; want 0", fences, err)
+	}
+	if n, err := partition.Routed(ctx, l.ProxyURL); n != 1 || err != nil {
+		t.Errorf("the proxy routes over %d partitions, %v; want 1", n, err)
+	}
+	// The credit moved (as a consumer would have), the run again goes on.
+	if _, err := old.Exec(ctx, `UPDATE credit_cursor SET position = (SELECT max(position) FROM events)`); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := run(ctx, []string{"giftd", "reshard"}, func(k string) string { return env[k] }, &out, &errOut); err != nil {
+		t.Fatalf("reshard again once the credit moved: %v", err)
+	}
+	if n, err := partition.Routed(ctx, l.ProxyURL); n != 2 || err != nil {
+		t.Errorf("the proxy routes over %d partitions after the run again, %v; want 2", n, err)
 	}
 }
 

@@ -1086,8 +1086,8 @@ func (rs *resharding) drain(ctx context.Context, i int) error {
 		return !pending, err
 	})
 	if err != nil {
-		return fmt.Errorf("reshard: %s: wait for the credit consumer to move the credits up to position %d (is giftd serve running?): %w",
-			rs.where(i), upto, err)
+		return fmt.Errorf("reshard: %s: wait for the credit consumer to move the credits up to position %d, %s at most "+
+			"(is giftd serve running?): %w", rs.where(i), upto, timeout, err)
 	}
 	rs.log.Info("reshard: credits drained", "partition", rs.where(i), "wait", time.Since(start).Round(time.Millisecond))
 	return nil
