@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"giftd/internal/linkv"
 	"giftd/internal/partition"
@@ -249,10 +250,20 @@ func TestRun_ServeRecordsTheSwitchOfAStoppedReshard(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer moved.Close(ctx)
+	// As a run killed right after the switch leaves them: the switch not
+	// recorded, configuration changes refused (step 4 re-enables them
+	// first).
 	for _, c := range []*pgx.Conn{old, moved} {
-		if _, err := c.Exec(ctx, `DELETE FROM giftd_reshard_switched`); err != nil {
-			t.Fatal(err)
+		for _, q := range []string{`DELETE FROM giftd_reshard_switched`,
+			`ALTER TABLE gift_catalogue ENABLE TRIGGER giftd_reshard_config_fence`} {
+			if _, err := c.Exec(ctx, q); err != nil {
+				t.Fatal(err)
+			}
 		}
+	}
+	var pgErr *pgconn.PgError
+	if _, err := old.Exec(ctx, `INSERT INTO gift_catalogue (platform, gift_id, name, price, share_bp) VALUES ('linkv', 'x', 'X', 1, 0)`); !errors.As(err, &pgErr) || pgErr.Code != "GD003" {
+		t.Fatalf("a catalogue write with the switch not recorded: %v; want refused with GD003", err)
 	}
 	wallets := func() (n int64) {
 		t.Helper()
@@ -276,6 +287,15 @@ func TestRun_ServeRecordsTheSwitchOfAStoppedReshard(t *testing.T) {
 	}
 	if !strings.Contains(srv.logs.String(), "recorded the proxy's switch") {
 		t.Errorf("serve's log does not say it recorded the switch:\n%s", srv.logs.String())
+	}
+	// The switch recorded, configuration changes are taken again, on both
+	// partitions, without the run again.
+	if code, m := adminCall(t, srv.admin, http.MethodPost, "/admin/v1/gifts/linkv", e2eToken,
+		`{"gift_id":"rose","name":"Rose","price":10,"share_bp":5000}`); code != http.StatusCreated {
+		t.Errorf("a gift created once serve recorded the switch: %d %v; want 201", code, m)
+	}
+	if n := giftOnEachPartition(ctx, t, []string{l.PartitionURLs[0], newURL}, "rose"); n != [4]int{1, 1} {
+		t.Errorf("the gift is on the partitions %v times; want once on each of 2", n)
 	}
 	if err := srv.stop(t); err != nil {
 		t.Errorf("serve: %v", err)

@@ -262,7 +262,9 @@ func RecordReshardSwitch(ctx context.Context, db Querier, partitions int) (writt
 // (Partitions, read from the proxy). A run stopped between the proxy's
 // switch and its own record of it left the reads the proxy runs on every
 // partition counting the rows it gave away a second time until its run
-// again; giftd serve calls this every second (two short queries a
+// again, and configuration changes refused (partition migration 26 lets
+// them through once the switch is recorded); giftd serve calls this every
+// second (two short queries a
 // partition while it is not forgotten). It returns the partitions it wrote
 // on, and the errors of those it could not write on (tried again at the
 // next call).

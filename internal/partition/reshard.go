@@ -1043,8 +1043,9 @@ func triggerVerb(on bool) string {
 // partitions: the proxy has switched, so a configuration change reaches
 // them all (a giftd that has not learned the switch is refused by its own
 // recount, ErrPartitionsNotConnected). Run right after the switch, and
-// before step 4 in a run again after it (a run stopped in between left
-// the configuration refused).
+// before step 4 in a run again after it. (A run stopped in between leaves
+// the configuration refused until the switch is recorded on the partition,
+// which giftd serve does too: partition migration 26.)
 func (rs *resharding) configWritable(ctx context.Context) error {
 	for p := range rs.conns {
 		// Without arguments, one simple query: the statements in one transaction.
