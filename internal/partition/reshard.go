@@ -1356,6 +1356,57 @@ var checkedBeforeSwitch = func() (cs []copyCheck) {
 	return cs
 }()
 
+// walletsCheck compares, inside the pause, the moved users' wallets written
+// since the check before it: those of users with a ledger entry past @from
+// (every wallet write has its entry). Wallets have no key: before the
+// pause, while they change, precheck checks instead that each one on the
+// copy is the sum of its entries there (walletsAddUp), the entries being
+// compared with the old partition's.
+var walletsCheck = copyCheck{what: "wallets of the users", table: "wallets",
+	rows:  `giftd_placement(user_id) & @mask = @to`,
+	since: `user_id IN (SELECT l.user_id FROM ledger_entries AS l WHERE l.id > @from)`}
+
+// checkedInThePause are checkedBeforeSwitch, then walletsCheck.
+var checkedInThePause = append(append([]copyCheck(nil), checkedBeforeSwitch...), walletsCheck)
+
+// ledgerKey is, of keys (one per checkedBeforeSwitch), the ledger entries'.
+func ledgerKey(keys []int64) int64 {
+	for k, c := range checkedBeforeSwitch {
+		if c.table == "ledger_entries" {
+			return keys[k]
+		}
+	}
+	panic("reshard: no ledger entries in checkedBeforeSwitch")
+}
+
+// walletsAddUp checks, on new partition j = i + n, that the wallet of each
+// user old partition i gave away with a ledger entry past from and up to
+// upto (every one when from is 0) is the sum of its entries there: a
+// wallet write the copy lost or changed. (Replication applies each
+// transaction whole, so the copy is consistent whenever it is read.)
+func (rs *resharding) walletsAddUp(ctx context.Context, i int, from, upto int64) error {
+	j := rs.n + i
+	users := ``
+	if from > 0 {
+		users = `AND w.user_id IN (SELECT l.user_id FROM ledger_entries AS l WHERE l.id > @from AND l.id <= @upto)`
+	}
+	var wrong int64
+	var first string
+	err := rs.conns[j].QueryRow(ctx, `
+		SELECT count(*), coalesce(min(w.user_id), '') FROM wallets AS w
+		WHERE giftd_placement(w.user_id) & @mask = @to `+users+`
+		  AND w.gold <> coalesce((SELECT sum(e.amount) FROM ledger_entries AS e WHERE e.user_id = w.user_id), 0)`,
+		pgx.NamedArgs{"mask": 2*rs.n - 1, "to": j, "from": from, "upto": upto}).Scan(&wrong, &first)
+	if err != nil {
+		return fmt.Errorf("reshard: %s: add up the wallets partition %d gave away: %w", rs.where(j), i, err)
+	}
+	if wrong > 0 {
+		return fmt.Errorf("reshard: the copy differs: %d wallets of the users partition %d gave away to %d are not the sum "+
+			"of their entries on %s (the first: %s)", wrong, i, j, rs.where(j), first)
+	}
+	return nil
+}
+
 // precheck compares, before the pause, the rows of each of
 // checkedBeforeSwitch that old partition i has given away so far, past
 // those an earlier round compared, on i and on its copy: it reads each
@@ -1387,8 +1438,14 @@ func (rs *resharding) precheck(ctx context.Context, i, round int) error {
 	if err := rs.mark(ctx, i, fmt.Sprintf("checked %d %d", round, time.Now().UnixNano())); err != nil {
 		return err
 	}
-	for k, c := range checkedBeforeSwitch {
-		if err := rs.compareCopy(ctx, c, i, from[k], upto[k]); err != nil {
+	for k := range len(checkedBeforeSwitch) + 1 {
+		var err error
+		if k < len(checkedBeforeSwitch) {
+			err = rs.compareCopy(ctx, checkedBeforeSwitch[k], i, from[k], upto[k])
+		} else {
+			err = rs.walletsAddUp(ctx, i, ledgerKey(from), ledgerKey(upto))
+		}
+		if err != nil {
 			if derr := rs.dropSubscription(ctx, j); derr != nil {
 				return fmt.Errorf("%w; and dropping that copy failed: %w", err, derr)
 			}
@@ -1413,9 +1470,13 @@ func (rs *resharding) checkPaused(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for i := range rs.n {
 		wg.Go(func() {
-			for k, c := range checkedBeforeSwitch {
+			for k, c := range checkedInThePause {
+				from := ledgerKey(rs.checked[i])
+				if k < len(checkedBeforeSwitch) {
+					from = rs.checked[i][k]
+				}
 				// Unbounded: neither side writes a moved user's row.
-				if err := rs.compareCopy(ctx, c, i, rs.checked[i][k], math.MaxInt64); err != nil {
+				if err := rs.compareCopy(ctx, c, i, from, math.MaxInt64); err != nil {
 					errs[i] = fmt.Errorf("%w; nothing switched: the fences are lifted, and giftd reshard run again copies %s anew",
 						err, rs.where(rs.n+i))
 					return
@@ -1477,6 +1538,10 @@ func (rs *resharding) compareCopy(ctx context.Context, c copyCheck, i int, from,
 		return err
 	}
 	args["upto"] = upto
+	where := c.givenAway(from)
+	if upto != math.MaxInt64 {
+		where += ` AND ` + c.key + ` <= @upto`
+	}
 	var digest [2]string
 	errs := make([]error, 2)
 	var wg sync.WaitGroup
@@ -1488,7 +1553,7 @@ func (rs *resharding) compareCopy(ctx context.Context, c copyCheck, i int, from,
 				}
 				return tx.QueryRow(ctx, `SELECT format('%s rows, digest %s', count(*),
 					coalesce(sum(('x' || left(md5(t::text), 16))::bit(64)::bigint::numeric), 0))
-					FROM `+c.table+` AS t WHERE `+c.givenAway(from)+` AND `+c.key+` <= @upto`, args).Scan(&digest[k])
+					FROM `+c.table+` AS t WHERE `+where, args).Scan(&digest[k])
 			})
 			if err != nil {
 				errs[k] = fmt.Errorf("reshard: %s: digest the %s partition %d gave away: %w", rs.where(p), c.what, i, err)
@@ -1502,6 +1567,8 @@ func (rs *resharding) compareCopy(ctx context.Context, c copyCheck, i int, from,
 	if digest[0] != digest[1] {
 		span := fmt.Sprintf("up to %s %d", c.key, upto)
 		switch {
+		case upto == math.MaxInt64 && c.key == "":
+			span = fmt.Sprintf("of those with a ledger entry past id %d", from)
 		case upto == math.MaxInt64:
 			span = fmt.Sprintf("past %s %d", c.key, from)
 		case from > 0:
