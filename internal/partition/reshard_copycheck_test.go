@@ -198,20 +198,7 @@ func TestReshard_ChecksEveryCopiedTableBeforeTheForget(t *testing.T) {
 				if step != "switch" {
 					return
 				}
-				err := pgx.BeginFunc(ctx, moved, func(tx pgx.Tx) error {
-					if _, err := tx.Exec(ctx, `CREATE TABLE kept AS SELECT * FROM `+tc.table+` WHERE `+tc.row, mover); err != nil {
-						return err
-					}
-					if _, err := tx.Exec(ctx, `SET LOCAL session_replication_role = replica`); err != nil {
-						return err
-					}
-					tag, err := tx.Exec(ctx, tamper, mover)
-					if err == nil && tag.RowsAffected() != 1 {
-						err = fmt.Errorf("%d rows of the mover's, want 1", tag.RowsAffected())
-					}
-					return err
-				})
-				if err != nil {
+				if err := keepAndTamper(ctx, moved, tc.table, tc.row, tamper, mover); err != nil {
 					t.Errorf("tamper with the mover's %s on the new partition: %v", tc.table, err)
 				}
 			})
@@ -247,6 +234,25 @@ func TestReshard_ChecksEveryCopiedTableBeforeTheForget(t *testing.T) {
 			}
 		})
 	}
+}
+
+// keepAndTamper keeps aside, in a table kept, the rows of table that row
+// picks for user ($1), then runs tamper for user as replication writes
+// (past the append-only triggers): it must change one row.
+func keepAndTamper(ctx context.Context, conn *pgx.Conn, table, row, tamper, user string) error {
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `CREATE TABLE kept AS SELECT * FROM `+table+` WHERE `+row, user); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `SET LOCAL session_replication_role = replica`); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, tamper, user)
+		if err == nil && tag.RowsAffected() != 1 {
+			err = fmt.Errorf("%d rows of the user's, want 1", tag.RowsAffected())
+		}
+		return err
+	})
 }
 
 // TestReshard_CopyCheckLeavesOutWhatMayDiffer: what either side may

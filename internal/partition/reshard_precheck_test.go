@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"giftd/internal/ledger"
 	"giftd/internal/partition"
 	"giftd/internal/pgtest"
@@ -98,20 +96,7 @@ func TestReshard_ChecksTheCopyBeforeTheSwitch(t *testing.T) {
 				case "fence": // after the check before the pause: a row for the pause to compare
 					debit("late")
 				case tc.at:
-					err := pgx.BeginFunc(ctx, moved, func(tx pgx.Tx) error {
-						if _, err := tx.Exec(ctx, `CREATE TABLE kept AS SELECT * FROM `+tc.table+` WHERE `+tc.row, mover); err != nil {
-							return err
-						}
-						if _, err := tx.Exec(ctx, `SET LOCAL session_replication_role = replica`); err != nil {
-							return err
-						}
-						tag, err := tx.Exec(ctx, tc.tamper, mover)
-						if err == nil && tag.RowsAffected() != 1 {
-							err = fmt.Errorf("%d rows of the mover's, want 1", tag.RowsAffected())
-						}
-						return err
-					})
-					if err != nil {
+					if err := keepAndTamper(ctx, moved, tc.table, tc.row, tc.tamper, mover); err != nil {
 						t.Errorf("tamper with the mover's %s on the new partition at %q: %v", tc.table, tc.at, err)
 					}
 				}
