@@ -1460,7 +1460,8 @@ func (rs *resharding) precheck(ctx context.Context, i, round int) error {
 
 // checkPaused compares, inside the pause, the rows of each of
 // checkedBeforeSwitch that each old partition i gave away past those
-// precheck compared: the fence stopped the moved users' writes on i, the
+// precheck compared, and the wallets of the users with a ledger entry past
+// it (walletsCheck): the fence stopped the moved users' writes on i, the
 // drain's mark brought the last of them to the copy, and the copy is cut,
 // so both sides are final. It runs before the claims move, on every old
 // partition at once: a copy that differs fails the run with the fences
