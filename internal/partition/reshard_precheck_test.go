@@ -50,7 +50,7 @@ func TestReshard_ChecksTheCopyBeforeTheSwitch(t *testing.T) {
 			tamper: `UPDATE events SET data = data || '{"changed": true}'
 				WHERE position = (SELECT max(position) FROM events WHERE data->>'user_id' = $1)`,
 			want: "nothing switched"},
-		{name: "WalletChangedBeforeThePause", at: "precheck", what: "1 wallets of the users", table: "wallets",
+		{name: "WalletChangedBeforeThePause", at: "precheck", what: "wallets of the users", table: "wallets",
 			row: `user_id = $1`, tamper: `UPDATE wallets SET gold = gold + 1 WHERE user_id = $1`,
 			want: "are not the sum of their entries"},
 		{name: "WalletChangedInThePause", at: "check", what: "the wallets of the users", table: "wallets",
