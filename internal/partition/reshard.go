@@ -1462,19 +1462,20 @@ func (rs *resharding) precheck(ctx context.Context, i, round int) error {
 	if err := rs.mark(ctx, i, fmt.Sprintf("checked %d %d", round, time.Now().UnixNano())); err != nil {
 		return err
 	}
-	for k := range len(checkedBeforeSwitch) + 1 {
-		var err error
-		if k < len(checkedBeforeSwitch) {
-			err = rs.compareCopy(ctx, checkedBeforeSwitch[k], i, from[k], upto[k])
-		} else {
-			err = rs.walletsAddUp(ctx, i, ledgerKey(from), ledgerKey(upto))
+	var err error
+	for k, c := range checkedBeforeSwitch {
+		if err = rs.compareCopy(ctx, c, i, from[k], upto[k]); err != nil {
+			break
 		}
-		if err != nil {
-			if derr := rs.dropSubscription(ctx, j); derr != nil {
-				return fmt.Errorf("%w; and dropping that copy failed: %w", err, derr)
-			}
-			return fmt.Errorf("%w; nothing fenced: the copy on %s is dropped, and giftd reshard run again copies it anew", err, rs.where(j))
+	}
+	if err == nil {
+		err = rs.walletsAddUp(ctx, i, ledgerKey(from), ledgerKey(upto))
+	}
+	if err != nil {
+		if derr := rs.dropSubscription(ctx, j); derr != nil {
+			return fmt.Errorf("%w; and dropping that copy failed: %w", err, derr)
 		}
+		return fmt.Errorf("%w; nothing fenced: the copy on %s is dropped, and giftd reshard run again copies it anew", err, rs.where(j))
 	}
 	rs.checked[i] = upto
 	rs.log.Info("reshard: the copy checked before the pause", "partition", rs.where(i), "round", round+1, "up_to", upto,

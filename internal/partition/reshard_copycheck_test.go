@@ -147,18 +147,8 @@ func TestReshard_ChecksEveryCopiedTableBeforeTheForget(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			l := pgtest.Partitioned(t, 1)
-			requireLogical(t, l.ProxyURL)
-			newURLs := newPartitions(t, l)
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-			defer cancel()
+			l, newURLs, ctx, s := oneToTwo(t, ledger.WithEconomy(ledger.Economy{Earnings: true, DefaultShareBP: 5000}))
 			mover, receiver := usersOn(1, 2, 1)[0], usersOn(0, 2, 1)[0]
-			s, err := ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(1, partition.For), ledger.WithBatching(ledger.Batching{MaxBatch: 1}),
-				ledger.WithEconomy(ledger.Economy{Earnings: true, DefaultShareBP: 5000}))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
 			startConsumer(t, ctx, l.PartitionURLs)
 			old, moved := connect(t, l.PartitionURLs[0]), connect(t, newURLs[0])
 			// An endpoint that delivers nothing (its cursor at 0): every
@@ -202,7 +192,7 @@ func TestReshard_ChecksEveryCopiedTableBeforeTheForget(t *testing.T) {
 					t.Errorf("tamper with the mover's %s on the new partition: %v", tc.table, err)
 				}
 			})
-			_, err = partition.Reshard(ctx, r)
+			_, err := partition.Reshard(ctx, r)
 			if err == nil || !strings.Contains(err.Error(), "nothing forgotten") ||
 				!strings.Contains(err.Error(), "the copy differs: "+tc.what) {
 				t.Fatalf("reshard over a copy with a row of %s tampered with: %v; want the copy check failing on %s, nothing forgotten",
@@ -236,6 +226,25 @@ func TestReshard_ChecksEveryCopiedTableBeforeTheForget(t *testing.T) {
 	}
 }
 
+// oneToTwo is a cluster of 1 partition and a new one to reshard it onto,
+// a context of 3 minutes, and a Store through the proxy, batching off, with
+// opts.
+func oneToTwo(t *testing.T, opts ...ledger.Option) (l partition.Layout, newURLs []string, ctx context.Context, s *ledger.Store) {
+	t.Helper()
+	l = pgtest.Partitioned(t, 1)
+	requireLogical(t, l.ProxyURL)
+	newURLs = newPartitions(t, l)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	s, err := ledger.Open(ctx, l.ProxyURL, append([]ledger.Option{ledger.WithPartitions(1, partition.For),
+		ledger.WithBatching(ledger.Batching{MaxBatch: 1})}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return l, newURLs, ctx, s
+}
+
 // keepAndTamper keeps aside, in a table kept, the rows of table that row
 // picks for user ($1), then runs tamper for user as replication writes
 // (past the append-only triggers): it must change one row.
@@ -265,17 +274,8 @@ func keepAndTamper(ctx context.Context, conn *pgx.Conn, table, row, tamper, user
 // digest hashes each row's text as every server writes it with the check's
 // settings.
 func TestReshard_CopyCheckLeavesOutWhatMayDiffer(t *testing.T) {
-	l := pgtest.Partitioned(t, 1)
-	requireLogical(t, l.ProxyURL)
-	newURLs := newPartitions(t, l)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	l, newURLs, ctx, s := oneToTwo(t)
 	mover := usersOn(1, 2, 1)[0]
-	s, err := ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(1, partition.For), ledger.WithBatching(ledger.Batching{MaxBatch: 1}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	old, moved := connect(t, l.PartitionURLs[0]), connect(t, newURLs[0])
 	if _, err := moved.Exec(ctx, `DO $$ BEGIN
 		EXECUTE format('ALTER DATABASE %I SET TimeZone = ''Asia/Tokyo''', current_database());

@@ -1,15 +1,12 @@
 package partition_test
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"giftd/internal/ledger"
 	"giftd/internal/partition"
-	"giftd/internal/pgtest"
 )
 
 // TestReshard_ChecksTheCopyBeforeTheSwitch: a moved user's row lost or
@@ -59,17 +56,8 @@ func TestReshard_ChecksTheCopyBeforeTheSwitch(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			l := pgtest.Partitioned(t, 1)
-			requireLogical(t, l.ProxyURL)
-			newURLs := newPartitions(t, l)
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-			defer cancel()
+			l, newURLs, ctx, s := oneToTwo(t)
 			mover := usersOn(1, 2, 1)[0]
-			s, err := ledger.Open(ctx, l.ProxyURL, ledger.WithPartitions(1, partition.For), ledger.WithBatching(ledger.Batching{MaxBatch: 1}))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
 			proxy, old, moved := connect(t, l.ProxyURL), connect(t, l.PartitionURLs[0]), connect(t, newURLs[0])
 			// An endpoint that delivers nothing: every event is compared.
 			if _, err := old.Exec(ctx, `INSERT INTO webhook_endpoints (id, url, secrets, cursor)
@@ -101,7 +89,7 @@ func TestReshard_ChecksTheCopyBeforeTheSwitch(t *testing.T) {
 					}
 				}
 			})
-			_, err = partition.Reshard(ctx, r)
+			_, err := partition.Reshard(ctx, r)
 			if err == nil || !strings.Contains(err.Error(), "the copy differs: "+tc.what) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("reshard over a copy with the mover's last row of %s tampered with at %q: %v; want the copy differing in %s, %s",
 					tc.table, tc.at, err, tc.what, tc.want)
