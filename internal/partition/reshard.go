@@ -401,13 +401,26 @@ type resharding struct {
 	checked [][]int64
 }
 
+// ReshardApplicationName is the application_name of giftd reshard's own
+// sessions on each partition, unless the partition's URL sets one.
+const ReshardApplicationName = "giftd reshard"
+
 func (rs *resharding) open(ctx context.Context) error {
 	var err error
 	if rs.cluster, err = clusterID(ctx, rs.Layout.ProxyURL); err != nil {
 		return err
 	}
 	for p, u := range rs.after.PartitionURLs {
-		c, err := pgx.Connect(ctx, u)
+		cfg, err := pgx.ParseConfig(u)
+		if err != nil {
+			rs.close()
+			return fmt.Errorf("reshard: partition %d: %s: %w", p, Where(u), err)
+		}
+		// pg_stat_activity names the run's sessions, as giftd migrate's.
+		if cfg.RuntimeParams["application_name"] == "" {
+			cfg.RuntimeParams["application_name"] = ReshardApplicationName
+		}
+		c, err := pgx.ConnectConfig(ctx, cfg)
 		if err != nil {
 			rs.close()
 			return fmt.Errorf("reshard: partition %d: connect to %s: %w", p, Where(u), err)
@@ -1315,6 +1328,10 @@ var copyChecks = []copyCheck{
 			= ((SELECT i.partition FROM giftd_partition_identity AS i) <> @to)`},
 }
 
+// errCopyDiffers is a copy check's finding: the new partition lost or
+// changed a row the old one gave away.
+var errCopyDiffers = errors.New("the copy differs")
+
 // copyDigestSettings make a row's text the same on every server, whatever
 // its defaults: the digest hashes it.
 const copyDigestSettings = `SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL IntervalStyle = 'postgres';
@@ -1423,8 +1440,8 @@ func (rs *resharding) walletsAddUp(ctx context.Context, i int, from, upto int64)
 		}
 	}
 	if len(copied) > 0 {
-		return fmt.Errorf("reshard: the copy differs: wallets of the users partition %d gave away to %d are not the sum "+
-			"of their entries on %s, as they are on %s: %s", i, j, rs.where(j), rs.where(i), strings.Join(copied, ", "))
+		return fmt.Errorf("reshard: %w: wallets of the users partition %d gave away to %d are not the sum "+
+			"of their entries on %s, as they are on %s: %s", errCopyDiffers, i, j, rs.where(j), rs.where(i), strings.Join(copied, ", "))
 	}
 	rs.log.Warn("reshard: wallets that do not add up on the old partition either, copied as they are (the audit reports them)",
 		"partition", rs.where(i), "users", onCopy)
@@ -1448,39 +1465,47 @@ func (rs *resharding) precheck(ctx context.Context, i, round int) error {
 	if round == 0 {
 		rs.checked[i] = make([]int64, len(checkedBeforeSwitch))
 	}
-	from := rs.checked[i]
 	start := time.Now()
-	upto := make([]int64, len(checkedBeforeSwitch))
-	for k, c := range checkedBeforeSwitch {
-		if err := rs.conns[i].QueryRow(ctx, c.last).Scan(&upto[k]); err != nil {
-			return fmt.Errorf("reshard: %s: read the last key of the %s: %w", rs.where(i), c.what, err)
-		}
-	}
-	if _, err := rs.waitRunning(ctx, i); err != nil {
-		return fmt.Errorf("reshard: %s: wait for the transactions running at the copy check: %w", rs.where(i), err)
-	}
-	if err := rs.mark(ctx, i, fmt.Sprintf("checked %d %d", round, time.Now().UnixNano())); err != nil {
-		return err
-	}
-	var err error
-	for k, c := range checkedBeforeSwitch {
-		if err = rs.compareCopy(ctx, c, i, from[k], upto[k]); err != nil {
-			break
-		}
-	}
-	if err == nil {
-		err = rs.walletsAddUp(ctx, i, ledgerKey(from), ledgerKey(upto))
-	}
-	if err != nil {
+	upto, err := rs.compareSoFar(ctx, i, round)
+	switch {
+	case errors.Is(err, errCopyDiffers):
 		if derr := rs.dropSubscription(ctx, j); derr != nil {
 			return fmt.Errorf("%w; and dropping that copy failed: %w", err, derr)
 		}
 		return fmt.Errorf("%w; nothing fenced: the copy on %s is dropped, and giftd reshard run again copies it anew", err, rs.where(j))
+	case err != nil:
+		// A database or connection failure says nothing of the copy: a
+		// run again carries on from it.
+		return fmt.Errorf("%w; nothing fenced: the copy on %s is kept, and giftd reshard run again checks it again", err, rs.where(j))
 	}
 	rs.checked[i] = upto
 	rs.log.Info("reshard: the copy checked before the pause", "partition", rs.where(i), "round", round+1, "up_to", upto,
 		"took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// compareSoFar is precheck's work on old partition i: the keys it compared
+// up to, or why not.
+func (rs *resharding) compareSoFar(ctx context.Context, i, round int) ([]int64, error) {
+	from := rs.checked[i]
+	upto := make([]int64, len(checkedBeforeSwitch))
+	for k, c := range checkedBeforeSwitch {
+		if err := rs.conns[i].QueryRow(ctx, c.last).Scan(&upto[k]); err != nil {
+			return nil, fmt.Errorf("reshard: %s: read the last key of the %s: %w", rs.where(i), c.what, err)
+		}
+	}
+	if _, err := rs.waitRunning(ctx, i); err != nil {
+		return nil, fmt.Errorf("reshard: %s: wait for the transactions running at the copy check: %w", rs.where(i), err)
+	}
+	if err := rs.mark(ctx, i, fmt.Sprintf("checked %d %d", round, time.Now().UnixNano())); err != nil {
+		return nil, err
+	}
+	for k, c := range checkedBeforeSwitch {
+		if err := rs.compareCopy(ctx, c, i, from[k], upto[k]); err != nil {
+			return nil, err
+		}
+	}
+	return upto, rs.walletsAddUp(ctx, i, ledgerKey(from), ledgerKey(upto))
 }
 
 // checkPaused compares, inside the pause, the rows of each of
@@ -1600,8 +1625,8 @@ func (rs *resharding) compareCopy(ctx context.Context, c copyCheck, i int, from,
 		case from > 0:
 			span = fmt.Sprintf("%s %d to %d", c.key, from+1, upto)
 		}
-		return fmt.Errorf("reshard: the copy differs: the %s partition %d gave away to %d, %s: %s on %s, %s on %s",
-			c.what, i, j, span, digest[0], rs.where(i), digest[1], rs.where(j))
+		return fmt.Errorf("reshard: %w: the %s partition %d gave away to %d, %s: %s on %s, %s on %s",
+			errCopyDiffers, c.what, i, j, span, digest[0], rs.where(i), digest[1], rs.where(j))
 	}
 	return nil
 }

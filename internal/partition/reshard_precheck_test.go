@@ -131,3 +131,82 @@ func TestReshard_ChecksTheCopyBeforeTheSwitch(t *testing.T) {
 		})
 	}
 }
+
+// TestReshard_CheckFailingBeforeThePauseKeepsTheCopy: a check before the
+// pause that fails for want of the database (its session on the old
+// partition ended), not for a difference, fences nothing and keeps the copy:
+// the run again carries on from the same subscription and switches.
+func TestReshard_CheckFailingBeforeThePauseKeepsTheCopy(t *testing.T) {
+	l, newURLs, ctx, s := oneToTwo(t)
+	mover := usersOn(1, 2, 1)[0]
+	proxy, old, moved := connect(t, l.ProxyURL), connect(t, l.PartitionURLs[0]), connect(t, newURLs[0])
+	if _, err := s.TopUp(ctx, ledger.TopUp{UserID: mover, Amount: 100, Key: "seed"}); err != nil {
+		t.Fatal(err)
+	}
+	debits := 0
+	debit := func(id string) {
+		t.Helper()
+		if res, err := s.Debit(ctx, reshardDebit(id, mover)); err != nil || res.Status != ledger.Debited {
+			t.Errorf("debit %s of the mover: %+v, %v; want debited", id, res, err)
+			return
+		}
+		debits++
+	}
+	debit("early")
+	subscription := func() (oid uint32) {
+		t.Helper()
+		if err := moved.QueryRow(ctx, `SELECT coalesce(max(oid), 0) FROM pg_subscription
+			WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&oid); err != nil {
+			t.Fatal(err)
+		}
+		return oid
+	}
+
+	r := partition.WithOnStep(partition.Resharding{Layout: l, NewPartitionURLs: newURLs}, func(step string) {
+		if step != "precheck" {
+			return
+		}
+		var ended int
+		if err := old.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 60000)) FROM pg_stat_activity
+			WHERE application_name = $1 AND datname = current_database()`, partition.ReshardApplicationName).Scan(&ended); err != nil || ended != 1 {
+			t.Errorf("end giftd reshard's session on the old partition: %d ended, %v; want 1", ended, err)
+		}
+	})
+	_, err := partition.Reshard(ctx, r)
+	if err == nil || strings.Contains(err.Error(), "the copy differs") || !strings.Contains(err.Error(), "is kept") {
+		t.Fatalf("reshard with its session on the old partition ended at the check before the pause: %v; "+
+			"want a failure that keeps the copy", err)
+	}
+	kept := subscription()
+	if kept == 0 {
+		t.Fatal("no subscription on the new partition after a check that failed for want of the database; want the copy kept")
+	}
+	var count, fences int
+	if err := proxy.QueryRow(ctx, `SELECT giftd_partition_count()`).Scan(&count); err != nil || count != 1 {
+		t.Errorf("the proxy's partition count after the failed check: %d, %v; want 1", count, err)
+	}
+	if err := old.QueryRow(ctx, `SELECT count(*) FROM giftd_reshard_fence`).Scan(&fences); err != nil || fences != 0 {
+		t.Errorf("fences on the old partition after the failed check: %d, %v; want 0", fences, err)
+	}
+	debit("between")
+
+	again := partition.WithOnStep(partition.Resharding{Layout: l, NewPartitionURLs: newURLs}, func(step string) {
+		if step == "precheck" {
+			if now := subscription(); now != kept {
+				t.Errorf("the new partition's subscription at the run again's check: oid %d; want %d, the one kept", now, kept)
+			}
+		}
+	})
+	if _, err := partition.Reshard(ctx, again); err != nil {
+		t.Fatalf("reshard again: %v", err)
+	}
+	var entries, gold int64
+	if err := moved.QueryRow(ctx, `SELECT count(*) FROM ledger_entries WHERE user_id = $1`, mover).Scan(&entries); err != nil ||
+		entries != int64(1+debits) {
+		t.Errorf("the mover's entries on its new partition: %d, %v; want %d", entries, err, 1+debits)
+	}
+	if err := proxy.QueryRow(ctx, `SELECT gold FROM giftd_wallet($1)`, mover).Scan(&gold); err != nil || gold != int64(100-debits) {
+		t.Errorf("the mover's wallet through the proxy: %d, %v; want %d", gold, err, 100-debits)
+	}
+	auditsClean(t, ctx, stores(t, append(append([]string(nil), l.PartitionURLs...), newURLs...)))
+}
