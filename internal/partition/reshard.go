@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"math/big"
 	"slices"
 	"strings"
 	"sync"
@@ -669,7 +670,7 @@ func (rs *resharding) startCopy(ctx context.Context, i int, opts []ledger.Migrat
 		_, err := tx.Exec(ctx, `SET LOCAL session_replication_role = replica`)
 		if err == nil {
 			// With the copy goes what a pre-split made of it.
-			_, err = tx.Exec(ctx, `TRUNCATE `+strings.Join(copiedTables, ", ")+`, giftd_reshard_presplit, giftd_reshard_gone`)
+			_, err = tx.Exec(ctx, `TRUNCATE `+strings.Join(copiedTables, ", ")+`, giftd_reshard_presplit, giftd_reshard_gone, giftd_reshard_cut`)
 		}
 		return err
 	})
@@ -860,6 +861,11 @@ func (rs *resharding) pause(ctx context.Context) (pauses []time.Duration, err er
 		// growing onto it at the switch meets the same refusal on all 2n.
 		if _, err := rs.conns[j].Exec(ctx, strings.Join(configTriggers(true), "; ")); err != nil {
 			return nil, fmt.Errorf("reshard: %s: refuse configuration changes: %w", rs.where(j), err)
+		}
+		// On j's clock, before the switch: the check before the forget
+		// leaves out the rows j writes after it (inPlaceChecks).
+		if _, err := rs.conns[j].Exec(ctx, `INSERT INTO giftd_reshard_cut (partitions) VALUES ($1) ON CONFLICT DO NOTHING`, 2*n); err != nil {
+			return nil, fmt.Errorf("reshard: %s: record the copy's cut: %w", rs.where(j), err)
 		}
 	}
 	rs.step("sequences")
@@ -1297,11 +1303,10 @@ type copyCheck struct {
 //     others; none on a partition split in one step, which deleted them in
 //     the pause).
 //
-// Not compared: wallets, spending counters (spend_windows), LinkV accounts
-// and wallet moves, updated in place by the moved users' writes on j after
-// the switch, with no key to bound them (a wallet is its entries' sum, which
-// each partition's audit checks); spending reminders and operators' key
-// claims, written on j after the switch with no key to bound them either.
+// Not compared here: wallets (a wallet is its entries' sum, which each
+// partition's audit checks, and precheck and the pause compare them), and
+// the rows updated in place with no key to bound them by, which
+// inPlaceChecks compare as they were at the switch.
 var copyChecks = []copyCheck{
 	{what: "ledger entries of the users", table: "ledger_entries", key: "id",
 		rows:  `giftd_placement(user_id) & @mask = @to`,
@@ -1347,7 +1352,8 @@ const copyDigestSettings = `SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'I
 // whole, or copied as of an earlier moment (wallet and entries alike), would
 // pass; the forget would then delete the only copy. A run again after a
 // forget that stopped midway compares what is left (nothing on an old
-// partition that forgot).
+// partition that forgot). Then the rows updated in place, as they were at
+// the switch (inPlaceChecks, compareInPlace).
 func (rs *resharding) checkCopies(ctx context.Context) error {
 	for i := range rs.n {
 		for _, c := range copyChecks {
@@ -1359,9 +1365,187 @@ func (rs *resharding) checkCopies(ctx context.Context) error {
 				return err
 			}
 		}
+		var unforgotten bool
+		if err := rs.conns[i].QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM giftd_reshard_unforgotten())`).Scan(&unforgotten); err != nil {
+			return fmt.Errorf("reshard: %s: read whether it forgot: %w", rs.where(i), err)
+		}
+		if !unforgotten { // a run before forgot: i holds none of those rows
+			continue
+		}
+		var cut time.Time
+		err := rs.conns[rs.n+i].QueryRow(ctx, `SELECT cut_at FROM giftd_reshard_cut WHERE partitions = $1`, 2*rs.n).Scan(&cut)
+		var pgErr *pgconn.PgError
+		if errors.Is(err, pgx.ErrNoRows) || errors.As(err, &pgErr) && pgErr.Code == "42P01" {
+			rs.log.Warn("reshard: no cut recorded (a run of an earlier release switched, or the partition lacks migration 27): "+
+				"the spending counters and reminders, "+
+				"LinkV rows and key claims the partition gave away are not compared", "partition", rs.where(rs.n+i))
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("reshard: %s: read the copy's cut: %w", rs.where(rs.n+i), err)
+		}
+		start, since := time.Now(), int64(0)
+		for _, c := range inPlaceChecks {
+			rewritten, err := rs.compareInPlace(ctx, c, i, cut)
+			if err != nil {
+				return err
+			}
+			since += rewritten
+		}
+		rs.log.Info("reshard: the rows updated in place compared as at the switch", "partition", rs.where(i),
+			"rewritten_since", since, "took", time.Since(start).Round(time.Millisecond))
 	}
 	rs.log.Info("reshard: every old partition's rows it gave away are on its new partition")
 	return nil
+}
+
+// An inPlaceCheck is a table of the users' rows updated in place, with no
+// key to bound the rows by, that the forget deletes the moved rows of on
+// old partition i: checkCopies compares them as they were at the switch.
+type inPlaceCheck struct {
+	what, table string
+	// rows is the SQL condition of the rows i gave away to @to.
+	rows string
+	// stamp is the column every write sets to its transaction's now().
+	stamp string
+	// keys are the primary key's columns, types their types.
+	keys, types []string
+}
+
+// inPlaceChecks: the moved users' spending counters and reminders, LinkV
+// accounts and wallet moves, and the operators' key claims the keys'
+// placement moved. None is pruned, so neither side deletes one before the
+// forget.
+var inPlaceChecks = []inPlaceCheck{
+	{what: "spending counters of the users", table: "spend_windows", rows: `giftd_placement(user_id) & @mask = @to`,
+		stamp: "updated_at", keys: []string{"user_id"}, types: []string{"text"}},
+	{what: "spending reminders of the users", table: "spend_reminders", rows: `giftd_placement(user_id) & @mask = @to`,
+		stamp: "created_at", keys: []string{"user_id", "day"}, types: []string{"text", "date"}},
+	{what: "LinkV accounts of the users", table: "linkv_accounts", rows: `giftd_placement(user_id) & @mask = @to`,
+		stamp: "updated_at", keys: []string{"app_id", "user_id"}, types: []string{"text", "text"}},
+	{what: "LinkV wallet moves of the users", table: "linkv_wallet_moves", rows: `giftd_placement(user_id) & @mask = @to`,
+		stamp: "updated_at", keys: []string{"app_id", "user_id"}, types: []string{"text", "text"}},
+	{what: "operators' key claims", table: "giftd_key_claims", rows: `giftd_placement(key) & @mask = @to`,
+		stamp: "updated_at", keys: []string{"kind", "key"}, types: []string{"text", "text"}},
+}
+
+// rowHash is a row t's 64-bit hash, the digests' term.
+const rowHash = `('x' || left(md5(t::text), 16))::bit(64)::bigint::numeric`
+
+// tally is a count of rows and the sum of their rowHash.
+type tally struct {
+	rows   int64
+	digest big.Int
+}
+
+func (t *tally) scan(row pgx.Row) error {
+	var digest string
+	if err := row.Scan(&t.rows, &digest); err != nil {
+		return err
+	}
+	if _, ok := t.digest.SetString(digest, 10); !ok {
+		return fmt.Errorf("a digest that is not an integer: %q", digest)
+	}
+	return nil
+}
+
+// compareInPlace compares c's rows old partition i gave away to j = i + n
+// as they were at the switch: i's (final since its fence) less those whose
+// key j has written since its copy was cut (stamped at or after cut, on j's
+// clock: every transaction of j's own after the switch started after it),
+// against j's stamped before it, in one snapshot of j. The keys j wrote
+// since are read there and looked up on i 10,000 at a time. A row stamped
+// on i after cut (i's clock ahead of j's) is left out on both sides. It
+// returns how many of i's rows were left out so.
+func (rs *resharding) compareInPlace(ctx context.Context, c inPlaceCheck, i int, cut time.Time) (int64, error) {
+	j := rs.n + i
+	args := pgx.NamedArgs{"mask": 2*rs.n - 1, "to": j, "cut": cut}
+	keys := strings.Join(c.keys, ", ")
+	cols := make([]string, len(c.keys))
+	texts := make([]string, len(c.keys))
+	unnest := make([]string, len(c.keys))
+	for k, col := range c.keys {
+		cols[k] = fmt.Sprintf("x.%s::%s", col, c.types[k])
+		texts[k] = col + "::text"
+		unnest[k] = fmt.Sprintf("@k%d::text[]", k)
+	}
+	lookup := `SELECT count(*), coalesce(sum(` + rowHash + `), 0)::text FROM ` + c.table + ` AS t
+		WHERE (` + c.rows + `) AND (` + keys + `) IN (SELECT ` + strings.Join(cols, ", ") + `
+			FROM unnest(` + strings.Join(unnest, ", ") + `) AS x (` + keys + `))`
+	var kept, all, rewritten tally
+	err := pgx.BeginTxFunc(ctx, rs.conns[j], pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tj pgx.Tx) error {
+		return pgx.BeginFunc(ctx, rs.conns[i], func(ti pgx.Tx) error {
+			for _, tx := range []pgx.Tx{tj, ti} {
+				if _, err := tx.Exec(ctx, copyDigestSettings); err != nil {
+					return err
+				}
+			}
+			err := kept.scan(tj.QueryRow(ctx, `SELECT count(*), coalesce(sum(`+rowHash+`), 0)::text FROM `+c.table+` AS t
+				WHERE (`+c.rows+`) AND `+c.stamp+` < @cut`, args))
+			if err == nil {
+				err = all.scan(ti.QueryRow(ctx, `SELECT count(*), coalesce(sum(`+rowHash+`), 0)::text FROM `+c.table+` AS t
+					WHERE `+c.rows, args))
+			}
+			if err != nil {
+				return err
+			}
+			rows, err := tj.Query(ctx, `SELECT ARRAY[`+strings.Join(texts, ", ")+`] FROM `+c.table+` AS t WHERE (`+c.rows+`) AND `+c.stamp+` >= @cut`, args)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			batch := make([][]string, len(c.keys))
+			flush := func() error {
+				if len(batch[0]) == 0 {
+					return nil
+				}
+				look := pgx.NamedArgs{"mask": 2*rs.n - 1, "to": j}
+				for k := range batch {
+					look[fmt.Sprintf("k%d", k)] = batch[k]
+				}
+				var part tally
+				if err := part.scan(ti.QueryRow(ctx, lookup, look)); err != nil {
+					return err
+				}
+				rewritten.rows += part.rows
+				rewritten.digest.Add(&rewritten.digest, &part.digest)
+				for k := range batch {
+					batch[k] = batch[k][:0]
+				}
+				return nil
+			}
+			for rows.Next() {
+				var key []string
+				if err := rows.Scan(&key); err != nil {
+					return err
+				}
+				for k := range batch {
+					batch[k] = append(batch[k], key[k])
+				}
+				if len(batch[0]) == 10_000 {
+					if err := flush(); err != nil {
+						return err
+					}
+				}
+			}
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			return flush()
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("reshard: %s and %s: compare the %s partition %d gave away: %w", rs.where(i), rs.where(j), c.what, i, err)
+	}
+	var was tally
+	was.rows = all.rows - rewritten.rows
+	was.digest.Sub(&all.digest, &rewritten.digest)
+	if was.rows != kept.rows || was.digest.Cmp(&kept.digest) != 0 {
+		return 0, fmt.Errorf("reshard: %w: the %s partition %d gave away to %d, as at the switch: %d rows, digest %s on %s "+
+			"(less %d that %d wrote since), %d rows, digest %s on %s", errCopyDiffers, c.what, i, j,
+			was.rows, was.digest.String(), rs.where(i), rewritten.rows, j, kept.rows, kept.digest.String(), rs.where(j))
+	}
+	return rewritten.rows, nil
 }
 
 // checkedBeforeSwitch are the copyChecks compared before the switch too.

@@ -1,0 +1,1 @@
+DROP TABLE giftd_reshard_cut;
