@@ -1,9 +1,12 @@
 package partition_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 
 	"giftd/internal/ledger"
 	"giftd/internal/partition"
@@ -64,18 +67,7 @@ func TestReshard_ChecksTheCopyBeforeTheSwitch(t *testing.T) {
 				VALUES ('hook', 'http://127.0.0.1:9/', '{whsec_test}', 0)`); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := s.TopUp(ctx, ledger.TopUp{UserID: mover, Amount: 100, Key: "seed"}); err != nil {
-				t.Fatal(err)
-			}
-			debits := 0
-			debit := func(id string) {
-				t.Helper()
-				if res, err := s.Debit(ctx, reshardDebit(id, mover)); err != nil || res.Status != ledger.Debited {
-					t.Errorf("debit %s of the mover: %+v, %v; want debited", id, res, err)
-					return
-				}
-				debits++
-			}
+			debit, debits := seedMover(t, ctx, s, mover)
 			for k := range 3 {
 				debit(fmt.Sprintf("early-%d", k))
 			}
@@ -119,15 +111,7 @@ func TestReshard_ChecksTheCopyBeforeTheSwitch(t *testing.T) {
 				Scan(&same); tc.table != "wallets" && (err != nil || same != 1) { // a wallet changed since: its gold is checked below
 				t.Errorf("the row tampered with, on the new partition after the run again: %d as it was, %v; want 1", same, err)
 			}
-			var entries, gold int64
-			if err := moved.QueryRow(ctx, `SELECT count(*) FROM ledger_entries WHERE user_id = $1`, mover).Scan(&entries); err != nil ||
-				entries != int64(1+debits) {
-				t.Errorf("the mover's entries on its new partition: %d, %v; want %d", entries, err, 1+debits)
-			}
-			if err := proxy.QueryRow(ctx, `SELECT gold FROM giftd_wallet($1)`, mover).Scan(&gold); err != nil || gold != int64(100-debits) {
-				t.Errorf("the mover's wallet through the proxy: %d, %v; want %d", gold, err, 100-debits)
-			}
-			auditsClean(t, ctx, stores(t, append(append([]string(nil), l.PartitionURLs...), newURLs...)))
+			moverBooksRight(t, ctx, l, newURLs, proxy, moved, mover, debits())
 		})
 	}
 }
@@ -140,18 +124,7 @@ func TestReshard_CheckFailingBeforeThePauseKeepsTheCopy(t *testing.T) {
 	l, newURLs, ctx, s := oneToTwo(t)
 	mover := usersOn(1, 2, 1)[0]
 	proxy, old, moved := connect(t, l.ProxyURL), connect(t, l.PartitionURLs[0]), connect(t, newURLs[0])
-	if _, err := s.TopUp(ctx, ledger.TopUp{UserID: mover, Amount: 100, Key: "seed"}); err != nil {
-		t.Fatal(err)
-	}
-	debits := 0
-	debit := func(id string) {
-		t.Helper()
-		if res, err := s.Debit(ctx, reshardDebit(id, mover)); err != nil || res.Status != ledger.Debited {
-			t.Errorf("debit %s of the mover: %+v, %v; want debited", id, res, err)
-			return
-		}
-		debits++
-	}
+	debit, debits := seedMover(t, ctx, s, mover)
 	debit("early")
 	subscription := func() (oid uint32) {
 		t.Helper()
@@ -200,6 +173,33 @@ func TestReshard_CheckFailingBeforeThePauseKeepsTheCopy(t *testing.T) {
 	if _, err := partition.Reshard(ctx, again); err != nil {
 		t.Fatalf("reshard again: %v", err)
 	}
+	moverBooksRight(t, ctx, l, newURLs, proxy, moved, mover, debits())
+}
+
+// seedMover tops up mover with 100 gold through s, and returns a debit of
+// it, which must go through, and the count of those made.
+func seedMover(t *testing.T, ctx context.Context, s *ledger.Store, mover string) (debit func(id string), debits func() int) {
+	t.Helper()
+	if _, err := s.TopUp(ctx, ledger.TopUp{UserID: mover, Amount: 100, Key: "seed"}); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	debit = func(id string) {
+		t.Helper()
+		if res, err := s.Debit(ctx, reshardDebit(id, mover)); err != nil || res.Status != ledger.Debited {
+			t.Errorf("debit %s of the mover: %+v, %v; want debited", id, res, err)
+			return
+		}
+		n++
+	}
+	return debit, func() int { return n }
+}
+
+// moverBooksRight checks, after a reshard of l onto newURLs, the seeded
+// mover's entries on its new partition (moved) and its wallet through the
+// proxy after debits, and every partition's audit.
+func moverBooksRight(t *testing.T, ctx context.Context, l partition.Layout, newURLs []string, proxy, moved *pgx.Conn, mover string, debits int) {
+	t.Helper()
 	var entries, gold int64
 	if err := moved.QueryRow(ctx, `SELECT count(*) FROM ledger_entries WHERE user_id = $1`, mover).Scan(&entries); err != nil ||
 		entries != int64(1+debits) {
